@@ -1,0 +1,342 @@
+"""A commit's build context as Docker receives it: an uncompressed tar.
+
+The tar is written from the commit's tree in the object database, never from a working copy,
+so what gets built is exactly what was committed. It is deterministic: entries come in tree
+order with fixed owner and mtime, so the same tree always gives the same bytes and Docker's
+layer cache can reuse earlier builds.
+
+`.dockerignore` follows Docker's rules (moby/patternmatcher): patterns are cleaned like paths,
+a leading `/` is dropped, `*` and `?` stay inside one path segment, `**` spans segments, a
+pattern that matches a directory excludes everything below it, later patterns win, and `!`
+re-includes. The Dockerfile and `.dockerignore` are always sent.
+
+Plain functions over a `pygit2.Repository`; callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import pygit2
+from pygit2.enums import FileMode
+
+from reconciler.errors import GitRevisionNotFound, ManifestError
+
+# Entries carry this mtime instead of the commit time: the same tree then gives the same tar
+# even across commits, which is what lets Docker's cache hit after an unrelated commit.
+_MTIME = 0
+# POSIX allows 40 symlink hops; git trees can be built with cycles, so the bound matters.
+_MAX_LINK_HOPS = 40
+_DOCKERIGNORE = ".dockerignore"
+
+
+def write_context_tar(
+    repo: pygit2.Repository,
+    commit_sha: str,
+    *,
+    context: str,
+    dockerfile: str,
+    out: BinaryIO,
+) -> None:
+    """Write the build context at `context` in commit `commit_sha` to `out` as a tar.
+
+    Raises ManifestError, naming the path, when the context or Dockerfile is missing, is not
+    what it should be, or escapes its bounds (`..`, absolute paths, symlinks pointing out).
+    """
+    commit = _commit(repo, commit_sha)
+    short = commit_sha[:12]
+    context_parts = _relative_parts(context, label="build context", bound="the repository")
+    found, _ = _resolve(
+        repo, commit.tree, context_parts, label=f"build context '{context}'", bound="repository"
+    )
+    if not isinstance(found, pygit2.Tree):
+        raise ManifestError(f"build context '{context}' is not a directory in commit {short}")
+
+    dockerfile_parts = _relative_parts(dockerfile, label="dockerfile", bound="the build context")
+    target, target_parts = _resolve(
+        repo, found, dockerfile_parts, label=f"dockerfile '{dockerfile}'", bound="build context"
+    )
+    if target is None:
+        raise ManifestError(f"dockerfile '{dockerfile}' not found in commit {short}")
+    if not isinstance(target, pygit2.Blob):
+        raise ManifestError(f"dockerfile '{dockerfile}' is not a file in commit {short}")
+
+    ignore = DockerIgnore.parse(_read_dockerignore(repo, found))
+    # A symlinked Dockerfile is sent together with the file it points to.
+    always_sent = {"/".join(dockerfile_parts), "/".join(target_parts), _DOCKERIGNORE}
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        _Walk(repo=repo, tar=tar, ignore=ignore, always_sent=always_sent).tree(found, "")
+
+
+@dataclass
+class _Walk:
+    """One depth-first pass over the context tree, writing entries as it goes."""
+
+    repo: pygit2.Repository
+    tar: tarfile.TarFile
+    ignore: DockerIgnore
+    always_sent: set[str]
+    # Excluded directories already written because something inside them is sent.
+    written: set[str] = field(default_factory=set)
+
+    def tree(self, tree: pygit2.Tree, prefix: str, pending: tuple[str, ...] = ()) -> None:
+        """Write the entries under `tree`.
+
+        `pending` are excluded parent directories not written yet: they are written only
+        when something inside them is sent, so the files re-included by `!` have a parent.
+        """
+        for entry in tree:
+            name = entry.name
+            assert name is not None  # tree entries always have a name
+            path = prefix + name
+            mode = entry.filemode
+            excluded = path not in self.always_sent and self.ignore.excludes(path)
+            if mode == FileMode.TREE:
+                if not excluded:
+                    self._flush(pending)
+                    self._add(path, tarfile.DIRTYPE, 0o755)
+                    self.tree(self.repo[entry.id].peel(pygit2.Tree), path + "/")
+                elif self._may_send_below(path):
+                    subtree = self.repo[entry.id].peel(pygit2.Tree)
+                    self.tree(subtree, path + "/", (*pending, path))
+                continue
+            if excluded:
+                continue
+            self._flush(pending)
+            if mode == FileMode.LINK:
+                target = self.repo[entry.id].peel(pygit2.Blob).data
+                self._add(path, tarfile.SYMTYPE, 0o777, linkname=_decode(target))
+            elif mode == FileMode.COMMIT:
+                # A submodule: like an un-initialised checkout, an empty directory.
+                self._add(path, tarfile.DIRTYPE, 0o755)
+            else:
+                # One blob in memory at a time: libgit2 inflates whole objects anyway.
+                data = self.repo[entry.id].peel(pygit2.Blob).data
+                file_mode = 0o755 if mode == FileMode.BLOB_EXECUTABLE else 0o644
+                self._add(path, tarfile.REGTYPE, file_mode, data=data)
+
+    def _may_send_below(self, directory: str) -> bool:
+        """Whether anything under an excluded directory can still be sent."""
+        below = directory + "/"
+        return self.ignore.has_exceptions or any(p.startswith(below) for p in self.always_sent)
+
+    def _flush(self, pending: tuple[str, ...]) -> None:
+        for directory in pending:
+            if directory not in self.written:
+                self.written.add(directory)
+                self._add(directory, tarfile.DIRTYPE, 0o755)
+
+    def _add(
+        self, path: str, kind: bytes, mode: int, *, linkname: str = "", data: bytes = b""
+    ) -> None:
+        info = tarfile.TarInfo(path)
+        info.type = kind
+        info.mode = mode
+        info.mtime = _MTIME
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.linkname = linkname
+        info.size = len(data)
+        self.tar.addfile(info, io.BytesIO(data) if data else None)
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    matches: Callable[[str], bool]
+    exception: bool
+
+
+@dataclass(frozen=True)
+class DockerIgnore:
+    """The patterns of one `.dockerignore`, in order."""
+
+    patterns: tuple[_Pattern, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> DockerIgnore:
+        """Read a `.dockerignore` the way Docker does; a bad pattern is a ManifestError."""
+        patterns = []
+        for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+            if raw.startswith("#"):
+                continue  # only a leading '#' starts a comment, as in Docker
+            line = raw.strip()
+            exception = line.startswith("!")
+            if exception:
+                line = line[1:].strip()
+                if not line:
+                    raise ManifestError(f".dockerignore line {number}: '!' without a pattern")
+            if not line:
+                continue
+            line = _clean(line)
+            if len(line) > 1 and line.startswith("/"):
+                line = line[1:]
+            try:
+                matches = _compile(line)
+            except re.error as exc:
+                raise ManifestError(f".dockerignore line {number}: bad pattern {raw!r}") from exc
+            patterns.append(_Pattern(matches=matches, exception=exception))
+        return cls(tuple(patterns))
+
+    @property
+    def has_exceptions(self) -> bool:
+        return any(p.exception for p in self.patterns)
+
+    def excludes(self, path: str) -> bool:
+        """Whether `path` (slash-separated, relative to the context) is left out.
+
+        A pattern matches the path itself or any of its parent directories; the last
+        matching pattern decides.
+        """
+        parents = _parents(path)
+        excluded = False
+        for pattern in self.patterns:
+            # As in Docker: an exclusion only matters while included, an exception only
+            # while excluded, so skip the ones that cannot change the outcome.
+            if pattern.exception != excluded:
+                continue
+            if pattern.matches(path) or any(pattern.matches(p) for p in parents):
+                excluded = not pattern.exception
+        return excluded
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _clean(pattern: str) -> str:
+    """Go's filepath.Clean on a slash path (posixpath keeps a leading '//', Go does not)."""
+    cleaned = posixpath.normpath(pattern)
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
+
+
+def _compile(pattern: str) -> Callable[[str], bool]:
+    """One cleaned pattern to a predicate, with moby/patternmatcher's four match kinds."""
+    wildcard = any(c in pattern for c in "*?[]\\")
+    if not wildcard:
+        return lambda path: path == pattern
+    if pattern.startswith("**") and not any(c in pattern[2:] for c in "*?[]\\"):
+        suffix = pattern[2:]  # "**/foo" matches "foo" and anything ending in "/foo"
+        return lambda path: path.endswith(suffix) or (
+            suffix.startswith("/") and path == suffix[1:]
+        )
+    if pattern.endswith("**") and not any(c in pattern[:-2] for c in "*?[]\\"):
+        head = pattern[:-2]
+        return lambda path: path.startswith(head)
+    regex = re.compile(_regex(pattern))
+    return lambda path: regex.fullmatch(path) is not None
+
+
+def _regex(pattern: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if pattern.startswith("**", i):
+            i += 2
+            if pattern.startswith("/", i):
+                i += 1  # "**/" is "**": any number of directories, even none
+            out.append(".*" if i == len(pattern) else "(.*/)?")
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif char in "[]":
+            out.append(char)  # character classes pass through, as in Docker
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
+
+
+def _commit(repo: pygit2.Repository, sha: str) -> pygit2.Commit:
+    try:
+        found = repo.get(sha)
+        if found is not None:
+            return found.peel(pygit2.Commit)
+    except (ValueError, pygit2.GitError) as exc:
+        raise GitRevisionNotFound(f"commit {sha} is not in the repository") from exc
+    raise GitRevisionNotFound(f"commit {sha} is not in the repository")
+
+
+def _relative_parts(path: str, *, label: str, bound: str) -> list[str]:
+    """Split a config path into components, refusing anything that could leave `bound`."""
+    if path.startswith("/"):
+        raise ManifestError(f"{label} '{path}' is an absolute path; it must stay inside {bound}")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ManifestError(f"{label} '{path}' contains '..'; it must stay inside {bound}")
+    return parts
+
+
+def _resolve(
+    repo: pygit2.Repository,
+    root: pygit2.Tree,
+    parts: Iterable[str],
+    *,
+    label: str,
+    bound: str,
+) -> tuple[pygit2.Object | None, list[str]]:
+    """Look up `parts` under `root`, following symlinks that stay inside `root`.
+
+    Returns the object (None when missing) and its canonical path. A symlink pointing out
+    of `root` (absolute, or '..' past it) is a ManifestError: Docker cannot follow it either.
+    """
+    todo = list(parts)
+    done: list[str] = []
+    trees = [root]
+    hops = 0
+    found: pygit2.Object | None = root
+    while todo:
+        name = todo.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if not done:
+                raise ManifestError(f"{label} is a symlink pointing outside the {bound}")
+            done.pop()
+            trees.pop()
+            found = trees[-1]
+            continue
+        tree = trees[-1]
+        if name not in tree:
+            return None, [*done, name, *todo]
+        entry = tree[name]
+        if entry.filemode == FileMode.LINK:
+            hops += 1
+            if hops > _MAX_LINK_HOPS:
+                raise ManifestError(f"{label} goes through too many symlinks")
+            target = _decode(repo[entry.id].peel(pygit2.Blob).data)
+            if target.startswith("/"):
+                raise ManifestError(f"{label} is a symlink pointing outside the {bound}")
+            todo = target.split("/") + todo
+            continue
+        found = repo[entry.id]
+        done.append(name)
+        if isinstance(found, pygit2.Tree):
+            trees.append(found)
+        elif todo:
+            return None, [*done, *todo]
+    return found, done
+
+
+def _read_dockerignore(repo: pygit2.Repository, context: pygit2.Tree) -> str:
+    found, _ = _resolve(repo, context, [_DOCKERIGNORE], label=_DOCKERIGNORE, bound="build context")
+    if not isinstance(found, pygit2.Blob):
+        return ""
+    return found.data.decode("utf-8", errors="replace")
+
+
+def _decode(raw: bytes) -> str:
+    # Paths in git are bytes; surrogateescape round-trips non-UTF-8 names into the tar.
+    return raw.decode("utf-8", errors="surrogateescape")

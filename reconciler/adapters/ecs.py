@@ -1,0 +1,189 @@
+"""ECS through aioboto3: batched DescribeServices, cached task definitions, and the writes.
+
+ECS throttles per account and region, shared with every other tool, so reads are pooled:
+all apps asking about services of one cluster within a few milliseconds share
+DescribeServices calls of up to 10 services each, and a task definition is fetched once per
+ARN for the daemon's life (an ARN with a revision never changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aioboto3
+from botocore.config import Config as BotoConfig
+
+from reconciler.adapters.aws import aws_errors
+from reconciler.errors import AwsRejected
+from reconciler.model import Deployment, ServiceState
+
+DESCRIBE_BATCH = 10  # DescribeServices accepts at most 10 services per call
+TaskDefinition = dict[str, Any]
+
+
+def boto_config() -> BotoConfig:
+    # One quick retry inside botocore; anything longer is the app loop's backoff, which
+    # knows about jitter across apps and never blocks other apps.
+    return BotoConfig(
+        retries={"mode": "standard", "max_attempts": 2},
+        connect_timeout=5,
+        read_timeout=20,
+        max_pool_connections=50,
+    )
+
+
+def _deployment(raw: Mapping[str, Any]) -> Deployment:
+    return Deployment(
+        id=str(raw.get("id", "")),
+        status=str(raw.get("status", "")),
+        task_definition=str(raw.get("taskDefinition", "")),
+        rollout_state=raw.get("rolloutState"),
+        running_count=int(raw.get("runningCount", 0)),
+        desired_count=int(raw.get("desiredCount", 0)),
+        reason=str(raw.get("rolloutStateReason", "")),
+    )
+
+
+def service_state(cluster: str, raw: Mapping[str, Any]) -> ServiceState:
+    return ServiceState(
+        cluster=cluster,
+        service=str(raw.get("serviceName", "")),
+        task_definition=str(raw.get("taskDefinition", "")),
+        deployments=tuple(_deployment(d) for d in raw.get("deployments", [])),
+        status=str(raw.get("status", "")),
+    )
+
+
+class Ecs:
+    """The daemon's one ECS client."""
+
+    def __init__(self, client: Any, *, batch_window: float = 0.005) -> None:
+        self._client = client
+        self._batch_window = batch_window
+        self._pending: dict[str, dict[str, list[asyncio.Future[ServiceState]]]] = {}
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._task_definitions: dict[str, asyncio.Future[tuple[TaskDefinition, list[Any]]]] = {}
+        self._register_fields: frozenset[str] = frozenset(
+            client.meta.service_model.operation_model("RegisterTaskDefinition").input_shape.members
+        )
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, *, region: str, endpoint_url: str = "") -> AsyncIterator[Ecs]:
+        session = aioboto3.Session()
+        async with session.client(
+            "ecs", region_name=region, endpoint_url=endpoint_url or None, config=boto_config()
+        ) as client:
+            yield cls(client)
+
+    # Reads ----------------------------------------------------------------------------
+
+    async def describe_service(self, cluster: str, service: str) -> ServiceState:
+        """One service's state; concurrent callers share batched DescribeServices calls."""
+        future: asyncio.Future[ServiceState] = asyncio.get_running_loop().create_future()
+        per_cluster = self._pending.get(cluster)
+        if per_cluster is None:
+            per_cluster = self._pending[cluster] = {}
+            task = asyncio.create_task(self._flush(cluster), name=f"ecs-describe-{cluster}")
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
+        per_cluster.setdefault(service, []).append(future)
+        return await future
+
+    async def _flush(self, cluster: str) -> None:
+        await asyncio.sleep(self._batch_window)
+        waiting = self._pending.pop(cluster, {})
+        names = list(waiting)
+        chunks = [names[i : i + DESCRIBE_BATCH] for i in range(0, len(names), DESCRIBE_BATCH)]
+        await asyncio.gather(*(self._describe_chunk(cluster, chunk, waiting) for chunk in chunks))
+
+    async def _describe_chunk(
+        self,
+        cluster: str,
+        names: list[str],
+        waiting: dict[str, list[asyncio.Future[ServiceState]]],
+    ) -> None:
+        try:
+            async with aws_errors():
+                answer = await self._client.describe_services(cluster=cluster, services=names)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter, who re-raises it
+            for name in names:
+                for future in waiting[name]:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        found: dict[str, ServiceState] = {}
+        for raw in answer.get("services", []):
+            state = service_state(cluster, raw)
+            found[state.service] = state
+            found[str(raw.get("serviceArn", ""))] = state
+        for name in names:
+            state_or_none = found.get(name)
+            for future in waiting[name]:
+                if future.done():
+                    continue
+                if state_or_none is None or state_or_none.status not in {"ACTIVE", "DRAINING"}:
+                    future.set_exception(
+                        AwsRejected(f"service {name!r} not found in cluster {cluster!r}")
+                    )
+                else:
+                    future.set_result(state_or_none)
+
+    async def task_definition(self, arn: str) -> tuple[TaskDefinition, list[Any]]:
+        """The task definition and its tags, fetched once per ARN (ARNs are immutable)."""
+        cached = self._task_definitions.get(arn)
+        if cached is None:
+            cached = asyncio.get_running_loop().create_future()
+            self._task_definitions[arn] = cached
+            try:
+                async with aws_errors():
+                    answer = await self._client.describe_task_definition(
+                        taskDefinition=arn, include=["TAGS"]
+                    )
+                cached.set_result((answer["taskDefinition"], list(answer.get("tags") or [])))
+            except BaseException as exc:
+                # Not cached: a failure is retried on the next pass.
+                del self._task_definitions[arn]
+                cached.set_exception(exc)
+                cached.exception()  # mark retrieved: the raise below reports it
+                raise
+        definition, tags = await asyncio.shield(cached)
+        return copy.deepcopy(definition), copy.deepcopy(tags)
+
+    # Writes ---------------------------------------------------------------------------
+
+    async def register_task_definition(
+        self, definition: TaskDefinition, tags: list[Any]
+    ) -> str:
+        """Register a copy; every field the API accepts is carried over, read-only ones dropped."""
+        request = {k: v for k, v in definition.items() if k in self._register_fields}
+        if tags:
+            request["tags"] = tags
+        async with aws_errors():
+            answer = await self._client.register_task_definition(**request)
+        registered = answer["taskDefinition"]
+        arn = str(registered["taskDefinitionArn"])
+        done: asyncio.Future[tuple[TaskDefinition, list[Any]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        done.set_result((registered, list(answer.get("tags") or tags)))
+        self._task_definitions[arn] = done
+        return arn
+
+    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
+        """Point the service at `task_definition`; returns the id of the deployment it started."""
+        async with aws_errors():
+            answer = await self._client.update_service(
+                cluster=cluster, service=service, taskDefinition=task_definition
+            )
+        state = service_state(cluster, answer["service"])
+        primary = state.primary
+        if primary is None or primary.task_definition != task_definition:
+            raise AwsRejected(
+                f"UpdateService of {service!r} did not start a deployment of {task_definition}"
+            )
+        return primary.id

@@ -1,0 +1,46 @@
+"""Waiting well: exponential backoff with jitter, and sleeps a nudge can cut short."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Every delay the loop uses, in one place, so tests and operators can shorten them."""
+
+    retry_base: float = 2.0  # first retry after a transient error
+    retry_cap: float = 300.0  # never wait longer than this between retries
+    rollout_polls: tuple[float, ...] = (0.2, 0.4, 0.8, 1.5, 2.0)  # then the last one, repeated
+    rollback_wait: float = 60.0  # how long to follow the rollback deployment before moving on
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)].
+
+    Jitter spreads the retries of many apps hitting the same throttled API; the floor of half
+    the step keeps a retry from landing immediately after the failure.
+    """
+    step = min(cap, base * (2 ** max(0, attempt)))
+    chooser = rng or random
+    return step / 2 + chooser.uniform(0, step / 2)
+
+
+def rollout_delay(poll: int, polls: tuple[float, ...]) -> float:
+    return polls[min(poll, len(polls) - 1)]
+
+
+async def sleep(delay: float, *, wakeup: asyncio.Event | None = None) -> bool:
+    """Sleep up to `delay` seconds; True when woken early by `wakeup`."""
+    if wakeup is None:
+        await asyncio.sleep(delay)
+        return False
+    if wakeup.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wakeup.wait(), timeout=max(0.0, delay))
+        return True
+    return False

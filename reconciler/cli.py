@@ -1,0 +1,291 @@
+"""The `reconciler` command: run, validate, plan, status, sync, sandbox (SPEC 5).
+
+Errors are one line on stderr and a non-zero exit, never a traceback: 2 for bad input
+(config, arguments), 1 for a failure to reach the daemon or AWS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from reconciler import __version__
+from reconciler.config import Config, load_config
+from reconciler.errors import ConfigError, ReconcilerError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_URL = "http://127.0.0.1:8088"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    value = args.config or os.environ.get("RECONCILER_CONFIG", "")
+    if not value:
+        raise CliError("no config: pass --config PATH or set RECONCILER_CONFIG", EXIT_USAGE)
+    return Path(value)
+
+
+def _load(args: argparse.Namespace) -> tuple[Path, Config]:
+    path = _config_path(args)
+    try:
+        return path, load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        raise CliError("", EXIT_USAGE) from exc
+
+
+# Commands --------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    path, config = _load(args)
+    print(f"{path}: valid, {len(config.apps)} app(s): {', '.join(a.name for a in config.apps) or '-'}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from reconciler import logs
+    from reconciler.supervisor import Supervisor
+
+    path, config = _load(args)
+    logs.configure(log_format=config.daemon.log_format)
+    _register_secrets(config)
+    supervisor = Supervisor(config=config, config_path=path)
+    try:
+        asyncio.run(supervisor.run())
+    except ReconcilerError as exc:
+        logs.get_logger().critical("daemon_failed", error=str(exc))
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _register_secrets(config: Config) -> None:
+    from reconciler import logs
+
+    files = [config.webhook.github_secret_file, config.webhook.gitlab_token_file, config.daemon.api_token_file]
+    files += [a.git_token_file for a in config.apps]
+    for file in files:
+        if file is not None:
+            try:
+                logs.register_secret(file.read_text().strip())
+            except OSError:
+                pass
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    _, config = _load(args)
+    apps = [a for a in config.apps if not args.app or a.name == args.app]
+    if args.app and not apps:
+        raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
+    rows = asyncio.run(_plan_rows(config, apps))
+    if args.json:
+        print(json.dumps({"apps": rows}, indent=2))
+    else:
+        _print_table(rows, ["app", "desired", "live", "action"])
+    return EXIT_FAILURE if any(r.get("error") for r in rows) else EXIT_OK
+
+
+async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
+    from reconciler.loop import observe, source_of
+    from reconciler.plan import plan
+    from reconciler.state import StateStore
+    from reconciler.supervisor import open_adapters
+
+    store = StateStore(config.daemon.state_dir)
+    rows: list[dict[str, Any]] = []
+    # Git mirrors go to a scratch directory: `plan` writes nothing, not even to state_dir.
+    with tempfile.TemporaryDirectory(prefix="reconciler-plan-") as scratch:
+        daemon = config.daemon.model_copy(update={"state_dir": Path(scratch)})
+        async with open_adapters(config.model_copy(update={"daemon": daemon})) as io:
+            for app in apps:
+                row: dict[str, Any] = {"app": app.name}
+                try:
+                    revision = await io.git.resolve(source_of(app))
+                    obs = await observe(app, io, revision=revision, memory=store.load(app.name))
+                    action = plan(obs)
+                    row.update(
+                        desired=str(obs.desired.image),
+                        revision=revision,
+                        live=obs.live.image or "-",
+                        task_definition=obs.live.task_definition,
+                        action=_describe_action(action),
+                    )
+                except ReconcilerError as exc:
+                    row.update(desired="-", live="-", action=f"error: {exc}", error=str(exc))
+                rows.append(row)
+    return rows
+
+
+def _describe_action(action: object) -> str:
+    from reconciler.model import AwaitRollout, Deploy, Held, InSync, Observe, RollBack
+
+    match action:
+        case InSync():
+            return "nothing (in sync)"
+        case Observe():
+            return "nothing (suspended)"
+        case Held(reason=reason):
+            return f"nothing (held: {reason})"
+        case RollBack(task_definition=td):
+            return f"roll back to {td}"
+        case AwaitRollout(deployment_id=dep):
+            return f"wait for rollout {dep}"
+        case Deploy(build=True):
+            return "build, push, deploy"
+        case Deploy(build=False):
+            return "deploy existing image"
+    return repr(action)
+
+
+def _url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url).rstrip("/")
+    if os.environ.get("RECONCILER_URL"):
+        return os.environ["RECONCILER_URL"].rstrip("/")
+    if args.config or os.environ.get("RECONCILER_CONFIG"):
+        _, config = _load(args)
+        return f"http://{config.daemon.listen}"
+    return DEFAULT_URL
+
+
+def _request(url: str, *, method: str = "GET", token: str | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, method=method)  # noqa: S310 - operator-given URL
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return int(answer.status), json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read() or b"null")
+        except ValueError:
+            body = None
+        return int(exc.code), body
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(f"cannot reach the daemon at {url}: {reason}") from exc
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    base = _url(args)
+    code, body = _request(f"{base}/status")
+    if code != 200 or not isinstance(body, dict):
+        raise CliError(f"{base}/status answered HTTP {code}")
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return EXIT_OK
+    rows = [
+        {
+            "app": a["name"],
+            "phase": a["phase"],
+            "desired": (a["desired"].get("revision") or "-")[:12],
+            "live": a["live"].get("image") or "-",
+            "since": a["last_transition"],
+            "error": (a.get("last_error") or "").splitlines()[0][:60] if a.get("last_error") else "",
+        }
+        for a in body.get("apps", [])
+    ]
+    _print_table(rows, ["app", "phase", "desired", "live", "since", "error"])
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    base = _url(args)
+    token = None
+    token_file = args.token_file or os.environ.get("RECONCILER_API_TOKEN_FILE")
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read token file {token_file}: {exc.strerror}", EXIT_USAGE) from exc
+    code, body = _request(f"{base}/apps/{args.app}/sync", method="POST", token=token)
+    if code == 202:
+        print(f"sync of {args.app} started")
+        return EXIT_OK
+    message = body.get("error") if isinstance(body, dict) else None
+    raise CliError(f"sync of {args.app} refused: HTTP {code}: {message or 'no detail'}", EXIT_USAGE if code == 404 else EXIT_FAILURE)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from reconciler.sandbox.run import run_sandbox
+
+    _, config = _load(args)
+    return run_sandbox(config, outcome=args.outcome, after=args.after)
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="reconciler", description="Keep ECS services on the image built from a git revision.")
+    top.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="config file (default: $RECONCILER_CONFIG)")
+
+    run = sub.add_parser("run", help="run the daemon")
+    with_config(run)
+    run.set_defaults(func=cmd_run)
+    validate = sub.add_parser("validate", help="check a config file")
+    with_config(validate)
+    validate.set_defaults(func=cmd_validate)
+    plan = sub.add_parser("plan", help="show desired vs live and the action each app needs; writes nothing")
+    with_config(plan)
+    plan.add_argument("--app")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_plan)
+    status = sub.add_parser("status", help="the daemon's status as a table")
+    status.add_argument("--url")
+    status.add_argument("--config")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    sync = sub.add_parser("sync", help="start a pass now and clear a Failed hold")
+    sync.add_argument("app")
+    sync.add_argument("--url")
+    sync.add_argument("--config")
+    sync.add_argument("--token-file")
+    sync.set_defaults(func=cmd_sync)
+    sandbox = sub.add_parser("sandbox", help="embedded AWS (moto) with rolling updates, for trying it out")
+    with_config(sandbox)
+    sandbox.add_argument("--outcome", choices=["complete", "fail", "stick"], default="complete")
+    sandbox.add_argument("--after", type=float, default=3.0, help="seconds a rollout takes")
+    sandbox.set_defaults(func=cmd_sandbox)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        if str(exc):
+            print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except ReconcilerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The config file: pydantic-settings models, loading, and one-line validation messages.
+
+A config is valid or it is refused whole, with one line per problem naming the app and the
+key (`apps[web].rollout_timeout: invalid duration 'soon'`). Settings in [daemon], [aws] and
+[webhook] may be overridden by RECONCILER_<SECTION>__<KEY> environment variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from reconciler.durations import parse_duration
+from reconciler.errors import ConfigError
+from reconciler.repourl import has_credentials, normalise_repo_url
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+ECR_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+GIT_REF = re.compile(r"^[A-Za-z0-9._/-]+$")
+
+
+def _optional_path(value: object) -> object:
+    """`""` in TOML means "not set"; keep it out of Path()."""
+    return None if value == "" else value
+
+
+OptionalPath = Annotated[Path | None, BeforeValidator(_optional_path)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonSettings(_Section):
+    listen: str = "127.0.0.1:8088"
+    poll_interval: Duration = 60.0
+    state_dir: Path = Path("/var/lib/reconciler")
+    max_concurrent_builds: int = Field(default=2, ge=1, le=64)
+    log_format: Literal["json", "console", "auto"] = "auto"
+    api_token_file: OptionalPath = None
+    # Where the Docker engine listens; empty: DOCKER_HOST or the default socket.
+    docker_host: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class AwsSettings(_Section):
+    region: str = "us-east-1"
+    endpoint_url: str = ""
+    registry: str = ""
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", value):
+            raise ValueError(f"not an AWS region: {value!r}")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", value):
+            raise ValueError(f"expected a registry host[:port] without scheme, got {value!r}")
+        return value
+
+
+class WebhookSettings(_Section):
+    github_secret_file: OptionalPath = None
+    gitlab_token_file: OptionalPath = None
+    max_body_bytes: int = Field(default=5_000_000, ge=1024, le=100_000_000)
+
+
+def _relative_inside(value: str, *, key: str) -> str:
+    """A path that stays inside the repository: relative, no `..`, no backslashes."""
+    path = PurePosixPath(value)
+    if value.startswith("/") or path.is_absolute():
+        raise ValueError(f"{key} must be relative to the repository, got {value!r}")
+    if ".." in path.parts or "\\" in value:
+        raise ValueError(f"{key} must stay inside the repository, got {value!r}")
+    return str(path)
+
+
+class AppConfig(_Section):
+    name: str
+    repo: str
+    branch: str = "main"
+    revision: str = ""
+    paths: tuple[str, ...] = ()
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    build_args: dict[str, str] = Field(default_factory=dict)
+    target: str = ""
+    ecr_repository: str
+    cluster: str
+    service: str
+    containers: tuple[str, ...] = ()
+    rollout_timeout: Duration = 600.0
+    rollback: bool = True
+    suspended: bool = False
+    git_token_file: OptionalPath = None
+    git_ssh_key_file: OptionalPath = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not APP_NAME.fullmatch(value):
+            raise ValueError(
+                f"app name {value!r} must be a DNS label: lowercase letters, digits and '-', "
+                "at most 63 characters, starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        if has_credentials(value):
+            raise ValueError("repo URL embeds a credential; put the token in git_token_file")
+        if not re.match(r"^(https://|http://|ssh://|git://|file://|[\w.-]+@[\w.-]+:)", value):
+            raise ValueError(f"repo must be an https://, ssh://, git@host:path or file:// URL, got {value!r}")
+        try:
+            normalise_repo_url(value)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if not GIT_REF.fullmatch(value) or ".." in value or value.endswith((".lock", "/")):
+            raise ValueError(f"not a valid branch name: {value!r}")
+        return value
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, value: str) -> str:
+        if value and (not GIT_REF.fullmatch(value) or ".." in value):
+            raise ValueError(f"not a commit SHA or tag: {value!r}")
+        return value
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_relative_inside(p, key="paths entry").rstrip("/") for p in value)
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, value: str) -> str:
+        return _relative_inside(value, key="context")
+
+    @field_validator("dockerfile")
+    @classmethod
+    def _dockerfile(cls, value: str) -> str:
+        return _relative_inside(value, key="dockerfile")
+
+    @field_validator("ecr_repository")
+    @classmethod
+    def _ecr_repository(cls, value: str) -> str:
+        if not ECR_REPOSITORY.fullmatch(value):
+            raise ValueError(f"not a valid repository name: {value!r}")
+        return value
+
+    @field_validator("cluster", "service")
+    @classmethod
+    def _ecs_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}|arn:aws[\w-]*:ecs:[\w:/-]+", value):
+            raise ValueError(f"not an ECS name or ARN: {value!r}")
+        return value
+
+    def fingerprint(self) -> str:
+        """Changes whenever any key of this app changes (a config change clears a Failed hold)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RECONCILER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    daemon: DaemonSettings = DaemonSettings()
+    aws: AwsSettings = AwsSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    apps: tuple[AppConfig, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: it overrides what the file says.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique_apps(self) -> Config:
+        seen: set[str] = set()
+        for app in self.apps:
+            if app.name in seen:
+                raise ValueError(f"duplicate app name {app.name!r}")
+            seen.add(app.name)
+        return self
+
+    def app(self, name: str) -> AppConfig | None:
+        return next((a for a in self.apps if a.name == name), None)
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config file; ConfigError lists every problem found."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError([f"{path}: file not found"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from exc
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, *, source: str = "config") -> Config:
+    if not text.strip():
+        raise ConfigError([f"{source}: file is empty"])
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
+    try:
+        return Config(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, raw)) from exc
+    except (TypeError, ValueError) as exc:  # env values that are not JSON, and such
+        raise ConfigError([f"{source}: {exc}"]) from exc
+
+
+def _problems(error: ValidationError, raw: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for item in error.errors():
+        where = _location(item["loc"], raw)
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "missing required key"
+        lines.append(f"{where}: {message}" if where else message)
+    return list(dict.fromkeys(lines))
+
+
+def _location(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
+    parts: list[str] = []
+    index = 0
+    while index < len(loc):
+        key = loc[index]
+        if key == "apps" and index + 1 < len(loc) and isinstance(loc[index + 1], int):
+            position = int(loc[index + 1])
+            apps = raw.get("apps")
+            name = None
+            if isinstance(apps, list) and position < len(apps) and isinstance(apps[position], dict):
+                name = apps[position].get("name")
+            parts.append(f"apps[{name}]" if isinstance(name, str) and name else f"apps[{position}]")
+            index += 2
+            continue
+        parts.append(str(key))
+        index += 1
+    return ".".join(parts)

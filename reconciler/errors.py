@@ -1,0 +1,90 @@
+"""The project's exception tree, typed by what the app loop should do next.
+
+    ReconcilerError
+    ├── ConfigError            the config file is invalid; carries one line per problem
+    ├── TransientError         retry with backoff; never marks a revision as failed
+    │   ├── GitUnavailable         remote unreachable, fetch failed
+    │   ├── DockerUnavailable      engine socket down or not answering
+    │   ├── RegistryUnavailable    registry down, push interrupted
+    │   └── AwsUnavailable         network error, throttling, 5xx
+    ├── StalledError           needs a human (or a config change) before retrying helps
+    │   ├── GitRevisionNotFound    branch deleted, pin names no commit
+    │   ├── GitAuthError           wrong credential, unknown host key
+    │   ├── AwsRejected            access denied, service or cluster missing, bad request
+    │   └── ManifestError          the live task definition cannot be updated as asked
+    ├── BuildFailed            the build itself failed (bad Dockerfile); retried a few times
+    └── RolloutFailed          the deployment failed, was rolled back or timed out
+
+Adapters translate library exceptions into these at the edge (always `raise ... from exc`),
+so the loop never sees botocore, aiodocker, aiohttp or pygit2 exceptions.
+"""
+
+from __future__ import annotations
+
+
+class ReconcilerError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class ConfigError(ReconcilerError):
+    """The config is invalid. `problems` holds one human-readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class TransientError(ReconcilerError):
+    """Something we depend on is down or busy; the same pass may succeed later."""
+
+
+class GitUnavailable(TransientError):
+    """The git remote could not be reached or the fetch failed."""
+
+
+class DockerUnavailable(TransientError):
+    """The Docker engine is not reachable."""
+
+
+class RegistryUnavailable(TransientError):
+    """The image registry is not reachable or refused the push for a transient reason."""
+
+
+class AwsUnavailable(TransientError):
+    """AWS answered with throttling or a server error, or could not be reached."""
+
+
+class StalledError(ReconcilerError):
+    """Retrying will not help until something outside the daemon changes."""
+
+
+class GitRevisionNotFound(StalledError):
+    """The branch, tag or commit the app asks for does not exist."""
+
+
+class GitAuthError(StalledError):
+    """The git remote refused the credential, or its host key is unknown."""
+
+
+class AwsRejected(StalledError):
+    """AWS refused the request for a reason that retrying does not fix."""
+
+
+class ManifestError(StalledError):
+    """The live task definition cannot be changed as the config asks."""
+
+
+class BuildFailed(ReconcilerError):
+    """The image build failed. `log_tail` holds the build's last output lines."""
+
+    def __init__(self, message: str, *, log_tail: list[str] | None = None) -> None:
+        self.log_tail = log_tail or []
+        super().__init__(message)
+
+
+class RolloutFailed(ReconcilerError):
+    """The deployment did not reach a completed state with the new task definition."""
+
+    def __init__(self, message: str, *, rolled_back_by_ecs: bool = False) -> None:
+        self.rolled_back_by_ecs = rolled_back_by_ecs
+        super().__init__(message)

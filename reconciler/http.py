@@ -1,0 +1,236 @@
+"""The daemon's HTTP face: webhooks, sync, status, health and metrics (SPEC 4).
+
+A webhook is an untrusted nudge. It is authenticated, parsed, and at most makes the matching
+apps start a pass now; no SHA from a payload is ever deployed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from reconciler.webhooks import (
+    PushEvent,
+    WebhookRejected,
+    parse_github,
+    parse_gitlab,
+    verify_github_signature,
+    verify_gitlab_token,
+)
+
+if TYPE_CHECKING:
+    from reconciler.supervisor import Supervisor
+
+log = structlog.get_logger("reconciler.http")
+
+SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
+DELIVERIES: web.AppKey[OrderedDict[str, None]] = web.AppKey("deliveries")
+DELIVERY_MEMORY = 1024  # replayed X-GitHub-Delivery ids remembered (bounded)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """404, 405 and friends answer with a JSON body, and nothing leaks a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        response = _error(exc.status, exc.reason)
+        response.headers.update(headers)
+        return response
+    except Exception:
+        log.exception("http_handler_crashed", path=request.path)
+        return _error(500, "internal error")
+
+
+def _read_secret(path: Path | None) -> bytes | None:
+    """Read per request, so a rotated secret takes effect without a restart."""
+    if path is None:
+        return None
+    try:
+        value = path.read_bytes().strip()
+    except OSError:
+        log.error("secret_file_unreadable", path=str(path))
+        return None
+    return value or None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise WebhookRejected(413, "too_large", f"body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        body.extend(chunk)
+        if len(body) > limit:
+            raise WebhookRejected(413, "too_large", f"body over {limit} bytes")
+    return bytes(body)
+
+
+def _rejected(provider: str, request: web.Request, exc: WebhookRejected) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    supervisor.metrics.webhook_requests_total.labels(provider=provider, outcome=exc.reason).inc()
+    log.warning("webhook_rejected", provider=provider, reason=exc.reason, status=exc.status)
+    return _error(exc.status, str(exc))
+
+
+async def github_hook(request: web.Request) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    settings = supervisor.config.webhook
+    metric = supervisor.metrics.webhook_requests_total
+    try:
+        secret = _read_secret(settings.github_secret_file)
+        if secret is None:
+            # Refuse before reading the body: nothing unauthenticated is parsed.
+            raise WebhookRejected(401, "no_secret", "no GitHub webhook secret is configured")
+        body = await _read_body(request, settings.max_body_bytes)
+        verify_github_signature(
+            secret=secret, body=body, header=request.headers.get("X-Hub-Signature-256")
+        )
+        parsed = parse_github(request.headers.get("X-GitHub-Event"), body)
+    except WebhookRejected as exc:
+        return _rejected("github", request, exc)
+    if parsed == "ping":
+        metric.labels(provider="github", outcome="ping").inc()
+        return web.json_response({"ok": True})
+    delivery = request.headers.get("X-GitHub-Delivery", "")
+    if delivery and _seen(request.app[DELIVERIES], delivery):
+        metric.labels(provider="github", outcome="replayed").inc()
+        return web.json_response({"nudged": [], "replayed": True}, status=202)
+    return _nudge(supervisor, "github", parsed)
+
+
+async def gitlab_hook(request: web.Request) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    settings = supervisor.config.webhook
+    try:
+        token = _read_secret(settings.gitlab_token_file)
+        if token is None:
+            raise WebhookRejected(401, "no_secret", "no GitLab webhook token is configured")
+        verify_gitlab_token(token=token, header=request.headers.get("X-Gitlab-Token"))
+        body = await _read_body(request, settings.max_body_bytes)
+        parsed = parse_gitlab(request.headers.get("X-Gitlab-Event"), body)
+    except WebhookRejected as exc:
+        return _rejected("gitlab", request, exc)
+    if parsed is None:
+        # GitLab disables hooks that keep failing: ignored events are still a success.
+        supervisor.metrics.webhook_requests_total.labels(provider="gitlab", outcome="ignored").inc()
+        return web.json_response({"nudged": []}, status=200)
+    return _nudge(supervisor, "gitlab", parsed)
+
+
+def _seen(memory: OrderedDict[str, None], delivery: str) -> bool:
+    if delivery in memory:
+        return True
+    memory[delivery] = None
+    while len(memory) > DELIVERY_MEMORY:
+        memory.popitem(last=False)
+    return False
+
+
+def _nudge(supervisor: Supervisor, provider: str, event: PushEvent | None) -> web.Response:
+    nudged = supervisor.nudge_matching(event) if event is not None else []
+    outcome = "nudged" if nudged else "ignored"
+    supervisor.metrics.webhook_requests_total.labels(provider=provider, outcome=outcome).inc()
+    return web.json_response({"nudged": nudged}, status=202)
+
+
+def _loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+async def sync_app(request: web.Request) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    token_file = supervisor.config.daemon.api_token_file
+    if token_file is not None:
+        token = _read_secret(token_file)
+        offered = request.headers.get("Authorization", "")
+        expected = b"Bearer " + token if token else None
+        if expected is None or not hmac.compare_digest(offered.encode(), expected):
+            return _error(401, "a valid bearer token is required")
+    elif not _loopback(request.remote):
+        return _error(403, "sync is only allowed from loopback when api_token_file is not set")
+    name = request.match_info["name"]
+    if not supervisor.sync(name):
+        return _error(404, f"unknown app {name!r}")
+    return web.json_response({"syncing": name}, status=202)
+
+
+def _status_document(supervisor: Supervisor) -> dict[str, Any]:
+    return {
+        "apps": [supervisor.statuses[n].to_json() for n in supervisor.app_names() if n in supervisor.statuses],
+        "config": supervisor.config_in_force.to_json(),
+    }
+
+
+async def status_all(request: web.Request) -> web.Response:
+    return web.json_response(_status_document(request.app[SUPERVISOR]))
+
+
+async def status_one(request: web.Request) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    name = request.match_info["name"]
+    status = supervisor.statuses.get(name)
+    if status is None or name not in supervisor.app_names():
+        return _error(404, f"unknown app {name!r}")
+    return web.json_response(status.to_json())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    if request.app[SUPERVISOR].alive:
+        return web.json_response({"ok": True})
+    return _error(503, "an app loop has stopped")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    supervisor = request.app[SUPERVISOR]
+    if supervisor.ready:
+        return web.json_response({"ready": True})
+    waiting = [n for n, s in supervisor.statuses.items() if not s.observed]
+    return web.json_response({"ready": False, "waiting_for": waiting}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SUPERVISOR].metrics.render()
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+def build_app(supervisor: Supervisor) -> web.Application:
+    # Our own body limit applies to webhooks; aiohttp's must not cut in first.
+    app = web.Application(
+        middlewares=[json_errors],
+        client_max_size=supervisor.config.webhook.max_body_bytes + 1,
+    )
+    app[SUPERVISOR] = supervisor
+    app[DELIVERIES] = OrderedDict()
+    app.router.add_post("/hooks/github", github_hook)
+    app.router.add_post("/hooks/gitlab", gitlab_hook)
+    app.router.add_post("/apps/{name}/sync", sync_app)
+    app.router.add_get("/status", status_all)
+    app.router.add_get("/status/{name}", status_one)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

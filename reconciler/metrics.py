@@ -1,0 +1,72 @@
+"""Prometheus metrics, in a registry owned by the daemon (not the process-global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+BUILD_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800)
+ROLLOUT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.app_in_sync = Gauge(
+            "reconciler_app_in_sync",
+            "1 when the app's service runs the desired image, else 0.",
+            ["app"],
+            registry=self.registry,
+        )
+        self.reconcile_total = Counter(
+            "reconciler_reconcile_total",
+            "Reconcile passes by outcome.",
+            ["app", "result"],
+            registry=self.registry,
+        )
+        self.build_seconds = Histogram(
+            "reconciler_build_seconds",
+            "Image build time.",
+            buckets=BUILD_BUCKETS,
+            registry=self.registry,
+        )
+        self.push_seconds = Histogram(
+            "reconciler_push_seconds",
+            "Image push time.",
+            buckets=BUILD_BUCKETS,
+            registry=self.registry,
+        )
+        self.rollout_seconds = Histogram(
+            "reconciler_rollout_seconds",
+            "Time from UpdateService to a settled rollout.",
+            buckets=ROLLOUT_BUCKETS,
+            registry=self.registry,
+        )
+        self.webhook_requests_total = Counter(
+            "reconciler_webhook_requests_total",
+            "Webhook deliveries by provider and outcome.",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.deploys_total = Counter(
+            "reconciler_deploys_total",
+            "UpdateService calls made, by app and kind (deploy or rollback).",
+            ["app", "kind"],
+            registry=self.registry,
+        )
+        self.config_reloads_total = Counter(
+            "reconciler_config_reloads_total",
+            "Config reloads by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def forget_app(self, app: str) -> None:
+        """Drop the series of an app removed from the config."""
+        for metric in (self.app_in_sync,):
+            try:
+                metric.remove(app)
+            except KeyError:
+                pass
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,233 @@
+"""The domain: what is wanted, what runs, and what a pass decides to do about the difference.
+
+Frozen values only; no I/O. The planner (plan.py) turns an Observation into an Action.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """`<registry>/<repository>:<tag>`; the tag is always a full commit SHA for built images."""
+
+    registry: str
+    repository: str
+    tag: str
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.repository}:{self.tag}"
+
+
+def image_repository(image: str) -> str:
+    """The repository part of an image reference: no registry host, no tag, no digest.
+
+    `123.dkr.ecr.us-east-1.amazonaws.com/team/web:abc` -> `team/web`;
+    `127.0.0.1:5000/web@sha256:...` -> `web`.
+    """
+    name = image.split("@", 1)[0]
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        name = rest
+    last_slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > last_slash:
+        name = name[:colon]
+    return name
+
+
+@dataclass(frozen=True)
+class Desired:
+    revision: str
+    image: ImageRef
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One entry of an ECS service's `deployments`."""
+
+    id: str
+    status: str  # PRIMARY | ACTIVE | INACTIVE
+    task_definition: str
+    rollout_state: str | None  # IN_PROGRESS | COMPLETED | FAILED, or None where ECS gives none
+    running_count: int = 0
+    desired_count: int = 0
+    reason: str = ""
+
+    @property
+    def settled(self) -> bool:
+        """Finished one way or the other: nothing left for ECS to do with it."""
+        if self.rollout_state is not None:
+            return self.rollout_state in {"COMPLETED", "FAILED"}
+        return self.running_count == self.desired_count
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What DescribeServices says about one service."""
+
+    cluster: str
+    service: str
+    task_definition: str
+    deployments: tuple[Deployment, ...]
+    status: str = "ACTIVE"
+
+    @property
+    def primary(self) -> Deployment | None:
+        return next((d for d in self.deployments if d.status == "PRIMARY"), None)
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        return next((d for d in self.deployments if d.id == deployment_id), None)
+
+    @property
+    def in_flight(self) -> bool:
+        """A rolling update is still moving tasks.
+
+        A deployment that ECS marked FAILED may stay listed for a while after a circuit-breaker
+        rollback; it is history, not work in flight.
+        """
+        primary = self.primary
+        if primary is None:
+            return True
+        if primary.rollout_state is None:
+            others = [d for d in self.deployments if d is not primary and d.rollout_state != "FAILED"]
+            return bool(others) or primary.running_count != primary.desired_count
+        return primary.rollout_state == "IN_PROGRESS"
+
+    @property
+    def previous_task_definition(self) -> str | None:
+        """The task definition the service ran before its PRIMARY deployment, if still listed."""
+        primary = self.primary
+        for deployment in self.deployments:
+            if deployment is not primary and deployment.rollout_state != "FAILED":
+                return deployment.task_definition
+        return None
+
+
+@dataclass(frozen=True)
+class Live:
+    """The service as it is, with the images of its current task definition."""
+
+    service: ServiceState
+    images: Mapping[str, str]  # managed container name -> image
+
+    @property
+    def task_definition(self) -> str:
+        return self.service.task_definition
+
+    def runs(self, image: ImageRef) -> bool:
+        return bool(self.images) and all(v == str(image) for v in self.images.values())
+
+    @property
+    def image(self) -> str | None:
+        values = sorted(set(self.images.values()))
+        return values[0] if len(values) == 1 else (", ".join(values) or None)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A revision that failed and must not be deployed again without a reason to."""
+
+    revision: str
+    reason: str
+    config_fingerprint: str
+    since: datetime = field(default_factory=utcnow)
+    # Set while the rollback to this task definition is still owed (survives a crash).
+    rollback_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the planner may look at for one app in one pass."""
+
+    desired: Desired
+    live: Live
+    image_in_registry: bool | None  # None: not asked, because the live image already matches
+    hold: Hold | None = None
+    build_failures: int = 0  # failed builds of desired.revision so far
+    suspended: bool = False
+    config_fingerprint: str = ""
+
+
+# Actions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InSync:
+    pass
+
+
+@dataclass(frozen=True)
+class Observe:
+    """Suspended: report only."""
+
+
+@dataclass(frozen=True)
+class Held:
+    reason: str
+
+
+@dataclass(frozen=True)
+class RollBack:
+    """Put the service back on the task definition it ran before a failed rollout."""
+
+    task_definition: str
+
+
+@dataclass(frozen=True)
+class AwaitRollout:
+    deployment_id: str
+    task_definition: str
+    previous_task_definition: str | None
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """Register a task definition with the new image and update the service."""
+
+    image: ImageRef
+    build: bool  # build and push first; False when the registry already has the tag
+
+
+Action = InSync | Observe | Held | RollBack | AwaitRollout | Deploy
+
+
+# Status -------------------------------------------------------------------------------
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    IN_SYNC = "InSync"
+    BUILDING = "Building"
+    PUSHING = "Pushing"
+    DEPLOYING = "Deploying"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class Result(enum.StrEnum):
+    DEPLOYED = "deployed"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    SUPERSEDED = "superseded"
+    BUILD_FAILED = "build_failed"
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    revision: str
+    result: Result
+    started_at: datetime
+    finished_at: datetime
+    error: str | None = None

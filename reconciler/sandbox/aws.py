@@ -1,0 +1,178 @@
+"""moto's server on loopback, with rolling-update progression, fault injection and counts.
+
+The daemon talks to AWS through aiobotocore over HTTP, so moto's in-process mock cannot
+stand in for AWS: this runs moto's WSGI application in a werkzeug server thread (as moto's
+`ThreadedMotoServer` does) behind a small middleware that counts requests, answers with
+injected faults, and marks the request as served by this sandbox for `RolloutController`.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import logging
+import threading
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+from moto.moto_api._internal.models import moto_api_backend
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from reconciler.sandbox.faults import CallCounter, FaultInjector
+from reconciler.sandbox.rollout import RolloutController
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+_log = logging.getLogger(__name__)
+_FORM = "application/x-www-form-urlencoded"
+
+
+class _QuietHandler(MotoRequestHandler):
+    """One log line per request drowns the daemon's own output; keep them at debug level."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        _log.debug("%s %s -> %s", self.command, self.path, code)
+
+
+def request_action(environ: WSGIEnvironment) -> str:
+    """The API action of a request, or "" when it is not an AWS API call."""
+    target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+    if target:
+        return target.rpartition(".")[2]
+    actions = parse_qs(str(environ.get("QUERY_STRING", ""))).get("Action")
+    if actions:
+        return actions[0]
+    if str(environ.get("CONTENT_TYPE", "")).startswith(_FORM):
+        # Query-protocol calls (EC2) carry Action in a form body: read it, then hand moto a
+        # fresh stream with the same bytes.
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        actions = parse_qs(body.decode("utf-8", "replace")).get("Action")
+        if actions:
+            return actions[0]
+    return ""
+
+
+class _Middleware:
+    def __init__(
+        self,
+        app: WSGIApplication,
+        rollouts: RolloutController,
+        faults: FaultInjector,
+        calls: CallCounter,
+    ) -> None:
+        self._app = app
+        self._rollouts = rollouts
+        self._faults = faults
+        self._calls = calls
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        action = request_action(environ)
+        self._calls.record(action)
+        fault = self._faults.take(action)
+        if fault is not None:
+            status, headers, body = fault.response()
+            start_response(status, headers)
+            return [body]
+        with self._rollouts.serving():
+            # moto builds the whole response inside this call, so the context covers its work.
+            return self._app(environ, start_response)
+
+
+def _require_loopback(host: str) -> None:
+    # moto has no authentication: anyone who can reach it can change "AWS".
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"the sandbox listens on loopback only, not on {host!r}")
+
+
+class SandboxAws:
+    """moto server on loopback with rollout progression, fault injection and per-action call counts.
+
+    moto's backends are process-wide: two sandboxes in one process serve the same AWS state.
+    """
+
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1"
+    ) -> None:
+        _require_loopback(host)
+        self.region = region
+        self.rollouts = RolloutController()
+        self.faults = FaultInjector()
+        self.calls = CallCounter()
+        self._host = host
+        self._port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """http://host:port of the running server (the port is chosen at start when 0)."""
+        if self._server is None:
+            raise RuntimeError("the sandbox is not started")
+        host = "127.0.0.1" if self._host == "localhost" else self._host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self._server.server_port}"
+
+    def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("the sandbox is already running")
+        self.rollouts.install()
+        app = _Middleware(
+            DomainDispatcherApplication(create_backend_app), self.rollouts, self.faults, self.calls
+        )
+        # Bound here rather than in the thread, so a busy port fails start() itself.
+        server = make_server(
+            self._host, self._port, app, threaded=True, request_handler=_QuietHandler
+        )
+        thread = threading.Thread(target=server.serve_forever, name="sandbox-aws", daemon=True)
+        thread.start()
+        self._server, self._thread = server, thread
+        _log.info("sandbox AWS listening on %s", self.endpoint_url)
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join()
+
+    def reset(self) -> None:
+        """Empty every moto backend and forget scenarios, faults and counts."""
+        with self.rollouts.lock:
+            moto_api_backend.reset()
+            self.rollouts.reset()
+        self.faults.clear()
+        self.calls.reset()
+
+    def __enter__(self) -> SandboxAws:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+__all__ = ["SandboxAws", "request_action"]

@@ -1,0 +1,122 @@
+"""Injected AWS errors and per-action request counts for the sandbox's HTTP front.
+
+Both are keyed by the API action: the part after the dot in `X-Amz-Target` for the JSON
+protocols ECS and ECR speak ("DescribeServices"), or the `Action` parameter of query-protocol
+calls (EC2). Werkzeug serves each request on its own thread, so both classes lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from http import HTTPStatus
+
+ANY_ACTION = "*"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One AWS JSON-protocol error response."""
+
+    status: int
+    code: str
+    message: str
+
+    def response(self) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body as botocore expects an AWS JSON error to look."""
+        body = json.dumps({"__type": self.code, "message": self.message}).encode()
+        headers = [
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("Content-Length", str(len(body))),
+            ("x-amzn-ErrorType", self.code),
+            ("x-amzn-RequestId", str(uuid.uuid4())),
+        ]
+        try:
+            phrase = HTTPStatus(self.status).phrase
+        except ValueError:
+            phrase = "Error"
+        return f"{self.status} {phrase}", headers, body
+
+
+@dataclass
+class _Armed:
+    action: str
+    remaining: int
+    fault: Fault
+
+
+class FaultInjector:
+    """Makes the next N requests for an action fail with a chosen AWS error.
+
+    Only JSON-protocol actions (ECS, ECR) get a response their clients can parse; a fault on a
+    query-protocol action still fails the call, as an unparseable error.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: list[_Armed] = []
+
+    def inject(
+        self,
+        action: str,
+        *,
+        times: int = 1,
+        status: int = 400,
+        code: str = "ThrottlingException",
+        message: str = "Rate exceeded",
+    ) -> None:
+        """Fail the next `times` requests for `action` ("*": any action) with this error.
+
+        Injections for the same action queue up: the earlier one is used up first.
+        """
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        if not 400 <= status <= 599:
+            raise ValueError("an injected fault needs an error status (4xx or 5xx)")
+        with self._lock:
+            self._armed.append(_Armed(action, times, Fault(status, code, message)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._armed.clear()
+
+    def take(self, action: str) -> Fault | None:
+        """The fault for this request, if one is armed for its action (using one up)."""
+        if not action:
+            return None  # not an AWS API call (moto's own endpoints, health probes)
+        with self._lock:
+            for armed in self._armed:
+                if armed.action in (action, ANY_ACTION):
+                    armed.remaining -= 1
+                    if armed.remaining == 0:
+                        self._armed.remove(armed)
+                    return armed.fault
+        return None
+
+
+class CallCounter:
+    """Requests seen per action, faulted ones included."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def record(self, action: str) -> None:
+        if action:
+            with self._lock:
+                self._counts[action] += 1
+
+    def count(self, action: str) -> int:
+        with self._lock:
+            return self._counts[action]
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()

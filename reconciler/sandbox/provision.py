@@ -1,0 +1,168 @@
+"""Create what one app needs in the sandbox: cluster, ECR repository, task definition, service.
+
+This talks to the endpoint over HTTP like any client would, so it works against any moto
+server, not only an embedded `SandboxAws`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_ecs.type_defs import (
+        ContainerDefinitionTypeDef,
+        CreateServiceRequestTypeDef,
+        NetworkConfigurationTypeDef,
+    )
+
+SIDECAR_IMAGE = "public.ecr.aws/aws-observability/aws-for-fluent-bit:stable"
+DEFAULT_TAGS = {"team": "sandbox"}
+
+
+@dataclass(frozen=True)
+class ProvisionedApp:
+    cluster_arn: str
+    service_arn: str
+    task_definition_arn: str
+    repository_uri: str
+
+
+def provision_app(
+    *,
+    endpoint_url: str,
+    region: str,
+    cluster: str,
+    service: str,
+    ecr_repository: str,
+    family: str,
+    image: str,
+    sidecar: bool = True,
+    tags: dict[str, str] | None = None,
+    desired_count: int = 1,
+) -> ProvisionedApp:
+    """Create the app's AWS resources that are missing; running it again changes nothing.
+
+    An existing service is left as it is, task definition included: it may already run a
+    revision the daemon deployed.
+    """
+    session = boto3.session.Session(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 (moto accepts any credentials)
+        aws_session_token="testing",  # noqa: S106
+        region_name=region,
+    )
+    config = Config(retries={"mode": "standard", "max_attempts": 5})
+    ecs: ECSClient = session.client("ecs", endpoint_url=endpoint_url, config=config)
+    ecr: ECRClient = session.client("ecr", endpoint_url=endpoint_url, config=config)
+
+    cluster_arn = _ensure_cluster(ecs, cluster)
+    repository_uri = _ensure_repository(ecr, ecr_repository)
+    live = ecs.describe_services(cluster=cluster, services=[service])["services"]
+    live = [s for s in live if s.get("status") == "ACTIVE"]
+    if live:
+        return ProvisionedApp(
+            cluster_arn, live[0]["serviceArn"], live[0]["taskDefinition"], repository_uri
+        )
+
+    registered = ecs.register_task_definition(
+        family=family,
+        containerDefinitions=_containers(image, sidecar=sidecar),
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="256",
+        memory="512",
+        tags=[{"key": k, "value": v} for k, v in (tags or DEFAULT_TAGS).items()],
+    )
+    task_definition_arn = registered["taskDefinition"]["taskDefinitionArn"]
+    network = _default_network(session.client("ec2", endpoint_url=endpoint_url, config=config))
+    request: CreateServiceRequestTypeDef = {
+        "cluster": cluster,
+        "serviceName": service,
+        "taskDefinition": task_definition_arn,
+        "desiredCount": desired_count,
+        "launchType": "FARGATE",
+        "deploymentConfiguration": {
+            "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+            "maximumPercent": 200,
+            "minimumHealthyPercent": 100,
+        },
+    }
+    if network is not None:
+        request["networkConfiguration"] = network
+    created = ecs.create_service(**request)
+    return ProvisionedApp(
+        cluster_arn, created["service"]["serviceArn"], task_definition_arn, repository_uri
+    )
+
+
+def _ensure_cluster(ecs: ECSClient, name: str) -> str:
+    for found in ecs.describe_clusters(clusters=[name])["clusters"]:
+        if found.get("status") == "ACTIVE":
+            return found["clusterArn"]
+    return ecs.create_cluster(clusterName=name)["cluster"]["clusterArn"]
+
+
+def _ensure_repository(ecr: ECRClient, name: str) -> str:
+    try:
+        found = ecr.describe_repositories(repositoryNames=[name])["repositories"]
+    except ecr.exceptions.RepositoryNotFoundException:
+        found = []
+    if found:
+        return found[0]["repositoryUri"]
+    return ecr.create_repository(repositoryName=name)["repository"]["repositoryUri"]
+
+
+def _containers(image: str, *, sidecar: bool) -> list[ContainerDefinitionTypeDef]:
+    containers: list[ContainerDefinitionTypeDef] = [
+        {
+            "name": "app",
+            "image": image,
+            "essential": True,
+            "cpu": 128,
+            "memory": 256,
+            "environment": [{"name": "MODE", "value": "sandbox"}],
+            "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
+        }
+    ]
+    if sidecar:
+        # A container the daemon must leave alone when it swaps the app's image.
+        containers.append(
+            {
+                "name": "log-router",
+                "image": SIDECAR_IMAGE,
+                "essential": False,
+                "memoryReservation": 64,
+                "firelensConfiguration": {"type": "fluentbit"},
+            }
+        )
+    return containers
+
+
+def _default_network(ec2: Any) -> NetworkConfigurationTypeDef | None:
+    """awsvpc tasks need a subnet and security group: moto's default VPC has both.
+
+    (`ec2` is untyped: the EC2 stubs are not among the project's dev dependencies.)
+    """
+    subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+    if not subnets["Subnets"]:
+        return None
+    subnet = min(subnets["Subnets"], key=lambda s: s["AvailabilityZone"])
+    groups = ec2.describe_security_groups(
+        Filters=[
+            {"Name": "vpc-id", "Values": [subnet["VpcId"]]},
+            {"Name": "group-name", "Values": ["default"]},
+        ]
+    )["SecurityGroups"]
+    return {
+        "awsvpcConfiguration": {
+            "subnets": [subnet["SubnetId"]],
+            "securityGroups": [g["GroupId"] for g in groups[:1]],
+            "assignPublicIp": "DISABLED",
+        }
+    }

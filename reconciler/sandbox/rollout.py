@@ -1,0 +1,534 @@
+"""Rolling-update progression for moto's ECS backend.
+
+moto keeps a single deployment per service that never changes after UpdateService, so a
+client that waits for a rollout (the daemon, ecs-deploy) can never see one finish or fail.
+`RolloutController.install` wraps a few `EC2ContainerServiceBackend` methods so that a
+task-definition change starts a new PRIMARY deployment which later completes, fails with a
+circuit-breaker rollback, or sticks, according to the `Scenario` set for that service.
+
+Progression is lazy: it is evaluated whenever DescribeServices, UpdateService, ListTasks or
+DescribeTasks looks at a service, from `time.monotonic()` since the update. There is no
+background thread, so nothing races the requests and a stuck scenario costs nothing.
+
+The wrappers only act on requests served by a `SandboxAws` (see `RolloutController.serving`);
+anything else in the process that uses moto in-process keeps moto's own behaviour.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import math
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Literal, cast, get_args
+
+from moto.core.utils import utcnow
+from moto.ecs.exceptions import InvalidParameterException
+from moto.ecs.models import (
+    Container,
+    EC2ContainerServiceBackend,
+    Service,
+    Task,
+    TaskDefinition,
+)
+from moto.ecs.responses import EC2ContainerServiceResponse
+
+Outcome = Literal["complete", "fail", "stick"]
+
+_CIRCUIT_BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
+_DEFAULT_DEPLOYMENT_CONFIGURATION: dict[str, Any] = {
+    "deploymentCircuitBreaker": {"enable": False, "rollback": False},
+    "maximumPercent": 200,
+    "minimumHealthyPercent": 100,
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the next rollout of a service does, `after` seconds after its UpdateService."""
+
+    outcome: Outcome = "complete"
+    after: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.outcome not in get_args(Outcome):
+            raise ValueError(f"unknown rollout outcome {self.outcome!r}")
+        if self.after < 0:
+            raise ValueError("a rollout cannot settle before it starts")
+
+
+# The controller whose sandbox is serving the current request; None outside requests.
+_SERVING: ContextVar[RolloutController | None] = ContextVar("sandbox_rollouts", default=None)
+_INSTALL_LOCK = threading.Lock()
+
+
+class RolloutController:
+    """Per-service rollout scenarios plus the count of task-definition changing updates."""
+
+    def __init__(self) -> None:
+        # moto's models are not thread safe and werkzeug serves requests on many threads:
+        # every patched call runs under this lock, so a describe never sees half an update.
+        self.lock = threading.RLock()
+        self._default = Scenario()
+        self._scenarios: dict[tuple[str, str], Scenario] = {}
+        self._updates: dict[tuple[str, str], int] = {}
+
+    def set_default(self, scenario: Scenario) -> None:
+        """The scenario for every service without one of its own."""
+        with self.lock:
+            self._default = scenario
+
+    def set_scenario(self, cluster: str, service: str, scenario: Scenario) -> None:
+        """The scenario for one service (cluster and service by name), also mid-rollout."""
+        with self.lock:
+            self._scenarios[(cluster, service)] = scenario
+
+    def scenario_for(self, cluster: str, service: str) -> Scenario:
+        with self.lock:
+            return self._scenarios.get((cluster, service), self._default)
+
+    def update_service_count(self, cluster: str, service: str) -> int:
+        """How many UpdateService calls changed the task definition of that service."""
+        with self.lock:
+            return self._updates.get((cluster, service), 0)
+
+    def reset(self) -> None:
+        """Forget scenarios and counts (moto's own state is reset by `SandboxAws.reset`)."""
+        with self.lock:
+            self._default = Scenario()
+            self._scenarios.clear()
+            self._updates.clear()
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Apply rollout progression to the moto calls made inside this block (one request)."""
+        token = _SERVING.set(self)
+        try:
+            yield
+        finally:
+            _SERVING.reset(token)
+
+    def install(self) -> None:
+        """Wrap moto's ECS backend (once per process; later calls change nothing)."""
+        _install()
+
+    def _count_update(self, cluster: str, service: str) -> None:
+        key = (cluster, service)
+        self._updates[key] = self._updates.get(key, 0) + 1
+
+
+# --- per-service state kept on moto's Service objects (so moto's reset drops it too) ---
+
+
+@dataclass(frozen=True)
+class _Rollout:
+    deployment_id: str
+    started: float
+    rollback_to: str | None
+
+
+@dataclass
+class _ServiceState:
+    stable_task_definition: str | None  # what a circuit-breaker rollback goes back to
+    rollout: _Rollout | None = None
+
+
+def _state(service: Service) -> _ServiceState:
+    state = getattr(service, "sandbox_state", None)
+    if state is None:  # a service created outside the sandbox: take it as steady
+        state = _ServiceState(stable_task_definition=service.task_definition)
+        service.sandbox_state = state  # type: ignore[attr-defined]
+    assert isinstance(state, _ServiceState)
+    return state
+
+
+# --- deployments ---
+
+
+def _new_deployment(
+    service: Service, task_definition: str | None, *, status: str, state: str, running: int
+) -> dict[str, Any]:
+    deployment_id = f"ecs-svc/{secrets.randbelow(10**19):019d}"
+    now = utcnow()
+    reason = "completed" if state == "COMPLETED" else "in progress"
+    return {
+        "id": deployment_id,
+        "status": status,
+        "taskDefinition": task_definition,
+        "desiredCount": service.desired_count,
+        "pendingCount": max(service.desired_count - running, 0),
+        "runningCount": running,
+        "failedTasks": 0,
+        "createdAt": now,
+        "updatedAt": now,
+        "launchType": service.launch_type,
+        "platformVersion": service.platform_version,
+        "platformFamily": "EC2" if service.launch_type == "EC2" else "FARGATE",
+        "networkConfiguration": service.network_configuration or None,
+        "rolloutState": state,
+        "rolloutStateReason": f"ECS deployment {deployment_id} {reason}.",
+    }
+
+
+def _deployments(service: Service) -> list[dict[str, Any]]:
+    # moto types the list from its own literal (dict[str, object]); the values are plain JSON.
+    return cast(list[dict[str, Any]], service.deployments)
+
+
+def _find(service: Service, deployment_id: str) -> dict[str, Any] | None:
+    return next((d for d in _deployments(service) if d["id"] == deployment_id), None)
+
+
+def _wants_rollback(service: Service) -> bool:
+    # Without a configuration the sandbox behaves like the services it provisions.
+    config = getattr(service, "deployment_configuration", None) or {}
+    breaker = config.get("deploymentCircuitBreaker") or {"rollback": True}
+    return bool(breaker.get("rollback"))
+
+
+def _failed_task_threshold(desired: int) -> int:
+    # ECS trips the circuit breaker after max(3, ceil(desired / 2)) failures, capped at 200.
+    return min(max(3, math.ceil(desired / 2)), 200)
+
+
+def _start_rollout(service: Service, task_definition: str | None) -> dict[str, Any]:
+    state = _state(service)
+    for deployment in _deployments(service):
+        if deployment["status"] == "PRIMARY":
+            deployment["status"] = "ACTIVE"  # draining, or superseded when still in progress
+            deployment["updatedAt"] = utcnow()
+    new = _new_deployment(
+        service, task_definition, status="PRIMARY", state="IN_PROGRESS", running=0
+    )
+    _deployments(service).insert(0, new)
+    state.rollout = _Rollout(new["id"], time.monotonic(), state.stable_task_definition)
+    return new
+
+
+def _progress(
+    controller: RolloutController, backend: EC2ContainerServiceBackend, service: Service
+) -> None:
+    """Settle the service's rollout if its scenario says it is time."""
+    state = _state(service)
+    rollout = state.rollout
+    if rollout is None or service.status != "ACTIVE":
+        return
+    scenario = controller.scenario_for(service.cluster_name, service.name)
+    if scenario.outcome == "stick" or time.monotonic() - rollout.started < scenario.after:
+        return
+    state.rollout = None
+    new = _find(service, rollout.deployment_id)
+    if new is None:
+        return
+    now = utcnow()
+    new.update(updatedAt=now, pendingCount=0)
+    if scenario.outcome == "complete":
+        new.update(
+            runningCount=service.desired_count,
+            rolloutState="COMPLETED",
+            rolloutStateReason=f"ECS deployment {new['id']} completed.",
+        )
+        service.deployments = [new]
+        state.stable_task_definition = new["taskDefinition"]
+        _run_tasks(backend, service, new)
+        return
+    new.update(
+        runningCount=0,
+        failedTasks=_failed_task_threshold(service.desired_count),
+        rolloutState="FAILED",
+        rolloutStateReason=_CIRCUIT_BREAKER_REASON,
+    )
+    if not _wants_rollback(service) or rollout.rollback_to is None:
+        return  # ECS leaves a failed deployment PRIMARY when it may not roll back
+    new["status"] = "ACTIVE"
+    rollback = _new_deployment(
+        service,
+        rollout.rollback_to,
+        status="PRIMARY",
+        state="COMPLETED",
+        running=service.desired_count,
+    )
+    service.deployments = [rollback, new]
+    service.task_definition = rollout.rollback_to
+    _run_tasks(backend, service, rollback)
+
+
+# --- tasks, for clients that judge a rollout from ListTasks/DescribeTasks (ecs-deploy) ---
+
+
+class _ServiceTask(Task):
+    """A task a service keeps RUNNING until the sandbox replaces it.
+
+    moto's tasks walk towards STOPPED one step per DescribeTasks, which would make a healthy
+    service look like it is losing its tasks to anyone who polls them.
+    """
+
+    def advance(self) -> None:
+        pass
+
+    @property
+    def status(self) -> str | None:
+        return self._status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        self._status = value
+
+
+def _container(
+    base: Container, task_definition: TaskDefinition, definition: dict[str, Any]
+) -> Container:
+    # moto models only the first container of a task; ECS reports every one of them.
+    container = copy.copy(base)
+    container.container_arn = f"{task_definition.arn}/{uuid.uuid4()}"
+    container.name = definition.get("name")
+    container.image = definition.get("image")
+    container.cpu = definition.get("cpu", 0)
+    container.memory = definition.get("memory")
+    container.environment = definition.get("environment")
+    container.command = definition.get("command")
+    container.last_status = "RUNNING"
+    return container
+
+
+def _run_tasks(
+    backend: EC2ContainerServiceBackend, service: Service, deployment: dict[str, Any]
+) -> None:
+    """Keep exactly desiredCount RUNNING tasks of the deployment's task definition."""
+    group = f"service:{service.name}"
+    task_definition = backend.describe_task_definition(deployment["taskDefinition"])
+    tasks = backend.tasks.setdefault(service.cluster_name, {})
+    keep: list[Task] = []
+    for task in tasks.values():
+        if task.group != group or task.desired_status != "RUNNING":
+            continue
+        if task.task_definition_arn == task_definition.arn and len(keep) < service.desired_count:
+            keep.append(task)
+            continue
+        task.last_status = "STOPPED"
+        task.desired_status = "STOPPED"
+        task.stopped_reason = f"Scaling activity initiated by (deployment {deployment['id']})"
+    cluster = backend._get_cluster(service.cluster_name)
+    for _ in range(service.desired_count - len(keep)):
+        try:
+            task = _ServiceTask(
+                cluster=cluster,
+                task_definition=task_definition,
+                container_instance_arn=None,
+                resource_requirements=None,
+                backend=backend,
+                group=group,
+                launch_type=service.launch_type or "",
+                started_by=deployment["id"],
+                networking_configuration=service.network_configuration or None,
+                platform_version=service.platform_version,
+            )
+        except InvalidParameterException:
+            return  # awsvpc without a networkConfiguration: the service runs no visible tasks
+        base = task.containers[0]
+        definitions = task_definition.container_definitions
+        task.containers = [_container(base, task_definition, d) for d in definitions]
+        tasks[task.task_arn] = task
+
+
+# --- counts ---
+
+
+def _recount(backend: EC2ContainerServiceBackend, service: Service) -> None:
+    """Service counts are the sums over its deployments; the cluster's follow the change."""
+    running = sum(int(d["runningCount"]) for d in _deployments(service))
+    pending = sum(int(d["pendingCount"]) for d in _deployments(service))
+    cluster = backend._get_cluster(service.cluster_name)
+    backend.update_cluster_resources(cluster, running - service.running_count, task_state="RUNNING")
+    backend.update_cluster_resources(cluster, pending - service.pending_count, task_state="PENDING")
+    service.running_count = running
+    service.pending_count = pending
+
+
+def _rescale(backend: EC2ContainerServiceBackend, service: Service) -> None:
+    """A desiredCount change without a new deployment scales the PRIMARY one in place."""
+    for deployment in _deployments(service):
+        if deployment["status"] != "PRIMARY" or deployment["desiredCount"] == service.desired_count:
+            continue
+        deployment["desiredCount"] = service.desired_count
+        if deployment["rolloutState"] == "IN_PROGRESS":
+            deployment["pendingCount"] = service.desired_count
+        else:
+            deployment["runningCount"] = service.desired_count
+            _run_tasks(backend, service, deployment)
+
+
+# --- the wrapped backend methods ---
+
+
+def _progress_cluster(
+    controller: RolloutController, backend: EC2ContainerServiceBackend, cluster_name: str
+) -> None:
+    for service in list(backend.services.values()):
+        if service.cluster_name == cluster_name:
+            _progress(controller, backend, service)
+            _recount(backend, service)
+
+
+def _create_service(
+    controller: RolloutController,
+    original: Callable[..., Service],
+    backend: EC2ContainerServiceBackend,
+    *args: Any,
+    **kwargs: Any,
+) -> Service:
+    service = original(backend, *args, **kwargs)
+    setattr(service, "sandbox_state", _ServiceState(service.task_definition))  # noqa: B010
+    if _deployments(service):  # moto starts it IN_PROGRESS with no tasks; ECS would settle
+        deployment = _deployments(service)[0]
+        deployment.update(
+            runningCount=service.desired_count,
+            pendingCount=0,
+            rolloutState="COMPLETED",
+            rolloutStateReason=f"ECS deployment {deployment['id']} completed.",
+        )
+        if service.task_definition:
+            _run_tasks(backend, service, deployment)
+    _recount(backend, service)
+    return service
+
+
+def _update_service(
+    controller: RolloutController,
+    original: Callable[..., Service],
+    backend: EC2ContainerServiceBackend,
+    service_properties: dict[str, Any],
+) -> Service:
+    cluster = backend._get_cluster(service_properties.get("cluster") or "default")
+    name = str(service_properties.get("service", "")).split("/")[-1]
+    service = backend._get_service(cluster.name, name)
+    _progress(controller, backend, service)
+    previous = service.task_definition
+    requested = service_properties.get("task_definition")
+    target = backend.describe_task_definition(requested).arn if requested else previous
+    force = bool(service_properties.get("force_new_deployment"))
+    # moto's forceNewDeployment renames the existing deployment in place; a new one is made below.
+    service_properties["force_new_deployment"] = False
+    counts = (service.running_count, service.pending_count)
+    cluster_counts = (cluster.running_tasks_count, cluster.pending_tasks_count)
+    result = original(backend, service_properties)
+    # moto rewrites the counts from desiredCount at once; _recount derives them from deployments.
+    service.running_count, service.pending_count = counts
+    cluster.running_tasks_count, cluster.pending_tasks_count = cluster_counts
+    service.task_definition = target  # moto stores whatever string it was given, family:rev too
+    if target != previous or force:
+        _start_rollout(service, target)
+        if target != previous:
+            controller._count_update(cluster.name, service.name)
+    else:
+        _rescale(backend, service)
+    _recount(backend, service)
+    return result
+
+
+def _describe_services(
+    controller: RolloutController,
+    original: Callable[..., tuple[list[Service], list[dict[str, str]]]],
+    backend: EC2ContainerServiceBackend,
+    *args: Any,
+    **kwargs: Any,
+) -> tuple[list[Service], list[dict[str, str]]]:
+    services, failures = original(backend, *args, **kwargs)
+    for service in services:
+        _progress(controller, backend, service)
+        _recount(backend, service)
+    return services, failures
+
+
+def _list_tasks(
+    controller: RolloutController,
+    original: Callable[..., list[Task]],
+    backend: EC2ContainerServiceBackend,
+    *args: Any,
+    **kwargs: Any,
+) -> list[Task]:
+    call = inspect.signature(original).bind(backend, *args, **kwargs)
+    call.apply_defaults()
+    arguments = call.arguments
+    if arguments["cluster_str"]:
+        _progress_cluster(controller, backend, backend._get_cluster(arguments["cluster_str"]).name)
+    service_name = arguments["service_name"]
+    arguments["service_name"] = None
+    # ECS lists RUNNING tasks unless asked otherwise; moto lists every task it ever ran.
+    arguments["desiredStatus"] = arguments["desiredStatus"] or "RUNNING"
+    tasks = original(*call.args, **call.kwargs)
+    if service_name:  # moto ignores serviceName; the tasks of a service carry its group
+        group = f"service:{service_name.split('/')[-1]}"
+        tasks = [task for task in tasks if task.group == group]
+    return tasks
+
+
+def _describe_tasks(
+    controller: RolloutController,
+    original: Callable[..., list[Task]],
+    backend: EC2ContainerServiceBackend,
+    cluster_str: str,
+    tasks: list[str],
+) -> list[Task]:
+    _progress_cluster(controller, backend, backend._get_cluster(cluster_str).name)
+    return original(backend, cluster_str, tasks)
+
+
+_BACKEND_HOOKS: dict[str, Callable[..., Any]] = {
+    "create_service": _create_service,
+    "update_service": _update_service,
+    "describe_services": _describe_services,
+    "list_tasks": _list_tasks,
+    "describe_tasks": _describe_tasks,
+}
+
+
+def _wrap(original: Callable[..., Any], hook: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def method(backend: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:
+        controller = _SERVING.get()
+        if controller is None:
+            return original(backend, *args, **kwargs)
+        with controller.lock:
+            return hook(controller, original, backend, *args, **kwargs)
+
+    return method
+
+
+def _keep_deployment_configuration(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's CreateService drops deploymentConfiguration; ECS stores it (with defaults)."""
+
+    @functools.wraps(original)
+    def create_service(response: EC2ContainerServiceResponse) -> Any:
+        result = original(response)
+        if _SERVING.get() is not None:
+            requested = response._get_param("deploymentConfiguration") or {}
+            config = {**copy.deepcopy(_DEFAULT_DEPLOYMENT_CONFIGURATION), **requested}
+            setattr(result.result["service"], "deployment_configuration", config)  # noqa: B010
+        return result
+
+    return create_service
+
+
+def _install() -> None:
+    with _INSTALL_LOCK:
+        if getattr(EC2ContainerServiceBackend, "sandbox_installed", False):
+            return
+        for name, hook in _BACKEND_HOOKS.items():
+            setattr(
+                EC2ContainerServiceBackend,
+                name,
+                _wrap(getattr(EC2ContainerServiceBackend, name), hook),
+            )
+        EC2ContainerServiceResponse.create_service = _keep_deployment_configuration(  # type: ignore[method-assign]
+            EC2ContainerServiceResponse.create_service
+        )
+        setattr(EC2ContainerServiceBackend, "sandbox_installed", True)  # noqa: B010
