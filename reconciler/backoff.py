@@ -18,7 +18,9 @@ class Timings:
     rollback_wait: float = 60.0  # how long to follow the rollback deployment before moving on
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, *, base: float, cap: float, rng: random.Random | None = None
+) -> float:
     """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)].
 
     Jitter spreads the retries of many apps hitting the same throttled API; the floor of half

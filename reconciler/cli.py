@@ -53,7 +53,9 @@ def _load(args: argparse.Namespace) -> tuple[Path, Config]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     path, config = _load(args)
-    print(f"{path}: valid, {len(config.apps)} app(s): {', '.join(a.name for a in config.apps) or '-'}")
+    print(
+        f"{path}: valid, {len(config.apps)} app(s): {', '.join(a.name for a in config.apps) or '-'}"
+    )
     return EXIT_OK
 
 
@@ -76,7 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _register_secrets(config: Config) -> None:
     from reconciler import logs
 
-    files = [config.webhook.github_secret_file, config.webhook.gitlab_token_file, config.daemon.api_token_file]
+    files = [
+        config.webhook.github_secret_file,
+        config.webhook.gitlab_token_file,
+        config.daemon.api_token_file,
+    ]
     files += [a.git_token_file for a in config.apps]
     for file in files:
         if file is not None:
@@ -195,7 +201,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             "desired": (a["desired"].get("revision") or "-")[:12],
             "live": a["live"].get("image") or "-",
             "since": a["last_transition"],
-            "error": (a.get("last_error") or "").splitlines()[0][:60] if a.get("last_error") else "",
+            "error": (a.get("last_error") or "").splitlines()[0][:60]
+            if a.get("last_error")
+            else "",
         }
         for a in body.get("apps", [])
     ]
@@ -211,13 +219,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
         try:
             token = Path(token_file).read_text().strip()
         except OSError as exc:
-            raise CliError(f"cannot read token file {token_file}: {exc.strerror}", EXIT_USAGE) from exc
+            raise CliError(
+                f"cannot read token file {token_file}: {exc.strerror}", EXIT_USAGE
+            ) from exc
     code, body = _request(f"{base}/apps/{args.app}/sync", method="POST", token=token)
     if code == 202:
         print(f"sync of {args.app} started")
         return EXIT_OK
     message = body.get("error") if isinstance(body, dict) else None
-    raise CliError(f"sync of {args.app} refused: HTTP {code}: {message or 'no detail'}", EXIT_USAGE if code == 404 else EXIT_FAILURE)
+    raise CliError(
+        f"sync of {args.app} refused: HTTP {code}: {message or 'no detail'}",
+        EXIT_USAGE if code == 404 else EXIT_FAILURE,
+    )
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -235,7 +248,9 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="reconciler", description="Keep ECS services on the image built from a git revision.")
+    top = argparse.ArgumentParser(
+        prog="reconciler", description="Keep ECS services on the image built from a git revision."
+    )
     top.add_argument("--version", action="version", version=f"reconciler {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
@@ -248,7 +263,9 @@ def parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config file")
     with_config(validate)
     validate.set_defaults(func=cmd_validate)
-    plan = sub.add_parser("plan", help="show desired vs live and the action each app needs; writes nothing")
+    plan = sub.add_parser(
+        "plan", help="show desired vs live and the action each app needs; writes nothing"
+    )
     with_config(plan)
     plan.add_argument("--app")
     plan.add_argument("--json", action="store_true")
@@ -264,7 +281,9 @@ def parser() -> argparse.ArgumentParser:
     sync.add_argument("--config")
     sync.add_argument("--token-file")
     sync.set_defaults(func=cmd_sync)
-    sandbox = sub.add_parser("sandbox", help="embedded AWS (moto) with rolling updates, for trying it out")
+    sandbox = sub.add_parser(
+        "sandbox", help="embedded AWS (moto) with rolling updates, for trying it out"
+    )
     with_config(sandbox)
     sandbox.add_argument("--outcome", choices=["complete", "fail", "stick"], default="complete")
     sandbox.add_argument("--after", type=float, default=3.0, help="seconds a rollout takes")

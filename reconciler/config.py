@@ -60,7 +60,7 @@ class DaemonSettings(_Section):
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"expected host:port, got {value!r}")
         return value
 
@@ -152,7 +152,9 @@ class AppConfig(_Section):
         if has_credentials(value):
             raise ValueError("repo URL embeds a credential; put the token in git_token_file")
         if not re.match(r"^(https://|http://|ssh://|git://|file://|[\w.-]+@[\w.-]+:)", value):
-            raise ValueError(f"repo must be an https://, ssh://, git@host:path or file:// URL, got {value!r}")
+            raise ValueError(
+                f"repo must be an https://, ssh://, git@host:path or file:// URL, got {value!r}"
+            )
         try:
             normalise_repo_url(value)
         except ValueError as exc:

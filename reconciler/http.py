@@ -178,7 +178,11 @@ async def sync_app(request: web.Request) -> web.Response:
 
 def _status_document(supervisor: Supervisor) -> dict[str, Any]:
     return {
-        "apps": [supervisor.statuses[n].to_json() for n in supervisor.app_names() if n in supervisor.statuses],
+        "apps": [
+            supervisor.statuses[n].to_json()
+            for n in supervisor.app_names()
+            if n in supervisor.statuses
+        ],
         "config": supervisor.config_in_force.to_json(),
     }
 

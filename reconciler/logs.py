@@ -62,7 +62,9 @@ def _shared_processors() -> list[Any]:
     ]
 
 
-def configure(*, log_format: str = "auto", stream: TextIO | None = None, level: int = logging.INFO) -> None:
+def configure(
+    *, log_format: str = "auto", stream: TextIO | None = None, level: int = logging.INFO
+) -> None:
     out = stream or sys.stdout
     as_json = log_format == "json" or (log_format == "auto" and not out.isatty())
     renderer: Any = (

@@ -100,7 +100,11 @@ def managed_images(app: AppConfig, definition: Mapping[str, Any]) -> dict[str, s
     """The containers whose image this app manages, with their current image."""
     containers = definition.get("containerDefinitions") or []
     if app.containers:
-        images = {c["name"]: str(c.get("image", "")) for c in containers if c.get("name") in app.containers}
+        images = {
+            c["name"]: str(c.get("image", ""))
+            for c in containers
+            if c.get("name") in app.containers
+        }
         missing = sorted(set(app.containers) - set(images))
         if missing:
             raise ManifestError(
@@ -193,6 +197,8 @@ class AppLoop:
 
     def nudge(self) -> None:
         """Start a pass now; a burst of nudges collapses into one pass (plus one if mid-pass)."""
+        # A nudge means "the remote may have moved": do not answer from cached remote heads.
+        self._io.git.forget_heads(self.app.repo)
         self._wakeup.set()
         self._nudged_during_rollout.set()
 
@@ -337,7 +343,9 @@ class AppLoop:
                     memory=memory,
                 )
             case Deploy():
-                return await self._deploy(desired=desired, live=live, build=action.build, memory=memory)
+                return await self._deploy(
+                    desired=desired, live=live, build=action.build, memory=memory
+                )
         raise AssertionError(f"unplanned action {action!r}")  # pragma: no cover
 
     def _count(self, result: str) -> None:
@@ -345,7 +353,9 @@ class AppLoop:
 
     # Acting ------------------------------------------------------------------------------
 
-    async def _deploy(self, *, desired: Desired, live: Live, build: bool, memory: AppMemory) -> Next:
+    async def _deploy(
+        self, *, desired: Desired, live: Live, build: bool, memory: AppMemory
+    ) -> Next:
         started_at = utcnow()
         if build:
             await self._build_and_push(desired, memory, started_at)
@@ -354,7 +364,13 @@ class AppLoop:
             latest = await self._io.git.resolve(self._source)
             if latest != desired.revision:
                 log.info("superseded_before_deploy", newer=latest)
-                self._record(memory, desired.revision, Result.SUPERSEDED, started_at, f"superseded by {latest}")
+                self._record(
+                    memory,
+                    desired.revision,
+                    Result.SUPERSEDED,
+                    started_at,
+                    f"superseded by {latest}",
+                )
                 return Next.AGAIN
 
         self._set_phase(Phase.DEPLOYING)
@@ -369,7 +385,9 @@ class AppLoop:
                 cluster=self.app.cluster, service=self.app.service, task_definition=arn
             )
         self._metrics.deploys_total.labels(app=self.app.name, kind="deploy").inc()
-        log.info("service_updated", task_definition=arn, deployment=deployment_id, previous=previous)
+        log.info(
+            "service_updated", task_definition=arn, deployment=deployment_id, previous=previous
+        )
         return await self._await_rollout(
             revision=desired.revision,
             deployment_id=deployment_id,
@@ -379,7 +397,9 @@ class AppLoop:
             memory=memory,
         )
 
-    async def _build_and_push(self, desired: Desired, memory: AppMemory, started_at: datetime) -> None:
+    async def _build_and_push(
+        self, desired: Desired, memory: AppMemory, started_at: datetime
+    ) -> None:
         image = str(desired.image)
         async with self._build_slots:
             self._set_phase(Phase.BUILDING)
@@ -404,16 +424,29 @@ class AppLoop:
                     },
                 )
             except BuildFailed as exc:
-                memory.build_failures[desired.revision] = memory.build_failures.get(desired.revision, 0) + 1
+                memory.build_failures[desired.revision] = (
+                    memory.build_failures.get(desired.revision, 0) + 1
+                )
                 tail = "\n".join(exc.log_tail[-10:])
-                self._record(memory, desired.revision, Result.BUILD_FAILED, started_at, f"{exc}\n{tail}".strip())
+                self._record(
+                    memory,
+                    desired.revision,
+                    Result.BUILD_FAILED,
+                    started_at,
+                    f"{exc}\n{tail}".strip(),
+                )
                 if memory.build_failures[desired.revision] >= 3:
                     self._set_phase(Phase.FAILED)
                 raise
             finally:
                 context.close()
             self._metrics.build_seconds.observe(time.monotonic() - began)
-            log.info("build_finished", image=image, image_id=result.image_id, cached_steps=result.cached_steps)
+            log.info(
+                "build_finished",
+                image=image,
+                image_id=result.image_id,
+                cached_steps=result.cached_steps,
+            )
 
         self._set_phase(Phase.PUSHING)
         began = time.monotonic()
@@ -446,7 +479,11 @@ class AppLoop:
                 verdict = judge(state, deployment_id=deployment_id, task_definition=task_definition)
                 if isinstance(verdict, Succeeded):
                     self._metrics.rollout_seconds.observe(time.monotonic() - began)
-                    log.info("rollout_succeeded", deployment=deployment_id, task_definition=task_definition)
+                    log.info(
+                        "rollout_succeeded",
+                        deployment=deployment_id,
+                        task_definition=task_definition,
+                    )
                     memory.hold = None
                     memory.build_failures.pop(revision, None)
                     self._record(memory, revision, Result.DEPLOYED, started_at, None)
@@ -484,11 +521,20 @@ class AppLoop:
                         # The newer revision's UpdateService supersedes this rollout; ECS
                         # replaces the in-flight deployment, so there is nothing to undo.
                         log.info("rollout_superseded", newer=latest, deployment=deployment_id)
-                        self._record(memory, revision, Result.SUPERSEDED, started_at, f"superseded by {latest}")
+                        self._record(
+                            memory,
+                            revision,
+                            Result.SUPERSEDED,
+                            started_at,
+                            f"superseded by {latest}",
+                        )
                         return Next.AGAIN
             delay = backoff.rollout_delay(poll, self._timings.rollout_polls)
             poll += 1
-            await backoff.sleep(min(delay, max(0.0, deadline - time.monotonic()) + 0.01), wakeup=self._nudged_during_rollout)
+            await backoff.sleep(
+                min(delay, max(0.0, deadline - time.monotonic()) + 0.01),
+                wakeup=self._nudged_during_rollout,
+            )
 
     async def _rollout_failed(
         self,
@@ -515,10 +561,12 @@ class AppLoop:
         result = Result.ROLLED_BACK if (owed or rolled_back_by_ecs) else Result.FAILED
         self._record(memory, revision, result, started_at, reason)
         self.status.last_error = reason
+        if owed:
+            # If this raises (AWS down), the hold on disk still owes the rollback and the
+            # next pass plans RollBack.
+            await self._roll_back(owed, memory)
         self._set_phase(Phase.FAILED)
         self._count(result.value)
-        if owed:
-            await self._roll_back(owed, memory)
         return Next.WAIT
 
     async def _roll_back(self, task_definition: str, memory: AppMemory) -> None:

@@ -101,7 +101,9 @@ class ServiceState:
         if primary is None:
             return True
         if primary.rollout_state is None:
-            others = [d for d in self.deployments if d is not primary and d.rollout_state != "FAILED"]
+            others = [
+                d for d in self.deployments if d is not primary and d.rollout_state != "FAILED"
+            ]
             return bool(others) or primary.running_count != primary.desired_count
         return primary.rollout_state == "IN_PROGRESS"
 

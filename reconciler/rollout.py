@@ -41,7 +41,9 @@ def judge(state: ServiceState, *, deployment_id: str, task_definition: str) -> V
         )
     if ours.rollout_state == "FAILED":
         reason = ours.reason or "rollout failed"
-        return Failed(reason=f"deployment {deployment_id} failed: {reason}", rolled_back_by_ecs=moved_away)
+        return Failed(
+            reason=f"deployment {deployment_id} failed: {reason}", rolled_back_by_ecs=moved_away
+        )
     if moved_away:
         return Failed(
             reason=f"service was moved to {state.task_definition} during the rollout",

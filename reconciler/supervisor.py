@@ -170,7 +170,10 @@ class Supervisor:
             if sockets:
                 host, port = sockets[0].getsockname()[:2]
                 self.listening = (str(host), int(port))
-            log.info("listening", address=f"{self.config.daemon.host}:{self.listening[1] if self.listening else self.config.daemon.port}")
+            log.info(
+                "listening",
+                address=f"{self.config.daemon.host}:{self.listening[1] if self.listening else self.config.daemon.port}",
+            )
             for app in self.config.apps:
                 self._start_app(app)
             self.notifier.ready(self._summary())
@@ -285,7 +288,9 @@ class Supervisor:
         new_apps = {a.name: a for a in new.apps}
         removed = [n for n in old_apps if n not in new_apps]
         changed = [
-            n for n in new_apps if n in old_apps and (everything_changed or old_apps[n] != new_apps[n])
+            n
+            for n in new_apps
+            if n in old_apps and (everything_changed or old_apps[n] != new_apps[n])
         ]
         added = [n for n in new_apps if n not in old_apps]
         if new.daemon.max_concurrent_builds != old.daemon.max_concurrent_builds:
@@ -300,7 +305,9 @@ class Supervisor:
             self._start_app(new_apps[name])
         self.config_in_force = ConfigInForce(path=self.config_in_force.path, sha256=sha256)
         self.metrics.config_reloads_total.labels(outcome="applied").inc()
-        log.info("config_reloaded", added=added, removed=removed, changed=changed, config_sha256=sha256)
+        log.info(
+            "config_reloaded", added=added, removed=removed, changed=changed, config_sha256=sha256
+        )
 
     # systemd ---------------------------------------------------------------------------
 

@@ -32,7 +32,12 @@ def app_with(line: str) -> str:
 def test_minimal_config_has_spec_defaults() -> None:
     config = parse_config(APP)
     app = config.apps[0]
-    assert (app.branch, app.context, app.dockerfile, app.rollout_timeout) == ("main", ".", "Dockerfile", 600.0)
+    assert (app.branch, app.context, app.dockerfile, app.rollout_timeout) == (
+        "main",
+        ".",
+        "Dockerfile",
+        600.0,
+    )
     assert app.rollback is True and app.suspended is False
     assert config.daemon.poll_interval == 60.0
     assert config.daemon.listen == "127.0.0.1:8088"
@@ -40,7 +45,9 @@ def test_minimal_config_has_spec_defaults() -> None:
 
 
 def test_durations_accept_seconds_and_strings() -> None:
-    config = parse_config('[daemon]\npoll_interval = "1m30s"\n' + app_with('rollout_timeout = "1h"'))
+    config = parse_config(
+        '[daemon]\npoll_interval = "1m30s"\n' + app_with('rollout_timeout = "1h"')
+    )
     assert config.daemon.poll_interval == 90.0
     assert config.apps[0].rollout_timeout == 3600.0
 
@@ -49,33 +56,78 @@ BAD = {
     "unknown app key": (app_with('colour = "blue"'), "apps[web].colour: unknown key"),
     "unknown section key": ('[daemon]\nlisten_on = "x"\n' + APP, "daemon.listen_on: unknown key"),
     "unknown section": ("[deamon]\n" + APP, "deamon: unknown key"),
-    "bad duration": (app_with('rollout_timeout = "soon"'), "apps[web].rollout_timeout: invalid duration 'soon'"),
-    "zero duration": (app_with("rollout_timeout = 0"), "apps[web].rollout_timeout: duration must be positive"),
-    "negative poll": ("[daemon]\npoll_interval = -5\n" + APP, "daemon.poll_interval: duration must be positive"),
-    "context escaping with ..": (app_with('context = "../other"'), "apps[web].context: context must stay inside the repository"),
-    "absolute context": (app_with('context = "/etc"'), "apps[web].context: context must be relative to the repository"),
-    "dockerfile escaping": (app_with('dockerfile = "../../Dockerfile"'), "apps[web].dockerfile: dockerfile must stay inside the repository"),
-    "absolute paths entry": (app_with('paths = ["/svc"]'), "apps[web].paths: paths entry must be relative"),
-    "app name not a DNS label": (APP.replace('"web"\nrepo', '"Web_1"\nrepo', 1), "apps[Web_1].name: app name 'Web_1' must be a DNS label"),
-    "app name ending in a dash": (APP.replace('"web"\nrepo', '"web-"\nrepo', 1), "must be a DNS label"),
+    "bad duration": (
+        app_with('rollout_timeout = "soon"'),
+        "apps[web].rollout_timeout: invalid duration 'soon'",
+    ),
+    "zero duration": (
+        app_with("rollout_timeout = 0"),
+        "apps[web].rollout_timeout: duration must be positive",
+    ),
+    "negative poll": (
+        "[daemon]\npoll_interval = -5\n" + APP,
+        "daemon.poll_interval: duration must be positive",
+    ),
+    "context escaping with ..": (
+        app_with('context = "../other"'),
+        "apps[web].context: context must stay inside the repository",
+    ),
+    "absolute context": (
+        app_with('context = "/etc"'),
+        "apps[web].context: context must be relative to the repository",
+    ),
+    "dockerfile escaping": (
+        app_with('dockerfile = "../../Dockerfile"'),
+        "apps[web].dockerfile: dockerfile must stay inside the repository",
+    ),
+    "absolute paths entry": (
+        app_with('paths = ["/svc"]'),
+        "apps[web].paths: paths entry must be relative",
+    ),
+    "app name not a DNS label": (
+        APP.replace('"web"\nrepo', '"Web_1"\nrepo', 1),
+        "apps[Web_1].name: app name 'Web_1' must be a DNS label",
+    ),
+    "app name ending in a dash": (
+        APP.replace('"web"\nrepo', '"web-"\nrepo', 1),
+        "must be a DNS label",
+    ),
     "credentials in the repo URL": (
         APP.replace("https://github.com", "https://user:ghp_secret@github.com"),
         "apps[web].repo: repo URL embeds a credential; put the token in git_token_file",
     ),
-    "repo URL of an unknown kind": (APP.replace("https://github.com/acme/web.git", "ftp://x/y"), "apps[web].repo: repo must be"),
-    "missing required key": (APP.replace('cluster = "prod"\n', ""), "apps[web].cluster: missing required key"),
+    "repo URL of an unknown kind": (
+        APP.replace("https://github.com/acme/web.git", "ftp://x/y"),
+        "apps[web].repo: repo must be",
+    ),
+    "missing required key": (
+        APP.replace('cluster = "prod"\n', ""),
+        "apps[web].cluster: missing required key",
+    ),
     "duplicate app names": (APP + APP, "duplicate app name 'web'"),
     "bad listen": ('[daemon]\nlisten = "8088"\n' + APP, "daemon.listen: expected host:port"),
     "zero builds": ("[daemon]\nmax_concurrent_builds = 0\n" + APP, "daemon.max_concurrent_builds"),
     "bad log format": ('[daemon]\nlog_format = "xml"\n' + APP, "daemon.log_format"),
     "bad region": ('[aws]\nregion = "mars"\n' + APP, "aws.region: not an AWS region"),
-    "bad endpoint": ('[aws]\nendpoint_url = "localhost:5000"\n' + APP, "aws.endpoint_url: expected an http(s) URL"),
-    "registry with scheme": ('[aws]\nregistry = "http://127.0.0.1:5000"\n' + APP, "aws.registry: expected a registry host"),
+    "bad endpoint": (
+        '[aws]\nendpoint_url = "localhost:5000"\n' + APP,
+        "aws.endpoint_url: expected an http(s) URL",
+    ),
+    "registry with scheme": (
+        '[aws]\nregistry = "http://127.0.0.1:5000"\n' + APP,
+        "aws.registry: expected a registry host",
+    ),
     "tiny body limit": ("[webhook]\nmax_body_bytes = 10\n" + APP, "webhook.max_body_bytes"),
     "bad branch": (app_with('branch = "a..b"'), "apps[web].branch: not a valid branch name"),
     "bad revision": (app_with('revision = "x y"'), "apps[web].revision: not a commit SHA or tag"),
-    "bad ecr repository": (APP.replace('ecr_repository = "web"', 'ecr_repository = "Web!"'), "apps[web].ecr_repository: not a valid repository name"),
-    "bad cluster": (APP.replace('cluster = "prod"', 'cluster = "a b"'), "apps[web].cluster: not an ECS name or ARN"),
+    "bad ecr repository": (
+        APP.replace('ecr_repository = "web"', 'ecr_repository = "Web!"'),
+        "apps[web].ecr_repository: not a valid repository name",
+    ),
+    "bad cluster": (
+        APP.replace('cluster = "prod"', 'cluster = "a b"'),
+        "apps[web].cluster: not an ECS name or ARN",
+    ),
     "rollback not a bool": (app_with('rollback = "maybe"'), "apps[web].rollback"),
     "build_args not strings": (app_with("build_args = { A = [1] }"), "apps[web].build_args.A"),
     "not TOML": ("[[apps]\nname=", "not valid TOML"),

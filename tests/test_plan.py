@@ -24,7 +24,10 @@ from reconciler.model import (
 from reconciler.plan import plan
 
 OLD, NEW = "a" * 40, "b" * 40
-TD_OLD, TD_NEW = "arn:aws:ecs:us-east-1:1:task-definition/web:1", "arn:aws:ecs:us-east-1:1:task-definition/web:2"
+TD_OLD, TD_NEW = (
+    "arn:aws:ecs:us-east-1:1:task-definition/web:1",
+    "arn:aws:ecs:us-east-1:1:task-definition/web:2",
+)
 FP = "fingerprint"
 
 
@@ -92,7 +95,12 @@ CASES = {
         AwaitRollout("ecs-svc/2", TD_NEW, TD_OLD),
     ),
     "rollout of an older image in flight while a newer is desired: deploy the newer": (
-        Case(NEW, OLD, deployments=rolling(TD_OLD, "arn:aws:ecs:us-east-1:1:task-definition/web:0"), in_registry=True),
+        Case(
+            NEW,
+            OLD,
+            deployments=rolling(TD_OLD, "arn:aws:ecs:us-east-1:1:task-definition/web:0"),
+            in_registry=True,
+        ),
         Deploy(image(NEW), build=False),
     ),
     "failed revision held: no redeploy": (
@@ -108,7 +116,13 @@ CASES = {
         Deploy(image(NEW), build=False),
     ),
     "hold with a rollback still owed: roll back": (
-        Case(NEW, NEW, td=TD_NEW, deployments=rolling(TD_NEW, TD_OLD), hold=Hold(NEW, "timed out", FP, rollback_to=TD_OLD)),
+        Case(
+            NEW,
+            NEW,
+            td=TD_NEW,
+            deployments=rolling(TD_NEW, TD_OLD),
+            hold=Hold(NEW, "timed out", FP, rollback_to=TD_OLD),
+        ),
         RollBack(TD_OLD),
     ),
     "hold whose rollback is done: held": (

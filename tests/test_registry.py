@@ -236,8 +236,10 @@ async def test_registry_that_never_answers_is_unavailable(
 ) -> None:
     """A hung registry ends in RegistryUnavailable after the client's timeout, not a hang."""
 
+    release = asyncio.Event()
+
     async def hang(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(60)
+        await release.wait()
         return web.Response(status=200)
 
     host = await serve(hang)
@@ -246,6 +248,7 @@ async def test_registry_that_never_answers_is_unavailable(
         with pytest.raises(RegistryUnavailable):
             await client.has_tag(registry=host, repository="app", tag="t", auth=None)
     finally:
+        release.set()
         await client.close()
 
 

@@ -19,7 +19,11 @@ def test_completed_primary_with_new_task_definition_succeeds() -> None:
 
 
 def test_in_progress_is_pending() -> None:
-    s = state(NEW, Deployment("d2", "PRIMARY", NEW, "IN_PROGRESS", 1, 2), Deployment("d1", "ACTIVE", OLD, "COMPLETED", 1, 2))
+    s = state(
+        NEW,
+        Deployment("d2", "PRIMARY", NEW, "IN_PROGRESS", 1, 2),
+        Deployment("d1", "ACTIVE", OLD, "COMPLETED", 1, 2),
+    )
     assert judge(s, deployment_id="d2", task_definition=NEW) == Pending()
 
 
@@ -41,12 +45,20 @@ def test_deployment_gone_is_a_failure() -> None:
 
 
 def test_superseded_by_someone_else_is_a_failure() -> None:
-    s = state(NEW, Deployment("d3", "PRIMARY", NEW, "IN_PROGRESS", 0, 2), Deployment("d2", "ACTIVE", NEW, "IN_PROGRESS", 1, 2))
+    s = state(
+        NEW,
+        Deployment("d3", "PRIMARY", NEW, "IN_PROGRESS", 0, 2),
+        Deployment("d2", "ACTIVE", NEW, "IN_PROGRESS", 1, 2),
+    )
     assert isinstance(judge(s, deployment_id="d2", task_definition=NEW), Failed)
 
 
 def test_without_rollout_state_success_needs_a_lone_fully_running_deployment() -> None:
     lone = state(NEW, Deployment("d2", "PRIMARY", NEW, None, 2, 2))
-    draining = state(NEW, Deployment("d2", "PRIMARY", NEW, None, 2, 2), Deployment("d1", "ACTIVE", OLD, None, 1, 2))
+    draining = state(
+        NEW,
+        Deployment("d2", "PRIMARY", NEW, None, 2, 2),
+        Deployment("d1", "ACTIVE", OLD, None, 1, 2),
+    )
     assert judge(lone, deployment_id="d2", task_definition=NEW) == Succeeded()
     assert judge(draining, deployment_id="d2", task_definition=NEW) == Pending()

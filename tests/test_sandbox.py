@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aioboto3
@@ -18,10 +20,11 @@ from moto.ecs.models import ecs_backends
 from reconciler.sandbox import ProvisionedApp, SandboxAws, Scenario, provision_app
 
 REGION = "us-east-1"
-CLUSTER = "sandbox"
 SERVICE = "web"
 DESIRED = 2
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+# Clients from one session share its parsed service models, which keeps the suite fast.
+SESSION = boto3.session.Session(region_name=REGION, **CREDENTIALS)
 
 Service = dict[str, Any]
 
@@ -33,76 +36,29 @@ def sandbox() -> Iterator[SandboxAws]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_aws(sandbox: SandboxAws) -> None:
-    sandbox.reset()
+def _no_leftovers(sandbox: SandboxAws) -> None:
+    # Each test owns a fresh cluster, so moto's (slower) full reset is not needed between them.
+    sandbox.rollouts.reset()
+    sandbox.faults.clear()
+    sandbox.calls.reset()
 
 
-def client(sandbox: SandboxAws, name: str, *, max_attempts: int | None = None) -> Any:
-    config = Config(retries={"mode": "standard", "max_attempts": max_attempts or 3})
-    return boto3.client(
-        name, endpoint_url=sandbox.endpoint_url, region_name=REGION, config=config, **CREDENTIALS
-    )
+def client(sandbox: SandboxAws, name: str, *, attempts: int = 3) -> Any:
+    config = Config(retries={"mode": "standard", "total_max_attempts": attempts})
+    return SESSION.client(name, endpoint_url=sandbox.endpoint_url, config=config)
 
 
-@pytest.fixture
-def ecs(sandbox: SandboxAws) -> Any:
-    return client(sandbox, "ecs")
-
-
-def provision(sandbox: SandboxAws, service: str = SERVICE) -> ProvisionedApp:
+def provision(sandbox: SandboxAws, cluster: str, service: str = SERVICE) -> ProvisionedApp:
     return provision_app(
         endpoint_url=sandbox.endpoint_url,
         region=REGION,
-        cluster=CLUSTER,
+        cluster=cluster,
         service=service,
-        ecr_repository=f"acme/{service}",
-        family=service,
+        ecr_repository=f"{cluster}/{service}",
+        family=f"{cluster}-{service}",
         image=f"registry.local/{service}:v1",
         desired_count=DESIRED,
     )
-
-
-@pytest.fixture
-def app(sandbox: SandboxAws) -> ProvisionedApp:
-    return provision(sandbox)
-
-
-def new_revision(ecs: Any, image: str) -> str:
-    """A copy of the live task definition with the app image changed, as the daemon makes."""
-    live = ecs.describe_services(cluster=CLUSTER, services=[SERVICE])["services"][0]
-    current = ecs.describe_task_definition(taskDefinition=live["taskDefinition"])["taskDefinition"]
-    containers = [
-        {**c, "image": image} if c["name"] == "app" else c for c in current["containerDefinitions"]
-    ]
-    registered = ecs.register_task_definition(
-        family=current["family"],
-        containerDefinitions=containers,
-        requiresCompatibilities=current["requiresCompatibilities"],
-        networkMode=current["networkMode"],
-        cpu=current["cpu"],
-        memory=current["memory"],
-    )
-    return str(registered["taskDefinition"]["taskDefinitionArn"])
-
-
-def describe(ecs: Any, service: str = SERVICE) -> Service:
-    return dict(ecs.describe_services(cluster=CLUSTER, services=[service])["services"][0])
-
-
-def poll(
-    ecs: Any, settled: Callable[[Service], bool], seen: list[Service] | None = None
-) -> Service:
-    """Describe until `settled` holds; the deadline only stops a broken sandbox hanging."""
-    deadline = time.monotonic() + 10
-    while True:
-        service = describe(ecs)
-        if seen is not None:
-            seen.append(service)
-        if settled(service):
-            return service
-        if time.monotonic() > deadline:
-            pytest.fail(f"the rollout never settled: {service['deployments']}")
-        time.sleep(0.02)
 
 
 def primary(service: Service) -> dict[str, Any]:
@@ -110,25 +66,81 @@ def primary(service: Service) -> dict[str, Any]:
     return dict(deployment)
 
 
-def update(ecs: Any, task_definition: str) -> Service:
-    return dict(
-        ecs.update_service(cluster=CLUSTER, service=SERVICE, taskDefinition=task_definition)[
-            "service"
+@dataclass
+class Harness:
+    """One provisioned app on its own cluster, with the calls the tests make on it."""
+
+    sandbox: SandboxAws
+    ecs: Any
+    cluster: str
+    app: ProvisionedApp
+
+    def scenario(self, scenario: Scenario) -> None:
+        self.sandbox.rollouts.set_scenario(self.cluster, SERVICE, scenario)
+
+    def update_count(self) -> int:
+        return self.sandbox.rollouts.update_service_count(self.cluster, SERVICE)
+
+    def describe(self, service: str = SERVICE) -> Service:
+        found = self.ecs.describe_services(cluster=self.cluster, services=[service])
+        return dict(found["services"][0])
+
+    def update(self, task_definition: str, ecs: Any = None) -> Service:
+        answer = (ecs or self.ecs).update_service(
+            cluster=self.cluster, service=SERVICE, taskDefinition=task_definition
+        )
+        return dict(answer["service"])
+
+    def new_revision(self, image: str) -> str:
+        """A copy of the live task definition with the app image changed, as the daemon makes."""
+        live = self.describe()["taskDefinition"]
+        current = self.ecs.describe_task_definition(taskDefinition=live)["taskDefinition"]
+        containers = [
+            {**c, "image": image} if c["name"] == "app" else c
+            for c in current["containerDefinitions"]
         ]
-    )
+        registered = self.ecs.register_task_definition(
+            family=current["family"],
+            containerDefinitions=containers,
+            requiresCompatibilities=current["requiresCompatibilities"],
+            networkMode=current["networkMode"],
+            cpu=current["cpu"],
+            memory=current["memory"],
+        )
+        return str(registered["taskDefinition"]["taskDefinitionArn"])
+
+    def poll(
+        self, settled: Callable[[Service], bool], seen: list[Service] | None = None
+    ) -> Service:
+        """Describe until `settled` holds; the deadline only stops a broken sandbox hanging."""
+        deadline = time.monotonic() + 10
+        while True:
+            service = self.describe()
+            if seen is not None:
+                seen.append(service)
+            if settled(service):
+                return service
+            if time.monotonic() > deadline:
+                pytest.fail(f"the rollout never settled: {service['deployments']}")
+            time.sleep(0.02)
+
+    def tasks(self, service: str = SERVICE, **filters: str) -> list[dict[str, Any]]:
+        arns = self.ecs.list_tasks(cluster=self.cluster, serviceName=service, **filters)
+        if not arns["taskArns"]:
+            return []
+        return list(self.ecs.describe_tasks(cluster=self.cluster, tasks=arns["taskArns"])["tasks"])
 
 
-def service_tasks(ecs: Any, service: str = SERVICE, **filters: str) -> list[dict[str, Any]]:
-    arns = ecs.list_tasks(cluster=CLUSTER, serviceName=service, **filters)["taskArns"]
-    if not arns:
-        return []
-    return list(ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"])
+@pytest.fixture
+def web(sandbox: SandboxAws) -> Harness:
+    cluster = f"c-{uuid.uuid4().hex[:10]}"
+    return Harness(sandbox, client(sandbox, "ecs"), cluster, provision(sandbox, cluster))
 
 
-def test_provisioned_service_is_steady(sandbox: SandboxAws, ecs: Any, app: ProvisionedApp) -> None:
-    service = describe(ecs)
-    assert service["serviceArn"] == app.service_arn
-    assert service["taskDefinition"] == app.task_definition_arn
+def test_provisioned_service_is_steady(sandbox: SandboxAws, web: Harness) -> None:
+    service = web.describe()
+    assert service["serviceArn"] == web.app.service_arn
+    assert service["taskDefinition"] == web.app.task_definition_arn
     assert service["runningCount"] == DESIRED
     [deployment] = service["deployments"]
     assert re.fullmatch(r"ecs-svc/\d+", deployment["id"])
@@ -138,35 +150,39 @@ def test_provisioned_service_is_steady(sandbox: SandboxAws, ecs: Any, app: Provi
     breaker = service["deploymentConfiguration"]["deploymentCircuitBreaker"]
     assert breaker == {"enable": True, "rollback": True}
 
-    described = ecs.describe_task_definition(
-        taskDefinition=app.task_definition_arn, include=["TAGS"]
+    described = web.ecs.describe_task_definition(
+        taskDefinition=web.app.task_definition_arn, include=["TAGS"]
     )
     definition = described["taskDefinition"]
     assert [c["name"] for c in definition["containerDefinitions"]] == ["app", "log-router"]
-    assert definition["containerDefinitions"][0]["environment"] == [
-        {"name": "MODE", "value": "sandbox"}
-    ]
+    app_container = definition["containerDefinitions"][0]
+    assert app_container["image"] == "registry.local/web:v1"
+    assert app_container["environment"] == [{"name": "MODE", "value": "sandbox"}]
     assert (definition["cpu"], definition["memory"], definition["networkMode"]) == (
         "256",
         "512",
         "awsvpc",
     )
     assert described["tags"] == [{"key": "team", "value": "sandbox"}]
-    repositories = client(sandbox, "ecr").describe_repositories(repositoryNames=["acme/web"])
-    assert repositories["repositories"][0]["repositoryUri"] == app.repository_uri
+    ecr = client(sandbox, "ecr")
+    found = ecr.describe_repositories(repositoryNames=[f"{web.cluster}/web"])["repositories"]
+    assert found[0]["repositoryUri"] == web.app.repository_uri
 
-    assert provision(sandbox) == app  # idempotent: nothing new registered or created
-    assert len(ecs.list_task_definitions(familyPrefix="web")["taskDefinitionArns"]) == 1
-    assert ecs.list_services(cluster=CLUSTER)["serviceArns"] == [app.service_arn]
+    # Counted in both protocols: JSON (X-Amz-Target) and query (Action in the form body).
+    assert sandbox.calls.count("CreateService") == 1
+    assert sandbox.calls.count("DescribeSubnets") == 1
+    assert provision(sandbox, web.cluster) == web.app  # idempotent: nothing new made
+    assert sandbox.calls.count("CreateService") == 1
+    family = f"{web.cluster}-web"
+    assert len(web.ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]) == 1
+    assert web.ecs.list_services(cluster=web.cluster)["serviceArns"] == [web.app.service_arn]
 
 
-def test_complete_rollout_replaces_the_old_deployment(
-    sandbox: SandboxAws, ecs: Any, app: ProvisionedApp
-) -> None:
-    [old] = describe(ecs)["deployments"]
-    target = new_revision(ecs, "registry.local/web:v2")
+def test_complete_rollout_replaces_the_old_deployment(web: Harness) -> None:
+    [old] = web.describe()["deployments"]
+    target = web.new_revision("registry.local/web:v2")
 
-    answer = update(ecs, target)
+    answer = web.update(target)
 
     # The UpdateService answer already shows the new deployment starting and the old draining.
     assert answer["taskDefinition"] == target
@@ -184,27 +200,49 @@ def test_complete_rollout_replaces_the_old_deployment(
         "COMPLETED",
     )
 
-    done = poll(ecs, lambda s: primary(s)["rolloutState"] == "COMPLETED")
+    done = web.poll(lambda s: primary(s)["rolloutState"] == "COMPLETED")
     [finished] = done["deployments"]
     assert finished["id"] == new["id"]
     assert finished["runningCount"] == DESIRED
     assert finished["rolloutStateReason"] == f"ECS deployment {new['id']} completed."
     assert done["taskDefinition"] == target
-    assert sandbox.rollouts.update_service_count(CLUSTER, SERVICE) == 1
+    assert web.update_count() == 1
 
     # Same task definition, no forceNewDeployment: nothing to roll out, nothing counted.
-    again = update(ecs, target)
+    again = web.update(target)
     assert [d["id"] for d in again["deployments"]] == [new["id"]]
-    assert sandbox.rollouts.update_service_count(CLUSTER, SERVICE) == 1
+    assert web.update_count() == 1
 
 
-def test_failed_rollout_rolls_back(sandbox: SandboxAws, ecs: Any, app: ProvisionedApp) -> None:
-    sandbox.rollouts.set_scenario(CLUSTER, SERVICE, Scenario("fail", after=0.05))
-    target = new_revision(ecs, "registry.local/web:broken")
-    started = primary(update(ecs, target))
+def test_forced_deployment_and_scaling(web: Harness) -> None:
+    [before] = web.describe()["deployments"]
+    old_tasks = {t["taskArn"] for t in web.tasks()}
+
+    forced = web.ecs.update_service(cluster=web.cluster, service=SERVICE, forceNewDeployment=True)
+    new, draining = forced["service"]["deployments"]
+    assert (new["rolloutState"], new["taskDefinition"]) == ("IN_PROGRESS", before["taskDefinition"])
+    assert draining["id"] == before["id"]
+    web.poll(lambda s: len(s["deployments"]) == 1)
+    assert web.update_count() == 0  # the task definition did not change
+    replaced = {t["taskArn"] for t in web.tasks()}
+    assert len(replaced) == DESIRED
+    assert replaced.isdisjoint(old_tasks)  # a forced deployment starts fresh tasks
+
+    # A desiredCount change alone scales the PRIMARY deployment in place.
+    web.ecs.update_service(cluster=web.cluster, service=SERVICE, desiredCount=DESIRED + 1)
+    [scaled] = web.describe()["deployments"]
+    assert scaled["id"] == new["id"]
+    assert scaled["desiredCount"] == scaled["runningCount"] == DESIRED + 1
+    assert len(web.tasks()) == DESIRED + 1
+
+
+def test_failed_rollout_rolls_back(web: Harness) -> None:
+    web.scenario(Scenario("fail", after=0.05))
+    target = web.new_revision("registry.local/web:broken")
+    started = primary(web.update(target))
 
     seen: list[Service] = []
-    final = poll(ecs, lambda s: s["taskDefinition"] == app.task_definition_arn, seen)
+    final = web.poll(lambda s: s["taskDefinition"] == web.app.task_definition_arn, seen)
 
     rollback, failed = final["deployments"]
     assert (failed["id"], failed["status"], failed["rolloutState"]) == (
@@ -214,34 +252,31 @@ def test_failed_rollout_rolls_back(sandbox: SandboxAws, ecs: Any, app: Provision
     )
     assert "circuit breaker" in failed["rolloutStateReason"]
     assert failed["taskDefinition"] == target
-    assert rollback["status"] == "PRIMARY"
-    assert rollback["taskDefinition"] == app.task_definition_arn
-    assert rollback["rolloutState"] == "COMPLETED"
+    assert (rollback["status"], rollback["rolloutState"]) == ("PRIMARY", "COMPLETED")
+    assert rollback["taskDefinition"] == web.app.task_definition_arn
     assert rollback["id"] != started["id"]
-    never_completed = [
+    completed_new = [
         d
         for s in seen
         for d in s["deployments"]
         if d["taskDefinition"] == target and d["rolloutState"] == "COMPLETED"
     ]
-    assert never_completed == []
+    assert completed_new == []
     # The service keeps running the previous revision's tasks.
-    tasks = service_tasks(ecs)
-    assert [t["taskDefinitionArn"] for t in tasks] == [app.task_definition_arn] * DESIRED
+    running = [t["taskDefinitionArn"] for t in web.tasks()]
+    assert running == [web.app.task_definition_arn] * DESIRED
     # The failed deployment stays listed while nothing else happens.
-    assert describe(ecs)["deployments"] == final["deployments"]
+    assert web.describe()["deployments"] == final["deployments"]
 
 
-def test_stuck_rollout_stays_in_progress(
-    sandbox: SandboxAws, ecs: Any, app: ProvisionedApp
-) -> None:
-    sandbox.rollouts.set_scenario(CLUSTER, SERVICE, Scenario("stick", after=0.05))
-    target = new_revision(ecs, "registry.local/web:v2")
-    started = primary(update(ecs, target))
+def test_stuck_rollout_stays_in_progress(web: Harness) -> None:
+    web.scenario(Scenario("stick", after=0.05))
+    target = web.new_revision("registry.local/web:v2")
+    started = primary(web.update(target))
     time.sleep(0.1)  # past `after`: a stuck rollout must not settle then either
 
     for _ in range(3):
-        service = describe(ecs)
+        service = web.describe()
         new, old = service["deployments"]
         assert new["id"] == started["id"]
         assert (new["status"], new["rolloutState"], new["runningCount"]) == (
@@ -257,21 +292,18 @@ def test_stuck_rollout_stays_in_progress(
         assert service["taskDefinition"] == target
 
     # Progression reads the scenario when it looks, so a stuck rollout can be released.
-    sandbox.rollouts.set_scenario(CLUSTER, SERVICE, Scenario("complete"))
-    assert [d["id"] for d in describe(ecs)["deployments"]] == [started["id"]]
+    web.scenario(Scenario("complete"))
+    assert [d["id"] for d in web.describe()["deployments"]] == [started["id"]]
 
 
 @pytest.mark.parametrize("outcome", ["complete", "fail"])
-def test_superseded_rollout(
-    sandbox: SandboxAws, ecs: Any, app: ProvisionedApp, outcome: str
-) -> None:
+def test_superseded_rollout(sandbox: SandboxAws, web: Harness, outcome: str) -> None:
     sandbox.rollouts.set_default(Scenario("stick"))
-    second = new_revision(ecs, "registry.local/web:v2")
-    third = new_revision(ecs, "registry.local/web:v3")
-    superseded = primary(update(ecs, second))
+    second = web.new_revision("registry.local/web:v2")
+    third = web.new_revision("registry.local/web:v3")
+    superseded = primary(web.update(second))
 
-    answer = update(ecs, third)
-    newest, middle, oldest = answer["deployments"]
+    newest, middle, oldest = web.update(third)["deployments"]
     assert (newest["status"], newest["taskDefinition"]) == ("PRIMARY", third)
     assert (middle["id"], middle["status"], middle["rolloutState"]) == (
         superseded["id"],
@@ -279,35 +311,33 @@ def test_superseded_rollout(
         "IN_PROGRESS",
     )
     assert (oldest["taskDefinition"], oldest["rolloutState"]) == (
-        app.task_definition_arn,
+        web.app.task_definition_arn,
         "COMPLETED",
     )
 
     sandbox.rollouts.set_default(Scenario("complete" if outcome == "complete" else "fail"))
-    final = describe(ecs)
+    final = web.describe()
     if outcome == "complete":
         assert [(d["id"], d["rolloutState"]) for d in final["deployments"]] == [
             (newest["id"], "COMPLETED")
         ]
         assert final["taskDefinition"] == third
     else:  # the circuit breaker goes back to the last revision that completed, not the middle one
-        assert final["taskDefinition"] == app.task_definition_arn
-        assert primary(final)["taskDefinition"] == app.task_definition_arn
-    assert sandbox.rollouts.update_service_count(CLUSTER, SERVICE) == 2
+        assert final["taskDefinition"] == web.app.task_definition_arn
+        assert primary(final)["taskDefinition"] == web.app.task_definition_arn
+    assert web.update_count() == 2
 
 
-def test_tasks_follow_the_primary_deployment(
-    sandbox: SandboxAws, ecs: Any, app: ProvisionedApp
-) -> None:
-    worker = provision(sandbox, "worker")
-    old_arns = {t["taskArn"] for t in service_tasks(ecs)}
+def test_tasks_follow_the_primary_deployment(sandbox: SandboxAws, web: Harness) -> None:
+    worker = provision(sandbox, web.cluster, "worker")
+    old_arns = {t["taskArn"] for t in web.tasks()}
     assert len(old_arns) == DESIRED
-    target = new_revision(ecs, "registry.local/web:v2")
-    update(ecs, target)
-    poll(ecs, lambda s: len(s["deployments"]) == 1)
+    target = web.new_revision("registry.local/web:v2")
+    web.update(target)
+    web.poll(lambda s: len(s["deployments"]) == 1)
 
     for _ in range(3):  # describing tasks must not walk them towards STOPPED
-        tasks = service_tasks(ecs)
+        tasks = web.tasks()
         assert len(tasks) == DESIRED
         assert {t["taskArn"] for t in tasks}.isdisjoint(old_arns)
         for task in tasks:
@@ -315,57 +345,54 @@ def test_tasks_follow_the_primary_deployment(
             assert task["taskDefinitionArn"] == target
             assert [c["name"] for c in task["containers"]] == ["app", "log-router"]
             assert {c["lastStatus"] for c in task["containers"]} == {"RUNNING"}
-    stopped = service_tasks(ecs, desiredStatus="STOPPED")
-    assert {t["taskArn"] for t in stopped} == old_arns
+    assert {t["taskArn"] for t in web.tasks(desiredStatus="STOPPED")} == old_arns
     # serviceName is honoured: the other service's tasks are its own.
-    assert {t["taskDefinitionArn"] for t in service_tasks(ecs, "worker")} == {
-        worker.task_definition_arn
-    }
+    worker_definitions = {t["taskDefinitionArn"] for t in web.tasks("worker")}
+    assert worker_definitions == {worker.task_definition_arn}
 
 
-def test_throttling_fault_then_success(sandbox: SandboxAws, app: ProvisionedApp) -> None:
-    ecs = client(sandbox, "ecs", max_attempts=1)
-    sandbox.calls.reset()
+def test_throttling_fault_then_success(sandbox: SandboxAws, web: Harness) -> None:
+    once = client(sandbox, "ecs", attempts=1)
     sandbox.faults.inject("DescribeServices")
 
     with pytest.raises(ClientError) as raised:
-        describe(ecs)
+        once.describe_services(cluster=web.cluster, services=[SERVICE])
     assert raised.value.response["Error"]["Code"] == "ThrottlingException"
     assert raised.value.response["Error"]["Message"] == "Rate exceeded"
     assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
-    assert describe(ecs)["serviceArn"] == app.service_arn
-    assert sandbox.calls.count("DescribeServices") == 2
+    found = once.describe_services(cluster=web.cluster, services=[SERVICE])["services"]
+    assert found[0]["serviceArn"] == web.app.service_arn
 
 
 @pytest.mark.parametrize(
     ("status", "code"), [(500, "ServerException"), (503, "ServiceUnavailableException")]
 )
 def test_server_faults_never_reach_moto(
-    sandbox: SandboxAws, ecs: Any, app: ProvisionedApp, status: int, code: str
+    sandbox: SandboxAws, web: Harness, status: int, code: str
 ) -> None:
-    target = new_revision(ecs, "registry.local/web:v2")
+    once = client(sandbox, "ecs", attempts=1)
+    target = web.new_revision("registry.local/web:v2")
     sandbox.faults.inject("UpdateService", status=status, code=code, message="try again")
 
     with pytest.raises(ClientError) as raised:
-        client(sandbox, "ecs", max_attempts=1).update_service(
-            cluster=CLUSTER, service=SERVICE, taskDefinition=target
-        )
+        web.update(target, once)
     assert raised.value.response["Error"]["Code"] == code
     assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
-    assert describe(ecs)["taskDefinition"] == app.task_definition_arn
-    assert sandbox.rollouts.update_service_count(CLUSTER, SERVICE) == 0
+    assert web.describe()["taskDefinition"] == web.app.task_definition_arn
+    assert web.update_count() == 0
 
-    # botocore retries 5xx: two more faults are absorbed by a client allowed three attempts.
+    # `times` faults are used up, one request each; the request after them goes through.
     sandbox.faults.inject("UpdateService", times=2, status=status, code=code)
-    before = sandbox.calls.count("UpdateService")
-    update(client(sandbox, "ecs", max_attempts=3), target)
-    assert sandbox.calls.count("UpdateService") - before == 3
-    assert sandbox.rollouts.update_service_count(CLUSTER, SERVICE) == 1
+    for _ in range(2):
+        with pytest.raises(ClientError):
+            web.update(target, once)
+    assert web.update(target, once)["taskDefinition"] == target
+    assert web.update_count() == 1
 
 
 def test_wildcard_fault_hits_any_action(sandbox: SandboxAws) -> None:
-    ecr = client(sandbox, "ecr", max_attempts=1)
+    ecr = client(sandbox, "ecr", attempts=1)
     sandbox.faults.inject("*", code="AccessDeniedException", message="no")
     with pytest.raises(ClientError) as raised:
         ecr.get_authorization_token()
@@ -373,16 +400,16 @@ def test_wildcard_fault_hits_any_action(sandbox: SandboxAws) -> None:
     assert ecr.get_authorization_token()["authorizationData"]
 
 
-def test_call_counter_counts_per_action(sandbox: SandboxAws, ecs: Any, app: ProvisionedApp) -> None:
+def test_call_counter_counts_per_action(sandbox: SandboxAws, web: Harness) -> None:
     sandbox.calls.reset()
     sandbox.faults.inject("DescribeServices")
     with pytest.raises(ClientError):
-        client(sandbox, "ecs", max_attempts=1).describe_services(
-            cluster=CLUSTER, services=[SERVICE]
+        client(sandbox, "ecs", attempts=1).describe_services(
+            cluster=web.cluster, services=[SERVICE]
         )
     for _ in range(3):
-        describe(ecs)
-    ecs.list_services(cluster=CLUSTER)
+        web.describe()
+    web.ecs.list_services(cluster=web.cluster)
 
     assert sandbox.calls.count("DescribeServices") == 4  # the faulted one included
     assert sandbox.calls.snapshot() == {"DescribeServices": 4, "ListServices": 1}
@@ -390,33 +417,55 @@ def test_call_counter_counts_per_action(sandbox: SandboxAws, ecs: Any, app: Prov
     assert sandbox.calls.count("DescribeServices") == 0
 
 
-def test_in_process_moto_keeps_its_own_behaviour(
-    sandbox: SandboxAws, ecs: Any, app: ProvisionedApp
-) -> None:
+def test_in_process_moto_keeps_its_own_behaviour(web: Harness) -> None:
     # Only requests the sandbox serves get rollouts; direct backend use elsewhere is untouched.
-    target = new_revision(ecs, "registry.local/web:v2")
+    target = web.new_revision("registry.local/web:v2")
     backend = ecs_backends[DEFAULT_ACCOUNT_ID][REGION]
     service = backend.update_service(
-        {"cluster": CLUSTER, "service": SERVICE, "task_definition": target}
+        {"cluster": web.cluster, "service": SERVICE, "task_definition": target}
     )
     assert len(service.deployments) == 1
-    assert sandbox.rollouts.update_service_count(CLUSTER, SERVICE) == 0
+    assert web.update_count() == 0
 
 
-async def test_aiobotocore_sees_the_rollout(sandbox: SandboxAws, app: ProvisionedApp) -> None:
+async def test_aiobotocore_sees_the_rollout(sandbox: SandboxAws, web: Harness) -> None:
     session = aioboto3.Session(region_name=REGION, **CREDENTIALS)
-    config = Config(retries={"mode": "standard", "max_attempts": 1})
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1})
+    target = web.new_revision("registry.local/web:v2")
     async with session.client("ecs", endpoint_url=sandbox.endpoint_url, config=config) as ecs:
-        target = new_revision(client(sandbox, "ecs"), "registry.local/web:v2")
-        answer = await ecs.update_service(cluster=CLUSTER, service=SERVICE, taskDefinition=target)
+        answer = await ecs.update_service(
+            cluster=web.cluster, service=SERVICE, taskDefinition=target
+        )
         started = primary(answer["service"])
         assert started["rolloutState"] == "IN_PROGRESS"
 
         sandbox.faults.inject("DescribeServices")
         with pytest.raises(ClientError) as raised:
-            await ecs.describe_services(cluster=CLUSTER, services=[SERVICE])
+            await ecs.describe_services(cluster=web.cluster, services=[SERVICE])
         assert raised.value.response["Error"]["Code"] == "ThrottlingException"
 
-        described = await ecs.describe_services(cluster=CLUSTER, services=[SERVICE])
+        described = await ecs.describe_services(cluster=web.cluster, services=[SERVICE])
         [deployment] = described["services"][0]["deployments"]
         assert (deployment["id"], deployment["rolloutState"]) == (started["id"], "COMPLETED")
+
+
+# Last in the file: moto's full reset makes the next test rebuild every backend it uses.
+def test_reset_empties_aws_and_forgets_settings(sandbox: SandboxAws, web: Harness) -> None:
+    web.scenario(Scenario("stick"))
+    web.update(web.new_revision("registry.local/web:v2"))
+    sandbox.faults.inject("ListClusters")
+    assert web.update_count() == 1
+
+    sandbox.reset()
+
+    assert web.update_count() == 0
+    assert sandbox.calls.snapshot() == {}
+    assert web.ecs.list_clusters()["clusterArns"] == []  # and the fault is gone with the rest
+    assert sandbox.rollouts.scenario_for(web.cluster, SERVICE) == Scenario()
+
+
+def test_sandbox_refuses_to_listen_beyond_loopback() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        SandboxAws(host="0.0.0.0")  # noqa: S104
+    with pytest.raises(ValueError, match="outcome"):
+        Scenario("explode")  # type: ignore[arg-type]

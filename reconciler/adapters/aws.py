@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -78,7 +77,7 @@ async def aws_errors() -> AsyncIterator[None]:
         raise AwsRejected(f"AWS request invalid: {exc}") from exc
     except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as exc:
         raise AwsUnavailable(f"AWS unreachable: {exc}") from exc
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise AwsUnavailable(f"AWS unreachable: {type(exc).__name__}: {exc}") from exc
     except BotoCoreError as exc:
         raise AwsUnavailable(f"AWS client error: {exc}") from exc

@@ -21,7 +21,7 @@ import re
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO
 
 import pygit2
 from pygit2.enums import FileMode
@@ -42,7 +42,7 @@ def write_context_tar(
     *,
     context: str,
     dockerfile: str,
-    out: BinaryIO,
+    out: IO[bytes],
 ) -> None:
     """Write the build context at `context` in commit `commit_sha` to `out` as a tar.
 
@@ -122,7 +122,11 @@ class _Walk:
                 self._add(path, tarfile.REGTYPE, file_mode, data=data)
 
     def _may_send_below(self, directory: str) -> bool:
-        """Whether anything under an excluded directory can still be sent."""
+        """Whether anything under an excluded directory can still be sent.
+
+        With any `!` pattern the excluded directory is walked: reading trees is cheap, and
+        guessing from the pattern's text (as Docker's classic builder did) misses `!**/x`.
+        """
         below = directory + "/"
         return self.ignore.has_exceptions or any(p.startswith(below) for p in self.always_sent)
 
@@ -223,9 +227,7 @@ def _compile(pattern: str) -> Callable[[str], bool]:
         return lambda path: path == pattern
     if pattern.startswith("**") and not any(c in pattern[2:] for c in "*?[]\\"):
         suffix = pattern[2:]  # "**/foo" matches "foo" and anything ending in "/foo"
-        return lambda path: path.endswith(suffix) or (
-            suffix.startswith("/") and path == suffix[1:]
-        )
+        return lambda path: path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
     if pattern.endswith("**") and not any(c in pattern[:-2] for c in "*?[]\\"):
         head = pattern[:-2]
         return lambda path: path.startswith(head)
@@ -251,10 +253,10 @@ def _regex(pattern: str) -> str:
         elif char == "\\" and i + 1 < len(pattern):
             i += 1
             out.append(re.escape(pattern[i]))
-        elif char in "[]":
-            out.append(char)  # character classes pass through, as in Docker
+        elif char in ".+()|{}$":
+            out.append("\\" + char)
         else:
-            out.append(re.escape(char))
+            out.append(char)  # as in Docker: '[a-z]' classes and other text pass through
         i += 1
     return "".join(out)
 

@@ -3,7 +3,9 @@
 Errors are typed by what the loop should do next (see reconciler.errors): the engine being
 down or dropping the connection is DockerUnavailable; a Dockerfile that does not build is
 BuildFailed; the registry being down during a push is RegistryUnavailable; the registry
-refusing the credentials is StalledError. No aiodocker or aiohttp exception leaves this module.
+refusing the credentials is StalledError. A build that cannot pull its base image because a
+registry is out of reach is RegistryUnavailable too. No aiodocker or aiohttp exception leaves
+this module.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -56,6 +58,13 @@ _AUTH_REFUSED = re.compile(
 )
 # ECR's wording for a stale login token: the next pass fetches a fresh one, so it is transient.
 _TOKEN_EXPIRED = re.compile(r"token has expired", re.IGNORECASE)
+# A build step failing because a registry (pulling FROM) is out of reach, as Go's net/http and
+# the distribution client word it. A failing RUN or COPY never reads like this.
+_REGISTRY_DOWN = re.compile(
+    r"dial tcp|i/o timeout|TLS handshake timeout|connection reset by peer|no such host"
+    r"|received unexpected HTTP status: (5\d\d|429)|toomanyrequests",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -158,13 +167,11 @@ class DockerEngine:
             params["target"] = target
         with engine_errors("build"):
             try:
-                async with self._client()._query(
+                async with self._post_stream(
                     "build",
-                    "POST",
                     params=params,
                     data=context,
                     headers={"Content-Type": "application/x-tar"},
-                    timeout=_LONG_CALL,
                 ) as response:
                     return await _read_build(response, tag=tag)
             except DockerError as exc:
@@ -184,12 +191,10 @@ class DockerEngine:
         secret = auth.password if auth else None
         with engine_errors(f"push of {image}", secret=secret):
             try:
-                async with self._client()._query(
+                async with self._post_stream(
                     f"images/{name}/push",
-                    "POST",
                     params={"tag": tag},
                     headers={"X-Registry-Auth": registry_auth_header(auth)},
-                    timeout=_LONG_CALL,
                 ) as response:
                     return await _read_push(response, image=image, secret=secret)
             except DockerError as exc:
@@ -198,9 +203,35 @@ class DockerEngine:
                         f"push of {image}: {one_line(exc.message, secret=secret)}"
                     ) from exc
                 if exc.status >= 500 and exc.status != 900:
-                    # The engine answers 500 when the registry fails before any progress.
+                    # A push failing before the engine wrote any progress comes back as an
+                    # HTTP status instead of a stream line; it reads the same either way.
                     raise _push_error(image, exc.message, secret=secret) from exc
                 raise
+
+    @asynccontextmanager
+    async def _post_stream(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, Any],
+        headers: Mapping[str, str],
+        data: BinaryIO | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST to a progress-stream endpoint; the response is released however reading ends.
+
+        aiodocker's `_query` leaves that to the caller: a stream abandoned on an error would
+        hold its connection until garbage collection.
+        """
+        async with self._client()._query(
+            path, "POST", params=dict(params), data=data, headers=headers, timeout=_LONG_CALL
+        ) as response:
+            try:
+                yield response
+            except BaseException:
+                # Unread progress is left on the wire: the connection cannot be reused.
+                response.close()
+                raise
+            response.release()
 
     async def remove_image(self, image: str) -> None:
         """Remove `image` if it is there. Best effort: any failure is ignored."""
@@ -270,9 +301,13 @@ async def _read_build(response: aiohttp.ClientResponse, *, tag: str) -> BuildRes
     async for item in _json_lines(response):
         error = _stream_error(item)
         if error is not None:
-            first = error.strip().splitlines()[0] if error.strip() else "build failed"
-            tail.extend(error.strip().splitlines())
-            raise BuildFailed(f"build of {tag} failed: {first}", log_tail=list(tail))
+            lines = error.strip().splitlines() or ["build failed"]
+            if _REGISTRY_DOWN.search(error):
+                # Pulling the base image failed: the registry is down, the Dockerfile is fine,
+                # and this must not count as a failed build of the revision.
+                raise RegistryUnavailable(f"build of {tag} could not pull: {one_line(error)}")
+            tail.extend(lines)
+            raise BuildFailed(f"build of {tag} failed: {lines[0]}", log_tail=list(tail))
         aux = item.get("aux")
         if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
             image_id = aux["ID"]

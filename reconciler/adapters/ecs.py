@@ -110,7 +110,7 @@ class Ecs:
         try:
             async with aws_errors():
                 answer = await self._client.describe_services(cluster=cluster, services=names)
-        except Exception as exc:  # noqa: BLE001 - handed to every waiter, who re-raises it
+        except Exception as exc:
             for name in names:
                 for future in waiting[name]:
                     if not future.done():
@@ -156,9 +156,7 @@ class Ecs:
 
     # Writes ---------------------------------------------------------------------------
 
-    async def register_task_definition(
-        self, definition: TaskDefinition, tags: list[Any]
-    ) -> str:
+    async def register_task_definition(self, definition: TaskDefinition, tags: list[Any]) -> str:
         """Register a copy; every field the API accepts is carried over, read-only ones dropped."""
         request = {k: v for k, v in definition.items() if k in self._register_fields}
         if tags:

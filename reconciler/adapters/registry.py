@@ -12,6 +12,7 @@ repr, a log line or an error message.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping
@@ -88,6 +89,12 @@ def registry_errors(registry: str) -> Iterator[None]:
         raise RegistryUnavailable(f"registry {registry} unreachable: {detail}") from exc
 
 
+def basic_authorization(auth: RegistryAuth) -> str:
+    """The `Authorization` header value for Basic auth (what ECR expects)."""
+    pair = f"{auth.username}:{auth.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
+
+
 def _refused(registry: str, status: int) -> StalledError:
     return StalledError(f"registry {registry} refused credentials (HTTP {status})")
 
@@ -118,21 +125,21 @@ class Registry:
         """
         url = f"{registry_url(registry)}/v2/{repository}/manifests/{tag}"
         headers = {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}
-        basic = aiohttp.BasicAuth(auth.username, auth.password) if auth else None
+        basic = basic_authorization(auth) if auth else None
         with registry_errors(registry):
-            status, challenge = await self._head(url, headers=headers, auth=basic)
+            if basic is not None:
+                headers["Authorization"] = basic
+            status, challenge = await self._head(url, headers=headers)
             bearer = parse_bearer_challenge(challenge) if status == 401 else None
             if bearer is not None:
                 # The token service answers for this registry only; retry once with its token.
                 token = await self._token(registry, repository, bearer, basic)
                 headers["Authorization"] = f"Bearer {token}"
-                status, _ = await self._head(url, headers=headers, auth=None)
+                status, _ = await self._head(url, headers=headers)
         return self._answer(registry, status)
 
-    async def _head(
-        self, url: str, *, headers: Mapping[str, str], auth: aiohttp.BasicAuth | None
-    ) -> tuple[int, str]:
-        async with self._client().head(url, headers=headers, auth=auth) as response:
+    async def _head(self, url: str, *, headers: Mapping[str, str]) -> tuple[int, str]:
+        async with self._client().head(url, headers=headers) as response:
             return response.status, response.headers.get("WWW-Authenticate", "")
 
     async def _token(
@@ -140,7 +147,7 @@ class Registry:
         registry: str,
         repository: str,
         challenge: Mapping[str, str],
-        basic: aiohttp.BasicAuth | None,
+        basic: str | None,
     ) -> str:
         """Fetch a pull token from the realm the registry named in its challenge."""
         realm = challenge.get("realm", "")
@@ -156,7 +163,8 @@ class Registry:
         params = {"scope": challenge.get("scope") or f"repository:{repository}:pull"}
         if challenge.get("service"):
             params["service"] = challenge["service"]
-        async with self._client().get(realm, params=params, auth=basic) as response:
+        headers = {"Authorization": basic} if basic else {}
+        async with self._client().get(realm, params=params, headers=headers) as response:
             if response.status in (401, 403):
                 raise _refused(registry, response.status)
             if response.status != 200:

@@ -50,10 +50,10 @@ def request_action(environ: WSGIEnvironment) -> str:
     actions = parse_qs(str(environ.get("QUERY_STRING", ""))).get("Action")
     if actions:
         return actions[0]
-    if str(environ.get("CONTENT_TYPE", "")).startswith(_FORM):
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length and str(environ.get("CONTENT_TYPE", "")).startswith(_FORM):
         # Query-protocol calls (EC2) carry Action in a form body: read it, then hand moto a
         # fresh stream with the same bytes.
-        length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)
         actions = parse_qs(body.decode("utf-8", "replace")).get("Action")
@@ -63,6 +63,8 @@ def request_action(environ: WSGIEnvironment) -> str:
 
 
 class _Middleware:
+    """Counts every request, answers armed faults itself, and hands the rest to moto."""
+
     def __init__(
         self,
         app: WSGIApplication,
@@ -124,10 +126,9 @@ class SandboxAws:
         """http://host:port of the running server (the port is chosen at start when 0)."""
         if self._server is None:
             raise RuntimeError("the sandbox is not started")
-        host = "127.0.0.1" if self._host == "localhost" else self._host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self._server.server_port}"
+        host, port = self._server.server_address[:2]
+        host = str(host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self) -> None:
         if self._server is not None:

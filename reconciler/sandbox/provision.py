@@ -6,6 +6,7 @@ server, not only an embedded `SandboxAws`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,15 +52,14 @@ def provision_app(
     An existing service is left as it is, task definition included: it may already run a
     revision the daemon deployed.
     """
-    session = boto3.session.Session(
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 (moto accepts any credentials)
-        aws_session_token="testing",  # noqa: S106
-        region_name=region,
-    )
+    session = _session()
     config = Config(retries={"mode": "standard", "max_attempts": 5})
-    ecs: ECSClient = session.client("ecs", endpoint_url=endpoint_url, config=config)
-    ecr: ECRClient = session.client("ecr", endpoint_url=endpoint_url, config=config)
+    ecs: ECSClient = session.client(
+        "ecs", region_name=region, endpoint_url=endpoint_url, config=config
+    )
+    ecr: ECRClient = session.client(
+        "ecr", region_name=region, endpoint_url=endpoint_url, config=config
+    )
 
     cluster_arn = _ensure_cluster(ecs, cluster)
     repository_uri = _ensure_repository(ecr, ecr_repository)
@@ -80,7 +80,8 @@ def provision_app(
         tags=[{"key": k, "value": v} for k, v in (tags or DEFAULT_TAGS).items()],
     )
     task_definition_arn = registered["taskDefinition"]["taskDefinitionArn"]
-    network = _default_network(session.client("ec2", endpoint_url=endpoint_url, config=config))
+    ec2 = session.client("ec2", region_name=region, endpoint_url=endpoint_url, config=config)
+    network = _default_network(ec2)
     request: CreateServiceRequestTypeDef = {
         "cluster": cluster,
         "serviceName": service,
@@ -98,6 +99,17 @@ def provision_app(
     created = ecs.create_service(**request)
     return ProvisionedApp(
         cluster_arn, created["service"]["serviceArn"], task_definition_arn, repository_uri
+    )
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    # One session for every call: building a client parses the service model, and a fresh
+    # session would parse it again each time.
+    return boto3.session.Session(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 (moto accepts any credentials)
+        aws_session_token="testing",  # noqa: S106
     )
 
 

@@ -188,10 +188,11 @@ def _find(service: Service, deployment_id: str) -> dict[str, Any] | None:
 
 
 def _wants_rollback(service: Service) -> bool:
-    # Without a configuration the sandbox behaves like the services it provisions.
+    # A `fail` scenario means the circuit breaker tripped. ECS then rolls back, unless the
+    # service enables the breaker explicitly without rollback.
     config = getattr(service, "deployment_configuration", None) or {}
-    breaker = config.get("deploymentCircuitBreaker") or {"rollback": True}
-    return bool(breaker.get("rollback"))
+    breaker = config.get("deploymentCircuitBreaker") or {}
+    return not (breaker.get("enable") and not breaker.get("rollback"))
 
 
 def _failed_task_threshold(desired: int) -> int:
@@ -208,7 +209,7 @@ def _start_rollout(service: Service, task_definition: str | None) -> dict[str, A
     new = _new_deployment(
         service, task_definition, status="PRIMARY", state="IN_PROGRESS", running=0
     )
-    _deployments(service).insert(0, new)
+    pass
     state.rollout = _Rollout(new["id"], time.monotonic(), state.stable_task_definition)
     return new
 
@@ -267,12 +268,10 @@ def _progress(
 class _ServiceTask(Task):
     """A task a service keeps RUNNING until the sandbox replaces it.
 
-    moto's tasks walk towards STOPPED one step per DescribeTasks, which would make a healthy
-    service look like it is losing its tasks to anyone who polls them.
+    moto's tasks walk towards STOPPED one step per DescribeTasks (as its state manager is
+    configured), which would make a healthy service look like it is losing its tasks to anyone
+    who polls them. This status ignores the state manager; only the sandbox sets it.
     """
-
-    def advance(self) -> None:
-        pass
 
     @property
     def status(self) -> str | None:
@@ -302,7 +301,11 @@ def _container(
 def _run_tasks(
     backend: EC2ContainerServiceBackend, service: Service, deployment: dict[str, Any]
 ) -> None:
-    """Keep exactly desiredCount RUNNING tasks of the deployment's task definition."""
+    """Make the service's RUNNING tasks exactly desiredCount tasks started by this deployment.
+
+    Tasks of earlier deployments stop, the same task definition or not: a forced deployment
+    or a rollback replaces tasks, as in ECS.
+    """
     group = f"service:{service.name}"
     task_definition = backend.describe_task_definition(deployment["taskDefinition"])
     tasks = backend.tasks.setdefault(service.cluster_name, {})
@@ -310,7 +313,7 @@ def _run_tasks(
     for task in tasks.values():
         if task.group != group or task.desired_status != "RUNNING":
             continue
-        if task.task_definition_arn == task_definition.arn and len(keep) < service.desired_count:
+        if task.started_by == deployment["id"] and len(keep) < service.desired_count:
             keep.append(task)
             continue
         task.last_status = "STOPPED"

@@ -149,9 +149,7 @@ class GitRepo:
             "GIT_AUTHOR_DATE": stamp,
             "GIT_COMMITTER_DATE": stamp,
         }
-        done = subprocess.run(
-            ["git", *args], capture_output=True, text=True, env=env, check=False
-        )
+        done = subprocess.run(["git", *args], capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout.strip()

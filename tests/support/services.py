@@ -44,7 +44,7 @@ def docker_is_up() -> bool:
 
 def registry_is_up() -> bool:
     try:
-        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=5) as answer:  # noqa: S310
+        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=5) as answer:
             return bool(answer.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -58,7 +58,9 @@ def ensure_base_image() -> str:
     if present.returncode == 0:
         return BASE_IMAGE
     busybox = shutil.which("busybox") or "/bin/busybox"
-    require(Path(busybox).exists(), "busybox-static is not installed (apt-get install busybox-static)")
+    require(
+        Path(busybox).exists(), "busybox-static is not installed (apt-get install busybox-static)"
+    )
     with tempfile.TemporaryDirectory() as root:
         bin_dir = Path(root, "bin")
         bin_dir.mkdir()

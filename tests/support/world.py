@@ -1,0 +1,227 @@
+"""One app on real parts, for end-to-end tests: a git remote, the sandbox AWS, the daemon.
+
+    world = World.create(tmp_path, aws, registry)
+    async with world.daemon() as daemon:
+        await daemon.wait_phase("InSync")
+
+Every World has unique names (app, cluster, service, ECR repository), so tests share one
+moto server, one dockerd and one registry without stepping on each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+
+from reconciler.backoff import Timings
+from reconciler.config import Config, parse_config
+from reconciler.sandbox.aws import SandboxAws
+from reconciler.sandbox.provision import provision_app
+from reconciler.supervisor import Supervisor
+from tests.support.gitrepo import GitRepo
+
+FAST = Timings(retry_base=0.1, retry_cap=1.0, rollout_polls=(0.05, 0.1, 0.2), rollback_wait=2.0)
+DOCKERFILE = "FROM scratch\nCOPY app.txt /app.txt\n"
+WEBHOOK_SECRET = "e2e-webhook-secret-value"
+
+
+def toml_value(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+@dataclass
+class World:
+    root: Path
+    aws: SandboxAws
+    registry: str
+    repo: GitRepo
+    name: str
+    first_commit: str
+    app_overrides: dict[str, Any] = field(default_factory=dict)
+    daemon_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, root: Path, aws: SandboxAws, registry: str, *, sidecar: bool = True) -> World:
+        name = f"app-{uuid.uuid4().hex[:10]}"
+        repo = GitRepo(root / "repo")
+        first = repo.commit({"Dockerfile": DOCKERFILE, "app.txt": "version 1\n"}, "first")
+        provision_app(
+            endpoint_url=aws.endpoint_url,
+            region=aws.region,
+            cluster=f"{name}-cluster",
+            service=name,
+            ecr_repository=name,
+            family=name,
+            image=f"{registry}/{name}:bootstrap",
+            sidecar=sidecar,
+            tags={"team": "e2e", "app": name},
+        )
+        (root / "secret").write_text(WEBHOOK_SECRET + "\n")
+        return cls(root=root, aws=aws, registry=registry, repo=repo, name=name, first_commit=first)
+
+    @property
+    def cluster(self) -> str:
+        return f"{self.name}-cluster"
+
+    def config_text(self) -> str:
+        daemon = {
+            "listen": "127.0.0.1:0",
+            "poll_interval": 3600,
+            "state_dir": str(self.root / "state"),
+            "log_format": "json",
+            **self.daemon_overrides,
+        }
+        app = {
+            "name": self.name,
+            "repo": self.repo.url,
+            "branch": "main",
+            "ecr_repository": self.name,
+            "cluster": self.cluster,
+            "service": self.name,
+            "rollout_timeout": "60s",
+            **self.app_overrides,
+        }
+        lines = ["[daemon]", *(f"{k} = {toml_value(v)}" for k, v in daemon.items())]
+        lines += [
+            "[aws]",
+            f'region = "{self.aws.region}"',
+            f'endpoint_url = "{self.aws.endpoint_url}"',
+        ]
+        lines += [f'registry = "{self.registry}"']
+        lines += ["[webhook]", f'github_secret_file = "{self.root / "secret"}"']
+        lines += [f'gitlab_token_file = "{self.root / "secret"}"']
+        lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
+        return "\n".join(lines) + "\n"
+
+    def config(self) -> Config:
+        return parse_config(self.config_text())
+
+    def write_config(self) -> Path:
+        path = self.root / "reconciler.toml"
+        path.write_text(self.config_text())
+        return path
+
+    def image(self, revision: str) -> str:
+        return f"{self.registry}/{self.name}:{revision}"
+
+    # Inspecting AWS --------------------------------------------------------------------
+
+    def ecs(self) -> Any:
+        return boto3.client("ecs", region_name=self.aws.region, endpoint_url=self.aws.endpoint_url)
+
+    def service(self) -> dict[str, Any]:
+        answer = self.ecs().describe_services(cluster=self.cluster, services=[self.name])
+        return dict(answer["services"][0])
+
+    def task_definition(
+        self, arn: str | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        answer = self.ecs().describe_task_definition(
+            taskDefinition=arn or self.service()["taskDefinition"], include=["TAGS"]
+        )
+        return answer["taskDefinition"], answer.get("tags", [])
+
+    def live_image(self) -> str:
+        definition, _ = self.task_definition()
+        return next(c["image"] for c in definition["containerDefinitions"] if c["name"] == "app")
+
+    def updates(self) -> int:
+        return self.aws.rollouts.update_service_count(self.cluster, self.name)
+
+    @asynccontextmanager
+    async def daemon(self, *, timings: Timings = FAST) -> AsyncIterator[RunningDaemon]:
+        path = self.write_config()
+        supervisor = Supervisor(config=self.config(), config_path=path, timings=timings)
+        task = asyncio.create_task(supervisor.run(install_signals=False))
+        try:
+            deadline = time.monotonic() + 30
+            while supervisor.listening is None:
+                if task.done():
+                    task.result()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("daemon did not start listening")
+                await asyncio.sleep(0.02)
+            host, port = supervisor.listening
+            async with aiohttp.ClientSession() as http:
+                yield RunningDaemon(self, supervisor, f"http://{host}:{port}", http, path)
+        finally:
+            supervisor.request_stop()
+            await asyncio.wait_for(task, timeout=15)
+
+
+@dataclass
+class RunningDaemon:
+    world: World
+    supervisor: Supervisor
+    url: str
+    http: aiohttp.ClientSession
+    config_path: Path
+
+    async def status(self, name: str | None = None) -> dict[str, Any]:
+        async with self.http.get(f"{self.url}/status/{name or self.world.name}") as answer:
+            assert answer.status == 200, await answer.text()
+            return dict(await answer.json())
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 90, what: str = ""
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = await self.status()
+            if predicate(status):
+                return status
+            await asyncio.sleep(0.05)
+        raise AssertionError(
+            f"timed out waiting for {what or predicate}; last status: {json.dumps(status, indent=1)}"
+        )
+
+    async def wait_phase(
+        self, phase: str, *, revision: str | None = None, timeout: float = 90
+    ) -> dict[str, Any]:
+        return await self.wait_for(
+            lambda s: (
+                s["phase"] == phase
+                and (
+                    revision is None
+                    or (
+                        s["desired"]["revision"] == revision
+                        and s["live"]["image"] == self.world.image(revision)
+                    )
+                )
+            ),
+            timeout=timeout,
+            what=f"phase {phase} at {revision}",
+        )
+
+    async def github_push(
+        self, *, secret: str = WEBHOOK_SECRET, delivery: str | None = None
+    ) -> aiohttp.ClientResponse:
+        payload = {
+            "ref": "refs/heads/main",
+            "after": self.world.repo.head(),
+            "repository": {"clone_url": self.world.repo.url, "html_url": self.world.repo.url},
+        }
+        body = json.dumps(payload).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        headers = {
+            "X-GitHub-Event": "push",
+            "X-Hub-Signature-256": signature,
+            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+            "Content-Type": "application/json",
+        }
+        async with self.http.post(f"{self.url}/hooks/github", data=body, headers=headers) as answer:
+            await answer.read()
+            return answer

@@ -1,0 +1,279 @@
+"""Build contexts written from commit trees: contents, .dockerignore, determinism, bounds."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from reconciler.adapters.buildcontext import DockerIgnore, write_context_tar
+from reconciler.adapters.git import GitMirrors, GitSource
+from reconciler.errors import ManifestError
+from tests.support.gitrepo import GitRepo
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> GitRepo:
+    return GitRepo(tmp_path / "app")
+
+
+def context_tar(
+    repo: GitRepo, commit: str, *, context: str = ".", dockerfile: str = "Dockerfile"
+) -> bytes:
+    out = io.BytesIO()
+    write_context_tar(
+        pygit2.Repository(str(repo.remote)),
+        commit,
+        context=context,
+        dockerfile=dockerfile,
+        out=out,
+    )
+    return out.getvalue()
+
+
+def members(tar_bytes: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def read(tar_bytes: bytes, name: str) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        extracted = tar.extractfile(name)
+        assert extracted is not None
+        return extracted.read()
+
+
+def test_the_context_holds_the_committed_files(repo: GitRepo) -> None:
+    """Files, modes, symlinks and directories under the context; nothing outside it."""
+    commit = repo.commit(
+        {
+            "app/Dockerfile": "FROM scratch\n",
+            "app/src/main.py": "print('hi')\n",
+            "app/run.sh": "#!/bin/sh\n",
+            "other/secret.txt": "not for this image",
+        },
+        executable=["app/run.sh"],
+        symlinks={"app/current": "src/main.py"},
+    )
+
+    tar = context_tar(repo, commit, context="app")
+    found = members(tar)
+
+    assert set(found) == {"Dockerfile", "src", "src/main.py", "run.sh", "current"}
+    assert found["run.sh"].mode == 0o755
+    assert found["src/main.py"].mode == 0o644
+    assert found["src"].isdir()
+    assert found["current"].issym()
+    assert found["current"].linkname == "src/main.py"
+    assert read(tar, "src/main.py") == b"print('hi')\n"
+    assert {m.mtime for m in found.values()} == {0}
+    assert {(m.uid, m.gid) for m in found.values()} == {(0, 0)}
+
+
+def test_dockerignore_is_honoured(repo: GitRepo) -> None:
+    """Docker's rules: root-relative `*`, `**`, `?`, leading `/`, trailing `/`, `!`, comments."""
+    ignore = "\n".join(
+        [
+            "# a comment; the next line is blank",
+            "",
+            "*.log",
+            "**/*.tmp",
+            "/secret.txt",
+            "build/",
+            "!build/keep.txt",
+            "docs",
+            "?.md",
+            "Dockerfile",
+            ".dockerignore",
+        ]
+    )
+    files = {
+        ".dockerignore": ignore,
+        "Dockerfile": "FROM scratch\n",
+        "app.log": "x",
+        "sub/app.log": "kept: * does not cross a slash",
+        "a.tmp": "x",
+        "sub/deep/b.tmp": "x",
+        "secret.txt": "x",
+        "sub/secret.txt": "kept: the leading slash anchors at the root",
+        "build/out.bin": "x",
+        "build/keep.txt": "kept by the exception",
+        "docs/guide/x.md": "x",
+        "a.md": "x",
+        "ab.md": "kept: ? is one character",
+        "# a comment; the next line is blank": "kept: only lines are comments",
+    }
+    commit = repo.commit(files)
+
+    found = set(members(context_tar(repo, commit)))
+
+    assert found == {
+        ".dockerignore",
+        "Dockerfile",
+        "sub",
+        "sub/app.log",
+        "sub/deep",
+        "sub/secret.txt",
+        "build",
+        "build/keep.txt",
+        "ab.md",
+        "# a comment; the next line is blank",
+    }
+
+
+def test_a_dockerfile_in_an_ignored_directory_is_still_sent(repo: GitRepo) -> None:
+    commit = repo.commit(
+        {".dockerignore": "docker\n", "docker/Dockerfile": "FROM scratch\n", "docker/x": "x"}
+    )
+
+    found = set(members(context_tar(repo, commit, dockerfile="docker/Dockerfile")))
+
+    assert found == {".dockerignore", "docker", "docker/Dockerfile"}
+
+
+@pytest.mark.parametrize(
+    ("patterns", "path", "excluded"),
+    [
+        (["dir"], "dir/sub/file", True),
+        (["dir/*"], "dir/file", True),
+        (["dir/*"], "dir", False),
+        (["*"], "a/b", True),
+        (["*/b"], "a/b/c", True),
+        (["**"], "a/b/c", True),
+        (["**/c"], "c", True),
+        (["**/c"], "a/b/c", True),
+        (["**/c"], "a/bc", False),
+        (["a/**/c"], "a/c", True),
+        (["a/**/c"], "a/x/y/c", True),
+        (["a/**"], "a/b", True),
+        (["a/**"], "ab", False),
+        (["*.go"], "x/y.go", False),
+        (["**/*.go"], "x/y.go", True),
+        (["[a-c].txt"], "b.txt", True),
+        (["[a-c].txt"], "d.txt", False),
+        (["a\\*b"], "a*b", True),
+        (["a\\*b"], "axb", False),
+        (["./a/../b/"], "b/c", True),
+        (["*", "!keep"], "keep", False),
+        (["*", "!keep", "keep"], "keep", True),
+        (["dir", "!dir/keep"], "dir/keep/file", False),
+        (["dir", "!dir/keep"], "dir/other", True),
+        (["file.txt"], "a.file.txt", False),
+        (["a.b"], "axb", False),
+    ],
+)
+def test_dockerignore_pattern_rules(patterns: list[str], path: str, excluded: bool) -> None:
+    """Cases from Docker's pattern matcher semantics."""
+    assert DockerIgnore.parse("\n".join(patterns)).excludes(path) is excluded
+
+
+def test_a_lone_exclamation_mark_is_refused() -> None:
+    with pytest.raises(ManifestError, match="line 2"):
+        DockerIgnore.parse("a\n!\n")
+
+
+def test_the_same_tree_gives_the_same_bytes(repo: GitRepo) -> None:
+    """Byte-identical tars for one tree, also from a later commit that changed other paths."""
+    first = repo.commit({"app/Dockerfile": "FROM scratch\n", "app/x": "1", "docs/y": "1"})
+    later = repo.commit({"docs/y": "2"})
+
+    tar = context_tar(repo, first, context="app")
+
+    assert tar == context_tar(repo, first, context="app")
+    assert tar == context_tar(repo, later, context="app")
+    assert tar != context_tar(repo, later, context=".", dockerfile="app/Dockerfile")
+
+
+@pytest.mark.parametrize(
+    ("context", "dockerfile", "message"),
+    [
+        ("../elsewhere", "Dockerfile", "build context '../elsewhere' contains '..'"),
+        ("app/../..", "Dockerfile", "build context 'app/../..' contains '..'"),
+        ("/etc", "Dockerfile", "build context '/etc' is an absolute path"),
+        ("app", "../Dockerfile", "dockerfile '../Dockerfile' contains '..'"),
+        ("app", "/Dockerfile", "dockerfile '/Dockerfile' is an absolute path"),
+        ("missing", "Dockerfile", "build context 'missing' is not a directory"),
+        ("app/Dockerfile", "Dockerfile", "build context 'app/Dockerfile' is not a directory"),
+        ("app", "Nope.dockerfile", "dockerfile 'Nope.dockerfile' not found"),
+        ("app", "sub", "dockerfile 'sub' is not a file"),
+    ],
+)
+def test_bad_context_or_dockerfile_paths_are_refused(
+    repo: GitRepo, context: str, dockerfile: str, message: str
+) -> None:
+    commit = repo.commit(
+        {"Dockerfile": "FROM scratch\n", "app/Dockerfile": "FROM scratch\n", "app/sub/x": "x"}
+    )
+
+    with pytest.raises(ManifestError, match=message.replace("..", r"\.\.")):
+        context_tar(repo, commit, context=context, dockerfile=dockerfile)
+
+
+def test_a_dockerfile_symlinked_outside_the_context_is_refused(repo: GitRepo) -> None:
+    """A Dockerfile pointing out of the context cannot be built; one inside can."""
+    commit = repo.commit(
+        {"shared/Dockerfile": "FROM scratch\n", "app/docker/real": "FROM scratch\n"},
+        symlinks={"app/Dockerfile": "../shared/Dockerfile", "app/Inside": "docker/real"},
+    )
+
+    with pytest.raises(ManifestError, match="pointing outside the build context"):
+        context_tar(repo, commit, context="app")
+    found = members(context_tar(repo, commit, context="app", dockerfile="Inside"))
+    assert found["Inside"].issym()
+    assert "docker/real" in found
+
+
+def test_a_context_symlinked_outside_the_repository_is_refused(repo: GitRepo) -> None:
+    """A context path may go through a symlink within the repository, never out of it."""
+    commit = repo.commit(
+        {"services/web/Dockerfile": "FROM scratch\n"},
+        symlinks={"web": "services/web", "escape": "../../etc", "abs": "/etc"},
+    )
+
+    assert "Dockerfile" in members(context_tar(repo, commit, context="web"))
+    for context in ("escape", "abs"):
+        with pytest.raises(ManifestError, match="pointing outside the repository"):
+            context_tar(repo, commit, context=context)
+
+
+async def test_export_uses_the_commit_tree_not_a_working_copy(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    """An older commit exports its own content, whatever the work tree holds."""
+    old = repo.commit({"Dockerfile": "FROM scratch\n", "version.txt": "1"})
+    new = repo.commit({"version.txt": "2"})
+    (repo.work / "version.txt").write_text("uncommitted")
+    (repo.work / "untracked.txt").write_text("never committed")
+    git = GitMirrors(tmp_path / "state")
+    app = GitSource(url=repo.url, branch="main")
+
+    exported = {}
+    for commit in (old, new):
+        with await git.export_context(
+            app, commit=commit, context=".", dockerfile="Dockerfile"
+        ) as context:
+            exported[commit] = context.read()
+
+    assert read(exported[old], "version.txt") == b"1"
+    assert read(exported[new], "version.txt") == b"2"
+    assert "untracked.txt" not in members(exported[new])
+
+
+async def test_export_is_byte_identical_across_mirrors(repo: GitRepo, tmp_path: Path) -> None:
+    """Two daemons (two state dirs) send Docker the same bytes for one commit."""
+    commit = repo.commit({"Dockerfile": "FROM scratch\n", "big.bin": bytes(range(256)) * 4096})
+    app = GitSource(url=repo.url, branch="main")
+
+    tars = []
+    for state in ("one", "two"):
+        git = GitMirrors(tmp_path / state)
+        with await git.export_context(
+            app, commit=commit[:10], context=".", dockerfile="Dockerfile"
+        ) as context:
+            tars.append(context.read())
+
+    assert tars[0] == tars[1]
+    assert read(tars[0], "big.bin") == bytes(range(256)) * 4096
