@@ -209,7 +209,7 @@ def _start_rollout(service: Service, task_definition: str | None) -> dict[str, A
     new = _new_deployment(
         service, task_definition, status="PRIMARY", state="IN_PROGRESS", running=0
     )
-    pass
+    _deployments(service).insert(0, new)
     state.rollout = _Rollout(new["id"], time.monotonic(), state.stable_task_definition)
     return new
 

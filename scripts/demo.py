@@ -1,0 +1,244 @@
+"""The demo: a git commit becomes a running ECS deployment, then a webhook redeploys.
+
+Runs everything on this machine: the sandbox AWS (moto with rolling updates), the local
+registry and dockerd (started by scripts/demo), a git repository it makes, and the daemon
+itself. Watch the daemon's log lines: build, push, task definition, service update, rollout.
+
+    scripts/demo           # keeps running; commit to the printed work tree and watch
+    scripts/demo --once    # exits 0 after the first deploy and the webhook redeploy
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+SECRET = "demo-webhook-secret"
+
+
+def say(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def git(work: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Demo",
+        "GIT_AUTHOR_EMAIL": "demo@example.com",
+        "GIT_COMMITTER_NAME": "Demo",
+        "GIT_COMMITTER_EMAIL": "demo@example.com",
+    }
+    return subprocess.run(
+        ["git", "-C", str(work), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
+
+
+def make_repo(workdir: Path) -> tuple[Path, Path]:
+    remote, work = workdir / "web.git", workdir / "web"
+    subprocess.run(
+        ["git", "init", "-q", "--bare", "--initial-branch=main", str(remote)], check=True
+    )
+    subprocess.run(["git", "init", "-q", "--initial-branch=main", str(work)], check=True)
+    (work / "Dockerfile").write_text("FROM scratch\nCOPY index.html /srv/index.html\n")
+    (work / "index.html").write_text("<h1>hello, version 1</h1>\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "First version")
+    git(work, "remote", "add", "origin", str(remote))
+    git(work, "push", "-q", "origin", "main")
+    return remote, work
+
+
+def write_config(workdir: Path, remote: Path, *, listen_port: int, aws_port: int) -> Path:
+    (workdir / "webhook-secret").write_text(SECRET + "\n")
+    config = workdir / "reconciler.toml"
+    config.write_text(f"""\
+[daemon]
+listen = "127.0.0.1:{listen_port}"
+poll_interval = "30s"
+state_dir = "{workdir / "state"}"
+log_format = "console"
+
+[aws]
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:{aws_port}"
+registry = "127.0.0.1:5000"
+
+[webhook]
+github_secret_file = "{workdir / "webhook-secret"}"
+
+[[apps]]
+name = "web"
+repo = "{remote.as_uri()}"
+branch = "main"
+ecr_repository = "demo/web"
+cluster = "demo"
+service = "web"
+rollout_timeout = "2m"
+""")
+    return config
+
+
+def pump(process: subprocess.Popen[str], prefix: str) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        print(f"{prefix} {line}", end="", flush=True)
+
+
+def start(args: list[str], prefix: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "sandbox",
+            "AWS_SECRET_ACCESS_KEY": "sandbox",
+            "PYTHONUNBUFFERED": "1",
+        },
+    )
+    threading.Thread(target=pump, args=(process, prefix), daemon=True).start()
+    return process
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback only
+        return json.loads(answer.read())
+
+
+def wait_for(what: str, check: Any, *, timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except OSError as exc:  # not listening yet
+            last_error = exc
+        time.sleep(0.3)
+    raise SystemExit(f"demo failed: timed out waiting for {what} ({last_error})")
+
+
+def in_sync_at(base: str, revision: str) -> Any:
+    status = get_json(f"{base}/status/web")
+    if status["phase"] == "Failed":
+        raise SystemExit(f"demo failed: the app is Failed: {status['last_error']}")
+    return (
+        status
+        if status["phase"] == "InSync" and status["desired"]["revision"] == revision
+        else None
+    )
+
+
+def signed_push(base: str, remote: Path, head: str) -> dict[str, Any]:
+    body = json.dumps(
+        {"ref": "refs/heads/main", "after": head, "repository": {"clone_url": remote.as_uri()}}
+    ).encode()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        f"{base}/hooks/github",
+        data=body,
+        method="POST",
+        headers={
+            "X-GitHub-Event": "push",
+            "X-Hub-Signature-256": signature,
+            "X-GitHub-Delivery": f"demo-{head[:12]}",
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+        return {"status": answer.status, **json.loads(answer.read())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--once", action="store_true", help="exit 0 after the webhook redeploy")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".run" / "demo")
+    args = parser.parse_args()
+
+    workdir: Path = args.workdir.resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    listen_port, aws_port = free_port(), free_port()
+    remote, work = make_repo(workdir)
+    config = write_config(workdir, remote, listen_port=listen_port, aws_port=aws_port)
+    base = f"http://127.0.0.1:{listen_port}"
+    reconciler = str(VENV_BIN / "reconciler")
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        say(f"Starting the sandbox AWS on 127.0.0.1:{aws_port} (moto + rolling updates)")
+        processes.append(
+            start([reconciler, "sandbox", "--config", str(config), "--after", "2"], "[aws]")
+        )
+        wait_for(
+            "the sandbox",
+            lambda: socket.create_connection(("127.0.0.1", aws_port), 1).close() or True,
+        )
+
+        say(f"Starting the daemon: reconciler run --config {config}")
+        processes.append(start([reconciler, "run", "--config", str(config)], "[daemon]"))
+        first = git(work, "rev-parse", "HEAD")
+        status = wait_for(f"web to run {first[:12]}", lambda: in_sync_at(base, first))
+        say(f"First deploy done: web is InSync, running {status['live']['image']}")
+
+        (work / "index.html").write_text("<h1>hello, version 2</h1>\n")
+        git(work, "commit", "-q", "-am", "Second version")
+        git(work, "push", "-q", "origin", "main")
+        second = git(work, "rev-parse", "HEAD")
+        say(f"Pushed a second commit {second[:12]}; sending a signed GitHub webhook")
+        print(json.dumps(signed_push(base, remote, second)), flush=True)
+        status = wait_for(f"web to run {second[:12]}", lambda: in_sync_at(base, second))
+        say(f"Webhook redeploy done: web is InSync, running {status['live']['image']}")
+        subprocess.run([reconciler, "status", "--url", base], check=False)
+
+        if args.once:
+            say("Demo complete")
+            return 0
+        say(
+            "Still running. Try:\n"
+            f"    cd {work} && echo v3 > index.html && git commit -qam v3 && git push -q origin main\n"
+            f"    {reconciler} status --url {base}      (the daemon polls git every 30s)\n"
+            f"    {reconciler} sync web --url {base}    (or start a pass now)\n"
+            f"    curl -s {base}/metrics | grep reconciler_\n"
+            "Ctrl-C stops everything."
+        )
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in reversed(processes):
+            process.send_signal(signal.SIGTERM)
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
