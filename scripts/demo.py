@@ -220,7 +220,8 @@ def main() -> int:
             return 0
         say(
             "Still running. Try:\n"
-            f"    cd {work} && echo v3 > index.html && git commit -qam v3 && git push -q origin main\n"
+            f"    cd {work} && echo v3 > index.html\n"
+            "    git commit -qam v3 && git push -q origin main\n"
             f"    {reconciler} status --url {base}      (the daemon polls git every 30s)\n"
             f"    {reconciler} sync web --url {base}    (or start a pass now)\n"
             f"    curl -s {base}/metrics | grep reconciler_\n"

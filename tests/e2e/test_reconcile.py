@@ -109,7 +109,7 @@ async def test_failed_rollout_is_rolled_back_and_the_app_shows_failed(world: Wor
 
 
 async def test_stuck_rollout_times_out_and_rolls_back(world: World) -> None:
-    """No COMPLETED within rollout_timeout: the service goes back to the previous task definition."""
+    """Nothing COMPLETED within rollout_timeout: the service returns to its previous revision."""
     world.app_overrides["rollout_timeout"] = "2s"
     async with world.daemon() as daemon:
         await daemon.wait_phase("InSync", revision=world.first_commit)

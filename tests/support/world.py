@@ -185,7 +185,8 @@ class RunningDaemon:
                 return status
             await asyncio.sleep(0.05)
         raise AssertionError(
-            f"timed out waiting for {what or predicate}; last status: {json.dumps(status, indent=1)}"
+            f"timed out waiting for {what or predicate}; "
+            f"last status: {json.dumps(status, indent=1)}"
         )
 
     async def wait_phase(
