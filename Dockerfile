@@ -1,32 +1,51 @@
 # The reconciler daemon as a container. It needs the Docker engine's socket to build images:
 #   docker run -v /var/run/docker.sock:/var/run/docker.sock \
+#     --group-add "$(stat -c %g /var/run/docker.sock)" \
 #     -v /etc/reconciler:/etc/reconciler:ro -v reconciler-state:/var/lib/reconciler \
-#     --group-add "$(stat -c %g /var/run/docker.sock)" -p 127.0.0.1:8088:8088 reconciler
-# BASE_IMAGE is a build argument so the image can be built where no hub is reachable.
+#     -p 127.0.0.1:8088:8088 reconciler
+#
+# In the image, RECONCILER_DAEMON__LISTEN (0.0.0.0:8088, so a published port reaches it) and
+# RECONCILER_DAEMON__STATE_DIR (the state volume) override the config file's values; pass
+# `-e RECONCILER_DAEMON__LISTEN=127.0.0.1:8088` with `--network host`. SSH host keys for
+# private repositories go in /var/lib/reconciler/.ssh/known_hosts (the user's home).
+#
+# BASE_IMAGE is a build argument so the image can be built where no hub is reachable, from
+# any Debian-like image with python3 (3.11 or newer) and its venv module. Dependencies come
+# from PyPI, or, where the build has no network, from a wheels/ directory in the context:
+#   pip wheel --wheel-dir wheels . "setuptools>=68" && docker build -t reconciler .
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
-WORKDIR /src
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/reconciler
-COPY pyproject.toml README.md ./
-COPY reconciler ./reconciler
-RUN /opt/reconciler/bin/pip install --no-cache-dir --no-compile . \
-    && /opt/reconciler/bin/python -c "import reconciler.cli"
+WORKDIR /src
+# .dockerignore lets in only what the package needs, and wheels/ when it is there.
+COPY . .
+RUN if [ -d wheels ]; then set -- --no-index --find-links=wheels; fi \
+    && /opt/reconciler/bin/pip install "$@" . \
+    && /opt/reconciler/bin/reconciler --version
 
 FROM ${BASE_IMAGE}
-RUN (getent group reconciler || groupadd --system --gid 10001 reconciler) \
-    && (id reconciler || useradd --system --uid 10001 --gid reconciler --home-dir /var/lib/reconciler --shell /usr/sbin/nologin reconciler) \
+# A fixed uid, so the state volume keeps its owner across rebuilds, and a numeric USER, so
+# an orchestrator can tell it is not root without reading /etc/passwd.
+RUN groupadd --system --gid 10001 reconciler \
+    && useradd --system --uid 10001 --gid reconciler --home-dir /var/lib/reconciler \
+        --no-create-home --shell /usr/sbin/nologin reconciler \
     && mkdir -p /var/lib/reconciler /etc/reconciler \
-    && chown reconciler:reconciler /var/lib/reconciler
+    && chown reconciler:reconciler /var/lib/reconciler \
+    && chmod 0750 /var/lib/reconciler
 COPY --from=build /opt/reconciler /opt/reconciler
-COPY config/reconciler.toml /etc/reconciler/reconciler.example.toml
+COPY config/reconciler.toml /usr/share/doc/reconciler/reconciler.example.toml
 ENV PATH=/opt/reconciler/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    HOME=/var/lib/reconciler \
     RECONCILER_CONFIG=/etc/reconciler/reconciler.toml \
     RECONCILER_DAEMON__STATE_DIR=/var/lib/reconciler \
     RECONCILER_DAEMON__LISTEN=0.0.0.0:8088
-USER reconciler
-VOLUME ["/var/lib/reconciler"]
+USER 10001:10001
+VOLUME ["/etc/reconciler", "/var/lib/reconciler"]
 EXPOSE 8088
+# Exec form: the daemon is PID 1 and gets `docker stop`'s SIGTERM itself.
 ENTRYPOINT ["reconciler"]
 CMD ["run"]

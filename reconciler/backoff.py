@@ -21,12 +21,15 @@ class Timings:
 def backoff_delay(
     attempt: int, *, base: float, cap: float, rng: random.Random | None = None
 ) -> float:
-    """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)].
+    """Equal jitter (AWS architecture blog): uniform in [step / 2, step], where
+    step = min(cap, base * 2**attempt).
 
     Jitter spreads the retries of many apps hitting the same throttled API; the floor of half
     the step keeps a retry from landing immediately after the failure.
     """
-    step = min(cap, base * (2 ** max(0, attempt)))
+    # The exponent is clamped: an outage of a few days reaches attempt 1024, where
+    # base * 2**attempt no longer fits in a float and would raise OverflowError.
+    step = min(cap, base * (2.0 ** min(max(0, attempt), 60)))
     chooser = rng or random
     return step / 2 + chooser.uniform(0, step / 2)
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import tempfile
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from reconciler.errors import ConfigError, ReconcilerError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "http://127.0.0.1:8088"
+THREAD_GRACE = 1.0  # after the daemon stopped, worker threads get this long to return
 
 
 class CliError(Exception):
@@ -68,11 +74,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     _register_secrets(config)
     supervisor = Supervisor(config=config, config_path=path)
     try:
-        asyncio.run(supervisor.run())
+        _run_until_complete(supervisor.run())
     except ReconcilerError as exc:
         logs.get_logger().critical("daemon_failed", error=str(exc))
         return EXIT_FAILURE
+    except Exception:
+        logs.get_logger().critical("daemon_crashed", exc_info=True)
+        return EXIT_FAILURE
+    _exit_now_if_threads_hang(EXIT_OK)
     return EXIT_OK
+
+
+def _run_until_complete(main: Coroutine[Any, Any, None]) -> None:
+    """Like asyncio.run(), but without waiting for the default executor's threads.
+
+    asyncio.run() joins every worker thread before it returns. A git fetch blocked on a
+    silent server holds one for up to the socket timeout, far past the 10 s a stop may take.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()  # shuts the executor down with wait=False
+
+
+def _exit_now_if_threads_hang(code: int) -> None:
+    """Exit at once if worker threads are still busy after a short grace.
+
+    The interpreter would otherwise join them at exit; everything they could still do is
+    abandoned work of a stopped daemon (the next start observes afresh).
+    """
+    me = threading.current_thread()
+    busy = [t for t in threading.enumerate() if t is not me and not t.daemon]
+    deadline = time.monotonic() + THREAD_GRACE
+    for thread in busy:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    hung = [t.name for t in busy if t.is_alive()]
+    if hung:
+        from reconciler import logs
+
+        logs.get_logger().warning("exiting_with_busy_threads", threads=hung)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _register_secrets(config: Config) -> None:
@@ -86,10 +139,8 @@ def _register_secrets(config: Config) -> None:
     files += [a.git_token_file for a in config.apps]
     for file in files:
         if file is not None:
-            try:
+            with contextlib.suppress(OSError):
                 logs.register_secret(file.read_text().strip())
-            except OSError:
-                pass
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -164,7 +215,14 @@ def _url(args: argparse.Namespace) -> str:
         return os.environ["RECONCILER_URL"].rstrip("/")
     if args.config or os.environ.get("RECONCILER_CONFIG"):
         _, config = _load(args)
-        return f"http://{config.daemon.listen}"
+        host = config.daemon.host
+        # A daemon listening on every address is reached on loopback.
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+        return (
+            f"http://[{host}]:{config.daemon.port}"
+            if ":" in host
+            else f"http://{host}:{config.daemon.port}"
+        )
     return DEFAULT_URL
 
 
@@ -222,7 +280,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             raise CliError(
                 f"cannot read token file {token_file}: {exc.strerror}", EXIT_USAGE
             ) from exc
-    code, body = _request(f"{base}/apps/{args.app}/sync", method="POST", token=token)
+    app = urllib.parse.quote(args.app, safe="")
+    code, body = _request(f"{base}/apps/{app}/sync", method="POST", token=token)
     if code == 202:
         print(f"sync of {args.app} started")
         return EXIT_OK
@@ -303,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except ReconcilerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:
+        # An operator gets one line, not a traceback; `run` logs its crashes in full itself.
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
 

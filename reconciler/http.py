@@ -6,6 +6,7 @@ apps start a pass now; no SHA from a payload is ever deployed.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 from collections import OrderedDict
@@ -159,20 +160,38 @@ def _loopback(remote: str | None) -> bool:
         return False
 
 
+def _bearer_matches(header: str | None, token: bytes | None) -> bool:
+    """`Authorization: Bearer <token>` (the scheme in any case), compared in constant time."""
+    if not token or not header:
+        return False
+    scheme, _, offered = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # aiohttp hands over undecodable header bytes as surrogate escapes; this restores them.
+    sent = offered.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(hashlib.sha256(sent).digest(), hashlib.sha256(token).digest())
+
+
 async def sync_app(request: web.Request) -> web.Response:
     supervisor = request.app[SUPERVISOR]
     token_file = supervisor.config.daemon.api_token_file
     if token_file is not None:
-        token = _read_secret(token_file)
-        offered = request.headers.get("Authorization", "")
-        expected = b"Bearer " + token if token else None
-        if expected is None or not hmac.compare_digest(offered.encode(), expected):
+        if not _bearer_matches(request.headers.get("Authorization"), _read_secret(token_file)):
+            log.warning("sync_refused", reason="bad_token", remote=request.remote)
             return _error(401, "a valid bearer token is required")
     elif not _loopback(request.remote):
+        log.warning("sync_refused", reason="not_loopback", remote=request.remote)
         return _error(403, "sync is only allowed from loopback when api_token_file is not set")
     name = request.match_info["name"]
-    if not supervisor.sync(name):
+    if name not in supervisor.app_names():
         return _error(404, f"unknown app {name!r}")
+    if not supervisor.sync(name):
+        # Between stopping its old loop and starting the new one after a config change.
+        return web.json_response(
+            {"error": f"app {name!r} is restarting after a config change; try again"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
     return web.json_response({"syncing": name}, status=202)
 
 
@@ -210,15 +229,12 @@ async def readyz(request: web.Request) -> web.Response:
     supervisor = request.app[SUPERVISOR]
     if supervisor.ready:
         return web.json_response({"ready": True})
-    waiting = [n for n, s in supervisor.statuses.items() if not s.observed]
-    return web.json_response({"ready": False, "waiting_for": waiting}, status=503)
+    return web.json_response({"ready": False, "waiting_for": supervisor.waiting_for()}, status=503)
 
 
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[SUPERVISOR].metrics.render()
-    response = web.Response(body=body)
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    return response
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def build_app(supervisor: Supervisor) -> web.Application:

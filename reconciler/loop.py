@@ -108,7 +108,8 @@ def managed_images(app: AppConfig, definition: Mapping[str, Any]) -> dict[str, s
         missing = sorted(set(app.containers) - set(images))
         if missing:
             raise ManifestError(
-                f"task definition {definition.get('family')} has no container named {', '.join(missing)}"
+                f"task definition {definition.get('family')} has no container named "
+                f"{', '.join(missing)}"
             )
         return images
     images = {
@@ -122,6 +123,14 @@ def managed_images(app: AppConfig, definition: Mapping[str, Any]) -> dict[str, s
             f"{app.ecr_repository!r}; name the managed ones in `containers`"
         )
     return images
+
+
+def _held_error(reason: str, revision: str, memory: AppMemory) -> str:
+    """The Held reason, with the output of the last failed build of `revision` if it was one."""
+    last = next((h for h in memory.history if h.revision == revision), None)
+    if last is not None and last.result is Result.BUILD_FAILED and last.error:
+        return f"{reason}\n{last.error}"
+    return reason
 
 
 def with_image(definition: Mapping[str, Any], containers: set[str], image: str) -> dict[str, Any]:
@@ -189,6 +198,13 @@ class AppLoop:
         self._critical = asyncio.Lock()
         self._attempt = 0
         self.passes = 0
+        # Bumped by every nudge; compared with the value seen at the last git resolve to tell
+        # whether the remote may have moved since (a newer revision must win, SPEC 3).
+        self._nudges = 0
+        self._nudges_at_resolve = 0
+        # (live task definition, image, registered ARN) of a registration whose UpdateService
+        # has not succeeded yet: a retry reuses it instead of registering one more revision.
+        self._registered: tuple[str, str, str] | None = None
         memory = store.load(app.name)
         if not status.history:
             status.history.extend(memory.history[:HISTORY_LIMIT])
@@ -199,6 +215,7 @@ class AppLoop:
         """Start a pass now; a burst of nudges collapses into one pass (plus one if mid-pass)."""
         # A nudge means "the remote may have moved": do not answer from cached remote heads.
         self._io.git.forget_heads(self.app.repo)
+        self._nudges += 1
         self._wakeup.set()
         self._nudged_during_rollout.set()
 
@@ -207,10 +224,10 @@ class AppLoop:
         self._clear_hold_requested = True
         self.nudge()
 
-    async def quiesce(self, timeout: float) -> None:
+    async def quiesce(self, grace: float) -> None:
         """Wait (bounded) for a registration and service update under way, then bar new ones."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._critical.acquire(), timeout)
+            await asyncio.wait_for(self._critical.acquire(), grace)
 
     # The loop ----------------------------------------------------------------------------
 
@@ -223,8 +240,12 @@ class AppLoop:
             if outcome is Next.AGAIN:
                 continue
             if outcome is Next.RETRY:
-                delay = backoff.backoff_delay(
-                    self._attempt, base=self._timings.retry_base, cap=self._timings.retry_cap
+                # Never later than a normal poll: a retry costs no more than polling does.
+                delay = min(
+                    self._poll_interval,
+                    backoff.backoff_delay(
+                        self._attempt, base=self._timings.retry_base, cap=self._timings.retry_cap
+                    ),
                 )
                 self._attempt += 1
             else:
@@ -240,8 +261,10 @@ class AppLoop:
                 self._error(exc, result="retry", level="warning")
                 return Next.RETRY
             except StalledError as exc:
+                # Fixed outside the daemon (a branch pushed again, a permission granted), so
+                # it is retried too, with backoff: the fix is noticed without a nudge.
                 self._error(exc, result="stalled", level="error")
-                return Next.WAIT
+                return Next.RETRY
             except BuildFailed as exc:
                 self._error(exc, result="build_failed", level="error", detail=exc.log_tail)
                 return Next.RETRY
@@ -291,6 +314,7 @@ class AppLoop:
             memory.build_failures.clear()
             self._store.save(self.app.name, memory)
 
+        self._nudges_at_resolve = self._nudges
         revision = await self._io.git.resolve(self._source)
         structlog.contextvars.bind_contextvars(revision=revision)
         try:
@@ -327,7 +351,7 @@ class AppLoop:
                 await self._roll_back(previous, memory)
                 return Next.WAIT
             case Held(reason=reason):
-                self.status.last_error = reason
+                self.status.last_error = _held_error(reason, revision, memory)
                 self._set_phase(Phase.FAILED)
                 self._count("held")
                 return Next.WAIT
@@ -361,16 +385,7 @@ class AppLoop:
             await self._build_and_push(desired, memory, started_at)
             # A newer commit may have landed while we built. Never deploy an older revision
             # after a newer one: if the desired revision moved, start over with it.
-            latest = await self._io.git.resolve(self._source)
-            if latest != desired.revision:
-                log.info("superseded_before_deploy", newer=latest)
-                self._record(
-                    memory,
-                    desired.revision,
-                    Result.SUPERSEDED,
-                    started_at,
-                    f"superseded by {latest}",
-                )
+            if await self._superseded(desired.revision, memory, started_at):
                 return Next.AGAIN
 
         self._set_phase(Phase.DEPLOYING)
@@ -378,12 +393,24 @@ class AppLoop:
         new_definition = with_image(template, set(live.images), str(desired.image))
         stable = live.service.previous_task_definition if live.service.in_flight else None
         previous = stable or live.task_definition
+        # A webhook since the last look at git may announce a newer revision: this is the last
+        # point where the older one can be dropped without ever reaching the service.
+        if self._nudges != self._nudges_at_resolve and await self._superseded(
+            desired.revision, memory, started_at
+        ):
+            return Next.AGAIN
         async with self._critical:
-            arn = await self._io.ecs.register_task_definition(new_definition, tags)
-            log.info("task_definition_registered", task_definition=arn, image=str(desired.image))
-            deployment_id = await self._io.ecs.update_service(
-                cluster=self.app.cluster, service=self.app.service, task_definition=arn
-            )
+            arn = await self._register(live.task_definition, new_definition, tags, desired.image)
+            try:
+                deployment_id = await self._io.ecs.update_service(
+                    cluster=self.app.cluster, service=self.app.service, task_definition=arn
+                )
+            except TransientError:
+                raise  # the registration is reused by the retry
+            except BaseException:
+                self._registered = None
+                raise
+            self._registered = None
         self._metrics.deploys_total.labels(app=self.app.name, kind="deploy").inc()
         log.info(
             "service_updated", task_definition=arn, deployment=deployment_id, previous=previous
@@ -396,6 +423,27 @@ class AppLoop:
             started_at=started_at,
             memory=memory,
         )
+
+    async def _superseded(self, revision: str, memory: AppMemory, started_at: datetime) -> bool:
+        """Ask git again; True (and recorded) when the desired revision moved on."""
+        self._nudges_at_resolve = self._nudges
+        latest = await self._io.git.resolve(self._source)
+        if latest == revision:
+            return False
+        log.info("superseded_before_deploy", newer=latest)
+        self._record(memory, revision, Result.SUPERSEDED, started_at, f"superseded by {latest}")
+        return True
+
+    async def _register(
+        self, live_arn: str, definition: dict[str, Any], tags: list[Any], image: ImageRef
+    ) -> str:
+        key = (live_arn, str(image))
+        if self._registered is not None and self._registered[:2] == key:
+            return self._registered[2]
+        arn = await self._io.ecs.register_task_definition(definition, tags)
+        self._registered = (*key, arn)
+        log.info("task_definition_registered", task_definition=arn, image=str(image))
+        return arn
 
     async def _build_and_push(
         self, desired: Desired, memory: AppMemory, started_at: datetime
@@ -515,7 +563,9 @@ class AppLoop:
                 )
             if self._nudged_during_rollout.is_set():
                 self._nudged_during_rollout.clear()
-                with contextlib.suppress(TransientError):
+                # Any git failure here (remote down, branch gone) only means "no newer
+                # revision known": the rollout is still ours to judge and roll back.
+                with contextlib.suppress(ReconcilerError):
                     latest = await self._io.git.resolve(self._source)
                     if latest != revision:
                         # The newer revision's UpdateService supersedes this rollout; ECS

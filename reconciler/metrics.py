@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 BUILD_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800)
@@ -61,12 +63,22 @@ class Metrics:
         )
 
     def forget_app(self, app: str) -> None:
-        """Drop the series of an app removed from the config."""
-        for metric in (self.app_in_sync,):
-            try:
-                metric.remove(app)
-            except KeyError:
-                pass
+        """Drop every series of an app removed from the config, so none goes stale."""
+        per_app: tuple[tuple[Gauge | Counter, tuple[str, ...]], ...] = (
+            (self.app_in_sync, ("app",)),
+            (self.reconcile_total, ("app", "result")),
+            (self.deploys_total, ("app", "kind")),
+        )
+        for metric, names in per_app:
+            label_sets = {
+                tuple(sample.labels[n] for n in names)
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.labels.get("app") == app
+            }
+            for values in label_sets:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*values)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

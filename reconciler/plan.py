@@ -29,18 +29,25 @@ def plan(obs: Observation) -> Action:
     runs_desired = obs.live.runs(obs.desired.image)
     primary = service.primary
 
-    if runs_desired and not service.in_flight and primary is not None:
-        if primary.task_definition == service.task_definition:
-            return InSync()
+    if (
+        runs_desired
+        and not service.in_flight
+        and primary is not None
+        and primary.task_definition == service.task_definition
+    ):
+        return InSync()
 
     # A failed revision stays failed (even if its deployment is still listed) until a new
     # revision, a config change or an explicit sync clears the hold.
     hold = obs.hold
-    if hold is not None and hold.revision == obs.desired.revision:
-        if hold.config_fingerprint == obs.config_fingerprint:
-            if hold.rollback_to and obs.live.task_definition != hold.rollback_to:
-                return RollBack(task_definition=hold.rollback_to)
-            return Held(reason=f"revision {hold.revision[:12]} failed: {hold.reason}")
+    if (
+        hold is not None
+        and hold.revision == obs.desired.revision
+        and hold.config_fingerprint == obs.config_fingerprint
+    ):
+        if hold.rollback_to and obs.live.task_definition != hold.rollback_to:
+            return RollBack(task_definition=hold.rollback_to)
+        return Held(reason=f"revision {hold.revision[:12]} failed: {hold.reason}")
 
     if runs_desired and service.in_flight and primary is not None:
         # Found after a restart, or started by someone else: wait for it, never start another.

@@ -28,8 +28,8 @@ from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs
 from reconciler.adapters.git import GitMirrors
 from reconciler.adapters.registry import Registry
-from reconciler.config import AppConfig, Config, load_config
-from reconciler.errors import ConfigError
+from reconciler.config import AppConfig, Config, parse_config
+from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.loop import Adapters, AppLoop
 from reconciler.metrics import Metrics
 from reconciler.model import Phase, utcnow
@@ -41,7 +41,11 @@ from reconciler.webhooks import PushEvent, matches
 log = structlog.get_logger("reconciler.supervisor")
 
 STOP_GRACE = 8.0  # SPEC: stop within 10 s of SIGTERM
+HTTP_GRACE = 0.5  # requests in progress at shutdown get this long to finish
 CONFIG_CHECK_INTERVAL = 1.0  # SPEC: a changed config is applied within 2 s
+# A changed file is read again after this long and applied only if it reads the same: an
+# editor that truncates and then writes must not make the daemon report a bogus error.
+CONFIG_SETTLE = 0.2
 
 
 @dataclass
@@ -97,9 +101,12 @@ class Supervisor:
     ) -> None:
         self.config = config
         self._config_path = config_path
-        self._config_bytes = config_path.read_bytes() if config_path else b""
+        # The bytes last read from the file, good or bad; None once it could not be read, so
+        # the file reappearing is noticed even with the same content.
+        self._config_bytes: bytes | None = config_path.read_bytes() if config_path else b""
         self.config_in_force = ConfigInForce(
-            path=str(config_path) if config_path else None, sha256=_digest(self._config_bytes)
+            path=str(config_path) if config_path else None,
+            sha256=_digest(self._config_bytes or b""),
         )
         self.timings = timings or backoff.Timings()
         self.notifier = notifier or Notifier()
@@ -118,7 +125,16 @@ class Supervisor:
 
     @property
     def ready(self) -> bool:
-        return all(s.observed for s in self.statuses.values())
+        """Every app of the config in force has been observed at least once."""
+        return not self.waiting_for()
+
+    def waiting_for(self) -> list[str]:
+        """The configured apps not yet observed once (an app just added by a reload too)."""
+        return [
+            name
+            for name in self.app_names()
+            if name not in self.statuses or not self.statuses[name].observed
+        ]
 
     @property
     def alive(self) -> bool:
@@ -138,6 +154,8 @@ class Supervisor:
         return nudged
 
     def sync(self, name: str) -> bool:
+        """Clear the app's Failed hold and start a pass; False if it has no loop right now
+        (unknown, or restarting after a config change)."""
         loop = self.loops.get(name)
         if loop is None:
             return False
@@ -151,6 +169,7 @@ class Supervisor:
         self._stop.set()
 
     def request_reload(self) -> None:
+        """Read the config file again now (SIGHUP), even if it looks unchanged."""
         self._reload_requested.set()
 
     async def run(self, *, install_signals: bool = True) -> None:
@@ -161,19 +180,14 @@ class Supervisor:
             self._install_signals()
         async with open_adapters(self.config) as adapters:
             self._adapters = adapters
-            runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
-            await runner.setup()
-            site = web.TCPSite(runner, self.config.daemon.host, self.config.daemon.port)
-            await site.start()
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                host, port = sockets[0].getsockname()[:2]
-                self.listening = (str(host), int(port))
-            log.info(
-                "listening",
-                address=f"{self.config.daemon.host}:{self.listening[1] if self.listening else self.config.daemon.port}",
+            runner = web.AppRunner(
+                build_app(self),
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=HTTP_GRACE,
             )
+            await runner.setup()
+            await self._listen(runner)
             for app in self.config.apps:
                 self._start_app(app)
             self.notifier.ready(self._summary())
@@ -194,6 +208,22 @@ class Supervisor:
                 await runner.cleanup()
                 self._adapters = None
         log.info("stopped")
+
+    async def _listen(self, runner: web.AppRunner) -> None:
+        daemon = self.config.daemon
+        site = web.TCPSite(runner, daemon.host, daemon.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ReconcilerError(
+                f"daemon.listen: cannot listen on {daemon.listen}: {exc.strerror or exc}"
+            ) from exc
+        if runner.addresses:
+            host, port = runner.addresses[0][:2]
+            self.listening = (str(host), int(port))
+        port = self.listening[1] if self.listening else daemon.port
+        log.info("listening", address=f"{daemon.host}:{port}")
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -216,6 +246,8 @@ class Supervisor:
             timings=self.timings,
         )
         self.loops[app.name] = loop
+        # The series exists (0) from the start, so "not in sync yet" is visible as such.
+        self.metrics.app_in_sync.labels(app=app.name)
         self._tasks[app.name] = asyncio.create_task(loop.run(), name=f"app:{app.name}")
         log.info("app_started", app=app.name)
 
@@ -238,29 +270,47 @@ class Supervisor:
     async def _watch_config(self) -> None:
         if self._config_path is None:
             return
-        missing_reported = False
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reload_requested.wait(), CONFIG_CHECK_INTERVAL)
             forced = self._reload_requested.is_set()
             self._reload_requested.clear()
             try:
-                current = await asyncio.to_thread(self._config_path.read_bytes)
-            except OSError:
-                if not missing_reported:
-                    self._reject_config([f"{self._config_path}: file not found"])
-                    missing_reported = True
-                continue
-            missing_reported = False
-            if current == self._config_bytes and not forced:
-                continue
-            self._config_bytes = current
+                await self._check_config(self._config_path, forced=forced)
+            except Exception:
+                # A bug here must not end reloading for the rest of the daemon's life.
+                log.exception("config_reload_crashed")
+
+    async def _check_config(self, path: Path, *, forced: bool) -> None:
+        try:
+            current = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            if self._config_bytes is not None:  # reported once, not every second
+                self._config_bytes = None
+                reason = "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
+                self._reject_config([f"{path}: {reason}"])
+            return
+        if current == self._config_bytes and not forced:
+            return
+        if not forced:
+            await asyncio.sleep(CONFIG_SETTLE)
             try:
-                new = load_config(self._config_path)
-            except ConfigError as exc:
-                self._reject_config(exc.problems)
-                continue
-            await self.apply(new, sha256=_digest(current))
+                settled = await asyncio.to_thread(path.read_bytes)
+            except OSError:
+                return  # the next check reports it
+            if settled != current:
+                return  # still being written; the next check looks again
+        self._config_bytes = current
+        try:
+            # Parsed from the very bytes whose digest is reported as the config in force.
+            new = parse_config(current.decode("utf-8"), source=str(path))
+        except UnicodeDecodeError as exc:
+            self._reject_config([f"{path}: cannot read: {exc}"])
+            return
+        except ConfigError as exc:
+            self._reject_config(exc.problems)
+            return
+        await self.apply(new, sha256=_digest(current))
 
     def _reject_config(self, problems: list[str]) -> None:
         self.config_in_force.last_error = "; ".join(problems)
@@ -274,15 +324,16 @@ class Supervisor:
     async def apply(self, new: Config, *, sha256: str) -> None:
         """Apply a validated config: start added apps, stop removed ones, restart changed ones."""
         old = self.config
-        for section in ("aws", "webhook"):
-            if section == "aws" and getattr(old, section) != getattr(new, section):
-                log.warning("config_section_needs_restart", section=section)
-        if (old.daemon.listen, old.daemon.state_dir, old.daemon.docker_host) != (
-            new.daemon.listen,
-            new.daemon.state_dir,
-            new.daemon.docker_host,
-        ):
-            log.warning("config_section_needs_restart", section="daemon")
+        # The AWS clients, the HTTP socket, the state store and the Docker client are opened
+        # once; [webhook] and daemon.api_token_file are read per request and apply at once.
+        if old.aws != new.aws:
+            log.warning("config_change_needs_restart", section="aws")
+        fixed = ("listen", "state_dir", "docker_host", "log_format")
+        moved = [k for k in fixed if getattr(old.daemon, k) != getattr(new.daemon, k)]
+        if moved:
+            log.warning("config_change_needs_restart", section="daemon", keys=moved)
+        # A loop takes poll_interval and the build semaphore when it starts: changing either
+        # restarts every app (each resumes from what git and ECS say, so nothing is lost).
         everything_changed = old.daemon.poll_interval != new.daemon.poll_interval
         old_apps = {a.name: a for a in old.apps}
         new_apps = {a.name: a for a in new.apps}
@@ -295,7 +346,7 @@ class Supervisor:
         added = [n for n in new_apps if n not in old_apps]
         if new.daemon.max_concurrent_builds != old.daemon.max_concurrent_builds:
             self._build_slots = asyncio.Semaphore(new.daemon.max_concurrent_builds)
-            changed = sorted(set(changed) | set(new_apps) - set(added))
+            changed = sorted(set(new_apps) - set(added))
         self.config = new
         await self._stop_apps(removed + changed)
         for name in removed:

@@ -17,6 +17,12 @@ command -v docker-registry >/dev/null || need_packages+=(docker-registry)
 command -v busybox >/dev/null || need_packages+=(busybox-static)
 command -v curl >/dev/null || need_packages+=(curl)
 command -v git >/dev/null || need_packages+=(git)
+# tests/test_git_ssh.py: a real sshd serving git; ssh-keygen makes its keys.
+[[ -x /usr/sbin/sshd ]] && command -v ssh-keygen >/dev/null || need_packages+=(openssh-server)
+# tests/test_container.py: a local Debian base image for the daemon's own Dockerfile.
+[[ -x /usr/sbin/debootstrap ]] || need_packages+=(debootstrap)
+# tests/test_systemd.py: `systemd-analyze verify` of the unit.
+command -v systemd-analyze >/dev/null || need_packages+=(systemd)
 if ((${#need_packages[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "missing packages: ${need_packages[*]} (run as root, or install them)" >&2

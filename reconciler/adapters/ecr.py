@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import aioboto3
 
+from reconciler import logs
 from reconciler.adapters.aws import aws_errors
 from reconciler.adapters.ecs import boto_config
 from reconciler.adapters.registry import RegistryAuth
@@ -68,6 +69,8 @@ class Ecr:
         if not data:
             raise AwsRejected("GetAuthorizationToken returned no authorization data")
         username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+        # SPEC 7: the password must never be printed, whatever message it ends up in.
+        logs.register_secret(password)
         self._ecr_host = urlparse(str(data.get("proxyEndpoint", ""))).netloc
         self._auth = RegistryAuth(
             username=username, password=password, server=self._override or self._ecr_host

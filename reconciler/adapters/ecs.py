@@ -110,17 +110,19 @@ class Ecs:
         try:
             async with aws_errors():
                 answer = await self._client.describe_services(cluster=cluster, services=names)
+            found: dict[str, ServiceState] = {}
+            # Parsed inside the try: an answer that does not parse must fail the waiters,
+            # never leave them awaiting futures nobody will resolve.
+            for raw in answer.get("services", []):
+                state = service_state(cluster, raw)
+                found[state.service] = state
+                found[str(raw.get("serviceArn", ""))] = state
         except Exception as exc:
             for name in names:
                 for future in waiting[name]:
                     if not future.done():
                         future.set_exception(exc)
             return
-        found: dict[str, ServiceState] = {}
-        for raw in answer.get("services", []):
-            state = service_state(cluster, raw)
-            found[state.service] = state
-            found[str(raw.get("serviceArn", ""))] = state
         for name in names:
             state_or_none = found.get(name)
             for future in waiting[name]:

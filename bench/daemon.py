@@ -1,0 +1,152 @@
+"""The daemon as the benchmark runs it: `reconciler run`, plus a window onto its counters.
+
+    python -m bench.daemon CONFIG RUN_DIR
+
+Runs the same Supervisor as `reconciler run` (same logging, production timings) in its own
+process, so its CPU and memory are its own and the sandbox AWS it talks to is elsewhere. On
+top it writes `RUN_DIR/listening.json` once it listens, and on SIGUSR1 it writes
+`RUN_DIR/stats.json`: git network operations, passes, and how many DescribeServices requests
+the app loops made (to compare with the calls that reached AWS). SIGUSR2 starts pyinstrument
+and, the second time, stops it and writes `RUN_DIR/profile.txt` and `profile.html`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from reconciler import logs
+from reconciler import supervisor as supervisor_module
+from reconciler.config import Config, load_config
+from reconciler.loop import Adapters
+from reconciler.supervisor import Supervisor
+
+
+class Instrumented:
+    """Keeps the adapters the supervisor opens, and counts the app loops' ECS reads."""
+
+    def __init__(self) -> None:
+        self.adapters: Adapters | None = None
+        self.describe_requests = 0
+        self.task_definition_requests = 0
+
+    def install(self) -> None:
+        opened = supervisor_module.open_adapters
+
+        @asynccontextmanager
+        async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
+            async with opened(config) as adapters:
+                self._count_reads(adapters)
+                self.adapters = adapters
+                yield adapters
+
+        supervisor_module.open_adapters = open_adapters
+
+    def _count_reads(self, adapters: Adapters) -> None:
+        ecs = adapters.ecs
+        describe, task_definition = ecs.describe_service, ecs.task_definition
+
+        async def counted_describe(cluster: str, service: str) -> Any:
+            self.describe_requests += 1
+            return await describe(cluster, service)
+
+        async def counted_task_definition(arn: str) -> Any:
+            self.task_definition_requests += 1
+            return await task_definition(arn)
+
+        ecs.describe_service = counted_describe  # type: ignore[method-assign]
+        ecs.task_definition = counted_task_definition  # type: ignore[method-assign]
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(document))
+    partial.replace(path)
+
+
+def _register_secrets(config: Config) -> None:
+    """As `reconciler run` does: secret values are redacted from every log line."""
+    files = [config.webhook.github_secret_file, config.webhook.gitlab_token_file]
+    for file in files:
+        if file is not None:
+            with contextlib.suppress(OSError):
+                logs.register_secret(file.read_text().strip())
+
+
+class Profiling:
+    def __init__(self, run_dir: Path) -> None:
+        self._run_dir = run_dir
+        self._profiler: Any = None
+
+    def toggle(self) -> None:
+        from pyinstrument import Profiler
+
+        if self._profiler is None:
+            self._profiler = Profiler(interval=0.0005, async_mode="disabled")
+            self._profiler.start()
+            return
+        profiler, self._profiler = self._profiler, None
+        profiler.stop()
+        text = profiler.output_text(unicode=False, color=False, show_all=False)
+        (self._run_dir / "profile.txt").write_text(text)
+        (self._run_dir / "profile.html").write_text(profiler.output_html())
+        _write_json(self._run_dir / "profile.done", {"t": time.monotonic()})
+
+
+async def serve(config_path: Path, run_dir: Path) -> None:
+    config = load_config(config_path)
+    logs.configure(log_format=config.daemon.log_format)
+    _register_secrets(config)
+    instrumented = Instrumented()
+    instrumented.install()
+    supervisor = Supervisor(config=config, config_path=config_path)
+    profiling = Profiling(run_dir)
+
+    def stats() -> None:
+        adapters = instrumented.adapters
+        git = adapters.git if adapters else None
+        _write_json(
+            run_dir / "stats.json",
+            {
+                "t": time.monotonic(),
+                "ls_remote_count": git.ls_remote_count if git else 0,
+                "fetch_count": git.fetch_count if git else 0,
+                "passes": sum(loop.passes for loop in supervisor.loops.values()),
+                "apps": len(supervisor.loops),
+                "describe_requests": instrumented.describe_requests,
+                "task_definition_requests": instrumented.task_definition_requests,
+            },
+        )
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, stats)
+    loop.add_signal_handler(signal.SIGUSR2, profiling.toggle)
+    running = asyncio.create_task(supervisor.run(install_signals=True))
+    # The supervisor has no "listening" event to wait on; it sets an attribute.
+    while supervisor.listening is None and not running.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    if supervisor.listening is not None:
+        host, port = supervisor.listening
+        _write_json(run_dir / "listening.json", {"host": host, "port": port, "pid": os.getpid()})
+    await running
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m bench.daemon CONFIG RUN_DIR", file=sys.stderr)
+        return 2
+    asyncio.run(serve(Path(argv[0]), Path(argv[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

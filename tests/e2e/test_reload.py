@@ -1,0 +1,265 @@
+"""Config reload (SPEC 6): edit the file under a running daemon and watch what changes.
+
+Added apps start, removed apps stop, changed apps restart their loop; the other apps' loops are
+not touched (the same AppLoop object goes on counting its passes). An invalid edit is logged
+and reported in /status while the last good config keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+
+from reconciler import supervisor as supervisor_module
+from reconciler.config import load_config
+from reconciler.sandbox.aws import SandboxAws
+from reconciler.supervisor import Supervisor
+from tests.support.world import FAST, RunningDaemon, World
+
+pytestmark = [pytest.mark.e2e]
+
+
+def app_block(world: World) -> str:
+    """The world's [[apps]] table, to put several worlds' apps in one config file."""
+    text = world.config_text()
+    return text[text.index("[[apps]]") :]
+
+
+def config_of(first: World, *others: World) -> str:
+    """A config with `first`'s daemon, AWS and webhook settings and every world's app."""
+    return first.config_text() + "".join(app_block(w) for w in others)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@asynccontextmanager
+async def daemon_on(path: Path, world: World) -> AsyncIterator[RunningDaemon]:
+    """The daemon in-process on the config file at `path` (World.daemon writes its own)."""
+    supervisor = Supervisor(config=load_config(path), config_path=path, timings=FAST)
+    task = asyncio.create_task(supervisor.run(install_signals=False))
+    try:
+        async with asyncio.timeout(30):
+            while supervisor.listening is None:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+        host, port = supervisor.listening
+        async with aiohttp.ClientSession() as http:
+            yield RunningDaemon(world, supervisor, f"http://{host}:{port}", http, path)
+    finally:
+        supervisor.request_stop()
+        await asyncio.wait_for(task, timeout=15)
+
+
+def as_world(daemon: RunningDaemon, world: World) -> RunningDaemon:
+    """The same daemon, with status and webhook helpers aimed at another world's app."""
+    return RunningDaemon(world, daemon.supervisor, daemon.url, daemon.http, daemon.config_path)
+
+
+async def status_code(daemon: RunningDaemon, name: str) -> int:
+    async with daemon.http.get(f"{daemon.url}/status/{name}") as answer:
+        return answer.status
+
+
+async def gone(daemon: RunningDaemon, name: str) -> bool:
+    return await status_code(daemon, name) == 404
+
+
+async def known(daemon: RunningDaemon, name: str) -> bool:
+    return await status_code(daemon, name) == 200
+
+
+async def document(daemon: RunningDaemon) -> dict[str, Any]:
+    async with daemon.http.get(f"{daemon.url}/status") as answer:
+        assert answer.status == 200
+        return dict(await answer.json())
+
+
+async def eventually(check: Callable[[], Any], *, what: str, timeout: float = 60) -> None:
+    """Poll `check` (sync or async) until it is truthy; a generous bound, not a timing test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def other(tmp_path: Path, aws: SandboxAws, registry: str, world: World) -> World:
+    """A second app with its own repository, cluster and service, in the same sandbox."""
+    return World.create(tmp_path / "other", aws, registry)
+
+
+async def test_an_added_app_starts_and_converges_and_the_other_is_not_disturbed(
+    world: World, other: World
+) -> None:
+    """Appending an app to the file deploys it; the app already running keeps its loop."""
+    path = world.write_config()
+    async with daemon_on(path, world) as daemon:
+        await daemon.wait_phase("InSync", revision=world.first_commit)
+        loop = daemon.supervisor.loops[world.name]
+        passes = loop.passes
+
+        path.write_text(config_of(world, other))
+        await eventually(lambda: known(daemon, other.name), what="the added app's status")
+        await as_world(daemon, other).wait_phase("InSync", revision=other.first_commit)
+
+        assert daemon.supervisor.loops[world.name] is loop
+        await daemon.github_push()
+        await eventually(lambda: loop.passes > passes, what="another pass of the first app")
+        assert (await document(daemon))["config"]["sha256"] == sha256(path.read_text())
+    assert other.live_image() == other.image(other.first_commit)
+    assert world.updates() == 1
+
+
+async def test_a_removed_app_stops_and_the_other_keeps_its_loop(world: World, other: World) -> None:
+    """The removed app's status is gone and pushes to it nudge nothing; the other app's loop
+    is the same object and its pass count carries on."""
+    path = world.root / "reconciler.toml"
+    path.write_text(config_of(world, other))
+    async with daemon_on(path, world) as daemon:
+        await daemon.wait_phase("InSync", revision=world.first_commit)
+        await as_world(daemon, other).wait_phase("InSync", revision=other.first_commit)
+        loop = daemon.supervisor.loops[world.name]
+        passes = loop.passes
+
+        path.write_text(world.config_text())
+        await eventually(lambda: gone(daemon, other.name), what="the removed app's 404")
+
+        assert other.name not in daemon.supervisor.loops
+        other.repo.commit({"app.txt": "version 2\n"}, "second")
+        answer = await as_world(daemon, other).github_push()
+        assert (answer.status, await answer.json()) == (202, {"nudged": []})
+
+        assert daemon.supervisor.loops[world.name] is loop
+        await daemon.github_push()
+        await eventually(lambda: loop.passes > passes, what="another pass of the kept app")
+        assert (await daemon.status())["phase"] == "InSync"
+        async with daemon.http.get(f"{daemon.url}/metrics") as metrics:
+            assert other.name not in await metrics.text()
+        async with daemon.http.get(f"{daemon.url}/readyz") as ready:
+            assert ready.status == 200
+    assert other.updates() == 1
+    assert other.live_image() == other.image(other.first_commit)
+
+
+async def test_a_changed_app_restarts_and_the_unchanged_one_is_not_disturbed(
+    world: World, other: World
+) -> None:
+    """Suspending one app restarts only its loop, which then reports Suspended."""
+    path = world.root / "reconciler.toml"
+    path.write_text(config_of(world, other))
+    async with daemon_on(path, world) as daemon:
+        await daemon.wait_phase("InSync", revision=world.first_commit)
+        changed = as_world(daemon, other)
+        await changed.wait_phase("InSync", revision=other.first_commit)
+        kept, restarted = daemon.supervisor.loops[world.name], daemon.supervisor.loops[other.name]
+
+        other.app_overrides["suspended"] = True
+        path.write_text(config_of(world, other))
+        status = await changed.wait_phase("Suspended")
+
+        assert daemon.supervisor.loops[other.name] is not restarted
+        assert daemon.supervisor.loops[world.name] is kept
+        # The restarted app keeps its history and its live state; only its loop is new.
+        assert status["history"][0]["revision"] == other.first_commit
+        assert status["live"]["image"] == other.image(other.first_commit)
+        assert (await daemon.status())["phase"] == "InSync"
+
+
+async def test_invalid_edits_are_logged_and_the_last_good_config_keeps_running(
+    world: World,
+) -> None:
+    """A deleted file, garbage, an empty file, a bad value: each is logged as one error naming
+    the problem and shown in /status; the app goes on deploying under the last good config,
+    and putting the good file back clears the error."""
+    path = world.write_config()
+    good = path.read_text()
+    world.app_overrides["rollout_timeout"] = "soon"
+    bad_value = world.config_text()
+    world.app_overrides.pop("rollout_timeout")
+
+    async with daemon_on(path, world) as daemon:
+        await daemon.wait_phase("InSync", revision=world.first_commit)
+        loop = daemon.supervisor.loops[world.name]
+        config = (await document(daemon))["config"]
+        assert (config["path"], config["sha256"], config["last_error"]) == (
+            str(path),
+            sha256(good),
+            None,
+        )
+
+        async def edit(text: str | None, problem: str | None) -> None:
+            """Make the edit; wait for /status to show `problem` (None: no error)."""
+
+            async def shown() -> bool:
+                error = (await document(daemon))["config"]["last_error"]
+                return error is None if problem is None else problem in (error or "")
+
+            with structlog.testing.capture_logs() as logs:
+                if text is None:
+                    path.unlink()
+                else:
+                    path.write_text(text)
+                await eventually(shown, what=f"config error {problem!r} in /status")
+            errors = [e for e in logs if e["log_level"] == "error"]
+            if problem is None:
+                assert errors == []
+            else:
+                assert len(errors) == 1, errors
+                assert errors[0]["event"] == "config_invalid_keeping_last_good"
+                assert any(problem in line for line in errors[0]["problems"]), errors
+            assert (await document(daemon))["config"]["sha256"] == sha256(good)
+            assert daemon.supervisor.loops[world.name] is loop
+
+        # Deleted, then put back as it was (an editor's save by rename, a config management
+        # run): the error must clear even though the content is unchanged.
+        await edit(None, "file not found")
+        await edit(good, None)
+        await edit("[[apps]\nname = ", "not valid TOML")
+        await edit("", "file is empty")
+        await edit(bad_value, f"apps[{world.name}].rollout_timeout")
+
+        # Still working on the last good config: a new commit is deployed.
+        second = world.repo.commit({"app.txt": "version 2\n"}, "second")
+        await daemon.github_push()
+        await daemon.wait_phase("InSync", revision=second)
+
+        await edit(good, None)
+    assert world.updates() == 2
+
+
+async def test_request_reload_applies_an_edit_at_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGHUP's effect: with the file check all but switched off, only the request explains
+    that the edit is applied."""
+    monkeypatch.setattr(supervisor_module, "CONFIG_CHECK_INTERVAL", 3600.0)
+    path = world.write_config()
+    async with daemon_on(path, world) as daemon:
+        await daemon.wait_phase("InSync", revision=world.first_commit)
+        loop = daemon.supervisor.loops[world.name]
+
+        world.app_overrides["suspended"] = True
+        path.write_text(world.config_text())
+        daemon.supervisor.request_reload()
+        await daemon.wait_phase("Suspended", timeout=30)
+
+        assert daemon.supervisor.loops[world.name] is not loop
+        assert (await document(daemon))["config"]["sha256"] == sha256(path.read_text())

@@ -1,0 +1,242 @@
+"""Small, honest in-memory fakes of the adapters, for tests of one app's loop.
+
+Each fake keeps the state a real service would (git heads, pushed tags, task definitions,
+the service's deployments) and records the calls that change something, so a test can say
+what was done and what was not. Failures are queued per call: `fail_next("update_service",
+AwsUnavailable("..."))` makes the next call raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from reconciler.adapters.docker import BuildResult
+from reconciler.adapters.git import GitSource
+from reconciler.adapters.registry import RegistryAuth
+from reconciler.backoff import Timings
+from reconciler.config import AppConfig
+from reconciler.loop import Adapters, AppLoop
+from reconciler.metrics import Metrics
+from reconciler.model import Deployment, ServiceState
+from reconciler.state import StateStore
+from reconciler.status import AppStatus
+
+REGISTRY = "registry.test"
+QUICK = Timings(retry_base=0.01, retry_cap=0.05, rollout_polls=(0.01,), rollback_wait=0.1)
+
+
+class _Failures:
+    def __init__(self) -> None:
+        self._queued: dict[str, deque[BaseException]] = defaultdict(deque)
+
+    def fail_next(self, call: str, *errors: BaseException) -> None:
+        self._queued[call].extend(errors)
+
+    def check(self, call: str) -> None:
+        if self._queued[call]:
+            raise self._queued[call].popleft()
+
+
+class FakeGit(_Failures):
+    def __init__(self, head: str) -> None:
+        super().__init__()
+        self.head = head
+        self.resolves = 0
+
+    async def resolve(self, source: GitSource) -> str:
+        self.resolves += 1
+        await asyncio.sleep(0)
+        self.check("resolve")
+        return self.head
+
+    def forget_heads(self, url: str) -> None:
+        pass
+
+    async def export_context(
+        self, source: GitSource, *, commit: str, context: str, dockerfile: str
+    ) -> BinaryIO:
+        return io.BytesIO(b"tar of " + commit.encode())
+
+
+class FakeDocker(_Failures):
+    def __init__(self) -> None:
+        super().__init__()
+        self.builds: list[str] = []
+        self.pushes: list[str] = []
+        self.during_build: Callable[[str], Any] | None = None
+
+    async def build(self, *, tag: str, **_: Any) -> BuildResult:
+        self.builds.append(tag)
+        if self.during_build is not None:
+            await self.during_build(tag)
+        self.check("build")
+        return BuildResult(image_id="sha256:" + "0" * 64, log_tail=(), cached_steps=0)
+
+    async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
+        self.check("push")
+        self.pushes.append(image)
+        return "sha256:" + "1" * 64
+
+
+class FakeRegistry(_Failures):
+    def __init__(self, docker: FakeDocker) -> None:
+        super().__init__()
+        self._docker = docker
+
+    async def has_tag(
+        self, *, registry: str, repository: str, tag: str, auth: RegistryAuth | None
+    ) -> bool:
+        self.check("has_tag")
+        return f"{registry}/{repository}:{tag}" in self._docker.pushes
+
+
+class FakeEcr:
+    async def registry(self) -> str:
+        return REGISTRY
+
+    async def auth(self) -> RegistryAuth:
+        return RegistryAuth(username="AWS", password="fake-ecr-password", server=REGISTRY)
+
+
+@dataclass
+class FakeEcs(_Failures):
+    """One service whose rollouts complete at the next DescribeServices."""
+
+    cluster: str = "cluster"
+    service: str = "web"
+    definitions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    registered: list[str] = field(default_factory=list)  # ARNs, in order
+    updates: list[str] = field(default_factory=list)  # task definitions, in order
+    state: ServiceState | None = None
+    before_register: Callable[[], Any] | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        arn = self._arn(1)
+        self.definitions[arn] = {
+            "family": "web",
+            "containerDefinitions": [
+                {"name": "app", "image": f"{REGISTRY}/web:bootstrap"},
+                {"name": "sidecar", "image": "public.test/sidecar:1"},
+            ],
+        }
+        self.state = ServiceState(
+            cluster=self.cluster,
+            service=self.service,
+            task_definition=arn,
+            deployments=(Deployment("ecs-svc/0", "PRIMARY", arn, "COMPLETED", 1, 1),),
+        )
+
+    def _arn(self, revision: int) -> str:
+        return f"arn:aws:ecs:us-east-1:123456789012:task-definition/web:{revision}"
+
+    def image_of(self, arn: str) -> str:
+        return str(self.definitions[arn]["containerDefinitions"][0]["image"])
+
+    async def describe_service(self, cluster: str, service: str) -> ServiceState:
+        await asyncio.sleep(0)
+        self.check("describe_service")
+        assert self.state is not None
+        primary = self.state.primary
+        if primary is not None and primary.rollout_state == "IN_PROGRESS":
+            self.state = replace(
+                self.state, deployments=(replace(primary, rollout_state="COMPLETED"),)
+            )
+        return self.state
+
+    async def task_definition(self, arn: str) -> tuple[dict[str, Any], list[Any]]:
+        await asyncio.sleep(0)
+        return dict(self.definitions[arn]), []
+
+    async def register_task_definition(self, definition: Mapping[str, Any], tags: list[Any]) -> str:
+        if self.before_register is not None:
+            self.before_register()
+        await asyncio.sleep(0)
+        self.check("register_task_definition")
+        arn = self._arn(len(self.definitions) + 1)
+        self.definitions[arn] = dict(definition)
+        self.registered.append(arn)
+        return arn
+
+    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
+        await asyncio.sleep(0)
+        self.check("update_service")
+        assert self.state is not None
+        self.updates.append(task_definition)
+        deployment_id = f"ecs-svc/{len(self.updates)}"
+        old = self.state.primary
+        deployments = [Deployment(deployment_id, "PRIMARY", task_definition, "IN_PROGRESS", 0, 1)]
+        if old is not None:
+            deployments.append(replace(old, status="ACTIVE"))
+        self.state = replace(
+            self.state, task_definition=task_definition, deployments=tuple(deployments)
+        )
+        return deployment_id
+
+
+@dataclass
+class FakeWorld:
+    """An AppLoop wired to fakes, and the fakes to look at."""
+
+    app: AppConfig
+    git: FakeGit
+    docker: FakeDocker
+    registry: FakeRegistry
+    ecs: FakeEcs
+    store: StateStore
+    status: AppStatus
+    metrics: Metrics
+    loop: AppLoop
+
+    @classmethod
+    def create(
+        cls, state_dir: Path, *, head: str, poll_interval: float = 3600.0, timings: Timings = QUICK
+    ) -> FakeWorld:
+        app = AppConfig(
+            name="web",
+            repo="file:///srv/web.git",
+            ecr_repository="web",
+            cluster="cluster",
+            service="web",
+            rollout_timeout=5.0,
+        )
+        git, docker, ecs = FakeGit(head), FakeDocker(), FakeEcs()
+        registry = FakeRegistry(docker)
+        adapters = Adapters(
+            git=cast(Any, git),
+            docker=cast(Any, docker),
+            registry=cast(Any, registry),
+            ecr=cast(Any, FakeEcr()),
+            ecs=cast(Any, ecs),
+        )
+        store, status, metrics = StateStore(state_dir), AppStatus(name="web"), Metrics()
+        loop = AppLoop(
+            app=app,
+            poll_interval=poll_interval,
+            adapters=adapters,
+            build_slots=asyncio.Semaphore(2),
+            store=store,
+            status=status,
+            metrics=metrics,
+            timings=timings,
+        )
+        return cls(app, git, docker, registry, ecs, store, status, metrics, loop)
+
+    def image(self, revision: str) -> str:
+        return f"{REGISTRY}/web:{revision}"
+
+    def live_image(self) -> str:
+        assert self.ecs.state is not None
+        return self.ecs.image_of(self.ecs.state.task_definition)
+
+    def count(self, result: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "reconciler_reconcile_total", {"app": self.app.name, "result": result}
+        )
+        return value or 0.0
