@@ -7,7 +7,8 @@ process, so its CPU and memory are its own and the sandbox AWS it talks to is el
 top it writes `RUN_DIR/listening.json` once it listens, and on SIGUSR1 it writes
 `RUN_DIR/stats.json`: git network operations, passes, and how many DescribeServices requests
 the app loops made (to compare with the calls that reached AWS). SIGUSR2 starts pyinstrument
-and, the second time, stops it and writes `RUN_DIR/profile.txt` and `profile.html`.
+and, the second time, stops it and writes `RUN_DIR/profile.txt` (call tree, then functions
+by own time), `profile.html` and the raw session `profile.pyisession`.
 """
 
 from __future__ import annotations
@@ -55,13 +56,13 @@ class Instrumented:
         ecs = adapters.ecs
         describe, task_definition = ecs.describe_service, ecs.task_definition
 
-        async def counted_describe(cluster: str, service: str) -> Any:
+        async def counted_describe(*args: Any, **kwargs: Any) -> Any:
             self.describe_requests += 1
-            return await describe(cluster, service)
+            return await describe(*args, **kwargs)
 
-        async def counted_task_definition(arn: str) -> Any:
+        async def counted_task_definition(*args: Any, **kwargs: Any) -> Any:
             self.task_definition_requests += 1
-            return await task_definition(arn)
+            return await task_definition(*args, **kwargs)
 
         ecs.describe_service = counted_describe  # type: ignore[method-assign]
         ecs.task_definition = counted_task_definition  # type: ignore[method-assign]
@@ -96,9 +97,12 @@ class Profiling:
             return
         profiler, self._profiler = self._profiler, None
         profiler.stop()
-        text = profiler.output_text(unicode=False, color=False, show_all=False)
-        (self._run_dir / "profile.txt").write_text(text)
+        tree = profiler.output_text(unicode=False, color=False, show_all=False)
+        flat = profiler.output_text(unicode=False, color=False, flat=True)
+        top = "\n".join(flat.splitlines()[:60])
+        (self._run_dir / "profile.txt").write_text(f"{tree}\n\nBy own time:\n{top}\n")
         (self._run_dir / "profile.html").write_text(profiler.output_html())
+        profiler.last_session.save(str(self._run_dir / "profile.pyisession"))
         _write_json(self._run_dir / "profile.done", {"t": time.monotonic()})
 
 

@@ -28,8 +28,11 @@ from bench.sandbox import AppSpec, provision_apps, running_sandbox
 from bench.stats import Row, render_table
 from reconciler.adapters.docker import DockerEngine
 from reconciler.errors import ReconcilerError
+from reconciler.sandbox import SandboxAws
 
 OUT = Path(__file__).resolve().parent / "out"
+# events: webhook latency, rollout detection, deploys (with the peer), builds.
+SCENARIOS = ("events", "steady", "context")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Options:
     profile: bool
     out: Path
     keep: bool
+    only: frozenset[str]
 
 
 def parse(argv: list[str]) -> Options:
@@ -50,8 +54,16 @@ def parse(argv: list[str]) -> Options:
     )
     parser.add_argument("--out", type=Path, default=OUT, help="where results go")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated scenarios to run, of {', '.join(SCENARIOS)} (default: all)",
+    )
     args = parser.parse_args(argv)
-    return Options(args.quick, not args.no_peer, args.profile, args.out, args.keep)
+    only = frozenset(s.strip() for s in args.only.split(",") if s.strip())
+    if not only or only - set(SCENARIOS):
+        parser.error(f"--only takes scenarios from {', '.join(SCENARIOS)}")
+    return Options(args.quick, not args.no_peer, args.profile, args.out, args.keep, only)
 
 
 def machine() -> dict[str, str]:
@@ -94,73 +106,45 @@ async def run(options: Options) -> list[Row]:
     log = Progress()
     registry = Registry()
     await check_services(registry)
-    event_sizes = events.QUICK if options.quick else events.FULL
-    steady_sizes = steady.QUICK if options.quick else steady.FULL
-    context_sizes = context.QUICK if options.quick else context.FULL
-    peer_rounds = 1 if options.quick else 3
     the_peer: peer.Peer | None = None
-    skipped = ""
-    if options.peer:
+    if options.peer and "events" in options.only:
         the_peer = peer.ensure_peer(log)
         log(f"peer: ecs-deploy {the_peer.version} (botocore {the_peer.botocore})")
-    else:
-        skipped = "--no-peer"
     root = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
     options.out.mkdir(parents=True, exist_ok=True)
     raw: dict[str, Any] = {"machine": machine(), "quick": options.quick}
     rows: list[Row] = []
+    build_rows: list[Row] = []
     try:
         with running_sandbox() as aws:
-            log(f"sandbox AWS at {aws.endpoint_url}; making repositories and services")
-            world = events.EventWorld.create(aws, registry, root / "events", event_sizes)
-            n = event_sizes.deploy_services
-            sequential = [
-                AppSpec(f"seq-{i:02d}", "bench-seq", "file:///dev/null", world.deploy[i].image)
-                for i in range(n)
-            ]
-            parallel = [
-                AppSpec(f"par-{i:02d}", "bench-par", "file:///dev/null", world.deploy[i].image)
-                for i in range(n)
-            ]
-            provision_apps(aws, sequential + parallel)
-            results = await events.run_events(
-                world, root / "events-daemon", profile=options.profile, log=log
-            )
-            raw["events"] = asdict(results)
-            peer_results = peer.PeerResults(skipped=skipped)
-            if the_peer is not None:
-                log(f"peer: {n} sequential and {n} parallel `ecs deploy` x {peer_rounds}")
-                peer_results = await peer.run_peer(
-                    the_peer,
-                    aws,
-                    registry,
-                    sequential=sequential,
-                    parallel=parallel,
-                    rounds=peer_rounds,
+            log(f"sandbox AWS at {aws.endpoint_url}")
+            if "events" in options.only:
+                event_rows, build_rows = await run_events(
+                    options,
+                    aws=aws,
+                    registry=registry,
+                    root=root,
+                    the_peer=the_peer,
+                    raw=raw,
+                    log=log,
                 )
-            raw["peer"] = asdict(peer_results)
-            rows += events.latency_rows(results)
-            rows += events.detection_rows(results, event_sizes.detection_after)
-            rows += peer.deploy_rows(
-                services=n,
-                daemon_wall=results.deploy_wall,
-                daemon_calls=results.deploy_calls,
-                peer=peer_results,
-                quick=options.quick,
-            )
-            steady_results = await steady.run_steady(
-                aws, registry, root / "steady", steady_sizes, profile=options.profile, log=log
-            )
-            raw["steady"] = asdict(steady_results)
-            rows += steady.steady_rows(steady_results, quick=options.quick)
-        log("build context export")
-        context_results = await context.run_context(root / "context", context_sizes, log=log)
-        raw["context"] = asdict(context_results)
-        rows += context.context_rows(context_results)
-        rows += events.build_rows(results)
-        if options.profile:
-            (options.out / "profile-webhook.txt").write_text(results.profile)
-            (options.out / "profile-steady.txt").write_text(steady_results.profile)
+                rows += event_rows
+            if "steady" in options.only:
+                sizes = steady.QUICK if options.quick else steady.FULL
+                steady_results = await steady.run_steady(
+                    aws, registry, root / "steady", sizes, profile=options.profile, log=log
+                )
+                raw["steady"] = asdict(steady_results)
+                rows += steady.steady_rows(steady_results, quick=options.quick)
+                if options.profile:
+                    save_profile(options.out, "steady", steady_results.profile)
+        if "context" in options.only:
+            log("build context export")
+            context_sizes = context.QUICK if options.quick else context.FULL
+            context_results = await context.run_context(root / "context", context_sizes, log=log)
+            raw["context"] = asdict(context_results)
+            rows += context.context_rows(context_results)
+        rows += build_rows
     finally:
         if options.keep:
             log(f"kept {root}")
@@ -171,6 +155,62 @@ async def run(options: Options) -> list[Row]:
     (options.out / f"results-{name}.json").write_text(json.dumps(raw, indent=1, default=str))
     log("done")
     return rows
+
+
+async def run_events(
+    options: Options,
+    *,
+    aws: SandboxAws,
+    registry: Registry,
+    root: Path,
+    the_peer: peer.Peer | None,
+    raw: dict[str, Any],
+    log: Progress,
+) -> tuple[list[Row], list[Row]]:
+    """The webhook-driven scenarios on one daemon, then the peer on services like them.
+
+    Returns the rows, and apart the build row (the table shows it last, as issue 5 does).
+    """
+    sizes = events.QUICK if options.quick else events.FULL
+    log("making repositories and services")
+    world = events.EventWorld.create(aws, registry, root / "events", sizes)
+    n = sizes.deploy_services
+    sequential = [
+        AppSpec(f"seq-{i:02d}", "bench-seq", "file:///dev/null", world.deploy[i].image)
+        for i in range(n)
+    ]
+    parallel = [
+        AppSpec(f"par-{i:02d}", "bench-par", "file:///dev/null", world.deploy[i].image)
+        for i in range(n)
+    ]
+    provision_apps(aws, sequential + parallel)
+    results = await events.run_events(
+        world, root / "events-daemon", profile=options.profile, log=log
+    )
+    raw["events"] = asdict(results)
+    if options.profile:
+        save_profile(options.out, "webhook", results.profile)
+    peer_results = peer.PeerResults(skipped="" if the_peer else "--no-peer")
+    if the_peer is not None:
+        rounds = 1 if options.quick else 3
+        log(f"peer: {n} sequential and {n} parallel `ecs deploy` x {rounds}")
+        peer_results = await peer.run_peer(
+            the_peer, aws, registry, sequential=sequential, parallel=parallel, rounds=rounds
+        )
+    raw["peer"] = asdict(peer_results)
+    rows = events.latency_rows(results) + events.detection_rows(results, sizes.detection_after)
+    rows += peer.deploy_rows(
+        services=n,
+        daemon_wall=results.deploy_wall,
+        daemon_calls=results.deploy_calls,
+        peer=peer_results,
+        quick=options.quick,
+    )
+    return rows, events.build_rows(results)
+
+
+def save_profile(out: Path, name: str, profile: str) -> None:
+    (out / f"profile-{name}.txt").write_text(profile)
 
 
 def raw_load(options: Options) -> str:

@@ -424,13 +424,20 @@ class AppLoop:
             memory=memory,
         )
 
-    async def _superseded(self, revision: str, memory: AppMemory, started_at: datetime) -> bool:
+    async def _superseded(
+        self,
+        revision: str,
+        memory: AppMemory,
+        started_at: datetime,
+        *,
+        event: str = "superseded_before_deploy",
+    ) -> bool:
         """Ask git again; True (and recorded) when the desired revision moved on."""
         self._nudges_at_resolve = self._nudges
         latest = await self._io.git.resolve(self._source)
         if latest == revision:
             return False
-        log.info("superseded_before_deploy", newer=latest)
+        log.info(event, newer=latest)
         self._record(memory, revision, Result.SUPERSEDED, started_at, f"superseded by {latest}")
         return True
 
@@ -561,23 +568,18 @@ class AppLoop:
                     memory=memory,
                     began=began,
                 )
-            if self._nudged_during_rollout.is_set():
+            # Counted, not just flagged: a nudge that came during the registration or the
+            # UpdateService (before this watch began) must be seen here too.
+            if self._nudges != self._nudges_at_resolve:
                 self._nudged_during_rollout.clear()
                 # Any git failure here (remote down, branch gone) only means "no newer
                 # revision known": the rollout is still ours to judge and roll back.
                 with contextlib.suppress(ReconcilerError):
-                    latest = await self._io.git.resolve(self._source)
-                    if latest != revision:
-                        # The newer revision's UpdateService supersedes this rollout; ECS
-                        # replaces the in-flight deployment, so there is nothing to undo.
-                        log.info("rollout_superseded", newer=latest, deployment=deployment_id)
-                        self._record(
-                            memory,
-                            revision,
-                            Result.SUPERSEDED,
-                            started_at,
-                            f"superseded by {latest}",
-                        )
+                    # The newer revision's UpdateService supersedes this rollout; ECS
+                    # replaces the in-flight deployment, so there is nothing to undo.
+                    if await self._superseded(
+                        revision, memory, started_at, event="rollout_superseded"
+                    ):
                         return Next.AGAIN
             delay = backoff.rollout_delay(poll, self._timings.rollout_polls)
             poll += 1

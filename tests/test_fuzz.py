@@ -1,6 +1,6 @@
 """Fuzzing the daemon's two untrusted inputs: HTTP requests and the config file.
 
-Whatever arrives over HTTP gets an answer below 500 (a 500 means a handler crashed); whatever
+Whatever arrives over HTTP gets an answer other than 500 (a handler crashed); whatever
 text the config file holds, `parse_config` returns a Config or raises ConfigError, nothing else.
 """
 
@@ -167,7 +167,10 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
 def test_no_request_makes_a_handler_fail(
     served: Served, request: tuple[str, str, dict[str, str], bytes]
 ) -> None:
-    """Any method, path, headers and body: an answer below 500, with a JSON error body."""
+    """Any method, path, headers and body: never a 500 (a crashed handler); errors are JSON.
+
+    A 503 is a designed answer (an app with no loop right now, not ready, not healthy).
+    """
     method, path, headers, body = request
 
     async def send() -> tuple[int, str, bytes]:
@@ -175,7 +178,7 @@ def test_no_request_makes_a_handler_fail(
             return answer.status, answer.content_type, await answer.read()
 
     status, content_type, payload = served.loop.run_until_complete(send())
-    assert status < 500, (status, payload)
+    assert status < 500 or status == 503, (status, payload)
     if status >= 400:
         assert content_type == "application/json"
         assert isinstance(json.loads(payload)["error"], str)

@@ -465,6 +465,10 @@ async def test_readyz_is_503_until_every_app_was_observed(daemon: Daemon) -> Non
     statuses["gitlab-app"].observed = True
     code, _ = await daemon.get("/readyz")
     assert code == 200
+    # An app in the config whose loop has not started yet (just added by a reload) counts.
+    del statuses["other-repo"]
+    code, body = await daemon.get("/readyz")
+    assert (code, body["waiting_for"]) == (503, ["other-repo"])
 
 
 async def test_healthz_is_503_once_an_app_loop_has_died(daemon: Daemon) -> None:

@@ -161,6 +161,33 @@ async def test_a_nudge_before_registration_drops_the_older_revision(tmp_path: Pa
     assert [h.result.value for h in world.status.history][-1] == "superseded"
 
 
+async def test_a_nudge_during_update_service_cuts_the_older_rollout_short(
+    tmp_path: Path,
+) -> None:
+    """B announced while A's UpdateService is on the wire: A's rollout is not waited out."""
+    world = FakeWorld.create(tmp_path, head=A)
+    world.ecs.settle_after = 1000  # A's rollout would take the whole rollout_timeout
+
+    def push_b(task_definition: str) -> None:
+        if world.ecs.image_of(task_definition) == world.image(A):
+            world.git.head = B
+            world.ecs.settle_after = 0
+            world.loop.nudge()
+
+    world.ecs.during_update = push_b
+    async with running(world):
+        await eventually(
+            lambda: world.status.phase is Phase.IN_SYNC and world.live_image() == world.image(B),
+            what="B live",
+        )
+    assert [world.ecs.image_of(arn) for arn in world.ecs.updates] == [
+        world.image(A),
+        world.image(B),
+    ]
+    results = [(h.revision, h.result.value) for h in world.status.history]
+    assert results == [(B, "deployed"), (A, "superseded")]
+
+
 async def test_a_burst_of_nudges_collapses_into_one_pass(tmp_path: Path) -> None:
     """500 nudges while idle start one pass; the nudges during it start one more, no more."""
     world = FakeWorld.create(tmp_path, head=A)

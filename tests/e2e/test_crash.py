@@ -7,8 +7,9 @@ sandbox AWS stays in the test process.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ async def start(world: World, spawn: list[DaemonProcess], run: int) -> DaemonPro
     return process
 
 
-def in_sync(world: World, revision: str) -> object:
+def in_sync(world: World, revision: str) -> Callable[[dict[str, Any]], bool]:
     return lambda s: s["phase"] == "InSync" and s["live"]["image"] == world.image(revision)
 
 
@@ -71,8 +72,10 @@ async def test_sigkill_between_registration_and_update_service(
     world.aws.faults.inject("UpdateService", times=1000, status=500, code="ServerException")
     first = await start(world, spawn, 1)
     await eventually(
-        lambda: world.aws.calls.count("RegisterTaskDefinition") > registered
-        and world.aws.calls.count("UpdateService") >= attempts + 2,
+        lambda: (
+            world.aws.calls.count("RegisterTaskDefinition") > registered
+            and world.aws.calls.count("UpdateService") >= attempts + 2
+        ),
         what="a registration and a refused UpdateService",
     )
     first.kill()
@@ -101,9 +104,7 @@ async def test_sigkill_mid_rollout_then_restart_awaits_the_same_rollout(
     assert deployments[0]["rolloutState"] == "IN_PROGRESS"
 
     second = await start(world, spawn, 2)
-    await eventually(
-        lambda: "rollout_in_flight_found" in events(second), what="the rollout found"
-    )
+    await eventually(lambda: "rollout_in_flight_found" in events(second), what="the rollout found")
     await second.wait_for(world.name, lambda s: s["phase"] == "Deploying", what="awaiting it")
     world.aws.rollouts.set_scenario(world.cluster, world.name, Scenario("complete"))
     status = await second.wait_for(world.name, in_sync(world, world.first_commit), what="done")

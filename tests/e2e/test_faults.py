@@ -11,6 +11,7 @@ import asyncio
 import json
 import socket
 import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,13 @@ from tests.support.probes import (
     slow_dockerfile,
 )
 from tests.support.registry_process import RegistryProcess
-from tests.support.world import DOCKERFILE, FAST, World
+from tests.support.world import DOCKERFILE, FAST, RunningDaemon, World
 
 pytestmark = [pytest.mark.e2e]
+
+
+def held_more_than(daemon: RunningDaemon, count: float) -> bool:
+    return reconcile_count(daemon, "held") > count
 
 
 def history(status: dict[str, object]) -> list[tuple[str, str]]:
@@ -197,9 +202,7 @@ async def test_broken_dockerfile_fails_after_three_builds_and_a_fixed_commit_dep
         for _ in range(3):  # each nudge runs a pass, and each pass stays held
             held = reconcile_count(daemon, "held")
             await daemon.github_push()
-            await eventually(
-                lambda held=held: reconcile_count(daemon, "held") > held, what="held pass"
-            )
+            await eventually(partial(held_more_than, daemon, held), what="held pass")
         status = await daemon.status()
         assert history(status).count((broken, "build_failed")) == 3
         assert status["phase"] == "Failed"
@@ -235,9 +238,7 @@ async def test_circuit_breaker_failure_is_held_until_sync(world: World) -> None:
         for _ in range(3):
             held = reconcile_count(daemon, "held")
             await daemon.github_push()
-            await eventually(
-                lambda held=held: reconcile_count(daemon, "held") > held, what="held pass"
-            )
+            await eventually(partial(held_more_than, daemon, held), what="held pass")
         assert world.updates() == updates == 2
         assert world.service()["taskDefinition"] == first_td
 
@@ -371,9 +372,11 @@ async def test_a_push_during_the_rollout_ends_with_the_newer_revision_live(
         await daemon.wait_for(
             lambda s: s["phase"] == "Deploying" and s["desired"]["revision"] == older, what="A"
         )
-        world.aws.rollouts.set_scenario(world.cluster, world.name, Scenario("complete", after=0.3))
         newer = world.repo.commit({"app.txt": "version B\n"}, "B")
         await daemon.github_push()
+        await daemon.wait_for(lambda s: s["desired"]["revision"] == newer, what="B wanted")
+        # A is still rolling out (2 s); from here on rollouts settle quickly.
+        world.aws.rollouts.set_scenario(world.cluster, world.name, Scenario("complete", after=0.3))
         await daemon.wait_phase("InSync", revision=newer)
         for _ in range(2):
             await daemon.github_push()
@@ -381,7 +384,7 @@ async def test_a_push_during_the_rollout_ends_with_the_newer_revision_live(
     images = [image_of(world, arn) for arn in updates]
     assert images == [world.image(c) for c in (world.first_commit, older, newer)]
     assert world.live_image() == world.image(newer)
-    assert history(status)[0] == (newer, "deployed")
+    assert history(status)[:2] == [(newer, "deployed"), (older, "superseded")]
 
 
 # --- 9. a webhook burst --------------------------------------------------------------------
@@ -415,7 +418,8 @@ async def test_a_burst_of_500_webhooks_and_replays_costs_two_passes_and_one_depl
 async def test_a_failing_app_never_holds_up_a_healthy_one(
     tmp_path: Path, aws: SandboxAws, registry: str, docker_engine: str, base_image: str
 ) -> None:
-    """One app fails its build, then loses its service; the other deploys every new commit."""
+    """One app fails its build, then loses its service under throttling; the other deploys
+    every new commit all the while."""
     aws.faults.clear()
     healthy = World.create(tmp_path / "healthy", aws, registry)
     failing = World.create(tmp_path / "failing", aws, registry)
@@ -434,6 +438,9 @@ async def test_a_failing_app_never_holds_up_a_healthy_one(
         failing.repo.commit({"Dockerfile": DOCKERFILE}, "fixed, but no service to deploy to")
         await bad.github_push()
         await bad.wait_for(lambda s: "not found" in (s["last_error"] or ""), what="no service")
+        # And AWS throttles (faults are per action, so the healthy app gets its share too).
+        aws.faults.inject("DescribeServices", times=4, code="ThrottlingException")
+        aws.faults.inject("UpdateService", times=2, code="ThrottlingException")
         third = healthy.repo.commit({"app.txt": "version 3\n"}, "third")
         await good.github_push()
         await good.wait_phase("InSync", revision=third)
@@ -441,5 +448,6 @@ async def test_a_failing_app_never_holds_up_a_healthy_one(
         async with good.http.get(f"{good.url}/healthz") as answer:
             assert answer.status == 200
         assert reconcile_count(bad, "stalled", app=failing.name) >= 1
+        assert (await bad.status())["phase"] != "InSync"
     assert healthy.updates() == 3
     assert failing.updates() == 0

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from reconciler.sandbox.rollout import Scenario
+from tests.support.daemon_process import DaemonProcess
 from tests.support.world import World
 from tests.test_cli import reconciler
 
@@ -169,6 +168,9 @@ async def test_readyz_waits_for_a_first_observation_and_metrics_show_the_outcome
             assert (await answer.json())["waiting_for"] == [world.name]
         async with daemon.http.get(f"{daemon.url}/healthz") as answer:
             assert answer.status == 200
+        async with daemon.http.get(f"{daemon.url}/metrics") as answer:
+            before = await answer.text()
+        assert sample(before, "reconciler_app_in_sync", app=world.name) == 0.0
 
         world.aws.faults.clear()
         await daemon.wait_phase("InSync", revision=world.first_commit)
@@ -194,93 +196,44 @@ async def test_readyz_waits_for_a_first_observation_and_metrics_show_the_outcome
 # --- run as a process ------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def daemon_process(world: World) -> AsyncIterator[tuple[asyncio.subprocess.Process, Lines]]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "reconciler",
-        "run",
-        "--config",
-        str(world.write_config()),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    lines = Lines(process)
-    try:
-        yield process, lines
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        await lines.done()
-
-
-class Lines:
-    """The daemon's stdout, collected as it comes."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.raw: list[str] = []
-        self._new = asyncio.Event()
-        self._task = asyncio.create_task(self._read(process))
-
-    async def _read(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None
-        async for line in process.stdout:
-            self.raw.append(line.decode())
-            self._new.set()
-
-    async def done(self) -> None:
-        with suppress(asyncio.CancelledError):
-            await asyncio.wait_for(self._task, 30)
-
-    async def wait_event(self, event: str, *, timeout: float = 60) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            seen = 0
-            while True:
-                for line in self.raw[seen:]:
-                    record = json.loads(line)
-                    if record.get("event") == event:
-                        return dict(record)
-                seen = len(self.raw)
-                self._new.clear()
-                await self._new.wait()
-
-
-async def test_run_stops_on_sigterm_mid_rollout_with_exit_0_and_json_logs(world: World) -> None:
+async def test_run_stops_on_sigterm_mid_rollout_with_exit_0_and_json_logs(
+    world: World, tmp_path: Path
+) -> None:
     """SIGTERM during a rollout: the daemon exits 0 and leaves the rollout to ECS (no
-    rollback). SIGHUP re-reads the config. Every stdout line is a JSON object."""
+    rollback). SIGHUP re-reads the config. Every line it prints, stderr included, is a JSON
+    object with timestamp, level and event."""
     world.aws.rollouts.set_scenario(world.cluster, world.name, Scenario("stick"))
-    async with daemon_process(world) as (process, lines):
-        address = (await lines.wait_event("listening"))["address"]
-        await lines.wait_event("service_updated")
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://{address}/status/{world.name}") as answer,
-        ):
-            assert (await answer.json())["phase"] == "Deploying"
+    daemon = DaemonProcess(world.write_config(), tmp_path / "daemon.log")
+    await daemon.start()
+    try:
+        await daemon.wait_for(world.name, lambda s: s["phase"] == "Deploying", what="Deploying")
 
-        process.send_signal(signal.SIGHUP)
-        reloaded = await lines.wait_event("config_reloaded")
+        os.kill(daemon.pid, signal.SIGHUP)
+        reloaded = await wait_event(daemon, "config_reloaded")
         assert (reloaded["added"], reloaded["removed"], reloaded["changed"]) == ([], [], [])
-
-        process.send_signal(signal.SIGTERM)
+    finally:
         # Generous: this bounds a hang, it does not measure the stop.
-        code = await asyncio.wait_for(process.wait(), 30)
-        await lines.done()
-        assert process.stderr is not None
-        stderr = (await process.stderr.read()).decode()
+        code = daemon.stop(timeout=30)
 
-    assert code == 0, stderr
-    assert "Traceback" not in stderr
-    records = [json.loads(line) for line in lines.raw]
+    assert code == 0, daemon.text()
+    lines = daemon.text().splitlines()
+    assert "Traceback" not in daemon.text()
+    records = [json.loads(line) for line in lines]
     for record in records:
         assert {"timestamp", "level", "event"} <= set(record), record
         assert record["timestamp"].endswith("Z"), record
-    events = [r["event"] for r in records]
-    assert "stopped" in events
+    assert records[-1]["event"] == "stopped"
     built = next(r for r in records if r["event"] == "build_started")
     assert (built["app"], built["revision"]) == (world.name, world.first_commit)
     # The rollout was left in flight, not rolled back.
     assert world.updates() == 1
     assert world.live_image() == world.image(world.first_commit)
+
+
+async def wait_event(daemon: DaemonProcess, event: str, *, timeout: float = 60) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            found = [e for e in daemon.events() if e.get("event") == event]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)

@@ -10,56 +10,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import structlog
 
 from reconciler import supervisor as supervisor_module
-from reconciler.config import load_config
 from reconciler.sandbox.aws import SandboxAws
-from reconciler.supervisor import Supervisor
-from tests.support.world import FAST, RunningDaemon, World
+from tests.support.multiapp import combined_config, daemon_for
+from tests.support.world import RunningDaemon, World
 
 pytestmark = [pytest.mark.e2e]
 
 
-def app_block(world: World) -> str:
-    """The world's [[apps]] table, to put several worlds' apps in one config file."""
-    text = world.config_text()
-    return text[text.index("[[apps]]") :]
-
-
-def config_of(first: World, *others: World) -> str:
-    """A config with `first`'s daemon, AWS and webhook settings and every world's app."""
-    return first.config_text() + "".join(app_block(w) for w in others)
-
-
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-@asynccontextmanager
-async def daemon_on(path: Path, world: World) -> AsyncIterator[RunningDaemon]:
-    """The daemon in-process on the config file at `path` (World.daemon writes its own)."""
-    supervisor = Supervisor(config=load_config(path), config_path=path, timings=FAST)
-    task = asyncio.create_task(supervisor.run(install_signals=False))
-    try:
-        async with asyncio.timeout(30):
-            while supervisor.listening is None:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.02)
-        host, port = supervisor.listening
-        async with aiohttp.ClientSession() as http:
-            yield RunningDaemon(world, supervisor, f"http://{host}:{port}", http, path)
-    finally:
-        supervisor.request_stop()
-        await asyncio.wait_for(task, timeout=15)
 
 
 def as_world(daemon: RunningDaemon, world: World) -> RunningDaemon:
@@ -110,13 +77,13 @@ async def test_an_added_app_starts_and_converges_and_the_other_is_not_disturbed(
     world: World, other: World
 ) -> None:
     """Appending an app to the file deploys it; the app already running keeps its loop."""
-    path = world.write_config()
-    async with daemon_on(path, world) as daemon:
+    async with daemon_for([world]) as (daemon,):
         await daemon.wait_phase("InSync", revision=world.first_commit)
         loop = daemon.supervisor.loops[world.name]
         passes = loop.passes
 
-        path.write_text(config_of(world, other))
+        path = daemon.config_path
+        path.write_text(combined_config([world, other]))
         await eventually(lambda: known(daemon, other.name), what="the added app's status")
         await as_world(daemon, other).wait_phase("InSync", revision=other.first_commit)
 
@@ -131,20 +98,18 @@ async def test_an_added_app_starts_and_converges_and_the_other_is_not_disturbed(
 async def test_a_removed_app_stops_and_the_other_keeps_its_loop(world: World, other: World) -> None:
     """The removed app's status is gone and pushes to it nudge nothing; the other app's loop
     is the same object and its pass count carries on."""
-    path = world.root / "reconciler.toml"
-    path.write_text(config_of(world, other))
-    async with daemon_on(path, world) as daemon:
+    async with daemon_for([world, other]) as (daemon, removed):
         await daemon.wait_phase("InSync", revision=world.first_commit)
-        await as_world(daemon, other).wait_phase("InSync", revision=other.first_commit)
+        await removed.wait_phase("InSync", revision=other.first_commit)
         loop = daemon.supervisor.loops[world.name]
         passes = loop.passes
 
-        path.write_text(world.config_text())
+        daemon.config_path.write_text(world.config_text())
         await eventually(lambda: gone(daemon, other.name), what="the removed app's 404")
 
         assert other.name not in daemon.supervisor.loops
         other.repo.commit({"app.txt": "version 2\n"}, "second")
-        answer = await as_world(daemon, other).github_push()
+        answer = await removed.github_push()
         assert (answer.status, await answer.json()) == (202, {"nudged": []})
 
         assert daemon.supervisor.loops[world.name] is loop
@@ -163,16 +128,13 @@ async def test_a_changed_app_restarts_and_the_unchanged_one_is_not_disturbed(
     world: World, other: World
 ) -> None:
     """Suspending one app restarts only its loop, which then reports Suspended."""
-    path = world.root / "reconciler.toml"
-    path.write_text(config_of(world, other))
-    async with daemon_on(path, world) as daemon:
+    async with daemon_for([world, other]) as (daemon, changed):
         await daemon.wait_phase("InSync", revision=world.first_commit)
-        changed = as_world(daemon, other)
         await changed.wait_phase("InSync", revision=other.first_commit)
         kept, restarted = daemon.supervisor.loops[world.name], daemon.supervisor.loops[other.name]
 
         other.app_overrides["suspended"] = True
-        path.write_text(config_of(world, other))
+        daemon.config_path.write_text(combined_config([world, other]))
         status = await changed.wait_phase("Suspended")
 
         assert daemon.supervisor.loops[other.name] is not restarted
@@ -189,13 +151,13 @@ async def test_invalid_edits_are_logged_and_the_last_good_config_keeps_running(
     """A deleted file, garbage, an empty file, a bad value: each is logged as one error naming
     the problem and shown in /status; the app goes on deploying under the last good config,
     and putting the good file back clears the error."""
-    path = world.write_config()
-    good = path.read_text()
+    good = world.config_text()
     world.app_overrides["rollout_timeout"] = "soon"
     bad_value = world.config_text()
     world.app_overrides.pop("rollout_timeout")
 
-    async with daemon_on(path, world) as daemon:
+    async with world.daemon() as daemon:
+        path = daemon.config_path
         await daemon.wait_phase("InSync", revision=world.first_commit)
         loop = daemon.supervisor.loops[world.name]
         config = (await document(daemon))["config"]
@@ -251,12 +213,12 @@ async def test_request_reload_applies_an_edit_at_once(
     """SIGHUP's effect: with the file check all but switched off, only the request explains
     that the edit is applied."""
     monkeypatch.setattr(supervisor_module, "CONFIG_CHECK_INTERVAL", 3600.0)
-    path = world.write_config()
-    async with daemon_on(path, world) as daemon:
+    async with world.daemon() as daemon:
         await daemon.wait_phase("InSync", revision=world.first_commit)
         loop = daemon.supervisor.loops[world.name]
 
         world.app_overrides["suspended"] = True
+        path = daemon.config_path
         path.write_text(world.config_text())
         daemon.supervisor.request_reload()
         await daemon.wait_phase("Suspended", timeout=30)

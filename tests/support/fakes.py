@@ -106,7 +106,7 @@ class FakeEcr:
 
 @dataclass
 class FakeEcs(_Failures):
-    """One service whose rollouts complete at the next DescribeServices."""
+    """One service whose rollouts complete after `settle_after` more DescribeServices."""
 
     cluster: str = "cluster"
     service: str = "web"
@@ -115,9 +115,12 @@ class FakeEcs(_Failures):
     updates: list[str] = field(default_factory=list)  # task definitions, in order
     state: ServiceState | None = None
     before_register: Callable[[], Any] | None = None
+    during_update: Callable[[str], Any] | None = None  # called with the task definition
+    settle_after: int = 0  # DescribeServices calls that still see a new rollout IN_PROGRESS
 
     def __post_init__(self) -> None:
         super().__init__()
+        self._describes_left = 0
         arn = self._arn(1)
         self.definitions[arn] = {
             "family": "web",
@@ -145,6 +148,9 @@ class FakeEcs(_Failures):
         assert self.state is not None
         primary = self.state.primary
         if primary is not None and primary.rollout_state == "IN_PROGRESS":
+            if self._describes_left > 0:
+                self._describes_left -= 1
+                return self.state
             self.state = replace(
                 self.state, deployments=(replace(primary, rollout_state="COMPLETED"),)
             )
@@ -167,6 +173,9 @@ class FakeEcs(_Failures):
     async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
         await asyncio.sleep(0)
         self.check("update_service")
+        self._describes_left = self.settle_after
+        if self.during_update is not None:
+            self.during_update(task_definition)
         assert self.state is not None
         self.updates.append(task_definition)
         deployment_id = f"ecs-svc/{len(self.updates)}"

@@ -76,7 +76,7 @@ def record_updates(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def image_of(world: World, arn: str) -> str:
     definition, _ = world.task_definition(arn)
-    return next(c["image"] for c in definition["containerDefinitions"] if c["name"] == "app")
+    return next(str(c["image"]) for c in definition["containerDefinitions"] if c["name"] == "app")
 
 
 def images_of_family(world: World) -> list[str]:
