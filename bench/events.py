@@ -207,16 +207,20 @@ async def _latency_trial(
     in_sync = await daemon.wait_until([app.name], in_sync_at(revision), within=30, interval=0.005)
     results.update_latency.append(updated - began)
     results.insync_latency.append(in_sync - began)
-    described = calls.first("DescribeServices", began)
     registered = calls.first("RegisterTaskDefinition", began)
-    if described is not None and registered is not None:
+    if registered is None:
+        return
+    # The observe's DescribeServices, unless the daemon answered it from what it knew.
+    described = calls.first("DescribeServices", began, registered)
+    parts = {"webhook -> RegisterTaskDefinition": registered - began}
+    if described is not None:
         parts = {
-            "webhook + git (ls-remote, fetch)": described - began,
-            "observe (DescribeServices, registry HEAD)": registered - described,
-            "RegisterTaskDefinition": updated - registered,
+            "webhook, git (ls-remote, fetch), batch window": described - began,
+            "DescribeServices, registry HEAD, plan": registered - described,
         }
-        for name, value in parts.items():
-            results.segments.setdefault(name, []).append(value)
+    parts["RegisterTaskDefinition"] = updated - registered
+    for name, value in parts.items():
+        results.segments.setdefault(name, []).append(value)
 
 
 async def _deploy_round(
@@ -308,7 +312,7 @@ def latency_rows(results: EventResults) -> list[Row]:
     insync = Summary.of(results.insync_latency)
     p50, p99 = update.median * 1000, update.p(0.99) * 1000
     segments = "; ".join(
-        f"{name} {number(Summary.of(values).median * 1000, 'ms')}"
+        f"{name} {number(Summary.of(values).median * 1000, 'ms')} (n={len(values)})"
         for name, values in results.segments.items()
     )
     floor = results.sandbox_round_trip * 1000

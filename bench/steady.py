@@ -36,7 +36,7 @@ class SteadySizes:
 
 
 FULL = SteadySizes(apps=500, clusters=5, repos=50, poll_interval=30, slices=3)
-QUICK = SteadySizes(apps=20, clusters=2, repos=4, poll_interval=3, slices=2)
+QUICK = SteadySizes(apps=20, clusters=2, repos=4, poll_interval=3, slices=3)
 
 
 @dataclass
@@ -45,6 +45,7 @@ class SteadyResults:
     per_cluster: dict[str, int] = field(default_factory=dict)
     first_pass_seconds: float = math.nan
     first_pass_calls: dict[str, int] = field(default_factory=dict)
+    passes: list[float] = field(default_factory=list)  # per app, per slice with passes
     describe_per_pass: list[float] = field(default_factory=list)
     task_definition_calls: list[int] = field(default_factory=list)
     ls_remote_per_pass: list[float] = field(default_factory=list)
@@ -122,7 +123,9 @@ async def run_steady(
 async def _measure(
     daemon: Daemon, aws: SandboxAws, sizes: SteadySizes, results: SteadyResults
 ) -> None:
+    """Slices of one poll interval each; a slice in which no pass started gives no ratio."""
     calls = timed_calls(aws)
+    apps = _apps(results)
     start_stats = await daemon.stats()
     start = time.monotonic()
     cpu = daemon.cpu_seconds()
@@ -136,18 +139,17 @@ async def _measure(
         start = time.monotonic()
         cpu = daemon.cpu_seconds()
         counts = calls.counts(slice_start, start)
-        passes = (start_stats["passes"] - slice_stats["passes"]) / _apps(results)
         results.cpu_percent.append((cpu - slice_cpu) / (start - slice_start) * 100)
-        results.describe_per_pass.append(
-            counts["DescribeServices"] / passes if passes else math.nan
-        )
-        results.task_definition_calls.append(counts["DescribeTaskDefinition"])
-        ls_remote = start_stats["ls_remote_count"] - slice_stats["ls_remote_count"]
-        results.ls_remote_per_pass.append(ls_remote / passes if passes else math.nan)
+        results.task_definition_calls.append(counts.pop("DescribeTaskDefinition", 0))
         results.fetches.append(start_stats["fetch_count"] - slice_stats["fetch_count"])
-        counts.pop("DescribeServices", None)
-        counts.pop("DescribeTaskDefinition", None)
+        describe = counts.pop("DescribeServices", 0)
+        ls_remote = start_stats["ls_remote_count"] - slice_stats["ls_remote_count"]
         results.other_calls.update(counts)
+        passes = (start_stats["passes"] - slice_stats["passes"]) / apps
+        if passes > 0:
+            results.passes.append(passes)
+            results.describe_per_pass.append(describe / passes)
+            results.ls_remote_per_pass.append(ls_remote / passes)
 
 
 def _apps(results: SteadyResults) -> int:
@@ -178,7 +180,8 @@ def steady_rows(results: SteadyResults, *, quick: bool) -> list[Row]:
             met=describe.median <= floor,
             note=(
                 f"Each slice is one poll interval ({sizes.poll_interval:g} s) after the first "
-                f"pass; per pass = calls / (app passes / apps). First pass "
+                f"pass; per pass = calls / (app passes / apps); passes per app per slice: "
+                f"{', '.join(number(p) for p in results.passes)}. First pass "
                 f"({number(results.first_pass_seconds, 's')}): {first}. Other calls in the "
                 f"window: {other}.{quick_note}"
             ),

@@ -192,7 +192,9 @@ class Supervisor:
                 self._start_app(app)
             self.notifier.ready(self._summary())
             background = [
-                asyncio.create_task(self.notifier.watchdog(), name="systemd-watchdog"),
+                asyncio.create_task(
+                    self.notifier.watchdog(healthy=lambda: self.alive), name="systemd-watchdog"
+                ),
                 asyncio.create_task(self._watch_config(), name="config-watch"),
                 asyncio.create_task(self._report_status(), name="systemd-status"),
             ]

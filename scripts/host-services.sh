@@ -31,7 +31,15 @@ if ((${#need_packages[@]})); then
     echo "installing ${need_packages[*]} ..."
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
+    # Install services (sshd, dockerd) without starting them system-wide: the tests start
+    # their own instances on loopback.
+    policy=/usr/sbin/policy-rc.d
+    created_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created_policy=1
+    fi
     apt-get install -y -qq "${need_packages[@]}" >/dev/null
+    if ((created_policy)); then rm -f "$policy"; fi
 fi
 
 if ! docker_up; then

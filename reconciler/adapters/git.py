@@ -398,7 +398,10 @@ class _Callbacks(pygit2.RemoteCallbacks):
 
     def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
         self._check_cancel()
-        # For SSH, libgit2 sets `valid` when the host key matches ~/.ssh/known_hosts.
+        # For SSH, libgit2 sets `valid` when the host key matches .ssh/known_hosts in its home
+        # directory ($HOME; hashed entries and "[host]:port" work). A changed key arrives here
+        # as not valid too. pygit2 passes no SSH host key (certificate is None), so known_hosts
+        # is the only way to trust a host.
         if valid:
             return True
         name = host.decode(errors="replace")
