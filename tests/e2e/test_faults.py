@@ -415,6 +415,7 @@ async def test_a_burst_of_500_webhooks_and_replays_costs_two_passes_and_one_depl
 # --- 12. one failing app does not hold up another ------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_failing_app_never_holds_up_a_healthy_one(
     tmp_path: Path, aws: SandboxAws, registry: str, docker_engine: str, base_image: str
 ) -> None:
