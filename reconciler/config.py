@@ -36,7 +36,14 @@ GIT_REF = re.compile(r"^[A-Za-z0-9._/-]+$")
 
 def _optional_path(value: object) -> object:
     """`""` in TOML means "not set"; keep it out of Path()."""
-    return None if value == "" else value
+    return None if value == "" else _no_nul(value)
+
+
+def _no_nul(value: object) -> object:
+    # The OS refuses paths with NUL bytes only when they are used; refuse them at load time.
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("path contains a NUL byte")
+    return value
 
 
 OptionalPath = Annotated[Path | None, BeforeValidator(_optional_path)]
@@ -49,7 +56,7 @@ class _Section(BaseModel):
 class DaemonSettings(_Section):
     listen: str = "127.0.0.1:8088"
     poll_interval: Duration = 60.0
-    state_dir: Path = Path("/var/lib/reconciler")
+    state_dir: Annotated[Path, BeforeValidator(_no_nul)] = Path("/var/lib/reconciler")
     max_concurrent_builds: int = Field(default=2, ge=1, le=64)
     log_format: Literal["json", "console", "auto"] = "auto"
     api_token_file: OptionalPath = None

@@ -314,6 +314,14 @@ class AppLoop:
             memory.build_failures.clear()
             self._store.save(self.app.name, memory)
 
+        hold = memory.hold
+        if hold is not None and hold.rollback_to:
+            # A rollback owed after a failed rollout does not depend on git: pay it before
+            # asking the remote, so an unreachable git server cannot keep a failed revision live.
+            with structlog.contextvars.bound_contextvars(revision=hold.revision):
+                self._set_phase(Phase.FAILED)
+                await self._roll_back(hold.rollback_to, memory)
+
         self._nudges_at_resolve = self._nudges
         revision = await self._io.git.resolve(self._source)
         structlog.contextvars.bind_contextvars(revision=revision)

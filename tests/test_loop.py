@@ -230,3 +230,31 @@ async def test_transient_errors_never_count_as_a_failed_revision(tmp_path: Path)
     assert [h.result.value for h in world.status.history] == ["deployed"]
     assert world.store.load("web").build_failures == {}
     assert world.store.load("web").hold is None
+
+
+async def test_an_owed_rollback_is_paid_even_while_git_is_unreachable(tmp_path: Path) -> None:
+    """A failed revision must not stay live because the git server went down after it failed."""
+    from reconciler.errors import GitUnavailable
+    from reconciler.model import Hold
+    from reconciler.state import AppMemory
+
+    world = FakeWorld.create(tmp_path, head=A)
+    stable = world.ecs.state.task_definition if world.ecs.state else ""
+    failed = await world.ecs.register_task_definition(
+        {"family": "web", "containerDefinitions": [{"name": "app", "image": world.image(A)}]}, []
+    )
+    await world.ecs.update_service(cluster="cluster", service="web", task_definition=failed)
+    world.store.save(
+        "web",
+        AppMemory(
+            hold=Hold(A, "rollout timed out", world.app.fingerprint(), rollback_to=stable)
+        ),
+    )
+    world.git.fail_next("resolve", *(GitUnavailable("remote down") for _ in range(1000)))
+    async with running(world):
+        await eventually(lambda: world.ecs.updates[-1:] == [stable], what="the rollback")
+        await eventually(lambda: world.git.resolves >= 2, what="git retried")
+    hold = world.store.load("web").hold
+    assert hold is not None and hold.rollback_to is None
+    assert world.live_image() == f"{world.image('bootstrap')}"
+    assert world.ecs.updates.count(stable) == 1
