@@ -64,6 +64,9 @@ from reconciler.state import HISTORY_LIMIT, AppMemory, StateStore
 from reconciler.status import AppStatus
 
 log = structlog.get_logger("reconciler.loop")
+# How old a DescribeServices answer a polling pass may use (capped at half the interval): the
+# apps of a cluster pass together, and the first one's calls carry their neighbours.
+OBSERVE_MAX_AGE = 5.0
 
 
 @dataclass(frozen=True)
@@ -142,14 +145,17 @@ def with_image(definition: Mapping[str, Any], containers: set[str], image: str) 
     return result
 
 
-async def observe(app: AppConfig, io: Adapters, *, revision: str, memory: AppMemory) -> Observation:
+async def observe(
+    app: AppConfig, io: Adapters, *, revision: str, memory: AppMemory, max_age: float = 0.0
+) -> Observation:
     """Everything the planner needs, read from ECS, the registry and the app's memory.
 
-    Reads only: the `plan` command uses this to show what a pass would do.
+    Reads only: the `plan` command uses this to show what a pass would do. With `max_age`,
+    a DescribeServices answer up to that many seconds old will do.
     """
     registry = await io.ecr.registry()
     desired = Desired(revision=revision, image=ImageRef(registry, app.ecr_repository, revision))
-    service = await io.ecs.describe_service(app.cluster, app.service)
+    service = await io.ecs.describe_service(app.cluster, app.service, max_age=max_age)
     definition, _tags = await io.ecs.task_definition(service.task_definition)
     live = Live(service=service, images=managed_images(app, definition))
     image_in_registry: bool | None = None
@@ -197,6 +203,7 @@ class AppLoop:
         # reload or shutdown never leaves a registration without its service update.
         self._critical = asyncio.Lock()
         self._attempt = 0
+        self._woken = True  # the first pass, like a nudged one, reads everything afresh
         self.passes = 0
         # Bumped by every nudge; compared with the value seen at the last git resolve to tell
         # whether the remote may have moved since (a newer revision must win, SPEC 3).
@@ -249,9 +256,12 @@ class AppLoop:
                 )
                 self._attempt += 1
             else:
-                delay = self._poll_interval
+                # To the next point of a grid shared by every app (never later than one
+                # interval): all apps pass together, so their DescribeServices share calls and
+                # the apps of a repository share one ls-remote.
+                delay = backoff.aligned(self._poll_interval)
                 self._attempt = 0
-            await backoff.sleep(delay, wakeup=self._wakeup)
+            self._woken = await backoff.sleep(delay, wakeup=self._wakeup)
 
     async def _pass(self) -> Next:
         with structlog.contextvars.bound_contextvars(app=self.app.name):
@@ -331,7 +341,15 @@ class AppLoop:
             structlog.contextvars.unbind_contextvars("revision")
 
     async def _reconcile_revision(self, revision: str, memory: AppMemory) -> Next:
-        observation = await observe(self.app, self._io, revision=revision, memory=memory)
+        # A nudged pass reads ECS afresh; a polling pass may use a neighbour's answer.
+        max_age = 0.0 if self._woken else min(OBSERVE_MAX_AGE, self._poll_interval / 2)
+        observation = await observe(
+            self.app, self._io, revision=revision, memory=memory, max_age=max_age
+        )
+        if max_age and not isinstance(plan(observation), InSync | Observe | Held):
+            # About to write: the copy must be of the task definition live now, not of one a
+            # few seconds ago.
+            observation = await observe(self.app, self._io, revision=revision, memory=memory)
         desired, live = observation.desired, observation.live
         self.status.desired_revision = revision
         self.status.desired_image = str(desired.image)
@@ -530,7 +548,6 @@ class AppLoop:
         began = time.monotonic()
         deadline = began + self.app.rollout_timeout
         self._nudged_during_rollout.clear()
-        poll = 0
         while True:
             try:
                 state = await self._io.ecs.describe_service(self.app.cluster, self.app.service)
@@ -589,8 +606,8 @@ class AppLoop:
                         revision, memory, started_at, event="rollout_superseded"
                     ):
                         return Next.AGAIN
-            delay = backoff.rollout_delay(poll, self._timings.rollout_polls)
-            poll += 1
+            step = backoff.rollout_step(time.monotonic() - began, self._timings.rollout_polls)
+            delay = backoff.aligned(step)
             await backoff.sleep(
                 min(delay, max(0.0, deadline - time.monotonic()) + 0.01),
                 wakeup=self._nudged_during_rollout,

@@ -15,7 +15,6 @@ Plain functions over a `pygit2.Repository`; callers run them in a thread.
 
 from __future__ import annotations
 
-import io
 import posixpath
 import re
 import tarfile
@@ -70,8 +69,33 @@ def write_context_tar(
     ignore = DockerIgnore.parse(_read_dockerignore(repo, found))
     # A symlinked Dockerfile is sent together with the file it points to.
     always_sent = {"/".join(dockerfile_parts), "/".join(target_parts), _DOCKERIGNORE}
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        _Walk(repo=repo, tar=tar, ignore=ignore, always_sent=always_sent).tree(found, "")
+    tar = _TarWriter(out)
+    _Walk(repo=repo, tar=tar, ignore=ignore, always_sent=always_sent).tree(found, "")
+    tar.close()
+
+
+class _TarWriter:
+    """The bytes `tarfile.open(mode="w|", format=PAX_FORMAT)` writes, without its per-member
+    copies: the header from `TarInfo.tobuf`, the data as it is, NUL padding, two NUL blocks
+    and a padded record at the end."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._offset = 0
+
+    def add(self, info: tarfile.TarInfo, data: bytes) -> None:
+        header = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+        padding = -len(data) % tarfile.BLOCKSIZE
+        self._out.write(header)
+        if data:
+            self._out.write(data)
+            self._out.write(tarfile.NUL * padding)
+        self._offset += len(header) + len(data) + padding
+
+    def close(self) -> None:
+        end = tarfile.NUL * (2 * tarfile.BLOCKSIZE)
+        self._offset += len(end)
+        self._out.write(end + tarfile.NUL * (-self._offset % tarfile.RECORDSIZE))
 
 
 @dataclass
@@ -79,7 +103,7 @@ class _Walk:
     """One depth-first pass over the context tree, writing entries as it goes."""
 
     repo: pygit2.Repository
-    tar: tarfile.TarFile
+    tar: _TarWriter
     ignore: DockerIgnore
     always_sent: set[str]
     # Excluded directories already written because something inside them is sent.
@@ -101,23 +125,23 @@ class _Walk:
                 if not excluded:
                     self._flush(pending)
                     self._add(path, tarfile.DIRTYPE, 0o755)
-                    self.tree(self.repo[entry.id].peel(pygit2.Tree), path + "/")
+                    self.tree(entry.peel(pygit2.Tree), path + "/")
                 elif self._may_send_below(path):
-                    subtree = self.repo[entry.id].peel(pygit2.Tree)
-                    self.tree(subtree, path + "/", (*pending, path))
+                    self.tree(entry.peel(pygit2.Tree), path + "/", (*pending, path))
                 continue
             if excluded:
                 continue
             self._flush(pending)
             if mode == FileMode.LINK:
-                target = self.repo[entry.id].peel(pygit2.Blob).data
+                target = entry.peel(pygit2.Blob).data
                 self._add(path, tarfile.SYMTYPE, 0o777, linkname=_decode(target))
             elif mode == FileMode.COMMIT:
                 # A submodule: like an un-initialised checkout, an empty directory.
                 self._add(path, tarfile.DIRTYPE, 0o755)
             else:
-                # One blob in memory at a time: libgit2 inflates whole objects anyway.
-                data = self.repo[entry.id].peel(pygit2.Blob).data
+                # One blob in memory at a time: libgit2 inflates whole objects anyway. A tree
+                # yields its entries as objects: no second lookup by id.
+                data = entry.peel(pygit2.Blob).data
                 file_mode = 0o755 if mode == FileMode.BLOB_EXECUTABLE else 0o644
                 self._add(path, tarfile.REGTYPE, file_mode, data=data)
 
@@ -147,7 +171,7 @@ class _Walk:
         info.uname = info.gname = ""
         info.linkname = linkname
         info.size = len(data)
-        self.tar.addfile(info, io.BytesIO(data) if data else None)
+        self.tar.add(info, data)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -66,6 +67,11 @@ class Ecs:
         self._batch_window = batch_window
         self._pending: dict[str, dict[str, list[asyncio.Future[ServiceState]]]] = {}
         self._flushers: set[asyncio.Task[None]] = set()
+        # Every service asked about, per cluster (insertion-ordered), and its latest answer.
+        self._known: dict[str, dict[str, None]] = {}
+        self._answers: dict[tuple[str, str], tuple[float, ServiceState]] = {}
+        # The waiters of each service whose DescribeServices call is on its way.
+        self._in_flight: dict[tuple[str, str], list[asyncio.Future[ServiceState]]] = {}
         self._task_definitions: dict[str, asyncio.Future[tuple[TaskDefinition, list[Any]]]] = {}
         self._register_fields: frozenset[str] = frozenset(
             client.meta.service_model.operation_model("RegisterTaskDefinition").input_shape.members
@@ -82,9 +88,23 @@ class Ecs:
 
     # Reads ----------------------------------------------------------------------------
 
-    async def describe_service(self, cluster: str, service: str) -> ServiceState:
-        """One service's state; concurrent callers share batched DescribeServices calls."""
+    async def describe_service(
+        self, cluster: str, service: str, *, max_age: float = 0.0
+    ) -> ServiceState:
+        """One service's state; concurrent callers share batched DescribeServices calls.
+
+        With `max_age`, an answer at most that many seconds old is returned without a call.
+        """
+        self._known.setdefault(cluster, {})[service] = None
+        if max_age > 0:
+            answered = self._answers.get((cluster, service))
+            if answered is not None and time.monotonic() - answered[0] <= max_age:
+                return answered[1]
         future: asyncio.Future[ServiceState] = asyncio.get_running_loop().create_future()
+        joined = self._in_flight.get((cluster, service)) if max_age > 0 else None
+        if joined is not None:  # its answer is on its way: wait for that one
+            joined.append(future)
+            return await future
         per_cluster = self._pending.get(cluster)
         if per_cluster is None:
             per_cluster = self._pending[cluster] = {}
@@ -98,6 +118,19 @@ class Ecs:
         await asyncio.sleep(self._batch_window)
         waiting = self._pending.pop(cluster, {})
         names = list(waiting)
+        # The free places of the last call carry the cluster's other services with the
+        # oldest answers: the call costs the same, and their next observe needs no call.
+        spare = -len(names) % DESCRIBE_BATCH
+        if spare:
+            others = [
+                s
+                for s in self._known.get(cluster, {})
+                if s not in waiting and (cluster, s) not in self._in_flight
+            ]
+            others.sort(key=lambda s: self._answers.get((cluster, s), (0.0,))[0])
+            names += others[:spare]
+        for name in names:
+            self._in_flight[(cluster, name)] = waiting.setdefault(name, [])
         chunks = [names[i : i + DESCRIBE_BATCH] for i in range(0, len(names), DESCRIBE_BATCH)]
         await asyncio.gather(*(self._describe_chunk(cluster, chunk, waiting) for chunk in chunks))
 
@@ -111,21 +144,25 @@ class Ecs:
             async with aws_errors():
                 answer = await self._client.describe_services(cluster=cluster, services=names)
             found: dict[str, ServiceState] = {}
+            now = time.monotonic()
             # Parsed inside the try: an answer that does not parse must fail the waiters,
             # never leave them awaiting futures nobody will resolve.
             for raw in answer.get("services", []):
                 state = service_state(cluster, raw)
                 found[state.service] = state
                 found[str(raw.get("serviceArn", ""))] = state
+                self._answers[(cluster, state.service)] = (now, state)
         except Exception as exc:
             for name in names:
-                for future in waiting[name]:
+                self._landed(cluster, name, waiting)
+                for future in waiting.get(name, []):
                     if not future.done():
                         future.set_exception(exc)
             return
         for name in names:
+            self._landed(cluster, name, waiting)
             state_or_none = found.get(name)
-            for future in waiting[name]:
+            for future in waiting.get(name, []):
                 if future.done():
                     continue
                 if state_or_none is None or state_or_none.status not in {"ACTIVE", "DRAINING"}:
@@ -134,6 +171,13 @@ class Ecs:
                     )
                 else:
                     future.set_result(state_or_none)
+
+    def _landed(
+        self, cluster: str, name: str, waiting: dict[str, list[asyncio.Future[ServiceState]]]
+    ) -> None:
+        """The call for `name` is back: later callers must not join it any more."""
+        if self._in_flight.get((cluster, name)) is waiting.get(name):
+            del self._in_flight[(cluster, name)]
 
     async def task_definition(self, arn: str) -> tuple[TaskDefinition, list[Any]]:
         """The task definition and its tags, fetched once per ARN (ARNs are immutable)."""
@@ -181,6 +225,7 @@ class Ecs:
                 cluster=cluster, service=service, taskDefinition=task_definition
             )
         state = service_state(cluster, answer["service"])
+        self._answers[(cluster, service)] = (time.monotonic(), state)
         primary = state.primary
         if primary is None or primary.task_definition != task_definition:
             raise AwsRejected(

@@ -142,7 +142,9 @@ class FakeEcs(_Failures):
     def image_of(self, arn: str) -> str:
         return str(self.definitions[arn]["containerDefinitions"][0]["image"])
 
-    async def describe_service(self, cluster: str, service: str) -> ServiceState:
+    async def describe_service(
+        self, cluster: str, service: str, *, max_age: float = 0.0
+    ) -> ServiceState:
         await asyncio.sleep(0)
         self.check("describe_service")
         assert self.state is not None

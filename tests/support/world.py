@@ -135,7 +135,8 @@ class World:
 
     def live_image(self) -> str:
         definition, _ = self.task_definition()
-        return str(next(c["image"] for c in definition["containerDefinitions"] if c["name"] == "app"))
+        containers = definition["containerDefinitions"]
+        return str(next(c["image"] for c in containers if c["name"] == "app"))
 
     def updates(self) -> int:
         return self.aws.rollouts.update_service_count(self.cluster, self.name)
