@@ -18,7 +18,6 @@ class Timings:
     # Then the last one, repeated. Each step is a multiple of the one before, so apps polling
     # on the aligned grid (see `aligned`) ask at the same instants and share a DescribeServices.
     rollout_polls: tuple[float, ...] = (0.25, 0.5, 1.0)
-    rollback_wait: float = 60.0  # how long to follow the rollback deployment before moving on
 
 
 def backoff_delay(
@@ -61,10 +60,6 @@ def rollout_step(elapsed: float, polls: tuple[float, ...], *, per_step: int = 4)
         if elapsed < limit:
             return step
     return polls[-1]
-
-
-def rollout_delay(poll: int, polls: tuple[float, ...]) -> float:
-    return polls[min(poll, len(polls) - 1)]
 
 
 async def sleep(delay: float, *, wakeup: asyncio.Event | None = None) -> bool:

@@ -28,7 +28,7 @@ from reconciler.state import StateStore
 from reconciler.status import AppStatus
 
 REGISTRY = "registry.test"
-QUICK = Timings(retry_base=0.01, retry_cap=0.05, rollout_polls=(0.01,), rollback_wait=0.1)
+QUICK = Timings(retry_base=0.01, retry_cap=0.05, rollout_polls=(0.01,))
 
 
 class _Failures:

@@ -32,7 +32,7 @@ from reconciler.sandbox.provision import provision_app
 from reconciler.supervisor import Supervisor
 from tests.support.gitrepo import GitRepo
 
-FAST = Timings(retry_base=0.1, retry_cap=1.0, rollout_polls=(0.05, 0.1, 0.2), rollback_wait=2.0)
+FAST = Timings(retry_base=0.1, retry_cap=1.0, rollout_polls=(0.05, 0.1, 0.2))
 DOCKERFILE = "FROM scratch\nCOPY app.txt /app.txt\n"
 WEBHOOK_SECRET = "e2e-webhook-secret-value"
 
