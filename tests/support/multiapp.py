@@ -11,17 +11,12 @@ daemon settings and registry apply to all.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-import aiohttp
-
 from reconciler.backoff import Timings
 from reconciler.config import parse_config
-from reconciler.supervisor import Supervisor
-from tests.support.world import FAST, RunningDaemon, World
+from tests.support.world import FAST, RunningDaemon, World, serving
 
 
 def combined_config(worlds: Sequence[World]) -> str:
@@ -42,22 +37,5 @@ async def daemon_for(
     text = combined_config(worlds)
     path = worlds[0].root / "reconciler.toml"
     path.write_text(text)
-    supervisor = Supervisor(config=parse_config(text), config_path=path, timings=timings)
-    task = asyncio.create_task(supervisor.run(install_signals=False))
-    try:
-        deadline = time.monotonic() + 30
-        while supervisor.listening is None:
-            if task.done():
-                task.result()
-            if time.monotonic() > deadline:
-                raise TimeoutError("daemon did not start listening")
-            await asyncio.sleep(0.02)
-        host, port = supervisor.listening
-        async with aiohttp.ClientSession() as http:
-            yield [
-                RunningDaemon(world, supervisor, f"http://{host}:{port}", http, path)
-                for world in worlds
-            ]
-    finally:
-        supervisor.request_stop()
-        await asyncio.wait_for(task, timeout=15)
+    async with serving(parse_config(text), path, timings=timings) as (supervisor, url, http):
+        yield [RunningDaemon(world, supervisor, url, http, path) for world in worlds]

@@ -144,22 +144,31 @@ class World:
     @asynccontextmanager
     async def daemon(self, *, timings: Timings = FAST) -> AsyncIterator[RunningDaemon]:
         path = self.write_config()
-        supervisor = Supervisor(config=self.config(), config_path=path, timings=timings)
-        task = asyncio.create_task(supervisor.run(install_signals=False))
-        try:
-            deadline = time.monotonic() + 30
-            while supervisor.listening is None:
-                if task.done():
-                    task.result()
-                if time.monotonic() > deadline:
-                    raise TimeoutError("daemon did not start listening")
-                await asyncio.sleep(0.02)
-            host, port = supervisor.listening
-            async with aiohttp.ClientSession() as http:
-                yield RunningDaemon(self, supervisor, f"http://{host}:{port}", http, path)
-        finally:
-            supervisor.request_stop()
-            await asyncio.wait_for(task, timeout=15)
+        async with serving(self.config(), path, timings=timings) as (supervisor, url, http):
+            yield RunningDaemon(self, supervisor, url, http, path)
+
+
+@asynccontextmanager
+async def serving(
+    config: Config, path: Path, *, timings: Timings
+) -> AsyncIterator[tuple[Supervisor, str, aiohttp.ClientSession]]:
+    """Run a Supervisor in this event loop until the block ends; yield it, its URL, a client."""
+    supervisor = Supervisor(config=config, config_path=path, timings=timings)
+    task = asyncio.create_task(supervisor.run(install_signals=False))
+    try:
+        deadline = time.monotonic() + 30
+        while supervisor.listening is None:
+            if task.done():
+                task.result()
+            if time.monotonic() > deadline:
+                raise TimeoutError("daemon did not start listening")
+            await asyncio.sleep(0.02)
+        host, port = supervisor.listening
+        async with aiohttp.ClientSession() as http:
+            yield supervisor, f"http://{host}:{port}", http
+    finally:
+        supervisor.request_stop()
+        await asyncio.wait_for(task, timeout=15)
 
 
 @dataclass
