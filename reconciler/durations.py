@@ -37,12 +37,3 @@ def _parse_text(text: str) -> float:
     if position != len(text) or not text:
         raise ValueError(f"invalid duration {text!r} (use seconds or '30s', '10m', '1h')")
     return total
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest readable form, for status and logs."""
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"

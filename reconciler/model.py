@@ -6,12 +6,9 @@ Frozen values only; no I/O. The planner (plan.py) turns an Observation into an A
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 def utcnow() -> datetime:
@@ -64,13 +61,6 @@ class Deployment:
     running_count: int = 0
     desired_count: int = 0
     reason: str = ""
-
-    @property
-    def settled(self) -> bool:
-        """Finished one way or the other: nothing left for ECS to do with it."""
-        if self.rollout_state is not None:
-            return self.rollout_state in {"COMPLETED", "FAILED"}
-        return self.running_count == self.desired_count
 
 
 @dataclass(frozen=True)

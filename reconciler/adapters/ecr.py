@@ -34,7 +34,6 @@ class Ecr:
         self._ecr_host = ""
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
-        self.token_fetches = 0
 
     @classmethod
     @asynccontextmanager
@@ -75,7 +74,6 @@ class Ecr:
         self._auth = RegistryAuth(
             username=username, password=password, server=self._override or self._ecr_host
         )
-        self.token_fetches += 1
         expires = data.get("expiresAt")
         lifetime = 12 * 3600.0
         if isinstance(expires, datetime):
