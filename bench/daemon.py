@@ -2,7 +2,7 @@
 
     python -m bench.daemon CONFIG RUN_DIR
 
-Runs the same Supervisor as `reconciler run` (same logging, production timings) in its own
+Runs the same Daemon as `reconciler run` (same logging, production timings) in its own
 process, so its CPU and memory are its own and the sandbox AWS it talks to is elsewhere. On
 top it writes `RUN_DIR/listening.json` once it listens, and on SIGUSR1 it writes
 `RUN_DIR/stats.json`: git network operations, passes, and how many DescribeServices requests
@@ -14,7 +14,6 @@ by own time), `profile.html` and the raw session `profile.pyisession`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -25,11 +24,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from reconciler import daemon as daemon_module
 from reconciler import logs
-from reconciler import supervisor as supervisor_module
+from reconciler.adapters.ports import Adapters
 from reconciler.config import Config, load_config
-from reconciler.loop import Adapters
-from reconciler.supervisor import Supervisor
+from reconciler.daemon import Daemon
 
 
 class Instrumented:
@@ -41,7 +40,7 @@ class Instrumented:
         self.task_definition_requests = 0
 
     def install(self) -> None:
-        opened = supervisor_module.open_adapters
+        opened = daemon_module.open_adapters
 
         @asynccontextmanager
         async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
@@ -50,7 +49,7 @@ class Instrumented:
                 self.adapters = adapters
                 yield adapters
 
-        supervisor_module.open_adapters = open_adapters
+        daemon_module.open_adapters = open_adapters  # type: ignore[assignment]
 
     def _count_reads(self, adapters: Adapters) -> None:
         ecs = adapters.ecs
@@ -72,15 +71,6 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(document))
     partial.replace(path)
-
-
-def _register_secrets(config: Config) -> None:
-    """As `reconciler run` does: secret values are redacted from every log line."""
-    files = [config.webhook.github_secret_file, config.webhook.gitlab_token_file]
-    for file in files:
-        if file is not None:
-            with contextlib.suppress(OSError):
-                logs.register_secret(file.read_text().strip())
 
 
 class Profiling:
@@ -109,10 +99,10 @@ class Profiling:
 async def serve(config_path: Path, run_dir: Path) -> None:
     config = load_config(config_path)
     logs.configure(log_format=config.daemon.log_format)
-    _register_secrets(config)
     instrumented = Instrumented()
     instrumented.install()
-    supervisor = Supervisor(config=config, config_path=config_path)
+    daemon = Daemon(config=config, config_path=config_path)
+    supervisor = daemon.supervisor
     profiling = Profiling(run_dir)
 
     def stats() -> None:
@@ -134,12 +124,12 @@ async def serve(config_path: Path, run_dir: Path) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, stats)
     loop.add_signal_handler(signal.SIGUSR2, profiling.toggle)
-    running = asyncio.create_task(supervisor.run(install_signals=True))
-    # The supervisor has no "listening" event to wait on; it sets an attribute.
-    while supervisor.listening is None and not running.done():  # noqa: ASYNC110
+    running = asyncio.create_task(daemon.run(install_signals=True))
+    # The daemon has no "listening" event to wait on; it sets an attribute.
+    while daemon.listening is None and not running.done():  # noqa: ASYNC110
         await asyncio.sleep(0.01)
-    if supervisor.listening is not None:
-        host, port = supervisor.listening
+    if daemon.listening is not None:
+        host, port = daemon.listening
         _write_json(run_dir / "listening.json", {"host": host, "port": port, "pid": os.getpid()})
     await running
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -67,14 +66,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from reconciler import logs
-    from reconciler.supervisor import Supervisor
+    from reconciler.daemon import Daemon
 
     path, config = _load(args)
     logs.configure(log_format=config.daemon.log_format)
-    _register_secrets(config)
-    supervisor = Supervisor(config=config, config_path=path)
+    daemon = Daemon(config=config, config_path=path)
     try:
-        _run_until_complete(supervisor.run())
+        _run_until_complete(daemon.run())
     except ReconcilerError as exc:
         logs.get_logger().critical("daemon_failed", error=str(exc))
         return EXIT_FAILURE
@@ -128,21 +126,6 @@ def _exit_now_if_threads_hang(code: int) -> None:
         os._exit(code)
 
 
-def _register_secrets(config: Config) -> None:
-    from reconciler import logs
-
-    files = [
-        config.webhook.github_secret_file,
-        config.webhook.gitlab_token_file,
-        config.daemon.api_token_file,
-    ]
-    files += [a.git_token_file for a in config.apps]
-    for file in files:
-        if file is not None:
-            with contextlib.suppress(OSError):
-                logs.register_secret(file.read_text().strip())
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     _, config = _load(args)
     apps = [a for a in config.apps if not args.app or a.name == args.app]
@@ -157,10 +140,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
-    from reconciler.loop import observe, source_of
+    from reconciler.daemon import open_adapters
     from reconciler.plan import plan
+    from reconciler.stages.context import source_of
+    from reconciler.stages.observe import desired_of, observe
     from reconciler.state import StateStore
-    from reconciler.supervisor import open_adapters
 
     store = StateStore(config.daemon.state_dir)
     rows: list[dict[str, Any]] = []
@@ -172,7 +156,8 @@ async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
                 row: dict[str, Any] = {"app": app.name}
                 try:
                     revision = await io.git.resolve(source_of(app))
-                    obs = await observe(app, io, revision=revision, memory=store.load(app.name))
+                    desired = await desired_of(app, io, revision=revision)
+                    obs = await observe(app, io, desired=desired, memory=store.peek(app.name))
                     action = plan(obs)
                     row.update(
                         desired=str(obs.desired.image),
@@ -188,17 +173,27 @@ async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
 
 
 def _describe_action(action: object) -> str:
-    from reconciler.model import AwaitRollout, Deploy, Held, InSync, Observe, RollBack
+    from reconciler.model import (
+        AwaitRollout,
+        Deploy,
+        FailedUnwatched,
+        Held,
+        InSync,
+        ReportOnly,
+        RollBack,
+    )
 
     match action:
         case InSync():
             return "nothing (in sync)"
-        case Observe():
+        case ReportOnly():
             return "nothing (suspended)"
         case Held(reason=reason):
             return f"nothing (held: {reason})"
         case RollBack(task_definition=td):
             return f"roll back to {td}"
+        case FailedUnwatched(reason=reason):
+            return f"nothing (hold: {reason})"
         case AwaitRollout(deployment_id=dep):
             return f"wait for rollout {dep}"
         case Deploy(build=True):

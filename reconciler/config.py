@@ -250,9 +250,6 @@ class Config(BaseSettings):
             seen.add(app.name)
         return self
 
-    def app(self, name: str) -> AppConfig | None:
-        return next((a for a in self.apps if a.name == name), None)
-
 
 def load_config(path: Path) -> Config:
     """Read and validate the config file; ConfigError lists every problem found."""

@@ -11,9 +11,9 @@
     │   ├── GitRevisionNotFound    branch deleted, pin names no commit
     │   ├── GitAuthError           wrong credential, unknown host key
     │   ├── AwsRejected            access denied, service or cluster missing, bad request
-    │   └── ManifestError          the live task definition cannot be updated as asked
-    ├── BuildFailed            the build itself failed (bad Dockerfile); retried a few times
-    └── RolloutFailed          the deployment failed, was rolled back or timed out
+    │   ├── ManifestError          the live task definition cannot be updated as asked
+    │   └── StateUnwritable        the app's state cannot be written, so no deploy may start
+    └── BuildFailed            the build itself failed (bad Dockerfile); retried a few times
 
 Adapters translate library exceptions into these at the edge (always `raise ... from exc`),
 so the loop never sees botocore, aiodocker, aiohttp or pygit2 exceptions.
@@ -74,17 +74,13 @@ class ManifestError(StalledError):
     """The live task definition cannot be changed as the config asks."""
 
 
+class StateUnwritable(StalledError):
+    """The app's state file cannot be written (disk full, read-only, permissions)."""
+
+
 class BuildFailed(ReconcilerError):
     """The image build failed. `log_tail` holds the build's last output lines."""
 
     def __init__(self, message: str, *, log_tail: list[str] | None = None) -> None:
         self.log_tail = log_tail or []
-        super().__init__(message)
-
-
-class RolloutFailed(ReconcilerError):
-    """The deployment did not reach a completed state with the new task definition."""
-
-    def __init__(self, message: str, *, rolled_back_by_ecs: bool = False) -> None:
-        self.rolled_back_by_ecs = rolled_back_by_ecs
         super().__init__(message)

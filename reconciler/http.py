@@ -1,4 +1,4 @@
-"""The daemon's HTTP face: webhooks, sync, status, health and metrics (SPEC 4).
+"""The daemon's HTTP face: webhooks, sync, status, health and metrics.
 
 A webhook is an untrusted nudge. It is authenticated, parsed, and at most makes the matching
 apps start a pass now; no SHA from a payload is ever deployed.
@@ -12,27 +12,55 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from reconciler import logs
+from reconciler.config import Config
+from reconciler.metrics import Metrics
+from reconciler.status import AppStatus
 from reconciler.webhooks import (
     PushEvent,
     WebhookRejected,
+    check_body_size,
     parse_github,
     parse_gitlab,
     verify_github_signature,
     verify_gitlab_token,
 )
 
-if TYPE_CHECKING:
-    from reconciler.supervisor import Supervisor
-
 log = structlog.get_logger("reconciler.http")
 
-SUPERVISOR: web.AppKey[Supervisor] = web.AppKey("supervisor")
+
+class DaemonView(Protocol):
+    """What the HTTP layer needs of the daemon (the daemon provides it)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    def app_names(self) -> list[str]: ...
+
+    def waiting_for(self) -> list[str]: ...
+
+    def status_of(self, name: str) -> AppStatus | None: ...
+
+    def status_document(self) -> dict[str, Any]: ...
+
+    def nudge_matching(self, event: PushEvent) -> list[str]: ...
+
+    def sync(self, name: str) -> bool: ...
+
+
+DAEMON: web.AppKey[DaemonView] = web.AppKey("daemon")
 DELIVERIES: web.AppKey[OrderedDict[str, None]] = web.AppKey("deliveries")
 DELIVERY_MEMORY = 1024  # replayed X-GitHub-Delivery ids remembered (bounded)
 
@@ -69,31 +97,32 @@ def _read_secret(path: Path | None) -> bytes | None:
     except OSError:
         log.error("secret_file_unreadable", path=str(path))
         return None
+    if value:
+        # A rotated secret is scrubbed from logs as soon as it is in use.
+        logs.register_secret(value.decode("utf-8", "replace"))
     return value or None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise WebhookRejected(413, "too_large", f"body over {limit} bytes")
+    check_body_size(size=request.content_length, limit=limit)
     body = bytearray()
     async for chunk in request.content.iter_chunked(65536):
         body.extend(chunk)
-        if len(body) > limit:
-            raise WebhookRejected(413, "too_large", f"body over {limit} bytes")
+        check_body_size(size=len(body), limit=limit)
     return bytes(body)
 
 
 def _rejected(provider: str, request: web.Request, exc: WebhookRejected) -> web.Response:
-    supervisor = request.app[SUPERVISOR]
-    supervisor.metrics.webhook_requests_total.labels(provider=provider, outcome=exc.reason).inc()
+    daemon = request.app[DAEMON]
+    daemon.metrics.webhook_requests_total.labels(provider=provider, outcome=exc.reason).inc()
     log.warning("webhook_rejected", provider=provider, reason=exc.reason, status=exc.status)
     return _error(exc.status, str(exc))
 
 
 async def github_hook(request: web.Request) -> web.Response:
-    supervisor = request.app[SUPERVISOR]
-    settings = supervisor.config.webhook
-    metric = supervisor.metrics.webhook_requests_total
+    daemon = request.app[DAEMON]
+    settings = daemon.config.webhook
+    metric = daemon.metrics.webhook_requests_total
     try:
         secret = _read_secret(settings.github_secret_file)
         if secret is None:
@@ -113,12 +142,12 @@ async def github_hook(request: web.Request) -> web.Response:
     if delivery and _seen(request.app[DELIVERIES], delivery):
         metric.labels(provider="github", outcome="replayed").inc()
         return web.json_response({"nudged": [], "replayed": True}, status=202)
-    return _nudge(supervisor, "github", parsed)
+    return _nudge(daemon, "github", parsed)
 
 
 async def gitlab_hook(request: web.Request) -> web.Response:
-    supervisor = request.app[SUPERVISOR]
-    settings = supervisor.config.webhook
+    daemon = request.app[DAEMON]
+    settings = daemon.config.webhook
     try:
         token = _read_secret(settings.gitlab_token_file)
         if token is None:
@@ -130,9 +159,9 @@ async def gitlab_hook(request: web.Request) -> web.Response:
         return _rejected("gitlab", request, exc)
     if parsed is None:
         # GitLab disables hooks that keep failing: ignored events are still a success.
-        supervisor.metrics.webhook_requests_total.labels(provider="gitlab", outcome="ignored").inc()
+        daemon.metrics.webhook_requests_total.labels(provider="gitlab", outcome="ignored").inc()
         return web.json_response({"nudged": []}, status=200)
-    return _nudge(supervisor, "gitlab", parsed)
+    return _nudge(daemon, "gitlab", parsed)
 
 
 def _seen(memory: OrderedDict[str, None], delivery: str) -> bool:
@@ -144,10 +173,10 @@ def _seen(memory: OrderedDict[str, None], delivery: str) -> bool:
     return False
 
 
-def _nudge(supervisor: Supervisor, provider: str, event: PushEvent | None) -> web.Response:
-    nudged = supervisor.nudge_matching(event) if event is not None else []
+def _nudge(daemon: DaemonView, provider: str, event: PushEvent | None) -> web.Response:
+    nudged = daemon.nudge_matching(event) if event is not None else []
     outcome = "nudged" if nudged else "ignored"
-    supervisor.metrics.webhook_requests_total.labels(provider=provider, outcome=outcome).inc()
+    daemon.metrics.webhook_requests_total.labels(provider=provider, outcome=outcome).inc()
     return web.json_response({"nudged": nudged}, status=202)
 
 
@@ -173,8 +202,8 @@ def _bearer_matches(header: str | None, token: bytes | None) -> bool:
 
 
 async def sync_app(request: web.Request) -> web.Response:
-    supervisor = request.app[SUPERVISOR]
-    token_file = supervisor.config.daemon.api_token_file
+    daemon = request.app[DAEMON]
+    token_file = daemon.config.daemon.api_token_file
     if token_file is not None:
         if not _bearer_matches(request.headers.get("Authorization"), _read_secret(token_file)):
             log.warning("sync_refused", reason="bad_token", remote=request.remote)
@@ -183,9 +212,9 @@ async def sync_app(request: web.Request) -> web.Response:
         log.warning("sync_refused", reason="not_loopback", remote=request.remote)
         return _error(403, "sync is only allowed from loopback when api_token_file is not set")
     name = request.match_info["name"]
-    if name not in supervisor.app_names():
+    if name not in daemon.app_names():
         return _error(404, f"unknown app {name!r}")
-    if not supervisor.sync(name):
+    if not daemon.sync(name):
         # Between stopping its old loop and starting the new one after a config change.
         return web.json_response(
             {"error": f"app {name!r} is restarting after a config change; try again"},
@@ -195,55 +224,45 @@ async def sync_app(request: web.Request) -> web.Response:
     return web.json_response({"syncing": name}, status=202)
 
 
-def _status_document(supervisor: Supervisor) -> dict[str, Any]:
-    return {
-        "apps": [
-            supervisor.statuses[n].to_json()
-            for n in supervisor.app_names()
-            if n in supervisor.statuses
-        ],
-        "config": supervisor.config_in_force.to_json(),
-    }
-
-
 async def status_all(request: web.Request) -> web.Response:
-    return web.json_response(_status_document(request.app[SUPERVISOR]))
+    return web.json_response(request.app[DAEMON].status_document())
 
 
 async def status_one(request: web.Request) -> web.Response:
-    supervisor = request.app[SUPERVISOR]
+    daemon = request.app[DAEMON]
     name = request.match_info["name"]
-    status = supervisor.statuses.get(name)
-    if status is None or name not in supervisor.app_names():
+    status = daemon.status_of(name)
+    if status is None:
         return _error(404, f"unknown app {name!r}")
     return web.json_response(status.to_json())
 
 
 async def healthz(request: web.Request) -> web.Response:
-    if request.app[SUPERVISOR].alive:
+    if request.app[DAEMON].alive:
         return web.json_response({"ok": True})
     return _error(503, "an app loop has stopped")
 
 
 async def readyz(request: web.Request) -> web.Response:
-    supervisor = request.app[SUPERVISOR]
-    if supervisor.ready:
+    daemon = request.app[DAEMON]
+    waiting = daemon.waiting_for()
+    if not waiting:
         return web.json_response({"ready": True})
-    return web.json_response({"ready": False, "waiting_for": supervisor.waiting_for()}, status=503)
+    return web.json_response({"ready": False, "waiting_for": waiting}, status=503)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[SUPERVISOR].metrics.render()
+    body = request.app[DAEMON].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(supervisor: Supervisor) -> web.Application:
+def build_app(daemon: DaemonView) -> web.Application:
     # Our own body limit applies to webhooks; aiohttp's must not cut in first.
     app = web.Application(
         middlewares=[json_errors],
-        client_max_size=supervisor.config.webhook.max_body_bytes + 1,
+        client_max_size=daemon.config.webhook.max_body_bytes + 1,
     )
-    app[SUPERVISOR] = supervisor
+    app[DAEMON] = daemon
     app[DELIVERIES] = OrderedDict()
     app.router.add_post("/hooks/github", github_hook)
     app.router.add_post("/hooks/gitlab", gitlab_hook)

@@ -55,6 +55,12 @@ class Metrics:
             ["app", "kind"],
             registry=self.registry,
         )
+        self.state_write_failing = Gauge(
+            "reconciler_state_write_failing",
+            "1 while the app's state file cannot be written (no deploy starts meanwhile).",
+            ["app"],
+            registry=self.registry,
+        )
         self.config_reloads_total = Counter(
             "reconciler_config_reloads_total",
             "Config reloads by outcome.",
@@ -66,6 +72,7 @@ class Metrics:
         """Drop every series of an app removed from the config, so none goes stale."""
         per_app: tuple[tuple[Gauge | Counter, tuple[str, ...]], ...] = (
             (self.app_in_sync, ("app",)),
+            (self.state_write_failing, ("app",)),
             (self.reconcile_total, ("app", "result")),
             (self.deploys_total, ("app", "kind")),
         )

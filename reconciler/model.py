@@ -140,6 +140,19 @@ class Hold:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """A deploy that was started: written before UpdateService, so a pass that finds it for a
+    revision that is neither live nor rolling out knows that revision failed unwatched."""
+
+    revision: str
+    task_definition: str  # the registered one UpdateService is pointed at
+    previous: str | None  # what the service ran before
+    config_fingerprint: str
+    at: datetime = field(default_factory=utcnow)
+    deployment_id: str | None = None  # set once UpdateService answered
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything the planner may look at for one app in one pass."""
 
@@ -147,7 +160,12 @@ class Observation:
     live: Live
     image_in_registry: bool | None  # None: not asked, because the live image already matches
     hold: Hold | None = None
+    attempt: Attempt | None = None
     build_failures: int = 0  # failed builds of desired.revision so far
+    # The app's state file could not be read or decoded: nothing is known about holds.
+    state_damaged: str | None = None
+    # The app's state cannot be written (disk full, read-only): no deploy may start.
+    state_unwritable: str | None = None
     suspended: bool = False
     config_fingerprint: str = ""
 
@@ -161,8 +179,8 @@ class InSync:
 
 
 @dataclass(frozen=True)
-class Observe:
-    """Suspended: report only."""
+class ReportOnly:
+    """Suspended: observe and report, never write."""
 
 
 @dataclass(frozen=True)
@@ -178,10 +196,19 @@ class RollBack:
 
 
 @dataclass(frozen=True)
+class FailedUnwatched:
+    """A deploy of the desired revision was started, and ECS no longer runs or rolls it out:
+    it failed while nobody watched (the daemon was stopped or its loop restarted)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class AwaitRollout:
     deployment_id: str
     task_definition: str
     previous_task_definition: str | None
+    since: datetime | None = None  # when the deploy was started, where the daemon knows it
 
 
 @dataclass(frozen=True)
@@ -192,7 +219,7 @@ class Deploy:
     build: bool  # build and push first; False when the registry already has the tag
 
 
-Action = InSync | Observe | Held | RollBack | AwaitRollout | Deploy
+Action = InSync | ReportOnly | Held | RollBack | FailedUnwatched | AwaitRollout | Deploy
 
 
 # Status -------------------------------------------------------------------------------

@@ -1,8 +1,19 @@
 """Decide what one pass does: a purely computational function with no side effects.
 
-The loop gathers an Observation (git, ECS, the registry, the hold kept on disk) and this
-module answers with one Action. Keeping it pure lets every rule of SPEC section 3 be a
-table row in tests/test_plan.py.
+A pass gathers an Observation (git, ECS, the registry, the app's remembered state) and this
+module answers with one Action. Keeping it pure lets every reconcile rule be a table row in
+tests/test_plan.py. The rules, in the order they apply:
+
+1. Suspended: report only.
+2. Damaged state: nothing is known about holds, so nothing is deployed until `sync`.
+3. In sync (the desired image live, nothing rolling out): nothing to do.
+4. A hold on the desired revision (same config): pay a rollback still owed, else stay held.
+5. A deploy of the desired revision that was started and is neither live nor rolling out:
+   it failed while unwatched; hold it, never start it again.
+6. The desired image rolling out: await that rollout, never start another.
+7. State that cannot be written: no new deploy (it could not be held if it failed).
+8. Builds failed MAX_BUILD_ATTEMPTS times: held.
+9. Otherwise deploy, building first when the registry lacks the image.
 """
 
 from __future__ import annotations
@@ -11,10 +22,11 @@ from reconciler.model import (
     Action,
     AwaitRollout,
     Deploy,
+    FailedUnwatched,
     Held,
     InSync,
     Observation,
-    Observe,
+    ReportOnly,
     RollBack,
 )
 
@@ -23,7 +35,9 @@ MAX_BUILD_ATTEMPTS = 3
 
 def plan(obs: Observation) -> Action:
     if obs.suspended:
-        return Observe()
+        return ReportOnly()
+    if obs.state_damaged:
+        return Held(reason=obs.state_damaged)
 
     service = obs.live.service
     runs_desired = obs.live.runs(obs.desired.image)
@@ -49,6 +63,33 @@ def plan(obs: Observation) -> Action:
             return RollBack(task_definition=hold.rollback_to)
         return Held(reason=f"revision {hold.revision[:12]} failed: {hold.reason}")
 
+    attempt = obs.attempt
+    if (
+        attempt is not None
+        and attempt.revision == obs.desired.revision
+        and attempt.config_fingerprint == obs.config_fingerprint
+    ):
+        if runs_desired and service.in_flight and primary is not None:
+            return AwaitRollout(
+                deployment_id=primary.id,
+                task_definition=primary.task_definition,
+                previous_task_definition=attempt.previous,
+                since=attempt.at,
+            )
+        # UpdateService was sent if ECS answered it, or if ECS lists a deployment of the
+        # task definition it named; else the daemon stopped before sending it.
+        sent = attempt.deployment_id is not None or any(
+            d.task_definition == attempt.task_definition for d in service.deployments
+        )
+        if sent and not runs_desired:
+            return FailedUnwatched(
+                reason=(
+                    f"rolled back while not watched: the deploy of {attempt.revision[:12]} "
+                    f"started at {attempt.at.isoformat(timespec='seconds')} is not live, and "
+                    f"the service runs {service.task_definition}"
+                )
+            )
+
     if runs_desired and service.in_flight and primary is not None:
         # Found after a restart, or started by someone else: wait for it, never start another.
         return AwaitRollout(
@@ -56,6 +97,9 @@ def plan(obs: Observation) -> Action:
             task_definition=primary.task_definition,
             previous_task_definition=service.previous_task_definition,
         )
+
+    if obs.state_unwritable:
+        return Held(reason=obs.state_unwritable)
 
     if obs.build_failures >= MAX_BUILD_ATTEMPTS and not obs.image_in_registry:
         return Held(

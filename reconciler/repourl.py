@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["has_credentials", "normalise_repo_url", "redact_url"]
+__all__ = ["has_credentials", "normalise_repo_url", "redact_url", "redact_urls_in"]
 
 # Ports a scheme implies. An explicit default port names the same server, so it is dropped;
 # any other port stays part of the key (it may be a different server).
@@ -102,6 +102,14 @@ def redact_url(url: str) -> str:
     if userinfo is None:
         return url
     return f"{match['scheme']}://{remainder}"
+
+
+_EMBEDDED_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+
+
+def redact_urls_in(text: str) -> str:
+    """`text` (an error message, say) with the userinfo of every scheme URL in it removed."""
+    return _EMBEDDED_USERINFO.sub(r"\1", text)
 
 
 def has_credentials(url: str) -> bool:

@@ -228,27 +228,6 @@ async def test_paths_touched_by_no_commit_are_not_found(repo: GitRepo, mirrors: 
         await mirrors.resolve(source(repo, paths=("svc/missing",)))
 
 
-# --- ancestry ---------------------------------------------------------------------------
-
-
-async def test_is_ancestor(repo: GitRepo, mirrors: GitMirrors) -> None:
-    """Tells an older revision from a newer one, and from one on another branch."""
-    first = repo.commit({"a.txt": "1"})
-    second = repo.commit({"a.txt": "2"})
-    side = repo.commit({"b.txt": "1"}, branch="side")
-    app = source(repo)
-
-    assert await mirrors.is_ancestor(app, first, second)
-    assert not await mirrors.is_ancestor(app, second, first)
-    assert await mirrors.is_ancestor(app, second, second)
-    assert await mirrors.is_ancestor(app, first, side)
-    repo.checkout("main")
-    third = repo.commit({"a.txt": "3"})
-    assert not await mirrors.is_ancestor(app, side, third)
-    with pytest.raises(GitRevisionNotFound):
-        await mirrors.is_ancestor(app, "1" * 40, third)
-
-
 # --- unreachable remotes, timeouts, credentials -----------------------------------------
 
 

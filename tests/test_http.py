@@ -67,6 +67,9 @@ class FakeLoop:
     def sync(self) -> None:
         self.syncs += 1
 
+    async def quiesce(self, grace: float) -> None:
+        pass
+
 
 @dataclass
 class Daemon:
@@ -158,7 +161,7 @@ async def serve(tmp_path: Path, **options: Any) -> AsyncIterator[Daemon]:
     loops = {}
     for app in supervisor.config.apps:
         loops[app.name] = FakeLoop()
-        supervisor.loops[app.name] = loops[app.name]  # type: ignore[assignment]
+        supervisor.loops[app.name] = loops[app.name]
         supervisor.statuses[app.name] = AppStatus(name=app.name)
     app = build_app(supervisor)
     app.middlewares.insert(0, peer_from_header)

@@ -17,7 +17,7 @@ from reconciler.model import (
     InSync,
     Live,
     Observation,
-    Observe,
+    ReportOnly,
     RollBack,
     ServiceState,
 )
@@ -76,7 +76,7 @@ CASES = {
     "in sync: nothing to do": (Case(OLD, OLD), InSync()),
     "suspended: observe only, even when out of sync": (
         Case(NEW, OLD, in_registry=False, suspended=True),
-        Observe(),
+        ReportOnly(),
     ),
     "tag already in the registry: deploy without building": (
         Case(NEW, OLD, in_registry=True),

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from reconciler.config import parse_config
-from reconciler.supervisor import Supervisor
+from reconciler.daemon import Daemon
 from reconciler.systemd import Notifier
 from tests.support import services
 
@@ -108,7 +108,7 @@ async def test_ready_once_listening_then_status_watchdog_and_stopping(
     status updates and watchdog pings flow, and STOPPING=1 comes first thing on stop."""
     config = parse_config(f'[daemon]\nlisten="127.0.0.1:0"\nstate_dir="{tmp_path / "state"}"\n')
     notifier = Notifier(environ={"NOTIFY_SOCKET": notify_address, "WATCHDOG_USEC": "400000"})
-    supervisor = Supervisor(config=config, notifier=notifier)
+    supervisor = Daemon(config=config, notifier=notifier)
     accepted_when_ready: list[bool] = []
 
     def on_message(message: str) -> None:

@@ -35,6 +35,7 @@ from pygit2.enums import CredentialType, FetchPrune, Option
 
 from reconciler.adapters.buildcontext import write_context_tar
 from reconciler.errors import GitAuthError, GitRevisionNotFound, GitUnavailable, ReconcilerError
+from reconciler.repourl import redact_url, redact_urls_in
 
 _T = TypeVar("_T")
 
@@ -46,7 +47,6 @@ _SHORT_SHA = re.compile(r"[0-9a-fA-F]{4,39}")
 # libgit2 asks again after a rejected credential; answering the same forever would loop.
 _CREDENTIAL_TRIES = 3
 _MEMO_SIZE = 1024
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
 _AUTH_HINTS = re.compile(
     r"authenticat|permission denied|unknown host|host ?key|certificate|credential"
     r"|unauthori[sz]ed|forbidden|status code: 40[13]\b",
@@ -64,14 +64,6 @@ class GitSource:
     paths: tuple[str, ...] = ()  # monorepo: only commits touching these count
     token_file: Path | None = None  # HTTPS token, sent as password for "x-access-token"
     ssh_key_file: Path | None = None  # SSH private key; "<key>.pub" is used when present
-
-
-def redact_url(url: str) -> str:
-    """`url` without userinfo, fit for messages and logs.
-
-    scp-like `git@host:path` keeps its user: that syntax cannot carry a password.
-    """
-    return _USERINFO.sub(r"\1", url)
 
 
 class GitMirrors:
@@ -163,14 +155,6 @@ class GitMirrors:
                 f"no commit on branch '{source.branch}' touches {', '.join(source.paths)}"
             )
         return found
-
-    async def is_ancestor(self, source: GitSource, ancestor: str, descendant: str) -> bool:
-        """Whether `ancestor` is `descendant` or one of its ancestors."""
-        older = await self._commit(source, ancestor, f"commit '{ancestor}'")
-        newer = await self._commit(source, descendant, f"commit '{descendant}'")
-        if older == newer:
-            return True
-        return await self._read(source.url, lambda repo: repo.descendant_of(newer, older))
 
     async def export_context(
         self, source: GitSource, *, commit: str, context: str, dockerfile: str
@@ -492,7 +476,7 @@ def _is_ssh(url: str) -> bool:
 
 
 def _scrub(text: str, secret: str | None) -> str:
-    text = redact_url(text)
+    text = redact_urls_in(text)
     return text.replace(secret, "***") if secret else text
 
 

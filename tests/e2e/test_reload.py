@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import structlog
 
-from reconciler import supervisor as supervisor_module
+from reconciler import reload as reload_module
 from reconciler.sandbox.aws import SandboxAws
 from tests.support.multiapp import combined_config, daemon_for
 from tests.support.world import RunningDaemon, World
@@ -31,7 +31,7 @@ def sha256(text: str) -> str:
 
 def as_world(daemon: RunningDaemon, world: World) -> RunningDaemon:
     """The same daemon, with status and webhook helpers aimed at another world's app."""
-    return RunningDaemon(world, daemon.supervisor, daemon.url, daemon.http, daemon.config_path)
+    return RunningDaemon(world, daemon.daemon, daemon.url, daemon.http, daemon.config_path)
 
 
 async def status_code(daemon: RunningDaemon, name: str) -> int:
@@ -212,7 +212,7 @@ async def test_request_reload_applies_an_edit_at_once(
 ) -> None:
     """SIGHUP's effect: with the file check all but switched off, only the request explains
     that the edit is applied."""
-    monkeypatch.setattr(supervisor_module, "CONFIG_CHECK_INTERVAL", 3600.0)
+    monkeypatch.setattr(reload_module, "CONFIG_CHECK_INTERVAL", 3600.0)
     async with world.daemon() as daemon:
         await daemon.wait_phase("InSync", revision=world.first_commit)
         loop = daemon.supervisor.loops[world.name]
@@ -220,7 +220,7 @@ async def test_request_reload_applies_an_edit_at_once(
         world.app_overrides["suspended"] = True
         path = daemon.config_path
         path.write_text(world.config_text())
-        daemon.supervisor.request_reload()
+        daemon.daemon.request_reload()
         await daemon.wait_phase("Suspended", timeout=30)
 
         assert daemon.supervisor.loops[world.name] is not loop

@@ -14,16 +14,18 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
+from reconciler.adapters.ports import Adapters
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.backoff import Timings
 from reconciler.config import AppConfig
-from reconciler.loop import Adapters, AppLoop
+from reconciler.loop import AppLoop
 from reconciler.metrics import Metrics
 from reconciler.model import Deployment, ServiceState
+from reconciler.reporter import Reporter
 from reconciler.state import StateStore
 from reconciler.status import AppStatus
 
@@ -71,7 +73,16 @@ class FakeDocker(_Failures):
         self.pushes: list[str] = []
         self.during_build: Callable[[str], Any] | None = None
 
-    async def build(self, *, tag: str, **_: Any) -> BuildResult:
+    async def build(
+        self,
+        *,
+        context: BinaryIO,
+        dockerfile: str,
+        tag: str,
+        build_args: Mapping[str, str],
+        target: str,
+        labels: Mapping[str, str],
+    ) -> BuildResult:
         self.builds.append(tag)
         if self.during_build is not None:
             await self.during_build(tag)
@@ -162,7 +173,7 @@ class FakeEcs(_Failures):
         await asyncio.sleep(0)
         return dict(self.definitions[arn]), []
 
-    async def register_task_definition(self, definition: Mapping[str, Any], tags: list[Any]) -> str:
+    async def register_task_definition(self, definition: dict[str, Any], tags: list[Any]) -> str:
         if self.before_register is not None:
             self.before_register()
         await asyncio.sleep(0)
@@ -219,13 +230,7 @@ class FakeWorld:
         )
         git, docker, ecs = FakeGit(head), FakeDocker(), FakeEcs()
         registry = FakeRegistry(docker)
-        adapters = Adapters(
-            git=cast(Any, git),
-            docker=cast(Any, docker),
-            registry=cast(Any, registry),
-            ecr=cast(Any, FakeEcr()),
-            ecs=cast(Any, ecs),
-        )
+        adapters = Adapters(git=git, docker=docker, registry=registry, ecr=FakeEcr(), ecs=ecs)
         store, status, metrics = StateStore(state_dir), AppStatus(name="web"), Metrics()
         loop = AppLoop(
             app=app,
@@ -233,8 +238,7 @@ class FakeWorld:
             adapters=adapters,
             build_slots=asyncio.Semaphore(2),
             store=store,
-            status=status,
-            metrics=metrics,
+            reporter=Reporter(app=app.name, status=status, metrics=metrics, store=store),
             timings=timings,
         )
         return cls(app, git, docker, registry, ecs, store, status, metrics, loop)

@@ -37,5 +37,5 @@ async def daemon_for(
     text = combined_config(worlds)
     path = worlds[0].root / "reconciler.toml"
     path.write_text(text)
-    async with serving(parse_config(text), path, timings=timings) as (supervisor, url, http):
-        yield [RunningDaemon(world, supervisor, url, http, path) for world in worlds]
+    async with serving(parse_config(text), path, timings=timings) as (daemon, url, http):
+        yield [RunningDaemon(world, daemon, url, http, path) for world in worlds]

@@ -27,6 +27,7 @@ import boto3
 
 from reconciler.backoff import Timings
 from reconciler.config import Config, parse_config
+from reconciler.daemon import Daemon
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.provision import provision_app
 from reconciler.supervisor import Supervisor
@@ -144,40 +145,44 @@ class World:
     @asynccontextmanager
     async def daemon(self, *, timings: Timings = FAST) -> AsyncIterator[RunningDaemon]:
         path = self.write_config()
-        async with serving(self.config(), path, timings=timings) as (supervisor, url, http):
-            yield RunningDaemon(self, supervisor, url, http, path)
+        async with serving(self.config(), path, timings=timings) as (daemon, url, http):
+            yield RunningDaemon(self, daemon, url, http, path)
 
 
 @asynccontextmanager
 async def serving(
     config: Config, path: Path, *, timings: Timings
-) -> AsyncIterator[tuple[Supervisor, str, aiohttp.ClientSession]]:
-    """Run a Supervisor in this event loop until the block ends; yield it, its URL, a client."""
-    supervisor = Supervisor(config=config, config_path=path, timings=timings)
-    task = asyncio.create_task(supervisor.run(install_signals=False))
+) -> AsyncIterator[tuple[Daemon, str, aiohttp.ClientSession]]:
+    """Run a Daemon in this event loop until the block ends; yield it, its URL, a client."""
+    daemon = Daemon(config=config, config_path=path, timings=timings)
+    task = asyncio.create_task(daemon.run(install_signals=False))
     try:
         deadline = time.monotonic() + 30
-        while supervisor.listening is None:
+        while daemon.listening is None:
             if task.done():
                 task.result()
             if time.monotonic() > deadline:
                 raise TimeoutError("daemon did not start listening")
             await asyncio.sleep(0.02)
-        host, port = supervisor.listening
+        host, port = daemon.listening
         async with aiohttp.ClientSession() as http:
-            yield supervisor, f"http://{host}:{port}", http
+            yield daemon, f"http://{host}:{port}", http
     finally:
-        supervisor.request_stop()
+        daemon.request_stop()
         await asyncio.wait_for(task, timeout=15)
 
 
 @dataclass
 class RunningDaemon:
     world: World
-    supervisor: Supervisor
+    daemon: Daemon
     url: str
     http: aiohttp.ClientSession
     config_path: Path
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self.daemon.supervisor
 
     async def status(self, name: str | None = None) -> dict[str, Any]:
         async with self.http.get(f"{self.url}/status/{name or self.world.name}") as answer:

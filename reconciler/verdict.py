@@ -1,4 +1,4 @@
-"""Is the rolling update done? A pure verdict on one DescribeServices answer.
+"""Is the rollout done? A pure verdict on one DescribeServices answer.
 
 Success is narrow on purpose: the deployment UpdateService started (by its id) is PRIMARY and
 COMPLETED, and the service still points at the new task definition. botocore's
@@ -13,51 +13,51 @@ from reconciler.model import ServiceState
 
 
 @dataclass(frozen=True)
-class Pending:
+class RolloutPending:
     pass
 
 
 @dataclass(frozen=True)
-class Succeeded:
+class RolloutSucceeded:
     pass
 
 
 @dataclass(frozen=True)
-class Failed:
+class RolloutFailed:
     reason: str
     rolled_back_by_ecs: bool
 
 
-Verdict = Pending | Succeeded | Failed
+Verdict = RolloutPending | RolloutSucceeded | RolloutFailed
 
 
 def judge(state: ServiceState, *, deployment_id: str, task_definition: str) -> Verdict:
     ours = state.deployment(deployment_id)
     moved_away = state.task_definition != task_definition
     if ours is None:
-        return Failed(
+        return RolloutFailed(
             reason=f"deployment {deployment_id} is gone; service runs {state.task_definition}",
             rolled_back_by_ecs=moved_away,
         )
     if ours.rollout_state == "FAILED":
         reason = ours.reason or "rollout failed"
-        return Failed(
+        return RolloutFailed(
             reason=f"deployment {deployment_id} failed: {reason}", rolled_back_by_ecs=moved_away
         )
     if moved_away:
-        return Failed(
+        return RolloutFailed(
             reason=f"service was moved to {state.task_definition} during the rollout",
             rolled_back_by_ecs=True,
         )
     if ours.status != "PRIMARY":
-        return Failed(
+        return RolloutFailed(
             reason=f"deployment {deployment_id} was superseded ({ours.status})",
             rolled_back_by_ecs=False,
         )
     if ours.rollout_state == "COMPLETED":
-        return Succeeded()
+        return RolloutSucceeded()
     if ours.rollout_state is None:
         others = [d for d in state.deployments if d.id != deployment_id]
         if not others and ours.running_count == ours.desired_count:
-            return Succeeded()
-    return Pending()
+            return RolloutSucceeded()
+    return RolloutPending()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reconciler.model import Deployment, ServiceState
-from reconciler.rollout import Failed, Pending, Succeeded, judge
+from reconciler.verdict import RolloutFailed, RolloutPending, RolloutSucceeded, judge
 
 OLD, NEW = "td/web:1", "td/web:2"
 
@@ -15,7 +15,7 @@ def state(td: str, *deployments: Deployment) -> ServiceState:
 def test_completed_primary_with_new_task_definition_succeeds() -> None:
     """Our deployment, PRIMARY and COMPLETED, service on the new task definition: success."""
     s = state(NEW, Deployment("d2", "PRIMARY", NEW, "COMPLETED", 2, 2))
-    assert judge(s, deployment_id="d2", task_definition=NEW) == Succeeded()
+    assert judge(s, deployment_id="d2", task_definition=NEW) == RolloutSucceeded()
 
 
 def test_in_progress_is_pending() -> None:
@@ -24,7 +24,7 @@ def test_in_progress_is_pending() -> None:
         Deployment("d2", "PRIMARY", NEW, "IN_PROGRESS", 1, 2),
         Deployment("d1", "ACTIVE", OLD, "COMPLETED", 1, 2),
     )
-    assert judge(s, deployment_id="d2", task_definition=NEW) == Pending()
+    assert judge(s, deployment_id="d2", task_definition=NEW) == RolloutPending()
 
 
 def test_circuit_breaker_rollback_is_a_failure_even_though_the_service_is_stable() -> None:
@@ -35,13 +35,13 @@ def test_circuit_breaker_rollback_is_a_failure_even_though_the_service_is_stable
         Deployment("d2", "ACTIVE", NEW, "FAILED", 0, 2, reason="circuit breaker"),
     )
     verdict = judge(s, deployment_id="d2", task_definition=NEW)
-    assert isinstance(verdict, Failed)
+    assert isinstance(verdict, RolloutFailed)
     assert verdict.rolled_back_by_ecs
 
 
 def test_deployment_gone_is_a_failure() -> None:
     s = state(OLD, Deployment("d9", "PRIMARY", OLD, "COMPLETED", 2, 2))
-    assert isinstance(judge(s, deployment_id="d2", task_definition=NEW), Failed)
+    assert isinstance(judge(s, deployment_id="d2", task_definition=NEW), RolloutFailed)
 
 
 def test_superseded_by_someone_else_is_a_failure() -> None:
@@ -50,7 +50,7 @@ def test_superseded_by_someone_else_is_a_failure() -> None:
         Deployment("d3", "PRIMARY", NEW, "IN_PROGRESS", 0, 2),
         Deployment("d2", "ACTIVE", NEW, "IN_PROGRESS", 1, 2),
     )
-    assert isinstance(judge(s, deployment_id="d2", task_definition=NEW), Failed)
+    assert isinstance(judge(s, deployment_id="d2", task_definition=NEW), RolloutFailed)
 
 
 def test_without_rollout_state_success_needs_a_lone_fully_running_deployment() -> None:
@@ -60,5 +60,5 @@ def test_without_rollout_state_success_needs_a_lone_fully_running_deployment() -
         Deployment("d2", "PRIMARY", NEW, None, 2, 2),
         Deployment("d1", "ACTIVE", OLD, None, 1, 2),
     )
-    assert judge(lone, deployment_id="d2", task_definition=NEW) == Succeeded()
-    assert judge(draining, deployment_id="d2", task_definition=NEW) == Pending()
+    assert judge(lone, deployment_id="d2", task_definition=NEW) == RolloutSucceeded()
+    assert judge(draining, deployment_id="d2", task_definition=NEW) == RolloutPending()

@@ -1,0 +1,92 @@
+"""The seams of a pass: one Protocol per kind of I/O.
+
+The stages and the loop depend on these, never on the concrete adapters, so a test may put a
+small in-memory fake at any seam and mypy checks that it fits. The real implementations live
+beside this module (git.py, docker.py, registry.py, ecr.py, ecs.py); the composition root
+(daemon.py) opens them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol
+
+from reconciler.adapters.docker import BuildResult
+from reconciler.adapters.git import GitSource
+from reconciler.adapters.registry import RegistryAuth
+from reconciler.model import ServiceState
+
+TaskDefinition = dict[str, Any]
+
+
+class GitPort(Protocol):
+    async def resolve(self, source: GitSource) -> str:
+        """The full SHA the source wants now."""
+
+    def forget_heads(self, url: str) -> None:
+        """Drop cached remote heads of `url`: the next resolve asks the remote."""
+
+    async def export_context(
+        self, source: GitSource, *, commit: str, context: str, dockerfile: str
+    ) -> BinaryIO:
+        """The build context of `commit` as an uncompressed tar file object."""
+
+
+class DockerPort(Protocol):
+    async def build(
+        self,
+        *,
+        context: BinaryIO,
+        dockerfile: str,
+        tag: str,
+        build_args: Mapping[str, str],
+        target: str,
+        labels: Mapping[str, str],
+    ) -> BuildResult:
+        """Build the tar `context` as `tag`."""
+
+    async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
+        """Push `image`; the manifest digest it got."""
+
+
+class RegistryPort(Protocol):
+    async def has_tag(
+        self, *, registry: str, repository: str, tag: str, auth: RegistryAuth | None
+    ) -> bool:
+        """Whether the registry already has `repository:tag`."""
+
+
+class EcrPort(Protocol):
+    async def registry(self) -> str:
+        """The registry host images are pushed to."""
+
+    async def auth(self) -> RegistryAuth:
+        """Credentials for that registry, fresh."""
+
+
+class EcsPort(Protocol):
+    async def describe_service(
+        self, cluster: str, service: str, *, max_age: float = 0.0
+    ) -> ServiceState:
+        """The service's state; an answer up to `max_age` seconds old will do."""
+
+    async def task_definition(self, arn: str) -> tuple[TaskDefinition, list[Any]]:
+        """The task definition and its tags."""
+
+    async def register_task_definition(self, definition: TaskDefinition, tags: list[Any]) -> str:
+        """Register a copy of `definition`; its ARN."""
+
+    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
+        """Point the service at `task_definition`; the id of the deployment it started."""
+
+
+@dataclass(frozen=True)
+class Adapters:
+    """The seams a pass uses, one of each."""
+
+    git: GitPort
+    docker: DockerPort
+    registry: RegistryPort
+    ecr: EcrPort
+    ecs: EcsPort
