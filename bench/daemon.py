@@ -21,23 +21,56 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import daemon as daemon_module
 from reconciler import logs
-from reconciler.adapters.ports import Adapters
+from reconciler.adapters.git import GitMirrors
+from reconciler.adapters.ports import Adapters, EcsPort, TaskDefinition
 from reconciler.config import Config, load_config
 from reconciler.daemon import Daemon
+from reconciler.loop import AppLoop
+from reconciler.model import ServiceState
+
+if TYPE_CHECKING:
+    from pyinstrument import Profiler
+
+
+class CountedEcs:
+    """An EcsPort that counts the app loops' reads before passing them on."""
+
+    def __init__(self, ecs: EcsPort) -> None:
+        self._ecs = ecs
+        self.describe_requests = 0
+        self.task_definition_requests = 0
+
+    async def describe_service(
+        self, cluster: str, service: str, *, max_age: float = 0.0
+    ) -> ServiceState:
+        self.describe_requests += 1
+        return await self._ecs.describe_service(cluster, service, max_age=max_age)
+
+    async def task_definition(self, arn: str) -> tuple[TaskDefinition, list[Any]]:
+        self.task_definition_requests += 1
+        return await self._ecs.task_definition(arn)
+
+    async def register_task_definition(self, definition: TaskDefinition, tags: list[Any]) -> str:
+        return await self._ecs.register_task_definition(definition, tags)
+
+    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
+        return await self._ecs.update_service(
+            cluster=cluster, service=service, task_definition=task_definition
+        )
 
 
 class Instrumented:
     """Keeps the adapters the supervisor opens, and counts the app loops' ECS reads."""
 
     def __init__(self) -> None:
-        self.adapters: Adapters | None = None
-        self.describe_requests = 0
-        self.task_definition_requests = 0
+        self.git: GitMirrors | None = None
+        self.ecs: CountedEcs | None = None
 
     def install(self) -> None:
         opened = daemon_module.open_adapters
@@ -45,26 +78,20 @@ class Instrumented:
         @asynccontextmanager
         async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
             async with opened(config) as adapters:
-                self._count_reads(adapters)
-                self.adapters = adapters
-                yield adapters
+                self.ecs = CountedEcs(adapters.ecs)
+                if isinstance(adapters.git, GitMirrors):
+                    self.git = adapters.git
+                yield replace(adapters, ecs=self.ecs)
 
-        daemon_module.open_adapters = open_adapters  # type: ignore[assignment]
+        daemon_module.open_adapters = open_adapters
 
-    def _count_reads(self, adapters: Adapters) -> None:
-        ecs = adapters.ecs
-        describe, task_definition = ecs.describe_service, ecs.task_definition
-
-        async def counted_describe(*args: Any, **kwargs: Any) -> Any:
-            self.describe_requests += 1
-            return await describe(*args, **kwargs)
-
-        async def counted_task_definition(*args: Any, **kwargs: Any) -> Any:
-            self.task_definition_requests += 1
-            return await task_definition(*args, **kwargs)
-
-        ecs.describe_service = counted_describe  # type: ignore[method-assign]
-        ecs.task_definition = counted_task_definition  # type: ignore[method-assign]
+    def counts(self) -> dict[str, int]:
+        return {
+            "ls_remote_count": self.git.ls_remote_count if self.git else 0,
+            "fetch_count": self.git.fetch_count if self.git else 0,
+            "describe_requests": self.ecs.describe_requests if self.ecs else 0,
+            "task_definition_requests": self.ecs.task_definition_requests if self.ecs else 0,
+        }
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
@@ -76,7 +103,7 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 class Profiling:
     def __init__(self, run_dir: Path) -> None:
         self._run_dir = run_dir
-        self._profiler: Any = None
+        self._profiler: Profiler | None = None
 
     def toggle(self) -> None:
         from pyinstrument import Profiler
@@ -106,18 +133,18 @@ async def serve(config_path: Path, run_dir: Path) -> None:
     profiling = Profiling(run_dir)
 
     def stats() -> None:
-        adapters = instrumented.adapters
-        git = adapters.git if adapters else None
+        loops = [loop for loop in supervisor.loops.values() if isinstance(loop, AppLoop)]
+        counts = instrumented.counts()
         _write_json(
             run_dir / "stats.json",
             {
                 "t": time.monotonic(),
-                "ls_remote_count": git.ls_remote_count if git else 0,
-                "fetch_count": git.fetch_count if git else 0,
-                "passes": sum(loop.passes for loop in supervisor.loops.values()),
+                "ls_remote_count": counts["ls_remote_count"],
+                "fetch_count": counts["fetch_count"],
+                "passes": sum(loop.passes for loop in loops),
                 "apps": len(supervisor.loops),
-                "describe_requests": instrumented.describe_requests,
-                "task_definition_requests": instrumented.task_definition_requests,
+                "describe_requests": counts["describe_requests"],
+                "task_definition_requests": counts["task_definition_requests"],
             },
         )
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.git import GitMirrors, GitSource, redact_url
+from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.errors import GitAuthError, GitRevisionNotFound, GitUnavailable
+from reconciler.repourl import redact_url
 from tests.support.gitrepo import GitRepo
 
 TOKEN = "s3cr3t-token-value"

@@ -159,10 +159,10 @@ async def peer_from_header(
 async def serve(tmp_path: Path, **options: Any) -> AsyncIterator[Daemon]:
     supervisor = Supervisor(config=parse_config(config_text(tmp_path, **options)))
     loops = {}
-    for app in supervisor.config.apps:
-        loops[app.name] = FakeLoop()
-        supervisor.loops[app.name] = loops[app.name]
-        supervisor.statuses[app.name] = AppStatus(name=app.name)
+    for entry in supervisor.config.apps:
+        loops[entry.name] = FakeLoop()
+        supervisor.loops[entry.name] = loops[entry.name]
+        supervisor.statuses[entry.name] = AppStatus(name=entry.name)
     app = build_app(supervisor)
     app.middlewares.insert(0, peer_from_header)
     async with TestClient(TestServer(app)) as client:

@@ -7,24 +7,34 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioboto3
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ecs.models import ecs_backends
 
 from reconciler.sandbox import ProvisionedApp, SandboxAws, Scenario, provision_app
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_ecs.literals import DesiredStatusType
+    from mypy_boto3_ecs.type_defs import ContainerDefinitionOutputTypeDef, TaskTypeDef
 
 REGION = "us-east-1"
 SERVICE = "web"
 DESIRED = 2
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # Clients from one session share its parsed service models, which keeps the suite fast.
-SESSION = boto3.session.Session(region_name=REGION, **CREDENTIALS)
+SESSION = boto3.session.Session(
+    region_name=REGION,
+    aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+    aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+)
 
 Service = dict[str, Any]
 
@@ -43,9 +53,16 @@ def _no_leftovers(sandbox: SandboxAws) -> None:
     sandbox.calls.reset()
 
 
-def client(sandbox: SandboxAws, name: str, *, attempts: int = 3) -> Any:
-    config = Config(retries={"mode": "standard", "total_max_attempts": attempts})
-    return SESSION.client(name, endpoint_url=sandbox.endpoint_url, config=config)
+def retrying(attempts: int) -> Config:
+    return Config(retries={"mode": "standard", "total_max_attempts": attempts})
+
+
+def ecs_client(sandbox: SandboxAws, *, attempts: int = 3) -> ECSClient:
+    return SESSION.client("ecs", endpoint_url=sandbox.endpoint_url, config=retrying(attempts))
+
+
+def ecr_client(sandbox: SandboxAws, *, attempts: int = 3) -> ECRClient:
+    return SESSION.client("ecr", endpoint_url=sandbox.endpoint_url, config=retrying(attempts))
 
 
 def provision(sandbox: SandboxAws, cluster: str, service: str = SERVICE) -> ProvisionedApp:
@@ -71,7 +88,7 @@ class Harness:
     """One provisioned app on its own cluster, with the calls the tests make on it."""
 
     sandbox: SandboxAws
-    ecs: Any
+    ecs: ECSClient
     cluster: str
     app: ProvisionedApp
 
@@ -85,7 +102,7 @@ class Harness:
         found = self.ecs.describe_services(cluster=self.cluster, services=[service])
         return dict(found["services"][0])
 
-    def update(self, task_definition: str, ecs: Any = None) -> Service:
+    def update(self, task_definition: str, ecs: ECSClient | None = None) -> Service:
         answer = (ecs or self.ecs).update_service(
             cluster=self.cluster, service=SERVICE, taskDefinition=task_definition
         )
@@ -95,10 +112,11 @@ class Harness:
         """A copy of the live task definition with the app image changed, as the daemon makes."""
         live = self.describe()["taskDefinition"]
         current = self.ecs.describe_task_definition(taskDefinition=live)["taskDefinition"]
-        containers = [
-            {**c, "image": image} if c["name"] == "app" else c
-            for c in current["containerDefinitions"]
-        ]
+
+        def with_image(c: ContainerDefinitionOutputTypeDef) -> ContainerDefinitionOutputTypeDef:
+            return {**c, "image": image} if c["name"] == "app" else c
+
+        containers = [with_image(c) for c in current["containerDefinitions"]]
         registered = self.ecs.register_task_definition(
             family=current["family"],
             containerDefinitions=containers,
@@ -124,8 +142,16 @@ class Harness:
                 pytest.fail(f"the rollout never settled: {service['deployments']}")
             time.sleep(0.02)
 
-    def tasks(self, service: str = SERVICE, **filters: str) -> list[dict[str, Any]]:
-        arns = self.ecs.list_tasks(cluster=self.cluster, serviceName=service, **filters)
+    def tasks(
+        self, service: str = SERVICE, *, desired_status: DesiredStatusType | None = None
+    ) -> list[TaskTypeDef]:
+        arns = (
+            self.ecs.list_tasks(cluster=self.cluster, serviceName=service)
+            if desired_status is None
+            else self.ecs.list_tasks(
+                cluster=self.cluster, serviceName=service, desiredStatus=desired_status
+            )
+        )
         if not arns["taskArns"]:
             return []
         return list(self.ecs.describe_tasks(cluster=self.cluster, tasks=arns["taskArns"])["tasks"])
@@ -134,7 +160,7 @@ class Harness:
 @pytest.fixture
 def web(sandbox: SandboxAws) -> Harness:
     cluster = f"c-{uuid.uuid4().hex[:10]}"
-    return Harness(sandbox, client(sandbox, "ecs"), cluster, provision(sandbox, cluster))
+    return Harness(sandbox, ecs_client(sandbox), cluster, provision(sandbox, cluster))
 
 
 def test_provisioned_service_is_steady(sandbox: SandboxAws, web: Harness) -> None:
@@ -164,7 +190,7 @@ def test_provisioned_service_is_steady(sandbox: SandboxAws, web: Harness) -> Non
         "awsvpc",
     )
     assert described["tags"] == [{"key": "team", "value": "sandbox"}]
-    ecr = client(sandbox, "ecr")
+    ecr = ecr_client(sandbox)
     found = ecr.describe_repositories(repositoryNames=[f"{web.cluster}/web"])["repositories"]
     assert found[0]["repositoryUri"] == web.app.repository_uri
 
@@ -345,14 +371,14 @@ def test_tasks_follow_the_primary_deployment(sandbox: SandboxAws, web: Harness) 
             assert task["taskDefinitionArn"] == target
             assert [c["name"] for c in task["containers"]] == ["app", "log-router"]
             assert {c["lastStatus"] for c in task["containers"]} == {"RUNNING"}
-    assert {t["taskArn"] for t in web.tasks(desiredStatus="STOPPED")} == old_arns
+    assert {t["taskArn"] for t in web.tasks(desired_status="STOPPED")} == old_arns
     # serviceName is honoured: the other service's tasks are its own.
     worker_definitions = {t["taskDefinitionArn"] for t in web.tasks("worker")}
     assert worker_definitions == {worker.task_definition_arn}
 
 
 def test_throttling_fault_then_success(sandbox: SandboxAws, web: Harness) -> None:
-    once = client(sandbox, "ecs", attempts=1)
+    once = ecs_client(sandbox, attempts=1)
     sandbox.faults.inject("DescribeServices")
 
     with pytest.raises(ClientError) as raised:
@@ -371,7 +397,7 @@ def test_throttling_fault_then_success(sandbox: SandboxAws, web: Harness) -> Non
 def test_server_faults_never_reach_moto(
     sandbox: SandboxAws, web: Harness, status: int, code: str
 ) -> None:
-    once = client(sandbox, "ecs", attempts=1)
+    once = ecs_client(sandbox, attempts=1)
     target = web.new_revision("registry.local/web:v2")
     sandbox.faults.inject("UpdateService", status=status, code=code, message="try again")
 
@@ -392,7 +418,7 @@ def test_server_faults_never_reach_moto(
 
 
 def test_wildcard_fault_hits_any_action(sandbox: SandboxAws) -> None:
-    ecr = client(sandbox, "ecr", attempts=1)
+    ecr = ecr_client(sandbox, attempts=1)
     sandbox.faults.inject("*", code="AccessDeniedException", message="no")
     with pytest.raises(ClientError) as raised:
         ecr.get_authorization_token()
@@ -404,7 +430,7 @@ def test_call_counter_counts_per_action(sandbox: SandboxAws, web: Harness) -> No
     sandbox.calls.reset()
     sandbox.faults.inject("DescribeServices")
     with pytest.raises(ClientError):
-        client(sandbox, "ecs", attempts=1).describe_services(
+        ecs_client(sandbox, attempts=1).describe_services(
             cluster=web.cluster, services=[SERVICE]
         )
     for _ in range(3):

@@ -396,7 +396,7 @@ async def test_a_burst_of_500_webhooks_and_replays_costs_two_passes_and_one_depl
     """500 signed deliveries at once plus replays: at most two passes, one UpdateService."""
     async with world.daemon() as daemon:
         await daemon.wait_phase("InSync", revision=world.first_commit)
-        loop = daemon.supervisor.loops[world.name]
+        loop = daemon.loop()
         passes, updates = loop.passes, world.updates()
         second = world.repo.commit({"app.txt": "version 2\n"}, "second")
         replayed = str(uuid.uuid4())

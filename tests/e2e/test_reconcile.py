@@ -77,11 +77,11 @@ async def test_bad_signature_gets_401_and_changes_nothing(world: World) -> None:
     async with world.daemon() as daemon:
         await daemon.wait_phase("InSync", revision=world.first_commit)
         world.repo.commit({"app.txt": "version 2\n"}, "second")
-        passes = daemon.supervisor.loops[world.name].passes
+        passes = daemon.loop().passes
         answer = await daemon.github_push(secret="not-the-secret")
         assert answer.status == 401
         status = await daemon.status()
-        assert daemon.supervisor.loops[world.name].passes == passes
+        assert daemon.loop().passes == passes
     assert status["desired"]["revision"] == world.first_commit
     assert world.live_image() == world.image(world.first_commit)
     assert world.updates() == 1

@@ -79,7 +79,7 @@ async def test_an_added_app_starts_and_converges_and_the_other_is_not_disturbed(
     """Appending an app to the file deploys it; the app already running keeps its loop."""
     async with daemon_for([world]) as (daemon,):
         await daemon.wait_phase("InSync", revision=world.first_commit)
-        loop = daemon.supervisor.loops[world.name]
+        loop = daemon.loop()
         passes = loop.passes
 
         path = daemon.config_path
@@ -101,7 +101,7 @@ async def test_a_removed_app_stops_and_the_other_keeps_its_loop(world: World, ot
     async with daemon_for([world, other]) as (daemon, removed):
         await daemon.wait_phase("InSync", revision=world.first_commit)
         await removed.wait_phase("InSync", revision=other.first_commit)
-        loop = daemon.supervisor.loops[world.name]
+        loop = daemon.loop()
         passes = loop.passes
 
         daemon.config_path.write_text(world.config_text())
@@ -159,7 +159,7 @@ async def test_invalid_edits_are_logged_and_the_last_good_config_keeps_running(
     async with world.daemon() as daemon:
         path = daemon.config_path
         await daemon.wait_phase("InSync", revision=world.first_commit)
-        loop = daemon.supervisor.loops[world.name]
+        loop = daemon.loop()
         config = (await document(daemon))["config"]
         assert (config["path"], config["sha256"], config["last_error"]) == (
             str(path),
@@ -215,7 +215,7 @@ async def test_request_reload_applies_an_edit_at_once(
     monkeypatch.setattr(reload_module, "CONFIG_CHECK_INTERVAL", 3600.0)
     async with world.daemon() as daemon:
         await daemon.wait_phase("InSync", revision=world.first_commit)
-        loop = daemon.supervisor.loops[world.name]
+        loop = daemon.loop()
 
         world.app_overrides["suspended"] = True
         path = daemon.config_path

@@ -28,6 +28,7 @@ import boto3
 from reconciler.backoff import Timings
 from reconciler.config import Config, parse_config
 from reconciler.daemon import Daemon
+from reconciler.loop import AppLoop
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.provision import provision_app
 from reconciler.supervisor import Supervisor
@@ -183,6 +184,12 @@ class RunningDaemon:
     @property
     def supervisor(self) -> Supervisor:
         return self.daemon.supervisor
+
+    def loop(self, name: str | None = None) -> AppLoop:
+        """The app's loop, as the supervisor runs it (it holds loops by what it steers)."""
+        loop = self.supervisor.loops[name or self.world.name]
+        assert isinstance(loop, AppLoop), loop
+        return loop
 
     async def status(self, name: str | None = None) -> dict[str, Any]:
         async with self.http.get(f"{self.url}/status/{name or self.world.name}") as answer:
