@@ -1,4 +1,4 @@
-"""The benchmark: the daemon against fabfuel/ecs-deploy on the sandbox AWS (issue 5).
+"""The benchmark: the daemon against fabfuel/ecs-deploy on the sandbox AWS.
 
 `python -m bench.run [--quick]` starts the sandbox (moto with rolling-update progression), uses
 the local registry and dockerd, makes git repositories, runs every scenario and prints one

@@ -169,7 +169,7 @@ async def run_events(
 ) -> tuple[list[Row], list[Row]]:
     """The webhook-driven scenarios on one daemon, then the peer on services like them.
 
-    Returns the rows, and apart the build row (the table shows it last, as issue 5 does).
+    Returns the rows, and apart the build row (the table shows it last).
     """
     sizes = events.QUICK if options.quick else events.FULL
     log("making repositories and services")

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 PROJECT = Path(__file__).resolve().parent.parent
 
-# Every figure of issue 5, by the start of its row; the peer's where it has one.
+# Every figure the benchmark must report, by the start of its row; True where the peer
+# (ecs-deploy) has a figure of its own to compare with.
 FIGURES = {
     "webhook -> UpdateService, tag in registry: p50": False,
     "webhook -> UpdateService, tag in registry: p99": False,

@@ -1,4 +1,4 @@
-"""The `reconciler` command (SPEC 5), run as operators run it: a subprocess, exit code, output.
+"""The `reconciler` command, run as operators run it: a subprocess, exit code, output.
 
 Errors are one line on stderr and a documented exit code (2: bad input or unknown app, 1: the
 daemon cannot be reached), never a traceback. `plan`, and `run` with a real app, are in

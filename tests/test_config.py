@@ -29,7 +29,7 @@ def app_with(line: str) -> str:
     return APP + line + "\n"
 
 
-def test_minimal_config_has_spec_defaults() -> None:
+def test_minimal_config_takes_the_documented_defaults() -> None:
     config = parse_config(APP)
     app = config.apps[0]
     assert (app.branch, app.context, app.dockerfile, app.rollout_timeout) == (

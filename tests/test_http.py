@@ -1,4 +1,4 @@
-"""The daemon's HTTP face (SPEC 4): who may nudge or sync which app, and what each route answers.
+"""The daemon's HTTP face: who may nudge or sync which app, and what each route answers.
 
 The supervisor is real (config, app matching, status, metrics); its app loops are stand-ins
 that count nudges and syncs, because what a nudge then does to a pass is the loop's business

@@ -1,4 +1,4 @@
-"""The registry adapter: does the tag exist, asked of the registry itself (SPEC §3).
+"""The registry adapter: whether a tag exists is asked of the registry itself, never assumed.
 
 Against the local CNCF registry for the real answers, and against tiny aiohttp servers on
 loopback for the auth flows and failures the local registry (no auth) cannot produce.

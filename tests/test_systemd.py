@@ -347,7 +347,7 @@ def test_unit_is_notify_with_a_watchdog_and_keeps_docker_and_network() -> None:
     assert service.get("PrivateNetwork", "no") == "no"
     assert service.get("PrivateUsers", "no") == "no"  # would unmap the docker group
     assert "IPAddressDeny" not in service
-    # SPEC 5: SIGTERM stops the daemon within 10 s, so systemd must wait at least that long.
+    # SIGTERM stops the daemon within 10 s, so systemd must wait at least that long.
     assert int(service["TimeoutStopSec"].removesuffix("s")) > 10
     # An invalid config exits 2 and needs a human: restarting it every few seconds won't help.
     assert "2" in service["RestartPreventExitStatus"].split()

@@ -46,7 +46,7 @@ def history(status: dict[str, object]) -> list[tuple[str, str]]:
     return [(str(h["revision"]), str(h["result"])) for h in entries]
 
 
-# --- 1. git --------------------------------------------------------------------------------
+# --- git -----------------------------------------------------------------------------------
 
 
 async def test_unreachable_git_remote_changes_nothing_backs_off_and_recovers(
@@ -107,7 +107,7 @@ async def test_deleted_branch_changes_nothing_backs_off_and_recovers(
     assert world.updates() == before[0]
 
 
-# --- 2. registry ---------------------------------------------------------------------------
+# --- registry ------------------------------------------------------------------------------
 
 
 async def test_registry_down_during_push_registers_nothing_then_converges(
@@ -149,7 +149,7 @@ async def test_registry_down_during_push_registers_nothing_then_converges(
     assert world.live_image() == world.image(head)
 
 
-# --- 3. Docker engine ----------------------------------------------------------------------
+# --- Docker engine -------------------------------------------------------------------------
 
 
 async def test_dead_docker_socket_changes_nothing_until_restarted_with_the_right_one(
@@ -180,7 +180,7 @@ async def test_dead_docker_socket_changes_nothing_until_restarted_with_the_right
     assert world.updates() == 1
 
 
-# --- 4. broken Dockerfile ------------------------------------------------------------------
+# --- broken Dockerfile ---------------------------------------------------------------------
 
 
 async def test_broken_dockerfile_fails_after_three_builds_and_a_fixed_commit_deploys(
@@ -219,7 +219,7 @@ async def test_broken_dockerfile_fails_after_three_builds_and_a_fixed_commit_dep
     assert world.updates() == 1
 
 
-# --- 5. failed rollouts --------------------------------------------------------------------
+# --- failed rollouts -----------------------------------------------------------------------
 
 
 async def test_circuit_breaker_failure_is_held_until_sync(world: World) -> None:
@@ -284,7 +284,7 @@ async def test_stuck_rollout_is_rolled_back_held_across_a_restart_and_a_new_comm
     assert (second, "deployed") not in history(status)
 
 
-# --- 6. AWS throttling and server errors ---------------------------------------------------
+# --- AWS throttling and server errors ------------------------------------------------------
 
 AWS_FAULTS = [
     pytest.param("DescribeServices", 400, "ThrottlingException", "Rate exceeded", id="describe"),
@@ -335,7 +335,7 @@ async def test_throttled_describe_during_a_rollout_keeps_watching_it(world: Worl
     assert world.updates() == 1
 
 
-# --- 8. a newer revision wins --------------------------------------------------------------
+# --- a newer revision wins -----------------------------------------------------------------
 
 
 async def test_a_push_during_the_build_means_the_older_revision_is_never_deployed(
@@ -387,7 +387,7 @@ async def test_a_push_during_the_rollout_ends_with_the_newer_revision_live(
     assert history(status)[:2] == [(newer, "deployed"), (older, "superseded")]
 
 
-# --- 9. a webhook burst --------------------------------------------------------------------
+# --- a webhook burst -----------------------------------------------------------------------
 
 
 async def test_a_burst_of_500_webhooks_and_replays_costs_two_passes_and_one_deploy(
@@ -412,7 +412,7 @@ async def test_a_burst_of_500_webhooks_and_replays_costs_two_passes_and_one_depl
         assert world.updates() == updates + 1
 
 
-# --- 12. one failing app does not hold up another ------------------------------------------
+# --- one failing app does not hold up another ----------------------------------------------
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Config reload (SPEC 6): edit the file under a running daemon and watch what changes.
+"""Config reload: edit the file under a running daemon and watch what changes.
 
 Added apps start, removed apps stop, changed apps restart their loop; the other apps' loops are
 not touched (the same AppLoop object goes on counting its passes). An invalid edit is logged
