@@ -186,6 +186,9 @@ class ReportOnly:
 @dataclass(frozen=True)
 class Held:
     reason: str
+    # Held only until something outside changes by itself (the disk has room again): look
+    # again with backoff rather than at the next poll.
+    transient: bool = False
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def plan(obs: Observation) -> Action:
         )
 
     if obs.state_unwritable:
-        return Held(reason=obs.state_unwritable)
+        return Held(reason=obs.state_unwritable, transient=True)
 
     if obs.build_failures >= MAX_BUILD_ATTEMPTS and not obs.image_in_registry:
         return Held(

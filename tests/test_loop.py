@@ -246,9 +246,7 @@ async def test_an_owed_rollback_is_paid_even_while_git_is_unreachable(tmp_path: 
     await world.ecs.update_service(cluster="cluster", service="web", task_definition=failed)
     world.store.save(
         "web",
-        AppMemory(
-            hold=Hold(A, "rollout timed out", world.app.fingerprint(), rollback_to=stable)
-        ),
+        AppMemory(hold=Hold(A, "rollout timed out", world.app.fingerprint(), rollback_to=stable)),
     )
     world.git.fail_next("resolve", *(GitUnavailable("remote down") for _ in range(1000)))
     async with running(world):
@@ -258,3 +256,61 @@ async def test_an_owed_rollback_is_paid_even_while_git_is_unreachable(tmp_path: 
     assert hold is not None and hold.rollback_to is None
     assert world.live_image() == f"{world.image('bootstrap')}"
     assert world.ecs.updates.count(stable) == 1
+
+
+# --- status says no more than it knows ----------------------------------------------------
+
+
+async def test_a_revision_that_cannot_be_deployed_shows_as_desired_and_not_in_sync(
+    tmp_path: Path,
+) -> None:
+    """The registry refuses the credentials for the new revision: status names the new
+    revision as desired and leaves InSync, so the in-sync alert fires."""
+    from reconciler.errors import StalledError
+
+    world = FakeWorld.create(tmp_path, head=A)
+    async with running(world):
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync at A")
+        world.git.head = B
+        world.registry.fail_next(
+            "has_tag", *(StalledError("registry refused the credentials") for _ in range(50))
+        )
+        world.loop.nudge()
+        await eventually(
+            lambda: world.status.last_error == "registry refused the credentials",
+            what="the error",
+        )
+        assert world.status.desired_revision == B
+        assert world.status.phase is not Phase.IN_SYNC
+        assert world.live_image() == world.image(A)
+
+
+async def test_a_full_disk_stops_a_deploy_before_update_service_and_a_later_write_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attempt cannot be written: no UpdateService; once the disk has room, one."""
+    import errno
+
+    from reconciler.state import AppMemory, StateStore
+
+    real_write = StateStore._write
+    full = {"on": True}
+
+    def write(store: StateStore, app: str, memory: AppMemory) -> None:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(store, app, memory)
+
+    monkeypatch.setattr(StateStore, "_write", write)
+    world = FakeWorld.create(tmp_path, head=A)
+    async with running(world):
+        await eventually(
+            lambda: "No space left on device" in (world.status.last_error or ""),
+            what="the write error shown",
+        )
+        await eventually(lambda: world.count("held") >= 2, what="held passes")
+        assert world.ecs.updates == []
+        assert world.status.phase is Phase.FAILED
+        full["on"] = False
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync")
+    assert len(world.ecs.updates) == 1

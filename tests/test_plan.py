@@ -1,16 +1,19 @@
-"""The planner, one row per rule of SPEC section 3. Pure: no I/O, no event loop."""
+"""The planner, one row per reconcile rule. Pure: no I/O, no event loop."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 
 from reconciler.model import (
+    Attempt,
     AwaitRollout,
     Deploy,
     Deployment,
     Desired,
+    FailedUnwatched,
     Held,
     Hold,
     ImageRef,
@@ -56,6 +59,9 @@ class Case:
     hold: Hold | None = None
     build_failures: int = 0
     suspended: bool = False
+    attempt: Attempt | None = None
+    damaged: str | None = None
+    unwritable: str | None = None
 
 
 def observe(case: Case) -> Observation:
@@ -69,7 +75,17 @@ def observe(case: Case) -> Observation:
         build_failures=case.build_failures,
         suspended=case.suspended,
         config_fingerprint=FP,
+        attempt=case.attempt,
+        state_damaged=case.damaged,
+        state_unwritable=case.unwritable,
     )
+
+
+AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def attempt(*, deployment_id: str | None = "ecs-svc/2", fingerprint: str = FP) -> Attempt:
+    return Attempt(NEW, TD_NEW, TD_OLD, fingerprint, at=AT, deployment_id=deployment_id)
 
 
 CASES = {
@@ -148,6 +164,49 @@ CASES = {
         ),
         InSync(),
     ),
+    "damaged state: nothing deployed, whatever git says": (
+        Case(NEW, OLD, in_registry=True, damaged="state file damaged"),
+        Held("state file damaged"),
+    ),
+    "damaged state while in sync: still held, so the operator sees it": (
+        Case(OLD, OLD, damaged="state file damaged"),
+        Held("state file damaged"),
+    ),
+    "state that cannot be written: no new deploy": (
+        Case(NEW, OLD, in_registry=True, unwritable="disk full"),
+        Held("disk full", transient=True),
+    ),
+    "state that cannot be written: an owed rollback still goes out": (
+        Case(
+            NEW,
+            NEW,
+            td=TD_NEW,
+            deployments=rolling(TD_NEW, TD_OLD),
+            hold=Hold(NEW, "timed out", FP, rollback_to=TD_OLD),
+            unwritable="disk full",
+        ),
+        RollBack(TD_OLD),
+    ),
+    "state that cannot be written: in sync stays in sync": (
+        Case(OLD, OLD, unwritable="disk full"),
+        InSync(),
+    ),
+    "attempt of the desired revision still rolling out: await it from its start": (
+        Case(NEW, NEW, td=TD_NEW, deployments=rolling(TD_NEW, TD_OLD), attempt=attempt()),
+        AwaitRollout("ecs-svc/2", TD_NEW, TD_OLD, since=AT),
+    ),
+    "attempt never sent (stopped before UpdateService): deploy": (
+        Case(NEW, OLD, in_registry=True, attempt=attempt(deployment_id=None)),
+        Deploy(image(NEW), build=False),
+    ),
+    "attempt under an older config: a config change allows a new deploy": (
+        Case(NEW, OLD, in_registry=True, attempt=attempt(fingerprint="older-config")),
+        Deploy(image(NEW), build=False),
+    ),
+    "attempt of another revision does not block the desired one": (
+        Case(OLD, NEW, td=TD_NEW, deployments=settled(TD_NEW), in_registry=True, attempt=attempt()),
+        Deploy(image(OLD), build=False),
+    ),
     "no rolloutState (older ECS): in sync only when alone and fully running": (
         Case(OLD, OLD, deployments=(Deployment("ecs-svc/1", "PRIMARY", TD_OLD, None, 1, 2),)),
         AwaitRollout("ecs-svc/1", TD_OLD, None),
@@ -158,3 +217,30 @@ CASES = {
 @pytest.mark.parametrize(("case", "expected"), list(CASES.values()), ids=list(CASES))
 def test_plan(case: Case, expected: object) -> None:
     assert plan(observe(case)) == expected
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        Case(NEW, OLD, in_registry=True, attempt=attempt()),
+        # No deployment id recorded (stopped right after UpdateService), but ECS lists a
+        # deployment of the task definition it named: it was sent.
+        Case(
+            NEW,
+            OLD,
+            in_registry=True,
+            deployments=(
+                Deployment("ecs-svc/3", "PRIMARY", TD_OLD, "COMPLETED", 2, 2),
+                Deployment("ecs-svc/2", "ACTIVE", TD_NEW, "FAILED", 0, 2),
+            ),
+            attempt=attempt(deployment_id=None),
+        ),
+    ],
+    ids=["deployment id recorded", "deployment listed by ECS"],
+)
+def test_an_attempt_that_is_not_live_failed_unwatched_and_is_never_redeployed(case: Case) -> None:
+    """Rolled back while nobody watched: held with the reason, not deployed again."""
+    action = plan(observe(case))
+    assert isinstance(action, FailedUnwatched)
+    assert action.reason.startswith("rolled back while not watched")
+    assert TD_OLD in action.reason

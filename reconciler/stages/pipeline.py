@@ -108,9 +108,12 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
         case RollBack(task_definition=previous):
             await roll_back(ctx, previous)
             return Next.WAIT
-        case Held(reason=reason):
-            ctx.report.held(_with_build_output(reason, ctx))
-            return Next.WAIT
+        case Held(reason=reason, transient=transient):
+            reason = _with_build_output(reason, ctx)
+            if unwritable and unwritable not in reason:
+                reason = f"{reason}\n{unwritable}"
+            ctx.report.held(reason)
+            return Next.RETRY if transient else Next.WAIT
         case FailedUnwatched(reason=reason):
             return _failed_unwatched(ctx, reason)
         case AwaitRollout():
