@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.model import Phase
+from tests.support.net import free_port
 from tests.test_http import API_TOKEN, APPS, serve
 
 VALID = """\
@@ -85,13 +86,6 @@ async def reconciler(*args: str, env: dict[str, str] | None = None, timeout: flo
     ran = Ran(process.returncode, out.decode(), err.decode())
     assert "Traceback" not in ran.stderr and "Traceback" not in ran.stdout, ran
     return ran
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -231,7 +225,7 @@ async def test_sync_sends_the_bearer_token_from_token_file(tmp_path: Path) -> No
 @pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["sync", "web"]])
 async def test_an_unreachable_daemon_is_exit_1_with_one_clear_line(command: list[str]) -> None:
     """No daemon listening: one line naming the URL, exit 1, no traceback."""
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     ran = await reconciler(*command, "--url", url)
     assert ran.code == 1
     assert ran.stdout == ""

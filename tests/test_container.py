@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import pytest
 
 from reconciler import __version__
 from tests.support import services
+from tests.support.net import free_port
 
 ROOT = Path(__file__).parent.parent
 PYTHON_BASE = "reconciler-test/python:bookworm"
@@ -272,7 +272,7 @@ def test_validate_on_a_mounted_config(image: str, config_dir: Path) -> None:
 def test_run_serves_health_and_stops_cleanly_on_docker_stop(image: str, config_dir: Path) -> None:
     """With the Docker socket and the host network, `run` serves /healthz on loopback,
     can reach the engine as its non-root user, logs JSON lines, and exits 0 on docker stop."""
-    port = _free_port()
+    port = free_port()
     write_config(config_dir, "reconciler.toml", f'[daemon]\nlisten = "127.0.0.1:{port}"\n')
     socket_gid = str(services.DOCKER_SOCKET.stat().st_gid)
     name = f"reconciler-test-{uuid.uuid4().hex[:12]}"
@@ -320,12 +320,6 @@ def test_run_serves_health_and_stops_cleanly_on_docker_stop(image: str, config_d
         assert events[-1] == "stopped"
     finally:
         docker("rm", "--force", "--volumes", name, check=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _healthz(container: str, port: int) -> int:

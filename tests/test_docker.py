@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import subprocess
 import tarfile
 import uuid
@@ -36,6 +35,7 @@ from reconciler.errors import (
     RegistryUnavailable,
     StalledError,
 )
+from tests.support.net import free_port
 
 PASSWORD = "ecr-password-" + uuid.uuid4().hex
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -73,13 +73,6 @@ def inspect(image: str) -> dict[str, Any]:
 def remove_image(image: str) -> None:
     """Clean up a test image; it may already be gone."""
     subprocess.run(["docker", "image", "rm", "-f", image], capture_output=True, check=False)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

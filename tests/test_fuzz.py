@@ -7,8 +7,6 @@ text the config file holds, `parse_config` returns a Config or raises ConfigErro
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import math
 import os
@@ -28,6 +26,7 @@ from reconciler.config import Config, parse_config
 from reconciler.errors import ConfigError
 from reconciler.http import DELIVERIES, DELIVERY_MEMORY, build_app
 from reconciler.supervisor import Supervisor
+from tests.support.webhooks import github_headers, signature
 
 REPO = "https://github.com/acme/web.git"
 SECRET = "fuzz-webhook-secret"
@@ -146,7 +145,7 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     if draw(st.booleans()):
         headers["X-GitHub-Event"] = draw(st.sampled_from(["push", "ping", "issues"]) | HEADER_TEXT)
     if draw(st.booleans()):
-        right = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        right = signature(body, SECRET)
         headers["X-Hub-Signature-256"] = draw(st.sampled_from([right, right.upper()]) | HEADER_TEXT)
     if draw(st.booleans()):
         events = st.sampled_from(["Push Hook", "Tag Push Hook"])
@@ -192,14 +191,10 @@ def test_no_request_makes_a_handler_fail(
 def test_remembered_deliveries_stay_bounded(served: Served) -> None:
     """Thousands of distinct signed deliveries: the replay memory keeps only the newest ones."""
     body = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": REPO}}).encode()
-    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    signed = signature(body, SECRET)
 
     async def deliver(delivery: str) -> dict[str, Any]:
-        headers = {
-            "X-GitHub-Event": "push",
-            "X-Hub-Signature-256": signature,
-            "X-GitHub-Delivery": delivery,
-        }
+        headers = github_headers(signature=signed, delivery=delivery)
         async with served.client.post("/hooks/github", data=body, headers=headers) as answer:
             assert answer.status == 202
             return dict(await answer.json())

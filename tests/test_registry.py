@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -21,25 +20,19 @@ from reconciler.adapters.registry import (
     TRANSPORT_ERRORS,
     Registry,
     RegistryAuth,
-    is_loopback,
     parse_bearer_challenge,
     registry_errors,
     registry_url,
 )
 from reconciler.errors import RegistryUnavailable, StalledError
+from reconciler.loopback import is_loopback
+from tests.support.net import free_port
 
 PASSWORD = "ecr-password-" + uuid.uuid4().hex
 AUTH = RegistryAuth(username="AWS", password=PASSWORD, server="127.0.0.1")
 TOKEN = "token-" + uuid.uuid4().hex
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

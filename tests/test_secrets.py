@@ -9,8 +9,6 @@ searched for each secret.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import uuid
@@ -21,6 +19,7 @@ import boto3
 import pytest
 
 from reconciler.sandbox.aws import SandboxAws
+from tests.support import webhooks
 from tests.support.daemon_process import DaemonProcess
 from tests.support.probes import eventually
 from tests.support.world import DOCKERFILE, WEBHOOK_SECRET, World
@@ -57,20 +56,7 @@ def ecr_password(aws: SandboxAws) -> str:
 
 
 def signed_push(world: World, *, secret: str) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(
-        {
-            "ref": "refs/heads/main",
-            "after": world.repo.head(),
-            "repository": {"clone_url": world.repo.url},
-        }
-    ).encode()
-    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return body, {
-        "X-GitHub-Event": "push",
-        "X-Hub-Signature-256": signature,
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-        "Content-Type": "application/json",
-    }
+    return webhooks.signed_push(repo_url=world.repo.url, after=world.repo.head(), secret=secret)
 
 
 async def test_no_secret_appears_in_output_status_errors_or_metrics(

@@ -5,8 +5,6 @@ Payloads are real deliveries (tests/fixtures/webhooks/README.md says where they 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +25,7 @@ from reconciler.webhooks import (
     verify_github_signature,
     verify_gitlab_token,
 )
+from tests.support.webhooks import hmac_hex, signature
 
 FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 FUZZ = settings(max_examples=300, deadline=None)
@@ -36,10 +35,6 @@ SECRET = b"It's a Secret to Everybody"
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
-
-
-def sign(secret: bytes, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
 def rejected(status: int, reason: str) -> Any:
@@ -67,20 +62,20 @@ def test_githubs_published_test_vector_verifies() -> None:
 def test_a_signed_real_delivery_verifies() -> None:
     """A real push body with its HMAC-SHA256 header is accepted."""
     body = fixture("github/push-with-new-branch.payload.json")
-    verify_github_signature(secret=b"s3cret", body=body, header=sign(b"s3cret", body))
+    verify_github_signature(secret=b"s3cret", body=body, header=signature(body, b"s3cret"))
 
 
 def test_hex_digits_are_accepted_in_either_case() -> None:
     """The hex digest compares as bytes, so upper-case hex is the same signature."""
     body = b"Hello, World!"
-    upper = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest().upper()
+    upper = "sha256=" + hmac_hex(body, SECRET).upper()
     verify_github_signature(secret=SECRET, body=body, header=upper)
 
 
 def test_a_changed_body_fails_the_signature() -> None:
     """A bad signature gets 401 and nudges nothing: one byte changed in the body is enough."""
     body = fixture("github/push-with-new-branch.payload.json")
-    header = sign(b"s3cret", body)
+    header = signature(body, b"s3cret")
     with rejected(401, "bad_signature"):
         verify_github_signature(
             secret=b"s3cret", body=body.replace(b"master", b"mastes"), header=header
@@ -91,13 +86,13 @@ def test_a_signature_made_with_another_secret_is_refused() -> None:
     """A delivery signed with the wrong secret gets 401 bad_signature."""
     body = b"Hello, World!"
     with rejected(401, "bad_signature"):
-        verify_github_signature(secret=SECRET, body=body, header=sign(b"not the secret", body))
+        verify_github_signature(secret=SECRET, body=body, header=signature(body, b"not the secret"))
 
 
 def test_the_sha1_signature_is_refused() -> None:
     """The legacy X-Hub-Signature (sha1=) form is not accepted, even when correct."""
     body = b"Hello, World!"
-    sha1 = "sha1=" + hmac.new(SECRET, body, hashlib.sha1).hexdigest()
+    sha1 = "sha1=" + hmac_hex(body, SECRET, algorithm="sha1")
     with rejected(401, "bad_signature"):
         verify_github_signature(secret=SECRET, body=body, header=sha1)
 
@@ -140,7 +135,7 @@ def test_without_a_configured_secret_every_delivery_is_refused(secret: bytes | N
     """No secret configured: 401 no_secret, even for a signature made with an empty key."""
     body = b"Hello, World!"
     with rejected(401, "no_secret"):
-        verify_github_signature(secret=secret, body=body, header=sign(b"", body))
+        verify_github_signature(secret=secret, body=body, header=signature(body, b""))
 
 
 def test_a_refusal_never_reveals_the_secret_or_the_expected_signature() -> None:
@@ -150,7 +145,7 @@ def test_a_refusal_never_reveals_the_secret_or_the_expected_signature() -> None:
         verify_github_signature(secret=SECRET, body=body, header="sha256=" + "0" * 64)
     message = str(info.value)
     assert "Secret" not in message
-    assert sign(SECRET, body)[7:] not in message
+    assert signature(body, SECRET)[7:] not in message
     assert "\n" not in message
 
 
@@ -609,7 +604,7 @@ def test_any_github_signature_header_verifies_only_if_it_is_right(
     else:
         assert secret
         assert header is not None
-        assert header.strip().lower() == sign(secret, body)
+        assert header.strip().lower() == signature(body, secret)
 
 
 @FUZZ
@@ -635,4 +630,4 @@ def test_any_gitlab_token_header_passes_only_if_it_is_the_token(
 @given(secret=st.binary(min_size=1, max_size=40), body=st.binary(max_size=200))
 def test_the_true_signature_of_any_body_verifies(secret: bytes, body: bytes) -> None:
     """Any body signed with the configured secret is accepted."""
-    verify_github_signature(secret=secret, body=body, header=sign(secret, body))
+    verify_github_signature(secret=secret, body=body, header=signature(body, secret))

@@ -7,10 +7,7 @@ and reported in /status while the last good config keeps running.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import structlog
 from reconciler import reload as reload_module
 from reconciler.sandbox.aws import SandboxAws
 from tests.support.multiapp import combined_config, daemon_for
+from tests.support.probes import eventually
 from tests.support.world import RunningDaemon, World
 
 pytestmark = [pytest.mark.e2e]
@@ -51,20 +49,6 @@ async def document(daemon: RunningDaemon) -> dict[str, Any]:
     async with daemon.http.get(f"{daemon.url}/status") as answer:
         assert answer.status == 200
         return dict(await answer.json())
-
-
-async def eventually(check: Callable[[], Any], *, what: str, timeout: float = 60) -> None:
-    """Poll `check` (sync or async) until it is truthy; a generous bound, not a timing test."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -16,17 +16,16 @@ from contextlib import asynccontextmanager
 
 from reconciler.backoff import Timings
 from reconciler.config import parse_config
+from tests.support.config import config_text
 from tests.support.world import FAST, RunningDaemon, World, serving
 
 
 def combined_config(worlds: Sequence[World]) -> str:
+    """The first World's config, with every World's `[[apps]]` table."""
     first, *others = worlds
-    text = first.config_text()
     for world in others:
         assert world.registry == first.registry, "one daemon pushes to one registry"
-        _, apps = world.config_text().split("[[apps]]\n", 1)
-        text += "[[apps]]\n" + apps
-    return text
+    return config_text(**first.settings(), apps=[world.app_table() for world in worlds])
 
 
 @asynccontextmanager

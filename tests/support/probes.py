@@ -1,5 +1,6 @@
 """Ways for fault tests to see what the daemon did, and what it did not do.
 
+- `eventually`: wait (bounded) until a check holds; the one polling helper of the suite.
 - `record_delays`: every (attempt, delay) the loop drew from `backoff_delay`.
 - `assert_backoff`: those delays grow, are jittered and stay under the cap.
 - `record_updates`: every task definition the daemon's UpdateService calls asked for, in order.
@@ -11,8 +12,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -23,15 +25,28 @@ from tests.support.world import RunningDaemon, World
 
 
 async def eventually(
-    predicate: Callable[[], bool], *, timeout: float = 60.0, what: str = ""
+    check: Callable[[], bool | Awaitable[bool]],
+    *,
+    timeout: float = 60.0,
+    what: str = "",
+    interval: float = 0.02,
 ) -> None:
-    """Wait until `predicate()` holds; fail naming `what` after `timeout` seconds."""
+    """Wait until `check()` holds; fail naming `what` after `timeout` seconds.
+
+    `check` may be a coroutine function (one that asks the daemon over HTTP, say). The bound
+    is generous on purpose: it stops a broken test hanging, it does not time anything.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not predicate():
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(interval)
 
 
 def record_delays(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, float]]:

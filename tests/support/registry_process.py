@@ -12,7 +12,6 @@ it; a test about "the registry is down" starts one of these instead:
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,12 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.support import services
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.net import free_port
 
 
 class RegistryProcess:
@@ -38,7 +32,7 @@ class RegistryProcess:
         assert binary is not None
         self._binary = binary
         self.root = root
-        self.port = free_loopback_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import services
+from tests.support.net import free_port
 
 SSHD = Path("/usr/sbin/sshd")
 START_TIMEOUT = 15.0
@@ -100,7 +101,7 @@ def serve_git_over_ssh(workdir: Path, *, repos: Path) -> Iterator[SshServer]:
     log = workdir / "sshd.log"
     last_error = ""
     for _ in range(3):  # the free port may be taken between finding it and sshd binding it
-        port = _free_port()
+        port = free_port()
         config = workdir / "sshd_config"
         config.write_text(_config(workdir=workdir, port=port, user=user, host_key=host_key))
         with log.open("ab") as log_file:
@@ -151,12 +152,6 @@ MaxAuthTries 30
 LoginGraceTime 20
 LogLevel VERBOSE
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for_banner(process: subprocess.Popen[bytes], port: int) -> bool:

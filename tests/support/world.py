@@ -11,8 +11,6 @@ moto server, one dockerd and one registry without stepping on each other.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import time
 import uuid
@@ -32,15 +30,16 @@ from reconciler.loop import AppLoop
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.provision import provision_app
 from reconciler.supervisor import Supervisor
+from tests.support.config import Table, TomlValue, config_text
 from tests.support.gitrepo import GitRepo
+from tests.support.inprocess import serving
+from tests.support.webhooks import signed_push
+
+__all__ = ["DOCKERFILE", "FAST", "WEBHOOK_SECRET", "RunningDaemon", "World", "serving"]
 
 FAST = Timings(retry_base=0.1, retry_cap=1.0, rollout_polls=(0.05, 0.1, 0.2))
 DOCKERFILE = "FROM scratch\nCOPY app.txt /app.txt\n"
 WEBHOOK_SECRET = "e2e-webhook-secret-value"
-
-
-def toml_value(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
 @dataclass
@@ -51,8 +50,8 @@ class World:
     repo: GitRepo
     name: str
     first_commit: str
-    app_overrides: dict[str, Any] = field(default_factory=dict)
-    daemon_overrides: dict[str, Any] = field(default_factory=dict)
+    app_overrides: dict[str, TomlValue] = field(default_factory=dict)
+    daemon_overrides: dict[str, TomlValue] = field(default_factory=dict)
 
     @classmethod
     def create(cls, root: Path, aws: SandboxAws, registry: str, *, sidecar: bool = True) -> World:
@@ -77,15 +76,29 @@ class World:
     def cluster(self) -> str:
         return f"{self.name}-cluster"
 
-    def config_text(self) -> str:
-        daemon = {
+    def settings(self) -> dict[str, Table]:
+        """The `[daemon]`, `[aws]` and `[webhook]` tables of this World's config."""
+        daemon: Table = {
             "listen": "127.0.0.1:0",
             "poll_interval": 3600,
-            "state_dir": str(self.root / "state"),
+            "state_dir": self.root / "state",
             "log_format": "json",
             **self.daemon_overrides,
         }
-        app = {
+        aws: Table = {
+            "region": self.aws.region,
+            "endpoint_url": self.aws.endpoint_url,
+            "registry": self.registry,
+        }
+        webhook: Table = {
+            "github_secret_file": self.root / "secret",
+            "gitlab_token_file": self.root / "secret",
+        }
+        return {"daemon": daemon, "aws": aws, "webhook": webhook}
+
+    def app_table(self) -> Table:
+        """This World's `[[apps]]` table."""
+        return {
             "name": self.name,
             "repo": self.repo.url,
             "branch": "main",
@@ -95,17 +108,9 @@ class World:
             "rollout_timeout": "60s",
             **self.app_overrides,
         }
-        lines = ["[daemon]", *(f"{k} = {toml_value(v)}" for k, v in daemon.items())]
-        lines += [
-            "[aws]",
-            f'region = "{self.aws.region}"',
-            f'endpoint_url = "{self.aws.endpoint_url}"',
-        ]
-        lines += [f'registry = "{self.registry}"']
-        lines += ["[webhook]", f'github_secret_file = "{self.root / "secret"}"']
-        lines += [f'gitlab_token_file = "{self.root / "secret"}"']
-        lines += ["[[apps]]", *(f"{k} = {toml_value(v)}" for k, v in app.items())]
-        return "\n".join(lines) + "\n"
+
+    def config_text(self) -> str:
+        return config_text(**self.settings(), apps=[self.app_table()])
 
     def config(self) -> Config:
         return parse_config(self.config_text())
@@ -148,29 +153,6 @@ class World:
         path = self.write_config()
         async with serving(self.config(), path, timings=timings) as (daemon, url, http):
             yield RunningDaemon(self, daemon, url, http, path)
-
-
-@asynccontextmanager
-async def serving(
-    config: Config, path: Path, *, timings: Timings
-) -> AsyncIterator[tuple[Daemon, str, aiohttp.ClientSession]]:
-    """Run a Daemon in this event loop until the block ends; yield it, its URL, a client."""
-    daemon = Daemon(config=config, config_path=path, timings=timings)
-    task = asyncio.create_task(daemon.run(install_signals=False))
-    try:
-        deadline = time.monotonic() + 30
-        while daemon.listening is None:
-            if task.done():
-                task.result()
-            if time.monotonic() > deadline:
-                raise TimeoutError("daemon did not start listening")
-            await asyncio.sleep(0.02)
-        host, port = daemon.listening
-        async with aiohttp.ClientSession() as http:
-            yield daemon, f"http://{host}:{port}", http
-    finally:
-        daemon.request_stop()
-        await asyncio.wait_for(task, timeout=15)
 
 
 @dataclass
@@ -232,19 +214,12 @@ class RunningDaemon:
     async def github_push(
         self, *, secret: str = WEBHOOK_SECRET, delivery: str | None = None
     ) -> aiohttp.ClientResponse:
-        payload = {
-            "ref": "refs/heads/main",
-            "after": self.world.repo.head(),
-            "repository": {"clone_url": self.world.repo.url, "html_url": self.world.repo.url},
-        }
-        body = json.dumps(payload).encode()
-        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        headers = {
-            "X-GitHub-Event": "push",
-            "X-Hub-Signature-256": signature,
-            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-            "Content-Type": "application/json",
-        }
+        body, headers = signed_push(
+            repo_url=self.world.repo.url,
+            after=self.world.repo.head(),
+            secret=secret,
+            delivery=delivery,
+        )
         async with self.http.post(f"{self.url}/hooks/github", data=body, headers=headers) as answer:
             await answer.read()
             return answer
