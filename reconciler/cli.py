@@ -1,4 +1,4 @@
-"""The `reconciler` command: run, validate, plan, status, sync, sandbox (SPEC 5).
+"""The `reconciler` command: run, validate, plan, status, sync, sandbox.
 
 Errors are one line on stderr and a non-zero exit, never a traceback: 2 for bad input
 (config, arguments), 1 for a failure to reach the daemon or AWS.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from reconciler import logs
 from reconciler.config import Config
+from reconciler.loopback import is_loopback
 from reconciler.metrics import Metrics
 from reconciler.status import AppStatus
 from reconciler.webhooks import (
@@ -180,15 +180,6 @@ def _nudge(daemon: DaemonView, provider: str, event: PushEvent | None) -> web.Re
     return web.json_response({"nudged": nudged}, status=202)
 
 
-def _loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
 def _bearer_matches(header: str | None, token: bytes | None) -> bool:
     """`Authorization: Bearer <token>` (the scheme in any case), compared in constant time."""
     if not token or not header:
@@ -208,7 +199,7 @@ async def sync_app(request: web.Request) -> web.Response:
         if not _bearer_matches(request.headers.get("Authorization"), _read_secret(token_file)):
             log.warning("sync_refused", reason="bad_token", remote=request.remote)
             return _error(401, "a valid bearer token is required")
-    elif not _loopback(request.remote):
+    elif not is_loopback(request.remote):
         log.warning("sync_refused", reason="not_loopback", remote=request.remote)
         return _error(403, "sync is only allowed from loopback when api_token_file is not set")
     name = request.match_info["name"]

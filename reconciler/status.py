@@ -1,4 +1,4 @@
-"""What operators see of one app: phase, desired, live, last error, history (SPEC 4)."""
+"""What operators see of one app: phase, desired, live, last error, history."""
 
 from __future__ import annotations
 

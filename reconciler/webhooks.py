@@ -1,6 +1,6 @@
 """Webhook deliveries from GitHub and GitLab: authenticate, parse, match to apps.
 
-A webhook is an untrusted nudge (SPEC section 4). All it may do is make the next pass of the
+A webhook is an untrusted nudge. All it may do is make the next pass of the
 apps it names start now; the pass reads the revision from git itself. Nothing here trusts the
 payload's commit SHA, so a replayed or forged-but-signed delivery costs at most one extra pass.
 

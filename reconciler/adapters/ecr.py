@@ -68,7 +68,7 @@ class Ecr:
         if not data:
             raise AwsRejected("GetAuthorizationToken returned no authorization data")
         username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
-        # SPEC 7: the password must never be printed, whatever message it ends up in.
+        # The password must never be printed, whatever message it ends up in.
         logs.register_secret(password)
         self._ecr_host = urlparse(str(data.get("proxyEndpoint", ""))).netloc
         self._auth = RegistryAuth(

@@ -126,7 +126,7 @@ class GitMirrors:
             del self._heads[key]
 
     async def resolve(self, source: GitSource) -> str:
-        """The 40-hex commit the app should run (SPEC section 2, "Desired revision").
+        """The 40-hex commit the app should run.
 
         A pin names a commit (full or abbreviated SHA) or a tag, peeled to its commit. With
         `paths`: the newest commit on the branch's first-parent chain whose tree differs from

@@ -1,19 +1,18 @@
 """Ask the registry an image is pushed to whether a tag already exists.
 
-SPEC §3: "the tag exists" is a question for the registry the image is pushed to, through the
+"The tag exists" is a question for the registry the image is pushed to, through the
 OCI distribution API that ECR, the CNCF registry and Docker Hub all serve, never an ECR-only
 list. One HEAD of the manifest answers it without downloading anything.
 
 Authentication comes in the two shapes registries use: Basic on every request (ECR), or a
 401 with a `Bearer` challenge naming a token service (the CNCF registry with token auth, Docker
-Hub and registries modelled on it). The ECR password is secret (SPEC §7): it is never part of a
+Hub and registries modelled on it). The ECR password is secret: it is never part of a
 repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from reconciler.errors import RegistryUnavailable, StalledError
+from reconciler.loopback import is_loopback
 
 # Everything index, manifest or list: a multi-arch tag answers with an index, and a registry
 # that is not told it may accept one answers 404 for a tag that exists.
@@ -47,21 +47,6 @@ class RegistryAuth:
     username: str
     password: str = field(repr=False)
     server: str
-
-
-def is_loopback(host: str) -> bool:
-    """True for `localhost`, 127.0.0.0/8 and ::1, with or without a port.
-
-    Docker treats these registries as insecure (plain HTTP) without configuration, so a
-    registry that docker pushes to over HTTP is asked over HTTP here too.
-    """
-    hostname = urlsplit(f"//{host}").hostname or ""
-    if hostname == "localhost" or hostname.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
 
 
 def registry_url(registry: str) -> str:

@@ -9,7 +9,6 @@ injected faults, and marks the request as served by this sandbox for `RolloutCon
 from __future__ import annotations
 
 import io
-import ipaddress
 import logging
 import threading
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from reconciler.loopback import is_loopback
 from reconciler.sandbox.faults import CallCounter, FaultInjector
 from reconciler.sandbox.rollout import RolloutController
 
@@ -92,13 +92,7 @@ class _Middleware:
 
 def _require_loopback(host: str) -> None:
     # moto has no authentication: anyone who can reach it can change "AWS".
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise ValueError(f"the sandbox listens on loopback only, not on {host!r}")
 
 

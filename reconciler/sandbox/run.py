@@ -15,6 +15,7 @@ from types import FrameType
 from urllib.parse import urlparse
 
 from reconciler.config import Config
+from reconciler.loopback import is_loopback
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.provision import provision_app
 from reconciler.sandbox.rollout import Outcome, Scenario
@@ -24,7 +25,7 @@ SANDBOX_ACCOUNT_REGISTRY = "123456789012.dkr.ecr.{region}.amazonaws.com"
 
 def run_sandbox(config: Config, *, outcome: Outcome = "complete", after: float = 3.0) -> int:
     endpoint = urlparse(config.aws.endpoint_url)
-    if endpoint.scheme != "http" or endpoint.hostname not in {"127.0.0.1", "localhost", "::1"}:
+    if endpoint.scheme != "http" or not is_loopback(endpoint.hostname):
         print(
             "error: aws.endpoint_url must be a loopback http:// URL for the sandbox, "
             f"e.g. http://127.0.0.1:4566 (got {config.aws.endpoint_url or 'nothing'!r})",
