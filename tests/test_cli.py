@@ -7,54 +7,44 @@ tests/e2e/test_operations.py because they need the sandbox AWS.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import socket
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from reconciler.model import Phase
+from tests.support.cli import reconciler
+from tests.support.config import app_table, config_text
+from tests.support.http_face import API_TOKEN, APPS, serve
 from tests.support.net import free_port
-from tests.test_http import API_TOKEN, APPS, serve
 
-VALID = """\
-[daemon]
-listen = "127.0.0.1:0"
-state_dir = "{state}"
 
-[[apps]]
-name = "web"
-repo = "https://github.com/acme/web.git"
-ecr_repository = "web"
-cluster = "prod"
-service = "web"
-"""
+def valid(tmp_path: Path, *, listen: str = "127.0.0.1:0") -> str:
+    return config_text(
+        daemon={"listen": listen, "state_dir": tmp_path / "state"},
+        apps=[app_table("web", "https://github.com/acme/web.git")],
+    )
+
 
 # Four problems in three places; each must be reported on its own line, naming app and key.
-INVALID = """\
-[daemon]
-listen = "127.0.0.1:0"
-poll_interval = "often"
-
-[[apps]]
-name = "web"
-repo = "https://github.com/acme/web.git"
-ecr_repository = "web"
-cluster = "prod"
-service = "web"
-rollout_timeout = "soon"
-context = "../outside"
-
-[[apps]]
-name = "api"
-repo = "https://github.com/acme/api.git"
-ecr_repository = "api"
-service = "api"
-"""
+INVALID = config_text(
+    daemon={"listen": "127.0.0.1:0", "poll_interval": "often"},
+    apps=[
+        app_table(
+            "web",
+            "https://github.com/acme/web.git",
+            rollout_timeout="soon",
+            context="../outside",
+        ),
+        {
+            "name": "api",
+            "repo": "https://github.com/acme/api.git",
+            "ecr_repository": "api",
+            "service": "api",
+        },
+    ],
+)
 INVALID_PROBLEMS = [
     "daemon.poll_interval",
     "apps[web].rollout_timeout",
@@ -63,35 +53,10 @@ INVALID_PROBLEMS = [
 ]
 
 
-@dataclass
-class Ran:
-    code: int
-    stdout: str
-    stderr: str
-
-
-async def reconciler(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Ran:
-    """Run `python -m reconciler ARGS` without blocking the event loop (a daemon may be on it)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "reconciler",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode is not None
-    ran = Ran(process.returncode, out.decode(), err.decode())
-    assert "Traceback" not in ran.stderr and "Traceback" not in ran.stdout, ran
-    return ran
-
-
 @pytest.fixture
 def valid_config(tmp_path: Path) -> Path:
     path = tmp_path / "reconciler.toml"
-    path.write_text(VALID.format(state=tmp_path / "state"))
+    path.write_text(valid(tmp_path))
     return path
 
 
@@ -158,11 +123,7 @@ async def test_run_on_a_port_in_use_exits_1_with_a_logged_reason(tmp_path: Path)
         taken.listen()
         port = taken.getsockname()[1]
         path = tmp_path / "reconciler.toml"
-        path.write_text(
-            VALID.format(state=tmp_path / "state").replace(
-                'listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'
-            )
-        )
+        path.write_text(valid(tmp_path, listen=f"127.0.0.1:{port}"))
         ran = await reconciler("run", "--config", str(path))
     assert ran.code == 1
     events = [json.loads(line) for line in ran.stdout.splitlines()]
@@ -238,11 +199,7 @@ async def test_status_finds_the_daemon_from_the_config(tmp_path: Path) -> None:
     async with serve(tmp_path) as daemon:
         port = daemon.client.port
         path = tmp_path / "reconciler.toml"
-        path.write_text(
-            VALID.format(state=tmp_path / "state").replace(
-                'listen = "127.0.0.1:0"', f'listen = "0.0.0.0:{port}"'
-            )
-        )
+        path.write_text(valid(tmp_path, listen=f"0.0.0.0:{port}"))
         ran = await reconciler("status", "--config", str(path), "--json")
     assert ran.code == 0, ran
     assert [a["name"] for a in json.loads(ran.stdout)["apps"]] == list(APPS)

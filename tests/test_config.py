@@ -8,15 +8,10 @@ import pytest
 
 from reconciler.config import load_config, parse_config
 from reconciler.errors import ConfigError
+from tests.support.config import Table, TomlValue, app_table, config_text
 
-APP = """
-[[apps]]
-name = "web"
-repo = "https://github.com/acme/web.git"
-ecr_repository = "web"
-cluster = "prod"
-service = "web"
-"""
+WEB = app_table("web", "https://github.com/acme/web.git")
+APP = config_text(apps=[WEB])
 
 
 def problems(text: str) -> list[str]:
@@ -25,8 +20,18 @@ def problems(text: str) -> list[str]:
     return caught.value.problems
 
 
-def app_with(line: str) -> str:
-    return APP + line + "\n"
+def app_with(**settings: TomlValue) -> str:
+    """The minimal config, its app with these settings added."""
+    return config_text(apps=[{**WEB, **settings}])
+
+
+def with_section(**sections: Table) -> str:
+    """The minimal config with these `[daemon]`, `[aws]` or `[webhook]` settings."""
+    return config_text(**sections, apps=[WEB])
+
+
+def without(table: Table, key: str) -> Table:
+    return {k: v for k, v in table.items() if k != key}
 
 
 def test_minimal_config_takes_the_documented_defaults() -> None:
@@ -46,90 +51,96 @@ def test_minimal_config_takes_the_documented_defaults() -> None:
 
 def test_durations_accept_seconds_and_strings() -> None:
     config = parse_config(
-        '[daemon]\npoll_interval = "1m30s"\n' + app_with('rollout_timeout = "1h"')
+        config_text(daemon={"poll_interval": "1m30s"}, apps=[{**WEB, "rollout_timeout": "1h"}])
     )
     assert config.daemon.poll_interval == 90.0
     assert config.apps[0].rollout_timeout == 3600.0
 
 
 BAD = {
-    "unknown app key": (app_with('colour = "blue"'), "apps[web].colour: unknown key"),
-    "unknown section key": ('[daemon]\nlisten_on = "x"\n' + APP, "daemon.listen_on: unknown key"),
+    "unknown app key": (app_with(colour="blue"), "apps[web].colour: unknown key"),
+    "unknown section key": (
+        with_section(daemon={"listen_on": "x"}),
+        "daemon.listen_on: unknown key",
+    ),
     "unknown section": ("[deamon]\n" + APP, "deamon: unknown key"),
     "bad duration": (
-        app_with('rollout_timeout = "soon"'),
+        app_with(rollout_timeout="soon"),
         "apps[web].rollout_timeout: invalid duration 'soon'",
     ),
     "zero duration": (
-        app_with("rollout_timeout = 0"),
+        app_with(rollout_timeout=0),
         "apps[web].rollout_timeout: duration must be positive",
     ),
     "negative poll": (
-        "[daemon]\npoll_interval = -5\n" + APP,
+        with_section(daemon={"poll_interval": -5}),
         "daemon.poll_interval: duration must be positive",
     ),
     "context escaping with ..": (
-        app_with('context = "../other"'),
+        app_with(context="../other"),
         "apps[web].context: context must stay inside the repository",
     ),
     "absolute context": (
-        app_with('context = "/etc"'),
+        app_with(context="/etc"),
         "apps[web].context: context must be relative to the repository",
     ),
     "dockerfile escaping": (
-        app_with('dockerfile = "../../Dockerfile"'),
+        app_with(dockerfile="../../Dockerfile"),
         "apps[web].dockerfile: dockerfile must stay inside the repository",
     ),
     "absolute paths entry": (
-        app_with('paths = ["/svc"]'),
+        app_with(paths=["/svc"]),
         "apps[web].paths: paths entry must be relative",
     ),
     "app name not a DNS label": (
-        APP.replace('"web"\nrepo', '"Web_1"\nrepo', 1),
+        app_with(name="Web_1"),
         "apps[Web_1].name: app name 'Web_1' must be a DNS label",
     ),
     "app name ending in a dash": (
-        APP.replace('"web"\nrepo', '"web-"\nrepo', 1),
+        app_with(name="web-"),
         "must be a DNS label",
     ),
     "credentials in the repo URL": (
-        APP.replace("https://github.com", "https://user:ghp_secret@github.com"),
+        app_with(repo="https://user:ghp_secret@github.com/acme/web.git"),
         "apps[web].repo: repo URL embeds a credential; put the token in git_token_file",
     ),
     "repo URL of an unknown kind": (
-        APP.replace("https://github.com/acme/web.git", "ftp://x/y"),
+        app_with(repo="ftp://x/y"),
         "apps[web].repo: repo must be",
     ),
     "missing required key": (
-        APP.replace('cluster = "prod"\n', ""),
+        config_text(apps=[without(WEB, "cluster")]),
         "apps[web].cluster: missing required key",
     ),
-    "duplicate app names": (APP + APP, "duplicate app name 'web'"),
-    "bad listen": ('[daemon]\nlisten = "8088"\n' + APP, "daemon.listen: expected host:port"),
-    "zero builds": ("[daemon]\nmax_concurrent_builds = 0\n" + APP, "daemon.max_concurrent_builds"),
-    "bad log format": ('[daemon]\nlog_format = "xml"\n' + APP, "daemon.log_format"),
-    "bad region": ('[aws]\nregion = "mars"\n' + APP, "aws.region: not an AWS region"),
+    "duplicate app names": (config_text(apps=[WEB, WEB]), "duplicate app name 'web'"),
+    "bad listen": (with_section(daemon={"listen": "8088"}), "daemon.listen: expected host:port"),
+    "zero builds": (
+        with_section(daemon={"max_concurrent_builds": 0}),
+        "daemon.max_concurrent_builds",
+    ),
+    "bad log format": (with_section(daemon={"log_format": "xml"}), "daemon.log_format"),
+    "bad region": (with_section(aws={"region": "mars"}), "aws.region: not an AWS region"),
     "bad endpoint": (
-        '[aws]\nendpoint_url = "localhost:5000"\n' + APP,
+        with_section(aws={"endpoint_url": "localhost:5000"}),
         "aws.endpoint_url: expected an http(s) URL",
     ),
     "registry with scheme": (
-        '[aws]\nregistry = "http://127.0.0.1:5000"\n' + APP,
+        with_section(aws={"registry": "http://127.0.0.1:5000"}),
         "aws.registry: expected a registry host",
     ),
-    "tiny body limit": ("[webhook]\nmax_body_bytes = 10\n" + APP, "webhook.max_body_bytes"),
-    "bad branch": (app_with('branch = "a..b"'), "apps[web].branch: not a valid branch name"),
-    "bad revision": (app_with('revision = "x y"'), "apps[web].revision: not a commit SHA or tag"),
+    "tiny body limit": (with_section(webhook={"max_body_bytes": 10}), "webhook.max_body_bytes"),
+    "bad branch": (app_with(branch="a..b"), "apps[web].branch: not a valid branch name"),
+    "bad revision": (app_with(revision="x y"), "apps[web].revision: not a commit SHA or tag"),
     "bad ecr repository": (
-        APP.replace('ecr_repository = "web"', 'ecr_repository = "Web!"'),
+        app_with(ecr_repository="Web!"),
         "apps[web].ecr_repository: not a valid repository name",
     ),
     "bad cluster": (
-        APP.replace('cluster = "prod"', 'cluster = "a b"'),
+        app_with(cluster="a b"),
         "apps[web].cluster: not an ECS name or ARN",
     ),
-    "rollback not a bool": (app_with('rollback = "maybe"'), "apps[web].rollback"),
-    "build_args not strings": (app_with("build_args = { A = [1] }"), "apps[web].build_args.A"),
+    "rollback not a bool": (app_with(rollback="maybe"), "apps[web].rollback"),
+    "build_args not strings": (app_with(build_args={"A": [1]}), "apps[web].build_args.A"),
     "not TOML": ("[[apps]\nname=", "not valid TOML"),
     "empty file": ("", "file is empty"),
 }
@@ -143,7 +154,7 @@ def test_bad_config_names_the_problem(text: str, expected: str) -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    text = app_with('rollout_timeout = "soon"\ncolour = "x"\ncontext = "../x"')
+    text = app_with(rollout_timeout="soon", colour="x", context="../x")
     assert len(problems(text)) == 3
 
 
@@ -168,6 +179,6 @@ def test_example_config_is_valid() -> None:
 
 def test_a_config_change_changes_the_fingerprint() -> None:
     one = parse_config(APP).apps[0]
-    two = parse_config(app_with('revision = "v1.2.0"')).apps[0]
+    two = parse_config(app_with(revision="v1.2.0")).apps[0]
     assert one.fingerprint() == parse_config(APP).apps[0].fingerprint()
     assert one.fingerprint() != two.fingerprint()

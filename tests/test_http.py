@@ -8,169 +8,21 @@ that count nudges and syncs, because what a nudge then does to a pass is the loo
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
-from reconciler.config import parse_config
-from reconciler.http import build_app
 from reconciler.model import HistoryEntry, Phase, Result
-from reconciler.status import AppStatus
-from reconciler.supervisor import Supervisor
+from tests.support.http_face import API_TOKEN, APPS, MAX_BODY, HttpFace, serve, sign
+from tests.support.webhooks import fixture
 
-FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
-SECRET = "hook-secret-for-tests"
-API_TOKEN = "api-token-for-tests"
-MAX_BODY = 16384  # the real deliveries below are about 9 kB
-
-# The GitHub fixture pushes master of Codertocat/Hello-World; the GitLab one, master of
-# mike/diaspora. Apps name these repositories in every form an operator might write.
-APPS = {
-    "by-clone-url": ("https://github.com/Codertocat/Hello-World.git", "master"),
-    "by-ssh-url": ("git@github.com:Codertocat/Hello-World.git", "master"),
-    "by-html-url": ("https://github.com/Codertocat/Hello-World", "master"),
-    "by-ssh-scheme": ("ssh://git@github.com/Codertocat/Hello-World.git", "master"),
-    "other-branch": ("https://github.com/Codertocat/Hello-World.git", "main"),
-    "other-repo": ("https://github.com/Codertocat/Goodbye-World.git", "master"),
-    "gitlab-app": ("https://example.com/mike/diaspora.git", "master"),
-}
 GITHUB_MATCHES = sorted(["by-clone-url", "by-ssh-url", "by-html-url", "by-ssh-scheme"])
 
 
-def fixture(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
-
-
-def sign(body: bytes, secret: str = SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-@dataclass
-class FakeLoop:
-    """Stands in for an AppLoop: records what the HTTP layer asked of it."""
-
-    nudges: int = 0
-    syncs: int = 0
-
-    def nudge(self) -> None:
-        self.nudges += 1
-
-    def sync(self) -> None:
-        self.syncs += 1
-
-    async def quiesce(self, grace: float) -> None:
-        pass
-
-
-@dataclass
-class Daemon:
-    supervisor: Supervisor
-    client: TestClient[Any, Any]
-    loops: dict[str, FakeLoop] = field(default_factory=dict)
-
-    def nudged(self) -> list[str]:
-        return sorted(name for name, loop in self.loops.items() if loop.nudges)
-
-    async def github(
-        self,
-        body: bytes,
-        *,
-        event: str = "push",
-        signature: str | None = None,
-        delivery: str | None = None,
-    ) -> tuple[int, Any]:
-        headers = {"X-GitHub-Event": event, "Content-Type": "application/json"}
-        headers["X-Hub-Signature-256"] = signature if signature is not None else sign(body)
-        if delivery:
-            headers["X-GitHub-Delivery"] = delivery
-        async with self.client.post("/hooks/github", data=body, headers=headers) as answer:
-            return answer.status, await answer.json()
-
-    async def gitlab(
-        self, body: bytes, *, event: str = "Push Hook", token: str | None = SECRET
-    ) -> tuple[int, Any]:
-        headers = {"X-Gitlab-Event": event}
-        if token is not None:
-            headers["X-Gitlab-Token"] = token
-        async with self.client.post("/hooks/gitlab", data=body, headers=headers) as answer:
-            return answer.status, await answer.json()
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with self.client.get(path) as answer:
-            return answer.status, await answer.json()
-
-    async def metrics(self) -> str:
-        async with self.client.get("/metrics") as answer:
-            assert answer.status == 200
-            assert answer.content_type == "text/plain"
-            return await answer.text()
-
-
-def config_text(
-    tmp_path: Path, *, secrets: bool = True, api_token: bool = False, apps: dict[str, Any] = APPS
-) -> str:
-    (tmp_path / "secret").write_text(SECRET + "\n")
-    (tmp_path / "api-token").write_text(API_TOKEN + "\n")
-    lines = [
-        "[daemon]",
-        'listen = "127.0.0.1:0"',
-        f'state_dir = "{tmp_path / "state"}"',
-        f'api_token_file = "{tmp_path / "api-token" if api_token else ""}"',
-        "[webhook]",
-        f"max_body_bytes = {MAX_BODY}",
-    ]
-    if secrets:
-        lines += [
-            f'github_secret_file = "{tmp_path / "secret"}"',
-            f'gitlab_token_file = "{tmp_path / "secret"}"',
-        ]
-    for name, (repo, branch) in apps.items():
-        lines += [
-            "[[apps]]",
-            f'name = "{name}"',
-            f'repo = "{repo}"',
-            f'branch = "{branch}"',
-            f'ecr_repository = "{name}"',
-            'cluster = "prod"',
-            f'service = "{name}"',
-        ]
-    return "\n".join(lines) + "\n"
-
-
-@web.middleware
-async def peer_from_header(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Lets a test play a client on another host: the socket peer is always loopback here."""
-    peer = request.headers.get("X-Test-Peer")
-    return await handler(request.clone(remote=peer) if peer else request)
-
-
-@asynccontextmanager
-async def serve(tmp_path: Path, **options: Any) -> AsyncIterator[Daemon]:
-    supervisor = Supervisor(config=parse_config(config_text(tmp_path, **options)))
-    loops = {}
-    for entry in supervisor.config.apps:
-        loops[entry.name] = FakeLoop()
-        supervisor.loops[entry.name] = loops[entry.name]
-        supervisor.statuses[entry.name] = AppStatus(name=entry.name)
-    app = build_app(supervisor)
-    app.middlewares.insert(0, peer_from_header)
-    async with TestClient(TestServer(app)) as client:
-        yield Daemon(supervisor, client, loops)
-
-
 @pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+async def daemon(tmp_path: Path) -> AsyncIterator[HttpFace]:
     async with serve(tmp_path) as running:
         yield running
 
@@ -178,7 +30,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
 # --- GitHub -------------------------------------------------------------------------------
 
 
-async def test_github_ping_is_answered_200_and_nudges_nothing(daemon: Daemon) -> None:
+async def test_github_ping_is_answered_200_and_nudges_nothing(daemon: HttpFace) -> None:
     """GitHub's ping on hook creation succeeds, so the hook shows as working."""
     status, _ = await daemon.github(fixture("github/ping.payload.json"), event="ping")
     assert status == 200
@@ -186,7 +38,7 @@ async def test_github_ping_is_answered_200_and_nudges_nothing(daemon: Daemon) ->
 
 
 async def test_github_push_nudges_apps_on_that_repo_and_branch_however_the_url_is_spelled(
-    daemon: Daemon,
+    daemon: HttpFace,
 ) -> None:
     """clone_url, ssh_url and html_url forms all match; another branch or repo does not."""
     status, body = await daemon.github(fixture("github/push-with-new-branch.payload.json"))
@@ -196,7 +48,7 @@ async def test_github_push_nudges_apps_on_that_repo_and_branch_however_the_url_i
     assert all(daemon.loops[name].nudges == 1 for name in GITHUB_MATCHES)
 
 
-async def test_github_tag_deletion_is_accepted_and_nudges_nothing(daemon: Daemon) -> None:
+async def test_github_tag_deletion_is_accepted_and_nudges_nothing(daemon: HttpFace) -> None:
     """A push that is not to a tracked branch is a 202 with an empty list."""
     status, body = await daemon.github(fixture("github/push-tag-deleted.payload.json"))
     assert (status, body["nudged"]) == (202, [])
@@ -213,7 +65,7 @@ async def test_github_tag_deletion_is_accepted_and_nudges_nothing(daemon: Daemon
     ids=["wrong-secret", "empty", "sha1-form"],
 )
 async def test_github_push_with_a_bad_signature_is_401_and_nudges_nothing(
-    daemon: Daemon, signature: str
+    daemon: HttpFace, signature: str
 ) -> None:
     """A forged delivery cannot even cost a pass."""
     status, body = await daemon.github(
@@ -228,7 +80,7 @@ async def test_github_push_with_a_bad_signature_is_401_and_nudges_nothing(
     )
 
 
-async def test_github_push_without_a_signature_header_is_401(daemon: Daemon) -> None:
+async def test_github_push_without_a_signature_header_is_401(daemon: HttpFace) -> None:
     """No X-Hub-Signature-256 at all is refused like a wrong one."""
     body = fixture("github/push-with-new-branch.payload.json")
     headers = {"X-GitHub-Event": "push"}
@@ -251,7 +103,7 @@ async def test_webhooks_without_a_configured_secret_are_401(tmp_path: Path) -> N
 
 
 async def test_github_body_over_the_limit_is_413_without_waiting_for_the_rest(
-    daemon: Daemon,
+    daemon: HttpFace,
 ) -> None:
     """The sender stalls after max_body_bytes + 1: the answer comes anyway, and nothing is nudged.
 
@@ -274,7 +126,7 @@ async def test_github_body_over_the_limit_is_413_without_waiting_for_the_rest(
     assert daemon.nudged() == []
 
 
-async def test_github_body_declared_over_the_limit_is_413(daemon: Daemon) -> None:
+async def test_github_body_declared_over_the_limit_is_413(daemon: HttpFace) -> None:
     """A Content-Length over max_body_bytes is refused even when the signature is right."""
     body = fixture("github/push-with-new-branch.payload.json")
     padded = body[:-1] + b" " * MAX_BODY + body[-1:]
@@ -283,7 +135,7 @@ async def test_github_body_declared_over_the_limit_is_413(daemon: Daemon) -> Non
     assert daemon.nudged() == []
 
 
-async def test_github_signed_but_malformed_json_is_400(daemon: Daemon) -> None:
+async def test_github_signed_but_malformed_json_is_400(daemon: HttpFace) -> None:
     """A delivery that is not a JSON object is a 400, not a crash and not a nudge."""
     for body in (b'{"ref": "refs/heads/master", ', b"[1, 2, 3]"):
         status, answer = await daemon.github(body)
@@ -292,7 +144,7 @@ async def test_github_signed_but_malformed_json_is_400(daemon: Daemon) -> None:
     assert daemon.nudged() == []
 
 
-async def test_a_replayed_github_delivery_is_not_nudged_twice(daemon: Daemon) -> None:
+async def test_a_replayed_github_delivery_is_not_nudged_twice(daemon: HttpFace) -> None:
     """The same X-GitHub-Delivery id sent again is answered but does not nudge again."""
     body = fixture("github/push-with-new-branch.payload.json")
     first = await daemon.github(body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
@@ -307,7 +159,7 @@ async def test_a_replayed_github_delivery_is_not_nudged_twice(daemon: Daemon) ->
 # --- GitLab -------------------------------------------------------------------------------
 
 
-async def test_gitlab_push_hook_with_the_token_nudges_the_matching_app(daemon: Daemon) -> None:
+async def test_gitlab_push_hook_with_the_token_nudges_the_matching_app(daemon: HttpFace) -> None:
     """GitLab's push (http and git@ URLs of mike/diaspora) nudges the app on that repository."""
     status, body = await daemon.gitlab(fixture("gitlab/push.payload.json"))
     assert (status, body["nudged"]) == (202, ["gitlab-app"])
@@ -316,7 +168,7 @@ async def test_gitlab_push_hook_with_the_token_nudges_the_matching_app(daemon: D
 
 @pytest.mark.parametrize("token", ["not-the-token", None], ids=["wrong", "missing"])
 async def test_gitlab_push_with_a_wrong_or_missing_token_is_401(
-    daemon: Daemon, token: str | None
+    daemon: HttpFace, token: str | None
 ) -> None:
     """The token is the only proof GitLab gives; without it nothing happens."""
     status, _ = await daemon.gitlab(fixture("gitlab/push.payload.json"), token=token)
@@ -324,7 +176,7 @@ async def test_gitlab_push_with_a_wrong_or_missing_token_is_401(
     assert daemon.nudged() == []
 
 
-async def test_gitlab_events_it_ignores_are_200(daemon: Daemon) -> None:
+async def test_gitlab_events_it_ignores_are_200(daemon: HttpFace) -> None:
     """GitLab disables hooks that keep failing, so an unwanted event still succeeds."""
     status, body = await daemon.gitlab(b'{"object_kind": "issue"}', event="Issue Hook")
     assert (status, body["nudged"]) == (200, [])
@@ -334,7 +186,7 @@ async def test_gitlab_events_it_ignores_are_200(daemon: Daemon) -> None:
 # --- Routing -----------------------------------------------------------------------------
 
 
-async def test_wrong_method_is_405_with_a_json_body(daemon: Daemon) -> None:
+async def test_wrong_method_is_405_with_a_json_body(daemon: HttpFace) -> None:
     """GET on a webhook route says which method is allowed, in JSON like every other error."""
     async with daemon.client.get("/hooks/github") as answer:
         assert answer.status == 405
@@ -342,7 +194,7 @@ async def test_wrong_method_is_405_with_a_json_body(daemon: Daemon) -> None:
         assert "error" in await answer.json()
 
 
-async def test_unknown_route_is_404_with_a_json_body(daemon: Daemon) -> None:
+async def test_unknown_route_is_404_with_a_json_body(daemon: HttpFace) -> None:
     """Clients and probes get JSON, never aiohttp's HTML page."""
     status, body = await daemon.get("/no/such/route")
     assert status == 404
@@ -352,7 +204,7 @@ async def test_unknown_route_is_404_with_a_json_body(daemon: Daemon) -> None:
 # --- Sync ---------------------------------------------------------------------------------
 
 
-async def test_sync_from_loopback_starts_a_pass_and_clears_the_hold(daemon: Daemon) -> None:
+async def test_sync_from_loopback_starts_a_pass_and_clears_the_hold(daemon: HttpFace) -> None:
     """Without api_token_file, a loopback client may sync; the app's loop is told to."""
     async with daemon.client.post("/apps/by-clone-url/sync") as answer:
         assert answer.status == 202
@@ -360,14 +212,14 @@ async def test_sync_from_loopback_starts_a_pass_and_clears_the_hold(daemon: Daem
     assert sum(loop.syncs for loop in daemon.loops.values()) == 1
 
 
-async def test_sync_of_an_unknown_app_is_404(daemon: Daemon) -> None:
+async def test_sync_of_an_unknown_app_is_404(daemon: HttpFace) -> None:
     """A typo in the app name is reported, not silently accepted."""
     async with daemon.client.post("/apps/no-such-app/sync") as answer:
         assert answer.status == 404
         assert "no-such-app" in (await answer.json())["error"]
 
 
-async def test_sync_from_another_host_is_refused_without_a_token(daemon: Daemon) -> None:
+async def test_sync_from_another_host_is_refused_without_a_token(daemon: HttpFace) -> None:
     """With no api_token_file, only loopback clients may clear a Failed hold."""
     for peer in ("203.0.113.7", "2001:db8::1"):
         async with daemon.client.post(
@@ -401,7 +253,7 @@ async def test_sync_with_api_token_file_needs_the_bearer_token(tmp_path: Path) -
 # --- Status, health, metrics ------------------------------------------------------------
 
 
-async def test_status_lists_every_app_with_the_documented_fields(daemon: Daemon) -> None:
+async def test_status_lists_every_app_with_the_documented_fields(daemon: HttpFace) -> None:
     """GET /status gives one AppStatus per app in config order, and the config in force."""
     status = daemon.supervisor.statuses["by-clone-url"]
     status.phase = Phase.FAILED
@@ -448,7 +300,7 @@ async def test_status_lists_every_app_with_the_documented_fields(daemon: Daemon)
     assert body["config"]["last_error"] is None
 
 
-async def test_status_of_one_app_and_404_for_an_unknown_one(daemon: Daemon) -> None:
+async def test_status_of_one_app_and_404_for_an_unknown_one(daemon: HttpFace) -> None:
     """GET /status/{name} is that app's AppStatus; an unknown name is a 404."""
     code, body = await daemon.get("/status/by-ssh-url")
     assert (code, body["name"], body["phase"]) == (200, "by-ssh-url", "Pending")
@@ -457,7 +309,7 @@ async def test_status_of_one_app_and_404_for_an_unknown_one(daemon: Daemon) -> N
     assert "error" in body
 
 
-async def test_readyz_is_503_until_every_app_was_observed(daemon: Daemon) -> None:
+async def test_readyz_is_503_until_every_app_was_observed(daemon: HttpFace) -> None:
     """A load balancer holds traffic until each app has been looked at once."""
     statuses = daemon.supervisor.statuses
     for name in list(APPS)[:-1]:
@@ -474,7 +326,7 @@ async def test_readyz_is_503_until_every_app_was_observed(daemon: Daemon) -> Non
     assert (code, body["waiting_for"]) == (503, ["other-repo"])
 
 
-async def test_healthz_is_503_once_an_app_loop_has_died(daemon: Daemon) -> None:
+async def test_healthz_is_503_once_an_app_loop_has_died(daemon: HttpFace) -> None:
     """systemd or an orchestrator can restart a daemon whose app loop is gone."""
     code, _ = await daemon.get("/healthz")
     assert code == 200
@@ -495,7 +347,7 @@ async def test_healthz_is_503_once_an_app_loop_has_died(daemon: Daemon) -> None:
         alive.cancel()
 
 
-async def test_metrics_count_webhook_deliveries_by_provider_and_outcome(daemon: Daemon) -> None:
+async def test_metrics_count_webhook_deliveries_by_provider_and_outcome(daemon: HttpFace) -> None:
     """Each delivery is counted once under what became of it."""
     await daemon.github(fixture("github/push-with-new-branch.payload.json"))
     await daemon.github(fixture("github/ping.payload.json"), event="ping")

@@ -430,9 +430,7 @@ def test_call_counter_counts_per_action(sandbox: SandboxAws, web: Harness) -> No
     sandbox.calls.reset()
     sandbox.faults.inject("DescribeServices")
     with pytest.raises(ClientError):
-        ecs_client(sandbox, attempts=1).describe_services(
-            cluster=web.cluster, services=[SERVICE]
-        )
+        ecs_client(sandbox, attempts=1).describe_services(cluster=web.cluster, services=[SERVICE])
     for _ in range(3):
         web.describe()
     web.ecs.list_services(cluster=web.cluster)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,16 +24,11 @@ from reconciler.webhooks import (
     verify_github_signature,
     verify_gitlab_token,
 )
-from tests.support.webhooks import hmac_hex, signature
+from tests.support.webhooks import fixture, hmac_hex, signature
 
-FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 FUZZ = settings(max_examples=300, deadline=None)
 
 SECRET = b"It's a Secret to Everybody"
-
-
-def fixture(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
 
 
 def rejected(status: int, reason: str) -> Any:

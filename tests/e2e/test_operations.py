@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from reconciler.sandbox.rollout import Scenario
+from tests.support.cli import reconciler
 from tests.support.daemon_process import DaemonProcess
 from tests.support.world import World
-from tests.test_cli import reconciler
 
 pytestmark = [pytest.mark.e2e]
 

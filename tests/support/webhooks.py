@@ -13,6 +13,14 @@ import hashlib
 import hmac
 import json
 import uuid
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "webhooks"
+
+
+def fixture(name: str) -> bytes:
+    """A recorded delivery body from tests/fixtures/webhooks (its README says where from)."""
+    return (FIXTURES / name).read_bytes()
 
 
 def hmac_hex(body: bytes, secret: str | bytes, *, algorithm: str = "sha256") -> str:

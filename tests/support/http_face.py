@@ -1,0 +1,168 @@
+"""The daemon's HTTP face on a test client: a real Supervisor whose app loops are stand-ins.
+
+    async with serve(tmp_path) as face:
+        status, body = await face.github(fixture("github/push-with-new-branch.payload.json"))
+        assert face.nudged() == [...]
+
+The config, app matching, status and metrics are the daemon's own; each app's loop is a
+FakeLoop that counts nudges and syncs. A request may carry `X-Test-Peer: <address>` to play a
+client on another host (the socket peer here is always loopback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from reconciler.config import parse_config
+from reconciler.http import build_app
+from reconciler.status import AppStatus
+from reconciler.supervisor import Supervisor
+from tests.support.config import app_table, config_text
+from tests.support.webhooks import github_headers, gitlab_headers, signature
+
+SECRET = "hook-secret-for-tests"
+API_TOKEN = "api-token-for-tests"
+MAX_BODY = 16384  # the recorded deliveries are about 9 kB
+
+# The GitHub fixture pushes master of Codertocat/Hello-World; the GitLab one, master of
+# mike/diaspora. Apps name these repositories in every form an operator might write.
+APPS = {
+    "by-clone-url": ("https://github.com/Codertocat/Hello-World.git", "master"),
+    "by-ssh-url": ("git@github.com:Codertocat/Hello-World.git", "master"),
+    "by-html-url": ("https://github.com/Codertocat/Hello-World", "master"),
+    "by-ssh-scheme": ("ssh://git@github.com/Codertocat/Hello-World.git", "master"),
+    "other-branch": ("https://github.com/Codertocat/Hello-World.git", "main"),
+    "other-repo": ("https://github.com/Codertocat/Goodbye-World.git", "master"),
+    "gitlab-app": ("https://example.com/mike/diaspora.git", "master"),
+}
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    """The GitHub signature of `body` under the face's webhook secret (or `secret`)."""
+    return signature(body, secret)
+
+
+@dataclass
+class FakeLoop:
+    """Stands in for an AppLoop: records what the HTTP layer asked of it."""
+
+    nudges: int = 0
+    syncs: int = 0
+
+    def nudge(self) -> None:
+        self.nudges += 1
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+    async def quiesce(self, grace: float) -> None:
+        pass
+
+
+@dataclass
+class HttpFace:
+    """The served app, its supervisor and each app's FakeLoop."""
+
+    supervisor: Supervisor
+    client: TestClient[Any, Any]
+    loops: dict[str, FakeLoop] = field(default_factory=dict)
+
+    def nudged(self) -> list[str]:
+        return sorted(name for name, loop in self.loops.items() if loop.nudges)
+
+    async def github(
+        self,
+        body: bytes,
+        *,
+        event: str = "push",
+        signature: str | None = None,
+        delivery: str | None = None,
+    ) -> tuple[int, Any]:
+        """Deliver `body` as GitHub would; signed with the face's secret unless `signature`."""
+        headers = github_headers(
+            signature=signature if signature is not None else sign(body),
+            event=event,
+            delivery=delivery,
+        )
+        async with self.client.post("/hooks/github", data=body, headers=headers) as answer:
+            return answer.status, await answer.json()
+
+    async def gitlab(
+        self, body: bytes, *, event: str = "Push Hook", token: str | None = SECRET
+    ) -> tuple[int, Any]:
+        headers = gitlab_headers(token=token, event=event)
+        async with self.client.post("/hooks/gitlab", data=body, headers=headers) as answer:
+            return answer.status, await answer.json()
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with self.client.get(path) as answer:
+            return answer.status, await answer.json()
+
+    async def metrics(self) -> str:
+        async with self.client.get("/metrics") as answer:
+            assert answer.status == 200
+            assert answer.content_type == "text/plain"
+            return await answer.text()
+
+
+def face_config(
+    tmp_path: Path,
+    *,
+    secrets: bool = True,
+    api_token: bool = False,
+    apps: Mapping[str, tuple[str, str]] = APPS,
+) -> str:
+    """The face's config; writes the secret and API token files it names into `tmp_path`."""
+    (tmp_path / "secret").write_text(SECRET + "\n")
+    (tmp_path / "api-token").write_text(API_TOKEN + "\n")
+    secret_files = {
+        "github_secret_file": tmp_path / "secret",
+        "gitlab_token_file": tmp_path / "secret",
+    }
+    return config_text(
+        daemon={
+            "listen": "127.0.0.1:0",
+            "state_dir": tmp_path / "state",
+            "api_token_file": tmp_path / "api-token" if api_token else "",
+        },
+        webhook={"max_body_bytes": MAX_BODY, **(secret_files if secrets else {})},
+        apps=[app_table(name, repo, branch=branch) for name, (repo, branch) in apps.items()],
+    )
+
+
+@web.middleware
+async def peer_from_header(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Lets a test play a client on another host: the socket peer is always loopback here."""
+    peer = request.headers.get("X-Test-Peer")
+    return await handler(request.clone(remote=peer) if peer else request)
+
+
+@asynccontextmanager
+async def serve(
+    tmp_path: Path,
+    *,
+    secrets: bool = True,
+    api_token: bool = False,
+    apps: Mapping[str, tuple[str, str]] = APPS,
+) -> AsyncIterator[HttpFace]:
+    """The HTTP face on the config `face_config` writes, with a FakeLoop per app."""
+    config = parse_config(face_config(tmp_path, secrets=secrets, api_token=api_token, apps=apps))
+    supervisor = Supervisor(config=config)
+    loops = {}
+    for entry in supervisor.config.apps:
+        loops[entry.name] = FakeLoop()
+        supervisor.loops[entry.name] = loops[entry.name]
+        supervisor.statuses[entry.name] = AppStatus(name=entry.name)
+    app = build_app(supervisor)
+    app.middlewares.insert(0, peer_from_header)
+    async with TestClient(TestServer(app)) as client:
+        yield HttpFace(supervisor, client, loops)
