@@ -28,6 +28,7 @@ import pytest
 
 from reconciler import __version__
 from tests.support import services
+from tests.support.config import app_table, config_text
 from tests.support.net import free_port
 
 ROOT = Path(__file__).parent.parent
@@ -41,17 +42,8 @@ START_TIMEOUT = 60.0
 # pytest-timeout counts fixture set-up: the first test pays for debootstrap, wheels and build.
 SETUP_BOUND = DEBOOTSTRAP_TIMEOUT + 2 * BUILD_TIMEOUT + 300
 
-GOOD_CONFIG = """\
-[daemon]
-listen = "127.0.0.1:8088"
-
-[[apps]]
-name = "web"
-repo = "https://git.example.invalid/acme/web.git"
-ecr_repository = "web"
-cluster = "prod"
-service = "web"
-"""
+WEB = app_table("web", "https://git.example.invalid/acme/web.git")
+GOOD_CONFIG = config_text(daemon={"listen": "127.0.0.1:8088"}, apps=[WEB])
 
 
 def run(
@@ -248,7 +240,10 @@ def test_validate_on_a_mounted_config(image: str, config_dir: Path) -> None:
     """`validate` reads /etc/reconciler/reconciler.toml by default: exit 0 when valid, and
     exit 2 naming the app and key of each problem."""
     write_config(config_dir, "reconciler.toml", GOOD_CONFIG)
-    write_config(config_dir, "bad.toml", GOOD_CONFIG + 'rollout_timeout = "soon"\nbogus = 1\n')
+    invalid = config_text(
+        daemon={"listen": "127.0.0.1:8088"}, apps=[{**WEB, "rollout_timeout": "soon", "bogus": 1}]
+    )
+    write_config(config_dir, "bad.toml", invalid)
     mount = ["--volume", f"{config_dir}:/etc/reconciler:ro"]
 
     good = run(docker_command("run", "--rm", *mount, image, "validate"), check=False)
@@ -273,7 +268,7 @@ def test_run_serves_health_and_stops_cleanly_on_docker_stop(image: str, config_d
     """With the Docker socket and the host network, `run` serves /healthz on loopback,
     can reach the engine as its non-root user, logs JSON lines, and exits 0 on docker stop."""
     port = free_port()
-    write_config(config_dir, "reconciler.toml", f'[daemon]\nlisten = "127.0.0.1:{port}"\n')
+    write_config(config_dir, "reconciler.toml", config_text(daemon={"listen": f"127.0.0.1:{port}"}))
     socket_gid = str(services.DOCKER_SOCKET.stat().st_gid)
     name = f"reconciler-test-{uuid.uuid4().hex[:12]}"
     docker(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import uuid
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from reconciler.config import Config, parse_config
 from reconciler.errors import ConfigError
 from reconciler.http import DELIVERIES, DELIVERY_MEMORY, build_app
 from reconciler.supervisor import Supervisor
+from tests.support.config import app_table, config_text, toml_value
 from tests.support.webhooks import github_headers, signature
 
 REPO = "https://github.com/acme/web.git"
@@ -51,21 +51,15 @@ def served(tmp_path: Path) -> Iterator[Served]:
     (tmp_path / "secret").write_text(SECRET)
     (tmp_path / "token").write_text(TOKEN)
     config = parse_config(
-        f"""
-[daemon]
-state_dir = "{tmp_path / "state"}"
-api_token_file = "{tmp_path / "token"}"
-[webhook]
-github_secret_file = "{tmp_path / "secret"}"
-gitlab_token_file = "{tmp_path / "secret"}"
-max_body_bytes = 4096
-[[apps]]
-name = "web"
-repo = "{REPO}"
-ecr_repository = "web"
-cluster = "prod"
-service = "web"
-"""
+        config_text(
+            daemon={"state_dir": tmp_path / "state", "api_token_file": tmp_path / "token"},
+            webhook={
+                "github_secret_file": tmp_path / "secret",
+                "gitlab_token_file": tmp_path / "secret",
+                "max_body_bytes": 4096,
+            },
+            apps=[app_table("web", REPO)],
+        )
     )
     app = build_app(Supervisor(config=config))
     loop = asyncio.new_event_loop()
@@ -213,27 +207,21 @@ def test_remembered_deliveries_stay_bounded(served: Served) -> None:
 
 # --- config --------------------------------------------------------------------------------
 
-VALID = """\
-[daemon]
-listen = "127.0.0.1:8088"
-poll_interval = "1m"
-state_dir = "/var/lib/reconciler"
-[aws]
-region = "eu-west-1"
-registry = "127.0.0.1:5000"
-[webhook]
-max_body_bytes = 100000
-[[apps]]
-name = "web"
-repo = "https://github.com/acme/web.git"
-branch = "main"
-paths = ["svc/web"]
-build_args = {A = "1"}
-ecr_repository = "web"
-cluster = "prod"
-service = "web"
-rollout_timeout = "10m"
-"""
+VALID = config_text(
+    daemon={"listen": "127.0.0.1:8088", "poll_interval": "1m", "state_dir": "/var/lib/reconciler"},
+    aws={"region": "eu-west-1", "registry": "127.0.0.1:5000"},
+    webhook={"max_body_bytes": 100000},
+    apps=[
+        app_table(
+            "web",
+            REPO,
+            branch="main",
+            paths=["svc/web"],
+            build_args={"A": "1"},
+            rollout_timeout="10m",
+        )
+    ],
+)
 KEYS = [
     *["listen", "poll_interval", "state_dir", "max_concurrent_builds", "log_format"],
     *["api_token_file", "docker_host", "region", "endpoint_url", "registry"],
@@ -254,24 +242,6 @@ VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner),
     max_leaves=8,
 )
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
 
 
 @st.composite

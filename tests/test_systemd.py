@@ -26,6 +26,8 @@ from reconciler.config import parse_config
 from reconciler.daemon import Daemon
 from reconciler.systemd import Notifier
 from tests.support import services
+from tests.support.config import config_text
+from tests.support.inprocess import started
 
 UNIT = Path(__file__).parent.parent / "systemd" / "reconciler.service"
 WAIT = 15.0  # bound on every wait for a message; generous, since it only matters on failure
@@ -106,7 +108,9 @@ async def test_ready_once_listening_then_status_watchdog_and_stopping(
 ) -> None:
     """READY=1 (with a STATUS) arrives only once the HTTP port accepts connections; then
     status updates and watchdog pings flow, and STOPPING=1 comes first thing on stop."""
-    config = parse_config(f'[daemon]\nlisten="127.0.0.1:0"\nstate_dir="{tmp_path / "state"}"\n')
+    config = parse_config(
+        config_text(daemon={"listen": "127.0.0.1:0", "state_dir": tmp_path / "state"})
+    )
     notifier = Notifier(environ={"NOTIFY_SOCKET": notify_address, "WATCHDOG_USEC": "400000"})
     supervisor = Daemon(config=config, notifier=notifier)
     accepted_when_ready: list[bool] = []
@@ -116,35 +120,33 @@ async def test_ready_once_listening_then_status_watchdog_and_stopping(
             accepted_when_ready.append(_accepts(supervisor.listening))
 
     listener = NotifySocket(notify_address, on_message=on_message)
-    running = asyncio.create_task(supervisor.run(install_signals=False))
     try:
-        ready = await listener.wait_for("READY=1")
-        assert accepted_when_ready == [True]
-        assert any(
-            line.startswith("STATUS=0 apps") for line in listener.messages[ready].split("\n")
-        )
-        assert supervisor.listening is not None
-        host, port = supervisor.listening
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://{host}:{port}/healthz") as answer,
-        ):
-            assert answer.status == 200
+        async with started(supervisor, start_timeout=WAIT, stop_timeout=WAIT) as running:
+            ready = await listener.wait_for("READY=1")
+            assert accepted_when_ready == [True]
+            assert any(
+                line.startswith("STATUS=0 apps") for line in listener.messages[ready].split("\n")
+            )
+            assert supervisor.listening is not None
+            host, port = supervisor.listening
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://{host}:{port}/healthz") as answer,
+            ):
+                assert answer.status == 200
 
-        # The supervisor's own watchdog task pings, and its status reporter speaks up.
-        await listener.wait_for("WATCHDOG=1", count=2, after=ready)
-        await listener.wait_for("STATUS=0 apps: 0 in sync, 0 deploying, 0 failed", after=ready)
-        assert listener.indexes("STOPPING=1") == []
+            # The supervisor's own watchdog task pings, and its status reporter speaks up.
+            await listener.wait_for("WATCHDOG=1", count=2, after=ready)
+            await listener.wait_for("STATUS=0 apps: 0 in sync, 0 deploying, 0 failed", after=ready)
+            assert listener.indexes("STOPPING=1") == []
 
-        supervisor.request_stop()
-        async with asyncio.timeout(WAIT):
-            await running
-        stopping = await listener.wait_for("STOPPING=1")
-        assert stopping > ready
-        assert len(listener.indexes("READY=1")) == 1
+            supervisor.request_stop()
+            async with asyncio.timeout(WAIT):
+                await running
+            stopping = await listener.wait_for("STOPPING=1")
+            assert stopping > ready
+            assert len(listener.indexes("READY=1")) == 1
     finally:
-        supervisor.request_stop()
-        await asyncio.wait({running}, timeout=WAIT)
         listener.close()
 
 
