@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,15 +18,14 @@ from typing import Any
 import aiohttp
 
 from bench.sandbox import AppSpec
+from tests.support.config import app_table
+from tests.support.config import config_text as tests_config_text
+from tests.support.webhooks import signed_push
 
 PROJECT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "bench-webhook-secret-value"  # noqa: S105 (a test secret)
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _toml(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else json.dumps(value)
 
 
 def config_text(
@@ -44,29 +40,28 @@ def config_text(
     rollout_timeout: str = "120s",
     max_concurrent_builds: int = 2,
 ) -> str:
-    daemon = {
-        "listen": "127.0.0.1:0",
-        "poll_interval": poll_interval,
-        "state_dir": str(state_dir),
-        "log_format": "json",
-        "max_concurrent_builds": max_concurrent_builds,
-    }
-    lines = ["[daemon]", *(f"{k} = {_toml(v)}" for k, v in daemon.items())]
-    lines += ["[aws]", f"region = {_toml(region)}", f"endpoint_url = {_toml(endpoint_url)}"]
-    lines += [f"registry = {_toml(registry)}"]
-    lines += ["[webhook]", f"github_secret_file = {_toml(str(secret_file))}"]
-    for app in apps:
-        entry = {
-            "name": app.name,
-            "repo": app.repo_url,
-            "branch": app.branch,
-            "ecr_repository": app.ecr_repository,
-            "cluster": app.cluster,
-            "service": app.name,
-            "rollout_timeout": rollout_timeout,
-        }
-        lines += ["[[apps]]", *(f"{k} = {_toml(v)}" for k, v in entry.items())]
-    return "\n".join(lines) + "\n"
+    return tests_config_text(
+        daemon={
+            "listen": "127.0.0.1:0",
+            "poll_interval": poll_interval,
+            "state_dir": state_dir,
+            "log_format": "json",
+            "max_concurrent_builds": max_concurrent_builds,
+        },
+        aws={"region": region, "endpoint_url": endpoint_url, "registry": registry},
+        webhook={"github_secret_file": secret_file},
+        apps=[
+            app_table(
+                app.name,
+                app.repo_url,
+                cluster=app.cluster,
+                branch=app.branch,
+                ecr_repository=app.ecr_repository,
+                rollout_timeout=rollout_timeout,
+            )
+            for app in apps
+        ],
+    )
 
 
 @dataclass
@@ -142,19 +137,9 @@ class Daemon:
 
     async def github_push(self, *, repo_url: str, after: str, branch: str = "main") -> list[str]:
         """A signed GitHub push delivery; returns the apps the daemon nudged."""
-        payload = {
-            "ref": f"refs/heads/{branch}",
-            "after": after,
-            "repository": {"clone_url": repo_url, "html_url": repo_url},
-        }
-        body = json.dumps(payload).encode()
-        digest = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-        headers = {
-            "X-GitHub-Event": "push",
-            "X-Hub-Signature-256": f"sha256={digest}",
-            "X-GitHub-Delivery": str(uuid.uuid4()),
-            "Content-Type": "application/json",
-        }
+        body, headers = signed_push(
+            repo_url=repo_url, after=after, branch=branch, secret=WEBHOOK_SECRET
+        )
         async with self.http.post(self.url + "/hooks/github", data=body, headers=headers) as answer:
             document = await answer.json(content_type=None)
             if answer.status != 202:

@@ -21,52 +21,43 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import daemon as daemon_module
 from reconciler import logs
+from reconciler.adapters.ecs import Ecs
 from reconciler.adapters.git import GitMirrors
-from reconciler.adapters.ports import Adapters, EcsPort, TaskDefinition
+from reconciler.adapters.ports import Adapters, TaskDefinition
 from reconciler.config import Config, load_config
 from reconciler.daemon import Daemon
 from reconciler.loop import AppLoop
 from reconciler.model import ServiceState
+from tests.support.inprocess import started
 
 if TYPE_CHECKING:
     from pyinstrument import Profiler
 
 
-class CountedEcs:
-    """An EcsPort that counts the app loops' reads before passing them on."""
+class CountedEcs(Ecs):
+    """The daemon's ECS client, counting the app loops' reads as they ask."""
 
-    def __init__(self, ecs: EcsPort) -> None:
-        self._ecs = ecs
-        self.describe_requests = 0
-        self.task_definition_requests = 0
+    describe_requests = 0
+    task_definition_requests = 0
 
     async def describe_service(
         self, cluster: str, service: str, *, max_age: float = 0.0
     ) -> ServiceState:
         self.describe_requests += 1
-        return await self._ecs.describe_service(cluster, service, max_age=max_age)
+        return await super().describe_service(cluster, service, max_age=max_age)
 
     async def task_definition(self, arn: str) -> tuple[TaskDefinition, list[Any]]:
         self.task_definition_requests += 1
-        return await self._ecs.task_definition(arn)
-
-    async def register_task_definition(self, definition: TaskDefinition, tags: list[Any]) -> str:
-        return await self._ecs.register_task_definition(definition, tags)
-
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
-        return await self._ecs.update_service(
-            cluster=cluster, service=service, task_definition=task_definition
-        )
+        return await super().task_definition(arn)
 
 
 class Instrumented:
-    """Keeps the adapters the supervisor opens, and counts the app loops' ECS reads."""
+    """Keeps the git mirrors and the ECS client the daemon opens, to read their counters."""
 
     def __init__(self) -> None:
         self.git: GitMirrors | None = None
@@ -78,10 +69,16 @@ class Instrumented:
         @asynccontextmanager
         async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
             async with opened(config) as adapters:
-                self.ecs = CountedEcs(adapters.ecs)
                 if isinstance(adapters.git, GitMirrors):
                     self.git = adapters.git
-                yield replace(adapters, ecs=self.ecs)
+                ecs: object = adapters.ecs
+                if isinstance(ecs, Ecs):
+                    # The daemon's own client, state and all, from now on counting its reads:
+                    # a subclass that only adds counters, so every other call is untouched.
+                    ecs.__class__ = CountedEcs
+                if isinstance(ecs, CountedEcs):
+                    self.ecs = ecs
+                yield adapters
 
         daemon_module.open_adapters = open_adapters
 
@@ -151,14 +148,12 @@ async def serve(config_path: Path, run_dir: Path) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, stats)
     loop.add_signal_handler(signal.SIGUSR2, profiling.toggle)
-    running = asyncio.create_task(daemon.run(install_signals=True))
-    # The daemon has no "listening" event to wait on; it sets an attribute.
-    while daemon.listening is None and not running.done():  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-    if daemon.listening is not None:
+    # The controller gives up on a daemon that has not listened within a minute.
+    async with started(daemon, install_signals=True, start_timeout=60) as running:
+        assert daemon.listening is not None
         host, port = daemon.listening
         _write_json(run_dir / "listening.json", {"host": host, "port": port, "pid": os.getpid()})
-    await running
+        await running  # until a signal stops it, as `reconciler run` does
 
 
 def main(argv: list[str]) -> int:

@@ -6,7 +6,6 @@ would run it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ import pytest
 from reconciler.sandbox.rollout import Scenario
 from tests.support.cli import reconciler
 from tests.support.daemon_process import DaemonProcess
+from tests.support.probes import eventually
 from tests.support.world import World
 
 pytestmark = [pytest.mark.e2e]
@@ -231,9 +231,10 @@ async def test_run_stops_on_sigterm_mid_rollout_with_exit_0_and_json_logs(
 
 
 async def wait_event(daemon: DaemonProcess, event: str, *, timeout: float = 60) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            found = [e for e in daemon.events() if e.get("event") == event]
-            if found:
-                return found[0]
-            await asyncio.sleep(0.05)
+    """The first `event` the daemon logged, once it has."""
+
+    def logged() -> list[dict[str, Any]]:
+        return [e for e in daemon.events() if e.get("event") == event]
+
+    await eventually(lambda: bool(logged()), timeout=timeout, what=event, interval=0.05)
+    return logged()[0]
