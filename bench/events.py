@@ -10,7 +10,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,7 +60,7 @@ QUICK = EventSizes(
 )
 
 
-def in_sync_at(revision: str) -> Any:
+def in_sync_at(revision: str) -> Callable[[dict[str, Any]], bool]:
     def check(status: dict[str, Any]) -> bool:
         return bool(
             status["phase"] == "InSync"

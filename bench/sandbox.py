@@ -17,12 +17,17 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import boto3
 
 from reconciler.sandbox import CallCounter, RolloutController, SandboxAws
 from reconciler.sandbox import provision as sandbox_provision
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_ecs.type_defs import CreateServiceRequestTypeDef
 
 REGION = "us-east-1"
 CREDENTIALS = {
@@ -131,9 +136,9 @@ def provision_apps(aws: SandboxAws, apps: Sequence[AppSpec]) -> None:
         aws_session_token="testing",  # noqa: S106
         region_name=aws.region,
     )
-    ecs: Any = session.client("ecs", endpoint_url=aws.endpoint_url)
-    ecr: Any = session.client("ecr", endpoint_url=aws.endpoint_url)
-    ec2: Any = session.client("ec2", endpoint_url=aws.endpoint_url)
+    ecs: ECSClient = session.client("ecs", endpoint_url=aws.endpoint_url)
+    ecr: ECRClient = session.client("ecr", endpoint_url=aws.endpoint_url)
+    ec2 = session.client("ec2", endpoint_url=aws.endpoint_url)
     network = sandbox_provision._default_network(ec2)
     existing = {c["clusterName"] for c in ecs.describe_clusters(clusters=_unique(apps))["clusters"]}
     for cluster in _unique(apps):
@@ -150,7 +155,7 @@ def provision_apps(aws: SandboxAws, apps: Sequence[AppSpec]) -> None:
             memory="512",
             tags=[{"key": "team", "value": "bench"}, {"key": "app", "value": app.name}],
         )
-        request: dict[str, Any] = {
+        request: CreateServiceRequestTypeDef = {
             "cluster": app.cluster,
             "serviceName": app.name,
             "taskDefinition": registered["taskDefinition"]["taskDefinitionArn"],
@@ -173,7 +178,7 @@ def _unique(apps: Iterable[AppSpec]) -> list[str]:
 
 def sandbox_round_trip(aws: SandboxAws, cluster: str, service: str, *, count: int = 20) -> float:
     """Median seconds of one DescribeServices from a plain boto3 client: the sandbox's floor."""
-    client: Any = boto3.client("ecs", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    client: ECSClient = boto3.client("ecs", region_name=aws.region, endpoint_url=aws.endpoint_url)
     client.describe_services(cluster=cluster, services=[service])
     samples = []
     for _ in range(count):

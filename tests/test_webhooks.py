@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager
 
 import pytest
 from hypothesis import given, settings
@@ -31,7 +31,9 @@ FUZZ = settings(max_examples=300, deadline=None)
 SECRET = b"It's a Secret to Everybody"
 
 
-def rejected(status: int, reason: str) -> Any:
+def rejected(
+    status: int, reason: str
+) -> AbstractContextManager[pytest.ExceptionInfo[WebhookRejected]]:
     return pytest.raises(WebhookRejected, check=lambda e: (e.status, e.reason) == (status, reason))
 
 

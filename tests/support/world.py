@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import boto3
@@ -34,6 +34,10 @@ from tests.support.config import Table, TomlValue, config_text
 from tests.support.gitrepo import GitRepo
 from tests.support.inprocess import serving
 from tests.support.webhooks import signed_push
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_ecs.type_defs import TagTypeDef, TaskDefinitionTypeDef
 
 __all__ = ["DOCKERFILE", "FAST", "WEBHOOK_SECRET", "RunningDaemon", "World", "serving"]
 
@@ -125,7 +129,7 @@ class World:
 
     # Inspecting AWS --------------------------------------------------------------------
 
-    def ecs(self) -> Any:
+    def ecs(self) -> ECSClient:
         return boto3.client("ecs", region_name=self.aws.region, endpoint_url=self.aws.endpoint_url)
 
     def service(self) -> dict[str, Any]:
@@ -134,7 +138,7 @@ class World:
 
     def task_definition(
         self, arn: str | None = None
-    ) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    ) -> tuple[TaskDefinitionTypeDef, list[TagTypeDef]]:
         answer = self.ecs().describe_task_definition(
             taskDefinition=arn or self.service()["taskDefinition"], include=["TAGS"]
         )
