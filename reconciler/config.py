@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,6 +33,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 ECR_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 GIT_REF = re.compile(r"^[A-Za-z0-9._/-]+$")
+DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def _optional_path(value: object) -> object:
@@ -113,6 +116,42 @@ class WebhookSettings(_Section):
     max_body_bytes: int = Field(default=5_000_000, ge=1024, le=100_000_000)
 
 
+class BuildSettings(_Section):
+    # "auto": BuildKit through the Docker CLI when it is installed, else the engine's classic
+    # builder; "buildkit" insists on BuildKit, "classic" never uses it.
+    builder: Literal["auto", "buildkit", "classic"] = "auto"
+    # The network of RUN steps: "" for the engine's default; "host" or "none" where the engine
+    # has no bridge network.
+    network: Literal["", "default", "host", "none"] = ""
+
+
+def _command(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value or not value[0].strip():
+        raise ValueError("command must not be empty")
+    return value
+
+
+Command = Annotated[tuple[str, ...], AfterValidator(_command)]
+
+
+class AppTest(_Section):
+    """A command run in a container of the built image before anything is pushed."""
+
+    command: Command
+    target: str = ""
+    timeout: Duration = 600.0
+    network: Literal["none", "bridge", "host"] = "none"
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class AppPreDeploy(_Section):
+    """A one-off ECS task of the new task definition, run before the service update."""
+
+    command: Command
+    container: str = ""
+    timeout: Duration = 900.0
+
+
 def _relative_inside(value: str, *, key: str) -> str:
     """A path that stays inside the repository: relative, no `..`, no backslashes."""
     path = PurePosixPath(value)
@@ -142,6 +181,19 @@ class AppConfig(_Section):
     suspended: bool = False
     git_token_file: OptionalPath = None
     git_ssh_key_file: OptionalPath = None
+    extra_tags: tuple[str, ...] = ()
+    test: AppTest | None = None
+    pre_deploy: AppPreDeploy | None = None
+
+    @field_validator("extra_tags")
+    @classmethod
+    def _extra_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in value:
+            if not DOCKER_TAG.fullmatch(tag):
+                raise ValueError(f"not a valid image tag: {tag!r}")
+            if SHA.fullmatch(tag):
+                raise ValueError(f"extra tag {tag!r} looks like a commit SHA, which names builds")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -227,6 +279,7 @@ class Config(BaseSettings):
     daemon: DaemonSettings = DaemonSettings()
     aws: AwsSettings = AwsSettings()
     webhook: WebhookSettings = WebhookSettings()
+    build: BuildSettings = BuildSettings()
     apps: tuple[AppConfig, ...] = ()
 
     @classmethod

@@ -37,6 +37,18 @@ class Metrics:
             buckets=BUILD_BUCKETS,
             registry=self.registry,
         )
+        self.test_seconds = Histogram(
+            "reconciler_test_seconds",
+            "Time the test command ran before anything was pushed.",
+            buckets=BUILD_BUCKETS,
+            registry=self.registry,
+        )
+        self.pre_deploy_seconds = Histogram(
+            "reconciler_pre_deploy_seconds",
+            "Time from RunTask of the pre-deploy task until it stopped.",
+            buckets=ROLLOUT_BUCKETS,
+            registry=self.registry,
+        )
         self.rollout_seconds = Histogram(
             "reconciler_rollout_seconds",
             "Time from UpdateService to a settled rollout.",

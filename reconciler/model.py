@@ -64,6 +64,48 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class TaskLaunch:
+    """How the service launches its tasks; a one-off task of the app is launched the same way."""
+
+    launch_type: str | None = None  # FARGATE | EC2 | EXTERNAL, or None with capacity providers
+    capacity_provider_strategy: tuple[Mapping[str, object], ...] = ()
+    network_configuration: Mapping[str, object] | None = None
+    platform_version: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """What DescribeTasks says about one task."""
+
+    arn: str
+    last_status: str  # PROVISIONING | PENDING | ACTIVATING | RUNNING | ... | STOPPED
+    stop_code: str = ""
+    stopped_reason: str = ""
+    # container name -> exit code (None while running, or when it never started)
+    exit_codes: Mapping[str, int | None] = field(default_factory=dict)
+    container_reasons: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def stopped(self) -> bool:
+        return self.last_status == "STOPPED"
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """How a test command in a container ended."""
+
+    __test__ = False  # not a pytest test class
+
+    exit_code: int | None  # None when it was killed at the timeout
+    timed_out: bool
+    tail: tuple[str, ...]  # the last lines of its output
+
+    @property
+    def passed(self) -> bool:
+        return not self.timed_out and self.exit_code == 0
+
+
+@dataclass(frozen=True)
 class ServiceState:
     """What DescribeServices says about one service."""
 
@@ -72,6 +114,7 @@ class ServiceState:
     task_definition: str
     deployments: tuple[Deployment, ...]
     status: str = "ACTIVE"
+    launch: TaskLaunch = field(default_factory=TaskLaunch)
 
     @property
     def primary(self) -> Deployment | None:
@@ -150,6 +193,16 @@ class Attempt:
     config_fingerprint: str
     at: datetime = field(default_factory=utcnow)
     deployment_id: str | None = None  # set once UpdateService answered
+
+
+@dataclass(frozen=True)
+class PreDeployRun:
+    """A pre-deploy task being started or run: written before RunTask (task unknown) and
+    again once RunTask answered, so a restart awaits it rather than starting another."""
+
+    revision: str
+    task: str | None = None
+    at: datetime = field(default_factory=utcnow)
 
 
 @dataclass(frozen=True)
@@ -232,7 +285,9 @@ class Phase(enum.StrEnum):
     PENDING = "Pending"
     IN_SYNC = "InSync"
     BUILDING = "Building"
+    TESTING = "Testing"
     PUSHING = "Pushing"
+    MIGRATING = "Migrating"  # the pre-deploy task runs
     DEPLOYING = "Deploying"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
@@ -244,6 +299,8 @@ class Result(enum.StrEnum):
     ROLLED_BACK = "rolled_back"
     SUPERSEDED = "superseded"
     BUILD_FAILED = "build_failed"
+    TEST_FAILED = "test_failed"
+    PRE_DEPLOY_FAILED = "pre_deploy_failed"
 
 
 @dataclass(frozen=True)

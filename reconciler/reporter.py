@@ -18,7 +18,9 @@ from reconciler.state import HISTORY_LIMIT, StateStore
 from reconciler.status import AppStatus
 
 log = structlog.get_logger("reconciler.pass")
-BUSY = frozenset({Phase.BUILDING, Phase.PUSHING, Phase.DEPLOYING})
+BUSY = frozenset(
+    {Phase.BUILDING, Phase.TESTING, Phase.PUSHING, Phase.MIGRATING, Phase.DEPLOYING}
+)
 
 
 class Reporter:
@@ -112,6 +114,12 @@ class Reporter:
 
     def build_took(self, seconds: float) -> None:
         self._metrics.build_seconds.observe(seconds)
+
+    def test_took(self, seconds: float) -> None:
+        self._metrics.test_seconds.observe(seconds)
+
+    def pre_deploy_took(self, seconds: float) -> None:
+        self._metrics.pre_deploy_seconds.observe(seconds)
 
     def push_took(self, seconds: float) -> None:
         self._metrics.push_seconds.observe(seconds)

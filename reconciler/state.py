@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from reconciler.model import Attempt, HistoryEntry, Hold, Result
+from reconciler.model import Attempt, HistoryEntry, Hold, PreDeployRun, Result
 
 HISTORY_LIMIT = 20
 log = structlog.get_logger("reconciler.state")
@@ -42,6 +42,10 @@ class AppMemory:
     attempt: Attempt | None = None
     build_failures: dict[str, int] = field(default_factory=dict)  # revision -> failed builds
     history: list[HistoryEntry] = field(default_factory=list)  # newest first
+    # Revisions whose pre-deploy task succeeded (revision -> when): never run twice.
+    pre_deploy_done: dict[str, datetime] = field(default_factory=dict)
+    pre_deploy_run: PreDeployRun | None = None
+    tagged: str | None = None  # the revision the extra tags name
     # Set when the file on disk could not be read: the one-line reason shown to operators.
     damaged: str | None = None
 
@@ -178,6 +182,15 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
             "deployment_id": attempt.deployment_id,
         },
         "build_failures": memory.build_failures,
+        "pre_deploy_done": {k: _iso(v) for k, v in memory.pre_deploy_done.items()},
+        "pre_deploy_run": None
+        if memory.pre_deploy_run is None
+        else {
+            "revision": memory.pre_deploy_run.revision,
+            "task": memory.pre_deploy_run.task,
+            "at": _iso(memory.pre_deploy_run.at),
+        },
+        "tagged": memory.tagged,
         "history": [
             {
                 "revision": h.revision,
@@ -235,4 +248,23 @@ def _decode(raw: Any) -> AppMemory:
         for h in raw["history"]
     ]
     failures = {str(k): int(v) for k, v in dict(raw["build_failures"]).items()}
-    return AppMemory(hold=hold, attempt=attempt, build_failures=failures, history=history)
+    done = {
+        str(k): datetime.fromisoformat(v) for k, v in dict(raw.get("pre_deploy_done", {})).items()
+    }
+    run_raw = raw.get("pre_deploy_run")
+    run = None
+    if run_raw is not None:
+        run = PreDeployRun(
+            revision=str(run_raw["revision"]),
+            task=_optional_str(run_raw.get("task")),
+            at=datetime.fromisoformat(run_raw["at"]),
+        )
+    return AppMemory(
+        hold=hold,
+        attempt=attempt,
+        build_failures=failures,
+        history=history,
+        pre_deploy_done=done,
+        pre_deploy_run=run,
+        tagged=_optional_str(raw.get("tagged")),
+    )

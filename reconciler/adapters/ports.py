@@ -8,14 +8,14 @@ beside this module (git.py, docker.py, registry.py, ecr.py, ecs.py); the composi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.registry import RegistryAuth
-from reconciler.model import ServiceState
+from reconciler.model import ServiceState, TaskLaunch, TaskState, TestRun
 
 TaskDefinition = dict[str, Any]
 
@@ -49,12 +49,32 @@ class DockerPort(Protocol):
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         """Push `image`; the manifest digest it got."""
 
+    async def run(
+        self,
+        *,
+        image: str,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        network: str,
+        # The container's own limit (it is killed at the end), not a bound on the await.
+        timeout: float,  # noqa: ASYNC109
+        on_line: Callable[[str], None],
+    ) -> TestRun:
+        """Run `command` in a new container of `image` until it exits or `timeout` passes
+        (then it is killed); each output line goes to `on_line`; the container is removed."""
+
 
 class RegistryPort(Protocol):
     async def has_tag(
         self, *, registry: str, repository: str, tag: str, auth: RegistryAuth | None
     ) -> bool:
         """Whether the registry already has `repository:tag`."""
+
+    async def retag(
+        self, *, registry: str, repository: str, tag: str, new_tag: str, auth: RegistryAuth | None
+    ) -> str:
+        """Put the manifest of `repository:tag` under `new_tag` too (no layer moves); its
+        digest."""
 
 
 class EcrPort(Protocol):
@@ -79,6 +99,27 @@ class EcsPort(Protocol):
 
     async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
         """Point the service at `task_definition`; the id of the deployment it started."""
+
+    async def run_task(
+        self,
+        *,
+        cluster: str,
+        task_definition: str,
+        container: str,
+        command: Sequence[str],
+        started_by: str,
+        launch: TaskLaunch,
+    ) -> str:
+        """Start one task of `task_definition` with `command` on `container`; its ARN."""
+
+    async def describe_task(self, *, cluster: str, task: str) -> TaskState:
+        """The task's state."""
+
+    async def stop_task(self, *, cluster: str, task: str, reason: str) -> None:
+        """Stop the task (it ends STOPPED)."""
+
+    async def find_tasks(self, *, cluster: str, started_by: str) -> list[str]:
+        """ARNs of the cluster's tasks started by `started_by` that have not stopped."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Register and update: a task definition that changes only the image, then UpdateService.
+"""Register, then update: a task definition that changes only the image, then UpdateService.
 
 The attempt (revision, registered task definition, what ran before, when) is written to the
 app's state before UpdateService and the deployment id after it. A pass that later finds the
@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -33,20 +34,39 @@ def with_image(definition: Mapping[str, Any], containers: set[str], image: str) 
     return result
 
 
-async def deploy(ctx: PassContext) -> Rollout | None:
-    """Start the rollout of the desired image; None when a newer revision turned up first."""
-    session, io = ctx.session, ctx.io
+@dataclass(frozen=True)
+class Registered:
+    """The task definition registered for the desired image, and what ran before it."""
+
+    arn: str
+    previous: str
+
+
+async def register(ctx: PassContext) -> Registered | None:
+    """A task definition that differs from the live one only in the managed images; None
+    when a newer revision turned up first."""
     live, image = ctx.observed.live, str(ctx.observed.desired.image)
     ctx.report.phase(Phase.DEPLOYING)
-    template, tags = await io.ecs.task_definition(live.task_definition)
+    template, tags = await ctx.io.ecs.task_definition(live.task_definition)
     definition = with_image(template, set(live.images), image)
-    previous = _previous(live)
+    # A webhook since the last look at git may announce a newer revision: drop the older
+    # one before it leaves any trace in ECS.
+    if ctx.session.nudges.since_resolve and await superseded(ctx):
+        return None
+    arn = await _register(ctx, live.task_definition, definition, tags, image)
+    return Registered(arn=arn, previous=_previous(live))
+
+
+async def update(ctx: PassContext, registered: Registered) -> Rollout | None:
+    """Start the rollout of `registered`; None when a newer revision turned up first."""
+    session, io = ctx.session, ctx.io
+    arn, previous = registered.arn, registered.previous
+    ctx.report.phase(Phase.DEPLOYING)
     # A webhook since the last look at git may announce a newer revision: this is the last
     # point where the older one can be dropped without ever reaching the service.
     if session.nudges.since_resolve and await superseded(ctx):
         return None
     async with session.critical:
-        arn = await _register(ctx, live.task_definition, definition, tags, image)
         attempt = _record_attempt(ctx, arn, previous)
         try:
             deployment_id = await io.ecs.update_service(
@@ -99,7 +119,6 @@ def _record_attempt(ctx: PassContext, arn: str, previous: str) -> Attempt:
     if not ctx.session.save():
         memory.attempt = before
         raise StateUnwritable(
-            f"not deploying {ctx.revision[:12]}: "
-            f"{ctx.session.store.write_error(ctx.app.name)}"
+            f"not deploying {ctx.revision[:12]}: {ctx.session.store.write_error(ctx.app.name)}"
         )
     return attempt

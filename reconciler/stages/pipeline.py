@@ -2,9 +2,13 @@
 
     (sync: clear the hold)  ->  pay a rollback still owed  ->  resolve the revision (git)
     ->  observe  ->  plan  ->  one of:
-        in sync | suspended | held | roll back | failed unwatched
+        in sync (-> extra tags) | suspended | held | roll back | failed unwatched
         | watch a rollout in flight
-        | [build -> push ->] deploy -> watch -> (succeeded | hold and roll back)
+        | [build -> test -> push ->] register -> pre-deploy task -> update service -> watch
+          -> (succeeded -> extra tags | hold and roll back)
+
+A pass that deploys an image already in the registry skips build and test: that image passed
+them when it was pushed.
 
 Each stage lives in a module of its own beside this one; the decisions are pure (plan.py,
 verdict.py). Errors leave a pass as the project's exceptions; the loop (loop.py) sorts them
@@ -33,11 +37,14 @@ from reconciler.model import (
 from reconciler.plan import plan
 from reconciler.stages.build import build
 from reconciler.stages.context import AppSession, PassContext
-from reconciler.stages.deploy import deploy
+from reconciler.stages.deploy import register, update
 from reconciler.stages.observe import desired_of, observe
+from reconciler.stages.pre_deploy import pre_deploy
 from reconciler.stages.push import push
 from reconciler.stages.rollback import hold_failed, roll_back
 from reconciler.stages.supersede import superseded
+from reconciler.stages.tags import move_extra_tags
+from reconciler.stages.test import run_test
 from reconciler.stages.watch import Rollout, watch
 
 log = structlog.get_logger("reconciler.pass")
@@ -104,6 +111,7 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
         case InSync():
             _settled(ctx)
             ctx.report.in_sync()
+            await move_extra_tags(ctx)
             return Next.WAIT
         case RollBack(task_definition=previous):
             await roll_back(ctx, previous)
@@ -126,18 +134,29 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
             )
             return await _watch(ctx, rollout)
         case Deploy(build=needs_build):
-            if needs_build:
-                await build(ctx)
-                await push(ctx)
-                # A newer commit may have landed while we built. Never deploy an older
-                # revision after a newer one: if the desired revision moved, start over.
-                if await superseded(ctx):
-                    return Next.AGAIN
-            started = await deploy(ctx)
-            if started is None:
-                return Next.AGAIN
-            return await _watch(ctx, started)
+            return await _deploy(ctx, needs_build=needs_build)
     raise AssertionError(f"unplanned action {action!r}")  # pragma: no cover
+
+
+async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
+    if needs_build:
+        await build(ctx)
+        if not await run_test(ctx):
+            return Next.WAIT
+        await push(ctx)
+        # A newer commit may have landed while we built. Never deploy an older revision
+        # after a newer one: if the desired revision moved, start over.
+        if await superseded(ctx):
+            return Next.AGAIN
+    registered = await register(ctx)
+    if registered is None:
+        return Next.AGAIN
+    if not await pre_deploy(ctx, task_definition=registered.arn):
+        return Next.WAIT
+    started = await update(ctx, registered)
+    if started is None:
+        return Next.AGAIN
+    return await _watch(ctx, started)
 
 
 async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
@@ -155,6 +174,7 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
             task_definition=rollout.task_definition, image=str(ctx.observed.desired.image)
         )
         ctx.report.deployed()
+        await move_extra_tags(ctx)
         return Next.WAIT
     await hold_failed(
         ctx,
@@ -199,4 +219,3 @@ def _with_build_output(reason: str, ctx: PassContext) -> str:
     if last is not None and last.result is Result.BUILD_FAILED and last.error:
         return f"{reason}\n{last.error}"
     return reason
-

@@ -72,9 +72,7 @@ async def watch(ctx: PassContext, rollout: Rollout) -> Watched:
                 return Watched(succeeded=True)
             if isinstance(verdict, RolloutFailed):
                 ctx.report.rollout_took(time.monotonic() - began)
-                return Watched(
-                    reason=verdict.reason, rolled_back_by_ecs=verdict.rolled_back_by_ecs
-                )
+                return Watched(reason=verdict.reason, rolled_back_by_ecs=verdict.rolled_back_by_ecs)
         if time.monotonic() >= deadline:
             ctx.report.rollout_took(time.monotonic() - began)
             return Watched(reason=f"rollout did not complete within {app.rollout_timeout:g}s")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,7 +24,7 @@ from reconciler.backoff import Timings
 from reconciler.config import AppConfig
 from reconciler.loop import AppLoop
 from reconciler.metrics import Metrics
-from reconciler.model import Deployment, ServiceState
+from reconciler.model import Deployment, ServiceState, TaskLaunch, TaskState, TestRun
 from reconciler.reporter import Reporter
 from reconciler.state import StateStore
 from reconciler.status import AppStatus
@@ -71,6 +71,8 @@ class FakeDocker(_Failures):
         super().__init__()
         self.builds: list[str] = []
         self.pushes: list[str] = []
+        self.runs: list[str] = []
+        self.test_result = TestRun(exit_code=0, timed_out=False, tail=("ok",))
         self.during_build: Callable[[str], Any] | None = None
 
     async def build(
@@ -94,17 +96,42 @@ class FakeDocker(_Failures):
         self.pushes.append(image)
         return "sha256:" + "1" * 64
 
+    async def run(
+        self,
+        *,
+        image: str,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        network: str,
+        timeout: float,
+        on_line: Callable[[str], None],
+    ) -> TestRun:
+        """Runs nothing: answers `test_result` and prints its tail through `on_line`."""
+        self.check("run")
+        self.runs.append(image)
+        for line in self.test_result.tail:
+            on_line(line)
+        return self.test_result
+
 
 class FakeRegistry(_Failures):
     def __init__(self, docker: FakeDocker) -> None:
         super().__init__()
         self._docker = docker
+        self.tags: dict[str, str] = {}  # extra tag -> the tag it was moved to
 
     async def has_tag(
         self, *, registry: str, repository: str, tag: str, auth: RegistryAuth | None
     ) -> bool:
         self.check("has_tag")
         return f"{registry}/{repository}:{tag}" in self._docker.pushes
+
+    async def retag(
+        self, *, registry: str, repository: str, tag: str, new_tag: str, auth: RegistryAuth | None
+    ) -> str:
+        self.check("retag")
+        self.tags[new_tag] = tag
+        return "sha256:" + "2" * 64
 
 
 class FakeEcr:
@@ -128,6 +155,9 @@ class FakeEcs(_Failures):
     before_register: Callable[[], Any] | None = None
     during_update: Callable[[str], Any] | None = None  # called with the task definition
     settle_after: int = 0  # DescribeServices calls that still see a new rollout IN_PROGRESS
+    tasks: dict[str, TaskState] = field(default_factory=dict)  # RunTask's tasks by ARN
+    task_exit_code: int | None = 0
+    stopped: list[str] = field(default_factory=list)  # StopTask calls
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -201,6 +231,34 @@ class FakeEcs(_Failures):
         )
         return deployment_id
 
+    async def run_task(
+        self,
+        *,
+        cluster: str,
+        task_definition: str,
+        container: str,
+        command: Sequence[str],
+        started_by: str,
+        launch: TaskLaunch,
+    ) -> str:
+        """A task that is STOPPED with `task_exit_code` when first described."""
+        self.check("run_task")
+        arn = f"arn:aws:ecs:us-east-1:123456789012:task/{cluster}/{len(self.tasks) + 1}"
+        self.tasks[arn] = TaskState(
+            arn, "STOPPED", "EssentialContainerExited", "", {container: self.task_exit_code}
+        )
+        return arn
+
+    async def describe_task(self, *, cluster: str, task: str) -> TaskState:
+        self.check("describe_task")
+        return self.tasks[task]
+
+    async def stop_task(self, *, cluster: str, task: str, reason: str) -> None:
+        self.stopped.append(task)
+
+    async def find_tasks(self, *, cluster: str, started_by: str) -> list[str]:
+        return [arn for arn, state in self.tasks.items() if not state.stopped]
+
 
 @dataclass
 class FakeWorld:
@@ -218,15 +276,25 @@ class FakeWorld:
 
     @classmethod
     def create(
-        cls, state_dir: Path, *, head: str, poll_interval: float = 3600.0, timings: Timings = QUICK
+        cls,
+        state_dir: Path,
+        *,
+        head: str,
+        poll_interval: float = 3600.0,
+        timings: Timings = QUICK,
+        **app_keys: Any,
     ) -> FakeWorld:
-        app = AppConfig(
-            name="web",
-            repo="file:///srv/web.git",
-            ecr_repository="web",
-            cluster="cluster",
-            service="web",
-            rollout_timeout=5.0,
+        """`app_keys` are further keys of the app's config, e.g. test={"command": ["t"]}."""
+        app = AppConfig.model_validate(
+            {
+                "name": "web",
+                "repo": "file:///srv/web.git",
+                "ecr_repository": "web",
+                "cluster": "cluster",
+                "service": "web",
+                "rollout_timeout": 5.0,
+                **app_keys,
+            }
         )
         git, docker, ecs = FakeGit(head), FakeDocker(), FakeEcs()
         registry = FakeRegistry(docker)
