@@ -29,9 +29,18 @@ RECONCILER = Path(sys.executable).with_name("reconciler")
 
 
 class DaemonProcess:
-    def __init__(self, config: Path, output: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        output: Path,
+        *,
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
+    ) -> None:
+        """`nofile`: the daemon's RLIMIT_NOFILE (soft and hard), e.g. 1024 as on a default host."""
         self.config = config
         self.output = output
+        self._nofile = nofile
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._process: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -59,9 +68,13 @@ class DaemonProcess:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         # Spawning takes milliseconds; the wait for the daemon to listen is the async part.
+        command = [str(RECONCILER), "run", "--config", str(self.config)]
+        if self._nofile is not None:
+            # prlimit execs the daemon: the limit applies to it and the PID stays the daemon's.
+            command = ["prlimit", f"--nofile={self._nofile}:{self._nofile}", "--", *command]
         with self.output.open("ab") as out:
             return subprocess.Popen(
-                [str(RECONCILER), "run", "--config", str(self.config)],
+                command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self._env,
