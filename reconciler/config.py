@@ -65,6 +65,15 @@ class DaemonSettings(_Section):
     api_token_file: OptionalPath = None
     # Where the Docker engine listens; empty: DOCKER_HOST or the default socket.
     docker_host: str = ""
+    # How people reach the dashboard (links in commit statuses and chat); empty: listen.
+    public_url: str = ""
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
 
     @field_validator("listen")
     @classmethod
@@ -114,6 +123,50 @@ class WebhookSettings(_Section):
     github_secret_file: OptionalPath = None
     gitlab_token_file: OptionalPath = None
     max_body_bytes: int = Field(default=5_000_000, ge=1024, le=100_000_000)
+
+
+NOTIFY_EVENTS = (
+    "deployed",
+    "failed",
+    "rolled_back",
+    "rollback_failed",
+    "test_failed",
+    "pre_deploy_failed",
+)
+
+
+class NotifySettings(_Section):
+    urls_file: OptionalPath = None  # Apprise URLs, one a line
+    events: tuple[str, ...] = NOTIFY_EVENTS
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(NOTIFY_EVENTS))
+        if unknown:
+            raise ValueError(
+                f"unknown event {', '.join(unknown)}; known: {', '.join(NOTIFY_EVENTS)}"
+            )
+        return value
+
+
+def _api_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"expected an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+ApiUrl = Annotated[str, AfterValidator(_api_url)]
+
+
+class GithubSettings(_Section):
+    token_file: OptionalPath = None  # a token allowed to write commit statuses and deployments
+    api_url: ApiUrl = "https://api.github.com"  # GitHub Enterprise: https://HOST/api/v3
+
+
+class GitlabSettings(_Section):
+    token_file: OptionalPath = None
+    api_url: ApiUrl = "https://gitlab.com/api/v4"
 
 
 class BuildSettings(_Section):
@@ -182,8 +235,17 @@ class AppConfig(_Section):
     git_token_file: OptionalPath = None
     git_ssh_key_file: OptionalPath = None
     extra_tags: tuple[str, ...] = ()
+    environment: str = ""  # deployment environment name; default: the app's name
+    url: str = ""  # where the app answers, shown with its deployments
     test: AppTest | None = None
     pre_deploy: AppPreDeploy | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value
 
     @field_validator("extra_tags")
     @classmethod
@@ -263,6 +325,10 @@ class AppConfig(_Section):
             raise ValueError(f"not an ECS name or ARN: {value!r}")
         return value
 
+    @property
+    def environment_name(self) -> str:
+        return self.environment or self.name
+
     def fingerprint(self) -> str:
         """Changes whenever any key of this app changes (a config change clears a Failed hold)."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
@@ -280,6 +346,9 @@ class Config(BaseSettings):
     aws: AwsSettings = AwsSettings()
     webhook: WebhookSettings = WebhookSettings()
     build: BuildSettings = BuildSettings()
+    notify: NotifySettings = NotifySettings()
+    github: GithubSettings = GithubSettings()
+    gitlab: GitlabSettings = GitlabSettings()
     apps: tuple[AppConfig, ...] = ()
 
     @classmethod

@@ -55,7 +55,11 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
                 registry_override=config.aws.registry,
             )
         )
-        docker = DockerEngine(url=config.daemon.docker_host or None)
+        docker = DockerEngine(
+            url=config.daemon.docker_host or None,
+            builder=config.build.builder,
+            network=config.build.network,
+        )
         stack.push_async_callback(docker.close)
         registry = Registry()
         stack.push_async_callback(registry.close)

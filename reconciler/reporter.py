@@ -11,6 +11,7 @@ from datetime import datetime
 
 import structlog
 
+from reconciler.events import EventBus, Finished, PhaseChanged
 from reconciler.logs import redact
 from reconciler.metrics import Metrics
 from reconciler.model import HistoryEntry, Observation, Phase, Result, utcnow
@@ -25,12 +26,19 @@ BUSY = frozenset(
 
 class Reporter:
     def __init__(
-        self, *, app: str, status: AppStatus, metrics: Metrics, store: StateStore
+        self,
+        *,
+        app: str,
+        status: AppStatus,
+        metrics: Metrics,
+        store: StateStore,
+        bus: EventBus | None = None,
     ) -> None:
         self.app = app
         self.status = status
         self._metrics = metrics
         self._store = store
+        self._bus = bus or EventBus()
         if not status.history:
             status.history.extend(store.load(app).history[:HISTORY_LIMIT])
 
@@ -57,9 +65,19 @@ class Reporter:
 
     def phase(self, phase: Phase) -> None:
         if self.status.phase != phase:
-            log.info("phase_changed", phase=phase.value, previous=self.status.phase.value)
+            previous = self.status.phase
+            log.info("phase_changed", phase=phase.value, previous=previous.value)
             self.status.phase = phase
             self.status.last_transition = utcnow()
+            self._bus.publish(
+                PhaseChanged(
+                    app=self.app,
+                    phase=phase,
+                    previous=previous,
+                    revision=self.status.desired_revision,
+                    at=self.status.last_transition,
+                )
+            )
         self._metrics.app_in_sync.labels(app=self.app).set(1 if phase is Phase.IN_SYNC else 0)
 
     def in_sync(self) -> None:
@@ -107,6 +125,16 @@ class Reporter:
         del memory.history[HISTORY_LIMIT:]
         self._store.save(self.app)
         self.status.history.appendleft(entry)
+        self._bus.publish(
+            Finished(
+                app=self.app,
+                revision=revision,
+                result=result,
+                started_at=entry.started_at,
+                finished_at=entry.finished_at,
+                error=entry.error,
+            )
+        )
 
     def service_updated(self, *, kind: str) -> None:
         """An UpdateService call went out: `deploy` or `rollback`."""

@@ -20,6 +20,7 @@ import structlog
 from reconciler import backoff
 from reconciler.adapters.ports import Adapters
 from reconciler.config import AppConfig, Config
+from reconciler.events import EventBus
 from reconciler.loop import AppLoop
 from reconciler.metrics import Metrics
 from reconciler.model import Phase, utcnow
@@ -69,8 +70,10 @@ class Supervisor:
         timings: backoff.Timings | None = None,
         metrics: Metrics | None = None,
         store: StateStore | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.config = config
+        self.bus = bus or EventBus()
         self.config_in_force = ConfigInForce(path=config_path, sha256=sha256)
         self.timings = timings or backoff.Timings()
         self.metrics = metrics or Metrics()
@@ -165,7 +168,9 @@ class Supervisor:
             adapters=self._adapters,
             build_slots=self._build_slots,
             store=self._store,
-            reporter=Reporter(app=app.name, status=status, metrics=self.metrics, store=self._store),
+            reporter=Reporter(
+                app=app.name, status=status, metrics=self.metrics, store=self._store, bus=self.bus
+            ),
             timings=self.timings,
         )
         self.loops[app.name] = loop

@@ -32,6 +32,9 @@ class GitPort(Protocol):
     ) -> BinaryIO:
         """The build context of `commit` as an uncompressed tar file object."""
 
+    async def commit_subject(self, source: GitSource, commit: str) -> str:
+        """The first line of `commit`'s message (untrusted text), from the mirror."""
+
 
 class DockerPort(Protocol):
     async def build(

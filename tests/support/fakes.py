@@ -65,6 +65,9 @@ class FakeGit(_Failures):
     ) -> BinaryIO:
         return io.BytesIO(b"tar of " + commit.encode())
 
+    async def commit_subject(self, source: GitSource, commit: str) -> str:
+        return f"commit {commit[:7]}"
+
 
 class FakeDocker(_Failures):
     def __init__(self) -> None:
