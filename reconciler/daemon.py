@@ -31,7 +31,7 @@ from reconciler.adapters.registry import Registry
 from reconciler.config import Config
 from reconciler.errors import ReconcilerError
 from reconciler.http import build_app
-from reconciler.listener import listen
+from reconciler.listener import listen, runner_options
 from reconciler.reload import ConfigWatcher, digest
 from reconciler.supervisor import Supervisor
 from reconciler.systemd import Notifier
@@ -135,6 +135,7 @@ class Daemon:
                 access_log=None,
                 handle_signals=False,
                 shutdown_timeout=HTTP_GRACE,
+                **runner_options(),
             )
             await runner.setup()
             daemon = supervisor.config.daemon
