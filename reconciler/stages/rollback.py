@@ -36,11 +36,15 @@ async def hold_failed(
     ctx.report.outcome(
         revision=ctx.revision, result=result, started_at=ctx.started_at, error=reason
     )
-    ctx.report.failed(reason)
-    if owed:
-        # If this raises (AWS down), the hold still owes the rollback and the next pass
-        # plans RollBack.
-        await roll_back(ctx, owed)
+    try:
+        if owed:
+            # If this raises (AWS down), the hold still owes the rollback and the next pass
+            # plans RollBack.
+            await roll_back(ctx, owed)
+    finally:
+        # Failed is said once the rollback is out (or could not be): whoever waits for it
+        # sees the service already on its way back.
+        ctx.report.failed(reason)
     ctx.report.count(result.value)
     return result
 
@@ -48,14 +52,18 @@ async def hold_failed(
 async def roll_back(ctx: PassContext, task_definition: str) -> None:
     """Point the service at `task_definition` unless it is there already; the debt is paid."""
     app, memory = ctx.app, ctx.memory
-    ctx.report.phase(Phase.FAILED)
-    state = await ctx.io.ecs.describe_service(app.cluster, app.service)
-    if state.task_definition != task_definition:
-        deployment = await ctx.io.ecs.update_service(
-            cluster=app.cluster, service=app.service, task_definition=task_definition
-        )
-        ctx.report.service_updated(kind="rollback")
-        log.warning("rollback_started", task_definition=task_definition, deployment=deployment)
+    try:
+        state = await ctx.io.ecs.describe_service(app.cluster, app.service)
+        if state.task_definition != task_definition:
+            deployment = await ctx.io.ecs.update_service(
+                cluster=app.cluster, service=app.service, task_definition=task_definition
+            )
+            ctx.report.service_updated(kind="rollback")
+            log.warning(
+                "rollback_started", task_definition=task_definition, deployment=deployment
+            )
+    finally:
+        ctx.report.phase(Phase.FAILED)
     if memory.hold is not None:
         memory.hold = dataclasses.replace(memory.hold, rollback_to=None)
         ctx.session.save()

@@ -6,8 +6,6 @@ gets at most one UpdateService, and a stuck rollout is still rolled back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import shutil
@@ -23,6 +21,7 @@ import pytest
 from reconciler.sandbox.rollout import Scenario
 from tests.support.daemon_process import DaemonProcess
 from tests.support.probes import eventually
+from tests.support.webhooks import signed_push
 from tests.support.world import WEBHOOK_SECRET, World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -52,19 +51,10 @@ def state_file(world: World) -> Path:
 
 async def push_webhook(process: DaemonProcess, world: World) -> None:
     """A signed GitHub push for the app's repository: a nudge that clears nothing."""
-    body = json.dumps(
-        {"ref": "refs/heads/main", "repository": {"clone_url": world.repo.url}}
-    ).encode()
-    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    code, text = await process.post(
-        "/hooks/github",
-        data=body,
-        headers={
-            "X-GitHub-Event": "push",
-            "X-Hub-Signature-256": signature,
-            "Content-Type": "application/json",
-        },
+    body, headers = signed_push(
+        repo_url=world.repo.url, after=world.repo.head(), secret=WEBHOOK_SECRET
     )
+    code, text = await process.post("/hooks/github", data=body, headers=headers)
     assert code == 202, text
     assert world.name in json.loads(text)["nudged"]
 
