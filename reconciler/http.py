@@ -1,7 +1,9 @@
-"""The daemon's HTTP face: webhooks, sync, status, health and metrics.
+"""The daemon's HTTP face: webhooks, sync, status, health, metrics and the dashboard.
 
 A webhook is an untrusted nudge. It is authenticated, parsed, and at most makes the matching
-apps start a pass now; no SHA from a payload is ever deployed.
+apps start a pass now; no SHA from a payload is ever deployed. The dashboard's pages
+(reconciler.web) are mounted here too; who may sync is decided here, for the API and the
+pages' sync button alike.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -19,9 +22,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from reconciler import logs
 from reconciler.config import Config
+from reconciler.events import EventBus
 from reconciler.loopback import is_loopback
 from reconciler.metrics import Metrics
 from reconciler.status import AppStatus
+from reconciler.web import dashboard
+from reconciler.web.links import Links
 from reconciler.webhooks import (
     PushEvent,
     WebhookRejected,
@@ -46,6 +52,9 @@ class DaemonView(Protocol):
 
     @property
     def alive(self) -> bool: ...
+
+    @property
+    def bus(self) -> EventBus: ...
 
     def app_names(self) -> list[str]: ...
 
@@ -192,26 +201,75 @@ def _bearer_matches(header: str | None, token: bytes | None) -> bool:
     return hmac.compare_digest(hashlib.sha256(sent).digest(), hashlib.sha256(token).digest())
 
 
-async def sync_app(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
+def _foreign_origin(request: web.Request, daemon: DaemonView, *, loopback_only: bool) -> bool:
+    """A browser's post from a page that is not the dashboard's own (a cross-site form).
+
+    Browsers name the page a post comes from in `Origin`; API clients send none. Without a
+    token a loopback peer is trusted, so the page must be on a loopback name too, or a site
+    that resolves its own name to 127.0.0.1 could post from there."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    own = Links(daemon.config.daemon.public_url).origin
+    if own is not None and origin.lower() == own:
+        return False
+    try:
+        authority = urlsplit(origin).netloc.lower()
+    except ValueError:
+        return True
+    if authority != request.host.lower():
+        return True
+    return loopback_only and not is_loopback(authority)
+
+
+def sync_refusal(request: web.Request, daemon: DaemonView) -> tuple[int, str, str] | None:
+    """Why `request` may not sync an app (status, reason logged, message), None if it may:
+    with api_token_file, the bearer token decides; without, only loopback clients may."""
     token_file = daemon.config.daemon.api_token_file
     if token_file is not None:
         if not _bearer_matches(request.headers.get("Authorization"), _read_secret(token_file)):
-            log.warning("sync_refused", reason="bad_token", remote=request.remote)
-            return _error(401, "a valid bearer token is required")
+            return 401, "bad_token", "a valid bearer token is required"
     elif not is_loopback(request.remote):
-        log.warning("sync_refused", reason="not_loopback", remote=request.remote)
-        return _error(403, "sync is only allowed from loopback when api_token_file is not set")
+        message = "sync is only allowed from loopback when api_token_file is not set"
+        return 403, "not_loopback", message
+    if _foreign_origin(request, daemon, loopback_only=token_file is None):
+        return 403, "cross_origin", "sync from another site's page is not allowed"
+    return None
+
+
+def may_sync(request: web.Request) -> bool:
+    """Whether the dashboard offers this viewer the sync button (sync_app would accept)."""
+    return sync_refusal(request, request.app[DAEMON]) is None
+
+
+async def sync_app(request: web.Request) -> web.Response:
+    """202 with JSON for API clients; a form posted by a browser (Accept: text/html) is sent
+    back to its page with a 303, and a refusal is an HTML page with the same status."""
+    daemon = request.app[DAEMON]
+    page = dashboard.wants_html(request)
+
+    def refuse(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        if page:
+            return dashboard.error_page(request, status, message, headers=headers)
+        return web.json_response({"error": message}, status=status, headers=headers)
+
+    refusal = sync_refusal(request, daemon)
+    if refusal is not None:
+        status, reason, message = refusal
+        log.warning("sync_refused", reason=reason, remote=request.remote)
+        return refuse(status, message)
     name = request.match_info["name"]
     if name not in daemon.app_names():
-        return _error(404, f"unknown app {name!r}")
+        return refuse(404, f"unknown app {name!r}")
     if not daemon.sync(name):
         # Between stopping its old loop and starting the new one after a config change.
-        return web.json_response(
-            {"error": f"app {name!r} is restarting after a config change; try again"},
-            status=503,
+        return refuse(
+            503,
+            f"app {name!r} is restarting after a config change; try again",
             headers={"Retry-After": "1"},
         )
+    if page:
+        return await dashboard.back_after_sync(request, name)
     return web.json_response({"syncing": name}, status=202)
 
 
@@ -250,7 +308,8 @@ async def metrics(request: web.Request) -> web.Response:
 def build_app(daemon: DaemonView) -> web.Application:
     # Our own body limit applies to webhooks; aiohttp's must not cut in first.
     app = web.Application(
-        middlewares=[json_errors],
+        # Outermost first: the pages' errors are HTML pages before json_errors sees them.
+        middlewares=[json_errors, dashboard.html_errors],
         client_max_size=daemon.config.webhook.max_body_bytes + 1,
     )
     app[DAEMON] = daemon
@@ -263,4 +322,5 @@ def build_app(daemon: DaemonView) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    dashboard.setup(app, daemon, may_sync=may_sync)
     return app
