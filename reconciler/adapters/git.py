@@ -47,6 +47,8 @@ _SHORT_SHA = re.compile(r"[0-9a-fA-F]{4,39}")
 # libgit2 asks again after a rejected credential; answering the same forever would loop.
 _CREDENTIAL_TRIES = 3
 _MEMO_SIZE = 1024
+SUBJECT_LIMIT = 200
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _AUTH_HINTS = re.compile(
     r"authenticat|permission denied|unknown host|host ?key|certificate|credential"
     r"|unauthori[sz]ed|forbidden|status code: 40[13]\b",
@@ -178,6 +180,18 @@ class GitMirrors:
             out.close()
             raise
         return cast(BinaryIO, out)
+
+    async def commit_subject(self, source: GitSource, commit: str) -> str:
+        """The first line of `commit`'s message, read from the mirror (no network call).
+
+        The text is whatever the commit's author wrote: it is decoded leniently, stripped of
+        control characters (a terminal escape must not reach a chat client) and cut to
+        SUBJECT_LIMIT characters. Raises GitRevisionNotFound when the mirror lacks the commit.
+        """
+        subject = await self._read(source.url, lambda repo: _subject(repo, commit))
+        if subject is None:
+            raise GitRevisionNotFound(f"commit '{commit}' not found in {redact_url(source.url)}")
+        return subject
 
     def close(self) -> None:
         """Abort remote calls still running in threads and drop cached answers."""
@@ -432,6 +446,18 @@ def _peel(repo: pygit2.Repository, rev: str) -> str | None:
         return str(found.peel(pygit2.Commit).id)
     except (pygit2.GitError, ValueError) as exc:
         raise GitRevisionNotFound(f"revision '{rev}' does not name a commit") from exc
+
+
+def _subject(repo: pygit2.Repository, rev: str) -> str | None:
+    full = _peel(repo, rev)
+    if full is None:
+        return None
+    raw = repo[full].peel(pygit2.Commit).raw_message
+    first = raw.decode("utf-8", "replace").strip().split("\n", 1)[0]
+    cleaned = _CONTROL_CHARS.sub("", first).strip()
+    if len(cleaned) > SUBJECT_LIMIT:
+        cleaned = cleaned[: SUBJECT_LIMIT - 1].rstrip() + "\u2026"
+    return cleaned
 
 
 def _touches(tree: pygit2.Tree, parent: pygit2.Tree | None, paths: tuple[str, ...]) -> bool:

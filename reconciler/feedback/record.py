@@ -1,0 +1,264 @@
+"""What each app's feedback should say and what was already said, per commit, on disk.
+
+For every recent commit of an app the record keeps the state the forge should show (`want`:
+the commit status, and the deployment's status if one began) next to what the forge was
+last told (`sent`), and which chat outcomes went out. A sender only ever works off the
+difference, so a forge that was down for an hour is told the newest state once, not the
+hour's history; and a restarted daemon that sees the same revision again (a rollout it
+resumes watching, say) repeats nothing. One attempt at a revision runs from a pass starting
+on it to its end; a pass on the same revision after that (an operator's sync) is a new
+attempt, with a new deployment and new messages.
+
+`state_dir/feedback/<app>.json`, written atomically (a temporary file renamed over it). A
+file that cannot be read or decoded is moved aside, logged and treated as empty: feedback
+is best effort, and the worst an empty record does is repeat a status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from reconciler.feedback.translate import DeployStarted, Ended, Notice, Started, State
+
+log = structlog.get_logger("reconciler.feedback")
+
+COMMITS_KEPT = 20  # per app; the oldest is forgotten first (and its unsent work dropped)
+VERSION = 1
+DeployState = Literal["in_progress", "success", "failure", "inactive"]
+_DEPLOY_END: dict[str, DeployState] = {
+    "success": "success",
+    "failure": "failure",
+    "error": "inactive",
+}
+
+
+@dataclass
+class Want:
+    status: State
+    description: str
+    deployment: DeployState | None = None
+    deployment_description: str = ""
+
+
+@dataclass
+class Commit:
+    sha: str
+    attempt: int = 1
+    ended: bool = False
+    want: Want | None = None
+    # What the forge was told, in its own words: "<attempt>:<state>" of the commit status.
+    status_sent: str | None = None
+    deployment_id: int | None = None
+    deployment_attempt: int = 0  # the attempt deployment_id was created for
+    deployment_sent: str | None = None  # the last state that deployment was given
+    notified: list[str] = field(default_factory=list)  # outcomes messaged this attempt
+
+
+@dataclass
+class AppRecord:
+    forge: str = ""  # the Forge.key the `sent` parts were said to
+    commits: dict[str, Commit] = field(default_factory=dict)  # oldest first
+
+    def commit(self, sha: str) -> Commit:
+        """The commit's entry, made the newest (created at attempt 1 if new)."""
+        entry = self.commits.pop(sha, None) or Commit(sha=sha)
+        self.commits[sha] = entry
+        return entry
+
+    def prune(self) -> list[Commit]:
+        """Forget the oldest commits beyond COMMITS_KEPT; the ones forgotten."""
+        gone: list[Commit] = []
+        while len(self.commits) > COMMITS_KEPT:
+            oldest = next(iter(self.commits))
+            gone.append(self.commits.pop(oldest))
+        return gone
+
+    def use_forge(self, key: str) -> None:
+        """The app's repository moved to another forge (or another name): nothing was said
+        there yet."""
+        if self.forge == key:
+            return
+        self.forge = key
+        for entry in self.commits.values():
+            entry.status_sent = None
+            entry.deployment_id = None
+            entry.deployment_attempt = 0
+            entry.deployment_sent = None
+
+
+def apply(record: AppRecord, intent: Started | DeployStarted | Ended) -> bool:
+    """Fold an intent into the record; True when what the forge should show changed."""
+    if isinstance(intent, Started | DeployStarted):
+        entry = record.commit(intent.revision)
+        if entry.ended:
+            _next_attempt(entry)
+        before = None if entry.want is None else replace(entry.want)
+        if entry.want is None:
+            entry.want = Want(status="pending", description=intent.description)
+        if isinstance(intent, DeployStarted) and entry.want.deployment is None:
+            entry.want.deployment = "in_progress"
+            entry.want.deployment_description = intent.description
+        return entry.want != before
+    entry = record.commit(intent.revision)
+    if entry.ended:
+        if entry.want is not None and entry.want.status == intent.state:
+            return False  # the same end, seen again (a restart, a replayed event)
+        _next_attempt(entry)
+    had_deployment = entry.want is not None and entry.want.deployment is not None
+    deployment: DeployState | None = None
+    if intent.deployed or had_deployment:
+        deployment = _DEPLOY_END[intent.state]
+    entry.want = Want(
+        status=intent.state,
+        description=intent.description,
+        deployment=deployment,
+        deployment_description=intent.description if deployment else "",
+    )
+    entry.ended = True
+    return True
+
+
+def first_notice(record: AppRecord, notice: Notice) -> bool:
+    """True (and remembered) the first time this attempt at the revision has this outcome."""
+    entry = record.commit(notice.revision)
+    if notice.outcome in entry.notified:
+        return False
+    entry.notified.append(notice.outcome)
+    return True
+
+
+def _next_attempt(entry: Commit) -> None:
+    entry.attempt += 1
+    entry.ended = False
+    entry.want = None
+    entry.notified = []
+
+
+class Records:
+    """The records of every app, read once and written through on each change."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "feedback"
+        self._records: dict[str, AppRecord] = {}
+        self.write_errors: dict[str, str] = {}
+
+    def path(self, app: str) -> Path:
+        return self.root / f"{app}.json"
+
+    def get(self, app: str) -> AppRecord:
+        record = self._records.get(app)
+        if record is None:
+            record = self._records[app] = self._read(app)
+        return record
+
+    def forget(self, app: str) -> None:
+        self._records.pop(app, None)
+        self.write_errors.pop(app, None)
+
+    def save(self, app: str) -> None:
+        record = self.get(app)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            payload = json.dumps(_encode(record), indent=1).encode()
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{app}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                Path(tmp).replace(self.path(app))
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            reason = f"cannot write {self.path(app)}: {exc.strerror or exc}"
+            if self.write_errors.get(app) != reason:
+                log.error("feedback_record_write_failed", app=app, error=reason)
+            self.write_errors[app] = reason
+            return
+        if self.write_errors.pop(app, None) is not None:
+            log.info("feedback_record_write_recovered", app=app)
+
+    def _read(self, app: str) -> AppRecord:
+        path = self.path(app)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return _decode(raw)
+        except FileNotFoundError:
+            return AppRecord()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            aside = path.with_name(path.name + ".corrupt")
+            try:
+                path.replace(aside)
+            except OSError:
+                aside = path
+            log.error(
+                "feedback_record_damaged",
+                app=app,
+                error=f"{type(exc).__name__}: {exc}"[:200],
+                moved_to=str(aside),
+            )
+            return AppRecord()
+
+
+def _encode(record: AppRecord) -> dict[str, Any]:
+    return {
+        "version": VERSION,
+        "forge": record.forge,
+        "commits": [asdict(entry) for entry in record.commits.values()],
+    }
+
+
+def _decode(raw: Any) -> AppRecord:
+    if not isinstance(raw, dict) or raw.get("version") != VERSION:
+        raise ValueError("not a feedback record of this version")
+    record = AppRecord(forge=str(raw.get("forge", "")))
+    for item in raw["commits"]:
+        want = item.get("want")
+        entry = Commit(
+            sha=str(item["sha"]),
+            attempt=int(item["attempt"]),
+            ended=bool(item["ended"]),
+            want=None if want is None else _want(want),
+            status_sent=_optional_str(item.get("status_sent")),
+            deployment_id=_optional_int(item.get("deployment_id")),
+            deployment_attempt=int(item.get("deployment_attempt", 0)),
+            deployment_sent=_optional_str(item.get("deployment_sent")),
+            notified=[str(n) for n in item.get("notified", [])],
+        )
+        record.commits[entry.sha] = entry
+    return record
+
+
+def _want(raw: dict[str, Any]) -> Want:
+    status = raw["status"]
+    if status not in ("pending", "success", "failure", "error"):
+        raise ValueError(f"unknown status {status!r}")
+    deployment = raw.get("deployment")
+    if deployment not in (None, "in_progress", "success", "failure", "inactive"):
+        raise ValueError(f"unknown deployment state {deployment!r}")
+    return Want(
+        status=status,
+        description=str(raw["description"]),
+        deployment=deployment,
+        deployment_description=str(raw.get("deployment_description", "")),
+    )
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"not an id: {value!r}")
+    return value
