@@ -23,6 +23,10 @@ command -v git >/dev/null || need_packages+=(git)
 [[ -x /usr/sbin/debootstrap ]] || need_packages+=(debootstrap)
 # tests/test_systemd.py: `systemd-analyze verify` of the unit.
 command -v systemd-analyze >/dev/null || need_packages+=(systemd)
+# tests/e2e/test_dashboard_browser.py: a headless Chromium that Playwright drives (it cannot
+# download a browser of its own here), and fonts so its screenshots show text.
+[[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
+[[ -d /usr/share/fonts/truetype/liberation ]] || need_packages+=(fonts-liberation)
 if ((${#need_packages[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "missing packages: ${need_packages[*]} (run as root, or install them)" >&2
