@@ -1,28 +1,40 @@
-"""Build and push images through the Docker engine API (aiodocker underneath).
+"""Build, test and push images through the Docker engine (aiodocker underneath).
+
+Builds take one of two builders: BuildKit, through the Docker CLI (see buildkit.py), for cache
+mounts and the rest of today's Dockerfile syntax; or the engine API's classic builder, which
+needs nothing but the engine. Test commands run in a container of the built
+image through the engine API.
 
 Errors are typed by what the loop should do next (see reconciler.errors): the engine being
 down or dropping the connection is DockerUnavailable; a Dockerfile that does not build is
 BuildFailed; the registry being down during a push is RegistryUnavailable; the registry
 refusing the credentials is StalledError. A build that cannot pull its base image because a
-registry is out of reach is RegistryUnavailable too. No aiodocker or aiohttp exception leaves
-this module.
+registry is out of reach is RegistryUnavailable too. A test run of an image that is not there
+is BuildFailed: the build did not produce what it should have. No aiodocker or aiohttp
+exception leaves this module.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import re
+import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import aiohttp
 from aiodocker import Docker
+from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
+from reconciler.adapters import buildkit
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.errors import (
     BuildFailed,
@@ -30,8 +42,14 @@ from reconciler.errors import (
     RegistryUnavailable,
     StalledError,
 )
+from reconciler.model import TestRun
 
 LOG_TAIL_LINES = 20
+BUILDERS = ("auto", "buildkit", "classic")
+# What a build's RUN steps may be attached to: "" leaves it to the engine. BuildKit takes
+# nothing else; the classic builder would take a network's name too, but one setting must
+# mean the same to both.
+BUILD_NETWORKS = ("", "default", "host", "none")
 
 # What aiodocker and aiohttp raise when the engine is missing, slow, or drops a stream half
 # way. FileNotFoundError and ConnectionError cover a socket path that vanished under us. The
@@ -115,11 +133,30 @@ def registry_auth_header(auth: RegistryAuth | None) -> str:
 
 
 class DockerEngine:
-    """The Docker engine: one aiodocker client, created on first use, shared by all apps."""
+    """The Docker engine: one aiodocker client, created on first use, shared by all apps.
 
-    def __init__(self, *, url: str | None = None) -> None:
+    `builder` is "buildkit" (through the Docker CLI; StalledError when there is no CLI that
+    can), "classic" (the engine API's own builder), or "auto": BuildKit when a CLI that can is
+    on PATH, else classic. The default stays "classic" so that a caller that does not choose
+    gets the builder it always had; the config's default is "auto". `network` is what RUN
+    steps are attached to: "" for the engine's default, else "default", "host" or "none".
+    """
+
+    def __init__(
+        self, *, url: str | None = None, builder: str = "classic", network: str = ""
+    ) -> None:
+        if builder not in BUILDERS:
+            raise ValueError(f"builder must be one of {', '.join(BUILDERS)}, not {builder!r}")
+        if network not in BUILD_NETWORKS:
+            raise ValueError(f"build network must be one of {BUILD_NETWORKS}, not {network!r}")
         self._url = url
+        self._builder = builder
+        self._network = network
         self._docker: Docker | None = None
+        # The CLI BuildKit builds run through, found on the first build that wants one.
+        self._cli: buildkit.DockerCli | None = None
+        self._cli_searched = False
+        self._cli_lock = asyncio.Lock()
 
     def _client(self) -> Docker:
         if self._docker is None:
@@ -150,8 +187,95 @@ class DockerEngine:
 
         The tar is streamed from the file object, never held in memory. Raises BuildFailed
         (with the last lines of output) when the Dockerfile does not build, DockerUnavailable
-        when the engine cannot be reached or drops the build.
+        when the engine cannot be reached or drops the build, RegistryUnavailable when a base
+        image cannot be pulled for now, StalledError when builder = "buildkit" finds no CLI.
         """
+        cli = await self._buildkit_cli()
+        if cli is not None:
+            return await self._build_with_cli(
+                cli,
+                context=context,
+                dockerfile=dockerfile,
+                tag=tag,
+                build_args=build_args,
+                target=target,
+                labels=labels,
+            )
+        return await self._build_classic(
+            context=context,
+            dockerfile=dockerfile,
+            tag=tag,
+            build_args=build_args,
+            target=target,
+            labels=labels,
+        )
+
+    async def builder(self) -> str:
+        """The builder builds use: "buildkit" or "classic" ("auto" decided)."""
+        return "buildkit" if await self._buildkit_cli() is not None else "classic"
+
+    async def _buildkit_cli(self) -> buildkit.DockerCli | None:
+        """The CLI to build with, or None for the classic builder."""
+        if self._builder == "classic":
+            return None
+        async with self._cli_lock:
+            if not self._cli_searched:
+                self._cli = await buildkit.find_cli()
+                self._cli_searched = True
+        if self._cli is None and self._builder == "buildkit":
+            raise StalledError(
+                'builder = "buildkit" needs the docker CLI on PATH (before release 23, or'
+                " with the buildx plugin); none found"
+            )
+        return self._cli
+
+    async def _build_with_cli(
+        self,
+        cli: buildkit.DockerCli,
+        *,
+        context: BinaryIO,
+        dockerfile: str,
+        tag: str,
+        build_args: Mapping[str, str],
+        target: str,
+        labels: Mapping[str, str],
+    ) -> BuildResult:
+        with tempfile.TemporaryDirectory(prefix="reconciler-build-") as scratch:
+            iidfile = Path(scratch, "iid")
+            argv, env = buildkit.command(
+                cli,
+                url=self._url,
+                dockerfile=dockerfile,
+                tag=tag,
+                build_args=build_args,
+                target=target,
+                labels=labels,
+                network=self._network,
+                iidfile=str(iidfile),
+            )
+            progress = buildkit.PlainProgress(tail_lines=LOG_TAIL_LINES)
+            ended = await buildkit.run(argv, env=env, context=context, progress=progress)
+            if ended.returncode != 0:
+                raise _buildkit_failure(tag, ended, cli=cli)
+            image_id = _read_image_id(iidfile)
+        if not image_id:
+            raise DockerUnavailable(f"docker CLI ended the build of {tag} without an image")
+        return BuildResult(
+            image_id=image_id,
+            log_tail=tuple(progress.tail),
+            cached_steps=progress.cached_steps,
+        )
+
+    async def _build_classic(
+        self,
+        *,
+        context: BinaryIO,
+        dockerfile: str,
+        tag: str,
+        build_args: Mapping[str, str],
+        target: str,
+        labels: Mapping[str, str],
+    ) -> BuildResult:
         params: dict[str, Any] = {
             "t": tag,
             "dockerfile": dockerfile,
@@ -165,6 +289,8 @@ class DockerEngine:
         }
         if target:
             params["target"] = target
+        if self._network:
+            params["networkmode"] = self._network
         with engine_errors("build"):
             try:
                 async with self._post_stream(
@@ -208,6 +334,102 @@ class DockerEngine:
                     raise _push_error(image, exc.message, secret=secret) from exc
                 raise
 
+    async def run(
+        self,
+        *,
+        image: str,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        network: str,
+        # The container's own limit (it is killed at the end), not a bound on the await.
+        timeout: float,  # noqa: ASYNC109
+        on_line: Callable[[str], None],
+    ) -> TestRun:
+        """Run `command` in a new container of `image` until it exits or `timeout` passes.
+
+        Each line of its stdout and stderr goes to `on_line` as it comes, cut at
+        buildkit.LINE_CAP characters; only the last lines are kept, for the TestRun's tail.
+        At the timeout the container is killed (exit_code None, timed_out True). The container
+        is removed however this ends, cancellation included. Raises BuildFailed when `image`
+        does not exist, DockerUnavailable when the engine cannot be reached.
+        """
+        config: dict[str, Any] = {
+            "Image": image,
+            "Cmd": list(command),
+            "Env": [f"{name}={value}" for name, value in env.items()],
+            "Tty": False,
+            "OpenStdin": False,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Labels": {"org.reconciler.role": "test"},
+            "HostConfig": {
+                "NetworkMode": network,
+                # The output is read live through attach; a log driver would also write all
+                # of it to the engine's disk (a chatty test: gigabytes of JSON lines).
+                "LogConfig": {"Type": "none", "Config": {}},
+            },
+        }
+        with engine_errors(f"test run of {image}"):
+            try:
+                container = await self._client().containers.create(config)
+            except DockerError as exc:
+                if exc.status == 404 and "image" in exc.message.lower():
+                    message = one_line(exc.message)
+                    raise BuildFailed(
+                        f"test image {image} does not exist: {message}", log_tail=[message]
+                    ) from exc
+                raise
+        try:
+            outcome = await self._run_container(
+                container, image=image, seconds=timeout, on_line=on_line
+            )
+        except BaseException:
+            await _remove_quietly(container)
+            raise
+        with engine_errors(f"removal of the test container of {image}"):
+            await container.delete(force=True)
+        return outcome
+
+    async def _run_container(
+        self,
+        container: DockerContainer,
+        *,
+        image: str,
+        seconds: float,
+        on_line: Callable[[str], None],
+    ) -> TestRun:
+        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+
+        def emit(lines: list[str]) -> None:
+            for line in lines:
+                on_line(line)
+            tail.extend(lines)
+
+        limit = asyncio.timeout(seconds)
+        try:
+            async with limit:
+                with engine_errors(f"test run of {image}"):
+                    # Attached before the start, so not a line of output is missed.
+                    async with container.attach(stdout=True, stderr=True) as stream:
+                        await container.start()
+                        # One splitter per stream: a partial stdout line must not be joined
+                        # to the stderr line that arrives in between.
+                        splitters = {1: buildkit.LineSplitter(), 2: buildkit.LineSplitter()}
+                        while (message := await stream.read_out()) is not None:
+                            splitter = splitters.get(message.stream, splitters[1])
+                            emit(splitter.feed(message.data))
+                        for splitter in splitters.values():
+                            emit(splitter.close())
+                    status = await container.wait()
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            # The kill may find it already gone; the removal that follows settles it either way.
+            with contextlib.suppress(*ENGINE_ERRORS):
+                await container.kill()
+            return TestRun(exit_code=None, timed_out=True, tail=tuple(tail))
+        return TestRun(exit_code=int(status["StatusCode"]), timed_out=False, tail=tuple(tail))
+
     @asynccontextmanager
     async def _post_stream(
         self,
@@ -238,6 +460,78 @@ class DockerEngine:
         if self._docker is not None:
             docker, self._docker = self._docker, None
             await docker.close()
+
+
+def _buildkit_failure(tag: str, ended: buildkit.CliExit, *, cli: buildkit.DockerCli) -> Exception:
+    """The project error for a BuildKit build whose CLI exited non-zero."""
+    progress = ended.progress
+    final = one_line(progress.final or "no output")
+    if ended.returncode < 0:
+        # Killed by a signal nobody here sent (the OOM killer, an operator): not the
+        # Dockerfile's fault.
+        return DockerUnavailable(
+            f"docker CLI was killed (signal {-ended.returncode}) during the build of {tag}"
+        )
+    if progress.failed is not None:
+        step, error, _ = progress.failed
+        error = one_line(error)
+        if progress.failed_is_pull and _REGISTRY_DOWN.search(error):
+            # As with the classic builder: the registry is down, the Dockerfile is fine.
+            return RegistryUnavailable(f"build of {tag} could not pull: {step}: {error}")
+        if buildkit.ENGINE_UNREACHABLE.search(final):
+            return DockerUnavailable(f"Docker engine went away during the build of {tag}: {final}")
+        return BuildFailed(
+            f"build of {tag} failed: {step}: {error}", log_tail=progress.failure_tail()
+        )
+    # No step failed. The CLI refusing its command line is told apart in the CLI's own lines
+    # only: output of a step (in the tail as `#N ...`) may say anything.
+    said = [line for line in progress.tail if not line.startswith("#")]
+    refusal = next((line for line in said if buildkit.CLI_REFUSED.search(line)), None)
+    if refusal is not None:
+        return StalledError(
+            f"docker CLI {cli.path} ({cli.version}) refused the build: {one_line(refusal)}"
+        )
+    if buildkit.ENGINE_UNREACHABLE.search(final):
+        return DockerUnavailable(f"Docker engine unavailable (build of {tag}): {final}")
+    if _REGISTRY_DOWN.search(final):
+        return RegistryUnavailable(f"build of {tag} could not pull: {final}")
+    if final.startswith("Error response from daemon:") and "dockerfile" not in final.lower():
+        # The engine refused the build request itself (disk full, shutting down): as with a
+        # 5xx from the classic builder, that is the engine's trouble, not the Dockerfile's.
+        return DockerUnavailable(f"Docker engine refused the build of {tag}: {final}")
+    # What is left is the Dockerfile frontend refusing the Dockerfile before any step ran: a
+    # parse error, an unknown target, a Dockerfile missing from the context.
+    return BuildFailed(f"build of {tag} failed: {final}", log_tail=progress.failure_tail())
+
+
+def _read_image_id(iidfile: Path) -> str:
+    """The image id the CLI wrote to its --iidfile; "" when it wrote none."""
+    try:
+        return iidfile.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+async def _remove_quietly(container: DockerContainer) -> None:
+    """Force-remove a test container on the way out of a failed or cancelled run.
+
+    Shielded, so a cancellation does not leave the container behind; an engine error is not
+    raised over the exception already on its way out.
+    """
+    removal = asyncio.ensure_future(container.delete(force=True))
+    try:
+        await asyncio.shield(removal)
+    except ENGINE_ERRORS:
+        pass
+    except asyncio.CancelledError:
+        # Cancelled again while removing: the removal goes on without us.
+        removal.add_done_callback(_retrieve)
+        raise
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _is_build_problem(exc: DockerError) -> bool:

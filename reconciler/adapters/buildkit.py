@@ -1,0 +1,391 @@
+"""BuildKit builds through the Docker CLI.
+
+A BuildKit build needs a gRPC session beside the engine API (for the context, cache mounts,
+secrets), and no Python client speaks it; the Docker CLI does. So a BuildKit build runs
+`docker build` with DOCKER_BUILDKIT=1, the context tar on its stdin and plain progress on its
+output. This module finds a CLI that can do that, runs it, and reads what it prints; docker.py
+turns the outcome into a BuildResult or one of the project's errors.
+
+A `docker` on PATH is not enough: from release 23 on, the CLI builds with BuildKit only
+through the buildx plugin, and refuses DOCKER_BUILDKIT=1 without it. Older CLIs carry their
+own BuildKit client. So PATH is searched in order for the first CLI that can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from reconciler.errors import StalledError
+
+# A single output line longer than this is cut: a RUN step printing a megabyte without a
+# newline must not become a megabyte string in memory, a log record or a status page.
+LINE_CAP = 4096
+# Reads of the context file and of the CLI's output, each at most this much at a time.
+CHUNK = 256 * 1024
+# How long `docker --version` and `docker buildx version` may take before the CLI is skipped.
+_PROBE_TIMEOUT = 15.0
+
+_VERSION = re.compile(r"^Docker version (\d+)\.")
+# A Dockerfile instruction's progress vertex, `[2/3] RUN ...` or `[build 2/3] RUN ...`; the
+# others are BuildKit's own (`[internal] load ...`, `exporting to image`).
+_STEP = re.compile(r"^\[(?:[^\]\s]+ )?\d+/\d+\] (\S+)")
+# Vertices that fetch a base image: their failure can be a registry out of reach.
+_PULL = re.compile(r"^\[internal\] load metadata for |^resolve image config for |^\[.*\] FROM ")
+# The CLI's own words for "there is no engine to talk to" or "the engine went away".
+ENGINE_UNREACHABLE = re.compile(
+    r"cannot connect to the docker daemon|error during connect|failed to dial grpc"
+    r"|is the docker daemon running|rpc error: code = unavailable|error reading from server"
+    r"|permission denied while trying to connect",
+    re.IGNORECASE,
+)
+# The CLI refusing the command line itself: retrying the same command cannot help.
+CLI_REFUSED = re.compile(
+    r"unknown (shorthand )?flag|invalid argument .* for .* flag|buildx component is missing"
+    r"|requires (exactly|at least) \d+ argument",
+    re.IGNORECASE,
+)
+# Build-arg names the CLI reads from its own environment: their values go on the command line
+# (`--build-arg NAME=value`) because putting them in its environment would reconfigure the
+# CLI itself. Every other value travels in the environment, never in the argument list, where
+# any local user can read it from /proc.
+_CLI_OWN_ENV = re.compile(r"^(PATH|HOME|(DOCKER|BUILDKIT|BUILDX)_.*)$")
+
+
+@dataclass(frozen=True)
+class DockerCli:
+    """A docker CLI that can build with BuildKit."""
+
+    path: str
+    version: str
+
+
+def _candidates(search_path: str | None) -> Iterator[str]:
+    seen: set[str] = set()
+    search = os.environ.get("PATH", "") if search_path is None else search_path
+    for folder in search.split(os.pathsep):
+        if not folder:
+            continue
+        candidate = Path(folder, "docker")
+        if not candidate.is_file() or not os.access(candidate, os.X_OK):
+            continue
+        real = str(candidate.resolve())
+        if real not in seen:
+            seen.add(real)
+            yield str(candidate)
+
+
+async def _probe(argv: list[str]) -> tuple[int, str]:
+    """Run a short CLI command; (exit code, output). A hung or missing CLI is (-1, "")."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "DOCKER_CLI_HINTS": "false"},
+        )
+    except OSError:
+        return -1, ""
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT):
+            out, _ = await proc.communicate()
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        if isinstance(exc, TimeoutError):
+            return -1, ""
+        raise
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def find_cli(search_path: str | None = None) -> DockerCli | None:
+    """The first `docker` on PATH (or `search_path`) that builds with BuildKit, if any."""
+    for candidate in _candidates(search_path):
+        code, out = await _probe([candidate, "--version"])
+        found = _VERSION.match(out.strip())
+        if code != 0 or found is None:
+            continue  # not a Docker CLI (a podman shim, a broken install)
+        version = out.strip().split(",")[0].removeprefix("Docker version ")
+        if int(found.group(1)) < 23:
+            return DockerCli(path=candidate, version=version)
+        code, _ = await _probe([candidate, "buildx", "version"])
+        if code == 0:
+            return DockerCli(path=candidate, version=version)
+    return None
+
+
+def host_flag(url: str) -> str:
+    """The engine URL as the CLI's -H wants it: aiodocker also takes http://, the CLI tcp://."""
+    if url.startswith("http://"):
+        return "tcp://" + url.removeprefix("http://")
+    return url
+
+
+def command(
+    cli: DockerCli,
+    *,
+    url: str | None,
+    dockerfile: str,
+    tag: str,
+    build_args: Mapping[str, str],
+    target: str,
+    labels: Mapping[str, str],
+    network: str,
+    iidfile: str,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The argument list and environment of the build; build-arg values are in the latter."""
+    env = dict(os.environ if environ is None else environ)
+    env.update(DOCKER_BUILDKIT="1", BUILDKIT_PROGRESS="plain", DOCKER_CLI_HINTS="false")
+    argv = [cli.path]
+    if url:
+        # -H wins over a context; DOCKER_HOST beside it makes some CLI versions refuse to run.
+        env.pop("DOCKER_HOST", None)
+        env.pop("DOCKER_CONTEXT", None)
+        argv += ["-H", host_flag(url)]
+    argv += ["build", "--progress=plain", "-f", dockerfile, "-t", tag, "--iidfile", iidfile]
+    for name, value in build_args.items():
+        if _CLI_OWN_ENV.match(name):
+            argv += ["--build-arg", f"{name}={value}"]
+        else:
+            # `--build-arg NAME` without a value makes the CLI take it from its environment.
+            argv += ["--build-arg", name]
+            env[name] = value
+    for name, value in labels.items():
+        argv += ["--label", f"{name}={value}"]
+    if target:
+        argv += ["--target", target]
+    if network:
+        argv += ["--network", network]
+    argv.append("-")  # the context is the tar on stdin
+    return argv, env
+
+
+class LineSplitter:
+    """Bytes in, complete lines out, with no line longer than LINE_CAP characters.
+
+    What is held between calls is at most one partial line of LINE_CAP bytes: the rest of an
+    over-long line is dropped until its newline comes.
+    """
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+        self._dropping = False
+
+    def feed(self, data: bytes) -> list[str]:
+        lines: list[str] = []
+        start = 0
+        if self._pending or self._dropping:
+            first = data.find(b"\n")
+            if first < 0:
+                self._hold(data)
+                return lines
+            self._hold(data[:first])
+            lines.append(self._take())
+            start = first + 1
+        end = data.rfind(b"\n")
+        if end >= start:
+            lines += self._split(data[start : end + 1])
+            start = end + 1
+        self._hold(data[start:])
+        return lines
+
+    def close(self) -> list[str]:
+        """The last line, when the output did not end with a newline."""
+        if self._pending or self._dropping:
+            return [self._take()]
+        return []
+
+    def _hold(self, data: bytes) -> None:
+        room = LINE_CAP - len(self._pending)
+        if len(data) > room:
+            self._pending += data[: max(room, 0)]
+            self._dropping = True
+        else:
+            self._pending += data
+
+    def _take(self) -> str:
+        line = _cut(self._pending.decode(errors="replace").rstrip("\r"), self._dropping)
+        self._pending.clear()
+        self._dropping = False
+        return line
+
+    @staticmethod
+    def _split(data: bytes) -> list[str]:
+        """Complete lines, `data` ending with a newline."""
+        # One decode and one split for the whole chunk: a command printing millions of short
+        # lines must not cost Python work per byte. splitlines also ends a line at a lone \r.
+        lines = data.decode(errors="replace").splitlines()
+        if len(data) > LINE_CAP:
+            lines = [_cut(line, len(line) > LINE_CAP) for line in lines]
+        return lines
+
+
+def _cut(line: str, cut: bool) -> str:
+    return line[:LINE_CAP] + " [line cut]" if cut else line
+
+
+class PlainProgress:
+    """What `--progress=plain` output says: the steps, which came from cache, what failed.
+
+    Only the last `tail_lines` lines are kept; a failing step's error is kept apart from them,
+    so output printed after it (the CLI's summary, a Dockerfile excerpt) cannot push it out.
+    """
+
+    def __init__(self, *, tail_lines: int) -> None:
+        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self._names: dict[str, str] = {}
+        self._cached: set[str] = set()
+        # (step name, its error, the line that said so) for the first vertex that failed.
+        self.failed: tuple[str, str, str] | None = None
+        # The last line outside the per-vertex progress: the CLI's own closing error.
+        self.final = ""
+
+    def feed(self, line: str) -> None:
+        line = line.rstrip()
+        if not line:
+            return
+        if line.startswith("#"):
+            vertex, _, text = line[1:].partition(" ")
+            if not vertex.isdigit():
+                self._outside(line)
+                return
+            self._vertex(vertex, text.strip(), line)
+            return
+        self._outside(line)
+
+    def _vertex(self, vertex: str, text: str, line: str) -> None:
+        if vertex not in self._names:
+            self._names[vertex] = text
+        elif text == "CACHED":
+            self._cached.add(vertex)
+        elif text.startswith("ERROR:") and self.failed is None:
+            self.failed = (self._names[vertex], text.removeprefix("ERROR:").strip(), line)
+        if text.startswith("sha256:"):
+            return  # the vertex digest (CLI 20.10): noise in a tail meant for people
+        self.tail.append(line)
+
+    def _outside(self, line: str) -> None:
+        self.tail.append(line)
+        if line.strip("-") and not line.startswith(" > "):
+            self.final = line
+
+    @property
+    def steps(self) -> int:
+        """The Dockerfile instructions seen (FROM included)."""
+        return sum(1 for name in self._names.values() if _STEP.match(name))
+
+    @property
+    def cached_steps(self) -> int:
+        """The Dockerfile instructions taken from the cache, FROM left out.
+
+        A FROM of a base image the engine has is always reported CACHED, even on a first
+        build; leaving it out keeps the number meaning what the classic builder's "Using
+        cache" count means: build work that did not have to be done again.
+        """
+        count = 0
+        for vertex in self._cached:
+            step = _STEP.match(self._names[vertex])
+            if step is not None and step.group(1).upper() != "FROM":
+                count += 1
+        return count
+
+    @property
+    def failed_is_pull(self) -> bool:
+        return self.failed is not None and bool(_PULL.match(self.failed[0]))
+
+    def failure_tail(self) -> list[str]:
+        """The tail for a BuildFailed: the last lines, always with the failing step's error."""
+        lines = list(self.tail)
+        if self.failed is not None and self.failed[2] not in lines:
+            lines.append(self.failed[2])
+        return lines
+
+
+@dataclass(frozen=True)
+class CliExit:
+    """How the CLI ended: its exit code (negative: killed by that signal) and what it said."""
+
+    returncode: int
+    progress: PlainProgress
+
+
+async def run(
+    argv: list[str], *, env: Mapping[str, str], context: BinaryIO, progress: PlainProgress
+) -> CliExit:
+    """Run the build command with `context` streamed to its stdin, feeding `progress`.
+
+    StalledError when the CLI cannot be started at all. Cancelled, the CLI (and any plugin it
+    started) is killed and reaped before this returns: its connection to the engine closing
+    is what stops the build there.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(env),
+            # Its own process group: a Ctrl-C meant for the daemon is not a kill of the build,
+            # and a kill of the build reaches the buildx plugin the CLI may have started.
+            start_new_session=True,
+        )
+    except OSError as exc:
+        # Removed or made unrunnable since it was found: a human has to put it back.
+        raise StalledError(f"cannot run the docker CLI {argv[0]}: {exc}") from exc
+    feeder = asyncio.create_task(_feed(proc, context))
+    try:
+        assert proc.stdout is not None
+        splitter = LineSplitter()
+        while chunk := await proc.stdout.read(CHUNK):
+            for line in splitter.feed(chunk):
+                progress.feed(line)
+        for line in splitter.close():
+            progress.feed(line)
+        returncode = await proc.wait()
+        await feeder
+    except BaseException:
+        feeder.cancel()
+        _kill(proc)
+        await proc.wait()
+        await asyncio.wait([feeder])
+        if not feeder.cancelled():
+            feeder.exception()  # retrieved; the exception on its way out is the one to report
+        raise
+    return CliExit(returncode=returncode, progress=progress)
+
+
+async def _feed(proc: asyncio.subprocess.Process, context: BinaryIO) -> None:
+    """Copy the context to the CLI's stdin in chunks, then close it (the end of the tar)."""
+    stdin = proc.stdin
+    assert stdin is not None
+    try:
+        while chunk := await asyncio.to_thread(context.read, CHUNK):
+            stdin.write(chunk)
+            await stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        return  # the CLI stopped reading (it failed early); its exit and output say why
+    except BaseException:
+        # Without the rest of the context the CLI would wait on its stdin forever.
+        _kill(proc)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
