@@ -1,9 +1,11 @@
-"""ECS through aioboto3: batched DescribeServices, cached task definitions, and the writes.
+"""ECS through aioboto3: batched DescribeServices and DescribeTasks, cached task definitions,
+the writes, and one-off tasks.
 
 ECS throttles per account and region, shared with every other tool, so reads are pooled:
 all apps asking about services of one cluster within a few milliseconds share
-DescribeServices calls of up to 10 services each, and a task definition is fetched once per
-ARN for the daemon's life (an ARN with a revision never changes).
+DescribeServices calls of up to 10 services each, tasks are described the same way up to 100
+per call, and a task definition is fetched once per ARN for the daemon's life (an ARN with a
+revision never changes).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,9 +22,11 @@ from botocore.config import Config as BotoConfig
 
 from reconciler.adapters.aws import aws_errors
 from reconciler.errors import AwsRejected
-from reconciler.model import Deployment, ServiceState
+from reconciler.model import Deployment, ServiceState, TaskLaunch, TaskState
 
 DESCRIBE_BATCH = 10  # DescribeServices accepts at most 10 services per call
+DESCRIBE_TASKS_BATCH = 100  # DescribeTasks accepts at most 100 tasks per call
+STOP_REASON_LIMIT = 255  # StopTask keeps at most this many characters of the reason
 TaskDefinition = dict[str, Any]
 
 
@@ -49,6 +53,37 @@ def _deployment(raw: Mapping[str, Any]) -> Deployment:
     )
 
 
+def task_launch(raw: Mapping[str, Any]) -> TaskLaunch:
+    """How a service (a DescribeServices or UpdateService `service`) launches its tasks."""
+    # Empty values count as absent: a service without awsvpc may answer `{}` for its network.
+    network = raw.get("networkConfiguration") or None
+    return TaskLaunch(
+        launch_type=raw.get("launchType") or None,
+        capacity_provider_strategy=tuple(
+            copy.deepcopy(dict(s)) for s in raw.get("capacityProviderStrategy") or ()
+        ),
+        network_configuration=copy.deepcopy(dict(network)) if network else None,
+        platform_version=raw.get("platformVersion") or None,
+    )
+
+
+def launch_request(launch: TaskLaunch) -> dict[str, Any]:
+    """The RunTask parameters that launch a task as `launch` says."""
+    request: dict[str, Any] = {}
+    # RunTask refuses a launch type together with a capacity provider strategy.
+    if launch.launch_type:
+        request["launchType"] = launch.launch_type
+    elif launch.capacity_provider_strategy:
+        request["capacityProviderStrategy"] = [
+            copy.deepcopy(dict(s)) for s in launch.capacity_provider_strategy
+        ]
+    if launch.network_configuration:
+        request["networkConfiguration"] = copy.deepcopy(dict(launch.network_configuration))
+    if launch.platform_version:
+        request["platformVersion"] = launch.platform_version
+    return request
+
+
 def service_state(cluster: str, raw: Mapping[str, Any]) -> ServiceState:
     return ServiceState(
         cluster=cluster,
@@ -56,7 +91,42 @@ def service_state(cluster: str, raw: Mapping[str, Any]) -> ServiceState:
         task_definition=str(raw.get("taskDefinition", "")),
         deployments=tuple(_deployment(d) for d in raw.get("deployments", [])),
         status=str(raw.get("status", "")),
+        launch=task_launch(raw),
     )
+
+
+def task_state(raw: Mapping[str, Any]) -> TaskState:
+    """One DescribeTasks `task`."""
+    exit_codes: dict[str, int | None] = {}
+    reasons: dict[str, str] = {}
+    for container in raw.get("containers") or []:
+        name = str(container.get("name", ""))
+        code = container.get("exitCode")
+        exit_codes[name] = None if code is None else int(code)
+        if container.get("reason"):
+            reasons[name] = str(container["reason"])
+    return TaskState(
+        arn=str(raw.get("taskArn", "")),
+        last_status=str(raw.get("lastStatus", "")),
+        stop_code=str(raw.get("stopCode") or ""),
+        stopped_reason=str(raw.get("stoppedReason") or ""),
+        exit_codes=exit_codes,
+        container_reasons=reasons,
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _failures(answer: Mapping[str, Any]) -> str:
+    """The `failures` of an answer in one line: reason (detail), for each."""
+    parts = []
+    for failure in answer.get("failures") or []:
+        reason = _one_line(str(failure.get("reason") or "unknown reason"))
+        detail = _one_line(str(failure.get("detail") or ""))
+        parts.append(f"{reason} ({detail})" if detail else reason)
+    return "; ".join(parts)
 
 
 class Ecs:
@@ -73,6 +143,8 @@ class Ecs:
         # The waiters of each service whose DescribeServices call is on its way.
         self._in_flight: dict[tuple[str, str], list[asyncio.Future[ServiceState]]] = {}
         self._task_definitions: dict[str, asyncio.Future[tuple[TaskDefinition, list[Any]]]] = {}
+        # The describe_task callers waiting for the next DescribeTasks, per cluster and task.
+        self._pending_tasks: dict[str, dict[str, list[asyncio.Future[TaskState]]]] = {}
         self._register_fields: frozenset[str] = frozenset(
             client.meta.service_model.operation_model("RegisterTaskDefinition").input_shape.members
         )
@@ -232,3 +304,128 @@ class Ecs:
                 f"UpdateService of {service!r} did not start a deployment of {task_definition}"
             )
         return primary.id
+
+    # One-off tasks --------------------------------------------------------------------
+
+    async def run_task(
+        self,
+        *,
+        cluster: str,
+        task_definition: str,
+        container: str,
+        command: Sequence[str],
+        started_by: str,
+        launch: TaskLaunch,
+    ) -> str:
+        """Start one task of `task_definition` running `command` in `container`; its ARN.
+
+        Raises AwsRejected when ECS answers with failures instead of a task (no capacity, no
+        container instance, ...): the same request will not start one without a change.
+        """
+        request: dict[str, Any] = {
+            "cluster": cluster,
+            "taskDefinition": task_definition,
+            "count": 1,
+            "startedBy": started_by,
+            "overrides": {"containerOverrides": [{"name": container, "command": list(command)}]},
+            **launch_request(launch),
+        }
+        async with aws_errors():
+            answer = await self._client.run_task(**request)
+        tasks = answer.get("tasks") or []
+        if tasks:
+            return str(tasks[0]["taskArn"])
+        why = _failures(answer) or "ECS named no reason"
+        raise AwsRejected(
+            f"RunTask of {task_definition} in cluster {cluster!r} started no task: {why}"
+        )
+
+    async def describe_task(self, *, cluster: str, task: str) -> TaskState:
+        """The task's state; concurrent callers share batched DescribeTasks calls."""
+        future: asyncio.Future[TaskState] = asyncio.get_running_loop().create_future()
+        per_cluster = self._pending_tasks.get(cluster)
+        if per_cluster is None:
+            per_cluster = self._pending_tasks[cluster] = {}
+            flusher = asyncio.create_task(
+                self._flush_tasks(cluster), name=f"ecs-describe-tasks-{cluster}"
+            )
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        per_cluster.setdefault(task, []).append(future)
+        return await future
+
+    async def _flush_tasks(self, cluster: str) -> None:
+        await asyncio.sleep(self._batch_window)
+        waiting = self._pending_tasks.pop(cluster, {})
+        arns = list(waiting)
+        chunks = [
+            arns[i : i + DESCRIBE_TASKS_BATCH] for i in range(0, len(arns), DESCRIBE_TASKS_BATCH)
+        ]
+        await asyncio.gather(*(self._describe_tasks(cluster, chunk, waiting) for chunk in chunks))
+
+    async def _describe_tasks(
+        self,
+        cluster: str,
+        arns: list[str],
+        waiting: dict[str, list[asyncio.Future[TaskState]]],
+    ) -> None:
+        found: dict[str, TaskState] = {}
+        missing: dict[str, str] = {}
+        try:
+            async with aws_errors():
+                answer = await self._client.describe_tasks(cluster=cluster, tasks=arns)
+            # Parsed inside the try, as in _describe_chunk: no waiter is left unresolved.
+            for raw in answer.get("tasks") or []:
+                state = task_state(raw)
+                # Asked by ARN or by id: answered under both.
+                found[state.arn] = found[state.arn.rpartition("/")[2]] = state
+            for failure in answer.get("failures") or []:
+                arn = str(failure.get("arn") or "")
+                missing[arn] = missing[arn.rpartition("/")[2]] = _failures({"failures": [failure]})
+        except Exception as exc:
+            for arn in arns:
+                for future in waiting.get(arn, []):
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for arn in arns:
+            state_or_none = found.get(arn) or found.get(arn.rpartition("/")[2])
+            for future in waiting.get(arn, []):
+                if future.done():
+                    continue
+                if state_or_none is None:
+                    why = missing.get(arn) or missing.get(arn.rpartition("/")[2]) or "MISSING"
+                    future.set_exception(
+                        AwsRejected(f"task {arn} not found in cluster {cluster!r}: {why}")
+                    )
+                else:
+                    future.set_result(state_or_none)
+
+    async def stop_task(self, *, cluster: str, task: str, reason: str) -> None:
+        """Ask ECS to stop the task; it is STOPPED once DescribeTasks says so."""
+        request = {"cluster": cluster, "task": task}
+        if reason.strip():
+            request["reason"] = _one_line(reason)[:STOP_REASON_LIMIT]
+        async with aws_errors():
+            await self._client.stop_task(**request)
+
+    async def find_tasks(self, *, cluster: str, started_by: str) -> list[str]:
+        """ARNs of the cluster's tasks started by `started_by` that have not stopped.
+
+        desiredStatus RUNNING lists the tasks that are provisioning, pending or running. A
+        task that StopTask was called for drops out at once, while it may still be stopping.
+        """
+        arns: list[str] = []
+        request: dict[str, Any] = {
+            "cluster": cluster,
+            "startedBy": started_by,
+            "desiredStatus": "RUNNING",
+        }
+        async with aws_errors():
+            while True:
+                answer = await self._client.list_tasks(**request)
+                arns.extend(str(arn) for arn in answer.get("taskArns") or [])
+                token = answer.get("nextToken")
+                if not token:
+                    return arns
+                request["nextToken"] = token

@@ -1,9 +1,11 @@
-"""moto's server on loopback, with rolling-update progression, fault injection and counts.
+"""moto's server on loopback, with rolling-update progression, task lifecycles, fault
+injection and counts.
 
 The daemon talks to AWS through aiobotocore over HTTP, so moto's in-process mock cannot
 stand in for AWS: this runs moto's WSGI application in a werkzeug server thread (as moto's
 `ThreadedMotoServer` does) behind a small middleware that counts requests, answers with
-injected faults, and marks the request as served by this sandbox for `RolloutController`.
+injected faults, and marks the request as served by this sandbox for `RolloutController` and
+`TaskController`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from reconciler.loopback import is_loopback
 from reconciler.sandbox.faults import CallCounter, FaultInjector
 from reconciler.sandbox.rollout import RolloutController
+from reconciler.sandbox.tasks import TaskController
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -69,11 +72,13 @@ class _Middleware:
         self,
         app: WSGIApplication,
         rollouts: RolloutController,
+        tasks: TaskController,
         faults: FaultInjector,
         calls: CallCounter,
     ) -> None:
         self._app = app
         self._rollouts = rollouts
+        self._tasks = tasks
         self._faults = faults
         self._calls = calls
 
@@ -85,7 +90,7 @@ class _Middleware:
             status, headers, body = fault.response()
             start_response(status, headers)
             return [body]
-        with self._rollouts.serving():
+        with self._rollouts.serving(), self._tasks.serving():
             # moto builds the whole response inside this call, so the context covers its work.
             return self._app(environ, start_response)
 
@@ -97,7 +102,8 @@ def _require_loopback(host: str) -> None:
 
 
 class SandboxAws:
-    """moto server on loopback with rollout progression, fault injection and per-action call counts.
+    """moto server on loopback with rollout progression, one-off task lifecycles, fault injection
+    and per-action call counts.
 
     moto's backends are process-wide: two sandboxes in one process serve the same AWS state.
     """
@@ -108,6 +114,8 @@ class SandboxAws:
         _require_loopback(host)
         self.region = region
         self.rollouts = RolloutController()
+        # One lock for both: their wrappers change the same moto task tables.
+        self.tasks = TaskController(self.rollouts.lock)
         self.faults = FaultInjector()
         self.calls = CallCounter()
         self._host = host
@@ -128,8 +136,13 @@ class SandboxAws:
         if self._server is not None:
             raise RuntimeError("the sandbox is already running")
         self.rollouts.install()
+        self.tasks.install()
         app = _Middleware(
-            DomainDispatcherApplication(create_backend_app), self.rollouts, self.faults, self.calls
+            DomainDispatcherApplication(create_backend_app),
+            self.rollouts,
+            self.tasks,
+            self.faults,
+            self.calls,
         )
         # Bound here rather than in the thread, so a busy port fails start() itself.
         server = make_server(
@@ -154,6 +167,7 @@ class SandboxAws:
         with self.rollouts.lock:
             moto_api_backend.reset()
             self.rollouts.reset()
+            self.tasks.reset()
         self.faults.clear()
         self.calls.reset()
 
