@@ -60,18 +60,19 @@ def app_table(name: str, repo: str, *, cluster: str = "prod", **settings: TomlVa
     }
 
 
-def config_text(
-    *,
-    daemon: Table | None = None,
-    aws: Table | None = None,
-    webhook: Table | None = None,
-    apps: Sequence[Table] = (),
-) -> str:
-    """The TOML text of a config with these sections and apps."""
+def config_text(*, apps: Sequence[Table] = (), **sections: Table) -> str:
+    """The TOML text of a config with these sections (`daemon={...}`, `aws={...}`,
+    `build={...}`, any top-level table) and apps. `[daemon]`, `[aws]` and `[webhook]` come
+    first, the others in the order given. An app's value that is a table (`test`,
+    `pre_deploy`), other than `build_args`, is written as a sub-table of the app."""
     lines: list[str] = []
-    for header, table in (("[daemon]", daemon), ("[aws]", aws), ("[webhook]", webhook)):
-        if table is not None:
-            lines += toml_lines(header, table)
+    first = [name for name in ("daemon", "aws", "webhook") if name in sections]
+    for name in first + [name for name in sections if name not in first]:
+        lines += toml_lines(f"[{name}]", sections[name])
     for app in apps:
-        lines += toml_lines("[[apps]]", app)
+        plain = {k: v for k, v in app.items() if not isinstance(v, Mapping) or k == "build_args"}
+        lines += toml_lines("[[apps]]", plain)
+        for key, value in app.items():
+            if isinstance(value, Mapping) and key != "build_args":
+                lines += toml_lines(f"[apps.{key}]", value)
     return "\n".join(lines) + "\n"

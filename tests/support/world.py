@@ -56,6 +56,8 @@ class World:
     first_commit: str
     app_overrides: dict[str, TomlValue] = field(default_factory=dict)
     daemon_overrides: dict[str, TomlValue] = field(default_factory=dict)
+    # Further top-level tables of the config, e.g. {"build": {"network": "host"}}.
+    sections: dict[str, Table] = field(default_factory=dict)
 
     @classmethod
     def create(cls, root: Path, aws: SandboxAws, registry: str, *, sidecar: bool = True) -> World:
@@ -114,7 +116,7 @@ class World:
         }
 
     def config_text(self) -> str:
-        return config_text(**self.settings(), apps=[self.app_table()])
+        return config_text(**self.settings(), **self.sections, apps=[self.app_table()])
 
     def config(self) -> Config:
         return parse_config(self.config_text())
