@@ -20,11 +20,13 @@ import structlog
 from reconciler import backoff
 from reconciler.adapters.ports import Adapters
 from reconciler.config import AppConfig, Config
+from reconciler.errors import ReconcilerError
 from reconciler.events import EventBus
 from reconciler.loop import AppLoop
 from reconciler.metrics import Metrics
 from reconciler.model import Phase, utcnow
 from reconciler.reporter import BUSY, Reporter
+from reconciler.stages.context import source_of
 from reconciler.state import StateStore
 from reconciler.status import AppStatus
 from reconciler.webhooks import PushEvent, matches
@@ -134,6 +136,17 @@ class Supervisor:
         log.info("sync_requested", app=name)
         loop.sync()
         return True
+
+    async def commit_subject(self, name: str, revision: str) -> str | None:
+        """The subject of `revision` in app `name`'s repository, from its mirror (no network
+        call); None when it cannot be read there (not fetched yet, or not running)."""
+        app = next((a for a in self.config.apps if a.name == name), None)
+        if app is None or self._adapters is None:
+            return None
+        try:
+            return await self._adapters.git.commit_subject(source_of(app), revision)
+        except ReconcilerError:
+            return None
 
     def summary(self) -> str:
         """One line for systemd's STATUS=."""

@@ -36,7 +36,7 @@ from reconciler.http import build_app
 from reconciler.model import HistoryEntry, Phase, Result
 from reconciler.status import AppStatus
 from reconciler.supervisor import Supervisor
-from reconciler.web import stream
+from reconciler.web import dashboard, stream
 from reconciler.web.dashboard import STATIC, TEMPLATES, content_security_policy
 from reconciler.web.links import Links, commit_url
 from tests.support.http_face import API_TOKEN, APPS, HttpFace, face_config, serve
@@ -301,6 +301,55 @@ async def test_script_in_an_error_a_branch_or_a_name_is_shown_as_text(tmp_path: 
             block = doc.one(None, data_app=name)  # the attribute round-trips exactly
             assert EVIL in block.text
         assert EVIL in doc.one("section", **{"class": "last-error"}).one("pre").text
+
+
+async def test_commit_subjects_are_shown_escaped_and_read_once(
+    face: HttpFace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subject of each revision shown, from the app's mirror; remembered once read."""
+    failing(face)
+    asked: list[tuple[str, str]] = []
+
+    async def subject(name: str, revision: str) -> str | None:
+        asked.append((name, revision))
+        return f"{revision[:4]} {EVIL}"
+
+    monkeypatch.setattr(face.supervisor, "commit_subject", subject)
+    for path in ("/", "/apps/by-clone-url", "/apps/by-clone-url"):
+        _, doc, body, _ = await page(face, path)
+        assert "<script>" not in body
+        block = doc.one(None, data_app="by-clone-url")
+        assert block.one("div", data_field="subject").text == f"{SHA[:4]} {EVIL}"
+    history = doc.one("section", **{"class": "history"})
+    assert [e.text for e in history.all("div", **{"class": "subject"})] == [
+        f"{SHA[:4]} {EVIL}",
+        f"{OTHER_SHA[:4]} {EVIL}",
+    ]
+    assert sorted(asked) == sorted([("by-clone-url", SHA), ("by-clone-url", OTHER_SHA)])
+
+
+async def test_a_slow_mirror_does_not_hold_the_page_up(
+    face: HttpFace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subject that takes too long is left out; the page comes regardless."""
+    failing(face)
+    never = asyncio.Event()
+
+    async def stuck(name: str, revision: str) -> str | None:
+        await never.wait()
+        return "never shown"
+
+    monkeypatch.setattr(face.supervisor, "commit_subject", stuck)
+    monkeypatch.setattr(dashboard, "SUBJECT_WAIT", 0.05)
+    async with asyncio.timeout(30):
+        code, doc, _, _ = await page(face, "/apps/by-clone-url")
+    assert code == 200
+    assert doc.one(None, data_app="by-clone-url").one("div", data_field="subject").text == ""
+
+
+async def test_the_supervisor_has_no_subject_before_it_runs(face: HttpFace) -> None:
+    assert await face.supervisor.commit_subject("by-clone-url", SHA) is None
+    assert await face.supervisor.commit_subject("no-such-app", SHA) is None
 
 
 async def test_the_content_security_policy_forbids_inline_scripts(face: HttpFace) -> None:

@@ -14,7 +14,9 @@ handed in by the HTTP layer.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from pathlib import Path
@@ -32,7 +34,7 @@ from reconciler.model import utcnow
 from reconciler.status import AppStatus
 from reconciler.web import stream
 from reconciler.web.links import Links
-from reconciler.web.present import app_view
+from reconciler.web.present import app_view, revisions_of
 
 log = structlog.get_logger("reconciler.web")
 
@@ -40,6 +42,8 @@ HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 PAGE = "dashboard."  # route names of the HTML pages start with this
+SUBJECT_WAIT = 1.0  # seconds a page waits for the commit subjects it has not read before
+SUBJECT_MEMORY = 4096  # commit subjects remembered
 
 
 class DashboardSource(Protocol):
@@ -55,6 +59,41 @@ class DashboardSource(Protocol):
 
     def status_of(self, name: str) -> AppStatus | None: ...
 
+    async def commit_subject(self, name: str, revision: str) -> str | None: ...
+
+
+class Subjects:
+    """Commit subjects already read, bounded (a commit's subject never changes). A page waits
+    at most SUBJECT_WAIT for those it lacks, and shows the rest without: a mirror busy with a
+    fetch must not hold the page up."""
+
+    def __init__(self, memory: int = SUBJECT_MEMORY) -> None:
+        self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._memory = memory
+
+    async def of(self, source: DashboardSource, app: str, shas: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        lookups: dict[str, asyncio.Task[str | None]] = {}
+        for sha in shas:
+            key = (app, sha)
+            if key in self._known:
+                self._known.move_to_end(key)
+                found[sha] = self._known[key]
+            else:
+                lookups[sha] = asyncio.ensure_future(source.commit_subject(app, sha))
+        if not lookups:
+            return found
+        done, pending = await asyncio.wait(lookups.values(), timeout=SUBJECT_WAIT)
+        for task in pending:
+            task.cancel()
+        for sha, task in lookups.items():
+            if task in done and task.exception() is None and (subject := task.result()):
+                found[sha] = subject
+                self._known[(app, sha)] = subject
+        while len(self._known) > self._memory:
+            self._known.popitem(last=False)
+        return found
+
 
 MaySync = Callable[[web.Request], bool]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -62,6 +101,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SOURCE: web.AppKey[DashboardSource] = web.AppKey("dashboard_source", DashboardSource)
 MAY_SYNC: web.AppKey[MaySync] = web.AppKey("dashboard_may_sync")
 VERSIONS: web.AppKey[dict[str, str]] = web.AppKey("dashboard_static_versions", dict)
+SUBJECTS: web.AppKey[Subjects] = web.AppKey("dashboard_subjects", Subjects)
 
 
 def links_of(request: web.Request) -> Links:
@@ -190,9 +230,17 @@ async def list_page(request: web.Request) -> web.Response:
     source = request.app[SOURCE]
     links = links_of(request)
     configs = {a.name: a for a in source.config.apps}
-    now = utcnow()
     names = source.app_names()
-    apps = [app_view(n, source.status_of(n), configs.get(n), links, now=now) for n in names]
+    statuses = {n: source.status_of(n) for n in names}
+    subjects = request.app[SUBJECTS]
+    known = await asyncio.gather(
+        *(subjects.of(source, n, revisions_of(statuses[n], history=False)) for n in names)
+    )
+    now = utcnow()
+    apps = [
+        app_view(n, statuses[n], configs.get(n), links, subjects=found, now=now)
+        for n, found in zip(names, known, strict=True)
+    ]
     synced = request.query.get("synced")
     return render(
         request,
@@ -211,7 +259,9 @@ async def app_page(request: web.Request) -> web.Response:
     if name not in source.app_names():
         return error_page(request, 404, f"There is no app named {name!r}.")
     configs = {a.name: a for a in source.config.apps}
-    app = app_view(name, source.status_of(name), configs.get(name), links_of(request))
+    status = source.status_of(name)
+    found = await request.app[SUBJECTS].of(source, name, revisions_of(status, history=True))
+    app = app_view(name, status, configs.get(name), links_of(request), subjects=found)
     return render(
         request,
         "app.html",
@@ -252,6 +302,7 @@ def setup(app: web.Application, source: DashboardSource, *, may_sync: MaySync) -
     app[SOURCE] = source
     app[MAY_SYNC] = may_sync
     app[VERSIONS] = _versions()
+    app[SUBJECTS] = Subjects()
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(TEMPLATES),

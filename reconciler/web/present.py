@@ -66,12 +66,15 @@ class Revision:
     sha: str
     short: str
     url: str | None  # the forge's commit page, where the repository is on one we know
+    subject: str | None  # the commit's first line, where the mirror had it at hand
 
 
-def revision(repo: str, sha: str | None) -> Revision | None:
+def revision(repo: str, sha: str | None, subjects: Mapping[str, str]) -> Revision | None:
     if not sha:
         return None
-    return Revision(sha=sha, short=short_sha(sha), url=commit_url(repo, sha))
+    return Revision(
+        sha=sha, short=short_sha(sha), url=commit_url(repo, sha), subject=subjects.get(sha)
+    )
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,12 @@ def _took(entry: HistoryEntry) -> str:
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
-def history_row(repo: str, entry: HistoryEntry, now: datetime) -> HistoryRow:
+def history_row(
+    repo: str, entry: HistoryEntry, now: datetime, subjects: Mapping[str, str]
+) -> HistoryRow:
     result = entry.result.value
     return HistoryRow(
-        revision=revision(repo, entry.revision),
+        revision=revision(repo, entry.revision, subjects),
         result=result.replace("_", " "),
         result_class="result-" + "".join(c for c in result if c.isalnum() or c == "_"),
         started=Moment.of(entry.started_at, now),
@@ -159,15 +164,28 @@ class AppView:
     rollout: list[tuple[str, str]] | None
 
 
+def revisions_of(status: AppStatus | None, *, history: bool) -> list[str]:
+    """The SHAs a page shows of an app: the desired one, and those of its history."""
+    if status is None:
+        return []
+    shas = [status.desired_revision] if status.desired_revision else []
+    if history:
+        shas += [entry.revision for entry in status.history]
+    return list(dict.fromkeys(shas))
+
+
 def app_view(
     name: str,
     status: AppStatus | None,
     app: AppConfig | None,
     links: Links,
     *,
+    subjects: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> AppView:
-    """One app as the pages show it. An app not yet started (no status) is shown Pending."""
+    """One app as the pages show it. An app not yet started (no status) is shown Pending.
+    `subjects` maps the SHAs whose commit subjects are known to them."""
+    subjects = subjects or {}
     now = now or utcnow()
     status = status or AppStatus(name=name, last_transition=now)
     repo = app.repo if app is not None else ""
@@ -183,13 +201,13 @@ def app_view(
         branch=app.branch if app is not None else "",
         repo=redact_url(repo),
         commit_prefix=commit_url_prefix(repo) if repo else None,
-        revision=revision(repo, status.desired_revision),
+        revision=revision(repo, status.desired_revision, subjects),
         desired_image=status.desired_image,
         live_image=status.live_image,
         live_task_definition=status.live_task_definition,
         since=Moment.of(status.last_transition, now),
         error=status.last_error,
         error_line=first_line(status.last_error),
-        history=[history_row(repo, entry, now) for entry in status.history],
+        history=[history_row(repo, entry, now, subjects) for entry in status.history],
         rollout=fields_of(rollout) if rollout is not None else None,
     )

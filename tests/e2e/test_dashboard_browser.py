@@ -149,6 +149,9 @@ async def test_markup_in_a_commit_and_its_build_output_is_text_and_runs_nothing(
             "classes": "phase phase-failed",
             "revision": broken[:7],
         }
+        for tab in (listing, app):  # the subject, read from the daemon's mirror
+            subject = tab.page.locator('[data-app] [data-field="subject"]')
+            assert await subject.text_content() == SUBJECT
         shown = await app.page.locator("section.last-error pre").inner_text()
         assert PAYLOAD in shown  # as text, quotes and brackets included
         phase = app.page.locator('[data-app] [data-field="phase"]')

@@ -54,9 +54,15 @@
     }
   }
 
-  function setRevision(el, revision, prefix) {
-    if (!SHA.test(revision)) {
+  // A new revision: its SHA (linked like the server links it); the old subject goes, the
+  // page learns the new one on its next load.
+  function setRevision(block, el, revision, prefix) {
+    if (!SHA.test(revision) || el.dataset.sha === revision) {
       return;
+    }
+    el.dataset.sha = revision;
+    for (const subject of block.querySelectorAll('[data-field="subject"]')) {
+      subject.textContent = "";
     }
     const code = document.createElement("code");
     code.textContent = revision.slice(0, SHORT);
@@ -87,7 +93,7 @@
       }
       if (typeof change.revision === "string") {
         for (const el of block.querySelectorAll('[data-field="revision"]')) {
-          setRevision(el, change.revision, block.dataset.commitPrefix || "");
+          setRevision(block, el, change.revision, block.dataset.commitPrefix || "");
         }
       }
     }
