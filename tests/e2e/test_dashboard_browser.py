@@ -1,9 +1,10 @@
 """The dashboard in a real headless Chromium, against the daemon on the real stack.
 
 The list shows every app; a deploy started by a webhook changes the phase on the open page
-without a reload; the sync form works without any script; a commit whose subject and build
-output hold markup shows it as text and runs none of it. Each run leaves screenshots of the
-list and of an app page in .run/ (dashboard-list.png, dashboard-app.png).
+without a reload; with scripts off the pages read the same and the sync form works; a
+commit whose subject and build output hold markup shows it as text and runs none of it.
+Each run leaves screenshots of the list and of an app page in .run/ (dashboard-list.png,
+dashboard-app.png).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from reconciler.sandbox.aws import SandboxAws
 from tests.support.browser import Browser, Tab, chromium
 from tests.support.multiapp import daemon_for
-from tests.support.probes import eventually
+from tests.support.probes import eventually, reconcile_count
 from tests.support.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -159,3 +160,21 @@ async def test_markup_in_a_commit_and_its_build_output_is_text_and_runs_nothing(
         assert "phase-failed" in (await phase.get_attribute("class") or "")
         SHOTS.mkdir(parents=True, exist_ok=True)
         await app.page.screenshot(path=str(SHOTS / "dashboard-app.png"), full_page=True)
+
+
+async def test_with_scripts_off_the_pages_read_the_same_and_the_form_syncs(world: World) -> None:
+    async with world.daemon() as daemon, chromium(javascript=False) as browser:
+        await daemon.wait_phase("InSync", revision=world.first_commit)
+        tab = await browser.open(f"{daemon.url}/apps/{world.name}")
+        phase = tab.page.locator('[data-app] [data-field="phase"]')
+        assert await phase.text_content() == "InSync"
+        assert "phase-insync" in (await phase.get_attribute("class") or "")
+        assert await tab.page.locator("[data-live-indicator]").is_hidden()  # no script ran
+        assert world.first_commit[:7] in (await tab.page.locator("dl.facts").inner_text())
+        assert await tab.page.locator("section.history tbody tr").count() >= 1
+        syncs = reconcile_count(daemon, "in_sync")
+        await tab.page.locator("form.sync button").click()
+        await tab.page.wait_for_url(f"**/apps/{world.name}?synced=1")
+        assert await tab.page.locator("p.flash").text_content() == "Sync requested."
+        await eventually(lambda: reconcile_count(daemon, "in_sync") > syncs, what="a pass")
+        clean(tab)

@@ -87,8 +87,11 @@ def installed() -> Path:
 
 
 @asynccontextmanager
-async def chromium(*, width: int = 1400, height: int = 900) -> AsyncIterator[Browser]:
-    """A headless Chromium with a fresh profile; closed, with its processes, on the way out."""
+async def chromium(
+    *, width: int = 1400, height: int = 900, javascript: bool = True
+) -> AsyncIterator[Browser]:
+    """A headless Chromium with a fresh profile; closed, with its processes, on the way out.
+    `javascript=False` browses as someone with scripts turned off."""
     executable = installed()
     with tempfile.TemporaryDirectory(prefix="reconciler-chromium-") as profile:
         async with async_playwright() as playwright:
@@ -98,6 +101,7 @@ async def chromium(*, width: int = 1400, height: int = 900) -> AsyncIterator[Bro
                 headless=True,
                 args=list(ARGS),
                 viewport={"width": width, "height": height},
+                java_script_enabled=javascript,
             )
             try:
                 yield Browser(context)
