@@ -110,8 +110,8 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
             return Next.WAIT
         case InSync():
             _settled(ctx)
-            ctx.report.in_sync()
             await move_extra_tags(ctx)
+            ctx.report.in_sync()
             return Next.WAIT
         case RollBack(task_definition=previous):
             await roll_back(ctx, previous)
@@ -173,8 +173,9 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
         ctx.report.live(
             task_definition=rollout.task_definition, image=str(ctx.observed.desired.image)
         )
-        ctx.report.deployed()
+        # Moved before InSync is said, so whoever sees InSync finds `latest` on what runs.
         await move_extra_tags(ctx)
+        ctx.report.deployed()
         return Next.WAIT
     await hold_failed(
         ctx,
