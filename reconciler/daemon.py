@@ -30,6 +30,7 @@ from reconciler.adapters.ports import Adapters
 from reconciler.adapters.registry import Registry
 from reconciler.config import Config
 from reconciler.errors import ReconcilerError
+from reconciler.feedback import Dispatcher
 from reconciler.http import build_app
 from reconciler.listener import listen, runner_options
 from reconciler.reload import ConfigWatcher, digest
@@ -99,6 +100,16 @@ class Daemon:
             timings=timings,
         )
         self.notifier = notifier or Notifier()
+        # Commit statuses, deployments and chat messages; it reads the config in force at
+        # each use, so a reload applies to it without a restart.
+        self.feedback = Dispatcher(
+            config=lambda: self.supervisor.config,
+            bus=self.supervisor.bus,
+            registry=self.supervisor.metrics.registry,
+            state_dir=config.daemon.state_dir,
+            retry_base=self.supervisor.timings.retry_base,
+            retry_cap=self.supervisor.timings.retry_cap,
+        )
         self._watcher = (
             ConfigWatcher(config_path, current=text, apply=self._apply, reject=self._reject)
             if config_path
@@ -130,6 +141,7 @@ class Daemon:
         supervisor = self.supervisor
         failure: BaseException | None = None
         async with open_adapters(supervisor.config) as adapters:
+            self.feedback.git = adapters.git
             runner = web.AppRunner(
                 build_app(supervisor),
                 access_log=None,
@@ -157,6 +169,8 @@ class Daemon:
                     task.cancel()
                 await supervisor.stop()
                 await asyncio.gather(*background, return_exceptions=True)
+                # What the last passes said goes out now if the targets answer within a second.
+                await self.feedback.close()
                 await runner.cleanup()
         log.info("stopped")
         if failure is not None:
@@ -171,6 +185,7 @@ class Daemon:
                 name="systemd-watchdog",
             ),
             asyncio.create_task(self._report_status(), name="systemd-status"),
+            asyncio.create_task(self.feedback.run(), name="feedback"),
         }
         if self._watcher is not None:
             tasks.add(asyncio.create_task(self._watcher.run(), name="config-watch"))

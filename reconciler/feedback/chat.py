@@ -10,7 +10,9 @@ the file and its scheme).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +24,7 @@ from reconciler.feedback.translate import LABELS, Notice, clip
 from reconciler.logs import register_secret
 
 REASON_LINES = 5
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SECRETISH = re.compile(r"(?=.*\d)[^/?&=#@:]{12,}")
 
 
@@ -53,9 +56,9 @@ def render(notice: Notice, *, environment: str, subject: str, dashboard: str) ->
         f"Outcome: {notice.outcome}",
         f"Duration: {duration(notice.finished_at.timestamp() - notice.started_at.timestamp())}",
     ]
-    reason = [clip(line, 300) for line in (notice.error or "").splitlines() if line.strip()]
+    reason = [_line(line) for line in (notice.error or "").splitlines() if line.strip()]
     if reason:
-        lines.append("Reason: " + reason[0])
+        lines.append("Reason: " + reason[0].strip())
         lines += [f"  {line}" for line in reason[1:REASON_LINES]]
     lines.append(f"Dashboard: {dashboard}")
     if notice.outcome == "deployed":
@@ -65,6 +68,12 @@ def render(notice: Notice, *, environment: str, subject: str, dashboard: str) ->
     else:
         kind = apprise.NotifyType.FAILURE
     return Message(title=title, body="\n".join(lines), kind=kind)
+
+
+def _line(text: str, limit: int = 300) -> str:
+    """A line of output as it was (its indentation kept), without control characters."""
+    line = _CONTROL.sub("", text).rstrip()
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
 
 
 def duration(seconds: float) -> str:
@@ -115,9 +124,20 @@ def name_of(index: int, url: str) -> str:
     return f"URL {index + 1} ({scheme}://)"
 
 
+@functools.cache
+def _load_plugins() -> None:
+    """Apprise loads its service modules at the first URL it is given; its PGP mail support
+    then imports the deprecated imghdr module, which nothing here uses. Loaded once with that
+    warning silenced, so it does not become a log line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"apprise(\.|$)")
+        apprise.Apprise().add("json://localhost")
+
+
 async def send(url: str, message: Message, *, within: float, name: str) -> None:
     """Deliver `message` to one Apprise URL; Rejected for a URL Apprise cannot use, Retry
     when the service did not take it."""
+    _load_plugins()
     notifier = apprise.Apprise()
     if not notifier.add(url):
         raise Rejected(f"{name} is not a URL Apprise knows")
