@@ -64,35 +64,46 @@ class DashboardSource(Protocol):
 
 class Subjects:
     """Commit subjects already read, bounded (a commit's subject never changes). A page waits
-    at most SUBJECT_WAIT for those it lacks, and shows the rest without: a mirror busy with a
-    fetch must not hold the page up."""
+    at most SUBJECT_WAIT for those it lacks and shows the rest without: a mirror busy with a
+    fetch must not hold the page up. A lookup still under way then is not started again by
+    the next page, so reloads cannot pile reads up on the threads git shares."""
 
     def __init__(self, memory: int = SUBJECT_MEMORY) -> None:
         self._known: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._reading: dict[tuple[str, str], asyncio.Task[str | None]] = {}
         self._memory = memory
 
     async def of(self, source: DashboardSource, app: str, shas: list[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        lookups: dict[str, asyncio.Task[str | None]] = {}
+        reads = [self._read(source, app, sha) for sha in shas if (app, sha) not in self._known]
+        if reads:
+            await asyncio.wait(reads, timeout=SUBJECT_WAIT)
+        found = {}
         for sha in shas:
-            key = (app, sha)
-            if key in self._known:
-                self._known.move_to_end(key)
-                found[sha] = self._known[key]
-            else:
-                lookups[sha] = asyncio.ensure_future(source.commit_subject(app, sha))
-        if not lookups:
-            return found
-        done, pending = await asyncio.wait(lookups.values(), timeout=SUBJECT_WAIT)
-        for task in pending:
-            task.cancel()
-        for sha, task in lookups.items():
-            if task in done and task.exception() is None and (subject := task.result()):
+            if (subject := self._known.get((app, sha))) is not None:
+                self._known.move_to_end((app, sha))
                 found[sha] = subject
-                self._known[(app, sha)] = subject
+        return found
+
+    def stop(self) -> None:
+        for task in self._reading.values():
+            task.cancel()
+
+    def _read(self, source: DashboardSource, app: str, sha: str) -> asyncio.Task[str | None]:
+        key = (app, sha)
+        task = self._reading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(source.commit_subject(app, sha))
+            self._reading[key] = task
+            task.add_done_callback(lambda done: self._settle(key, done))
+        return task
+
+    def _settle(self, key: tuple[str, str], task: asyncio.Task[str | None]) -> None:
+        self._reading.pop(key, None)
+        if task.cancelled() or task.exception() is not None or not (subject := task.result()):
+            return
+        self._known[key] = subject
         while len(self._known) > self._memory:
             self._known.popitem(last=False)
-        return found
 
 
 MaySync = Callable[[web.Request], bool]
@@ -297,12 +308,17 @@ def _versions() -> dict[str, str]:
     }
 
 
+async def _stop_reading(app: web.Application) -> None:
+    app[SUBJECTS].stop()
+
+
 def setup(app: web.Application, source: DashboardSource, *, may_sync: MaySync) -> None:
     """Mount the pages, the event stream and the static files on `app`."""
     app[SOURCE] = source
     app[MAY_SYNC] = may_sync
     app[VERSIONS] = _versions()
     app[SUBJECTS] = Subjects()
+    app.on_shutdown.append(_stop_reading)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(TEMPLATES),
