@@ -1,11 +1,13 @@
-"""The demo: a git commit becomes a running ECS deployment, then a webhook redeploys.
+"""The demo: a git commit becomes a running ECS deployment, then a webhook redeploys, then a
+commit whose test fails is held and the next one that passes goes live.
 
-Runs everything on this machine: the sandbox AWS (moto with rolling updates), the local
-registry and dockerd (started by scripts/demo), a git repository it makes, and the daemon
-itself. Watch the daemon's log lines: build, push, task definition, service update, rollout.
+Runs everything on this machine: the sandbox AWS (moto with rolling updates and one-off
+tasks), the local registry and dockerd (started by scripts/demo), a git repository it makes,
+and the daemon itself. Watch the daemon's log lines: build, test, push, task definition, the
+migration task, service update, rollout, `latest` moved.
 
     scripts/demo           # keeps running; commit to the printed work tree and watch
-    scripts/demo --once    # exits 0 after the first deploy and the webhook redeploy
+    scripts/demo --once    # exits 0 after the deploys and the held-then-fixed commit
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from reconciler.sandbox.baseimage import ensure_base_image  # noqa: E402
+
 VENV_BIN = ROOT / ".venv" / "bin"
 SECRET = "demo-webhook-secret"
 
@@ -60,7 +65,9 @@ def make_repo(workdir: Path) -> tuple[Path, Path]:
         ["git", "init", "-q", "--bare", "--initial-branch=main", str(remote)], check=True
     )
     subprocess.run(["git", "init", "-q", "--initial-branch=main", str(work)], check=True)
-    (work / "Dockerfile").write_text("FROM scratch\nCOPY index.html /srv/index.html\n")
+    (work / "Dockerfile").write_text(
+        f"FROM {ensure_base_image()}\nCOPY index.html /srv/index.html\n"
+    )
     (work / "index.html").write_text("<h1>hello, version 1</h1>\n")
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", "First version")
@@ -87,6 +94,9 @@ registry = "127.0.0.1:5000"
 [webhook]
 github_secret_file = "{workdir / "webhook-secret"}"
 
+[build]
+network = "none"
+
 [[apps]]
 name = "web"
 repo = "{remote.as_uri()}"
@@ -95,6 +105,15 @@ ecr_repository = "demo/web"
 cluster = "demo"
 service = "web"
 rollout_timeout = "2m"
+extra_tags = ["latest"]
+
+[apps.test]
+command = ["grep", "-q", "hello", "/srv/index.html"]
+timeout = "1m"
+
+[apps.pre_deploy]
+command = ["sh", "-c", "echo migrating the database"]
+timeout = "2m"
 """)
     return config
 
@@ -141,9 +160,18 @@ def wait_for(what: str, check: Any, *, timeout: float = 180) -> Any:
     raise SystemExit(f"demo failed: timed out waiting for {what} ({last_error})")
 
 
+def failed_at(base: str, revision: str) -> Any:
+    status = get_json(f"{base}/status/web")
+    return (
+        status
+        if status["phase"] == "Failed" and status["desired"]["revision"] == revision
+        else None
+    )
+
+
 def in_sync_at(base: str, revision: str) -> Any:
     status = get_json(f"{base}/status/web")
-    if status["phase"] == "Failed":
+    if status["phase"] == "Failed" and status["desired"]["revision"] == revision:
         raise SystemExit(f"demo failed: the app is Failed: {status['last_error']}")
     return (
         status
@@ -170,6 +198,25 @@ def signed_push(base: str, remote: Path, head: str) -> dict[str, Any]:
     )
     with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
         return {"status": answer.status, **json.loads(answer.read())}
+
+
+def hold_a_failing_test_then_deploy_the_fix(base: str, remote: Path, work: Path) -> None:
+    (work / "index.html").write_text("<h1>oops, the greeting is gone</h1>\n")
+    git(work, "commit", "-q", "-am", "Drop the greeting")
+    git(work, "push", "-q", "origin", "main")
+    broken = git(work, "rev-parse", "HEAD")
+    say(f"Pushed {broken[:12]}, whose test fails; it must be held, never pushed")
+    signed_push(base, remote, broken)
+    status = wait_for(f"web to hold {broken[:12]}", lambda: failed_at(base, broken))
+    say(f"Held: {status['history'][0]['result']}: {status['last_error'].splitlines()[0]}")
+
+    (work / "index.html").write_text("<h1>hello again, version 4</h1>\n")
+    git(work, "commit", "-q", "-am", "Bring the greeting back")
+    git(work, "push", "-q", "origin", "main")
+    fixed = git(work, "rev-parse", "HEAD")
+    signed_push(base, remote, fixed)
+    status = wait_for(f"web to run {fixed[:12]}", lambda: in_sync_at(base, fixed))
+    say(f"Fixed commit deployed: web is InSync, running {status['live']['image']}")
 
 
 def main() -> int:
@@ -201,6 +248,7 @@ def main() -> int:
 
         say(f"Starting the daemon: reconciler run --config {config}")
         processes.append(start([reconciler, "run", "--config", str(config)], "[daemon]"))
+        say(f"Dashboard: {base}/  (live; open it in a browser)")
         first = git(work, "rev-parse", "HEAD")
         status = wait_for(f"web to run {first[:12]}", lambda: in_sync_at(base, first))
         say(f"First deploy done: web is InSync, running {status['live']['image']}")
@@ -213,6 +261,8 @@ def main() -> int:
         print(json.dumps(signed_push(base, remote, second)), flush=True)
         status = wait_for(f"web to run {second[:12]}", lambda: in_sync_at(base, second))
         say(f"Webhook redeploy done: web is InSync, running {status['live']['image']}")
+
+        hold_a_failing_test_then_deploy_the_fix(base, remote, work)
         subprocess.run([reconciler, "status", "--url", base], check=False)
 
         if args.once:

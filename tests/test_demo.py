@@ -1,4 +1,5 @@
-"""The README's first command works: the demo deploys, then redeploys through a webhook."""
+"""The README's first command works: the demo deploys, redeploys through a webhook, holds a
+commit whose test fails and deploys the fix."""
 
 from __future__ import annotations
 
@@ -35,4 +36,9 @@ def test_demo_once_deploys_and_redeploys_through_a_webhook(
     assert "First deploy done: web is InSync" in output
     assert '"nudged": ["web"]' in output
     assert "Webhook redeploy done: web is InSync" in output
+    assert "Dashboard: http://127.0.0.1:" in output
+    assert "Held: test_failed: test failed" in output
+    assert "Fixed commit deployed: web is InSync" in output
+    assert "pre_deploy_succeeded" in output
+    assert "extra_tag_moved" in output
     assert "Traceback" not in output

@@ -9,16 +9,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from reconciler.sandbox import baseimage
+
 DOCKER_SOCKET = Path(os.environ.get("RECONCILER_TEST_DOCKER_SOCKET", "/var/run/docker.sock"))
 REGISTRY = os.environ.get("RECONCILER_TEST_REGISTRY", "127.0.0.1:5000")
-BASE_IMAGE = "reconciler-test/busybox:1"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -52,23 +52,8 @@ def registry_is_up() -> bool:
 
 def ensure_base_image() -> str:
     """A tiny local base image (busybox-static via `docker import`): no hub is reachable."""
-    present = subprocess.run(
-        ["docker", "image", "inspect", BASE_IMAGE], capture_output=True, check=False
-    )
-    if present.returncode == 0:
-        return BASE_IMAGE
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    require(
-        Path(busybox).exists(), "busybox-static is not installed (apt-get install busybox-static)"
-    )
-    with tempfile.TemporaryDirectory() as root:
-        bin_dir = Path(root, "bin")
-        bin_dir.mkdir()
-        shutil.copy(busybox, bin_dir / "busybox")
-        for applet in ("sh", "echo", "cat", "ls", "sleep", "true", "mkdir", "cp"):
-            (bin_dir / applet).symlink_to("busybox")
-        tar = subprocess.run(["tar", "-C", root, "-c", "."], capture_output=True, check=True)
-        subprocess.run(
-            ["docker", "import", "-", BASE_IMAGE], input=tar.stdout, capture_output=True, check=True
-        )
-    return BASE_IMAGE
+    try:
+        return baseimage.ensure_base_image()
+    except FileNotFoundError as exc:
+        require(False, str(exc))
+        raise
