@@ -106,6 +106,32 @@ class TestRun:
 
 
 @dataclass(frozen=True)
+class ServiceDeployment:
+    """One ECS service deployment record (DescribeServiceDeployments)."""
+
+    arn: str
+    status: str  # PENDING | IN_PROGRESS | SUCCESSFUL | STOPPED | STOP_REQUESTED | ROLLBACK_*
+    lifecycle_stage: str = ""  # RECONCILE_SERVICE | ... | BAKE_TIME | CLEAN_UP
+    target_revision: str = ""  # the service revision ARN it deploys
+    status_reason: str = ""
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failed_tasks: int = 0  # the circuit breaker's count
+    alarms_triggered: tuple[str, ...] = ()  # names of the CloudWatch alarms that fired
+    rollback_reason: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How ECS is to roll a service out: who controls it, the strategy, how long it bakes."""
+
+    controller: str = "ECS"  # ECS | CODE_DEPLOY | EXTERNAL
+    strategy: str = "ROLLING"  # ROLLING | BLUE_GREEN | LINEAR | CANARY
+    bake_seconds: float = 0.0  # bakeTimeInMinutes plus every linear/canary step's bake
+
+
+@dataclass(frozen=True)
 class ServiceState:
     """What DescribeServices says about one service."""
 
@@ -115,6 +141,9 @@ class ServiceState:
     deployments: tuple[Deployment, ...]
     status: str = "ACTIVE"
     launch: TaskLaunch = field(default_factory=TaskLaunch)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    # The service deployment UpdateService started, where the answer names it.
+    current_service_deployment: str | None = None
 
     @property
     def primary(self) -> Deployment | None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import aiohttp
+import structlog
 from aiodocker import Docker
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
@@ -45,6 +46,7 @@ from reconciler.errors import (
 from reconciler.model import TestRun
 
 LOG_TAIL_LINES = 20
+log = structlog.get_logger("reconciler.docker")
 BUILDERS = ("auto", "buildkit", "classic")
 # What a build's RUN steps may be attached to: "" leaves it to the engine. BuildKit takes
 # nothing else; the classic builder would take a network's name too, but one setting must
@@ -152,6 +154,7 @@ class DockerEngine:
         self._url = url
         self._builder = builder
         self._network = network
+        self._fallback_network: str | None = None
         self._docker: Docker | None = None
         # The CLI BuildKit builds run through, found on the first build that wants one.
         self._cli: buildkit.DockerCli | None = None
@@ -229,6 +232,23 @@ class DockerEngine:
             )
         return self._cli
 
+    async def _default_build_network(self) -> str:
+        """"" (the engine's default, its bridge) where the engine has a bridge network, else
+        "host": BuildKit's RUN steps fail on an engine started without one, where the classic
+        builder ran them anyway. Asked once per engine; logged when it matters."""
+        if self._fallback_network is None:
+            with engine_errors("list networks"):
+                networks = await self._client().networks.list()
+            names = {str(n.get("Name")) for n in networks}
+            self._fallback_network = "" if "bridge" in names else "host"
+            if self._fallback_network:
+                log.warning(
+                    "engine_has_no_bridge_network",
+                    build_network="host",
+                    hint="set [build].network to choose",
+                )
+        return self._fallback_network
+
     async def _build_with_cli(
         self,
         cli: buildkit.DockerCli,
@@ -250,7 +270,7 @@ class DockerEngine:
                 build_args=build_args,
                 target=target,
                 labels=labels,
-                network=self._network,
+                network=self._network or await self._default_build_network(),
                 iidfile=str(iidfile),
             )
             progress = buildkit.PlainProgress(tail_lines=LOG_TAIL_LINES)
