@@ -179,6 +179,7 @@ def _describe_action(action: object) -> str:
         FailedUnwatched,
         Held,
         InSync,
+        Refused,
         ReportOnly,
         RollBack,
     )
@@ -188,6 +189,8 @@ def _describe_action(action: object) -> str:
             return "nothing (in sync)"
         case ReportOnly():
             return "nothing (suspended)"
+        case Refused(reason=reason):
+            return f"nothing (refused: {reason})"
         case Held(reason=reason):
             return f"nothing (held: {reason})"
         case RollBack(task_definition=td):

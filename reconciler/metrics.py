@@ -67,6 +67,13 @@ class Metrics:
             ["app", "kind"],
             registry=self.registry,
         )
+        self.rollbacks_total = Counter(
+            "reconciler_rollbacks_total",
+            "Rollbacks after a failed rollout, by app and how they ended (rolled_back or "
+            "rollback_failed), whether ECS or the daemon rolled back.",
+            ["app", "outcome"],
+            registry=self.registry,
+        )
         self.state_write_failing = Gauge(
             "reconciler_state_write_failing",
             "1 while the app's state file cannot be written (no deploy starts meanwhile).",
@@ -87,6 +94,7 @@ class Metrics:
             (self.state_write_failing, ("app",)),
             (self.reconcile_total, ("app", "result")),
             (self.deploys_total, ("app", "kind")),
+            (self.rollbacks_total, ("app", "outcome")),
         )
         for metric, names in per_app:
             label_sets = {

@@ -222,6 +222,7 @@ class Attempt:
     config_fingerprint: str
     at: datetime = field(default_factory=utcnow)
     deployment_id: str | None = None  # set once UpdateService answered
+    service_deployment: str | None = None  # ECS's record of it, once found
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,13 @@ class ReportOnly:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """The service cannot be driven by this daemon at all (a human must change it)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Held:
     reason: str
     # Held only until something outside changes by itself (the disk has room again): look
@@ -294,6 +302,7 @@ class AwaitRollout:
     task_definition: str
     previous_task_definition: str | None
     since: datetime | None = None  # when the deploy was started, where the daemon knows it
+    service_deployment: str | None = None  # ECS's record of it, where the daemon knows it
 
 
 @dataclass(frozen=True)
@@ -304,7 +313,9 @@ class Deploy:
     build: bool  # build and push first; False when the registry already has the tag
 
 
-Action = InSync | ReportOnly | Held | RollBack | FailedUnwatched | AwaitRollout | Deploy
+Action = (
+    InSync | ReportOnly | Refused | Held | RollBack | FailedUnwatched | AwaitRollout | Deploy
+)
 
 
 # Status -------------------------------------------------------------------------------
@@ -326,6 +337,7 @@ class Result(enum.StrEnum):
     DEPLOYED = "deployed"
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
     SUPERSEDED = "superseded"
     BUILD_FAILED = "build_failed"
     TEST_FAILED = "test_failed"

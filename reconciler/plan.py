@@ -5,6 +5,7 @@ module answers with one Action. Keeping it pure lets every reconcile rule be a t
 tests/test_plan.py. The rules, in the order they apply:
 
 1. Suspended: report only.
+   A service another deployment controller drives (CODE_DEPLOY, EXTERNAL): refused, no write.
 2. Damaged state: nothing is known about holds, so nothing is deployed until `sync`.
 3. In sync (the desired image live, nothing rolling out): nothing to do.
 4. A hold on the desired revision (same config): pay a rollback still owed, else stay held.
@@ -26,6 +27,7 @@ from reconciler.model import (
     Held,
     InSync,
     Observation,
+    Refused,
     ReportOnly,
     RollBack,
 )
@@ -36,6 +38,14 @@ MAX_BUILD_ATTEMPTS = 3
 def plan(obs: Observation) -> Action:
     if obs.suspended:
         return ReportOnly()
+    controller = obs.live.service.rollout.controller
+    if controller != "ECS":
+        return Refused(
+            reason=(
+                f"service {obs.live.service.service} uses the {controller} deployment "
+                "controller; only ECS-controlled services can be deployed"
+            )
+        )
     if obs.state_damaged:
         return Held(reason=obs.state_damaged)
 
@@ -63,32 +73,9 @@ def plan(obs: Observation) -> Action:
             return RollBack(task_definition=hold.rollback_to)
         return Held(reason=f"revision {hold.revision[:12]} failed: {hold.reason}")
 
-    attempt = obs.attempt
-    if (
-        attempt is not None
-        and attempt.revision == obs.desired.revision
-        and attempt.config_fingerprint == obs.config_fingerprint
-    ):
-        if runs_desired and service.in_flight and primary is not None:
-            return AwaitRollout(
-                deployment_id=primary.id,
-                task_definition=primary.task_definition,
-                previous_task_definition=attempt.previous,
-                since=attempt.at,
-            )
-        # UpdateService was sent if ECS answered it, or if ECS lists a deployment of the
-        # task definition it named; else the daemon stopped before sending it.
-        sent = attempt.deployment_id is not None or any(
-            d.task_definition == attempt.task_definition for d in service.deployments
-        )
-        if sent and not runs_desired:
-            return FailedUnwatched(
-                reason=(
-                    f"rolled back while not watched: the deploy of {attempt.revision[:12]} "
-                    f"started at {attempt.at.isoformat(timespec='seconds')} is not live, and "
-                    f"the service runs {service.task_definition}"
-                )
-            )
+    picked_up = _attempt_of_desired(obs)
+    if picked_up is not None:
+        return picked_up
 
     if runs_desired and service.in_flight and primary is not None:
         # Found after a restart, or started by someone else: wait for it, never start another.
@@ -112,3 +99,40 @@ def plan(obs: Observation) -> Action:
         return Deploy(image=obs.desired.image, build=False)
 
     return Deploy(image=obs.desired.image, build=not obs.image_in_registry)
+
+
+def _attempt_of_desired(obs: Observation) -> Action | None:
+    """What a deploy of the desired revision that the daemon started (its attempt) means now:
+    a rollout to await, a failure nobody watched, or nothing (not sent, or stale)."""
+    service = obs.live.service
+    runs_desired = obs.live.runs(obs.desired.image)
+    primary = service.primary
+    attempt = obs.attempt
+    if (
+        attempt is not None
+        and attempt.revision == obs.desired.revision
+        and attempt.config_fingerprint == obs.config_fingerprint
+    ):
+        if runs_desired and service.in_flight and primary is not None:
+            return AwaitRollout(
+                deployment_id=primary.id,
+                task_definition=primary.task_definition,
+                previous_task_definition=attempt.previous,
+                since=attempt.at,
+                service_deployment=attempt.service_deployment,
+            )
+        # UpdateService was sent if ECS answered it, or if ECS lists a deployment of the
+        # task definition it named; else the daemon stopped before sending it.
+        sent = attempt.deployment_id is not None or any(
+            d.task_definition == attempt.task_definition for d in service.deployments
+        )
+        if sent and not runs_desired:
+            return FailedUnwatched(
+                reason=(
+                    f"rolled back while not watched: the deploy of {attempt.revision[:12]} "
+                    f"started at {attempt.at.isoformat(timespec='seconds')} is not live, and "
+                    f"the service runs {service.task_definition}"
+                )
+            )
+
+    return None

@@ -16,7 +16,7 @@ from reconciler.logs import redact
 from reconciler.metrics import Metrics
 from reconciler.model import HistoryEntry, Observation, Phase, Result, utcnow
 from reconciler.state import HISTORY_LIMIT, StateStore
-from reconciler.status import AppStatus
+from reconciler.status import AppStatus, RolloutView
 
 log = structlog.get_logger("reconciler.pass")
 BUSY = frozenset(
@@ -135,6 +135,14 @@ class Reporter:
                 error=entry.error,
             )
         )
+
+    def rollout(self, view: RolloutView) -> None:
+        """Where the watched rollout stands now; kept after it ends."""
+        self.status.rollout = view
+
+    def rolled_back(self, *, outcome: str) -> None:
+        """A rollback ended: `rolled_back` or `rollback_failed`."""
+        self._metrics.rollbacks_total.labels(app=self.app, outcome=outcome).inc()
 
     def service_updated(self, *, kind: str) -> None:
         """An UpdateService call went out: `deploy` or `rollback`."""

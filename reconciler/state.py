@@ -180,6 +180,7 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
             "config_fingerprint": attempt.config_fingerprint,
             "at": _iso(attempt.at),
             "deployment_id": attempt.deployment_id,
+            "service_deployment": attempt.service_deployment,
         },
         "build_failures": memory.build_failures,
         "pre_deploy_done": {k: _iso(v) for k, v in memory.pre_deploy_done.items()},
@@ -236,6 +237,7 @@ def _decode(raw: Any) -> AppMemory:
             config_fingerprint=str(attempt_raw["config_fingerprint"]),
             at=datetime.fromisoformat(attempt_raw["at"]),
             deployment_id=_optional_str(attempt_raw.get("deployment_id")),
+            service_deployment=_optional_str(attempt_raw.get("service_deployment")),
         )
     history = [
         HistoryEntry(

@@ -16,6 +16,42 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 @dataclass
+class RolloutView:
+    """Where the rollout being watched (or the last one) stands."""
+
+    deployment: str
+    task_definition: str
+    kind: str = "deploy"  # deploy | rollback
+    service_deployment: str | None = None
+    strategy: str = "ROLLING"
+    stage: str | None = None
+    status: str | None = None
+    running: int | None = None
+    desired: int | None = None
+    failed_tasks: int = 0
+    alarms_triggered: tuple[str, ...] = ()
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "task_definition": self.task_definition,
+            "kind": self.kind,
+            "service_deployment": self.service_deployment,
+            "strategy": self.strategy,
+            "stage": self.stage,
+            "status": self.status,
+            "running": self.running,
+            "desired": self.desired,
+            "failed_tasks": self.failed_tasks,
+            "alarms_triggered": list(self.alarms_triggered),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+@dataclass
 class AppStatus:
     name: str
     phase: Phase = Phase.PENDING
@@ -27,6 +63,7 @@ class AppStatus:
     last_transition: datetime = field(default_factory=utcnow)
     history: deque[HistoryEntry] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
     observed: bool = False  # set once a pass has looked at git and ECS (for /readyz)
+    rollout: RolloutView | None = None  # the rollout watched now, or the last one
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +73,7 @@ class AppStatus:
             "live": {"image": self.live_image, "task_definition": self.live_task_definition},
             "last_error": self.last_error,
             "last_transition": _iso(self.last_transition),
+            "rollout": None if self.rollout is None else self.rollout.to_json(),
             "history": [
                 {
                     "revision": h.revision,

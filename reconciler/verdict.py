@@ -1,15 +1,19 @@
-"""Is the rollout done? A pure verdict on one DescribeServices answer.
+"""Is the rollout done? Pure verdicts, on a service deployment record where ECS keeps one,
+else on one DescribeServices answer.
 
-Success is narrow on purpose: the deployment UpdateService started (by its id) is PRIMARY and
-COMPLETED, and the service still points at the new task definition. botocore's
-services-stable waiter also says "stable" after a circuit-breaker rollback; it is not used.
+Success is narrow on purpose. With a service deployment: its status is SUCCESSFUL, nothing
+else; ROLLBACK_SUCCESSFUL, STOPPED and ROLLBACK_FAILED are failures (the last one louder: the
+service may be serving neither revision). Without one: the deployment UpdateService started
+(by its id) is PRIMARY and COMPLETED, and the service still points at the new task
+definition. botocore's services-stable waiter also says "stable" after a circuit-breaker
+rollback; it is not used.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.model import ServiceState
+from reconciler.model import ServiceDeployment, ServiceState
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class RolloutSucceeded:
 class RolloutFailed:
     reason: str
     rolled_back_by_ecs: bool
+    # ECS tried to roll back and that failed too: the service may run neither revision.
+    rollback_failed: bool = False
 
 
 Verdict = RolloutPending | RolloutSucceeded | RolloutFailed
@@ -61,3 +67,48 @@ def judge(state: ServiceState, *, deployment_id: str, task_definition: str) -> V
         if not others and ours.running_count == ours.desired_count:
             return RolloutSucceeded()
     return RolloutPending()
+
+
+IN_FLIGHT = frozenset(
+    {"PENDING", "IN_PROGRESS", "STOP_REQUESTED", "ROLLBACK_REQUESTED", "ROLLBACK_IN_PROGRESS"}
+)
+
+
+def judge_service_deployment(record: ServiceDeployment, *, service_moved_away: bool) -> Verdict:
+    """The verdict of one service deployment record; `service_moved_away` when the service
+    no longer points at the task definition the deployment was started for."""
+    if record.status == "SUCCESSFUL":
+        return RolloutSucceeded()
+    if record.status in IN_FLIGHT:
+        return RolloutPending()
+    why = _why(record)
+    if record.status == "ROLLBACK_SUCCESSFUL":
+        return RolloutFailed(
+            reason=f"ECS rolled the deployment back: {why}", rolled_back_by_ecs=True
+        )
+    if record.status == "ROLLBACK_FAILED":
+        return RolloutFailed(
+            reason=f"ECS could not roll the deployment back: {why}",
+            rolled_back_by_ecs=False,
+            rollback_failed=True,
+        )
+    if record.status == "STOPPED":
+        return RolloutFailed(
+            reason=f"the deployment was stopped: {why}", rolled_back_by_ecs=service_moved_away
+        )
+    return RolloutFailed(
+        reason=f"the deployment ended {record.status}: {why}",
+        rolled_back_by_ecs=service_moved_away,
+    )
+
+
+def _why(record: ServiceDeployment) -> str:
+    parts = []
+    if record.alarms_triggered:
+        parts.append(f"alarms {', '.join(record.alarms_triggered)} went off")
+    if record.failed_tasks:
+        parts.append(f"{record.failed_tasks} tasks failed (circuit breaker)")
+    for text in (record.rollback_reason, record.status_reason):
+        if text and text not in parts:
+            parts.append(text)
+    return "; ".join(parts) or record.status

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
 from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.registry import RegistryAuth
-from reconciler.model import ServiceState, TaskLaunch, TaskState, TestRun
+from reconciler.model import ServiceDeployment, ServiceState, TaskLaunch, TaskState, TestRun
 
 TaskDefinition = dict[str, Any]
 
@@ -123,6 +124,16 @@ class EcsPort(Protocol):
 
     async def find_tasks(self, *, cluster: str, started_by: str) -> list[str]:
         """ARNs of the cluster's tasks started by `started_by` that have not stopped."""
+
+    async def find_service_deployment(
+        self, *, cluster: str, service: str, task_definition: str, created_after: datetime
+    ) -> ServiceDeployment | None:
+        """The service's newest service deployment created after `created_after` whose target
+        revision runs `task_definition`; None where ECS keeps none (or none matches yet).
+        Raises AwsRejected when the API is refused (access denied)."""
+
+    async def describe_service_deployment(self, *, cluster: str, arn: str) -> ServiceDeployment:
+        """One service deployment's record; concurrent callers share batched calls."""
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,9 @@ class AppSession:
     # for it, so a reload or shutdown never leaves a registration without its service update.
     critical: asyncio.Lock = field(default_factory=asyncio.Lock)
     registration: Registration | None = None
+    # False once ECS refused the service deployments API for this app (access denied):
+    # its rollouts are judged by the deployments list from then on, and that is said once.
+    service_deployments_usable: bool = True
 
     @property
     def source(self) -> GitSource:

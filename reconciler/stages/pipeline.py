@@ -21,6 +21,7 @@ import enum
 
 import structlog
 
+from reconciler.errors import StalledError
 from reconciler.model import (
     AwaitRollout,
     Deploy,
@@ -29,6 +30,7 @@ from reconciler.model import (
     HistoryEntry,
     Hold,
     InSync,
+    Refused,
     ReportOnly,
     Result,
     RollBack,
@@ -108,8 +110,12 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
         case ReportOnly():
             ctx.report.suspended()
             return Next.WAIT
+        case Refused(reason=reason):
+            raise StalledError(reason)
         case InSync():
-            _settled(ctx)
+            # The attempt stays: a restarted daemon can find a rollout in sync that ECS may
+            # still roll back (an alarm during its bake); the attempt then tells it so.
+            _settled(ctx, keep_attempt=True)
             await move_extra_tags(ctx)
             ctx.report.in_sync()
             return Next.WAIT
@@ -131,6 +137,7 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
                 task_definition=action.task_definition,
                 previous=action.previous_task_definition,
                 since=action.since or utcnow(),
+                service_deployment=action.service_deployment,
             )
             return await _watch(ctx, rollout)
         case Deploy(build=needs_build):
@@ -177,21 +184,18 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
         await move_extra_tags(ctx)
         ctx.report.deployed()
         return Next.WAIT
-    await hold_failed(
-        ctx,
-        reason=ended.reason,
-        rolled_back_by_ecs=ended.rolled_back_by_ecs,
-        previous=rollout.previous,
-    )
+    await hold_failed(ctx, ended, previous=rollout.previous)
     return Next.WAIT
 
 
-def _settled(ctx: PassContext) -> None:
-    """The desired image is live: nothing is held or attempted any more."""
+def _settled(ctx: PassContext, *, keep_attempt: bool = False) -> None:
+    """The desired image is live: nothing is held (or, after a watched success, attempted)."""
     memory = ctx.memory
-    if memory.hold is not None or memory.attempt is not None or memory.build_failures:
+    drop_attempt = memory.attempt is not None and not keep_attempt
+    if memory.hold is not None or drop_attempt or memory.build_failures:
         memory.hold = None
-        memory.attempt = None
+        if drop_attempt:
+            memory.attempt = None
         memory.build_failures.clear()
         ctx.session.save()
 

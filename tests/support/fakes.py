@@ -13,6 +13,7 @@ import io
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,7 +25,14 @@ from reconciler.backoff import Timings
 from reconciler.config import AppConfig
 from reconciler.loop import AppLoop
 from reconciler.metrics import Metrics
-from reconciler.model import Deployment, ServiceState, TaskLaunch, TaskState, TestRun
+from reconciler.model import (
+    Deployment,
+    ServiceDeployment,
+    ServiceState,
+    TaskLaunch,
+    TaskState,
+    TestRun,
+)
 from reconciler.reporter import Reporter
 from reconciler.state import StateStore
 from reconciler.status import AppStatus
@@ -161,6 +169,8 @@ class FakeEcs(_Failures):
     tasks: dict[str, TaskState] = field(default_factory=dict)  # RunTask's tasks by ARN
     task_exit_code: int | None = 0
     stopped: list[str] = field(default_factory=list)  # StopTask calls
+    # Service deployment records by the task definition they deploy.
+    service_deployments: dict[str, ServiceDeployment] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -219,9 +229,9 @@ class FakeEcs(_Failures):
     async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
         await asyncio.sleep(0)
         self.check("update_service")
-        self._describes_left = self.settle_after
         if self.during_update is not None:
             self.during_update(task_definition)
+        self._describes_left = self.settle_after
         assert self.state is not None
         self.updates.append(task_definition)
         deployment_id = f"ecs-svc/{len(self.updates)}"
@@ -261,6 +271,17 @@ class FakeEcs(_Failures):
 
     async def find_tasks(self, *, cluster: str, started_by: str) -> list[str]:
         return [arn for arn, state in self.tasks.items() if not state.stopped]
+
+    async def find_service_deployment(
+        self, *, cluster: str, service: str, task_definition: str, created_after: datetime
+    ) -> ServiceDeployment | None:
+        """Like a region without service deployment records, unless a test gives some."""
+        self.check("find_service_deployment")
+        return self.service_deployments.get(task_definition)
+
+    async def describe_service_deployment(self, *, cluster: str, arn: str) -> ServiceDeployment:
+        self.check("describe_service_deployment")
+        return next(d for d in self.service_deployments.values() if d.arn == arn)
 
 
 @dataclass
