@@ -244,6 +244,8 @@ def _request(url: str, *, method: str = "GET", token: str | None = None) -> tupl
 
 def cmd_status(args: argparse.Namespace) -> int:
     base = _url(args)
+    if args.app:
+        return _status_of_one(base, args.app, as_json=args.json)
     code, body = _request(f"{base}/status")
     if code != 200 or not isinstance(body, dict):
         raise CliError(f"{base}/status answered HTTP {code}")
@@ -264,6 +266,53 @@ def cmd_status(args: argparse.Namespace) -> int:
         for a in body.get("apps", [])
     ]
     _print_table(rows, ["app", "phase", "desired", "live", "since", "error"])
+    return EXIT_OK
+
+
+def _status_of_one(base: str, app: str, *, as_json: bool) -> int:
+    code, body = _request(f"{base}/status/{urllib.parse.quote(app, safe='')}")
+    if code == 404:
+        raise CliError(f"unknown app {app!r}", EXIT_USAGE)
+    if code != 200 or not isinstance(body, dict):
+        raise CliError(f"{base}/status/{app} answered HTTP {code}")
+    if as_json:
+        print(json.dumps(body, indent=2))
+        return EXIT_OK
+    lines = [
+        f"app:        {body['name']}",
+        f"phase:      {body['phase']} since {body['last_transition']}",
+        f"desired:    {body['desired'].get('image') or '-'}",
+        f"live:       {body['live'].get('image') or '-'} ({body['live'].get('task_definition')})",
+    ]
+    rollout = body.get("rollout")
+    if rollout:
+        counts = f"{rollout.get('running')}/{rollout.get('desired')} running"
+        lines.append(
+            f"rollout:    {rollout['kind']} {rollout['strategy']} {rollout.get('status') or '-'}"
+            f" stage {rollout.get('stage') or '-'}, {counts}, "
+            f"{rollout.get('failed_tasks', 0)} failed tasks"
+        )
+        if rollout.get("alarms_triggered"):
+            lines.append(f"alarms:     {', '.join(rollout['alarms_triggered'])}")
+        lines.append(
+            f"            started {rollout.get('started_at')}, "
+            f"finished {rollout.get('finished_at') or '-'}"
+        )
+    if body.get("last_error"):
+        lines.append("last error: " + body["last_error"].replace("\n", "\n            "))
+    print("\n".join(lines))
+    history = [
+        {
+            "revision": (h["revision"] or "")[:12],
+            "result": h["result"],
+            "finished": h["finished_at"],
+            "error": (h.get("error") or "").splitlines()[0][:60] if h.get("error") else "",
+        }
+        for h in body.get("history", [])
+    ]
+    if history:
+        print()
+        _print_table(history, ["revision", "result", "finished", "error"])
     return EXIT_OK
 
 
@@ -328,6 +377,7 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=cmd_plan)
     status = sub.add_parser("status", help="the daemon's status as a table")
+    status.add_argument("app", nargs="?", help="one app in detail: its rollout and history")
     status.add_argument("--url")
     status.add_argument("--config")
     status.add_argument("--json", action="store_true")

@@ -154,6 +154,42 @@ async def test_status_prints_a_table_and_json(tmp_path: Path) -> None:
     assert json.loads(as_json.stdout) == document
 
 
+async def test_status_of_one_app_shows_its_rollout_and_history(tmp_path: Path) -> None:
+    """`reconciler status APP`: the rollout (kept after it ended) and the last outcomes."""
+    from datetime import UTC, datetime
+
+    from reconciler.model import HistoryEntry, Result
+    from reconciler.status import RolloutView
+
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with serve(tmp_path) as daemon:
+        status = daemon.supervisor.statuses["by-ssh-url"]
+        status.phase = Phase.FAILED
+        status.rollout = RolloutView(
+            deployment="ecs-svc/2",
+            task_definition="arn:td/web:2",
+            strategy="BLUE_GREEN",
+            stage="BAKE_TIME",
+            status="ROLLBACK_SUCCESSFUL",
+            running=0,
+            desired=2,
+            alarms_triggered=("web-5xx",),
+            started_at=moment,
+            finished_at=moment,
+        )
+        status.history.appendleft(
+            HistoryEntry("c" * 40, Result.ROLLED_BACK, moment, moment, "alarms web-5xx")
+        )
+        url = str(daemon.client.make_url(""))
+        shown = await reconciler("status", "by-ssh-url", "--url", url)
+        unknown = await reconciler("status", "no-such-app", "--url", url)
+    assert shown.code == 0, shown
+    assert "BLUE_GREEN ROLLBACK_SUCCESSFUL stage BAKE_TIME, 0/2 running" in shown.stdout
+    assert "alarms:     web-5xx" in shown.stdout
+    assert "cccccccccccc  rolled_back" in shown.stdout
+    assert unknown.code == 2 and "no-such-app" in unknown.stderr
+
+
 async def test_sync_exit_codes(tmp_path: Path) -> None:
     """0 when the daemon accepted the sync, 2 for an unknown app; the app's loop is told."""
     async with serve(tmp_path) as daemon:
