@@ -113,6 +113,48 @@ BAD = {
         "apps[web].cluster: missing required key",
     ),
     "duplicate app names": (config_text(apps=[WEB, WEB]), "duplicate app name 'web'"),
+    "empty test command": (
+        app_with(test={"command": []}),
+        "apps[web].test.command: command must not be empty",
+    ),
+    "negative test timeout": (
+        app_with(test={"command": ["npm", "test"], "timeout": -5}),
+        "apps[web].test.timeout",
+    ),
+    "test on an unknown network": (
+        app_with(test={"command": ["npm", "test"], "network": "wifi"}),
+        "apps[web].test.network",
+    ),
+    "empty pre-deploy command": (
+        app_with(pre_deploy={"command": [""]}),
+        "apps[web].pre_deploy.command: command must not be empty",
+    ),
+    "negative pre-deploy timeout": (
+        app_with(pre_deploy={"command": ["migrate"], "timeout": "-1m"}),
+        "apps[web].pre_deploy.timeout",
+    ),
+    "pre-deploy without a command": (
+        app_with(pre_deploy={"container": "app"}),
+        "apps[web].pre_deploy.command: missing required key",
+    ),
+    "an extra tag that is not a tag": (
+        app_with(extra_tags=["latest", "no spaces"]),
+        "apps[web].extra_tags: not a valid image tag: 'no spaces'",
+    ),
+    "an extra tag that looks like a build": (
+        app_with(extra_tags=["a" * 40]),
+        "looks like a commit SHA",
+    ),
+    "unknown builder": (with_section(build={"builder": "kaniko"}), "build.builder"),
+    "unknown notify event": (
+        with_section(notify={"events": ["deployed", "exploded"]}),
+        "notify.events: unknown event exploded",
+    ),
+    "bad public url": (
+        with_section(daemon={"public_url": "deploy.acme.dev"}),
+        "daemon.public_url: expected an http(s) URL",
+    ),
+    "bad app url": (app_with(url="web.acme.dev"), "apps[web].url: expected an http(s) URL"),
     "bad listen": (with_section(daemon={"listen": "8088"}), "daemon.listen: expected host:port"),
     "zero builds": (
         with_section(daemon={"max_concurrent_builds": 0}),

@@ -7,10 +7,12 @@ import asyncio
 import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from reconciler.sandbox.tasks import TaskScenario
+from tests.support.daemon_process import DaemonProcess
 from tests.support.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -204,3 +206,33 @@ async def test_extra_tags_name_what_runs_after_a_deploy_and_after_a_pin(world: W
     definition, _ = world.task_definition()
     images = [c["image"] for c in definition["containerDefinitions"]]
     assert not any(image.endswith((":latest", ":production")) for image in images)
+
+
+async def test_killed_while_the_pre_deploy_task_runs_the_restart_awaits_it(
+    world: World, tmp_path: Path
+) -> None:
+    """SIGKILL while the migration runs: the next start finds that task by the state (and
+    `startedBy`) and awaits it; RunTask happens once, UpdateService once."""
+    world.aws.tasks.set_scenario(world.cluster, TaskScenario(exit_code=0, after=4.0))
+    world.app_overrides["pre_deploy"] = {"command": ["migrate"]}
+    first = DaemonProcess(world.write_config(), tmp_path / "run1.log")
+    second = DaemonProcess(world.write_config(), tmp_path / "run2.log")
+    try:
+        await first.start()
+        await first.wait_for(world.name, lambda s: s["phase"] == "Migrating", what="migrating")
+        first.kill()
+        assert world.updates() == 0
+        await second.start()
+        await second.wait_for(
+            world.name,
+            lambda s: (
+                s["phase"] == "InSync" and s["live"]["image"] == world.image(world.first_commit)
+            ),
+            what="in sync",
+        )
+        assert "pre_deploy_found" in [e.get("event") for e in second.events()]
+    finally:
+        first.kill()
+        second.kill()
+    assert len(world.aws.tasks.started(world.cluster)) == 1
+    assert world.updates() == 1
