@@ -392,7 +392,13 @@ def parser() -> argparse.ArgumentParser:
         "sandbox", help="embedded AWS (moto) with rolling updates, for trying it out"
     )
     with_config(sandbox)
-    sandbox.add_argument("--outcome", choices=["complete", "fail", "stick"], default="complete")
+    sandbox.add_argument(
+        "--outcome",
+        choices=["complete", "fail", "alarm", "rollback_fail", "stick"],
+        default="complete",
+        help="what every rollout does: complete, fail (circuit breaker, rolled back), alarm "
+        "(an alarm rolls it back), rollback_fail (its rollback fails too), stick",
+    )
     sandbox.add_argument("--after", type=float, default=3.0, help="seconds a rollout takes")
     sandbox.set_defaults(func=cmd_sandbox)
     return top

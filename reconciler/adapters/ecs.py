@@ -1,33 +1,54 @@
-"""ECS through aioboto3: batched DescribeServices and DescribeTasks, cached task definitions,
-the writes, and one-off tasks.
+"""ECS through aioboto3: batched DescribeServices, DescribeTasks and
+DescribeServiceDeployments, cached task definitions and service revisions, the writes, and
+one-off tasks.
 
 ECS throttles per account and region, shared with every other tool, so reads are pooled:
 all apps asking about services of one cluster within a few milliseconds share
 DescribeServices calls of up to 10 services each, tasks are described the same way up to 100
-per call, and a task definition is fetched once per ARN for the daemon's life (an ARN with a
-revision never changes).
+per call, service deployments up to 20 per call (from any cluster: the call takes ARNs only),
+and a task definition or a service revision is fetched once per ARN for the daemon's life
+(neither ever changes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import aioboto3
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors
 from reconciler.errors import AwsRejected
-from reconciler.model import Deployment, ServiceState, TaskLaunch, TaskState
+from reconciler.model import (
+    Deployment,
+    RolloutSettings,
+    ServiceDeployment,
+    ServiceState,
+    TaskLaunch,
+    TaskState,
+)
 
 DESCRIBE_BATCH = 10  # DescribeServices accepts at most 10 services per call
 DESCRIBE_TASKS_BATCH = 100  # DescribeTasks accepts at most 100 tasks per call
+# DescribeServiceDeployments and DescribeServiceRevisions accept at most 20 ARNs per call.
+DESCRIBE_DEPLOYMENTS_BATCH = 20
+# Answers that say "this region, account or service keeps no service deployments", as
+# opposed to "you may not read them" (AccessDenied, which the caller is told about).
+UNSUPPORTED_CODES = frozenset(
+    {"UnsupportedFeatureException", "UnknownOperationException", "InvalidAction"}
+)
 STOP_REASON_LIMIT = 255  # StopTask keeps at most this many characters of the reason
 TaskDefinition = dict[str, Any]
+# Per service deployment ARN: the callers waiting for it, with the cluster each named.
+_DeploymentWaiters = dict[str, list[tuple[str, asyncio.Future[ServiceDeployment]]]]
 
 
 def boto_config() -> BotoConfig:
@@ -84,7 +105,31 @@ def launch_request(launch: TaskLaunch) -> dict[str, Any]:
     return request
 
 
+def rollout_settings(raw: Mapping[str, Any]) -> RolloutSettings:
+    """Who rolls a service (a DescribeServices `service`) out, how, and how long it bakes.
+
+    The bake counts every wait ECS adds once the new tasks are up: bakeTimeInMinutes, plus
+    each LINEAR step's bake (one per stepPercent of traffic), plus the CANARY's bake.
+    """
+    controller = str((raw.get("deploymentController") or {}).get("type") or "ECS")
+    config = raw.get("deploymentConfiguration") or {}
+    strategy = str(config.get("strategy") or "ROLLING")
+    bake = 60.0 * float(config.get("bakeTimeInMinutes") or 0)
+    if strategy == "LINEAR":
+        linear = config.get("linearConfiguration") or {}
+        step = float(linear.get("stepPercent") or 0)
+        if step > 0:
+            bake += 60.0 * float(linear.get("stepBakeTimeInMinutes") or 0) * math.ceil(100 / step)
+    elif strategy == "CANARY":
+        canary = config.get("canaryConfiguration") or {}
+        bake += 60.0 * float(canary.get("canaryBakeTimeInMinutes") or 0)
+    return RolloutSettings(controller=controller, strategy=strategy, bake_seconds=bake)
+
+
 def service_state(cluster: str, raw: Mapping[str, Any]) -> ServiceState:
+    # Newer ECS answers name the service deployment in flight; this botocore's model may not
+    # know the field, so it is read where present and never required.
+    current = raw.get("currentServiceDeployment")
     return ServiceState(
         cluster=cluster,
         service=str(raw.get("serviceName", "")),
@@ -92,7 +137,38 @@ def service_state(cluster: str, raw: Mapping[str, Any]) -> ServiceState:
         deployments=tuple(_deployment(d) for d in raw.get("deployments", [])),
         status=str(raw.get("status", "")),
         launch=task_launch(raw),
+        rollout=rollout_settings(raw),
+        current_service_deployment=str(current) if current else None,
     )
+
+
+def service_deployment(raw: Mapping[str, Any]) -> ServiceDeployment:
+    """One DescribeServiceDeployments `serviceDeployments` entry."""
+    breaker = raw.get("deploymentCircuitBreaker") or {}
+    alarms = raw.get("alarms") or {}
+    rollback = raw.get("rollback") or {}
+    return ServiceDeployment(
+        arn=str(raw.get("serviceDeploymentArn", "")),
+        status=str(raw.get("status", "")),
+        lifecycle_stage=str(raw.get("lifecycleStage") or ""),
+        target_revision=str((raw.get("targetServiceRevision") or {}).get("arn") or ""),
+        status_reason=str(raw.get("statusReason") or ""),
+        created_at=_when(raw.get("createdAt")),
+        started_at=_when(raw.get("startedAt")),
+        # A stopped deployment has stoppedAt; ECS may leave finishedAt unset for it.
+        finished_at=_when(raw.get("finishedAt") or raw.get("stoppedAt")),
+        failed_tasks=int(breaker.get("failureCount") or 0),
+        alarms_triggered=tuple(str(n) for n in alarms.get("triggeredAlarmNames") or ()),
+        rollback_reason=str(rollback.get("reason") or ""),
+    )
+
+
+def _when(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _unsupported(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code", "")) in UNSUPPORTED_CODES
 
 
 def task_state(raw: Mapping[str, Any]) -> TaskState:
@@ -145,6 +221,12 @@ class Ecs:
         self._task_definitions: dict[str, asyncio.Future[tuple[TaskDefinition, list[Any]]]] = {}
         # The describe_task callers waiting for the next DescribeTasks, per cluster and task.
         self._pending_tasks: dict[str, dict[str, list[asyncio.Future[TaskState]]]] = {}
+        # The describe_service_deployment callers waiting for the next call, per ARN (with
+        # the cluster each asked about, for what a failure says).
+        self._pending_deployments: _DeploymentWaiters = {}
+        self._deployments_flusher: asyncio.Task[None] | None = None
+        # Service revision ARN -> its task definition (a revision never changes).
+        self._revisions: dict[str, str] = {}
         self._register_fields: frozenset[str] = frozenset(
             client.meta.service_model.operation_model("RegisterTaskDefinition").input_shape.members
         )
@@ -271,6 +353,121 @@ class Ecs:
                 raise
         definition, tags = await asyncio.shield(cached)
         return copy.deepcopy(definition), copy.deepcopy(tags)
+
+    # Service deployments ----------------------------------------------------------------
+
+    async def find_service_deployment(
+        self, *, cluster: str, service: str, task_definition: str, created_after: datetime
+    ) -> ServiceDeployment | None:
+        """The service's newest service deployment created after `created_after` whose target
+        revision runs `task_definition`; None when there is none, or where the region or the
+        service keeps no service deployments. Raises AwsRejected when the calls are refused
+        (AccessDenied), so the caller can judge by the `deployments` list instead."""
+        request: dict[str, Any] = {
+            "cluster": cluster,
+            "service": service,
+            "createdAt": {"after": created_after},
+        }
+        while True:
+            async with aws_errors():
+                try:
+                    answer = await self._client.list_service_deployments(**request)
+                except ClientError as exc:
+                    if _unsupported(exc):
+                        return None
+                    raise
+            # ECS answers newest first; sorted again so a differing order cannot pick an
+            # older deployment of the same task definition.
+            briefs = sorted(
+                answer.get("serviceDeployments") or [],
+                key=lambda b: _when(b.get("createdAt")) or created_after,
+                reverse=True,
+            )
+            revisions = [str(b.get("targetServiceRevisionArn") or "") for b in briefs]
+            for i, (brief, revision) in enumerate(zip(briefs, revisions, strict=True)):
+                if revision and revision not in self._revisions:
+                    # This candidate and the next unknown ones, in one call.
+                    await self._learn_revisions(revisions[i:])
+                if self._revisions.get(revision) == task_definition:
+                    arn = str(brief["serviceDeploymentArn"])
+                    return await self.describe_service_deployment(cluster=cluster, arn=arn)
+            token = answer.get("nextToken")
+            if not token:
+                return None
+            request["nextToken"] = token
+
+    async def _learn_revisions(self, arns: Sequence[str]) -> None:
+        """Fetch the task definitions of the first 20 of these revisions not known yet."""
+        unknown = list(dict.fromkeys(a for a in arns if a and a not in self._revisions))
+        chunk = unknown[:DESCRIBE_DEPLOYMENTS_BATCH]
+        async with aws_errors():
+            answer = await self._client.describe_service_revisions(serviceRevisionArns=chunk)
+        for raw in answer.get("serviceRevisions") or []:
+            arn, definition = raw.get("serviceRevisionArn"), raw.get("taskDefinition")
+            if arn and definition:
+                self._revisions[str(arn)] = str(definition)
+
+    async def describe_service_deployment(self, *, cluster: str, arn: str) -> ServiceDeployment:
+        """One service deployment's record; concurrent callers share batched
+        DescribeServiceDeployments calls of up to 20 ARNs (whatever their clusters)."""
+        future: asyncio.Future[ServiceDeployment] = asyncio.get_running_loop().create_future()
+        self._pending_deployments.setdefault(arn, []).append((cluster, future))
+        if self._deployments_flusher is None:
+            flusher = asyncio.create_task(
+                self._flush_deployments(), name="ecs-describe-service-deployments"
+            )
+            self._deployments_flusher = flusher
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        return await future
+
+    async def _flush_deployments(self) -> None:
+        await asyncio.sleep(self._batch_window)
+        waiting, self._pending_deployments = self._pending_deployments, {}
+        self._deployments_flusher = None
+        arns = list(waiting)
+        chunks = [
+            arns[i : i + DESCRIBE_DEPLOYMENTS_BATCH]
+            for i in range(0, len(arns), DESCRIBE_DEPLOYMENTS_BATCH)
+        ]
+        await asyncio.gather(*(self._describe_deployments(chunk, waiting) for chunk in chunks))
+
+    async def _describe_deployments(
+        self,
+        arns: list[str],
+        waiting: _DeploymentWaiters,
+    ) -> None:
+        found: dict[str, ServiceDeployment] = {}
+        missing: dict[str, str] = {}
+        try:
+            async with aws_errors():
+                answer = await self._client.describe_service_deployments(serviceDeploymentArns=arns)
+            # Parsed inside the try, as in _describe_chunk: no waiter is left unresolved.
+            for raw in answer.get("serviceDeployments") or []:
+                record = service_deployment(raw)
+                found[record.arn] = record
+            for failure in answer.get("failures") or []:
+                missing[str(failure.get("arn") or "")] = _failures({"failures": [failure]})
+        except Exception as exc:
+            for arn in arns:
+                for _, future in waiting.get(arn, []):
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for arn in arns:
+            record_or_none = found.get(arn)
+            for cluster, future in waiting.get(arn, []):
+                if future.done():
+                    continue
+                if record_or_none is None:
+                    why = missing.get(arn) or "MISSING"
+                    future.set_exception(
+                        AwsRejected(
+                            f"service deployment {arn} not found in cluster {cluster!r}: {why}"
+                        )
+                    )
+                else:
+                    future.set_result(record_or_none)
 
     # Writes ---------------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ server, not only an embedded `SandboxAws`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 from botocore.config import Config
@@ -19,11 +20,15 @@ if TYPE_CHECKING:
     from mypy_boto3_ecs.type_defs import (
         ContainerDefinitionTypeDef,
         CreateServiceRequestTypeDef,
+        DeploymentConfigurationTypeDef,
         NetworkConfigurationTypeDef,
     )
 
 SIDECAR_IMAGE = "public.ecr.aws/aws-observability/aws-for-fluent-bit:stable"
 DEFAULT_TAGS = {"team": "sandbox"}
+
+Strategy = Literal["ROLLING", "BLUE_GREEN", "LINEAR", "CANARY"]
+Controller = Literal["ECS", "CODE_DEPLOY", "EXTERNAL"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,20 @@ def provision_app(
     sidecar: bool = True,
     tags: dict[str, str] | None = None,
     desired_count: int = 1,
+    strategy: Strategy | None = None,
+    bake_minutes: int | None = None,
+    alarms: Sequence[str] = (),
+    controller: Controller | None = None,
+    step_percent: float | None = None,
+    step_bake_minutes: int | None = None,
 ) -> ProvisionedApp:
     """Create the app's AWS resources that are missing; running it again changes nothing.
 
     An existing service is left as it is, task definition included: it may already run a
-    revision the daemon deployed.
+    revision the daemon deployed. A new service deploys with `strategy` (ECS's default,
+    ROLLING, when None), baking `bake_minutes`, rolled back by the CloudWatch `alarms` named,
+    under the deployment `controller` given; `step_percent` and `step_bake_minutes` are a
+    LINEAR strategy's steps or a CANARY's canary.
     """
     session = _session()
     config = Config(retries={"mode": "standard", "max_attempts": 5})
@@ -88,18 +102,51 @@ def provision_app(
         "taskDefinition": task_definition_arn,
         "desiredCount": desired_count,
         "launchType": "FARGATE",
-        "deploymentConfiguration": {
-            "deploymentCircuitBreaker": {"enable": True, "rollback": True},
-            "maximumPercent": 200,
-            "minimumHealthyPercent": 100,
-        },
+        "deploymentConfiguration": _deployment_configuration(
+            strategy, bake_minutes, alarms, step_percent, step_bake_minutes
+        ),
     }
+    if controller is not None:
+        request["deploymentController"] = {"type": controller}
     if network is not None:
         request["networkConfiguration"] = network
     created = ecs.create_service(**request)
     return ProvisionedApp(
         cluster_arn, created["service"]["serviceArn"], task_definition_arn, repository_uri
     )
+
+
+def _deployment_configuration(
+    strategy: Strategy | None,
+    bake_minutes: int | None,
+    alarms: Sequence[str],
+    step_percent: float | None,
+    step_bake_minutes: int | None,
+) -> DeploymentConfigurationTypeDef:
+    config: DeploymentConfigurationTypeDef = {
+        "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+        "maximumPercent": 200,
+        "minimumHealthyPercent": 100,
+    }
+    if strategy is not None:
+        config["strategy"] = strategy
+    if bake_minutes is not None:
+        config["bakeTimeInMinutes"] = bake_minutes
+    if alarms:
+        config["alarms"] = {"alarmNames": list(alarms), "enable": True, "rollback": True}
+    if strategy == "LINEAR" and (step_percent is not None or step_bake_minutes is not None):
+        config["linearConfiguration"] = {}
+        if step_percent is not None:
+            config["linearConfiguration"]["stepPercent"] = step_percent
+        if step_bake_minutes is not None:
+            config["linearConfiguration"]["stepBakeTimeInMinutes"] = step_bake_minutes
+    if strategy == "CANARY" and (step_percent is not None or step_bake_minutes is not None):
+        config["canaryConfiguration"] = {}
+        if step_percent is not None:
+            config["canaryConfiguration"]["canaryPercent"] = step_percent
+        if step_bake_minutes is not None:
+            config["canaryConfiguration"]["canaryBakeTimeInMinutes"] = step_bake_minutes
+    return config
 
 
 @functools.cache

@@ -4,11 +4,16 @@ moto keeps a single deployment per service that never changes after UpdateServic
 client that waits for a rollout (the daemon, ecs-deploy) can never see one finish or fail.
 `RolloutController.install` wraps a few `EC2ContainerServiceBackend` methods so that a
 task-definition change starts a new PRIMARY deployment which later completes, fails with a
-circuit-breaker rollback, or sticks, according to the `Scenario` set for that service.
+circuit-breaker rollback, is rolled back by an alarm, fails to roll back, or sticks, according
+to the `Scenario` set for that service. Each rollout also keeps a service deployment record
+(deployments.py, which serves ListServiceDeployments and the calls beside it); the record's
+lifecycle decides when and how the `deployments` list changes, so both always tell the same
+story.
 
-Progression is lazy: it is evaluated whenever DescribeServices, UpdateService, ListTasks or
-DescribeTasks looks at a service, from `time.monotonic()` since the update. There is no
-background thread, so nothing races the requests and a stuck scenario costs nothing.
+Progression is lazy: it is evaluated whenever DescribeServices, UpdateService, ListTasks,
+DescribeTasks or one of the service deployment calls looks at a service, from
+`time.monotonic()` since the update. There is no background thread, so nothing races the
+requests and a stuck scenario costs nothing.
 
 The wrappers only act on requests served by a `SandboxAws` (see `RolloutController.serving`);
 anything else in the process that uses moto in-process keeps moto's own behaviour.
@@ -19,7 +24,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import math
 import secrets
 import threading
 import time
@@ -41,9 +45,11 @@ from moto.ecs.models import (
 )
 from moto.ecs.responses import EC2ContainerServiceResponse
 
-Outcome = Literal["complete", "fail", "stick"]
+from reconciler.sandbox import deployments
+from reconciler.sandbox.deployments import Record, StopType
 
-_CIRCUIT_BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
+Outcome = Literal["complete", "fail", "alarm", "rollback_fail", "stick"]
+
 _DEFAULT_DEPLOYMENT_CONFIGURATION: dict[str, Any] = {
     "deploymentCircuitBreaker": {"enable": False, "rollback": False},
     "maximumPercent": 200,
@@ -53,20 +59,34 @@ _DEFAULT_DEPLOYMENT_CONFIGURATION: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Scenario:
-    """What the next rollout of a service does, `after` seconds after its UpdateService."""
+    """What the next rollout of a service does, timed from its UpdateService.
+
+    `after`: seconds until its tasks are up (complete, alarm: then BAKE_TIME begins) or the
+    circuit breaker trips (fail, rollback_fail). `bake`: seconds in BAKE_TIME, whatever the
+    service's bakeTimeInMinutes (an alarm goes off halfway through). `rollback`: seconds a
+    rollback, or a stop someone asked for, takes before its final status. A complete rollout
+    settles `after + bake` seconds after its UpdateService; a failed one rolls back at
+    `after` and the rollback completes `rollback` seconds later.
+    """
 
     outcome: Outcome = "complete"
     after: float = 0.0
+    bake: float = 0.0
+    rollback: float = 0.0
 
     def __post_init__(self) -> None:
         if self.outcome not in get_args(Outcome):
             raise ValueError(f"unknown rollout outcome {self.outcome!r}")
         if self.after < 0:
             raise ValueError("a rollout cannot settle before it starts")
+        if self.bake < 0 or self.rollback < 0:
+            raise ValueError("a bake or a rollback cannot take negative time")
 
 
 # The controller whose sandbox is serving the current request; None outside requests.
 _SERVING: ContextVar[RolloutController | None] = ContextVar("sandbox_rollouts", default=None)
+# The deploymentConfiguration of the CreateService being served, for the backend to keep.
+_CREATING: ContextVar[dict[str, Any] | None] = ContextVar("sandbox_creating", default=None)
 _INSTALL_LOCK = threading.Lock()
 
 
@@ -120,6 +140,19 @@ class RolloutController:
         """Wrap moto's ECS backend (once per process; later calls change nothing)."""
         _install()
 
+    def look(self, backend: EC2ContainerServiceBackend, service: Service) -> None:
+        """Advance the service's rollout to now (under `lock`, inside a request)."""
+        _progress(self, backend, service)
+        _recount(backend, service)
+
+    def stop_deployment(
+        self, backend: EC2ContainerServiceBackend, service: Service, record: Record, how: StopType
+    ) -> None:
+        """StopServiceDeployment: the record stops, then the service's deployments follow."""
+        scenario = self.scenario_for(service.cluster_name, service.name)
+        record.stop(how, time.monotonic(), scenario.rollback)
+        self.look(backend, service)
+
     def _count_update(self, cluster: str, service: str) -> None:
         key = (cluster, service)
         self._updates[key] = self._updates.get(key, 0) + 1
@@ -128,23 +161,23 @@ class RolloutController:
 # --- per-service state kept on moto's Service objects (so moto's reset drops it too) ---
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Rollout:
-    deployment_id: str
-    started: float
-    rollback_to: str | None
+    deployment_id: str  # its entry in the service's `deployments`
+    record: Record  # its service deployment, whose lifecycle decides what happens
+    decided: bool = False  # the record's ending (failure, alarm, stop) reached the list
+    rollback_deployment_id: str | None = None
 
 
 @dataclass
 class _ServiceState:
-    stable_task_definition: str | None  # what a circuit-breaker rollback goes back to
     rollout: _Rollout | None = None
 
 
 def _state(service: Service) -> _ServiceState:
     state = getattr(service, "sandbox_state", None)
     if state is None:  # a service created outside the sandbox: take it as steady
-        state = _ServiceState(stable_task_definition=service.task_definition)
+        state = _ServiceState()
         service.sandbox_state = state  # type: ignore[attr-defined]
     assert isinstance(state, _ServiceState)
     return state
@@ -195,12 +228,9 @@ def _wants_rollback(service: Service) -> bool:
     return not (breaker.get("enable") and not breaker.get("rollback"))
 
 
-def _failed_task_threshold(desired: int) -> int:
-    # ECS trips the circuit breaker after max(3, ceil(desired / 2)) failures, capped at 200.
-    return min(max(3, math.ceil(desired / 2)), 200)
-
-
-def _start_rollout(service: Service, task_definition: str | None) -> dict[str, Any]:
+def _start_rollout(
+    backend: EC2ContainerServiceBackend, service: Service, task_definition: str | None
+) -> dict[str, Any]:
     state = _state(service)
     for deployment in _deployments(service):
         if deployment["status"] == "PRIMARY":
@@ -210,56 +240,83 @@ def _start_rollout(service: Service, task_definition: str | None) -> dict[str, A
         service, task_definition, status="PRIMARY", state="IN_PROGRESS", running=0
     )
     _deployments(service).insert(0, new)
-    state.rollout = _Rollout(new["id"], time.monotonic(), state.stable_task_definition)
+    record = deployments.start_deployment(backend, service, time.monotonic())
+    state.rollout = _Rollout(new["id"], record)
     return new
 
 
 def _progress(
     controller: RolloutController, backend: EC2ContainerServiceBackend, service: Service
 ) -> None:
-    """Settle the service's rollout if its scenario says it is time."""
+    """Advance the service's rollout record, and follow it in the `deployments` list."""
     state = _state(service)
     rollout = state.rollout
     if rollout is None or service.status != "ACTIVE":
         return
+    record = rollout.record
     scenario = controller.scenario_for(service.cluster_name, service.name)
-    if scenario.outcome == "stick" or time.monotonic() - rollout.started < scenario.after:
+    record.advance(scenario, time.monotonic(), breaker_rolls_back=_wants_rollback(service))
+    new = _find(service, rollout.deployment_id)
+    if record.ending is not None and not rollout.decided:
+        rollout.decided = True
+        if new is not None:
+            _fail(service, rollout, new)
+    if not record.done:
         return
     state.rollout = None
-    new = _find(service, rollout.deployment_id)
-    if new is None:
+    if record.status == "SUCCESSFUL":
+        deployments.history(backend, service).stable = record.target
+        if new is not None:
+            _complete(backend, service, new)
         return
-    now = utcnow()
-    new.update(updatedAt=now, pendingCount=0)
-    if scenario.outcome == "complete":
-        new.update(
-            runningCount=service.desired_count,
-            rolloutState="COMPLETED",
-            rolloutStateReason=f"ECS deployment {new['id']} completed.",
-        )
-        service.deployments = [new]
-        state.stable_task_definition = new["taskDefinition"]
-        _run_tasks(backend, service, new)
-        return
+    rollback = _find(service, rollout.rollback_deployment_id or "")
+    if record.status == "ROLLBACK_SUCCESSFUL" and rollback is not None:
+        _complete(backend, service, rollback, replace=False)
+
+
+def _complete(
+    backend: EC2ContainerServiceBackend,
+    service: Service,
+    deployment: dict[str, Any],
+    *,
+    replace: bool = True,
+) -> None:
+    """The deployment's tasks are all up; when it `replace`s, the others are gone."""
+    deployment.update(
+        updatedAt=utcnow(),
+        pendingCount=0,
+        runningCount=service.desired_count,
+        rolloutState="COMPLETED",
+        rolloutStateReason=f"ECS deployment {deployment['id']} completed.",
+    )
+    if replace:
+        service.deployments = [deployment]
+    _run_tasks(backend, service, deployment)
+
+
+def _fail(service: Service, rollout: _Rollout, new: dict[str, Any]) -> None:
+    """The record's ending was decided: the new deployment failed; maybe a rollback starts."""
+    record = rollout.record
+    ending = record.ending
+    assert ending is not None
     new.update(
+        updatedAt=utcnow(),
+        pendingCount=0,
         runningCount=0,
-        failedTasks=_failed_task_threshold(service.desired_count),
+        failedTasks=record.threshold if ending.cause == "breaker" else 0,
         rolloutState="FAILED",
-        rolloutStateReason=_CIRCUIT_BREAKER_REASON,
+        rolloutStateReason=record.reason,
     )
-    if not _wants_rollback(service) or rollout.rollback_to is None:
-        return  # ECS leaves a failed deployment PRIMARY when it may not roll back
+    if ending.action != "rollback" or record.rollback_to is None:
+        # ECS leaves a failed deployment PRIMARY when it does not (or cannot) roll back; the
+        # tasks of the deployment before it go on running beside it.
+        return
     new["status"] = "ACTIVE"
-    rollback = _new_deployment(
-        service,
-        rollout.rollback_to,
-        status="PRIMARY",
-        state="COMPLETED",
-        running=service.desired_count,
-    )
+    previous = record.rollback_to.task_definition
+    rollback = _new_deployment(service, previous, status="PRIMARY", state="IN_PROGRESS", running=0)
     service.deployments = [rollback, new]
-    service.task_definition = rollout.rollback_to
-    _run_tasks(backend, service, rollback)
+    service.task_definition = previous
+    rollout.rollback_deployment_id = rollback["id"]
 
 
 # --- tasks, for clients that judge a rollout from ListTasks/DescribeTasks (ecs-deploy) ---
@@ -389,7 +446,11 @@ def _create_service(
     **kwargs: Any,
 ) -> Service:
     service = original(backend, *args, **kwargs)
-    setattr(service, "sandbox_state", _ServiceState(service.task_definition))  # noqa: B010
+    setattr(service, "sandbox_state", _ServiceState())  # noqa: B010
+    configuration = _CREATING.get()
+    if configuration is not None:
+        setattr(service, "deployment_configuration", configuration)  # noqa: B010
+    deployments.record_creation(backend, service, time.monotonic())
     if _deployments(service):  # moto starts it IN_PROGRESS with no tasks; ECS would settle
         deployment = _deployments(service)[0]
         deployment.update(
@@ -418,6 +479,8 @@ def _update_service(
     requested = service_properties.get("task_definition")
     target = backend.describe_task_definition(requested).arn if requested else previous
     force = bool(service_properties.get("force_new_deployment"))
+    configuration = getattr(service, "deployment_configuration", None)
+    requested_configuration = service_properties.get("deployment_configuration")
     # moto's forceNewDeployment renames the existing deployment in place; a new one is made below.
     service_properties["force_new_deployment"] = False
     counts = (service.running_count, service.pending_count)
@@ -427,8 +490,12 @@ def _update_service(
     service.running_count, service.pending_count = counts
     cluster.running_tasks_count, cluster.pending_tasks_count = cluster_counts
     service.task_definition = target  # moto stores whatever string it was given, family:rev too
+    if requested_configuration is not None and configuration:
+        # moto replaces the whole configuration; ECS changes only the fields the call names.
+        merged = {**configuration, **requested_configuration}
+        setattr(service, "deployment_configuration", merged)  # noqa: B010
     if target != previous or force:
-        _start_rollout(service, target)
+        _start_rollout(backend, service, target)
         if target != previous:
             controller._count_update(cluster.name, service.name)
     else:
@@ -511,12 +578,16 @@ def _keep_deployment_configuration(original: Callable[..., Any]) -> Callable[...
 
     @functools.wraps(original)
     def create_service(response: EC2ContainerServiceResponse) -> Any:
-        result = original(response)
-        if _SERVING.get() is not None:
-            requested = response._get_param("deploymentConfiguration") or {}
-            config = {**copy.deepcopy(_DEFAULT_DEPLOYMENT_CONFIGURATION), **requested}
-            setattr(result.result["service"], "deployment_configuration", config)  # noqa: B010
-        return result
+        if _SERVING.get() is None:
+            return original(response)
+        requested = response._get_param("deploymentConfiguration") or {}
+        # Handed to the backend's create_service, so the service has it before its first
+        # service deployment is recorded.
+        token = _CREATING.set({**copy.deepcopy(_DEFAULT_DEPLOYMENT_CONFIGURATION), **requested})
+        try:
+            return original(response)
+        finally:
+            _CREATING.reset(token)
 
     return create_service
 
@@ -534,4 +605,5 @@ def _install() -> None:
         EC2ContainerServiceResponse.create_service = _keep_deployment_configuration(  # type: ignore[method-assign]
             EC2ContainerServiceResponse.create_service
         )
+        deployments.install(_SERVING.get)
         setattr(EC2ContainerServiceBackend, "sandbox_installed", True)  # noqa: B010

@@ -1,8 +1,11 @@
 """`reconciler sandbox`: an embedded AWS on loopback, provisioned for every app of a config.
 
-moto's server with ECS rollouts that progress like real rolling updates, plus the cluster,
-service, task definition and ECR repository each app needs. Together with a local registry
-(`aws.registry = "127.0.0.1:5000"`) it shows the whole loop without an AWS account.
+moto's server with ECS rollouts that progress like real rolling updates (and keep service
+deployment records), plus the cluster, service, task definition and ECR repository each app
+needs. Every rollout ends as `outcome` says: complete, fail (circuit breaker, rolled back),
+alarm (a CloudWatch alarm rolls it back), rollback_fail (its rollback fails too), or stick.
+Together with a local registry (`aws.registry = "127.0.0.1:5000"`) it shows the whole loop
+without an AWS account.
 """
 
 from __future__ import annotations
