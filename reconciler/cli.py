@@ -224,8 +224,13 @@ def _url(args: argparse.Namespace) -> str:
     return DEFAULT_URL
 
 
-def _request(url: str, *, method: str = "GET", token: str | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, method=method)  # noqa: S310 - operator-given URL
+def _request(
+    url: str, *, method: str = "GET", token: str | None = None, body: Any = None
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, method=method, data=data)  # noqa: S310 - operator-given
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -316,27 +321,72 @@ def _status_of_one(base: str, app: str, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def cmd_sync(args: argparse.Namespace) -> int:
-    base = _url(args)
-    token = None
+def _token(args: argparse.Namespace) -> str | None:
     token_file = args.token_file or os.environ.get("RECONCILER_API_TOKEN_FILE")
-    if token_file:
-        try:
-            token = Path(token_file).read_text().strip()
-        except OSError as exc:
-            raise CliError(
-                f"cannot read token file {token_file}: {exc.strerror}", EXIT_USAGE
-            ) from exc
+    if not token_file:
+        return None
+    try:
+        return Path(token_file).read_text().strip()
+    except OSError as exc:
+        raise CliError(f"cannot read token file {token_file}: {exc.strerror}", EXIT_USAGE) from exc
+
+
+def _steer(args: argparse.Namespace, action: str, body: Any = None) -> Any:
+    """POST /apps/APP/<action>; the answer's body when the daemon accepted it (202)."""
     app = urllib.parse.quote(args.app, safe="")
-    code, body = _request(f"{base}/apps/{app}/sync", method="POST", token=token)
-    if code == 202:
-        print(f"sync of {args.app} started")
-        return EXIT_OK
-    message = body.get("error") if isinstance(body, dict) else None
-    raise CliError(
-        f"sync of {args.app} refused: HTTP {code}: {message or 'no detail'}",
-        EXIT_USAGE if code == 404 else EXIT_FAILURE,
+    code, answer = _request(
+        f"{_url(args)}/apps/{app}/{action}", method="POST", token=_token(args), body=body
     )
+    if code == 202:
+        return answer
+    message = answer.get("error") if isinstance(answer, dict) else None
+    raise CliError(
+        f"{action} of {args.app} refused: HTTP {code}: {message or 'no detail'}",
+        EXIT_USAGE if code in {400, 404, 409} else EXIT_FAILURE,
+    )
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    _steer(args, "sync")
+    print(f"sync of {args.app} started")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    answer = _steer(args, "rollback", {"revision": args.to} if args.to else {})
+    print(f"{args.app} pinned to {answer['pinned']} (until `reconciler unpin {args.app}`)")
+    return EXIT_OK
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    answer = _steer(args, "unpin")
+    said = "back to following git" if answer.get("unpinned") else "was not pinned"
+    print(f"{args.app}: {said}")
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    app = urllib.parse.quote(args.app, safe="")
+    code, body = _request(f"{_url(args)}/status/{app}")
+    if code == 404:
+        raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
+    if code != 200 or not isinstance(body, dict):
+        raise CliError(f"/status/{args.app} answered HTTP {code}")
+    if args.json:
+        print(json.dumps(body.get("history", []), indent=2))
+        return EXIT_OK
+    rows = [
+        {
+            "revision": h["revision"][:12],
+            "result": h["result"],
+            "started": h["started_at"],
+            "finished": h["finished_at"],
+            "error": (h.get("error") or "").splitlines()[0][:60] if h.get("error") else "",
+        }
+        for h in body.get("history", [])
+    ]
+    _print_table(rows, ["revision", "result", "started", "finished", "error"])
+    return EXIT_OK
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -351,6 +401,28 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
     for row in rows:
         print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+
+
+def _steering_commands(sub: Any) -> None:
+    """history, rollback and unpin: an app's past, and an operator's pin on it."""
+    history = sub.add_parser("history", help="an app's last outcomes as a table")
+    history.add_argument("app")
+    history.add_argument("--url")
+    history.add_argument("--config")
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(func=cmd_history)
+    rollback = sub.add_parser(
+        "rollback", help="deploy an earlier successful revision now and keep it until unpin"
+    )
+    rollback.add_argument("app")
+    rollback.add_argument("--to", help="the revision (full or short SHA); default: the one before")
+    unpin = sub.add_parser("unpin", help="end a rollback pin: follow git again")
+    unpin.add_argument("app")
+    for command, func in ((rollback, cmd_rollback), (unpin, cmd_unpin)):
+        command.add_argument("--url")
+        command.add_argument("--config")
+        command.add_argument("--token-file")
+        command.set_defaults(func=func)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -388,6 +460,7 @@ def parser() -> argparse.ArgumentParser:
     sync.add_argument("--config")
     sync.add_argument("--token-file")
     sync.set_defaults(func=cmd_sync)
+    _steering_commands(sub)
     sandbox = sub.add_parser(
         "sandbox", help="embedded AWS (moto) with rolling updates, for trying it out"
     )

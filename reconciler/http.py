@@ -25,6 +25,7 @@ from reconciler.config import Config
 from reconciler.events import EventBus
 from reconciler.loopback import is_loopback
 from reconciler.metrics import Metrics
+from reconciler.pins import RollbackRefused
 from reconciler.status import AppStatus
 from reconciler.web import dashboard
 from reconciler.web.links import Links
@@ -69,6 +70,13 @@ class DaemonView(Protocol):
     async def commit_subject(self, name: str, revision: str) -> str | None: ...
 
     def sync(self, name: str) -> bool: ...
+
+    def rollback(self, name: str, revision: str | None) -> str | None:
+        """Pin the app to an earlier successful revision; the full SHA, None when the app
+        has no loop right now. Raises RollbackRefused."""
+
+    def unpin(self, name: str) -> bool | None:
+        """Back to following git; whether a pin was there, None when the app has no loop."""
 
 
 DAEMON: web.AppKey[DaemonView] = web.AppKey("daemon")
@@ -275,6 +283,65 @@ async def sync_app(request: web.Request) -> web.Response:
     return web.json_response({"syncing": name}, status=202)
 
 
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason="the body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="the body must be a JSON object")
+    return body
+
+
+async def rollback_app(request: web.Request) -> web.Response:
+    """Pin the app to an earlier successful revision (`{"revision": ...}`, optional)."""
+    daemon = request.app[DAEMON]
+    refusal = sync_refusal(request, daemon)
+    if refusal is not None:
+        status, reason, message = refusal
+        log.warning("rollback_refused", reason=reason, remote=request.remote)
+        return _error(status, message)
+    name = request.match_info["name"]
+    if name not in daemon.app_names():
+        return _error(404, f"unknown app {name!r}")
+    requested = (await _json_body(request)).get("revision")
+    if requested is not None and not isinstance(requested, str):
+        return _error(400, "revision must be a string")
+    try:
+        pinned = daemon.rollback(name, requested or None)
+    except RollbackRefused as exc:
+        return _error(409, str(exc))
+    if pinned is None:
+        return _restarting(name)
+    return web.json_response({"pinned": pinned, "app": name, "pinned_by": "rollback"}, status=202)
+
+
+async def unpin_app(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    refusal = sync_refusal(request, daemon)
+    if refusal is not None:
+        status, reason, message = refusal
+        log.warning("unpin_refused", reason=reason, remote=request.remote)
+        return _error(status, message)
+    name = request.match_info["name"]
+    if name not in daemon.app_names():
+        return _error(404, f"unknown app {name!r}")
+    was = daemon.unpin(name)
+    if was is None:
+        return _restarting(name)
+    return web.json_response({"unpinned": was, "app": name}, status=202)
+
+
+def _restarting(name: str) -> web.Response:
+    return web.json_response(
+        {"error": f"app {name!r} is restarting after a config change; try again"},
+        status=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def status_all(request: web.Request) -> web.Response:
     return web.json_response(request.app[DAEMON].status_document())
 
@@ -319,6 +386,8 @@ def build_app(daemon: DaemonView) -> web.Application:
     app.router.add_post("/hooks/github", github_hook)
     app.router.add_post("/hooks/gitlab", gitlab_hook)
     app.router.add_post("/apps/{name}/sync", sync_app)
+    app.router.add_post("/apps/{name}/rollback", rollback_app)
+    app.router.add_post("/apps/{name}/unpin", unpin_app)
     app.router.add_get("/status", status_all)
     app.router.add_get("/status/{name}", status_one)
     app.router.add_get("/healthz", healthz)

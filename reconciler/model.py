@@ -226,6 +226,17 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """An operator's rollback: the app runs `revision` instead of following git, until
+    `reconciler unpin` or a change of the app's config."""
+
+    revision: str
+    config_fingerprint: str
+    by: str = "rollback"
+    since: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
 class PreDeployRun:
     """A pre-deploy task being started or run: written before RunTask (task unknown) and
     again once RunTask answered, so a restart awaits it rather than starting another."""

@@ -56,6 +56,10 @@ class Reporter:
         self.status.live_task_definition = live.task_definition
         self.status.observed = True
 
+    def pinned(self, *, revision: str | None, by: str | None) -> None:
+        self.status.pinned_revision = revision
+        self.status.pinned_by = by if revision else None
+
     def live(self, *, task_definition: str, image: str | None) -> None:
         self.status.live_task_definition = task_definition
         if image is not None:

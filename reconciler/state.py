@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from reconciler.model import Attempt, HistoryEntry, Hold, PreDeployRun, Result
+from reconciler.model import Attempt, HistoryEntry, Hold, Pin, PreDeployRun, Result
 
 HISTORY_LIMIT = 20
 log = structlog.get_logger("reconciler.state")
@@ -46,6 +46,7 @@ class AppMemory:
     pre_deploy_done: dict[str, datetime] = field(default_factory=dict)
     pre_deploy_run: PreDeployRun | None = None
     tagged: str | None = None  # the revision the extra tags name
+    pin: Pin | None = None  # an operator's rollback, kept across restarts
     # Set when the file on disk could not be read: the one-line reason shown to operators.
     damaged: str | None = None
 
@@ -192,6 +193,14 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
             "at": _iso(memory.pre_deploy_run.at),
         },
         "tagged": memory.tagged,
+        "pin": None
+        if memory.pin is None
+        else {
+            "revision": memory.pin.revision,
+            "config_fingerprint": memory.pin.config_fingerprint,
+            "by": memory.pin.by,
+            "since": _iso(memory.pin.since),
+        },
         "history": [
             {
                 "revision": h.revision,
@@ -261,7 +270,17 @@ def _decode(raw: Any) -> AppMemory:
             task=_optional_str(run_raw.get("task")),
             at=datetime.fromisoformat(run_raw["at"]),
         )
+    pin_raw = raw.get("pin")
+    pin = None
+    if pin_raw is not None:
+        pin = Pin(
+            revision=str(pin_raw["revision"]),
+            config_fingerprint=str(pin_raw["config_fingerprint"]),
+            by=str(pin_raw.get("by", "rollback")),
+            since=datetime.fromisoformat(pin_raw["since"]),
+        )
     return AppMemory(
+        pin=pin,
         hold=hold,
         attempt=attempt,
         build_failures=failures,

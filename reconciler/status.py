@@ -64,6 +64,8 @@ class AppStatus:
     history: deque[HistoryEntry] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
     observed: bool = False  # set once a pass has looked at git and ECS (for /readyz)
     rollout: RolloutView | None = None  # the rollout watched now, or the last one
+    pinned_by: str | None = None  # "rollback" while an operator's rollback pin holds
+    pinned_revision: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,8 @@ class AppStatus:
             "last_error": self.last_error,
             "last_transition": _iso(self.last_transition),
             "rollout": None if self.rollout is None else self.rollout.to_json(),
+            "pinned_by": self.pinned_by,
+            "pinned_revision": self.pinned_revision,
             "history": [
                 {
                     "revision": h.revision,

@@ -24,7 +24,8 @@ from reconciler.errors import ReconcilerError
 from reconciler.events import EventBus
 from reconciler.loop import AppLoop
 from reconciler.metrics import Metrics
-from reconciler.model import Phase, utcnow
+from reconciler.model import Phase, Pin, utcnow
+from reconciler.pins import rollback_target
 from reconciler.reporter import BUSY, Reporter
 from reconciler.stages.context import source_of
 from reconciler.state import StateStore
@@ -147,6 +148,38 @@ class Supervisor:
             return await self._adapters.git.commit_subject(source_of(app), revision)
         except ReconcilerError:
             return None
+
+    def rollback(self, name: str, revision: str | None) -> str | None:
+        """Pin the app to an earlier successful revision (the one before the live one by
+        default) and start a pass; None when it has no loop right now."""
+        loop, app = (
+            self.loops.get(name),
+            next((a for a in self.config.apps if a.name == name), None),
+        )
+        if loop is None or app is None:
+            return None
+        memory = self._store.load(name)
+        live = self.statuses[name].live_image if name in self.statuses else None
+        live_revision = live.rsplit(":", 1)[-1] if live else None
+        target = rollback_target(memory.history, live_revision=live_revision, requested=revision)
+        memory.pin = Pin(revision=target, config_fingerprint=app.fingerprint())
+        self._store.save(name)
+        log.warning("rollback_pinned", app=name, revision=target)
+        loop.nudge()
+        return target
+
+    def unpin(self, name: str) -> bool | None:
+        """Back to following git; whether there was a pin. None when it has no loop now."""
+        loop = self.loops.get(name)
+        if loop is None:
+            return None
+        memory = self._store.load(name)
+        was = memory.pin is not None
+        memory.pin = None
+        self._store.save(name)
+        log.info("unpinned", app=name, was_pinned=was)
+        loop.nudge()
+        return was
 
     def summary(self) -> str:
         """One line for systemd's STATUS=."""

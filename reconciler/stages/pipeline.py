@@ -43,6 +43,7 @@ from reconciler.stages.deploy import register, update
 from reconciler.stages.observe import desired_of, observe
 from reconciler.stages.pre_deploy import pre_deploy
 from reconciler.stages.push import push
+from reconciler.stages.resolve import desired_revision, pinned
 from reconciler.stages.rollback import hold_failed, roll_back
 from reconciler.stages.supersede import superseded
 from reconciler.stages.tags import move_extra_tags
@@ -81,8 +82,9 @@ async def run_pass(session: AppSession, *, woken: bool, clear_hold: bool = False
         with structlog.contextvars.bound_contextvars(revision=hold.revision):
             await roll_back(PassContext(session, revision=hold.revision), hold.rollback_to)
 
-    session.nudges.resolved()
-    revision = await session.io.git.resolve(session.source)
+    revision = await desired_revision(session)
+    pin = memory.pin if pinned(session) else None
+    session.report.pinned(revision=pin.revision if pin else None, by=pin.by if pin else None)
     with structlog.contextvars.bound_contextvars(revision=revision):
         return await _reconcile(PassContext(session, revision=revision), woken=woken)
 

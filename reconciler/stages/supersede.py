@@ -11,14 +11,14 @@ import structlog
 
 from reconciler.model import Result
 from reconciler.stages.context import PassContext
+from reconciler.stages.resolve import desired_revision
 
 log = structlog.get_logger("reconciler.pass")
 
 
 async def superseded(ctx: PassContext, *, event: str = "superseded_before_deploy") -> bool:
     """Ask git again; True (and recorded) when the desired revision moved on."""
-    ctx.session.nudges.resolved()
-    latest = await ctx.io.git.resolve(ctx.session.source)
+    latest = await desired_revision(ctx.session)
     if latest == ctx.revision:
         return False
     log.info(event, newer=latest)
