@@ -34,8 +34,8 @@ it STOP_REQUESTED for `rollback` seconds, then STOPPED, the service left as it i
 ROLLBACK_IN_PROGRESS (`rollback` seconds between them), then ROLLBACK_SUCCESSFUL. A newer
 UpdateService stops the one in flight at once (STOPPED, superseded).
 
-Records advance lazily from `time.monotonic()`, like the rollouts in rollout.py, whose
-progression drives them and applies the same decisions to the service's `deployments` list.
+Records advance lazily with the rollout controller's clock, like the rollouts in rollout.py,
+whose progression drives them and applies the same decisions to the service's `deployments` list.
 A decision that changed that list (a failure, an alarm, a stop) is kept even if the scenario
 changes later; until then the scenario is read afresh at every look.
 
@@ -232,7 +232,7 @@ class Record:
     desired: int
     threshold: int  # failed tasks that trip the circuit breaker
     visible: bool  # ECS keeps service deployments for the ECS deployment controller only
-    clock: float  # time.monotonic() when it started
+    clock: float  # the rollout controller's clock when it started
     created: datetime = field(default_factory=utcnow)
     status: str = "IN_PROGRESS"
     phase: Phase = field(default_factory=lambda: Phase("RECONCILE_SERVICE"))

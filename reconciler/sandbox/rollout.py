@@ -11,9 +11,9 @@ lifecycle decides when and how the `deployments` list changes, so both always te
 story.
 
 Progression is lazy: it is evaluated whenever DescribeServices, UpdateService, ListTasks,
-DescribeTasks or one of the service deployment calls looks at a service, from
-`time.monotonic()` since the update. There is no background thread, so nothing races the
-requests and a stuck scenario costs nothing.
+DescribeTasks or one of the service deployment calls looks at a service, from the
+controller's `clock` (`time.monotonic` unless a test sets another) since the update. There
+is no background thread, so nothing races the requests and a stuck scenario costs nothing.
 
 The wrappers only act on requests served by a `SandboxAws` (see `RolloutController.serving`);
 anything else in the process that uses moto in-process keeps moto's own behaviour.
@@ -100,6 +100,9 @@ class RolloutController:
         self._default = Scenario()
         self._scenarios: dict[tuple[str, str], Scenario] = {}
         self._updates: dict[tuple[str, str], int] = {}
+        # Seconds, monotonic: what progression times rollouts by. A test may put a clock of
+        # its own here to step through a rollout without waiting for it.
+        self.clock: Callable[[], float] = time.monotonic
 
     def set_default(self, scenario: Scenario) -> None:
         """The scenario for every service without one of its own."""
@@ -126,6 +129,7 @@ class RolloutController:
             self._default = Scenario()
             self._scenarios.clear()
             self._updates.clear()
+            self.clock = time.monotonic
 
     @contextmanager
     def serving(self) -> Iterator[None]:
@@ -150,7 +154,7 @@ class RolloutController:
     ) -> None:
         """StopServiceDeployment: the record stops, then the service's deployments follow."""
         scenario = self.scenario_for(service.cluster_name, service.name)
-        record.stop(how, time.monotonic(), scenario.rollback)
+        record.stop(how, self.clock(), scenario.rollback)
         self.look(backend, service)
 
     def _count_update(self, cluster: str, service: str) -> None:
@@ -229,7 +233,10 @@ def _wants_rollback(service: Service) -> bool:
 
 
 def _start_rollout(
-    backend: EC2ContainerServiceBackend, service: Service, task_definition: str | None
+    controller: RolloutController,
+    backend: EC2ContainerServiceBackend,
+    service: Service,
+    task_definition: str | None,
 ) -> dict[str, Any]:
     state = _state(service)
     for deployment in _deployments(service):
@@ -240,7 +247,7 @@ def _start_rollout(
         service, task_definition, status="PRIMARY", state="IN_PROGRESS", running=0
     )
     _deployments(service).insert(0, new)
-    record = deployments.start_deployment(backend, service, time.monotonic())
+    record = deployments.start_deployment(backend, service, controller.clock())
     state.rollout = _Rollout(new["id"], record)
     return new
 
@@ -255,7 +262,7 @@ def _progress(
         return
     record = rollout.record
     scenario = controller.scenario_for(service.cluster_name, service.name)
-    record.advance(scenario, time.monotonic(), breaker_rolls_back=_wants_rollback(service))
+    record.advance(scenario, controller.clock(), breaker_rolls_back=_wants_rollback(service))
     new = _find(service, rollout.deployment_id)
     if record.ending is not None and not rollout.decided:
         rollout.decided = True
@@ -450,7 +457,7 @@ def _create_service(
     configuration = _CREATING.get()
     if configuration is not None:
         setattr(service, "deployment_configuration", configuration)  # noqa: B010
-    deployments.record_creation(backend, service, time.monotonic())
+    deployments.record_creation(backend, service, controller.clock())
     if _deployments(service):  # moto starts it IN_PROGRESS with no tasks; ECS would settle
         deployment = _deployments(service)[0]
         deployment.update(
@@ -495,7 +502,7 @@ def _update_service(
         merged = {**configuration, **requested_configuration}
         setattr(service, "deployment_configuration", merged)  # noqa: B010
     if target != previous or force:
-        _start_rollout(backend, service, target)
+        _start_rollout(controller, backend, service, target)
         if target != previous:
             controller._count_update(cluster.name, service.name)
     else:
