@@ -125,9 +125,11 @@ class Dispatcher:
         self._bus.unsubscribe(self._events)
         lanes = self._lanes()
         if self._workers and any(lane.busy for lane in lanes):
-            await asyncio.wait(
-                [asyncio.ensure_future(lane.drain(within=grace)) for lane in lanes], timeout=grace
-            )
+            drains = [asyncio.ensure_future(lane.drain(within=grace)) for lane in lanes]
+            await asyncio.wait(drains, timeout=grace)
+            for drain in drains:
+                drain.cancel()
+            await asyncio.gather(*drains, return_exceptions=True)
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
