@@ -488,6 +488,27 @@ def test_a_stuck_deployment_can_be_released(web: App) -> None:
     assert web.service()["taskDefinition"] == target
 
 
+def test_a_rollout_back_to_the_last_good_revision_may_do_otherwise(web: App) -> None:
+    """`revert`: the new revision sticks, a client's own rollback to the old one completes."""
+    web.scenario(Scenario("stick", after=AFTER, revert="complete"))
+    first = web.provisioned.task_definition_arn
+    _, stuck = web.deploy()
+    web.clock.now += 2 * AFTER
+    web.ecs.update_service(cluster=web.cluster, service=SERVICE, taskDefinition=first)
+    [back] = web.listed(status=["IN_PROGRESS"])
+    web.clock.now += AFTER
+    assert web.describe(back["serviceDeploymentArn"])["status"] == "SUCCESSFUL"
+    assert web.describe(stuck)["status"] == "STOPPED"
+    service = web.service()
+    assert [(d["taskDefinition"], d["rolloutState"]) for d in service["deployments"]] == [
+        (first, "COMPLETED")
+    ]
+    # Forcing a new deployment of the revision it runs is no rollback: it sticks.
+    web.ecs.update_service(cluster=web.cluster, service=SERVICE, forceNewDeployment=True)
+    web.clock.now += 2 * AFTER
+    assert web.listed()[0]["status"] == "IN_PROGRESS"
+
+
 def test_a_decided_failure_outlives_a_scenario_change(web: App) -> None:
     web.scenario(Scenario("fail", after=1.0, rollback=ROLLBACK))
     _, arn = web.deploy()
@@ -523,7 +544,7 @@ def test_stop_abort_leaves_the_service_where_it_is(web: App) -> None:
     web.scenario(Scenario("stick", after=AFTER, rollback=ROLLBACK))
     target, arn = web.deploy()
     web.clock.now += 3.0
-    assert web.stop(arn, "ABORT") == arn
+    assert web.stop(arn) == arn  # ABORT unless told otherwise
 
     seen = web.trace(arn, since=3.0, until=10.0)
 
@@ -533,7 +554,7 @@ def test_stop_abort_leaves_the_service_where_it_is(web: App) -> None:
     ]
     record = web.describe(arn)
     assert record["stoppedAt"] == record["finishedAt"]
-    assert "ABORT" in record["statusReason"]
+    assert record["statusReason"] == "Stopped on request (StopServiceDeployment, ABORT)."
     assert "rollback" not in record
     service = web.service()
     assert service["taskDefinition"] == target
@@ -546,11 +567,11 @@ def test_stop_abort_leaves_the_service_where_it_is(web: App) -> None:
     assert raised.value.response["Error"]["Code"] == "ConflictException"
 
 
-def test_stop_rolls_back_by_default(web: App) -> None:
+def test_stop_with_rollback_puts_the_previous_revision_back(web: App) -> None:
     web.scenario(Scenario("stick", after=AFTER, rollback=ROLLBACK))
     _, arn = web.deploy()
     web.clock.now += 7.0
-    web.stop(arn)
+    web.stop(arn, "ROLLBACK")
 
     seen = web.trace(arn, since=7.0, until=12.0)
 
@@ -726,3 +747,5 @@ def test_scenario_rejects_negative_times() -> None:
         Scenario(rollback=-1)
     with pytest.raises(ValueError, match="outcome"):
         Scenario("explode")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="outcome"):
+        Scenario(revert="explode")  # type: ignore[arg-type]

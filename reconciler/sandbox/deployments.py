@@ -28,11 +28,14 @@ bakeTimeInMinutes says, so tests stay short. What happens then is the scenario's
                    then ROLLBACK_FAILED
     stick          IN_PROGRESS for ever, its tasks never leaving SCALE_UP
 
-StopServiceDeployment stops a deployment in flight as someone else would: stopType ABORT makes
-it STOP_REQUESTED for `rollback` seconds, then STOPPED, the service left as it is; ROLLBACK
-(and no stopType: ROLLBACK is the type ECS documents) makes it ROLLBACK_REQUESTED, then
-ROLLBACK_IN_PROGRESS (`rollback` seconds between them), then ROLLBACK_SUCCESSFUL. A newer
-UpdateService stops the one in flight at once (STOPPED, superseded).
+StopServiceDeployment stops a deployment in flight as someone else would: stopType ABORT (also
+when no stopType is given, so a plain stop ends STOPPED) makes it STOP_REQUESTED for `rollback`
+seconds, then STOPPED, the service left as it is (the new deployment PRIMARY and FAILED, the
+old one's tasks running beside it); ROLLBACK makes it ROLLBACK_REQUESTED, then
+ROLLBACK_IN_PROGRESS (`rollback` seconds from the first to the last), then
+ROLLBACK_SUCCESSFUL, the service back on the previous revision. A stop of a deployment that is
+already stopping or rolling back changes nothing; of one that ended, a ConflictException. A
+newer UpdateService stops the one in flight at once (STOPPED, superseded).
 
 Records advance lazily with the rollout controller's clock, like the rollouts in rollout.py,
 whose progression drives them and applies the same decisions to the service's `deployments` list.
@@ -240,6 +243,8 @@ class Record:
     finished: float | None = None  # seconds after `clock` when it reached its final status
     updated: float = 0.0
     reason: str = ""
+    # It goes back to the revision the service last completed (a rollback by UpdateService).
+    reverts: bool = False
 
     @property
     def done(self) -> bool:
@@ -354,7 +359,7 @@ class Record:
             names = ", ".join(ending.alarms)
             self.reason = f"CloudWatch alarm(s) {names} went off during bake time."
         elif ending.action == "rollback":
-            self.reason = "Rolled back on request (StopServiceDeployment, ROLLBACK)."
+            self.reason = "Stopped on request and rolled back (StopServiceDeployment, ROLLBACK)."
         else:
             self.reason = f"Stopped on request (StopServiceDeployment, {ending.stop_type})."
         if ending.action == "halt":
@@ -518,9 +523,11 @@ def record_creation(backend: EC2ContainerServiceBackend, service: Service, clock
     found.records.append(record)
 
 
-def start_deployment(backend: EC2ContainerServiceBackend, service: Service, clock: float) -> Record:
-    """UpdateService started a deployment of what the service now says; older ones in flight
-    stop (superseded)."""
+def start_deployment(
+    backend: EC2ContainerServiceBackend, service: Service, clock: float, *, previous: str | None
+) -> Record:
+    """UpdateService started a deployment of what the service now says (it said `previous`
+    before); older ones in flight stop (superseded)."""
     found = history(backend, service)
     target = found.add_revision(_revision(backend, service))
     in_flight = [r for r in found.records if not r.done]
@@ -541,6 +548,10 @@ def start_deployment(backend: EC2ContainerServiceBackend, service: Service, cloc
         visible=_visible(service),
         clock=clock,
         phase=strategy_phases(getattr(service, "deployment_configuration", None) or {})[0],
+        reverts=(
+            found.stable is not None
+            and service.task_definition == found.stable.task_definition != previous
+        ),
     )
     for older in in_flight:
         older.supersede(record.arn, clock)
@@ -712,7 +723,7 @@ def describe_service_revisions(host: Host, response: EC2ContainerServiceResponse
 
 def stop_service_deployment(host: Host, response: EC2ContainerServiceResponse) -> ActionResult:
     arn = str(response._get_param("serviceDeploymentArn") or "")
-    requested = response._get_param("stopType") or "ROLLBACK"
+    requested = response._get_param("stopType") or "ABORT"
     if requested not in get_args(StopType):
         raise InvalidParameterException(f"stopType must be ABORT or ROLLBACK, not {requested!r}.")
     how: StopType = "ABORT" if requested == "ABORT" else "ROLLBACK"

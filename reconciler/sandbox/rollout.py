@@ -22,6 +22,7 @@ anything else in the process that uses moto in-process keeps moto's own behaviou
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import inspect
 import secrets
@@ -67,16 +68,22 @@ class Scenario:
     rollback, or a stop someone asked for, takes before its final status. A complete rollout
     settles `after + bake` seconds after its UpdateService; a failed one rolls back at
     `after` and the rollback completes `rollback` seconds later.
+
+    `revert`, when set, is the outcome instead for an UpdateService back to the revision the
+    service last completed (a client's own rollback, say after a stuck or stopped rollout);
+    unset, such a rollout does what every other one does.
     """
 
     outcome: Outcome = "complete"
     after: float = 0.0
     bake: float = 0.0
     rollback: float = 0.0
+    revert: Outcome | None = None
 
     def __post_init__(self) -> None:
-        if self.outcome not in get_args(Outcome):
-            raise ValueError(f"unknown rollout outcome {self.outcome!r}")
+        for outcome in (self.outcome, self.revert or self.outcome):
+            if outcome not in get_args(Outcome):
+                raise ValueError(f"unknown rollout outcome {outcome!r}")
         if self.after < 0:
             raise ValueError("a rollout cannot settle before it starts")
         if self.bake < 0 or self.rollback < 0:
@@ -237,6 +244,8 @@ def _start_rollout(
     backend: EC2ContainerServiceBackend,
     service: Service,
     task_definition: str | None,
+    *,
+    previous: str | None,
 ) -> dict[str, Any]:
     state = _state(service)
     for deployment in _deployments(service):
@@ -247,7 +256,7 @@ def _start_rollout(
         service, task_definition, status="PRIMARY", state="IN_PROGRESS", running=0
     )
     _deployments(service).insert(0, new)
-    record = deployments.start_deployment(backend, service, controller.clock())
+    record = deployments.start_deployment(backend, service, controller.clock(), previous=previous)
     state.rollout = _Rollout(new["id"], record)
     return new
 
@@ -262,6 +271,8 @@ def _progress(
         return
     record = rollout.record
     scenario = controller.scenario_for(service.cluster_name, service.name)
+    if record.reverts and scenario.revert is not None:
+        scenario = dataclasses.replace(scenario, outcome=scenario.revert)
     record.advance(scenario, controller.clock(), breaker_rolls_back=_wants_rollback(service))
     new = _find(service, rollout.deployment_id)
     if record.ending is not None and not rollout.decided:
@@ -502,7 +513,7 @@ def _update_service(
         merged = {**configuration, **requested_configuration}
         setattr(service, "deployment_configuration", merged)  # noqa: B010
     if target != previous or force:
-        _start_rollout(controller, backend, service, target)
+        _start_rollout(controller, backend, service, target, previous=previous)
         if target != previous:
             controller._count_update(cluster.name, service.name)
     else:
