@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from reconciler.config import Config, parse_config
 from reconciler.daemon import Daemon
 from reconciler.loop import AppLoop
 from reconciler.sandbox.aws import SandboxAws
-from reconciler.sandbox.provision import provision_app
+from reconciler.sandbox.provision import Controller, Strategy, provision_app
 from reconciler.supervisor import Supervisor
 from tests.support.config import Table, TomlValue, config_text
 from tests.support.gitrepo import GitRepo
@@ -60,7 +60,20 @@ class World:
     sections: dict[str, Table] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: Path, aws: SandboxAws, registry: str, *, sidecar: bool = True) -> World:
+    def create(
+        cls,
+        root: Path,
+        aws: SandboxAws,
+        registry: str,
+        *,
+        sidecar: bool = True,
+        strategy: Strategy | None = None,
+        bake_minutes: int | None = None,
+        alarms: Sequence[str] = (),
+        controller: Controller | None = None,
+    ) -> World:
+        """A new app with its repository and AWS resources; the service deploys with
+        `strategy` (ROLLING by default), `bake_minutes`, `alarms` and `controller`."""
         name = f"app-{uuid.uuid4().hex[:10]}"
         repo = GitRepo(root / "repo")
         first = repo.commit({"Dockerfile": DOCKERFILE, "app.txt": "version 1\n"}, "first")
@@ -74,6 +87,10 @@ class World:
             image=f"{registry}/{name}:bootstrap",
             sidecar=sidecar,
             tags={"team": "e2e", "app": name},
+            strategy=strategy,
+            bake_minutes=bake_minutes,
+            alarms=alarms,
+            controller=controller,
         )
         (root / "secret").write_text(WEBHOOK_SECRET + "\n")
         return cls(root=root, aws=aws, registry=registry, repo=repo, name=name, first_commit=first)
