@@ -20,12 +20,17 @@ bakeTimeInMinutes says, so tests stay short. What happens then is the scenario's
 
     complete       IN_PROGRESS through every stage, then SUCCESSFUL (stage CLEAN_UP)
     fail           the circuit breaker trips at `after`, in SCALE_UP: ROLLBACK_IN_PROGRESS for
-                   `rollback` seconds, then ROLLBACK_SUCCESSFUL (STOPPED at once when the
-                   service enables the breaker without rollback)
-    alarm          halfway through BAKE_TIME the deployment's CloudWatch alarms go off:
-                   ROLLBACK_IN_PROGRESS for `rollback` seconds, then ROLLBACK_SUCCESSFUL
+                   `rollback` seconds, then ROLLBACK_SUCCESSFUL, the service back on the
+                   previous revision (STOPPED at once, the service left on the failed one,
+                   when the service enables the breaker without rollback)
+    alarm          halfway through BAKE_TIME the deployment's CloudWatch alarms go off (those
+                   `deploymentConfiguration.alarms` names, else DEFAULT_ALARM):
+                   ROLLBACK_IN_PROGRESS for `rollback` seconds, then ROLLBACK_SUCCESSFUL, the
+                   service back on the previous revision
     rollback_fail  the breaker trips as for `fail`, the rollback fails: ROLLBACK_IN_PROGRESS,
-                   then ROLLBACK_FAILED
+                   then ROLLBACK_FAILED. The service is left on neither cleanly: it still
+                   points at the failed task definition, whose deployment stays PRIMARY and
+                   FAILED, while the previous deployment's tasks run on beside it (ACTIVE)
     stick          IN_PROGRESS for ever, its tasks never leaving SCALE_UP
 
 StopServiceDeployment stops a deployment in flight as someone else would: stopType ABORT (also
