@@ -205,6 +205,13 @@ class AppPreDeploy(_Section):
     timeout: Duration = 900.0
 
 
+class AppCleanup(_Section):
+    """How many of the app's own task definitions and SHA images to keep; 0: never clean."""
+
+    keep_task_definitions: int = Field(default=0, ge=0)
+    keep_images: int = Field(default=0, ge=0)
+
+
 def _relative_inside(value: str, *, key: str) -> str:
     """A path that stays inside the repository: relative, no `..`, no backslashes."""
     path = PurePosixPath(value)
@@ -239,6 +246,7 @@ class AppConfig(_Section):
     url: str = ""  # where the app answers, shown with its deployments
     test: AppTest | None = None
     pre_deploy: AppPreDeploy | None = None
+    cleanup: AppCleanup = AppCleanup()
 
     @field_validator("url")
     @classmethod

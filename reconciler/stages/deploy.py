@@ -87,6 +87,16 @@ async def update(ctx: PassContext, registered: Registered) -> Rollout | None:
     )
 
 
+APP_TAG = "reconciler:app"
+
+
+def with_app_tag(tags: list[Any], app: str) -> list[Any]:
+    """The live definition's tags plus `reconciler:app = <app>`: housekeeping deregisters
+    only task definitions that carry it, so those registered by hand are never touched."""
+    kept = [t for t in tags if t.get("key") != APP_TAG]
+    return [*kept, {"key": APP_TAG, "value": app}]
+
+
 def _previous(live: Live) -> str:
     """What to roll back to: the settled task definition, not one still rolling out."""
     stable = live.service.previous_task_definition if live.service.in_flight else None
@@ -100,7 +110,7 @@ async def _register(
     known = session.registration
     if known is not None and (known.live, known.image) == (live_arn, image):
         return known.arn
-    arn = await ctx.io.ecs.register_task_definition(definition, tags)
+    arn = await ctx.io.ecs.register_task_definition(definition, with_app_tag(tags, ctx.app.name))
     session.registration = Registration(live=live_arn, image=image, arn=arn)
     log.info("task_definition_registered", task_definition=arn, image=image)
     return arn

@@ -55,7 +55,9 @@ async def test_new_commit_redeploys_and_keeps_sidecar_env_and_tags(world: World)
     assert {k: v for k, v in app_after.items() if k != "image"} == {
         k: v for k, v in app_before.items() if k != "image"
     }
-    assert sorted(after_tags, key=str) == sorted(before_tags, key=str)
+    # Every tag carries over, plus the one that marks it as registered by the daemon.
+    marked = [*before_tags, {"key": "reconciler:app", "value": world.name}]
+    assert sorted(after_tags, key=str) == sorted(marked, key=str)
     for key in ("cpu", "memory", "networkMode", "requiresCompatibilities", "family"):
         assert after.get(key) == before.get(key), key
     assert after["revision"] > before["revision"]
