@@ -126,7 +126,7 @@ async def test_stopped_during_a_stuck_rollout_still_rolls_it_back_after_the_rest
     world.app_overrides["rollout_timeout"] = "3s"
     process = await deployed_first(world, spawn)
     first_td = world.service()["taskDefinition"]
-    world.aws.rollouts.set_scenario(world.cluster, world.name, Scenario("stick"))
+    world.aws.rollouts.set_scenario(world.cluster, world.name, Scenario("stick", revert="complete"))
     second = world.repo.commit({"app.txt": "version 2\n"}, "second")
     await process.post(f"/apps/{world.name}/sync")
     await eventually(lambda: world.updates() == 2, what="the UpdateService of the second")
@@ -232,7 +232,9 @@ async def full_disk_scenario(world: World, apps: Path) -> None:
         assert metric == 1.0
 
         # Room again: the deploy goes ahead; it sticks and the disk fills meanwhile.
-        world.aws.rollouts.set_scenario(world.cluster, world.name, Scenario("stick"))
+        world.aws.rollouts.set_scenario(
+            world.cluster, world.name, Scenario("stick", revert="complete")
+        )
         filler.unlink()
         await eventually(lambda: world.updates() == 2, what="the UpdateService of the second")
         filler = fill(apps)

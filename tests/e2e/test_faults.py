@@ -258,7 +258,9 @@ async def test_stuck_rollout_is_rolled_back_held_across_a_restart_and_a_new_comm
     async with world.daemon() as daemon:
         await daemon.wait_phase("InSync", revision=world.first_commit)
         first_td = world.service()["taskDefinition"]
-        world.aws.rollouts.set_scenario(world.cluster, world.name, Scenario("stick"))
+        world.aws.rollouts.set_scenario(
+            world.cluster, world.name, Scenario("stick", revert="complete")
+        )
         second = world.repo.commit({"app.txt": "version 2\n"}, "second")
         await daemon.github_push()
         status = await daemon.wait_for(

@@ -116,11 +116,14 @@ async def test_stuck_rollout_times_out_and_rolls_back(world: World) -> None:
     async with world.daemon() as daemon:
         await daemon.wait_phase("InSync", revision=world.first_commit)
         first_td = world.service()["taskDefinition"]
-        world.aws.rollouts.set_scenario(world.cluster, world.name, Scenario("stick"))
+        world.aws.rollouts.set_scenario(
+            world.cluster, world.name, Scenario("stick", revert="complete")
+        )
         second = world.repo.commit({"app.txt": "version 2\n"}, "second")
         await daemon.github_push()
         status = await daemon.wait_for(
-            lambda s: s["phase"] == "Failed" and s["desired"]["revision"] == second, what="Failed"
+            lambda s: s["phase"] == "Failed" and s["history"][0]["revision"] == second,
+            what="Failed, with the rollback's outcome recorded",
         )
     assert "did not complete within 2s" in status["last_error"]
     assert status["history"][0]["result"] == "rolled_back"
