@@ -242,11 +242,28 @@ class AppConfig(_Section):
     git_token_file: OptionalPath = None
     git_ssh_key_file: OptionalPath = None
     extra_tags: tuple[str, ...] = ()
+    region: str = ""  # default: [aws].region
+    role_arn: str = ""  # assumed through STS for this app's ECS, ECR and RunTask calls
+    external_id: str = ""
     environment: str = ""  # deployment environment name; default: the app's name
     url: str = ""  # where the app answers, shown with its deployments
     test: AppTest | None = None
     pre_deploy: AppPreDeploy | None = None
     cleanup: AppCleanup = AppCleanup()
+
+    @field_validator("region")
+    @classmethod
+    def _app_region(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", value):
+            raise ValueError(f"not an AWS region: {value!r}")
+        return value
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_arn(cls, value: str) -> str:
+        if value and not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+", value):
+            raise ValueError(f"not an IAM role ARN: {value!r}")
+        return value
 
     @field_validator("url")
     @classmethod

@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from reconciler import backoff, logs
+from reconciler.adapters.accounts import Accounts
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs
@@ -140,7 +141,13 @@ class Daemon:
             self._install_signals()
         supervisor = self.supervisor
         failure: BaseException | None = None
-        async with open_adapters(supervisor.config) as adapters:
+        aws = supervisor.config.aws
+        async with (
+            open_adapters(supervisor.config) as adapters,
+            Accounts.open(
+                endpoint_url=aws.endpoint_url, registry_override=aws.registry
+            ) as accounts,
+        ):
             self.feedback.git = adapters.git
             runner = web.AppRunner(
                 build_app(supervisor),
@@ -157,7 +164,7 @@ class Daemon:
                 await runner.cleanup()
                 raise
             log.info("listening", address=f"{daemon.host}:{self.listening[1]}")
-            supervisor.start(adapters)
+            await supervisor.start(adapters, accounts=accounts)
             self.notifier.ready(supervisor.summary())
             background = self._background()
             try:

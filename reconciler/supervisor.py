@@ -10,6 +10,7 @@ next loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,8 @@ from typing import Any, Protocol
 import structlog
 
 from reconciler import backoff
-from reconciler.adapters.ports import Adapters
+from reconciler.adapters.accounts import Account
+from reconciler.adapters.ports import Adapters, EcrPort, EcsPort
 from reconciler.config import AppConfig, Config
 from reconciler.errors import ReconcilerError
 from reconciler.events import EventBus
@@ -35,6 +37,18 @@ from reconciler.webhooks import PushEvent, matches
 log = structlog.get_logger("reconciler.supervisor")
 
 STOP_GRACE = 8.0  # a stop takes at most 10 s: this long for a deploy under way, then cancel
+
+
+class AccountClients(Protocol):
+    """Opens (once) the ECS and ECR clients of an account and region."""
+
+    async def clients(self, account: Account) -> tuple[EcsPort, EcrPort]: ...
+
+
+def account_of(app: AppConfig, *, default_region: str) -> Account:
+    return Account(
+        region=app.region or default_region, role_arn=app.role_arn, external_id=app.external_id
+    )
 
 
 class Steerable(Protocol):
@@ -84,6 +98,7 @@ class Supervisor:
         self.loops: dict[str, Steerable] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._adapters: Adapters | None = None
+        self._accounts: AccountClients | None = None
         self._store = store or StateStore(config.daemon.state_dir)
         self._build_slots = asyncio.Semaphore(config.daemon.max_concurrent_builds)
 
@@ -191,10 +206,13 @@ class Supervisor:
 
     # Running -------------------------------------------------------------------------------
 
-    def start(self, adapters: Adapters) -> None:
+    async def start(self, adapters: Adapters, *, accounts: AccountClients | None = None) -> None:
+        """Start every app's loop; `accounts` opens clients for apps in another region or
+        account (with a role) than the daemon's own `[aws]`."""
         self._adapters = adapters
+        self._accounts = accounts
         for app in self.config.apps:
-            self._start_app(app)
+            await self._start_app(app)
 
     async def stop(self) -> None:
         await self._stop_apps(list(self._tasks))
@@ -204,14 +222,22 @@ class Supervisor:
         """An app loop that ended by itself (they never do unless something is badly wrong)."""
         return next((t for t in self._tasks.values() if t.done()), None)
 
-    def _start_app(self, app: AppConfig) -> None:
+    async def _adapters_for(self, app: AppConfig) -> Adapters:
         assert self._adapters is not None, "start() first"
+        account = account_of(app, default_region=self.config.aws.region)
+        if self._accounts is None or account == Account(region=self.config.aws.region):
+            return self._adapters
+        ecs, ecr = await self._accounts.clients(account)
+        return dataclasses.replace(self._adapters, ecs=ecs, ecr=ecr)
+
+    async def _start_app(self, app: AppConfig) -> None:
+        adapters = await self._adapters_for(app)
         status = self.statuses.get(app.name) or AppStatus(name=app.name)
         self.statuses[app.name] = status
         loop = AppLoop(
             app=app,
             poll_interval=self.config.daemon.poll_interval,
-            adapters=self._adapters,
+            adapters=adapters,
             build_slots=self._build_slots,
             store=self._store,
             reporter=Reporter(
@@ -284,7 +310,7 @@ class Supervisor:
             self.metrics.forget_app(name)
             self._store.forget(name)
         for name in changed + added:
-            self._start_app(new_apps[name])
+            await self._start_app(new_apps[name])
         self.config_in_force = ConfigInForce(path=self.config_in_force.path, sha256=sha256)
         self.metrics.config_reloads_total.labels(outcome="applied").inc()
         log.info(

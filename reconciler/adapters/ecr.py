@@ -38,9 +38,14 @@ class Ecr:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, *, region: str, endpoint_url: str = "", registry_override: str = ""
+        cls,
+        *,
+        region: str,
+        endpoint_url: str = "",
+        registry_override: str = "",
+        session: aioboto3.Session | None = None,
     ) -> AsyncIterator[Ecr]:
-        session = aioboto3.Session()
+        session = session or aioboto3.Session()
         async with session.client(
             "ecr", region_name=region, endpoint_url=endpoint_url or None, config=boto_config()
         ) as client:

@@ -233,8 +233,12 @@ class Ecs:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, *, region: str, endpoint_url: str = "") -> AsyncIterator[Ecs]:
-        session = aioboto3.Session()
+    async def connect(
+        cls, *, region: str, endpoint_url: str = "", session: aioboto3.Session | None = None
+    ) -> AsyncIterator[Ecs]:
+        """A client for `region`; with `session`, that session's credentials (an assumed
+        role's)."""
+        session = session or aioboto3.Session()
         async with session.client(
             "ecs", region_name=region, endpoint_url=endpoint_url or None, config=boto_config()
         ) as client:

@@ -87,7 +87,7 @@ class _Middleware:
         self._calls.record(action)
         fault = self._faults.take(action)
         if fault is not None:
-            status, headers, body = fault.response()
+            status, headers, body = fault.response(query=not environ.get("HTTP_X_AMZ_TARGET"))
             start_response(status, headers)
             return [body]
         with self._rollouts.serving(), self._tasks.serving():

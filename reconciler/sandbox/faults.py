@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
+from xml.sax.saxutils import escape
 
 ANY_ACTION = "*"
 
@@ -25,14 +26,25 @@ class Fault:
     code: str
     message: str
 
-    def response(self) -> tuple[str, list[tuple[str, str]], bytes]:
-        """Status line, headers and body as botocore expects an AWS JSON error to look."""
-        body = json.dumps({"__type": self.code, "message": self.message}).encode()
+    def response(self, *, query: bool = False) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body as botocore expects an AWS error to look: JSON for
+        the JSON protocols, an XML ErrorResponse for query-protocol calls (STS, EC2)."""
+        request_id = str(uuid.uuid4())
+        if query:
+            body = (
+                "<ErrorResponse><Error><Type>Sender</Type>"
+                f"<Code>{escape(self.code)}</Code><Message>{escape(self.message)}</Message>"
+                f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+            ).encode()
+            content_type = "text/xml"
+        else:
+            body = json.dumps({"__type": self.code, "message": self.message}).encode()
+            content_type = "application/x-amz-json-1.1"
         headers = [
-            ("Content-Type", "application/x-amz-json-1.1"),
+            ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             ("x-amzn-ErrorType", self.code),
-            ("x-amzn-RequestId", str(uuid.uuid4())),
+            ("x-amzn-RequestId", request_id),
         ]
         try:
             phrase = HTTPStatus(self.status).phrase
@@ -51,8 +63,7 @@ class _Armed:
 class FaultInjector:
     """Makes the next N requests for an action fail with a chosen AWS error.
 
-    Only JSON-protocol actions (ECS, ECR) get a response their clients can parse; a fault on a
-    query-protocol action still fails the call, as an unparseable error.
+    JSON-protocol actions (ECS, ECR) get a JSON error, query-protocol ones (STS) an XML one.
     """
 
     def __init__(self) -> None:

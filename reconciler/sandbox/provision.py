@@ -57,6 +57,7 @@ def provision_app(
     controller: Controller | None = None,
     step_percent: float | None = None,
     step_bake_minutes: int | None = None,
+    credentials: tuple[str, str, str] | None = None,
 ) -> ProvisionedApp:
     """Create the app's AWS resources that are missing; running it again changes nothing.
 
@@ -64,9 +65,10 @@ def provision_app(
     revision the daemon deployed. A new service deploys with `strategy` (ECS's default,
     ROLLING, when None), baking `bake_minutes`, rolled back by the CloudWatch `alarms` named,
     under the deployment `controller` given; `step_percent` and `step_bake_minutes` are a
-    LINEAR strategy's steps or a CANARY's canary.
+    LINEAR strategy's steps or a CANARY's canary. `credentials` (access key, secret, token,
+    e.g. of an assumed role) put everything in that account.
     """
-    session = _session()
+    session = _session(credentials)
     config = Config(retries={"mode": "standard", "max_attempts": 5})
     ecs: ECSClient = session.client(
         "ecs", region_name=region, endpoint_url=endpoint_url, config=config
@@ -150,13 +152,13 @@ def _deployment_configuration(
 
 
 @functools.cache
-def _session() -> boto3.session.Session:
+def _session(credentials: tuple[str, str, str] | None = None) -> boto3.session.Session:
     # One session for every call: building a client parses the service model, and a fresh
-    # session would parse it again each time.
+    # session would parse it again each time. moto accepts any credentials, and files what
+    # an assumed role's credentials create under the role's account.
+    key, secret, token = credentials or ("testing", "testing", "testing")
     return boto3.session.Session(
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 (moto accepts any credentials)
-        aws_session_token="testing",  # noqa: S106
+        aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token
     )
 
 
