@@ -76,6 +76,8 @@ def register_secrets(config: Config) -> None:
         config.webhook.github_secret_file,
         config.webhook.gitlab_token_file,
         config.daemon.api_token_file,
+        config.github.token_file,
+        config.gitlab.token_file,
     ]
     files += [a.git_token_file for a in config.apps]
     for file in files:
@@ -111,6 +113,10 @@ class Daemon:
             retry_base=self.supervisor.timings.retry_base,
             retry_cap=self.supervisor.timings.retry_cap,
         )
+        self.supervisor.feedback_status = lambda: {
+            "problems": self.feedback.problems(),
+            "pending": self.feedback.pending(),
+        }
         self._watcher = (
             ConfigWatcher(config_path, current=text, apply=self._apply, reject=self._reject)
             if config_path

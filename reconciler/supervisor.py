@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -91,6 +91,9 @@ class Supervisor:
     ) -> None:
         self.config = config
         self.bus = bus or EventBus()
+        # Where commit statuses and chat messages stand (problems, backlog); the daemon that
+        # sends them sets this.
+        self.feedback_status: Callable[[], dict[str, Any]] = dict
         self.config_in_force = ConfigInForce(path=config_path, sha256=sha256)
         self.timings = timings or backoff.Timings()
         self.metrics = metrics or Metrics()
@@ -131,6 +134,7 @@ class Supervisor:
         return {
             "apps": [self.statuses[n].to_json() for n in self.app_names() if n in self.statuses],
             "config": self.config_in_force.to_json(),
+            "feedback": self.feedback_status(),
         }
 
     def nudge_matching(self, event: PushEvent) -> list[str]:

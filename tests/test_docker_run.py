@@ -272,3 +272,20 @@ def reset_peak_rss() -> bool:
 
 def peak_rss_kib() -> int:
     return status_kib("VmHWM")
+
+
+async def test_a_command_the_image_does_not_have_is_a_failed_test_not_an_outage(
+    engine: DockerEngine, image: Image
+) -> None:
+    """The engine cannot start the command: the test fails (exit 127) with its reason, and
+    the container is removed."""
+    outcome = await engine.run(
+        image=image.name,
+        command=["/no/such/test-runner"],
+        env={},
+        network="none",
+        timeout=30,
+        on_line=lambda line: None,
+    )
+    assert (outcome.exit_code, outcome.timed_out, outcome.passed) == (127, False, False)
+    assert any("no such file" in line.lower() for line in outcome.tail)

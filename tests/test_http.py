@@ -282,6 +282,9 @@ async def test_status_lists_every_app_with_the_documented_fields(daemon: HttpFac
         "last_error",
         "last_transition",
         "history",
+        "rollout",
+        "pinned_by",
+        "pinned_revision",
     }
     assert app["phase"] == "Failed"
     assert app["desired"] == {"revision": "a" * 40, "image": status.desired_image}

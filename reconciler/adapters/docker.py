@@ -233,7 +233,7 @@ class DockerEngine:
         return self._cli
 
     async def _default_build_network(self) -> str:
-        """"" (the engine's default, its bridge) where the engine has a bridge network, else
+        """ "" (the engine's default, its bridge) where the engine has a bridge network, else
         "host": BuildKit's RUN steps fail on an engine started without one, where the classic
         builder ran them anyway. Asked once per engine; logged when it matters."""
         if self._fallback_network is None:
@@ -431,7 +431,16 @@ class DockerEngine:
                 with engine_errors(f"test run of {image}"):
                     # Attached before the start, so not a line of output is missed.
                     async with container.attach(stdout=True, stderr=True) as stream:
-                        await container.start()
+                        try:
+                            await container.start()
+                        except DockerError as exc:
+                            if not _cannot_start(exc):
+                                raise
+                            # The command is not in the image (or not executable): the
+                            # test failed, as a shell would say with exit 127.
+                            message = one_line(exc.message)
+                            emit([message])
+                            return TestRun(exit_code=127, timed_out=False, tail=tuple(tail))
                         # One splitter per stream: a partial stdout line must not be joined
                         # to the stderr line that arrives in between.
                         splitters = {1: buildkit.LineSplitter(), 2: buildkit.LineSplitter()}
@@ -552,6 +561,20 @@ async def _remove_quietly(container: DockerContainer) -> None:
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _cannot_start(exc: DockerError) -> bool:
+    """The engine refused to start a container because its command cannot be run."""
+    text = exc.message.lower()
+    return (
+        exc.status in {400, 500}
+        and (
+            "executable file not found" in text
+            or "no such file or directory" in text
+            or "permission denied" in text
+        )
+        and "exec" in text
+    )
 
 
 def _is_build_problem(exc: DockerError) -> bool:

@@ -7,9 +7,10 @@ implies, and the dispatcher turns those into requests. The rules:
   revision (`Started`, a pending status). Deploying also means a deployment began
   (`DeployStarted`).
 - Finished deployed: the revision is live (`Ended` success).
-- Finished failed, rolled_back, test_failed, pre_deploy_failed or build_failed: a failure,
-  but only once the app's phase is Failed. The reporter writes the outcome first and the
-  phase after it, and a failed build is retried (the phase goes back to Pending) until the
+- Finished failed, rolled_back, rollback_failed, test_failed, pre_deploy_failed or build_failed:
+  a failure,
+  but only once the app's phase is Failed (the outcome and the phase may come in either
+  order), and a failed build is retried (the phase goes back to Pending) until the
   revision is held; a failure the loop retries is not one to report.
 - Finished superseded: a newer revision replaced this one before it went live (`Ended`
   with state error: not a failure of the commit, and no longer pending either).
@@ -33,6 +34,7 @@ FAILURES = frozenset(
     {
         Result.FAILED,
         Result.ROLLED_BACK,
+        Result.ROLLBACK_FAILED,
         Result.TEST_FAILED,
         Result.PRE_DEPLOY_FAILED,
         Result.BUILD_FAILED,
@@ -40,7 +42,13 @@ FAILURES = frozenset(
 )
 # Results reached only after the service update began, so a deployment exists for them.
 AFTER_DEPLOY = frozenset(
-    {Result.DEPLOYED, Result.FAILED, Result.ROLLED_BACK, Result.PRE_DEPLOY_FAILED}
+    {
+        Result.DEPLOYED,
+        Result.FAILED,
+        Result.ROLLED_BACK,
+        Result.ROLLBACK_FAILED,
+        Result.PRE_DEPLOY_FAILED,
+    }
 )
 DESCRIPTION_LIMIT = 140  # GitHub refuses longer commit status and deployment descriptions
 
@@ -48,11 +56,11 @@ LABELS: dict[str, str] = {
     Result.DEPLOYED.value: "Deployed",
     Result.FAILED.value: "Rollout failed",
     Result.ROLLED_BACK.value: "Rolled back",
+    Result.ROLLBACK_FAILED.value: "Rollback failed",
     Result.TEST_FAILED.value: "Test failed",
     Result.PRE_DEPLOY_FAILED.value: "Pre-deploy task failed",
     Result.BUILD_FAILED.value: "Build failed",
     Result.SUPERSEDED.value: "Superseded",
-    "rollback_failed": "Rollback failed",
 }
 
 State = Literal["pending", "success", "failure", "error"]

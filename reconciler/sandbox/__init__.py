@@ -14,7 +14,8 @@ from __future__ import annotations
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.faults import CallCounter, FaultInjector
 from reconciler.sandbox.provision import ProvisionedApp, provision_app
-from reconciler.sandbox.rollout import Outcome, RolloutController, Scenario
+from reconciler.sandbox.rollout import RolloutController
+from reconciler.sandbox.scenario import Outcome, Scenario
 
 __all__ = [
     "CallCounter",

@@ -72,7 +72,7 @@ from moto.ecs.responses import EC2ContainerServiceResponse
 if TYPE_CHECKING:
     import threading
 
-    from reconciler.sandbox.rollout import Scenario
+    from reconciler.sandbox.scenario import Scenario
 
 DESCRIBE_LIMIT = 20  # DescribeServiceDeployments and DescribeServiceRevisions take 20 ARNs
 LIST_DEFAULT = 20  # ListServiceDeployments answers this many when maxResults is not given

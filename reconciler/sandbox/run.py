@@ -21,7 +21,7 @@ from reconciler.config import Config
 from reconciler.loopback import is_loopback
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.provision import provision_app
-from reconciler.sandbox.rollout import Outcome, Scenario
+from reconciler.sandbox.scenario import Outcome, Scenario
 
 SANDBOX_ACCOUNT_REGISTRY = "123456789012.dkr.ecr.{region}.amazonaws.com"
 

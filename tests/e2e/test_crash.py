@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.sandbox.rollout import Scenario
+from reconciler.sandbox.scenario import Scenario
 from tests.support.daemon_process import DaemonProcess
 from tests.support.probes import eventually, images_of_family, slow_dockerfile
 from tests.support.world import World

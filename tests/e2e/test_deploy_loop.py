@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.sandbox.rollout import Scenario
+from reconciler.sandbox.scenario import Scenario
 from tests.support.daemon_process import DaemonProcess
 from tests.support.probes import eventually
 from tests.support.webhooks import signed_push

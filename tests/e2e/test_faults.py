@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from reconciler.sandbox.aws import SandboxAws
-from reconciler.sandbox.rollout import Scenario
+from reconciler.sandbox.scenario import Scenario
 from tests.support.multiapp import daemon_for
 from tests.support.probes import (
     assert_backoff,

@@ -13,7 +13,7 @@ import pytest
 
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.provision import Controller, Strategy
-from reconciler.sandbox.rollout import Scenario
+from reconciler.sandbox.scenario import Scenario
 from tests.support.daemon_process import DaemonProcess
 from tests.support.probes import eventually, reconcile_count
 from tests.support.world import RunningDaemon, World

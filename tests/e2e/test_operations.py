@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.sandbox.rollout import Scenario
+from reconciler.sandbox.scenario import Scenario
 from tests.support.cli import reconciler
 from tests.support.daemon_process import DaemonProcess
 from tests.support.probes import eventually

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from reconciler.sandbox.rollout import Scenario
+from reconciler.sandbox.scenario import Scenario
 from tests.support.world import World
 
 pytestmark = [pytest.mark.e2e]

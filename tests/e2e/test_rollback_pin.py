@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.sandbox.rollout import Scenario
+from reconciler.sandbox.scenario import Scenario
 from tests.support.world import RunningDaemon, World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -20,7 +20,7 @@ from reconciler.model import RolloutSettings, ServiceDeployment, utcnow
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.deployments import DEFAULT_ALARM
 from reconciler.sandbox.provision import Controller, ProvisionedApp, Strategy, provision_app
-from reconciler.sandbox.rollout import Scenario
+from reconciler.sandbox.scenario import Scenario
 
 if TYPE_CHECKING:
     from mypy_boto3_ecs import ECSClient
