@@ -438,8 +438,7 @@ class DockerEngine:
                                 raise
                             # The command is not in the image (or not executable): the
                             # test failed, as a shell would say with exit 127.
-                            message = one_line(exc.message)
-                            emit([message])
+                            emit([one_line(exc.message)])
                             return TestRun(exit_code=127, timed_out=False, tail=tuple(tail))
                         # One splitter per stream: a partial stdout line must not be joined
                         # to the stderr line that arrives in between.
