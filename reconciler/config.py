@@ -242,6 +242,8 @@ class AppConfig(_Section):
     git_token_file: OptionalPath = None
     git_ssh_key_file: OptionalPath = None
     extra_tags: tuple[str, ...] = ()
+    promote_from: str = ""  # another app: deploy what it has proved, no build
+    promote_after: Duration = 600.0  # ... once it has been live there this long
     region: str = ""  # default: [aws].region
     role_arn: str = ""  # assumed through STS for this app's ECS, ECR and RunTask calls
     external_id: str = ""
@@ -395,6 +397,23 @@ class Config(BaseSettings):
             if app.name in seen:
                 raise ValueError(f"duplicate app name {app.name!r}")
             seen.add(app.name)
+        return self
+
+    @model_validator(mode="after")
+    def _promotions(self) -> Config:
+        sources = {a.name: a.promote_from for a in self.apps if a.promote_from}
+        for name, source in sources.items():
+            if source not in {a.name for a in self.apps}:
+                raise ValueError(f"apps[{name}].promote_from: unknown app {source!r}")
+        for name, first in sources.items():
+            chain, current = [name], first
+            while current in sources:
+                chain.append(current)
+                if current == name:
+                    raise ValueError(f"apps[{name}].promote_from: a cycle: {' -> '.join(chain)}")
+                if current in chain[:-1]:
+                    break  # a cycle that does not pass through `name`: said for its own apps
+                current = sources[current]
         return self
 
 

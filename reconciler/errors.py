@@ -3,6 +3,7 @@
     ReconcilerError
     ├── ConfigError            the config file is invalid; carries one line per problem
     ├── TransientError         retry with backoff; never marks a revision as failed
+    │   ├── PromotionWaiting       the source of a promotion has proved no revision yet
     │   ├── GitUnavailable         remote unreachable, fetch failed
     │   ├── DockerUnavailable      engine socket down or not answering
     │   ├── RegistryUnavailable    registry down, push interrupted
@@ -36,6 +37,10 @@ class ConfigError(ReconcilerError):
 
 class TransientError(ReconcilerError):
     """Something we depend on is down or busy; the same pass may succeed later."""
+
+
+class PromotionWaiting(TransientError):
+    """The app a promoted app follows has not kept a revision live long enough yet."""
 
 
 class GitUnavailable(TransientError):

@@ -20,7 +20,7 @@ from reconciler.adapters.ports import Adapters
 from reconciler.config import AppConfig
 from reconciler.errors import BuildFailed, ReconcilerError, StalledError, TransientError
 from reconciler.reporter import Reporter
-from reconciler.stages.context import AppSession
+from reconciler.stages.context import AppSession, PromotionSource
 from reconciler.stages.pipeline import Next, run_pass
 from reconciler.state import StateStore
 
@@ -38,6 +38,7 @@ class AppLoop:
         store: StateStore,
         reporter: Reporter,
         timings: backoff.Timings,
+        promotion: PromotionSource | None = None,
     ) -> None:
         self.app = app
         self.status = reporter.status
@@ -49,6 +50,7 @@ class AppLoop:
             timings=timings,
             build_slots=build_slots,
             poll_interval=poll_interval,
+            promotion=promotion,
         )
         self._wakeup = asyncio.Event()
         self._clear_hold_requested = False

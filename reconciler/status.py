@@ -64,6 +64,7 @@ class AppStatus:
     history: deque[HistoryEntry] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
     observed: bool = False  # set once a pass has looked at git and ECS (for /readyz)
     rollout: RolloutView | None = None  # the rollout watched now, or the last one
+    promoted_from: str | None = None  # the app whose proved revisions this one follows
     pinned_by: str | None = None  # "rollback" while an operator's rollback pin holds
     pinned_revision: str | None = None
 
@@ -76,6 +77,9 @@ class AppStatus:
             "last_error": self.last_error,
             "last_transition": _iso(self.last_transition),
             "rollout": None if self.rollout is None else self.rollout.to_json(),
+            "promoted_from": None
+            if self.promoted_from is None
+            else {"app": self.promoted_from, "revision": self.desired_revision},
             "pinned_by": self.pinned_by,
             "pinned_revision": self.pinned_revision,
             "history": [

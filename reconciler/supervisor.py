@@ -10,6 +10,7 @@ next loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,13 +24,13 @@ from reconciler.adapters.accounts import Account
 from reconciler.adapters.ports import Adapters, EcrPort, EcsPort
 from reconciler.config import AppConfig, Config
 from reconciler.errors import ReconcilerError
-from reconciler.events import EventBus
+from reconciler.events import EventBus, Finished
 from reconciler.loop import AppLoop
 from reconciler.metrics import Metrics
-from reconciler.model import Phase, Pin, utcnow
+from reconciler.model import Phase, Pin, Result, utcnow
 from reconciler.pins import rollback_target
 from reconciler.reporter import BUSY, Reporter
-from reconciler.stages.context import source_of
+from reconciler.stages.context import PromotionSource, source_of
 from reconciler.state import StateStore
 from reconciler.status import AppStatus
 from reconciler.webhooks import PushEvent, matches
@@ -102,6 +103,7 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._adapters: Adapters | None = None
         self._accounts: AccountClients | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._store = store or StateStore(config.daemon.state_dir)
         self._build_slots = asyncio.Semaphore(config.daemon.max_concurrent_builds)
 
@@ -217,10 +219,36 @@ class Supervisor:
         self._accounts = accounts
         for app in self.config.apps:
             await self._start_app(app)
+        self._follower = asyncio.create_task(self._nudge_followers(), name="promotions")
 
     async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
         await self._stop_apps(list(self._tasks))
         self._adapters = None
+
+    async def _nudge_followers(self) -> None:
+        """When an app deploys, the apps promoted from it look again once that revision has
+        been live their `promote_after` (they poll too; this makes them prompt)."""
+        events = self.bus.subscribe()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                event = await events.get()
+                if not isinstance(event, Finished) or event.result is not Result.DEPLOYED:
+                    continue
+                for app in self.config.apps:
+                    if app.promote_from == event.app:
+                        loop.call_later(app.promote_after + 0.5, self._nudge, app.name)
+        finally:
+            self.bus.unsubscribe(events)
+
+    def _nudge(self, name: str) -> None:
+        steerable = self.loops.get(name)
+        if steerable is not None:
+            steerable.nudge()
 
     def crashed_loop(self) -> asyncio.Task[None] | None:
         """An app loop that ended by itself (they never do unless something is badly wrong)."""
@@ -234,9 +262,16 @@ class Supervisor:
         ecs, ecr = await self._accounts.clients(account)
         return dataclasses.replace(self._adapters, ecs=ecs, ecr=ecr)
 
+    async def _promotion_of(self, app: AppConfig) -> PromotionSource | None:
+        source = next((a for a in self.config.apps if a.name == app.promote_from), None)
+        if source is None:
+            return None
+        return PromotionSource(app=source, io=await self._adapters_for(source))
+
     async def _start_app(self, app: AppConfig) -> None:
         adapters = await self._adapters_for(app)
         status = self.statuses.get(app.name) or AppStatus(name=app.name)
+        status.promoted_from = app.promote_from or None
         self.statuses[app.name] = status
         loop = AppLoop(
             app=app,
@@ -248,6 +283,7 @@ class Supervisor:
                 app=app.name, status=status, metrics=self.metrics, store=self._store, bus=self.bus
             ),
             timings=self.timings,
+            promotion=await self._promotion_of(app),
         )
         self.loops[app.name] = loop
         # The series exists (0) from the start, so "not in sync yet" is visible as such.

@@ -283,6 +283,7 @@ async def test_status_lists_every_app_with_the_documented_fields(daemon: HttpFac
         "last_transition",
         "history",
         "rollout",
+        "promoted_from",
         "pinned_by",
         "pinned_revision",
     }

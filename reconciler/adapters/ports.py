@@ -74,6 +74,20 @@ class RegistryPort(Protocol):
     ) -> bool:
         """Whether the registry already has `repository:tag`."""
 
+    async def copy(
+        self,
+        *,
+        source_registry: str,
+        source_repository: str,
+        tag: str,
+        target_registry: str,
+        target_repository: str,
+        source_auth: RegistryAuth | None,
+        target_auth: RegistryAuth | None,
+    ) -> str:
+        """Copy `source_repository:tag` to `target_repository:tag` (no layer leaves the
+        registry where both are one); the digest, equal in both."""
+
     async def retag(
         self, *, registry: str, repository: str, tag: str, new_tag: str, auth: RegistryAuth | None
     ) -> str:

@@ -64,6 +64,14 @@ class Registration:
     arn: str
 
 
+@dataclass(frozen=True)
+class PromotionSource:
+    """The app a promoted app follows, and the seams that reach its account's registry."""
+
+    app: AppConfig
+    io: Adapters
+
+
 @dataclass
 class AppSession:
     app: AppConfig
@@ -78,6 +86,7 @@ class AppSession:
     # for it, so a reload or shutdown never leaves a registration without its service update.
     critical: asyncio.Lock = field(default_factory=asyncio.Lock)
     registration: Registration | None = None
+    promotion: PromotionSource | None = None
     # False once ECS refused the service deployments API for this app (access denied):
     # its rollouts are judged by the deployments list from then on, and that is said once.
     service_deployments_usable: bool = True

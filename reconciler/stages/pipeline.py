@@ -42,6 +42,7 @@ from reconciler.stages.context import AppSession, PassContext
 from reconciler.stages.deploy import register, update
 from reconciler.stages.observe import desired_of, observe
 from reconciler.stages.pre_deploy import pre_deploy
+from reconciler.stages.promote import promote
 from reconciler.stages.push import push
 from reconciler.stages.resolve import desired_revision, pinned
 from reconciler.stages.rollback import hold_failed, roll_back
@@ -148,7 +149,9 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
 
 
 async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
-    if needs_build:
+    if needs_build and ctx.session.promotion is not None:
+        await promote(ctx)
+    elif needs_build:
         await build(ctx)
         if not await run_test(ctx):
             return Next.WAIT

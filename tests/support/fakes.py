@@ -137,6 +137,22 @@ class FakeRegistry(_Failures):
         self.check("has_tag")
         return f"{registry}/{repository}:{tag}" in self._docker.pushes
 
+    async def copy(
+        self,
+        *,
+        source_registry: str,
+        source_repository: str,
+        tag: str,
+        target_registry: str,
+        target_repository: str,
+        source_auth: RegistryAuth | None,
+        target_auth: RegistryAuth | None,
+    ) -> str:
+        """The copied image appears as pushed to the target."""
+        self.check("copy")
+        self._docker.pushes.append(f"{target_registry}/{target_repository}:{tag}")
+        return "sha256:" + "3" * 64
+
     async def retag(
         self, *, registry: str, repository: str, tag: str, new_tag: str, auth: RegistryAuth | None
     ) -> str:
