@@ -346,6 +346,18 @@ def _steer(args: argparse.Namespace, action: str, body: Any = None) -> Any:
     )
 
 
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from reconciler.stages.cleanup import cleanup_rows
+
+    _, config = _load(args)
+    if args.app and args.app not in {a.name for a in config.apps}:
+        raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
+    rows = asyncio.run(cleanup_rows(config, [args.app] if args.app else [], dry_run=args.dry_run))
+    _print_table(rows, ["app", "action", "item", "detail"])
+    failed = any(r["action"] == "error" or r["action"].endswith("failed") for r in rows)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     _steer(args, "sync")
     print(f"sync of {args.app} started")
@@ -401,6 +413,17 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
     for row in rows:
         print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+
+
+def _housekeeping_command(sub: Any) -> None:
+    cleanup = sub.add_parser(
+        "cleanup",
+        help="deregister old task definitions and delete old images, as [apps.cleanup] says",
+    )
+    cleanup.add_argument("--config", help="config file (default: $RECONCILER_CONFIG)")
+    cleanup.add_argument("--app")
+    cleanup.add_argument("--dry-run", action="store_true", help="only list what would go")
+    cleanup.set_defaults(func=cmd_cleanup)
 
 
 def _steering_commands(sub: Any) -> None:
@@ -461,6 +484,7 @@ def parser() -> argparse.ArgumentParser:
     sync.add_argument("--token-file")
     sync.set_defaults(func=cmd_sync)
     _steering_commands(sub)
+    _housekeeping_command(sub)
     sandbox = sub.add_parser(
         "sandbox", help="embedded AWS (moto) with rolling updates, for trying it out"
     )

@@ -27,6 +27,7 @@ from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs
 from reconciler.adapters.git import GitMirrors
+from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.adapters.ports import Adapters
 from reconciler.adapters.registry import Registry
 from reconciler.config import Config
@@ -67,7 +68,12 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
         stack.push_async_callback(registry.close)
         git = GitMirrors(config.daemon.state_dir)
         stack.callback(git.close)
-        yield Adapters(git=git, docker=docker, registry=registry, ecr=ecr, ecs=ecs)
+        housekeeping = await stack.enter_async_context(
+            Housekeeping.connect(region=config.aws.region, endpoint_url=config.aws.endpoint_url)
+        )
+        yield Adapters(
+            git=git, docker=docker, registry=registry, ecr=ecr, ecs=ecs, housekeeping=housekeeping
+        )
 
 
 def register_secrets(config: Config) -> None:

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import structlog
 
 from reconciler import backoff
-from reconciler.adapters.accounts import Account
-from reconciler.adapters.ports import Adapters, EcrPort, EcsPort
+from reconciler.adapters.accounts import Account, account_of
+from reconciler.adapters.ports import Adapters, EcrPort, EcsPort, HousekeepingPort
 from reconciler.config import AppConfig, Config
 from reconciler.errors import ReconcilerError
 from reconciler.events import EventBus, Finished
@@ -45,11 +45,7 @@ class AccountClients(Protocol):
 
     async def clients(self, account: Account) -> tuple[EcsPort, EcrPort]: ...
 
-
-def account_of(app: AppConfig, *, default_region: str) -> Account:
-    return Account(
-        region=app.region or default_region, role_arn=app.role_arn, external_id=app.external_id
-    )
+    async def housekeeping(self, account: Account) -> HousekeepingPort: ...
 
 
 class Steerable(Protocol):
@@ -260,7 +256,8 @@ class Supervisor:
         if self._accounts is None or account == Account(region=self.config.aws.region):
             return self._adapters
         ecs, ecr = await self._accounts.clients(account)
-        return dataclasses.replace(self._adapters, ecs=ecs, ecr=ecr)
+        housekeeping = await self._accounts.housekeeping(account)
+        return dataclasses.replace(self._adapters, ecs=ecs, ecr=ecr, housekeeping=housekeeping)
 
     async def _promotion_of(self, app: AppConfig) -> PromotionSource | None:
         source = next((a for a in self.config.apps if a.name == app.promote_from), None)

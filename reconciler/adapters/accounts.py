@@ -23,6 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs, boto_config
+from reconciler.adapters.housekeeping import Housekeeping
+from reconciler.config import AppConfig
 from reconciler.errors import AwsRejected, AwsUnavailable
 
 ROLE_SESSION = "reconciler"
@@ -36,6 +38,13 @@ class Account:
     region: str
     role_arn: str = ""
     external_id: str = ""
+
+
+def account_of(app: AppConfig, *, default_region: str) -> Account:
+    """Where `app`'s AWS calls go."""
+    return Account(
+        region=app.region or default_region, role_arn=app.role_arn, external_id=app.external_id
+    )
 
 
 def assume_role_fetcher(account: Account, *, endpoint_url: str) -> Any:
@@ -99,6 +108,8 @@ class Accounts:
         self._registry_override = registry_override
         self._stack = AsyncExitStack()
         self._opened: dict[Account, tuple[Ecs, Ecr]] = {}
+        self._sessions: dict[Account, aioboto3.Session] = {}
+        self._housekeeping: dict[Account, Housekeeping] = {}
 
     @classmethod
     @asynccontextmanager
@@ -113,7 +124,7 @@ class Accounts:
     async def clients(self, account: Account) -> tuple[Ecs, Ecr]:
         opened = self._opened.get(account)
         if opened is None:
-            session = session_for(account, endpoint_url=self._endpoint_url)
+            session = self._session(account)
             ecs = await self._stack.enter_async_context(
                 Ecs.connect(region=account.region, endpoint_url=self._endpoint_url, session=session)
             )
@@ -127,3 +138,25 @@ class Accounts:
             )
             opened = self._opened[account] = (ecs, ecr)
         return opened
+
+    async def housekeeping(self, account: Account) -> Housekeeping:
+        found = self._housekeeping.get(account)
+        if found is None:
+            found = await self._stack.enter_async_context(
+                Housekeeping.connect(
+                    region=account.region,
+                    endpoint_url=self._endpoint_url,
+                    session=self._session(account),
+                )
+            )
+            self._housekeeping[account] = found
+        return found
+
+    def _session(self, account: Account) -> aioboto3.Session:
+        """One session per account, so its assumed credentials are fetched once for all."""
+        session = self._sessions.get(account)
+        if session is None:
+            session = self._sessions[account] = session_for(
+                account, endpoint_url=self._endpoint_url
+            )
+        return session

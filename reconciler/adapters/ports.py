@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, Protocol
 from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.registry import RegistryAuth
+from reconciler.cleanup import Deleted, StoredImage, TaskDefinitionRevision
 from reconciler.model import ServiceDeployment, ServiceState, TaskLaunch, TaskState, TestRun
 
 TaskDefinition = dict[str, Any]
@@ -150,6 +151,32 @@ class EcsPort(Protocol):
         """One service deployment's record; concurrent callers share batched calls."""
 
 
+class HousekeepingPort(Protocol):
+    """The AWS calls housekeeping needs (adapters/housekeeping.py has the real ones)."""
+
+    async def service(self, *, cluster: str, service: str) -> ServiceState:
+        """The service as ECS tells it now."""
+
+    async def in_flight_task_definitions(self, *, cluster: str, service: str) -> dict[str, str]:
+        """Task definition ARN -> why, for every revision a service deployment in flight
+        deploys, rolls from or rolls back to."""
+
+    async def task_definitions(self, family: str) -> list[TaskDefinitionRevision]:
+        """Every ACTIVE revision of the family, with tags and images."""
+
+    async def task_definition(self, arn: str) -> TaskDefinitionRevision:
+        """One revision, whatever its status."""
+
+    async def images(self, repository: str) -> list[StoredImage]:
+        """Every image of the ECR repository."""
+
+    async def deregister(self, arn: str) -> None:
+        """Deregister one revision."""
+
+    async def delete_images(self, repository: str, digests: Sequence[str]) -> list[Deleted]:
+        """Delete images by digest; one result per digest."""
+
+
 @dataclass(frozen=True)
 class Adapters:
     """The seams a pass uses, one of each."""
@@ -159,3 +186,5 @@ class Adapters:
     registry: RegistryPort
     ecr: EcrPort
     ecs: EcsPort
+    # Deregistering old task definitions and deleting old images; None where not opened.
+    housekeeping: HousekeepingPort | None = None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import structlog
 
+from reconciler.adapters.ports import HousekeepingPort
 from reconciler.cleanup import (
     Deleted,
     Plan,
@@ -43,32 +44,6 @@ log = structlog.get_logger("reconciler.pass")
 
 Kind = Literal["task_definition", "image"]
 PROTECTED_BY_CALLER = "protected (a hold's rollback target)"
-
-
-class HousekeepingPort(Protocol):
-    """The AWS calls housekeeping needs (adapters/housekeeping.py has the real ones)."""
-
-    async def service(self, *, cluster: str, service: str) -> ServiceState:
-        """The service as ECS tells it now."""
-
-    async def in_flight_task_definitions(self, *, cluster: str, service: str) -> dict[str, str]:
-        """Task definition ARN -> why, for every revision a service deployment in flight
-        deploys, rolls from or rolls back to."""
-
-    async def task_definitions(self, family: str) -> list[TaskDefinitionRevision]:
-        """Every ACTIVE revision of the family, with tags and images."""
-
-    async def task_definition(self, arn: str) -> TaskDefinitionRevision:
-        """One revision, whatever its status."""
-
-    async def images(self, repository: str) -> list[StoredImage]:
-        """Every image of the ECR repository."""
-
-    async def deregister(self, arn: str) -> None:
-        """Deregister one revision."""
-
-    async def delete_images(self, repository: str, digests: Sequence[str]) -> list[Deleted]:
-        """Delete images by digest; one result per digest."""
 
 
 class CleanupSettings(Protocol):
@@ -478,11 +453,10 @@ async def cleanup_rows(
     or one whose state file cannot be read (its holds are unknown), is only reported on, as
     in a dry run.
     """
-    from reconciler.adapters.accounts import Account, session_for
+    from reconciler.adapters.accounts import Account, account_of, session_for
     from reconciler.adapters.housekeeping import Housekeeping
     from reconciler.errors import ConfigError
     from reconciler.state import StateStore
-    from reconciler.supervisor import account_of
 
     known = {a.name: a for a in config.apps}
     unknown = [name for name in apps if name not in known]

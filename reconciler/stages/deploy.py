@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from reconciler.cleanup import APP_TAG
 from reconciler.errors import StateUnwritable, TransientError
 from reconciler.model import Attempt, Live, Phase
 from reconciler.stages.context import PassContext, Registration
@@ -85,9 +86,6 @@ async def update(ctx: PassContext, registered: Registered) -> Rollout | None:
     return Rollout(
         deployment_id=deployment_id, task_definition=arn, previous=previous, since=attempt.at
     )
-
-
-APP_TAG = "reconciler:app"
 
 
 def with_app_tag(tags: list[Any], app: str) -> list[Any]:

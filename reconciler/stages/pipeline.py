@@ -38,6 +38,7 @@ from reconciler.model import (
 )
 from reconciler.plan import plan
 from reconciler.stages.build import build
+from reconciler.stages.cleanup import after_rollout
 from reconciler.stages.context import AppSession, PassContext
 from reconciler.stages.deploy import register, update
 from reconciler.stages.observe import desired_of, observe
@@ -188,6 +189,7 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
         # Moved before InSync is said, so whoever sees InSync finds `latest` on what runs.
         await move_extra_tags(ctx)
         ctx.report.deployed()
+        await after_rollout(ctx, ctx.io.housekeeping, previous=rollout.previous)
         return Next.WAIT
     await hold_failed(ctx, ended, previous=rollout.previous)
     return Next.WAIT
