@@ -170,7 +170,7 @@ async def test_with_scripts_off_the_pages_read_the_same_and_the_form_syncs(world
         assert await phase.text_content() == "InSync"
         assert "phase-insync" in (await phase.get_attribute("class") or "")
         assert await tab.page.locator("[data-live-indicator]").is_hidden()  # no script ran
-        assert world.first_commit[:7] in (await tab.page.locator("dl.facts").inner_text())
+        assert world.first_commit[:7] in (await tab.page.locator("dl.facts").first.inner_text())
         assert await tab.page.locator("section.history tbody tr").count() >= 1
         syncs = reconcile_count(daemon, "in_sync")
         await tab.page.locator("form.sync button").click()

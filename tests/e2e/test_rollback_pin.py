@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.sandbox.scenario import Scenario
+from tests.support.probes import eventually
 from tests.support.world import RunningDaemon, World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -85,6 +86,7 @@ async def test_rollback_during_a_rollout_in_flight_goes_back_at_once(world: Worl
             lambda s: s["phase"] == "Deploying" and s["desired"]["revision"] == stuck,
             what="the stuck rollout",
         )
+        await eventually(lambda: world.updates() == 2, what="the stuck one's UpdateService")
         async with daemon.http.post(
             f"{daemon.url}/apps/{world.name}/rollback", json={"revision": world.first_commit}
         ) as answer:
