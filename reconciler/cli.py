@@ -347,9 +347,12 @@ def _steer(args: argparse.Namespace, action: str, body: Any = None) -> Any:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    from reconciler import logs
     from reconciler.stages.cleanup import cleanup_rows
 
     _, config = _load(args)
+    # The table goes to stdout; what is done on the way is logged to stderr.
+    logs.configure(log_format="console", stream=sys.stderr)
     if args.app and args.app not in {a.name for a in config.apps}:
         raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
     rows = asyncio.run(cleanup_rows(config, [args.app] if args.app else [], dry_run=args.dry_run))
