@@ -5,52 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import boto3
 import pytest
 
 from reconciler.sandbox.aws import SandboxAws
-from reconciler.sandbox.provision import provision_app
+from tests.support.accounts import OTHER_ACCOUNT_ROLE, OTHER_REGION, in_account, service_in
 from tests.support.multiapp import daemon_for
 from tests.support.world import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-PRODUCTION_ROLE = "arn:aws:iam::111111111111:role/reconciler-deployer"
-OTHER_REGION = "eu-west-1"
-
-
-def assumed(aws: SandboxAws, role: str) -> tuple[str, str, str]:
-    sts = boto3.client("sts", region_name=aws.region, endpoint_url=aws.endpoint_url)
-    answer = sts.assume_role(RoleArn=role, RoleSessionName="provision")["Credentials"]
-    return answer["AccessKeyId"], answer["SecretAccessKey"], answer["SessionToken"]
-
-
-def in_account(world: World, *, role: str, region: str) -> None:
-    """Provision the World's app again, in the role's account and `region`."""
-    provision_app(
-        endpoint_url=world.aws.endpoint_url,
-        region=region,
-        cluster=world.cluster,
-        service=world.name,
-        ecr_repository=world.name,
-        family=world.name,
-        image=f"{world.registry}/{world.name}:bootstrap",
-        credentials=assumed(world.aws, role),
-    )
-    world.app_overrides.update(region=region, role_arn=role, external_id="e2e-external-id")
-
-
-def service_in(world: World, *, role: str, region: str) -> dict[str, object]:
-    key, secret, token = assumed(world.aws, role)
-    ecs = boto3.client(
-        "ecs",
-        region_name=region,
-        endpoint_url=world.aws.endpoint_url,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        aws_session_token=token,
-    )
-    return dict(ecs.describe_services(cluster=world.cluster, services=[world.name])["services"][0])
+PRODUCTION_ROLE = OTHER_ACCOUNT_ROLE
 
 
 async def test_apps_in_two_accounts_deploy_each_in_its_own(
@@ -59,14 +23,14 @@ async def test_apps_in_two_accounts_deploy_each_in_its_own(
     aws.faults.clear()
     staging = World.create(tmp_path / "staging", aws, registry)
     production = World.create(tmp_path / "production", aws, registry)
-    in_account(production, role=PRODUCTION_ROLE, region=OTHER_REGION)
+    in_account(production)
     before = aws.calls.count("AssumeRole")
     async with daemon_for([staging, production]) as (on_staging, on_production):
         await on_staging.wait_phase("InSync", revision=staging.first_commit)
         await on_production.wait_phase("InSync", revision=production.first_commit)
     assert aws.calls.count("AssumeRole") > before
     # Production's service in its own account and region runs the new image ...
-    running = service_in(production, role=PRODUCTION_ROLE, region=OTHER_REGION)
+    running = service_in(production)
     assert str(running["serviceArn"]).startswith(f"arn:aws:ecs:{OTHER_REGION}:111111111111:")
     assert str(running["taskDefinition"]).endswith(":2")
     # ... and the same-named service in the daemon's own account was never touched.

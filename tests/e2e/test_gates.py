@@ -236,3 +236,24 @@ async def test_killed_while_the_pre_deploy_task_runs_the_restart_awaits_it(
         second.kill()
     assert len(world.aws.tasks.started(world.cluster)) == 1
     assert world.updates() == 1
+
+
+async def test_a_pre_deploy_task_that_never_starts_names_the_reason(world: World) -> None:
+    world.aws.tasks.set_scenario(world.cluster, TaskScenario(never_starts=True, after=0.3))
+    world.app_overrides["pre_deploy"] = {"command": ["migrate"]}
+    async with world.daemon() as daemon:
+        status = await daemon.wait_for(lambda s: s["phase"] == "Failed", what="Failed")
+    assert "TaskFailedToStart" in status["last_error"]
+    assert "CannotPullContainerError" in status["last_error"]
+    assert status["history"][0]["result"] == "pre_deploy_failed"
+    assert world.updates() == 0
+
+
+async def test_a_pre_deploy_task_past_its_timeout_is_stopped(world: World) -> None:
+    world.aws.tasks.set_scenario(world.cluster, TaskScenario(hang=True))
+    world.app_overrides["pre_deploy"] = {"command": ["migrate"], "timeout": "2s"}
+    async with world.daemon() as daemon:
+        status = await daemon.wait_for(lambda s: s["phase"] == "Failed", what="Failed")
+    assert "did not finish within 2s and was stopped" in status["last_error"]
+    assert world.aws.calls.count("StopTask") >= 1
+    assert world.updates() == 0

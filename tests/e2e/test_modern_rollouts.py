@@ -222,3 +222,22 @@ async def test_services_of_other_controllers_are_refused_and_never_written(
     assert status["phase"] != "InSync"
     assert world.updates() == 0
     assert aws.calls.count("RegisterTaskDefinition") == registered
+
+
+async def test_the_services_own_settings_survive_a_deploy(
+    tmp_path: Path, aws: SandboxAws, registry: str, docker_engine: str
+) -> None:
+    """UpdateService names the task definition only: strategy, bake, alarms, network and
+    launch settings stay as the service was configured."""
+    aws.faults.clear()
+    world = World.create(
+        tmp_path, aws, registry, strategy="BLUE_GREEN", bake_minutes=1, alarms=["web-5xx"]
+    )
+    before = world.service()
+    async with world.daemon() as daemon:
+        await daemon.wait_phase("InSync", revision=world.first_commit)
+    after = world.service()
+    assert after["taskDefinition"] != before["taskDefinition"]
+    for key in ("deploymentConfiguration", "networkConfiguration", "launchType", "loadBalancers"):
+        assert after.get(key) == before.get(key), key
+    assert after["deploymentConfiguration"]["strategy"] == "BLUE_GREEN"

@@ -1,5 +1,5 @@
-"""Promotion on the real stack: production follows what staging proved, with the same image
-digest and no build, and never a revision that failed in staging."""
+"""Promotion on the real stack: production, in another account, follows what staging proved,
+with the same image digest and no build, and never a revision that failed in staging."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.scenario import Scenario
+from tests.support.accounts import in_account, service_in
 from tests.support.multiapp import daemon_for
 from tests.support.world import World
 
@@ -40,6 +41,7 @@ async def test_production_follows_what_staging_proved(
     aws.faults.clear()
     staging = World.create(tmp_path / "staging", aws, registry)
     production = World.create(tmp_path / "production", aws, registry)
+    in_account(production)  # production in another account and region than staging
     production.app_overrides.update(promote_from=staging.name, promote_after="2s")
     async with daemon_for([staging, production]) as (on_staging, on_production):
         await on_staging.wait_phase("InSync", revision=staging.first_commit)
@@ -67,3 +69,4 @@ async def test_production_follows_what_staging_proved(
     assert failing not in revisions
     assert digest(production, good) == digest(staging, good)
     assert production.updates() == 2
+    assert str(service_in(production)["taskDefinition"]).endswith(":3")
