@@ -142,8 +142,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
     from reconciler.daemon import open_adapters
     from reconciler.plan import plan
-    from reconciler.stages.context import source_of
     from reconciler.stages.observe import desired_of, observe
+    from reconciler.stages.resolve import resolve
     from reconciler.state import StateStore
 
     store = StateStore(config.daemon.state_dir)
@@ -155,7 +155,7 @@ async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
             for app in apps:
                 row: dict[str, Any] = {"app": app.name}
                 try:
-                    revision = await io.git.resolve(source_of(app))
+                    revision = await resolve(app, memory_of=store.peek, git=io.git)
                     desired = await desired_of(app, io, revision=revision)
                     obs = await observe(app, io, desired=desired, memory=store.peek(app.name))
                     action = plan(obs)

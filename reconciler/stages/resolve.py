@@ -7,35 +7,47 @@ the other app kept live for `promote_after`; otherwise git says (`paths`, or the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from reconciler.adapters.ports import GitPort
+from reconciler.config import AppConfig
 from reconciler.errors import PromotionWaiting
 from reconciler.model import utcnow
 from reconciler.promotion import promotable
-from reconciler.stages.context import AppSession
+from reconciler.stages.context import AppSession, source_of
+from reconciler.state import AppMemory
 
 
-def pinned(session: AppSession) -> str | None:
+def pinned_in(app: AppConfig, memory: AppMemory) -> str | None:
     """The revision an operator pinned the app to, if the pin still holds."""
-    pin = session.memory.pin
-    if pin is not None and pin.config_fingerprint == session.app.fingerprint():
+    pin = memory.pin
+    if pin is not None and pin.config_fingerprint == app.fingerprint():
         return pin.revision
     return None
 
 
-async def desired_revision(session: AppSession) -> str:
-    session.nudges.resolved()
-    pin = pinned(session)
+def pinned(session: AppSession) -> str | None:
+    return pinned_in(session.app, session.memory)
+
+
+async def resolve(app: AppConfig, *, memory_of: Callable[[str], AppMemory], git: GitPort) -> str:
+    """The desired revision of `app`; `memory_of` gives any app's remembered state (the
+    daemon's own, or as on disk for `reconciler plan`)."""
+    pin = pinned_in(app, memory_of(app.name))
     if pin is not None:
         return pin
-    app = session.app
     if app.promote_from and not app.revision:
-        return promoted(session)
-    return await session.io.git.resolve(session.source)
+        return promoted(app, memory_of(app.promote_from))
+    return await git.resolve(source_of(app))
 
 
-def promoted(session: AppSession) -> str:
-    app = session.app
-    history = session.store.load(app.promote_from).history
-    revision = promotable(history, now=utcnow(), after=app.promote_after)
+async def desired_revision(session: AppSession) -> str:
+    session.nudges.resolved()
+    return await resolve(session.app, memory_of=session.store.load, git=session.io.git)
+
+
+def promoted(app: AppConfig, source: AppMemory) -> str:
+    revision = promotable(source.history, now=utcnow(), after=app.promote_after)
     if revision is None:
         raise PromotionWaiting(
             f"waiting for {app.promote_from} to keep a revision live for "
