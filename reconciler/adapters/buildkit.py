@@ -19,7 +19,7 @@ import os
 import re
 import signal
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -143,9 +143,18 @@ def command(
     network: str,
     iidfile: str,
     environ: Mapping[str, str] | None = None,
+    cache_from: Sequence[str] = (),
+    docker_config: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """The argument list and environment of the build; build-arg values are in the latter."""
+    """The argument list and environment of the build; build-arg values are in the latter.
+
+    The image carries its build cache inline (BUILDKIT_INLINE_CACHE), so `cache_from` images
+    pushed by any host serve as cache here; `docker_config` is a directory whose config.json
+    holds the credentials for pulling them.
+    """
     env = dict(os.environ if environ is None else environ)
+    if docker_config is not None:
+        env["DOCKER_CONFIG"] = docker_config
     env.update(DOCKER_BUILDKIT="1", BUILDKIT_PROGRESS="plain", DOCKER_CLI_HINTS="false")
     argv = [cli.path]
     if url:
@@ -167,6 +176,9 @@ def command(
         argv += ["--target", target]
     if network:
         argv += ["--network", network]
+    argv += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+    for image in cache_from:
+        argv += ["--cache-from", image]
     argv.append("-")  # the context is the tar on stdin
     return argv, env
 

@@ -185,8 +185,13 @@ class DockerEngine:
         build_args: Mapping[str, str],
         target: str,
         labels: Mapping[str, str],
+        cache_from: Sequence[str] = (),
+        cache_auth: RegistryAuth | None = None,
     ) -> BuildResult:
         """Build the uncompressed tar `context` (read from its current position) as `tag`.
+
+        With BuildKit, images in `cache_from` (pulled with `cache_auth`) serve as build cache,
+        so a host that never built the app reuses what another host pushed.
 
         The tar is streamed from the file object, never held in memory. Raises BuildFailed
         (with the last lines of output) when the Dockerfile does not build, DockerUnavailable
@@ -203,6 +208,8 @@ class DockerEngine:
                 build_args=build_args,
                 target=target,
                 labels=labels,
+                cache_from=cache_from,
+                cache_auth=cache_auth,
             )
         return await self._build_classic(
             context=context,
@@ -259,9 +266,12 @@ class DockerEngine:
         build_args: Mapping[str, str],
         target: str,
         labels: Mapping[str, str],
+        cache_from: Sequence[str] = (),
+        cache_auth: RegistryAuth | None = None,
     ) -> BuildResult:
         with tempfile.TemporaryDirectory(prefix="reconciler-build-") as scratch:
             iidfile = Path(scratch, "iid")
+            docker_config = _docker_config(scratch, cache_auth) if cache_from else None
             argv, env = buildkit.command(
                 cli,
                 url=self._url,
@@ -272,6 +282,8 @@ class DockerEngine:
                 labels=labels,
                 network=self._network or await self._default_build_network(),
                 iidfile=str(iidfile),
+                cache_from=cache_from,
+                docker_config=docker_config,
             )
             progress = buildkit.PlainProgress(tail_lines=LOG_TAIL_LINES)
             ended = await buildkit.run(argv, env=env, context=context, progress=progress)
@@ -560,6 +572,21 @@ async def _remove_quietly(container: DockerContainer) -> None:
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _docker_config(scratch: str, auth: RegistryAuth | None) -> str | None:
+    """A private DOCKER_CONFIG for one build, holding only the cache registry's credentials
+    (in the build's own temporary directory, readable by this user alone)."""
+    if auth is None:
+        return None
+    directory = Path(scratch, "docker-config")
+    directory.mkdir(mode=0o700)
+    token = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
+    config = {"auths": {auth.server: {"auth": token}}}
+    path = directory / "config.json"
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(config))
+    return str(directory)
 
 
 def _cannot_start(exc: DockerError) -> bool:

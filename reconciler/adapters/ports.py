@@ -48,8 +48,10 @@ class DockerPort(Protocol):
         build_args: Mapping[str, str],
         target: str,
         labels: Mapping[str, str],
+        cache_from: Sequence[str] = (),
+        cache_auth: RegistryAuth | None = None,
     ) -> BuildResult:
-        """Build the tar `context` as `tag`."""
+        """Build the tar `context` as `tag`; images in `cache_from` may serve as cache."""
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         """Push `image`; the manifest digest it got."""

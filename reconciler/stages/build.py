@@ -41,6 +41,8 @@ async def build(ctx: PassContext) -> None:
                     "org.opencontainers.image.revision": revision,
                     "org.opencontainers.image.source": redact_url(app.repo),
                 },
+                cache_from=_cache_sources(ctx),
+                cache_auth=await io.ecr.auth(),
             )
         except BuildFailed as exc:
             _count_failure(ctx, exc)
@@ -51,6 +53,15 @@ async def build(ctx: PassContext) -> None:
     log.info(
         "build_finished", image=image, image_id=result.image_id, cached_steps=result.cached_steps
     )
+
+
+def _cache_sources(ctx: PassContext) -> list[str]:
+    """The images this app runs now, which any host built and pushed: their inline build
+    cache lets a host that never built the app reuse their layers."""
+    desired = ctx.observed.desired.image
+    running = {image for image in ctx.observed.live.images.values() if image != str(desired)}
+    prefix = f"{desired.registry}/{desired.repository}:"
+    return sorted(image for image in running if image.startswith(prefix))
 
 
 def _count_failure(ctx: PassContext, exc: BuildFailed) -> None:

@@ -95,6 +95,8 @@ class FakeDocker(_Failures):
         build_args: Mapping[str, str],
         target: str,
         labels: Mapping[str, str],
+        cache_from: Sequence[str] = (),
+        cache_auth: RegistryAuth | None = None,
     ) -> BuildResult:
         self.builds.append(tag)
         if self.during_build is not None:
