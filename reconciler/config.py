@@ -37,6 +37,16 @@ DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 SHA = re.compile(r"[0-9a-f]{40}")
 
 
+def _require_http_url(value: str) -> None:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"expected an http(s) URL, got {value!r}")
+
+
+def _require_region(value: str) -> None:
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", value):
+        raise ValueError(f"not an AWS region: {value!r}")
+
+
 def _optional_path(value: object) -> object:
     """`""` in TOML means "not set"; keep it out of Path()."""
     return None if value == "" else _no_nul(value)
@@ -71,8 +81,8 @@ class DaemonSettings(_Section):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
-        if value and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        if value:
+            _require_http_url(value)
         return value.rstrip("/")
 
     @field_validator("listen")
@@ -100,15 +110,14 @@ class AwsSettings(_Section):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", value):
-            raise ValueError(f"not an AWS region: {value!r}")
+        _require_region(value)
         return value
 
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        if value and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        if value:
+            _require_http_url(value)
         return value.rstrip("/")
 
     @field_validator("registry")
@@ -151,8 +160,7 @@ class NotifySettings(_Section):
 
 
 def _api_url(value: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"expected an http(s) URL, got {value!r}")
+    _require_http_url(value)
     return value.rstrip("/")
 
 
@@ -256,8 +264,8 @@ class AppConfig(_Section):
     @field_validator("region")
     @classmethod
     def _app_region(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", value):
-            raise ValueError(f"not an AWS region: {value!r}")
+        if value:
+            _require_region(value)
         return value
 
     @field_validator("role_arn")
@@ -270,8 +278,8 @@ class AppConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if value and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        if value:
+            _require_http_url(value)
         return value
 
     @field_validator("extra_tags")

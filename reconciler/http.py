@@ -295,17 +295,26 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def rollback_app(request: web.Request) -> web.Response:
-    """Pin the app to an earlier successful revision (`{"revision": ...}`, optional)."""
+def _steered_app(request: web.Request, action: str) -> str | web.Response:
+    """The app a rollback or unpin names, or the refusal: the sync rules, then 404."""
     daemon = request.app[DAEMON]
     refusal = sync_refusal(request, daemon)
     if refusal is not None:
         status, reason, message = refusal
-        log.warning("rollback_refused", reason=reason, remote=request.remote)
+        log.warning(f"{action}_refused", reason=reason, remote=request.remote)
         return _error(status, message)
     name = request.match_info["name"]
     if name not in daemon.app_names():
         return _error(404, f"unknown app {name!r}")
+    return name
+
+
+async def rollback_app(request: web.Request) -> web.Response:
+    """Pin the app to an earlier successful revision (`{"revision": ...}`, optional)."""
+    daemon = request.app[DAEMON]
+    name = _steered_app(request, "rollback")
+    if isinstance(name, web.Response):
+        return name
     requested = (await _json_body(request)).get("revision")
     if requested is not None and not isinstance(requested, str):
         return _error(400, "revision must be a string")
@@ -320,14 +329,9 @@ async def rollback_app(request: web.Request) -> web.Response:
 
 async def unpin_app(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
-    refusal = sync_refusal(request, daemon)
-    if refusal is not None:
-        status, reason, message = refusal
-        log.warning("unpin_refused", reason=reason, remote=request.remote)
-        return _error(status, message)
-    name = request.match_info["name"]
-    if name not in daemon.app_names():
-        return _error(404, f"unknown app {name!r}")
+    name = _steered_app(request, "unpin")
+    if isinstance(name, web.Response):
+        return name
     was = daemon.unpin(name)
     if was is None:
         return _restarting(name)
