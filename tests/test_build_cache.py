@@ -95,3 +95,23 @@ async def test_a_cache_image_that_cannot_be_read_does_not_fail_the_build(
     await build(engine, context_tar(tmp_path, base_image, "3"), tag, cache_from=[missing])
     assert image_exists(tag)
     as_a_new_host(tag)
+
+
+async def test_a_broken_build_names_its_failing_step_not_a_missing_cache_image(
+    engine: DockerEngine, registry: str, base_image: str, tmp_path: Path
+) -> None:
+    from reconciler.errors import BuildFailed
+
+    missing = f"{registry}/reconciler-test/no-such-cache:{uuid.uuid4().hex[:8]}"
+    context = tmp_path / "broken.tar"
+    dockerfile = f"FROM {base_image}\nRUN exit 3\n".encode()
+    with tarfile.open(context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    with pytest.raises(BuildFailed) as failed:
+        await build(
+            engine, context, f"reconciler-test/broken:{uuid.uuid4().hex[:8]}", cache_from=[missing]
+        )
+    assert "RUN exit 3" in str(failed.value)
+    assert "importing cache manifest" not in str(failed.value)

@@ -183,6 +183,9 @@ def command(
     return argv, env
 
 
+CACHE_IMPORT = "importing cache manifest from "
+
+
 class LineSplitter:
     """Bytes in, complete lines out, with no line longer than LINE_CAP characters.
 
@@ -281,7 +284,13 @@ class PlainProgress:
             self._names[vertex] = text
         elif text == "CACHED":
             self._cached.add(vertex)
-        elif text.startswith("ERROR:") and self.failed is None:
+        elif (
+            text.startswith("ERROR:")
+            and self.failed is None
+            and not self._names[vertex].startswith(CACHE_IMPORT)
+        ):
+            # A cache image that cannot be read is an error of its own vertex only: BuildKit
+            # builds on without the cache, so it is never the build's failure.
             self.failed = (self._names[vertex], text.removeprefix("ERROR:").strip(), line)
         if text.startswith("sha256:"):
             return  # the vertex digest (CLI 20.10): noise in a tail meant for people
