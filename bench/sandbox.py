@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
@@ -47,8 +47,8 @@ class TimedCalls(CallCounter):
         self._times: list[float] = []
         self._actions: list[str] = []
 
-    def record(self, action: str) -> None:
-        super().record(action)
+    def record(self, action: str, params: dict[str, Any] | None = None) -> None:
+        super().record(action, params)
         if action:
             with self._timeline_lock:
                 self._times.append(time.monotonic())

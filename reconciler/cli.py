@@ -144,9 +144,9 @@ async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
     from reconciler.plan import plan
     from reconciler.stages.observe import desired_of, observe
     from reconciler.stages.resolve import resolve
-    from reconciler.state import StateStore
+    from reconciler.state import FileStateStore
 
-    store = StateStore(config.daemon.state_dir)
+    store = FileStateStore(config.daemon.state_dir)
     rows: list[dict[str, Any]] = []
     # Git mirrors go to a scratch directory: `plan` writes nothing, not even to state_dir.
     with tempfile.TemporaryDirectory(prefix="reconciler-plan-") as scratch:

@@ -184,6 +184,90 @@ class BuildSettings(_Section):
     # The network of RUN steps: "" for the engine's default; "host" or "none" where the engine
     # has no bridge network.
     network: Literal["", "default", "host", "none"] = ""
+    # The engines builds are spread over; empty: the one engine at daemon.docker_host.
+    engines: tuple[str, ...] = ()
+    # Client certificates for the tcp:// engines: all three or none, and a tcp:// engine needs
+    # them. Its API unchecked is root on its host for anyone who reaches the port, so there is
+    # no plain-TCP opt-out; a unix:// socket is guarded by its file permissions instead.
+    tls_ca_file: OptionalPath = None
+    tls_cert_file: OptionalPath = None
+    tls_key_file: OptionalPath = None
+    max_per_engine: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("engines")
+    @classmethod
+    def _engines(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            tcp = re.fullmatch(r"tcp://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})", url)
+            unix = re.fullmatch(r"unix:///[^\s\x00]+", url)
+            if not (unix or (tcp and int(tcp.group(1)) < 65536)):
+                raise ValueError(
+                    f"engine {url!r} must be unix:///path/to/docker.sock or tcp://host:port"
+                )
+            if value.count(url) > 1:
+                raise ValueError(f"engine {url!r} is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _tls(self) -> BuildSettings:
+        files = {
+            "tls_ca_file": self.tls_ca_file,
+            "tls_cert_file": self.tls_cert_file,
+            "tls_key_file": self.tls_key_file,
+        }
+        missing = [key for key, path in files.items() if path is None]
+        tcp = [url for url in self.engines if url.startswith("tcp://")]
+        if missing and len(missing) < len(files):
+            raise ValueError(f"{', '.join(missing)} missing: the three TLS files go together")
+        if tcp and missing:
+            raise ValueError(
+                f"engine {tcp[0]!r} needs tls_ca_file, tls_cert_file and tls_key_file"
+                " (a Docker engine on TCP must check its clients)"
+            )
+        if not tcp and not missing:
+            raise ValueError("the TLS files are for tcp:// engines, and engines lists none")
+        return self
+
+    def tls_files(self) -> tuple[Path, Path, Path] | None:
+        """(CA, certificate, key) for the tcp:// engines, when set."""
+        if self.tls_ca_file and self.tls_cert_file and self.tls_key_file:
+            return self.tls_ca_file, self.tls_cert_file, self.tls_key_file
+        return None
+
+
+DYNAMODB_TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+HOST_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+
+
+class ClusterSettings(_Section):
+    # The DynamoDB table the daemons share; empty: this daemon owns every app (state in
+    # state_dir).
+    lease_table: str = ""
+    # How long a daemon's leases outlive its last heartbeat: a dead daemon's apps move after
+    # this. Heartbeats go out every third of it.
+    lease_ttl: Duration = Field(default=30.0, ge=3.0, le=3600.0)
+    # This daemon's name in the table; empty: hostname and pid.
+    host_id: str = ""
+
+    @field_validator("lease_table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        if value and not DYNAMODB_TABLE.fullmatch(value):
+            raise ValueError(
+                f"not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -): {value!r}"
+            )
+        return value
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, value: str) -> str:
+        if value and not HOST_ID.fullmatch(value):
+            raise ValueError(f"host_id may hold 1-128 of A-Z a-z 0-9 _ . : @ -, not {value!r}")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.lease_table)
 
 
 def _command(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -381,6 +465,7 @@ class Config(BaseSettings):
     aws: AwsSettings = AwsSettings()
     webhook: WebhookSettings = WebhookSettings()
     build: BuildSettings = BuildSettings()
+    cluster: ClusterSettings = ClusterSettings()
     notify: NotifySettings = NotifySettings()
     github: GithubSettings = GithubSettings()
     gitlab: GitlabSettings = GitlabSettings()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -26,15 +28,20 @@ from reconciler.adapters.accounts import Accounts
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs
+from reconciler.adapters.engines import EnginePool
 from reconciler.adapters.git import GitMirrors
 from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.adapters.ports import Adapters
 from reconciler.adapters.registry import Registry
+from reconciler.cluster.manager import LeaseManager
+from reconciler.cluster.store import TableStateStore
+from reconciler.cluster.table import LeaseTable
 from reconciler.config import Config
 from reconciler.errors import ReconcilerError
 from reconciler.feedback import Dispatcher
 from reconciler.http import build_app
 from reconciler.listener import listen, runner_options
+from reconciler.metrics import Metrics
 from reconciler.reload import ConfigWatcher, digest
 from reconciler.supervisor import Supervisor
 from reconciler.systemd import Notifier
@@ -58,11 +65,21 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
                 registry_override=config.aws.registry,
             )
         )
-        docker = DockerEngine(
-            url=config.daemon.docker_host or None,
-            builder=config.build.builder,
-            network=config.build.network,
-        )
+        docker: DockerEngine | EnginePool
+        if config.build.engines:
+            docker = EnginePool.open(
+                config.build.engines,
+                tls=config.build.tls_files(),
+                builder=config.build.builder,
+                network=config.build.network,
+                max_per_engine=config.build.max_per_engine,
+            )
+        else:
+            docker = DockerEngine(
+                url=config.daemon.docker_host or None,
+                builder=config.build.builder,
+                network=config.build.network,
+            )
         stack.push_async_callback(docker.close)
         registry = Registry()
         stack.push_async_callback(registry.close)
@@ -73,6 +90,32 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
         )
         yield Adapters(
             git=git, docker=docker, registry=registry, ecr=ecr, ecs=ecs, housekeeping=housekeeping
+        )
+
+
+def host_id_of(config: Config) -> str:
+    return config.cluster.host_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@asynccontextmanager
+async def open_cluster(config: Config, metrics: Metrics) -> AsyncIterator[LeaseManager | None]:
+    """The lease manager over `[cluster].lease_table`; None when this daemon is alone."""
+    if not config.cluster.enabled:
+        yield None
+        return
+    async with LeaseTable.connect(
+        name=config.cluster.lease_table,
+        region=config.aws.region,
+        endpoint_url=config.aws.endpoint_url,
+    ) as table:
+        daemon = config.daemon
+        yield LeaseManager(
+            table=table,
+            store=TableStateStore(table),
+            host_id=host_id_of(config),
+            url=daemon.public_url or f"http://{daemon.listen}",
+            ttl=config.cluster.lease_ttl,
+            metrics=metrics,
         )
 
 
@@ -159,6 +202,7 @@ class Daemon:
             Accounts.open(
                 endpoint_url=aws.endpoint_url, registry_override=aws.registry
             ) as accounts,
+            open_cluster(supervisor.config, supervisor.metrics) as cluster,
         ):
             self.feedback.git = adapters.git
             runner = web.AppRunner(
@@ -176,9 +220,16 @@ class Daemon:
                 await runner.cleanup()
                 raise
             log.info("listening", address=f"{daemon.host}:{self.listening[1]}")
-            await supervisor.start(adapters, accounts=accounts)
+            await supervisor.start(
+                adapters,
+                accounts=accounts,
+                cluster=cluster,
+                store=cluster.store if cluster is not None else None,
+            )
             self.notifier.ready(supervisor.summary())
             background = self._background()
+            if cluster is not None:
+                background.add(asyncio.create_task(cluster.run(supervisor), name="leases"))
             try:
                 failure = await self._until_stopped(background)
             finally:
@@ -188,6 +239,9 @@ class Daemon:
                     task.cancel()
                 await supervisor.stop()
                 await asyncio.gather(*background, return_exceptions=True)
+                if cluster is not None:
+                    # The apps move to the other daemons at their next look, not after the TTL.
+                    await cluster.leave(supervisor)
                 # What the last passes said goes out now if the targets answer within a second.
                 await self.feedback.close()
                 await runner.cleanup()

@@ -7,7 +7,8 @@
     │   ├── GitUnavailable         remote unreachable, fetch failed
     │   ├── DockerUnavailable      engine socket down or not answering
     │   ├── RegistryUnavailable    registry down, push interrupted
-    │   └── AwsUnavailable         network error, throttling, 5xx
+    │   ├── AwsUnavailable         network error, throttling, 5xx
+    │   └── LeaseNotHeld           another daemon holds the app, or the lease ran out
     ├── StalledError           needs a human (or a config change) before retrying helps
     │   ├── GitRevisionNotFound    branch deleted, pin names no commit
     │   ├── GitAuthError           wrong credential, unknown host key
@@ -57,6 +58,10 @@ class RegistryUnavailable(TransientError):
 
 class AwsUnavailable(TransientError):
     """AWS answered with throttling or a server error, or could not be reached."""
+
+
+class LeaseNotHeld(TransientError):
+    """A write for an app whose lease this daemon does not hold (or cannot vouch for now)."""
 
 
 class StalledError(ReconcilerError):

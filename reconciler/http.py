@@ -71,11 +71,16 @@ class DaemonView(Protocol):
 
     def sync(self, name: str) -> bool: ...
 
-    def rollback(self, name: str, revision: str | None) -> str | None:
+    def app_document(self, name: str) -> dict[str, Any] | None: ...
+
+    def owner_elsewhere(self, name: str) -> str | None:
+        """Who reconciles the app when another daemon of the cluster does."""
+
+    async def rollback(self, name: str, revision: str | None) -> str | None:
         """Pin the app to an earlier successful revision; the full SHA, None when the app
         has no loop right now. Raises RollbackRefused."""
 
-    def unpin(self, name: str) -> bool | None:
+    async def unpin(self, name: str) -> bool | None:
         """Back to following git; whether a pin was there, None when the app has no loop."""
 
 
@@ -306,6 +311,10 @@ def _steered_app(request: web.Request, action: str) -> str | web.Response:
     name = request.match_info["name"]
     if name not in daemon.app_names():
         return _error(404, f"unknown app {name!r}")
+    owner = daemon.owner_elsewhere(name)
+    if owner is not None:
+        # The pin lives in the app's state, which only its lease holder may write.
+        return _error(409, f"app {name!r} is reconciled by daemon {owner}; send the {action} there")
     return name
 
 
@@ -319,7 +328,7 @@ async def rollback_app(request: web.Request) -> web.Response:
     if requested is not None and not isinstance(requested, str):
         return _error(400, "revision must be a string")
     try:
-        pinned = daemon.rollback(name, requested or None)
+        pinned = await daemon.rollback(name, requested or None)
     except RollbackRefused as exc:
         return _error(409, str(exc))
     if pinned is None:
@@ -332,7 +341,7 @@ async def unpin_app(request: web.Request) -> web.Response:
     name = _steered_app(request, "unpin")
     if isinstance(name, web.Response):
         return name
-    was = daemon.unpin(name)
+    was = await daemon.unpin(name)
     if was is None:
         return _restarting(name)
     return web.json_response({"unpinned": was, "app": name}, status=202)
@@ -353,10 +362,10 @@ async def status_all(request: web.Request) -> web.Response:
 async def status_one(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     name = request.match_info["name"]
-    status = daemon.status_of(name)
-    if status is None:
+    document = daemon.app_document(name)
+    if document is None:
         return _error(404, f"unknown app {name!r}")
-    return web.json_response(status.to_json())
+    return web.json_response(document)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -80,6 +80,22 @@ class Metrics:
             ["app"],
             registry=self.registry,
         )
+        self.leases_held = Gauge(
+            "reconciler_leases_held",
+            "App leases this daemon holds (with [cluster].lease_table).",
+            registry=self.registry,
+        )
+        self.lease_takeovers_total = Counter(
+            "reconciler_lease_takeovers_total",
+            "Apps taken over from a daemon whose lease ran out.",
+            registry=self.registry,
+        )
+        self.lease_table_errors_total = Counter(
+            "reconciler_lease_table_errors_total",
+            "Calls to the lease table that failed (throttled, unreachable), by operation.",
+            ["operation"],
+            registry=self.registry,
+        )
         self.config_reloads_total = Counter(
             "reconciler_config_reloads_total",
             "Config reloads by outcome.",

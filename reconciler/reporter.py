@@ -113,7 +113,7 @@ class Reporter:
     def count(self, result: str) -> None:
         self._metrics.reconcile_total.labels(app=self.app, result=result).inc()
 
-    def outcome(
+    async def outcome(
         self, *, revision: str, result: Result, started_at: datetime, error: str | None
     ) -> None:
         """One history entry, newest first, in the status and in the app's state."""
@@ -127,7 +127,7 @@ class Reporter:
         memory = self._store.load(self.app)
         memory.history.insert(0, entry)
         del memory.history[HISTORY_LIMIT:]
-        self._store.save(self.app)
+        await self._store.save(self.app)
         self.status.history.appendleft(entry)
         self._bus.publish(
             Finished(

@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -51,7 +51,30 @@ class AppMemory:
     damaged: str | None = None
 
 
-class StateStore:
+class StateStore(Protocol):
+    """Where app memories live: files in state_dir (FileStateStore) or the cluster's table
+    (cluster/store.py). The memory is the authority in between: `load` never does I/O."""
+
+    def load(self, app: str) -> AppMemory:
+        """The app's memory, the same object for the app's whole stay in this daemon."""
+
+    def forget(self, app: str) -> None:
+        """Drop an app that left this daemon (removed from the config, or handed over)."""
+
+    def write_error(self, app: str) -> str | None:
+        """Why the app's last write failed, or None when the store is up to date."""
+
+    async def reset(self, app: str) -> AppMemory:
+        """Forget holds, attempts, build counts and damage (sync); history is kept."""
+
+    async def save(self, app: str, memory: AppMemory | None = None) -> bool:
+        """Write the memory (or `memory`, which becomes it) through; False (and recorded)
+        when that failed."""
+
+
+class FileStateStore:
+    """One JSON file per app in state_dir/apps."""
+
     def __init__(self, state_dir: Path) -> None:
         self._dir = state_dir / "apps"
         self._memories: dict[str, AppMemory] = {}
@@ -85,17 +108,15 @@ class StateStore:
         """Why the app's last write failed, or None when its file is up to date."""
         return self._write_errors.get(app)
 
-    def reset(self, app: str) -> AppMemory:
-        """Forget holds, attempts, build counts and damage (sync); history is kept."""
-        memory = self.load(app)
-        memory.hold = None
-        memory.attempt = None
-        memory.build_failures.clear()
-        memory.damaged = None
-        self.save(app)
+    async def reset(self, app: str) -> AppMemory:
+        memory = cleared(self.load(app))
+        await self.save(app)
         return memory
 
-    def save(self, app: str, memory: AppMemory | None = None) -> bool:
+    async def save(self, app: str, memory: AppMemory | None = None) -> bool:
+        return self.save_now(app, memory)
+
+    def save_now(self, app: str, memory: AppMemory | None = None) -> bool:
         """Write the app's memory (or `memory`, which becomes it) through to disk; False (and
         recorded) when that failed."""
         if memory is not None:
@@ -148,6 +169,28 @@ class StateStore:
         )
         log.error("state_file_damaged", app=app, path=str(path), kept_as=str(kept), error=reason)
         return AppMemory(damaged=reason)
+
+
+def cleared(memory: AppMemory) -> AppMemory:
+    """`memory` without holds, attempts, build counts and damage (what sync clears)."""
+    memory.hold = None
+    memory.attempt = None
+    memory.build_failures.clear()
+    memory.damaged = None
+    return memory
+
+
+def encode_memory(memory: AppMemory) -> str:
+    return json.dumps(_encode(memory), separators=(",", ":"))
+
+
+def decode_memory(text: str) -> AppMemory:
+    """The memory in `text`; raises ValueError, KeyError or TypeError when it is not one."""
+    return _decode(json.loads(text))
+
+
+def why_unreadable(exc: Exception) -> str:
+    return _why(exc)
 
 
 def _why(exc: Exception) -> str:

@@ -22,6 +22,7 @@ import structlog
 from reconciler import backoff
 from reconciler.adapters.accounts import Account, account_of
 from reconciler.adapters.ports import Adapters, EcrPort, EcsPort, HousekeepingPort
+from reconciler.cluster.fenced import Fence, FencedEcs, FencedHousekeeping
 from reconciler.config import AppConfig, Config
 from reconciler.errors import ReconcilerError
 from reconciler.events import EventBus, Finished
@@ -31,7 +32,7 @@ from reconciler.model import Phase, Pin, Result, utcnow
 from reconciler.pins import rollback_target
 from reconciler.reporter import BUSY, Reporter
 from reconciler.stages.context import PromotionSource, source_of
-from reconciler.state import StateStore
+from reconciler.state import FileStateStore, StateStore
 from reconciler.status import AppStatus
 from reconciler.webhooks import PushEvent, matches
 
@@ -46,6 +47,28 @@ class AccountClients(Protocol):
     async def clients(self, account: Account) -> tuple[EcsPort, EcrPort]: ...
 
     async def housekeeping(self, account: Account) -> HousekeepingPort: ...
+
+
+class Cluster(Protocol):
+    """The daemons sharing the apps (cluster/manager.py); absent when this daemon is alone."""
+
+    def holds(self, name: str) -> bool:
+        """Whether this daemon holds the app's lease now."""
+
+    def fence(self, name: str) -> Fence:
+        """What the app's AWS writes ask before they go out."""
+
+    def ownership(self, name: str) -> dict[str, Any]:
+        """`owner` (host id or None), `lease_age_seconds`, `here` for the app's status."""
+
+    def elsewhere(self, name: str) -> str | None:
+        """"host-id (url)" of the daemon that owns the app when it is not this one."""
+
+    def remote_status(self, name: str) -> dict[str, Any] | None:
+        """The owner's last published status of an app this daemon does not hold."""
+
+    def forward(self, name: str, what: str) -> None:
+        """Ask the app's owner, through the table, for a pass ("nudges") or a sync ("syncs")."""
 
 
 class Steerable(Protocol):
@@ -100,8 +123,9 @@ class Supervisor:
         self._adapters: Adapters | None = None
         self._accounts: AccountClients | None = None
         self._follower: asyncio.Task[None] | None = None
-        self._store = store or StateStore(config.daemon.state_dir)
+        self._store = store or FileStateStore(config.daemon.state_dir)
         self._build_slots = asyncio.Semaphore(config.daemon.max_concurrent_builds)
+        self.cluster: Cluster | None = None
 
     # Queries used by the HTTP layer ------------------------------------------------------
 
@@ -111,12 +135,17 @@ class Supervisor:
         return not self.waiting_for()
 
     def waiting_for(self) -> list[str]:
-        """The configured apps not yet observed once (an app just added by a reload too)."""
+        """The apps this daemon runs that it has not observed once yet (an app just added by
+        a reload too); with a cluster, only the apps whose lease it holds."""
         return [
             name
             for name in self.app_names()
-            if name not in self.statuses or not self.statuses[name].observed
+            if self._runs_here(name)
+            and (name not in self.statuses or not self.statuses[name].observed)
         ]
+
+    def _runs_here(self, name: str) -> bool:
+        return self.cluster is None or self.cluster.holds(name)
 
     @property
     def alive(self) -> bool:
@@ -126,31 +155,69 @@ class Supervisor:
         return [a.name for a in self.config.apps]
 
     def status_of(self, name: str) -> AppStatus | None:
-        return self.statuses.get(name) if name in self.app_names() else None
+        """The app's status as this daemon runs it (None when unknown or owned elsewhere)."""
+        if name not in self.app_names() or not self._runs_here(name):
+            return None
+        return self.statuses.get(name)
+
+    def app_document(self, name: str) -> dict[str, Any] | None:
+        """The app's status for /status: this daemon's own, or what its owner published;
+        with a cluster, who owns it and for how long. None for an app not in the config."""
+        if name not in self.app_names():
+            return None
+        status = self.status_of(name)
+        if status is not None:
+            document = status.to_json()
+        elif self.cluster is not None:
+            document = self.cluster.remote_status(name) or {
+                "name": name,
+                "phase": Phase.PENDING.value,
+                "history": [],
+            }
+        else:
+            document = AppStatus(name=name).to_json()
+        if self.cluster is not None:
+            document.update(self.cluster.ownership(name))
+        return document
 
     def status_document(self) -> dict[str, Any]:
+        documents = (self.app_document(n) for n in self.app_names())
         return {
-            "apps": [self.statuses[n].to_json() for n in self.app_names() if n in self.statuses],
+            "apps": [d for d in documents if d is not None],
             "config": self.config_in_force.to_json(),
             "feedback": self.feedback_status(),
         }
 
+    def owner_elsewhere(self, name: str) -> str | None:
+        """Who reconciles the app when another daemon does (rollback and unpin go there)."""
+        return None if self.cluster is None else self.cluster.elsewhere(name)
+
     def nudge_matching(self, event: PushEvent) -> list[str]:
         nudged = []
         for app in self.config.apps:
-            if matches(event, repo_url=app.repo, branch=app.branch) and app.name in self.loops:
+            if not matches(event, repo_url=app.repo, branch=app.branch):
+                continue
+            if app.name in self.loops:
                 self.loops[app.name].nudge()
-                nudged.append(app.name)
+            elif self.cluster is not None:
+                self.cluster.forward(app.name, "nudges")
+            else:
+                continue
+            nudged.append(app.name)
         if nudged:
             log.info("webhook_nudged", apps=nudged)
         return nudged
 
     def sync(self, name: str) -> bool:
-        """Clear the app's Failed hold and start a pass; False if it has no loop right now
-        (unknown, or restarting after a config change)."""
+        """Clear the app's Failed hold and start a pass (at its owner, with a cluster); False
+        if it has no loop right now (unknown, or restarting after a config change)."""
         loop = self.loops.get(name)
         if loop is None:
-            return False
+            if self.cluster is None or self.cluster.holds(name):
+                return False
+            log.info("sync_forwarded", app=name)
+            self.cluster.forward(name, "syncs")
+            return True
         log.info("sync_requested", app=name)
         loop.sync()
         return True
@@ -166,7 +233,7 @@ class Supervisor:
         except ReconcilerError:
             return None
 
-    def rollback(self, name: str, revision: str | None) -> str | None:
+    async def rollback(self, name: str, revision: str | None) -> str | None:
         """Pin the app to an earlier successful revision (the one before the live one by
         default) and start a pass; None when it has no loop right now."""
         loop, app = (
@@ -180,12 +247,12 @@ class Supervisor:
         live_revision = live.rsplit(":", 1)[-1] if live else None
         target = rollback_target(memory.history, live_revision=live_revision, requested=revision)
         memory.pin = Pin(revision=target, config_fingerprint=app.fingerprint())
-        self._store.save(name)
+        await self._store.save(name)
         log.warning("rollback_pinned", app=name, revision=target)
         loop.nudge()
         return target
 
-    def unpin(self, name: str) -> bool | None:
+    async def unpin(self, name: str) -> bool | None:
         """Back to following git; whether there was a pin. None when it has no loop now."""
         loop = self.loops.get(name)
         if loop is None:
@@ -193,7 +260,7 @@ class Supervisor:
         memory = self._store.load(name)
         was = memory.pin is not None
         memory.pin = None
-        self._store.save(name)
+        await self._store.save(name)
         log.info("unpinned", app=name, was_pinned=was)
         loop.nudge()
         return was
@@ -208,13 +275,26 @@ class Supervisor:
 
     # Running -------------------------------------------------------------------------------
 
-    async def start(self, adapters: Adapters, *, accounts: AccountClients | None = None) -> None:
+    async def start(
+        self,
+        adapters: Adapters,
+        *,
+        accounts: AccountClients | None = None,
+        cluster: Cluster | None = None,
+        store: StateStore | None = None,
+    ) -> None:
         """Start every app's loop; `accounts` opens clients for apps in another region or
-        account (with a role) than the daemon's own `[aws]`."""
+        account (with a role) than the daemon's own `[aws]`. With a `cluster`, no app starts
+        here: the cluster hands over the apps this daemon wins (take) and loses (give_up),
+        and `store` (the cluster's table) keeps their state."""
         self._adapters = adapters
+        if store is not None:
+            self._store = store
         self._accounts = accounts
-        for app in self.config.apps:
-            await self._start_app(app)
+        self.cluster = cluster
+        if cluster is None:
+            for app in self.config.apps:
+                await self._start_app(app)
         self._follower = asyncio.create_task(self._nudge_followers(), name="promotions")
 
     async def stop(self) -> None:
@@ -246,11 +326,59 @@ class Supervisor:
         if steerable is not None:
             steerable.nudge()
 
+    async def take(self, name: str) -> None:
+        """Start the loop of an app whose lease this daemon just won (its state adopted)."""
+        app = next((a for a in self.config.apps if a.name == name), None)
+        if app is not None and name not in self.loops and self._adapters is not None:
+            await self._start_app(app)
+
+    async def give_up(self, name: str, *, grace: float) -> None:
+        """Stop the app's loop: a lease handed over (`grace` for a deploy under way) or lost
+        (0: the fence already bars its writes). Its status here goes with it."""
+        await self._stop_apps([name], grace=grace)
+        self.statuses.pop(name, None)
+        self.metrics.forget_app(name)
+        self._store.forget(name)
+
+    def poke(self, name: str, what: str) -> None:
+        """A nudge ("nudges") or sync ("syncs") another daemon passed on for this app."""
+        loop = self.loops.get(name)
+        if loop is None:
+            return
+        if what == "syncs":
+            loop.sync()
+        else:
+            loop.nudge()
+
+    def local_document(self, name: str) -> dict[str, Any] | None:
+        """The app's status as this daemon runs it, for the other daemons' /status."""
+        status = self.status_of(name)
+        return None if status is None else status.to_json()
+
+    def busy(self, name: str) -> bool:
+        """Whether the app is between a build and the end of its rollout here (a handover
+        waits for that)."""
+        status = self.statuses.get(name)
+        return status is not None and status.phase in BUSY
+
     def crashed_loop(self) -> asyncio.Task[None] | None:
         """An app loop that ended by itself (they never do unless something is badly wrong)."""
         return next((t for t in self._tasks.values() if t.done()), None)
 
     async def _adapters_for(self, app: AppConfig) -> Adapters:
+        adapters = await self._account_adapters(app)
+        if self.cluster is None:
+            return adapters
+        # With a cluster, the app's AWS writes go out only while this daemon holds its lease.
+        fence = self.cluster.fence(app.name)
+        housekeeping = adapters.housekeeping
+        return dataclasses.replace(
+            adapters,
+            ecs=FencedEcs(adapters.ecs, fence),
+            housekeeping=None if housekeeping is None else FencedHousekeeping(housekeeping, fence),
+        )
+
+    async def _account_adapters(self, app: AppConfig) -> Adapters:
         assert self._adapters is not None, "start() first"
         account = account_of(app, default_region=self.config.aws.region)
         if self._accounts is None or account == Account(region=self.config.aws.region):
@@ -288,11 +416,12 @@ class Supervisor:
         self._tasks[app.name] = asyncio.create_task(loop.run(), name=f"app:{app.name}")
         log.info("app_started", app=app.name)
 
-    async def _stop_apps(self, names: Iterable[str]) -> None:
+    async def _stop_apps(self, names: Iterable[str], *, grace: float = STOP_GRACE) -> None:
         names = list(names)
         loops = [self.loops.pop(n) for n in names if n in self.loops]
         tasks = [self._tasks.pop(n) for n in names if n in self._tasks]
-        await asyncio.gather(*(loop.quiesce(STOP_GRACE) for loop in loops))
+        if grace > 0:
+            await asyncio.gather(*(loop.quiesce(grace) for loop in loops))
         for task in tasks:
             task.cancel()
         done, pending = await asyncio.wait(tasks, timeout=1.0) if tasks else (set(), set())
@@ -321,6 +450,8 @@ class Supervisor:
         # once; [webhook] and daemon.api_token_file are read per request and apply at once.
         if old.aws != new.aws:
             log.warning("config_change_needs_restart", section="aws")
+        if old.cluster != new.cluster:
+            log.warning("config_change_needs_restart", section="cluster")
         fixed = ("listen", "state_dir", "docker_host", "log_format")
         moved = [k for k in fixed if getattr(old.daemon, k) != getattr(new.daemon, k)]
         if moved:
@@ -347,7 +478,8 @@ class Supervisor:
             self.metrics.forget_app(name)
             self._store.forget(name)
         for name in changed + added:
-            await self._start_app(new_apps[name])
+            if self._runs_here(name):
+                await self._start_app(new_apps[name])
         self.config_in_force = ConfigInForce(path=self.config_in_force.path, sha256=sha256)
         self.metrics.config_reloads_total.labels(outcome="applied").inc()
         log.info(

@@ -244,7 +244,7 @@ async def test_an_owed_rollback_is_paid_even_while_git_is_unreachable(tmp_path: 
         {"family": "web", "containerDefinitions": [{"name": "app", "image": world.image(A)}]}, []
     )
     await world.ecs.update_service(cluster="cluster", service="web", task_definition=failed)
-    world.store.save(
+    world.store.save_now(
         "web",
         AppMemory(hold=Hold(A, "rollout timed out", world.app.fingerprint(), rollback_to=stable)),
     )
@@ -291,17 +291,17 @@ async def test_a_full_disk_stops_a_deploy_before_update_service_and_a_later_writ
     """The attempt cannot be written: no UpdateService; once the disk has room, one."""
     import errno
 
-    from reconciler.state import AppMemory, StateStore
+    from reconciler.state import AppMemory, FileStateStore
 
-    real_write = StateStore._write
+    real_write = FileStateStore._write
     full = {"on": True}
 
-    def write(store: StateStore, app: str, memory: AppMemory) -> None:
+    def write(store: FileStateStore, app: str, memory: AppMemory) -> None:
         if full["on"]:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(store, app, memory)
 
-    monkeypatch.setattr(StateStore, "_write", write)
+    monkeypatch.setattr(FileStateStore, "_write", write)
     world = FakeWorld.create(tmp_path, head=A)
     async with running(world):
         await eventually(

@@ -11,14 +11,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.model import Attempt, Hold
-from reconciler.state import AppMemory, StateStore
+from reconciler.state import AppMemory, FileStateStore, cleared
 
 REV = "c" * 40
 
 
 def written(tmp_path: Path) -> Path:
-    store = StateStore(tmp_path)
-    store.save(
+    store = FileStateStore(tmp_path)
+    store.save_now(
         "web",
         AppMemory(
             hold=Hold(REV, "circuit breaker", "fp"),
@@ -32,7 +32,7 @@ def written(tmp_path: Path) -> Path:
 def test_a_memory_survives_a_restart(tmp_path: Path) -> None:
     """Hold, attempt and build counts are read back by a new store (a restarted daemon)."""
     written(tmp_path)
-    memory = StateStore(tmp_path).load("web")
+    memory = FileStateStore(tmp_path).load("web")
     assert memory.hold is not None and memory.hold.revision == REV
     assert memory.attempt is not None and memory.attempt.deployment_id == "d/2"
     assert memory.build_failures == {REV: 2}
@@ -67,7 +67,7 @@ def test_a_damaged_file_fails_closed_and_is_kept_aside(
     path = written(tmp_path)
     path.write_bytes(damage(path.read_text()))
     with capture_logs() as logs:
-        memory = StateStore(tmp_path).load("web")
+        memory = FileStateStore(tmp_path).load("web")
     assert memory.damaged is not None
     assert why in memory.damaged
     assert "kept as web.json.corrupt" in memory.damaged
@@ -81,10 +81,10 @@ def test_a_damaged_file_fails_closed_and_is_kept_aside(
 def test_reset_clears_the_damage_and_writes_a_good_file(tmp_path: Path) -> None:
     path = written(tmp_path)
     path.write_text("{")
-    store = StateStore(tmp_path)
+    store = FileStateStore(tmp_path)
     assert store.load("web").damaged
-    store.reset("web")
-    assert StateStore(tmp_path).load("web").damaged is None
+    store.save_now("web", cleared(store.load("web")))
+    assert FileStateStore(tmp_path).load("web").damaged is None
 
 
 def test_a_write_that_fails_keeps_the_memory_and_says_why(
@@ -92,29 +92,29 @@ def test_a_write_that_fails_keeps_the_memory_and_says_why(
 ) -> None:
     """Disk full: save answers False, the hold stays in memory, the error is kept until a
     later write succeeds."""
-    store = StateStore(tmp_path)
+    store = FileStateStore(tmp_path)
     memory = store.load("web")
     memory.hold = Hold(REV, "circuit breaker", "fp")
 
     def full(*_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    real_write = StateStore._write
-    monkeypatch.setattr(StateStore, "_write", full)
-    assert store.save("web") is False
+    real_write = FileStateStore._write
+    monkeypatch.setattr(FileStateStore, "_write", full)
+    assert store.save_now("web") is False
     error = store.write_error("web")
     assert error is not None and "No space left on device" in error
     assert store.load("web").hold is not None
 
-    monkeypatch.setattr(StateStore, "_write", real_write)
-    assert store.save("web") is True
+    monkeypatch.setattr(FileStateStore, "_write", real_write)
+    assert store.save_now("web") is True
     assert store.write_error("web") is None
-    assert StateStore(tmp_path).load("web").hold is not None
+    assert FileStateStore(tmp_path).load("web").hold is not None
 
 
 def test_peek_reads_without_moving_a_damaged_file(tmp_path: Path) -> None:
     """`reconciler plan` writes nothing, not even a rename."""
     path = written(tmp_path)
     path.write_text("{")
-    assert StateStore(tmp_path).peek("web").damaged
+    assert FileStateStore(tmp_path).peek("web").damaged
     assert path.exists()

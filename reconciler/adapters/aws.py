@@ -39,6 +39,7 @@ TRANSIENT_CODES = frozenset(
         "RequestTimeoutException",
         "PriorRequestNotComplete",
         "LimitExceededException",
+        "ProvisionedThroughputExceededException",
     }
 )
 TRANSIENT_MESSAGES = ("too many concurrent attempts", "rate exceeded", "please try again")

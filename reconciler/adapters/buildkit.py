@@ -44,7 +44,10 @@ _PULL = re.compile(r"^\[internal\] load metadata for |^resolve image config for 
 ENGINE_UNREACHABLE = re.compile(
     r"cannot connect to the docker daemon|error during connect|failed to dial grpc"
     r"|is the docker daemon running|rpc error: code = unavailable|error reading from server"
-    r"|permission denied while trying to connect",
+    r"|permission denied while trying to connect"
+    # An engine killed part way through a build: its stream ends with no result, so the CLI
+    # has no image ID for the --iidfile.
+    r"|server did not provide an image ID",
     re.IGNORECASE,
 )
 # The CLI refusing the command line itself: retrying the same command cannot help.
@@ -66,6 +69,25 @@ class DockerCli:
 
     path: str
     version: str
+
+
+@dataclass(frozen=True)
+class EngineTls:
+    """Client certificates for a tcp:// engine started with --tlsverify: the CA that signed the
+    engine's certificate, and the certificate and key this client proves itself with."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    def cli_flags(self) -> list[str]:
+        """The CLI's global flags for the same check: `docker --tlsverify ...`."""
+        return [
+            "--tlsverify",
+            f"--tlscacert={self.ca_file}",
+            f"--tlscert={self.cert_file}",
+            f"--tlskey={self.key_file}",
+        ]
 
 
 def _candidates(search_path: str | None) -> Iterator[str]:
@@ -145,12 +167,13 @@ def command(
     environ: Mapping[str, str] | None = None,
     cache_from: Sequence[str] = (),
     docker_config: str | None = None,
+    tls: EngineTls | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The argument list and environment of the build; build-arg values are in the latter.
 
     The image carries its build cache inline (BUILDKIT_INLINE_CACHE), so `cache_from` images
     pushed by any host serve as cache here; `docker_config` is a directory whose config.json
-    holds the credentials for pulling them.
+    holds the credentials for pulling them. `tls` is for a tcp:// engine that checks clients.
     """
     env = dict(os.environ if environ is None else environ)
     if docker_config is not None:
@@ -162,6 +185,8 @@ def command(
         env.pop("DOCKER_HOST", None)
         env.pop("DOCKER_CONTEXT", None)
         argv += ["-H", host_flag(url)]
+    if tls is not None:
+        argv += tls.cli_flags()  # global flags: before the command, and they beat DOCKER_TLS_*
     argv += ["build", "--progress=plain", "-f", dockerfile, "-t", tag, "--iidfile", iidfile]
     for name, value in build_args.items():
         if _CLI_OWN_ENV.match(name):

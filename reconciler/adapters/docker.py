@@ -21,6 +21,7 @@ import base64
 import contextlib
 import json
 import re
+import ssl
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -122,6 +123,23 @@ def split_image(image: str) -> tuple[str, str]:
     return name, tag
 
 
+def tls_context(tls: buildkit.EngineTls) -> ssl.SSLContext:
+    """The check `docker --tlsverify` makes: the engine's certificate signed by the CA and
+    naming the host (or IP) dialled; this client's certificate presented.
+
+    StalledError when the files cannot be read or do not fit together: a human must fix them.
+    """
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        context.load_cert_chain(certfile=tls.cert_file, keyfile=tls.key_file)
+    except OSError as exc:  # ssl.SSLError included: a key that does not match the cert
+        raise StalledError(
+            f"TLS files for the Docker engine cannot be used ({tls.ca_file}, {tls.cert_file},"
+            f" {tls.key_file}): {one_line(str(exc))}"
+        ) from exc
+    return context
+
+
 def registry_auth_header(auth: RegistryAuth | None) -> str:
     """The X-Registry-Auth value: base64url JSON credentials, `{}` for anonymous pushes."""
     payload: dict[str, str] = {}
@@ -142,16 +160,26 @@ class DockerEngine:
     on PATH, else classic. The default stays "classic" so that a caller that does not choose
     gets the builder it always had; the config's default is "auto". `network` is what RUN
     steps are attached to: "" for the engine's default, else "default", "host" or "none".
+    `tls` is for a tcp:// engine started with --tlsverify: the engine API and the CLI both
+    check its certificate and present the client's.
     """
 
     def __init__(
-        self, *, url: str | None = None, builder: str = "classic", network: str = ""
+        self,
+        *,
+        url: str | None = None,
+        builder: str = "classic",
+        network: str = "",
+        tls: buildkit.EngineTls | None = None,
     ) -> None:
         if builder not in BUILDERS:
             raise ValueError(f"builder must be one of {', '.join(BUILDERS)}, not {builder!r}")
         if network not in BUILD_NETWORKS:
             raise ValueError(f"build network must be one of {BUILD_NETWORKS}, not {network!r}")
+        if tls is not None and not (url or "").startswith("tcp://"):
+            raise ValueError(f"TLS client certificates are for tcp:// engines, not {url!r}")
         self._url = url
+        self._tls = tls
         self._builder = builder
         self._network = network
         self._fallback_network: str | None = None
@@ -163,13 +191,23 @@ class DockerEngine:
 
     def _client(self) -> Docker:
         if self._docker is None:
-            try:
-                self._docker = Docker(url=self._url, timeout=_SHORT_CALL)
-            # aiodocker asserts (rather than raises) when no socket is found and url is None.
-            except (ValueError, AssertionError) as exc:
-                where = self._url or "DOCKER_HOST or the default socket"
-                raise DockerUnavailable(f"no usable Docker engine at {where}: {exc}") from exc
+            self._docker = self._connect()
         return self._docker
+
+    def _connect(self) -> Docker:
+        if self._tls is not None and self._url:
+            # aiodocker speaks TLS only to an https:// URL; to a tcp:// one it speaks plain HTTP.
+            return Docker(
+                url="https://" + self._url.removeprefix("tcp://"),
+                timeout=_SHORT_CALL,
+                ssl_context=tls_context(self._tls),
+            )
+        try:
+            return Docker(url=self._url, timeout=_SHORT_CALL)
+        # aiodocker asserts (rather than raises) when no socket is found and url is None.
+        except (ValueError, AssertionError) as exc:
+            where = self._url or "DOCKER_HOST or the default socket"
+            raise DockerUnavailable(f"no usable Docker engine at {where}: {exc}") from exc
 
     async def ping(self) -> None:
         """Return when the engine answers; DockerUnavailable otherwise."""
@@ -284,6 +322,7 @@ class DockerEngine:
                 iidfile=str(iidfile),
                 cache_from=cache_from,
                 docker_config=docker_config,
+                tls=self._tls,
             )
             progress = buildkit.PlainProgress(tail_lines=LOG_TAIL_LINES)
             ended = await buildkit.run(argv, env=env, context=context, progress=progress)

@@ -1,5 +1,5 @@
 """moto's server on loopback, with rolling-update progression, task lifecycles, fault
-injection and counts.
+injection, counts, and DynamoDB requests served one at a time.
 
 The daemon talks to AWS through aiobotocore over HTTP, so moto's in-process mock cannot
 stand in for AWS: this runs moto's WSGI application in a werkzeug server thread (as moto's
@@ -11,11 +11,12 @@ injected faults, and marks the request as served by this sandbox for `RolloutCon
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from moto.moto_api._internal.models import moto_api_backend
@@ -27,7 +28,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from reconciler.loopback import is_loopback
-from reconciler.sandbox.faults import CallCounter, FaultInjector
+from reconciler.sandbox.faults import LOGGED_ACTIONS, CallCounter, FaultInjector
 from reconciler.sandbox.rollout import RolloutController
 from reconciler.sandbox.tasks import TaskController
 
@@ -65,6 +66,18 @@ def request_action(environ: WSGIEnvironment) -> str:
     return ""
 
 
+def _params(environ: WSGIEnvironment) -> dict[str, Any]:
+    """A JSON-protocol request's parameters; moto is handed a fresh stream of the same bytes."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    try:
+        params = json.loads(body or b"{}")
+    except ValueError:
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
 class _Middleware:
     """Counts every request, answers armed faults itself, and hands the rest to moto."""
 
@@ -81,15 +94,21 @@ class _Middleware:
         self._tasks = tasks
         self._faults = faults
         self._calls = calls
+        self._dynamodb = threading.Lock()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         action = request_action(environ)
-        self._calls.record(action)
+        self._calls.record(action, _params(environ) if action in LOGGED_ACTIONS else None)
         fault = self._faults.take(action)
         if fault is not None:
             status, headers, body = fault.response(query=not environ.get("HTTP_X_AMZ_TARGET"))
             start_response(status, headers)
             return [body]
+        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            # moto's threaded server does not make a conditional write atomic (two racing
+            # writers can both pass the condition); DynamoDB does, and leases rely on it.
+            with self._dynamodb:
+                return self._app(environ, start_response)
         with self._rollouts.serving(), self._tasks.serving():
             # moto builds the whole response inside this call, so the context covers its work.
             return self._app(environ, start_response)

@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 from xml.sax.saxutils import escape
 
 ANY_ACTION = "*"
@@ -108,17 +109,30 @@ class FaultInjector:
         return None
 
 
+# Writes whose parameters are kept, so a test can tell which service got which revision
+# from whom (UpdateService per service and task definition, across daemons).
+LOGGED_ACTIONS = frozenset({"UpdateService", "RegisterTaskDefinition", "RunTask"})
+
+
 class CallCounter:
-    """Requests seen per action, faulted ones included."""
+    """Requests seen per action, faulted ones included; the parameters of LOGGED_ACTIONS."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._log: list[tuple[str, dict[str, Any]]] = []
 
-    def record(self, action: str) -> None:
+    def record(self, action: str, params: dict[str, Any] | None = None) -> None:
         if action:
             with self._lock:
                 self._counts[action] += 1
+                if params is not None:
+                    self._log.append((action, params))
+
+    def logged(self, action: str) -> list[dict[str, Any]]:
+        """The parameters of every `action` request seen (a LOGGED_ACTIONS one), in order."""
+        with self._lock:
+            return [params for name, params in self._log if name == action]
 
     def count(self, action: str) -> int:
         with self._lock:
@@ -131,3 +145,4 @@ class CallCounter:
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._log.clear()

@@ -45,7 +45,7 @@ async def build(ctx: PassContext) -> None:
                 cache_auth=await io.ecr.auth(),
             )
         except BuildFailed as exc:
-            _count_failure(ctx, exc)
+            await _count_failure(ctx, exc)
             raise
         finally:
             context.close()
@@ -64,12 +64,12 @@ def _cache_sources(ctx: PassContext) -> list[str]:
     return sorted(image for image in running if image.startswith(prefix))
 
 
-def _count_failure(ctx: PassContext, exc: BuildFailed) -> None:
+async def _count_failure(ctx: PassContext, exc: BuildFailed) -> None:
     memory, revision = ctx.memory, ctx.revision
     memory.build_failures[revision] = memory.build_failures.get(revision, 0) + 1
-    ctx.session.save()
+    await ctx.session.save()
     tail = "\n".join(exc.log_tail[-10:])
-    ctx.report.outcome(
+    await ctx.report.outcome(
         revision=revision,
         result=Result.BUILD_FAILED,
         started_at=ctx.started_at,

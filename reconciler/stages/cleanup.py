@@ -456,14 +456,14 @@ async def cleanup_rows(
     from reconciler.adapters.accounts import Account, account_of, session_for
     from reconciler.adapters.housekeeping import Housekeeping
     from reconciler.errors import ConfigError
-    from reconciler.state import StateStore
+    from reconciler.state import FileStateStore
 
     known = {a.name: a for a in config.apps}
     unknown = [name for name in apps if name not in known]
     if unknown:
         raise ConfigError([f"unknown app {name!r}" for name in unknown])
     chosen = [known[name] for name in dict.fromkeys(apps)] if apps else list(config.apps)
-    store = StateStore(config.daemon.state_dir)
+    store = FileStateStore(config.daemon.state_dir)
     endpoint_url = config.aws.endpoint_url
     rows: list[dict[str, str]] = []
     async with AsyncExitStack() as stack:

@@ -99,9 +99,9 @@ class AppSession:
     def memory(self) -> AppMemory:
         return self.store.load(self.app.name)
 
-    def save(self) -> bool:
-        """Write the app's memory through; False when the disk refused (reported)."""
-        ok = self.store.save(self.app.name)
+    async def save(self) -> bool:
+        """Write the app's memory through; False when the store refused (reported)."""
+        ok = await self.store.save(self.app.name)
         self.report.state_unwritable(self.store.write_error(self.app.name))
         return ok
 

@@ -68,7 +68,7 @@ async def update(ctx: PassContext, registered: Registered) -> Rollout | None:
     if session.nudges.since_resolve and await superseded(ctx):
         return None
     async with session.critical:
-        attempt = _record_attempt(ctx, arn, previous)
+        attempt = await _record_attempt(ctx, arn, previous)
         try:
             deployment_id = await io.ecs.update_service(
                 cluster=ctx.app.cluster, service=ctx.app.service, task_definition=arn
@@ -80,7 +80,8 @@ async def update(ctx: PassContext, registered: Registered) -> Rollout | None:
             raise
         session.registration = None
         ctx.memory.attempt = dataclasses.replace(attempt, deployment_id=deployment_id)
-        session.save()  # best effort: the attempt alone already says UpdateService may be out
+        # Best effort: the attempt alone already says UpdateService may be out.
+        await session.save()
     ctx.report.service_updated(kind="deploy")
     log.info("service_updated", task_definition=arn, deployment=deployment_id, previous=previous)
     return Rollout(
@@ -114,7 +115,7 @@ async def _register(
     return arn
 
 
-def _record_attempt(ctx: PassContext, arn: str, previous: str) -> Attempt:
+async def _record_attempt(ctx: PassContext, arn: str, previous: str) -> Attempt:
     memory = ctx.memory
     before = memory.attempt
     attempt = Attempt(
@@ -124,7 +125,7 @@ def _record_attempt(ctx: PassContext, arn: str, previous: str) -> Attempt:
         config_fingerprint=ctx.app.fingerprint(),
     )
     memory.attempt = attempt
-    if not ctx.session.save():
+    if not await ctx.session.save():
         memory.attempt = before
         raise StateUnwritable(
             f"not deploying {ctx.revision[:12]}: {ctx.session.store.write_error(ctx.app.name)}"

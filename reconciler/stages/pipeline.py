@@ -72,10 +72,10 @@ async def run_pass(session: AppSession, *, woken: bool, clear_hold: bool = False
     if clear_hold:
         if memory.hold or memory.attempt or memory.build_failures or memory.damaged:
             log.info("hold_cleared", revision=memory.hold.revision if memory.hold else None)
-        memory = session.store.reset(session.app.name)
+        memory = await session.store.reset(session.app.name)
     session.report.state_unwritable(session.store.write_error(session.app.name))
     if session.store.write_error(session.app.name):
-        session.save()  # the disk may have room again
+        await session.save()  # the disk may have room again
 
     hold = memory.hold
     if hold is not None and hold.rollback_to:
@@ -119,7 +119,7 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
         case InSync():
             # The attempt stays: a restarted daemon can find a rollout in sync that ECS may
             # still roll back (an alarm during its bake); the attempt then tells it so.
-            _settled(ctx, keep_attempt=True)
+            await _settled(ctx, keep_attempt=True)
             await move_extra_tags(ctx)
             ctx.report.in_sync()
             return Next.WAIT
@@ -133,7 +133,7 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
             ctx.report.held(reason)
             return Next.RETRY if transient else Next.WAIT
         case FailedUnwatched(reason=reason):
-            return _failed_unwatched(ctx, reason)
+            return await _failed_unwatched(ctx, reason)
         case AwaitRollout():
             log.info("rollout_in_flight_found", deployment=action.deployment_id)
             rollout = Rollout(
@@ -179,8 +179,8 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
     if ended.succeeded:
         memory = ctx.memory
         memory.build_failures.pop(ctx.revision, None)
-        _settled(ctx)
-        ctx.report.outcome(
+        await _settled(ctx)
+        await ctx.report.outcome(
             revision=ctx.revision, result=Result.DEPLOYED, started_at=ctx.started_at, error=None
         )
         ctx.report.live(
@@ -195,7 +195,7 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
     return Next.WAIT
 
 
-def _settled(ctx: PassContext, *, keep_attempt: bool = False) -> None:
+async def _settled(ctx: PassContext, *, keep_attempt: bool = False) -> None:
     """The desired image is live: nothing is held (or, after a watched success, attempted)."""
     memory = ctx.memory
     drop_attempt = memory.attempt is not None and not keep_attempt
@@ -204,18 +204,18 @@ def _settled(ctx: PassContext, *, keep_attempt: bool = False) -> None:
         if drop_attempt:
             memory.attempt = None
         memory.build_failures.clear()
-        ctx.session.save()
+        await ctx.session.save()
 
 
-def _failed_unwatched(ctx: PassContext, reason: str) -> Next:
+async def _failed_unwatched(ctx: PassContext, reason: str) -> Next:
     memory = ctx.memory
     log.error("rollout_failed_unwatched", reason=reason)
     memory.hold = Hold(
         revision=ctx.revision, reason=reason, config_fingerprint=ctx.app.fingerprint()
     )
     memory.attempt = None
-    ctx.session.save()
-    ctx.report.outcome(
+    await ctx.session.save()
+    await ctx.report.outcome(
         revision=ctx.revision, result=Result.FAILED, started_at=ctx.started_at, error=reason
     )
     ctx.report.failed(reason)

@@ -55,15 +55,15 @@ async def pre_deploy(ctx: PassContext, *, task_definition: str) -> bool:
             :-DONE_REMEMBERED
         ]:
             del memory.pre_deploy_done[old]
-        ctx.session.save()
+        await ctx.session.save()
         log.info("pre_deploy_succeeded", task=task)
         return True
     reason = _failure(state, task=task, container=container, timeout=spec.timeout)
     reason += _logs_hint(definition, container=container, task=task)
     log.error("pre_deploy_failed", task=task, reason=reason)
     memory.hold = Hold(revision=revision, reason=reason, config_fingerprint=ctx.app.fingerprint())
-    ctx.session.save()
-    ctx.report.outcome(
+    await ctx.session.save()
+    await ctx.report.outcome(
         revision=revision, result=Result.PRE_DEPLOY_FAILED, started_at=ctx.started_at, error=reason
     )
     ctx.report.failed(reason)
@@ -90,10 +90,10 @@ async def _start_or_find(ctx: PassContext, *, task_definition: str, container: s
         if found:
             log.info("pre_deploy_found", task=found[0])
             memory.pre_deploy_run = PreDeployRun(revision=ctx.revision, task=found[0], at=run.at)
-            ctx.session.save()
+            await ctx.session.save()
             return found[0]
     memory.pre_deploy_run = PreDeployRun(revision=ctx.revision)
-    ctx.session.save()
+    await ctx.session.save()
     spec = app.pre_deploy
     assert spec is not None
     task = await io.ecs.run_task(
@@ -107,7 +107,7 @@ async def _start_or_find(ctx: PassContext, *, task_definition: str, container: s
     memory.pre_deploy_run = PreDeployRun(
         revision=ctx.revision, task=task, at=memory.pre_deploy_run.at
     )
-    ctx.session.save()
+    await ctx.session.save()
     log.info("pre_deploy_started", task=task, command=list(spec.command), container=container)
     return task
 

@@ -37,7 +37,7 @@ async def hold_failed(ctx: PassContext, ended: Watched, *, previous: str | None)
         revision=ctx.revision, reason=reason, config_fingerprint=app.fingerprint(), rollback_to=owed
     )
     memory.attempt = None  # the hold says it all now
-    ctx.session.save()
+    await ctx.session.save()
     result = _result(ended, owed=owed)
     try:
         if owed:
@@ -51,7 +51,7 @@ async def hold_failed(ctx: PassContext, ended: Watched, *, previous: str | None)
         # Failed is said once the rollback is out (or could not be): whoever waits for it
         # sees the service already on its way back.
         ctx.report.failed(reason)
-        ctx.report.outcome(
+        await ctx.report.outcome(
             revision=ctx.revision, result=result, started_at=ctx.started_at, error=reason
         )
     if result in {Result.ROLLED_BACK, Result.ROLLBACK_FAILED}:
@@ -113,6 +113,6 @@ async def roll_back(ctx: PassContext, task_definition: str) -> str | None:
         ctx.report.phase(Phase.FAILED)
     if memory.hold is not None:
         memory.hold = dataclasses.replace(memory.hold, rollback_to=None)
-        ctx.session.save()
+        await ctx.session.save()
     ctx.report.live(task_definition=task_definition, image=None)
     return deployment

@@ -22,7 +22,7 @@ async def superseded(ctx: PassContext, *, event: str = "superseded_before_deploy
     if latest == ctx.revision:
         return False
     log.info(event, newer=latest)
-    ctx.report.outcome(
+    await ctx.report.outcome(
         revision=ctx.revision,
         result=Result.SUPERSEDED,
         started_at=ctx.started_at,

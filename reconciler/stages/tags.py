@@ -36,4 +36,4 @@ async def move_extra_tags(ctx: PassContext) -> None:
         log.warning("extra_tags_not_moved", error=str(exc))
         return
     memory.tagged = ctx.revision
-    ctx.session.save()
+    await ctx.session.save()

@@ -59,7 +59,7 @@ async def run_test(ctx: PassContext) -> bool:
     tail = "\n".join(run.tail[-TAIL_IN_ERROR:])
     detail = f"{reason}\n{tail}".strip()
     log.error("test_failed", reason=reason)
-    _hold(ctx, reason=detail)
+    await _hold(ctx, reason=detail)
     return False
 
 
@@ -83,20 +83,20 @@ async def _build_test_stage(ctx: PassContext, target: str) -> str | None:
     except BuildFailed as exc:
         reason = f"test.target {target!r} did not build: {exc}"
         log.error("test_failed", reason=reason)
-        _hold(ctx, reason="\n".join([reason, *exc.log_tail[-TAIL_IN_ERROR:]]))
+        await _hold(ctx, reason="\n".join([reason, *exc.log_tail[-TAIL_IN_ERROR:]]))
         return None
     finally:
         context.close()
     return tag
 
 
-def _hold(ctx: PassContext, *, reason: str) -> None:
+async def _hold(ctx: PassContext, *, reason: str) -> None:
     memory = ctx.memory
     memory.hold = Hold(
         revision=ctx.revision, reason=reason, config_fingerprint=ctx.app.fingerprint()
     )
-    ctx.session.save()
-    ctx.report.outcome(
+    await ctx.session.save()
+    await ctx.report.outcome(
         revision=ctx.revision, result=Result.TEST_FAILED, started_at=ctx.started_at, error=reason
     )
     ctx.report.failed(reason)

@@ -167,7 +167,7 @@ async def _service_deployment(
             if found is None:
                 return None
             record.arn = found.arn
-            _remember(ctx, rollout, found.arn)
+            await _remember(ctx, rollout, found.arn)
             return found
         return await ecs.describe_service_deployment(cluster=app.cluster, arn=record.arn)
     except AwsRejected as exc:
@@ -179,12 +179,12 @@ async def _service_deployment(
     return None
 
 
-def _remember(ctx: PassContext, rollout: Rollout, arn: str) -> None:
+async def _remember(ctx: PassContext, rollout: Rollout, arn: str) -> None:
     """Keep the record's ARN with the attempt, so a restart reads the same record."""
     attempt = ctx.memory.attempt
     if attempt is not None and attempt.task_definition == rollout.task_definition:
         ctx.memory.attempt = dataclasses.replace(attempt, service_deployment=arn)
-        ctx.session.save()
+        await ctx.session.save()
 
 
 def _verdict(

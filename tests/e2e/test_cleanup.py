@@ -26,7 +26,7 @@ from reconciler.model import Hold
 from reconciler.sandbox import Scenario
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.stages.cleanup import CleanupReport, clean_up, cleanup_rows
-from reconciler.state import AppMemory, StateStore
+from reconciler.state import AppMemory, FileStateStore
 from tests.support.world import World
 
 if TYPE_CHECKING:
@@ -437,9 +437,9 @@ async def test_an_unreadable_listing_removes_nothing(
 async def test_cleanup_rows_keep_a_holds_rollback_target(tmp_path: Path, app: App) -> None:
     arns = app.revisions(count=4)  # 2..5
     app.deploy(arns[5])
-    store = StateStore(tmp_path / "state")
+    store = FileStateStore(tmp_path / "state")
     hold = Hold(revision=sha(9), reason="failed", config_fingerprint="f", rollback_to=arns[2])
-    store.save(app.name, AppMemory(hold=hold))
+    store.save_now(app.name, AppMemory(hold=hold))
     app.config(task_definitions=1)
     config = app.world.config()
     rows = await cleanup_rows(config, [app.name], dry_run=True)

@@ -34,7 +34,7 @@ from reconciler.model import (
     TestRun,
 )
 from reconciler.reporter import Reporter
-from reconciler.state import StateStore
+from reconciler.state import FileStateStore
 from reconciler.status import AppStatus
 
 REGISTRY = "registry.test"
@@ -311,7 +311,7 @@ class FakeWorld:
     docker: FakeDocker
     registry: FakeRegistry
     ecs: FakeEcs
-    store: StateStore
+    store: FileStateStore
     status: AppStatus
     metrics: Metrics
     loop: AppLoop
@@ -341,7 +341,7 @@ class FakeWorld:
         git, docker, ecs = FakeGit(head), FakeDocker(), FakeEcs()
         registry = FakeRegistry(docker)
         adapters = Adapters(git=git, docker=docker, registry=registry, ecr=FakeEcr(), ecs=ecs)
-        store, status, metrics = StateStore(state_dir), AppStatus(name="web"), Metrics()
+        store, status, metrics = FileStateStore(state_dir), AppStatus(name="web"), Metrics()
         loop = AppLoop(
             app=app,
             poll_interval=poll_interval,

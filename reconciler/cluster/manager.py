@@ -1,0 +1,333 @@
+"""The round every daemon of a cluster runs: heartbeat, look, hand over, take, forward.
+
+Each round (every LOOK_EVERY seconds) reads the whole cluster view with one Query (members
+and leases share a partition) and heartbeats every third of the TTL, so a daemon in steady
+state makes under one call a second whatever the number of apps. From the view it:
+- confirms the leases it holds, and stops at once the loop of any app another daemon took;
+- computes the even spread over the live daemons (assignment.py) and hands over apps that
+  now belong to another live daemon, once they are idle (a build or rollout under way ends
+  here first);
+- takes apps assigned to it that are free or whose owner's heartbeat ran out (a takeover),
+  adopts their state (which fences it) and starts their loops;
+- passes on the nudges and syncs other daemons wrote for its apps, and publishes what its
+  apps are doing for the others' /status.
+A daemon whose heartbeats fail keeps its loops, but its leases run out on its own clock
+first (lease.py), so its writes stop before anyone else may take over. SIGTERM hands every
+app back at once (`leave`), so a drained daemon's apps move within one round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from reconciler.cluster.assignment import assign
+from reconciler.cluster.fenced import Fence
+from reconciler.cluster.lease import Held, Leases
+from reconciler.cluster.store import TableStateStore
+from reconciler.cluster.table import ClusterView, LeaseItem, LeaseSuperseded, LeaseTable, Member
+from reconciler.errors import ReconcilerError
+from reconciler.metrics import Metrics
+
+log = structlog.get_logger("reconciler.cluster")
+
+LOOK_EVERY = 1.5  # seconds between views: a nudge written anywhere is acted on within this
+HANDOVER_GRACE = 8.0  # a handed-over app's deploy under way gets this long to finish
+PUBLISHED_HISTORY = 5  # history entries in the status the owner publishes for the others
+
+
+class Tenant(Protocol):
+    """What the manager needs of the daemon whose apps it shares out (the supervisor)."""
+
+    def app_names(self) -> list[str]: ...
+
+    async def take(self, name: str) -> None: ...
+
+    async def give_up(self, name: str, *, grace: float) -> None: ...
+
+    def busy(self, name: str) -> bool: ...
+
+    def poke(self, name: str, what: str) -> None: ...
+
+    def local_document(self, name: str) -> dict[str, Any] | None: ...
+
+
+class LeaseManager:
+    def __init__(
+        self,
+        *,
+        table: LeaseTable,
+        store: TableStateStore,
+        host_id: str,
+        url: str,
+        ttl: float,
+        metrics: Metrics,
+        look_every: float = LOOK_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.host_id = host_id
+        self.url = url
+        self.ttl = ttl
+        self.leases = Leases(ttl=ttl, clock=clock)
+        self.view = ClusterView()
+        self._table = table
+        self.store = store
+        self._metrics = metrics
+        self._look_every = look_every
+        self._clock = clock
+        self._wall = wall
+        self._started_at = wall()
+        self._heartbeat_tried: float | None = None
+        self._rounds = 0
+        self._seen: dict[str, tuple[int, int]] = {}  # app -> (nudges, syncs) acted on
+        self._published: dict[str, dict[str, Any]] = {}
+        self._forwards: set[asyncio.Task[None]] = set()
+        self._failing: set[str] = set()  # operations whose failure was logged
+
+    # What the supervisor asks (the Cluster protocol) -------------------------------------
+
+    def holds(self, name: str) -> bool:
+        return name in self.leases.held
+
+    def fence(self, name: str) -> Fence:
+        return Fence(name, valid=self.leases.valid, why_not=self.leases.why_not)
+
+    def ownership(self, name: str) -> dict[str, Any]:
+        item = self.view.leases.get(name)
+        owner = item.owner if item is not None else None
+        if name in self.leases.held:
+            owner = self.host_id
+        member = self.view.members.get(owner) if owner else None
+        age = None
+        if member is not None:
+            age = round(max(0.0, self._wall() - (member.expires_at - self.ttl)), 1)
+        return {
+            "owner": owner,
+            "owner_url": member.url if member is not None else None,
+            "lease_age_seconds": age,
+            "lease_version": item.version if item is not None else None,
+            "here": name in self.leases.held,
+        }
+
+    def elsewhere(self, name: str) -> str | None:
+        if name in self.leases.held:
+            return None
+        item = self.view.leases.get(name)
+        if item is None or item.owner is None:
+            return None
+        member = self.view.members.get(item.owner)
+        return f"{item.owner} ({member.url})" if member and member.url else item.owner
+
+    def remote_status(self, name: str) -> dict[str, Any] | None:
+        item = self.view.leases.get(name)
+        return None if item is None or item.status is None else dict(item.status)
+
+    def forward(self, name: str, what: str) -> None:
+        task = asyncio.create_task(self._forward(name, what), name=f"forward:{name}")
+        self._forwards.add(task)
+        task.add_done_callback(self._forwards.discard)
+
+    async def _forward(self, name: str, what: str) -> None:
+        try:
+            await self._table.bump(name, what)
+        except ReconcilerError as exc:
+            self._table_failed("forward", exc)
+
+    # The round ---------------------------------------------------------------------------
+
+    async def run(self, tenant: Tenant) -> None:
+        """Rounds until cancelled."""
+        while True:
+            await self.round(tenant)
+            await asyncio.sleep(self._look_every)
+
+    async def round(self, tenant: Tenant) -> None:
+        self._rounds += 1
+        await self._heartbeat()
+        started = self._clock()
+        try:
+            view = await self._table.view()
+        except ReconcilerError as exc:
+            self._table_failed("view", exc)
+            return
+        self._recovered("view")
+        self.view = view
+        await self._confirm(tenant, view, started)
+        now = self._wall()
+        live = view.live(now)
+        if self.leases.heartbeat_at is not None and self.host_id not in live:
+            live.append(self.host_id)
+        wanted = assign(tenant.app_names(), live)
+        await self._hand_over(tenant, wanted)
+        # The first round only announces this daemon: daemons started together see each
+        # other before any takes apps, so they do not take everything and hand it back.
+        if self._rounds > 1:
+            await self._take(tenant, view, wanted, live)
+        self._pass_on(tenant, view)
+        await self._publish(tenant)
+        self._metrics.leases_held.set(len(self.leases.held))
+
+    async def _heartbeat(self) -> None:
+        now = self._clock()
+        if self._heartbeat_tried is not None and now - self._heartbeat_tried < self.ttl / 3:
+            return
+        self._heartbeat_tried = now
+        member = Member(
+            host_id=self.host_id,
+            expires_at=self._wall() + self.ttl,
+            url=self.url,
+            started_at=self._started_at,
+        )
+        try:
+            await self._table.heartbeat(member)
+        except ReconcilerError as exc:
+            self._table_failed("heartbeat", exc)
+            # Tried again next round rather than a third of the TTL later: each failed
+            # round brings the lease closer to running out.
+            self._heartbeat_tried = None
+            return
+        self._recovered("heartbeat")
+        self.leases.heartbeat_at = now
+
+    async def _confirm(self, tenant: Tenant, view: ClusterView, started: float) -> None:
+        for app, held in list(self.leases.held.items()):
+            item = view.leases.get(app)
+            if item is not None and item.owner == self.host_id and item.version == held.version:
+                held.confirmed_at = started
+                continue
+            log.warning(
+                "lease_lost",
+                app=app,
+                owner=item.owner if item else None,
+                version=item.version if item else None,
+            )
+            await self._drop(tenant, app, grace=0)
+
+    async def _hand_over(self, tenant: Tenant, wanted: dict[str, str]) -> None:
+        configured = set(tenant.app_names())
+        for app, held in list(self.leases.held.items()):
+            if app in configured and wanted.get(app) == self.host_id:
+                continue
+            if app in configured and tenant.busy(app):
+                continue  # handed over once its build or rollout has ended here
+            log.info("lease_handed_over", app=app, to=wanted.get(app))
+            await self._drop(tenant, app, grace=HANDOVER_GRACE)
+            await self._release(app, held.version)
+
+    async def _take(
+        self, tenant: Tenant, view: ClusterView, wanted: dict[str, str], live: list[str]
+    ) -> None:
+        for app, owner in wanted.items():
+            if owner != self.host_id or app in self.leases.held:
+                continue
+            item = view.leases.get(app)
+            previous = item.owner if item is not None else None
+            if previous is not None and previous != self.host_id and previous in live:
+                continue  # its owner hands it over when idle
+            await self._acquire(tenant, app, item, takeover=previous not in (None, self.host_id))
+
+    async def _acquire(
+        self, tenant: Tenant, app: str, item: LeaseItem | None, *, takeover: bool
+    ) -> None:
+        started = self._clock()
+        try:
+            version = await self._table.acquire(app, me=self.host_id, seen=item, now=self._wall())
+        except ReconcilerError as exc:
+            self._table_failed("acquire", exc)
+            return
+        if version is None:
+            return  # another daemon moved first; the next view says who
+        try:
+            await self.store.adopt(app, version=version)
+        except (LeaseSuperseded, ReconcilerError) as exc:
+            log.warning("state_not_adopted", app=app, error=str(exc))
+            await self._release(app, version)
+            return
+        self.leases.held[app] = Held(version=version, confirmed_at=started)
+        self._seen[app] = (item.nudges, item.syncs) if item is not None else (0, 0)
+        if takeover:
+            self._metrics.lease_takeovers_total.inc()
+        log.info(
+            "lease_taken",
+            app=app,
+            version=version,
+            previous_owner=item.owner if item is not None else None,
+            takeover=takeover,
+        )
+        await tenant.take(app)
+
+    def _pass_on(self, tenant: Tenant, view: ClusterView) -> None:
+        for app in self.leases.held:
+            item = view.leases.get(app)
+            if item is None:
+                continue
+            nudges, syncs = self._seen.get(app, (item.nudges, item.syncs))
+            if item.syncs > syncs:
+                log.info("sync_received", app=app)
+                tenant.poke(app, "syncs")
+            elif item.nudges > nudges:
+                tenant.poke(app, "nudges")
+            self._seen[app] = (item.nudges, item.syncs)
+
+    async def _publish(self, tenant: Tenant) -> None:
+        for app, held in list(self.leases.held.items()):
+            document = tenant.local_document(app)
+            if document is None:
+                continue
+            document["history"] = document.get("history", [])[:PUBLISHED_HISTORY]
+            if self._published.get(app) == document or not self.leases.valid(app):
+                continue
+            try:
+                await self._table.publish_status(
+                    app, me=self.host_id, version=held.version, status=document
+                )
+            except ReconcilerError as exc:
+                self._table_failed("publish", exc)
+                return
+            self._published[app] = document
+
+    async def _drop(self, tenant: Tenant, app: str, *, grace: float) -> None:
+        self.leases.held.pop(app, None)
+        self._published.pop(app, None)
+        self._seen.pop(app, None)
+        await tenant.give_up(app, grace=grace)
+
+    async def _release(self, app: str, version: int) -> None:
+        try:
+            await self._table.release(app, me=self.host_id, version=version)
+        except ReconcilerError as exc:
+            # It runs out with this daemon's heartbeat instead, or is taken when it leaves.
+            self._table_failed("release", exc)
+
+    async def leave(self, tenant: Tenant) -> None:
+        """Hand every app back and leave the member list (SIGTERM): the others take the
+        apps at their next look instead of after the TTL."""
+        for task in list(self._forwards):
+            with contextlib.suppress(asyncio.CancelledError, ReconcilerError):
+                await asyncio.wait_for(task, timeout=1.0)
+        held = dict(self.leases.held)
+        await asyncio.gather(*(self._drop(tenant, app, grace=HANDOVER_GRACE) for app in held))
+        await asyncio.gather(*(self._release(app, h.version) for app, h in held.items()))
+        try:
+            await self._table.leave(self.host_id)
+        except ReconcilerError as exc:
+            self._table_failed("leave", exc)
+        self._metrics.leases_held.set(0)
+        log.info("cluster_left", released=len(held))
+
+    def _table_failed(self, operation: str, exc: ReconcilerError) -> None:
+        self._metrics.lease_table_errors_total.labels(operation=operation).inc()
+        if operation not in self._failing:
+            self._failing.add(operation)
+            log.error("lease_table_failed", operation=operation, error=str(exc))
+
+    def _recovered(self, operation: str) -> None:
+        if operation in self._failing:
+            self._failing.discard(operation)
+            log.info("lease_table_recovered", operation=operation)

@@ -1,0 +1,336 @@
+"""The DynamoDB table the daemons share: members, app leases and app state.
+
+One table, keyed by `pk` (partition) and `sk` (sort):
+- pk "cluster", sk "member#<host id>": a live daemon; `expires_at` (epoch seconds) is moved
+  forward by each heartbeat; `url` says where its API listens.
+- pk "cluster", sk "app#<name>": the app's lease: `owner` (absent when free), `version` (the
+  fencing token, raised by every acquisition), `since`; counters `nudges` and `syncs` that
+  any daemon raises to wake the owner; `status`, the owner's last word on the app (JSON).
+- pk "state", sk "<name>": the app's memory (JSON) and `fence`, the lease version of the
+  last owner that adopted it; a write must carry that version, so a daemon that lost the
+  lease can no longer change the state.
+Members and leases share a partition so that one Query reads the whole cluster view.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioboto3
+from botocore.exceptions import ClientError
+
+from reconciler.adapters.aws import aws_errors
+from reconciler.adapters.ecs import boto_config
+
+CLUSTER = "cluster"
+STATE = "state"
+MEMBER = "member#"
+APP = "app#"
+
+
+@dataclass(frozen=True)
+class Member:
+    host_id: str
+    expires_at: float  # epoch seconds
+    url: str = ""
+    started_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class LeaseItem:
+    app: str
+    owner: str | None
+    version: int
+    since: float = 0.0  # epoch seconds the owner took it
+    nudges: int = 0
+    syncs: int = 0
+    status: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    members: dict[str, Member] = field(default_factory=dict)
+    leases: dict[str, LeaseItem] = field(default_factory=dict)
+
+    def live(self, now: float) -> list[str]:
+        """Members whose heartbeat has not run out at wall time `now`."""
+        return sorted(m.host_id for m in self.members.values() if m.expires_at > now)
+
+
+def _n(item: dict[str, Any], key: str, default: float = 0) -> float:
+    raw = item.get(key)
+    return float(raw["N"]) if raw and "N" in raw else default
+
+
+def _s(item: dict[str, Any], key: str) -> str | None:
+    raw = item.get(key)
+    return str(raw["S"]) if raw and "S" in raw else None
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+async def _unless(code: str, call: Callable[..., Awaitable[Any]], **kwargs: Any) -> Any | None:
+    """The call's answer, or None when AWS refused it with `code` (a condition that did not
+    hold, a table that exists); every other error as the project's own."""
+    async with aws_errors():
+        try:
+            return await call(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == code:
+                return None
+            raise
+
+
+_FAILED = "ConditionalCheckFailedException"
+
+
+class LeaseSuperseded(Exception):
+    """A newer owner fenced the app's state before this one could adopt it."""
+
+    def __init__(self, app: str) -> None:
+        super().__init__(f"the state of {app!r} was adopted by a newer lease holder")
+        self.app = app
+
+
+class LeaseTable:
+    """The table through one aioboto3 client. Conditions that fail return False or None;
+    everything else AWS says becomes AwsUnavailable or AwsRejected."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self._client = client
+        self.name = name
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, *, name: str, region: str, endpoint_url: str = ""
+    ) -> AsyncIterator[LeaseTable]:
+        session = aioboto3.Session()
+        async with session.client(
+            "dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=boto_config()
+        ) as client:
+            yield cls(client, name)
+
+    # The table itself --------------------------------------------------------------------
+
+    async def create(self) -> bool:
+        """Create the table (on-demand capacity) and wait until it is active; False when it
+        existed already."""
+        created = await _unless(
+            "ResourceInUseException",
+            self._client.create_table,
+            TableName=self.name,
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        if created is None:
+            return False
+        async with aws_errors():
+            waiter = self._client.get_waiter("table_exists")
+            await waiter.wait(TableName=self.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        return True
+
+    # Members and leases ------------------------------------------------------------------
+
+    async def view(self) -> ClusterView:
+        """Every member and lease, read consistently (one Query per MB)."""
+        members: dict[str, Member] = {}
+        leases: dict[str, LeaseItem] = {}
+        async for item in self._partition(CLUSTER):
+            sk = str(item["sk"]["S"])
+            if sk.startswith(MEMBER):
+                host = sk[len(MEMBER) :]
+                members[host] = Member(
+                    host_id=host,
+                    expires_at=_n(item, "expires_at"),
+                    url=_s(item, "url") or "",
+                    started_at=_n(item, "started_at"),
+                )
+            elif sk.startswith(APP):
+                app = sk[len(APP) :]
+                status = _s(item, "status")
+                leases[app] = LeaseItem(
+                    app=app,
+                    owner=_s(item, "owner"),
+                    version=int(_n(item, "version")),
+                    since=_n(item, "since"),
+                    nudges=int(_n(item, "nudges")),
+                    syncs=int(_n(item, "syncs")),
+                    status=json.loads(status) if status else None,
+                )
+        return ClusterView(members=members, leases=leases)
+
+    async def _partition(self, pk: str) -> AsyncIterator[dict[str, Any]]:
+        """Every item of partition `pk`, read consistently, page after page."""
+        start: dict[str, Any] | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": self.name,
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": pk}},
+                "ConsistentRead": True,
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            async with aws_errors():
+                answer = await self._client.query(**kwargs)
+            for item in answer.get("Items", []):
+                yield item
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return
+
+    async def heartbeat(self, member: Member) -> None:
+        async with aws_errors():
+            await self._client.put_item(
+                TableName=self.name,
+                Item={
+                    **_key(CLUSTER, MEMBER + member.host_id),
+                    "expires_at": {"N": repr(member.expires_at)},
+                    "url": {"S": member.url},
+                    "started_at": {"N": repr(member.started_at)},
+                },
+            )
+
+    async def leave(self, host_id: str) -> None:
+        """Remove the member item: the others stop counting this daemon at once."""
+        async with aws_errors():
+            await self._client.delete_item(TableName=self.name, Key=_key(CLUSTER, MEMBER + host_id))
+
+    async def acquire(self, app: str, *, me: str, seen: LeaseItem | None, now: float) -> int | None:
+        """Take the lease as it was `seen` (free, or held by a daemon that died); the new
+        version, or None when someone changed it first."""
+        values: dict[str, Any] = {":me": {"S": me}, ":now": {"N": repr(now)}}
+        if seen is None or seen.owner is None:
+            condition = "attribute_not_exists(#owner)"
+            version = (seen.version if seen else 0) + 1
+            if seen is not None:
+                condition += " AND (attribute_not_exists(#version) OR #version = :old)"
+                values[":old"] = {"N": str(seen.version)}
+        else:
+            condition = "#owner = :prev AND #version = :old"
+            values[":prev"] = {"S": seen.owner}
+            values[":old"] = {"N": str(seen.version)}
+            version = seen.version + 1
+        values[":new"] = {"N": str(version)}
+        answer = await _unless(
+            _FAILED,
+            self._client.update_item,
+            TableName=self.name,
+            Key=_key(CLUSTER, APP + app),
+            UpdateExpression="SET #owner = :me, #version = :new, #since = :now",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#owner": "owner", "#version": "version", "#since": "since"},
+            ExpressionAttributeValues=values,
+        )
+        return None if answer is None else version
+
+    async def release(self, app: str, *, me: str, version: int) -> bool:
+        """Give the lease up (the version stays, so the next owner's is higher)."""
+        return await self._conditional_update(
+            app,
+            me=me,
+            version=version,
+            expression="REMOVE #owner",
+            values={},
+        )
+
+    async def publish_status(
+        self, app: str, *, me: str, version: int, status: dict[str, Any]
+    ) -> bool:
+        """The owner's view of the app, for the other daemons' /status."""
+        return await self._conditional_update(
+            app,
+            me=me,
+            version=version,
+            expression="SET #status = :status",
+            values={":status": {"S": json.dumps(status, separators=(",", ":"))}},
+        )
+
+    async def _conditional_update(
+        self, app: str, *, me: str, version: int, expression: str, values: dict[str, Any]
+    ) -> bool:
+        answer = await _unless(
+            _FAILED,
+            self._client.update_item,
+            TableName=self.name,
+            Key=_key(CLUSTER, APP + app),
+            UpdateExpression=expression,
+            ConditionExpression="#owner = :me AND #version = :v",
+            ExpressionAttributeNames={
+                "#owner": "owner",
+                "#version": "version",
+                **({"#status": "status"} if "#status" in expression else {}),
+            },
+            ExpressionAttributeValues={":me": {"S": me}, ":v": {"N": str(version)}, **values},
+        )
+        return answer is not None
+
+    async def bump(self, app: str, counter: str) -> None:
+        """Raise the app's `nudges` or `syncs` counter: its owner acts on it at its next look."""
+        if counter not in ("nudges", "syncs"):
+            raise ValueError(f"unknown counter {counter!r}")
+        async with aws_errors():
+            await self._client.update_item(
+                TableName=self.name,
+                Key=_key(CLUSTER, APP + app),
+                UpdateExpression="ADD #counter :one",
+                ExpressionAttributeNames={"#counter": counter},
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+
+    # App state ---------------------------------------------------------------------------
+
+    async def adopt_state(self, app: str, *, version: int) -> str | None:
+        """Fence the app's state with `version` (from now on only writes carrying it land)
+        and return it as it stands (JSON), None when the app has none yet."""
+        answer = await _unless(
+            _FAILED,
+            self._client.update_item,
+            TableName=self.name,
+            Key=_key(STATE, app),
+            UpdateExpression="SET #fence = :v",
+            ConditionExpression="attribute_not_exists(#fence) OR #fence < :v",
+            ExpressionAttributeNames={"#fence": "fence"},
+            ExpressionAttributeValues={":v": {"N": str(version)}},
+            ReturnValues="ALL_NEW",
+        )
+        if answer is None:
+            raise LeaseSuperseded(app)
+        return _s(answer.get("Attributes", {}), "memory")
+
+    async def write_state(self, app: str, *, version: int, memory: str) -> bool:
+        """Write the app's memory if its fence is still `version`; False when it is not
+        (another daemon has adopted the app since)."""
+        answer = await _unless(
+            _FAILED,
+            self._client.put_item,
+            TableName=self.name,
+            Item={**_key(STATE, app), "memory": {"S": memory}, "fence": {"N": str(version)}},
+            ConditionExpression="#fence = :v",
+            ExpressionAttributeNames={"#fence": "fence"},
+            ExpressionAttributeValues={":v": {"N": str(version)}},
+        )
+        return answer is not None
+
+    async def read_states(self) -> dict[str, str]:
+        """Every app's memory (JSON), for read-only commands."""
+        found: dict[str, str] = {}
+        async for item in self._partition(STATE):
+            memory = _s(item, "memory")
+            if memory is not None:
+                found[str(item["sk"]["S"])] = memory
+        return found

@@ -1,0 +1,257 @@
+"""Lease managers sharing apps through the sandbox's DynamoDB, over the real aioboto3 wire
+path; the tenants are stand-ins that record what they were handed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from reconciler.cluster.manager import LeaseManager
+from reconciler.cluster.store import TableStateStore
+from reconciler.cluster.table import LeaseTable
+from reconciler.errors import LeaseNotHeld
+from reconciler.metrics import Metrics
+from reconciler.model import Hold
+from reconciler.sandbox.aws import SandboxAws
+from tests.support.probes import eventually
+
+APPS = [f"app-{i:02d}" for i in range(30)]
+TTL = 3.0
+LOOK = 0.2
+
+
+@dataclass
+class Tenant:
+    apps: list[str]
+    running: set[str] = field(default_factory=set)
+    pokes: list[tuple[str, str]] = field(default_factory=list)
+    busy_apps: set[str] = field(default_factory=set)
+
+    def app_names(self) -> list[str]:
+        return list(self.apps)
+
+    async def take(self, name: str) -> None:
+        self.running.add(name)
+
+    async def give_up(self, name: str, *, grace: float) -> None:
+        self.running.discard(name)
+
+    def busy(self, name: str) -> bool:
+        return name in self.busy_apps
+
+    def poke(self, name: str, what: str) -> None:
+        self.pokes.append((name, what))
+
+    def local_document(self, name: str) -> dict[str, Any] | None:
+        return {"name": name, "phase": "InSync", "history": []} if name in self.running else None
+
+
+@dataclass
+class Node:
+    manager: LeaseManager
+    tenant: Tenant
+    metrics: Metrics
+    task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.manager.run(self.tenant))
+
+    async def pause(self) -> None:
+        """Stop its rounds without leaving: as a daemon that died or froze."""
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        self.task = None
+
+
+class Cluster:
+    def __init__(self, aws: SandboxAws, stack: AsyncExitStack, name: str) -> None:
+        self.aws, self.stack, self.name = aws, stack, name
+        self.nodes: list[Node] = []
+
+    async def table(self) -> LeaseTable:
+        return await self.stack.enter_async_context(
+            LeaseTable.connect(
+                name=self.name, region="us-east-1", endpoint_url=self.aws.endpoint_url
+            )
+        )
+
+    async def node(self, host: str, apps: list[str] = APPS) -> Node:
+        table = await self.table()
+        metrics = Metrics()
+        manager = LeaseManager(
+            table=table,
+            store=TableStateStore(table),
+            host_id=host,
+            url=f"http://127.0.0.1/{host}",
+            ttl=TTL,
+            metrics=metrics,
+            look_every=LOOK,
+        )
+        node = Node(manager, Tenant(list(apps)), metrics)
+        self.nodes.append(node)
+        return node
+
+    async def owners(self) -> dict[str, str | None]:
+        view = await (await self.table()).view()
+        return {app: item.owner for app, item in view.leases.items()}
+
+
+@pytest.fixture
+async def cluster(aws: SandboxAws) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        made = Cluster(aws, stack, f"leases-{uuid.uuid4().hex[:8]}")
+        assert await (await made.table()).create()
+        try:
+            yield made
+        finally:
+            for node in made.nodes:
+                if node.task is not None:
+                    await node.pause()
+
+
+def held_counts(nodes: list[Node]) -> list[int]:
+    return sorted(len(n.manager.leases.held) for n in nodes)
+
+
+async def test_thirty_apps_spread_ten_each_over_three_daemons(cluster: Cluster) -> None:
+    nodes = [await cluster.node(h) for h in ("a", "b", "c")]
+    for node in nodes:
+        node.start()
+    await eventually(lambda: held_counts(nodes) == [10, 10, 10], timeout=20)
+    owners = await cluster.owners()
+    assert set(owners) == set(APPS)
+    assert Counter(owners.values()) == {"a": 10, "b": 10, "c": 10}
+    for node in nodes:
+        assert node.tenant.running == set(node.manager.leases.held)
+    # Every app runs on exactly one daemon.
+    assert sum(len(n.tenant.running) for n in nodes) == 30
+
+
+async def test_a_dead_daemons_apps_are_taken_over_after_the_ttl(cluster: Cluster) -> None:
+    nodes = [await cluster.node(h) for h in ("a", "b", "c")]
+    for node in nodes:
+        node.start()
+    await eventually(lambda: held_counts(nodes) == [10, 10, 10], timeout=20)
+    dead, survivors = nodes[0], nodes[1:]
+    lost = set(dead.manager.leases.held)
+    await dead.pause()
+    loop = asyncio.get_running_loop()
+    paused_at = loop.time()
+    await eventually(
+        lambda: lost <= set().union(*(n.tenant.running for n in survivors)), timeout=TTL + 10
+    )
+    took = loop.time() - paused_at
+    assert took > TTL * 0.5  # not before its lease could have run out
+    assert sorted(len(n.manager.leases.held) for n in survivors) == [15, 15]
+    takeovers = sum(
+        n.metrics.registry.get_sample_value("reconciler_lease_takeovers_total") or 0
+        for n in survivors
+    )
+    assert takeovers == len(lost)
+    owners = await cluster.owners()
+    assert "a" not in owners.values()
+
+
+async def test_a_daemon_that_leaves_hands_its_apps_over_at_once(cluster: Cluster) -> None:
+    nodes = [await cluster.node(h) for h in ("a", "b")]
+    for node in nodes:
+        node.start()
+    await eventually(lambda: held_counts(nodes) == [15, 15], timeout=20)
+    leaving = nodes[0]
+    await leaving.pause()
+    await leaving.manager.leave(leaving.tenant)
+    assert leaving.tenant.running == set()
+    # Well within the TTL: the member item is gone and the leases are free.
+    await eventually(lambda: len(nodes[1].manager.leases.held) == 30, timeout=TTL)
+
+
+async def test_a_joining_daemon_gets_its_share_from_the_others(cluster: Cluster) -> None:
+    first = await cluster.node("a")
+    first.start()
+    await eventually(lambda: len(first.manager.leases.held) == 30, timeout=20)
+    second = await cluster.node("b")
+    second.start()
+    await eventually(lambda: held_counts([first, second]) == [15, 15], timeout=20)
+    assert first.tenant.running.isdisjoint(second.tenant.running)
+
+
+async def test_a_busy_app_is_handed_over_only_when_idle(cluster: Cluster) -> None:
+    first = await cluster.node("a")
+    first.tenant.busy_apps = set(APPS)
+    first.start()
+    await eventually(lambda: len(first.manager.leases.held) == 30, timeout=20)
+    second = await cluster.node("b")
+    second.start()
+    await asyncio.sleep(LOOK * 10)
+    assert len(first.manager.leases.held) == 30 and not second.manager.leases.held
+    first.tenant.busy_apps = set()
+    await eventually(lambda: held_counts([first, second]) == [15, 15], timeout=20)
+
+
+async def test_a_paused_daemon_writes_no_state_for_apps_it_lost(cluster: Cluster) -> None:
+    a = await cluster.node("a", ["web"])
+    a.start()
+    await eventually(lambda: a.manager.holds("web"), timeout=20)
+    memory = a.manager.store.load("web")
+    memory.hold = Hold("c" * 40, "circuit breaker", "fp")
+    assert await a.manager.store.save("web")
+    assert a.manager.leases.valid("web")
+
+    await a.pause()  # SIGSTOP: no rounds, its clock runs on
+    b = await cluster.node("b", ["web"])
+    b.start()
+    await eventually(lambda: b.manager.holds("web"), timeout=TTL + 10)
+    assert b.manager.store.load("web").hold is not None  # the Failed hold moved with it
+
+    # SIGCONT: before its next round it still believes it holds the app.
+    assert a.manager.holds("web")
+    assert not a.manager.leases.valid("web")
+    with pytest.raises(LeaseNotHeld, match="could not be renewed"):
+        a.manager.fence("web").check("UpdateService")
+    a.manager.store.load("web").hold = None
+    assert not await a.manager.store.save("web")
+    assert "taken by another daemon" in (a.manager.store.write_error("web") or "")
+    assert b.manager.store.load("web").hold is not None
+    # Its next round sees the lease gone and stops the app.
+    a.start()
+    await eventually(lambda: not a.manager.holds("web"), timeout=10)
+    assert "web" not in a.tenant.running
+
+
+async def test_racing_acquisitions_have_exactly_one_winner(cluster: Cluster) -> None:
+    tables = [await cluster.table() for _ in range(4)]
+    for round_ in range(40):
+        app = f"race-{round_}"
+        won = await asyncio.gather(
+            *(t.acquire(app, me=f"host-{i}", seen=None, now=0.0) for i, t in enumerate(tables))
+        )
+        assert sum(v is not None for v in won) == 1, won
+
+
+async def test_a_nudge_written_anywhere_reaches_the_owner(cluster: Cluster) -> None:
+    nodes = [await cluster.node(h, ["web"]) for h in ("a", "b")]
+    for node in nodes:
+        node.start()
+    await eventually(lambda: any(n.manager.holds("web") for n in nodes), timeout=20)
+    owner = next(n for n in nodes if n.manager.holds("web"))
+    other = next(n for n in nodes if n is not owner)
+    await eventually(lambda: other.manager.remote_status("web") is not None, timeout=10)
+    other.manager.forward("web", "nudges")
+    await eventually(lambda: ("web", "nudges") in owner.tenant.pokes, timeout=5)
+    other.manager.forward("web", "syncs")
+    await eventually(lambda: ("web", "syncs") in owner.tenant.pokes, timeout=5)
+    host = owner.manager.host_id
+    assert other.manager.elsewhere("web") == f"{host} (http://127.0.0.1/{host})"
+    assert owner.manager.elsewhere("web") is None
+    status = other.manager.remote_status("web")
+    assert status is not None and status["phase"] == "InSync"
+    assert other.manager.ownership("web")["owner"] == host
+    assert other.manager.ownership("web")["here"] is False
