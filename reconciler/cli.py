@@ -1,4 +1,4 @@
-"""The `reconciler` command: run, validate, plan, status, sync, sandbox.
+"""The `reconciler` command: run, validate, plan, status, sync, cluster, sandbox.
 
 Errors are one line on stderr and a non-zero exit, never a traceback: 2 for bad input
 (config, arguments), 1 for a failure to reach the daemon or AWS.
@@ -140,13 +140,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
+    from reconciler.cluster.commands import memories
     from reconciler.daemon import open_adapters
     from reconciler.plan import plan
     from reconciler.stages.observe import desired_of, observe
     from reconciler.stages.resolve import resolve
-    from reconciler.state import FileStateStore
 
-    store = FileStateStore(config.daemon.state_dir)
+    memory_of = await memories(config)
     rows: list[dict[str, Any]] = []
     # Git mirrors go to a scratch directory: `plan` writes nothing, not even to state_dir.
     with tempfile.TemporaryDirectory(prefix="reconciler-plan-") as scratch:
@@ -155,9 +155,9 @@ async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
             for app in apps:
                 row: dict[str, Any] = {"app": app.name}
                 try:
-                    revision = await resolve(app, memory_of=store.peek, git=io.git)
+                    revision = await resolve(app, memory_of=memory_of, git=io.git)
                     desired = await desired_of(app, io, revision=revision)
-                    obs = await observe(app, io, desired=desired, memory=store.peek(app.name))
+                    obs = await observe(app, io, desired=desired, memory=memory_of(app.name))
                     action = plan(obs)
                     row.update(
                         desired=str(obs.desired.image),
@@ -267,10 +267,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             "error": (a.get("last_error") or "").splitlines()[0][:60]
             if a.get("last_error")
             else "",
+            "owner": a.get("owner") or "-",
         }
         for a in body.get("apps", [])
     ]
-    _print_table(rows, ["app", "phase", "desired", "live", "since", "error"])
+    columns = ["app", "phase", "desired", "live", "since", "error"]
+    if any("owner" in a for a in body.get("apps", [])):
+        columns.insert(2, "owner")  # several daemons share the apps
+    _print_table(rows, columns)
     return EXIT_OK
 
 
@@ -404,6 +408,44 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from reconciler.cluster import commands
+
+    _, config = _load(args)
+    if args.action == "init":
+        created = asyncio.run(commands.init(config))
+        table = config.cluster.lease_table
+        print(f"created table {table}" if created else f"table {table} exists already")
+        return EXIT_OK
+    document = asyncio.run(commands.status(config))
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    daemons = [
+        {
+            "daemon": d["host_id"],
+            "alive": "yes" if d["alive"] else "no (lease running out)",
+            "heartbeat": f"{d['heartbeat_age_seconds']} s ago",
+            "apps": str(len(d["apps"])),
+            "url": d["url"] or "-",
+        }
+        for d in document["daemons"]
+    ]
+    _print_table(daemons, ["daemon", "alive", "heartbeat", "apps", "url"])
+    print()
+    leases = [
+        {
+            "app": a["app"],
+            "owner": a["owner"] or "- (free)",
+            "held for": f"{a['held_for_seconds']} s" if a["held_for_seconds"] is not None else "-",
+            "version": str(a["version"]),
+        }
+        for a in document["apps"]
+    ]
+    _print_table(leases, ["app", "owner", "held for", "version"])
+    return EXIT_OK
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from reconciler.sandbox.run import run_sandbox
 
@@ -488,6 +530,13 @@ def parser() -> argparse.ArgumentParser:
     sync.set_defaults(func=cmd_sync)
     _steering_commands(sub)
     _housekeeping_command(sub)
+    cluster = sub.add_parser(
+        "cluster", help="the lease table several daemons share: create it, or who holds what"
+    )
+    cluster.add_argument("action", choices=["init", "status"])
+    with_config(cluster)
+    cluster.add_argument("--json", action="store_true")
+    cluster.set_defaults(func=cmd_cluster)
     sandbox = sub.add_parser(
         "sandbox", help="embedded AWS (moto) with rolling updates, for trying it out"
     )

@@ -169,11 +169,8 @@ class Supervisor:
         if status is not None:
             document = status.to_json()
         elif self.cluster is not None:
-            document = self.cluster.remote_status(name) or {
-                "name": name,
-                "phase": Phase.PENDING.value,
-                "history": [],
-            }
+            # Pending until its owner has said something (or while nobody holds it).
+            document = self.cluster.remote_status(name) or AppStatus(name=name).to_json()
         else:
             document = AppStatus(name=name).to_json()
         if self.cluster is not None:

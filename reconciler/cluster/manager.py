@@ -12,7 +12,9 @@ state makes under one call a second whatever the number of apps. From the view i
 - passes on the nudges and syncs other daemons wrote for its apps, and publishes what its
   apps are doing for the others' /status.
 A daemon whose heartbeats fail keeps its loops, but its leases run out on its own clock
-first (lease.py), so its writes stop before anyone else may take over. SIGTERM hands every
+first (lease.py), so its writes stop before anyone else may take over; once a heartbeat
+gets through after a gap long enough for the others to count it dead, it stops every loop
+and takes its leases again (conditionally: whoever took one in the gap keeps it). SIGTERM hands every
 app back at once (`leave`), so a drained daemon's apps move within one round.
 """
 
@@ -84,6 +86,9 @@ class LeaseManager:
         self._wall = wall
         self._started_at = wall()
         self._heartbeat_tried: float | None = None
+        self._heartbeat_every = ttl / 3
+        self._viewed_at: float | None = None
+        self._lapsed = False
         self._rounds = 0
         self._seen: dict[str, tuple[int, int]] = {}  # app -> (nudges, syncs) acted on
         self._published: dict[str, dict[str, Any]] = {}
@@ -142,15 +147,31 @@ class LeaseManager:
     # The round ---------------------------------------------------------------------------
 
     async def run(self, tenant: Tenant) -> None:
-        """Rounds until cancelled."""
+        """Rounds until cancelled: a view every `look_every`, a heartbeat every third of the
+        TTL, each on time (a heartbeat never waits for the next view)."""
         while True:
-            await self.round(tenant)
-            await asyncio.sleep(self._look_every)
+            if self._view_due():
+                await self.round(tenant)
+            else:
+                await self._heartbeat()
+                await self._after_lapse(tenant)
+            await asyncio.sleep(self._until_next())
+
+    def _view_due(self) -> bool:
+        return self._viewed_at is None or self._clock() - self._viewed_at >= self._look_every
+
+    def _until_next(self) -> float:
+        now = self._clock()
+        view_at = now if self._viewed_at is None else self._viewed_at + self._look_every
+        beat = self._heartbeat_tried
+        beat_at = now if beat is None else beat + self._heartbeat_every
+        return max(0.02, min(view_at, beat_at) - now)
 
     async def round(self, tenant: Tenant) -> None:
         self._rounds += 1
         await self._heartbeat()
-        started = self._clock()
+        await self._after_lapse(tenant)
+        started = self._viewed_at = self._clock()
         try:
             view = await self._table.view()
         except ReconcilerError as exc:
@@ -175,7 +196,10 @@ class LeaseManager:
 
     async def _heartbeat(self) -> None:
         now = self._clock()
-        if self._heartbeat_tried is not None and now - self._heartbeat_tried < self.ttl / 3:
+        if (
+            self._heartbeat_tried is not None
+            and now - self._heartbeat_tried < self._heartbeat_every
+        ):
             return
         self._heartbeat_tried = now
         member = Member(
@@ -193,7 +217,20 @@ class LeaseManager:
             self._heartbeat_tried = None
             return
         self._recovered("heartbeat")
-        self.leases.heartbeat_at = now
+        previous, self.leases.heartbeat_at = self.leases.heartbeat_at, now
+        if previous is not None and now - previous >= self.ttl - self.leases.margin:
+            # The others may have counted this daemon dead in the gap and taken its apps
+            # (a view of ours need not show it yet): every lease is taken again, afresh.
+            self._lapsed = True
+
+    async def _after_lapse(self, tenant: Tenant) -> None:
+        if not self._lapsed:
+            return
+        self._lapsed = False
+        if self.leases.held:
+            log.warning("leases_lapsed", apps=sorted(self.leases.held))
+        for app in list(self.leases.held):
+            await self._drop(tenant, app, grace=0)
 
     async def _confirm(self, tenant: Tenant, view: ClusterView, started: float) -> None:
         for app, held in list(self.leases.held.items()):

@@ -10,6 +10,7 @@ without an AWS account.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ import threading
 from types import FrameType
 from urllib.parse import urlparse
 
+from reconciler.cluster import commands as cluster_commands
 from reconciler.config import Config
 from reconciler.loopback import is_loopback
 from reconciler.sandbox.aws import SandboxAws
@@ -65,6 +67,11 @@ def run_sandbox(config: Config, *, outcome: Outcome = "complete", after: float =
                 f"task definition {provisioned.task_definition_arn}",
                 flush=True,
             )
+        if config.cluster.lease_table:
+            # Daemons sharing the apps through the sandbox's DynamoDB find their table ready.
+            created = asyncio.run(cluster_commands.init(config))
+            state = "created" if created else "exists"
+            print(f"sandbox: lease table {config.cluster.lease_table} {state}", flush=True)
         print(
             f"sandbox: AWS on {aws.endpoint_url}; rollouts {outcome} after {after:g}s; "
             "Ctrl-C to stop",

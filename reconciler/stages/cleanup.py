@@ -455,15 +455,15 @@ async def cleanup_rows(
     """
     from reconciler.adapters.accounts import Account, account_of, session_for
     from reconciler.adapters.housekeeping import Housekeeping
+    from reconciler.cluster.commands import memories
     from reconciler.errors import ConfigError
-    from reconciler.state import FileStateStore
 
     known = {a.name: a for a in config.apps}
     unknown = [name for name in apps if name not in known]
     if unknown:
         raise ConfigError([f"unknown app {name!r}" for name in unknown])
     chosen = [known[name] for name in dict.fromkeys(apps)] if apps else list(config.apps)
-    store = FileStateStore(config.daemon.state_dir)
+    memory_of = await memories(config)
     endpoint_url = config.aws.endpoint_url
     rows: list[dict[str, str]] = []
     async with AsyncExitStack() as stack:
@@ -482,7 +482,7 @@ async def cleanup_rows(
             return opened[account]
 
         for app in chosen:
-            rows += await _rows_of(app, store.peek(app.name), housekeeping_for, dry_run=dry_run)
+            rows += await _rows_of(app, memory_of(app.name), housekeeping_for, dry_run=dry_run)
     return rows
 
 
