@@ -14,8 +14,9 @@ state makes under one call a second whatever the number of apps. From the view i
 A daemon whose heartbeats fail keeps its loops, but its leases run out on its own clock
 first (lease.py), so its writes stop before anyone else may take over; once a heartbeat
 gets through after a gap long enough for the others to count it dead, it stops every loop
-and takes its leases again (conditionally: whoever took one in the gap keeps it). SIGTERM hands every
-app back at once (`leave`), so a drained daemon's apps move within one round.
+and takes its leases again (conditionally: whoever took one in the gap keeps it).
+SIGTERM hands every app back at once (`leave`), so a drained daemon's apps move within one
+round.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterable
 from types import TracebackType
@@ -66,16 +67,24 @@ def request_action(environ: WSGIEnvironment) -> str:
     return ""
 
 
+_APP_ID = re.compile(r"\bapp/(\S+)")
+
+
 def _params(environ: WSGIEnvironment) -> dict[str, Any]:
-    """A JSON-protocol request's parameters; moto is handed a fresh stream of the same bytes."""
+    """A JSON-protocol request's parameters, and under "_caller" the app id its client sent
+    (AWS_SDK_UA_APP_ID), which tells apart daemons sharing the sandbox; moto is handed a
+    fresh stream of the same bytes."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else b""
     environ["wsgi.input"] = io.BytesIO(body)
     try:
         params = json.loads(body or b"{}")
     except ValueError:
-        return {}
-    return params if isinstance(params, dict) else {}
+        params = {}
+    params = params if isinstance(params, dict) else {}
+    caller = _APP_ID.search(str(environ.get("HTTP_USER_AGENT", "")))
+    params["_caller"] = caller.group(1) if caller else ""
+    return params
 
 
 class _Middleware:

@@ -107,6 +107,16 @@ class DaemonProcess:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
 
+    def pause(self) -> None:
+        """SIGSTOP: frozen, as a host that stalls (or a VM paused) while its clock runs on."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self, *, timeout: float = 15) -> int:
         """SIGTERM and wait; the exit code."""
         process, self._process = self._process, None
