@@ -8,6 +8,12 @@ migration task, service update, rollout, `latest` moved.
 
     scripts/demo           # keeps running; commit to the printed work tree and watch
     scripts/demo --once    # exits 0 after the deploys and the held-then-fixed commit
+    scripts/demo --join    # while a first `scripts/demo` runs: a second daemon on the same
+                           # sandbox and lease table takes half the apps over
+
+Both daemons share the apps through the sandbox's DynamoDB (`[cluster].lease_table`): each
+app is reconciled by one of them, and when the second stops (Ctrl-C, SIGTERM) the first
+takes its apps back at once.
 """
 
 from __future__ import annotations
@@ -97,6 +103,11 @@ github_secret_file = "{workdir / "webhook-secret"}"
 [build]
 network = "none"
 
+[cluster]
+lease_table = "demo-leases"
+lease_ttl = "10s"
+host_id = "demo-1"
+
 [[apps]]
 name = "web"
 repo = "{remote.as_uri()}"
@@ -114,6 +125,15 @@ timeout = "1m"
 [apps.pre_deploy]
 command = ["sh", "-c", "echo migrating the database"]
 timeout = "2m"
+
+[[apps]]
+name = "api"
+repo = "{remote.as_uri()}"
+branch = "main"
+ecr_repository = "demo/api"
+cluster = "demo"
+service = "api"
+rollout_timeout = "2m"
 """)
     return config
 
@@ -124,18 +144,17 @@ def pump(process: subprocess.Popen[str], prefix: str) -> None:
         print(f"{prefix} {line}", end="", flush=True)
 
 
+SANDBOX_ENV = {
+    **os.environ,
+    "AWS_ACCESS_KEY_ID": "sandbox",
+    "AWS_SECRET_ACCESS_KEY": "sandbox",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
 def start(args: list[str], prefix: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": "sandbox",
-            "AWS_SECRET_ACCESS_KEY": "sandbox",
-            "PYTHONUNBUFFERED": "1",
-        },
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=SANDBOX_ENV
     )
     threading.Thread(target=pump, args=(process, prefix), daemon=True).start()
     return process
@@ -219,13 +238,97 @@ def hold_a_failing_test_then_deploy_the_fix(base: str, remote: Path, work: Path)
     say(f"Fixed commit deployed: web is InSync, running {status['live']['image']}")
 
 
+def cluster_status(config: Path) -> dict[str, Any]:
+    listed = subprocess.run(
+        [str(VENV_BIN / "reconciler"), "cluster", "status", "--json", "--config", str(config)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=SANDBOX_ENV,
+    )
+    return dict(json.loads(listed.stdout))
+
+
+def held_by(config: Path) -> dict[str, list[str]]:
+    """Live daemon -> the apps it holds."""
+    return {d["host_id"]: d["apps"] for d in cluster_status(config)["daemons"] if d["alive"]}
+
+
+def shared(held: dict[str, list[str]]) -> dict[str, list[str]] | None:
+    """`held` when two daemons hold apps each, else None (not yet)."""
+    return held if len(held) == 2 and all(held.values()) else None
+
+
+def alone(held: dict[str, list[str]]) -> dict[str, list[str]] | None:
+    """`held` when the first daemon alone holds both apps, else None (not yet)."""
+    return held if list(held) == ["demo-1"] and len(held["demo-1"]) == 2 else None
+
+
+def join(workdir: Path, *, once: bool) -> int:
+    """A second daemon for the demo already running in `workdir`."""
+    first = workdir / "reconciler.toml"
+    if not first.exists():
+        raise SystemExit(
+            f"demo failed: no demo runs in {workdir}: start `scripts/demo` first, then "
+            "`scripts/demo --join` in another terminal"
+        )
+    text = first.read_text()
+    listen_line = next(line for line in text.splitlines() if line.startswith("listen = "))
+    port = free_port()
+    second = workdir / "second.toml"
+    second.write_text(
+        text.replace(listen_line, f'listen = "127.0.0.1:{port}"')
+        .replace(f'state_dir = "{workdir / "state"}"', f'state_dir = "{workdir / "state-2"}"')
+        .replace('host_id = "demo-1"', 'host_id = "demo-2"')
+    )
+    reconciler = str(VENV_BIN / "reconciler")
+    say(f"Starting a second daemon on 127.0.0.1:{port}, sharing the lease table demo-leases")
+    daemon = start([reconciler, "run", "--config", str(second)], "[daemon 2]")
+    try:
+        split = wait_for(
+            "the two daemons to share the apps",
+            lambda: shared(held_by(second)),
+            timeout=120,
+        )
+        say(f"Two daemons share the apps: {json.dumps(split, sort_keys=True)}")
+        subprocess.run(
+            [reconciler, "cluster", "status", "--config", str(second)], check=False, env=SANDBOX_ENV
+        )
+        if not once:
+            say("Ctrl-C stops the second daemon; the first takes its apps back at once.")
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+        back = wait_for(
+            "the first daemon to hold every app again",
+            lambda: alone(held_by(first)),
+            timeout=60,
+        )
+        say(f"Second daemon stopped; its apps went back: {json.dumps(back, sort_keys=True)}")
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--once", action="store_true", help="exit 0 after the webhook redeploy")
+    parser.add_argument(
+        "--join", action="store_true", help="add a second daemon to the demo running now"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / ".run" / "demo")
     args = parser.parse_args()
+    if args.join:
+        return join(args.workdir.resolve(), once=args.once)
 
     workdir: Path = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -275,6 +378,7 @@ def main() -> int:
             f"    {reconciler} status --url {base}      (the daemon polls git every 30s)\n"
             f"    {reconciler} sync web --url {base}    (or start a pass now)\n"
             f"    curl -s {base}/metrics | grep reconciler_\n"
+            "    scripts/demo --join                 (a second daemon shares the apps)\n"
             "Ctrl-C stops everything."
         )
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
