@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,11 +31,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from reconciler.cluster.fenced import Fence
+from reconciler.cluster.manager import PUBLISHED_HISTORY
 from reconciler.config import Config, parse_config
 from reconciler.events import Finished, PhaseChanged
 from reconciler.http import build_app
 from reconciler.model import HistoryEntry, Phase, Result
-from reconciler.status import AppStatus
+from reconciler.status import AppStatus, RolloutView
 from reconciler.supervisor import Supervisor
 from reconciler.web import dashboard, stream
 from reconciler.web.dashboard import STATIC, TEMPLATES, content_security_policy
@@ -218,15 +221,18 @@ async def test_the_app_page_shows_the_full_error_and_the_history(face: HttpFace)
 
 
 async def test_a_rollout_on_the_status_gets_its_own_section(face: HttpFace) -> None:
-    """Whatever shape it takes (to_json, dataclass or mapping), shown as labelled values."""
+    """Every value of the rollout, labelled; a value not known yet is a dash."""
     status = face.supervisor.statuses["by-clone-url"]
-    setattr(status, "rollout", {"deployment": "ecs-svc/1", "running": 2, "desired": 3})  # noqa: B010
+    status.rollout = RolloutView(
+        deployment="ecs-svc/1", task_definition="web:3", running=2, desired=3, started_at=AT
+    )
     _, doc, _, _ = await page(face, "/apps/by-clone-url")
     section = doc.one("section", **{"class": "rollout"})
-    labels = [e.text for e in section.all("dt")]
-    values = [e.text for e in section.all("dd")]
-    assert labels == ["deployment", "running", "desired"]
-    assert values == ["ecs-svc/1", "2", "3"]
+    labels, values = [e.text for e in section.all("dt")], [e.text for e in section.all("dd")]
+    shown = dict(zip(labels, values, strict=True))
+    assert shown["deployment"] == "ecs-svc/1"
+    assert (shown["running"], shown["desired"]) == ("2", "3")
+    assert (shown["started at"], shown["finished at"]) == ("2024-05-01T12:00:00Z", "—")
 
 
 async def test_an_unknown_app_is_an_html_404_page(face: HttpFace) -> None:
@@ -262,6 +268,289 @@ async def test_static_files_are_served_from_the_package(face: HttpFace) -> None:
             assert answer.status == 200
             assert answer.content_type in (kind, "application/javascript")
             assert len(await answer.read()) > 100
+
+
+# --- a cluster: apps other daemons own --------------------------------------------------------
+
+
+HERE = "host-a"
+
+
+@dataclass
+class Lease:
+    owner: str | None
+    url: str = ""
+    version: int = 1
+    published: dict[str, Any] | None = None  # what the owner wrote into the table
+
+
+@dataclass
+class StandInCluster:
+    """The supervisor's Cluster seam as a lease table would answer it (as ClusterManager
+    does): this daemon holds `held`, `leases` says who holds the others and what they
+    published; an app in neither has never had an owner."""
+
+    held: set[str]
+    leases: dict[str, Lease] = field(default_factory=dict)
+    forwarded: list[tuple[str, str]] = field(default_factory=list)
+
+    def holds(self, name: str) -> bool:
+        return name in self.held
+
+    def fence(self, name: str) -> Fence:
+        return Fence(name, valid=self.holds, why_not=lambda app: f"{app} is not held here")
+
+    def ownership(self, name: str) -> dict[str, Any]:
+        lease = Lease(owner=HERE, url="http://127.0.0.1:8088") if name in self.held else None
+        lease = lease or self.leases.get(name)
+        return {
+            "owner": lease.owner if lease else None,
+            "owner_url": lease.url if lease and lease.owner else None,
+            "lease_age_seconds": 1.5 if lease and lease.owner else None,
+            "lease_version": lease.version if lease else None,
+            "here": name in self.held,
+        }
+
+    def elsewhere(self, name: str) -> str | None:
+        lease = self.leases.get(name)
+        return None if name in self.held or lease is None else lease.owner
+
+    def remote_status(self, name: str) -> dict[str, Any] | None:
+        lease = self.leases.get(name)
+        return None if lease is None or lease.published is None else dict(lease.published)
+
+    def forward(self, name: str, what: str) -> None:
+        self.forwarded.append((name, what))
+
+
+def published(name: str, phase: Phase, **fields: Any) -> dict[str, Any]:
+    """What an owner publishes of its app: to_json(), its history cut as the manager cuts it."""
+    document = AppStatus(name=name, phase=phase, last_transition=AT, **fields).to_json()
+    document["history"] = document["history"][:PUBLISHED_HISTORY]
+    return document
+
+
+def clustered(face: HttpFace, leases: dict[str, Lease]) -> StandInCluster:
+    """This daemon holds by-clone-url only (and runs no loop of the others); `leases` for
+    the others."""
+    cluster = StandInCluster(held={"by-clone-url"}, leases=leases)
+    face.supervisor.cluster = cluster
+    for name in APPS:
+        if name not in cluster.held:
+            del face.supervisor.loops[name]
+    return cluster
+
+
+async def test_a_remote_app_on_the_list_shows_what_its_owner_published(face: HttpFace) -> None:
+    """Phase, revision and live image as the owner published them (not this daemon's memory
+    of the app), its owner named and linked to the owner's page of the app; this daemon's
+    own app says "here", and an app nobody holds is waiting for an owner."""
+    failing(face)  # held here
+    face.supervisor.statuses["by-ssh-url"].phase = Phase.IN_SYNC  # stale memory, not shown
+    image = f"127.0.0.1:5000/by-ssh-url:{SHA}"
+    cluster = clustered(
+        face,
+        {
+            "by-ssh-url": Lease(
+                owner="host-b",
+                url="http://10.0.0.2:8088/",
+                published=published(
+                    "by-ssh-url", Phase.DEPLOYING, desired_revision=SHA, live_image=image
+                ),
+            ),
+            "by-html-url": Lease(owner="host-c", url="javascript:alert(1)"),
+        },
+    )
+    code, doc, _, _ = await page(face, "/")
+    assert code == 200
+    assert "Reconciled by" in [e.text for e in doc.all("th")]
+    assert all(e.attrs.get("src") for e in doc.all("script"))  # still no inline script
+
+    remote = doc.one("tr", data_app="by-ssh-url")
+    phase = remote.one("span", data_field="phase")
+    assert (phase.text, phase.has_class("phase-deploying")) == ("Deploying", True)
+    assert remote.one("span", data_field="revision").attrs["data-sha"] == SHA
+    assert image in remote.text
+    assert "2024-05-01 12:00:00 UTC" in remote.one("time").text
+    owner = remote.one("span", data_field="owner")
+    assert owner.one("a").attrs["href"] == "http://10.0.0.2:8088/apps/by-ssh-url"
+    assert owner.text == "host-b"
+
+    here = doc.one("tr", data_app="by-clone-url")
+    assert here.one("span", data_field="phase").text == "Failed"
+    assert here.one("span", data_field="owner").text == "here"
+
+    # Owned, nothing published yet: Pending, its owner named; a URL that is no web page is
+    # not linked.
+    quiet = doc.one("tr", data_app="by-html-url")
+    assert quiet.one("span", data_field="phase").text == "Pending"
+    assert quiet.one("span", data_field="owner").text == "host-c"
+    assert not quiet.one("span", data_field="owner").all("a")
+
+    never = doc.one("tr", data_app="gitlab-app")
+    assert never.one("span", data_field="phase").text == "Pending"
+    assert never.one("span", data_field="owner").text == "waiting for an owner"
+
+    # The sync button of a remote app posts here, and the sync goes to its owner.
+    assert "/apps/by-ssh-url/sync" in buttons(doc)
+    async with face.client.post(
+        "/apps/by-ssh-url/sync", data={"back": "list"}, headers=BROWSER, allow_redirects=False
+    ) as answer:
+        assert answer.status == 303
+    assert cluster.forwarded == [("by-ssh-url", "syncs")]
+    assert face.loops["by-ssh-url"].syncs == 0
+
+
+async def test_the_app_page_of_a_remote_app_shows_its_published_history(face: HttpFace) -> None:
+    """The last error in full, the rollout and the history the owner published (escaped, as
+    everything is), and who the owner is and when its last heartbeat was."""
+    error = f"test failed: {EVIL}\nsecond line"
+    history = [
+        HistoryEntry(SHA, Result.TEST_FAILED, AT - timedelta(seconds=45), AT, error=error),
+        HistoryEntry(
+            OTHER_SHA, Result.DEPLOYED, AT - timedelta(minutes=10), AT - timedelta(minutes=7)
+        ),
+    ]
+    document = published(
+        "by-ssh-url",
+        Phase.FAILED,
+        desired_revision=SHA,
+        last_error=error,
+        history=deque(history),
+        rollout=RolloutView(deployment="ecs-svc/9", task_definition="by-ssh-url:4", running=1),
+    )
+    lease = Lease(owner="host-b", url="http://10.0.0.2:8088", version=7, published=document)
+    clustered(face, {"by-ssh-url": lease})
+    code, doc, body, _ = await page(face, "/apps/by-ssh-url")
+    assert code == 200
+    assert "<script>" not in body
+    block = doc.one("div", data_app="by-ssh-url")
+    assert block.one("span", data_field="phase").text == "Failed"
+    owner = block.one("dd", **{"class": "owner-cell"})
+    assert owner.one("a").attrs["href"] == "http://10.0.0.2:8088/apps/by-ssh-url"
+    assert "last heartbeat 1.5 s ago, lease version 7" in owner.text
+    assert "Another daemon reconciles this app" in block.one("p", **{"class": "hint remote"}).text
+    assert doc.one("section", **{"class": "last-error"}).one("pre").text == error
+    rollout = doc.one("section", **{"class": "rollout"})
+    assert "ecs-svc/9" in [e.text for e in rollout.all("dd")]
+    rows = doc.one("section", **{"class": "history"}).all("tr")[1:]
+    assert len(rows) == 2
+    assert rows[0].one("a").attrs["href"].endswith(SHA)
+    assert "test failed" in rows[0].text and EVIL in rows[0].one("pre").text
+    assert "deployed" in rows[1].text and "3 min 0 s" in rows[1].text
+
+
+async def test_an_app_page_says_here_or_waiting_for_an_owner(face: HttpFace) -> None:
+    failing(face)
+    clustered(face, {})
+    _, doc, _, _ = await page(face, "/apps/by-clone-url")
+    assert doc.one("span", data_field="owner").text == "here"
+    assert len(doc.one("section", **{"class": "history"}).all("tr")) == 3  # from memory
+    assert not doc.all("p", **{"class": "hint remote"})
+    _, doc, _, _ = await page(face, "/apps/gitlab-app")
+    assert doc.one("span", data_field="phase").text == "Pending"
+    assert doc.one("span", data_field="owner").text == "waiting for an owner"
+    assert "No attempts recorded yet." in doc.one("section", **{"class": "history"}).text
+
+
+async def test_a_status_this_version_cannot_read_is_shown_as_unknown(face: HttpFace) -> None:
+    """An owner of a newer version may publish a phase this one does not know: the app shows
+    as Unknown with the reason, and the rest of the list is unaffected."""
+    newer = {**published("by-ssh-url", Phase.IN_SYNC), "phase": "Verifying"}
+    clustered(face, {"by-ssh-url": Lease(owner="host-b", published=newer)})
+    code, doc, _, _ = await page(face, "/")
+    assert code == 200
+    row = doc.one("tr", data_app="by-ssh-url")
+    phase = row.one("span", data_field="phase")
+    assert (phase.text, phase.has_class("phase-unknown")) == ("Unknown", True)
+    assert "Verifying" in row.one("span", **{"class": "unreadable"}).text
+    assert doc.one("tr", data_app="by-clone-url").one("span", data_field="owner").text == "here"
+    code, doc, _, _ = await page(face, "/apps/by-ssh-url")
+    assert code == 200
+    assert doc.one("span", data_field="phase").text == "Unknown"
+
+
+async def test_without_a_lease_table_no_owner_is_shown(face: HttpFace) -> None:
+    failing(face)
+    for path in ("/", "/apps/by-clone-url"):
+        _, doc, body, _ = await page(face, path)
+        assert not doc.all(None, data_field="owner"), path
+        assert "Reconciled by" not in body, path
+
+
+def full_status() -> AppStatus:
+    return AppStatus(
+        name="web",
+        phase=Phase.DEPLOYING,
+        desired_revision=SHA,
+        desired_image=f"registry/web:{SHA}",
+        live_image=f"registry/web:{OTHER_SHA}",
+        live_task_definition="arn:aws:ecs:us-east-1:123456789012:task-definition/web:7",
+        last_error="an error\nof two lines",
+        last_transition=AT,
+        history=deque(
+            [
+                HistoryEntry(SHA, Result.ROLLED_BACK, AT - timedelta(minutes=3), AT, error="x"),
+                HistoryEntry(OTHER_SHA, Result.DEPLOYED, AT - timedelta(hours=1), AT),
+            ]
+        ),
+        rollout=RolloutView(
+            deployment="ecs-svc/1",
+            task_definition="web:7",
+            kind="rollback",
+            service_deployment="arn:sd/1",
+            strategy="BLUE_GREEN",
+            stage="BAKE_TIME",
+            status="IN_PROGRESS",
+            running=2,
+            desired=3,
+            failed_tasks=1,
+            alarms_triggered=("web-5xx",),
+            started_at=AT - timedelta(minutes=2),
+            finished_at=AT,
+        ),
+        promoted_from="staging",
+        pinned_by="rollback",
+        pinned_revision=OTHER_SHA,
+    )
+
+
+@pytest.mark.parametrize("status", [full_status(), AppStatus(name="new", last_transition=AT)])
+def test_from_json_is_the_inverse_of_to_json(status: AppStatus) -> None:
+    """Through JSON text, as the lease table carries it."""
+    again = AppStatus.from_json(json.loads(json.dumps(status.to_json())))
+    assert again == status
+    assert again.to_json() == status.to_json()
+
+
+def test_from_json_reads_an_older_or_newer_document() -> None:
+    """A key an older owner did not write takes the default; one a newer owner adds is left."""
+    older = AppStatus.from_json(
+        {"name": "web", "phase": "InSync", "last_transition": "2024-05-01T12:00:00Z"}
+    )
+    assert (older.phase, older.last_transition, older.rollout) == (Phase.IN_SYNC, AT, None)
+    assert (older.desired_revision, older.pinned_by, list(older.history)) == (None, None, [])
+    document = full_status().to_json()
+    newer = {**document, "canary": {"weight": 10}}
+    newer["history"] = [{**h, "attempt": 2} for h in document["history"]]
+    assert newer["rollout"] is not None
+    newer["rollout"] = {**newer["rollout"], "bake_minutes": 5}
+    assert AppStatus.from_json(newer) == full_status()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"phase": "Verifying"},
+        {"last_transition": "yesterday"},
+        {"history": [{"revision": SHA, "result": "exploded"}]},
+        {"history": ["not an entry"]},
+        {"desired": "not a mapping"},
+    ],
+)
+def test_from_json_refuses_what_it_cannot_read(change: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        AppStatus.from_json({**full_status().to_json(), **change})
 
 
 # --- untrusted text -------------------------------------------------------------------------

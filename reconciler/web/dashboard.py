@@ -5,6 +5,9 @@
     GET /events           phase changes as Server-Sent Events (stream.py)
     GET /static/...       the stylesheet and the small script that applies those events
 
+With a lease table, every daemon of the cluster shows every app: those it runs from memory,
+the others as their owner last published them, with the owner named.
+
 The pages work without JavaScript; the script only updates phases in place. Everything shown
 is escaped (autoescape), and the Content-Security-Policy allows scripts, styles and requests
 from the daemon itself only, so no inline script can run even if something slipped through.
@@ -15,6 +18,7 @@ handed in by the HTTP layer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,7 +38,7 @@ from reconciler.model import utcnow
 from reconciler.status import AppStatus
 from reconciler.web import stream
 from reconciler.web.links import Links
-from reconciler.web.present import app_view, revisions_of
+from reconciler.web.present import Owner, app_view, owner_of, revisions_of
 
 log = structlog.get_logger("reconciler.web")
 
@@ -58,6 +62,8 @@ class DashboardSource(Protocol):
     def app_names(self) -> list[str]: ...
 
     def status_of(self, name: str) -> AppStatus | None: ...
+
+    def app_document(self, name: str) -> dict[str, Any] | None: ...
 
     async def commit_subject(self, name: str, revision: str) -> str | None: ...
 
@@ -237,27 +243,47 @@ async def html_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_page(request, 500, "Something went wrong; the daemon's log says what.")
 
 
+def shown(source: DashboardSource, name: str) -> tuple[AppStatus | None, Owner | None]:
+    """An app's status as the pages show it, and its owner (None without a cluster).
+
+    This daemon's own apps come from memory, and the event stream keeps them current on
+    the page. An app another daemon owns is what that owner last published, as of this
+    page load: the stream carries only this daemon's phase changes (the script reads
+    /status again after a reconnect, which has the others' too)."""
+    status = source.status_of(name)
+    document = source.app_document(name)
+    owner = owner_of(name, document)
+    if status is not None or owner is None or document is None:
+        return status, owner
+    try:
+        return AppStatus.from_json(document), owner
+    except ValueError as exc:  # an owner of another version, say, with a phase unknown here
+        return None, dataclasses.replace(owner, unreadable=str(exc))
+
+
 async def list_page(request: web.Request) -> web.Response:
     source = request.app[SOURCE]
     links = links_of(request)
     configs = {a.name: a for a in source.config.apps}
     names = source.app_names()
-    statuses = {n: source.status_of(n) for n in names}
+    shows = {n: shown(source, n) for n in names}
     subjects = request.app[SUBJECTS]
     known = await asyncio.gather(
-        *(subjects.of(source, n, revisions_of(statuses[n], history=False)) for n in names)
+        *(subjects.of(source, n, revisions_of(shows[n][0], history=False)) for n in names)
     )
     now = utcnow()
-    apps = [
-        app_view(n, statuses[n], configs.get(n), links, subjects=found, now=now)
-        for n, found in zip(names, known, strict=True)
-    ]
+    apps = []
+    for n, found in zip(names, known, strict=True):
+        status, owner = shows[n]
+        view = app_view(n, status, configs.get(n), links, subjects=found, now=now, owner=owner)
+        apps.append(view)
     synced = request.query.get("synced")
     return render(
         request,
         "list.html",
         {
             "apps": apps,
+            "owners": any(app.owner is not None for app in apps),
             "may_sync": request.app[MAY_SYNC](request),
             "synced": synced if synced in names else None,
         },
@@ -270,9 +296,9 @@ async def app_page(request: web.Request) -> web.Response:
     if name not in source.app_names():
         return error_page(request, 404, f"There is no app named {name!r}.")
     configs = {a.name: a for a in source.config.apps}
-    status = source.status_of(name)
+    status, owner = shown(source, name)
     found = await request.app[SUBJECTS].of(source, name, revisions_of(status, history=True))
-    app = app_view(name, status, configs.get(name), links_of(request), subjects=found)
+    app = app_view(name, status, configs.get(name), links_of(request), subjects=found, owner=owner)
     return render(
         request,
         "app.html",

@@ -22,6 +22,8 @@ from reconciler.status import AppStatus
 from reconciler.web.links import Links, commit_url, commit_url_prefix, short_sha
 
 FIRST_LINE_LIMIT = 200  # characters of an error's first line in a table cell
+UNKNOWN = "Unknown"  # the phase shown of a status that could not be read
+WEB = ("http://", "https://")
 
 
 def phase_class(phase: str) -> str:
@@ -143,6 +145,41 @@ def _text(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class Owner:
+    """Which daemon of a cluster reconciles the app (the pages show none without a lease
+    table). Host ids and URLs come from the lease table: untrusted text like the rest."""
+
+    here: bool  # this daemon
+    host: str | None  # None: no daemon holds the app's lease now
+    page_url: str | None  # the app's page on the owner's dashboard, when its URL is known
+    heartbeat: str | None  # how long ago the owner's last heartbeat was: "4.2 s ago"
+    lease_version: int | None
+    unreadable: str | None = None  # why what the owner published cannot be shown here
+
+
+def owner_of(name: str, document: Mapping[str, Any] | None) -> Owner | None:
+    """From the keys an app's /status document has with a cluster; None without one."""
+    if document is None or "owner" not in document:
+        return None
+    host = document.get("owner")
+    here = document.get("here") is True
+    url = document.get("owner_url")
+    page_url = None
+    # Only a web address is linked: a URL that is anything else is no dashboard of ours.
+    if host and not here and isinstance(url, str) and url.lower().startswith(WEB):
+        page_url = Links(url).app(name)
+    age = document.get("lease_age_seconds")
+    version = document.get("lease_version")
+    return Owner(
+        here=here,
+        host=str(host) if host else None,
+        page_url=page_url,
+        heartbeat=f"{age:.1f} s ago" if isinstance(age, int | float) else None,
+        lease_version=version if isinstance(version, int) else None,
+    )
+
+
+@dataclass(frozen=True)
 class AppView:
     name: str
     page_url: str
@@ -162,6 +199,7 @@ class AppView:
     error_line: str | None
     history: list[HistoryRow]
     rollout: list[tuple[str, str]] | None
+    owner: Owner | None  # None without a cluster
 
 
 def revisions_of(status: AppStatus | None, *, history: bool) -> list[str]:
@@ -182,21 +220,24 @@ def app_view(
     *,
     subjects: Mapping[str, str] | None = None,
     now: datetime | None = None,
+    owner: Owner | None = None,
 ) -> AppView:
-    """One app as the pages show it. An app not yet started (no status) is shown Pending.
+    """One app as the pages show it. An app not yet started (no status) is shown Pending,
+    one whose owner published a status this daemon cannot read in the phase "Unknown".
     `subjects` maps the SHAs whose commit subjects are known to them."""
     subjects = subjects or {}
     now = now or utcnow()
     status = status or AppStatus(name=name, last_transition=now)
+    phase = status.phase.value
+    if owner is not None and owner.unreadable is not None:
+        phase = UNKNOWN
     repo = app.repo if app is not None else ""
-    # A rollout section exists once AppStatus says something about the rollout in flight.
-    rollout = getattr(status, "rollout", None)
     return AppView(
         name=name,
         page_url=links.app(name),
         sync_url=links.sync(name),
-        phase=status.phase.value,
-        phase_class=phase_class(status.phase.value),
+        phase=phase,
+        phase_class=phase_class(phase),
         busy=status.phase in BUSY,
         branch=app.branch if app is not None else "",
         repo=redact_url(repo),
@@ -209,5 +250,6 @@ def app_view(
         error=status.last_error,
         error_line=first_line(status.last_error),
         history=[history_row(repo, entry, now, subjects) for entry in status.history],
-        rollout=fields_of(rollout) if rollout is not None else None,
+        rollout=fields_of(status.rollout) if status.rollout is not None else None,
+        owner=owner,
     )
