@@ -186,10 +186,12 @@ class LeaseManager:
         if self.leases.heartbeat_at is not None and self.host_id not in live:
             live.append(self.host_id)
         wanted = assign(tenant.app_names(), live)
-        await self._hand_over(tenant, wanted)
+        handed = await self._hand_over(tenant, wanted)
+        await self._release_strays(view, wanted, skip=handed)
         # The first round only announces this daemon: daemons started together see each
-        # other before any takes apps, so they do not take everything and hand it back.
-        if self._rounds > 1:
+        # other before any takes apps, so they do not take everything and hand it back. A
+        # daemon whose own heartbeat is not current takes nothing: it may count as dead.
+        if self._rounds > 1 and self._member_valid():
             await self._take(tenant, view, wanted, live)
         self._pass_on(tenant, view)
         await self._publish(tenant)
@@ -247,8 +249,10 @@ class LeaseManager:
             )
             await self._drop(tenant, app, grace=0)
 
-    async def _hand_over(self, tenant: Tenant, wanted: dict[str, str]) -> None:
+    async def _hand_over(self, tenant: Tenant, wanted: dict[str, str]) -> set[str]:
+        """Give up the apps that now belong to another daemon (once idle); those given."""
         configured = set(tenant.app_names())
+        handed = set()
         for app, held in list(self.leases.held.items()):
             if app in configured and wanted.get(app) == self.host_id:
                 continue
@@ -257,6 +261,25 @@ class LeaseManager:
             log.info("lease_handed_over", app=app, to=wanted.get(app))
             await self._drop(tenant, app, grace=HANDOVER_GRACE)
             await self._release(app, held.version)
+            handed.add(app)
+        return handed
+
+    def _member_valid(self) -> bool:
+        beat = self.leases.heartbeat_at
+        return beat is not None and self._clock() < beat + self.ttl - self.leases.margin
+
+    async def _release_strays(
+        self, view: ClusterView, wanted: dict[str, str], *, skip: set[str]
+    ) -> None:
+        """Leases the table says are this daemon's though it runs no loop for them (after a
+        lapse, or a restart under the same host_id) go to whoever they now belong to."""
+        for app, item in view.leases.items():
+            if item.owner != self.host_id or app in self.leases.held or app in skip:
+                continue
+            if wanted.get(app) == self.host_id and self._member_valid():
+                continue  # taken again below
+            log.info("lease_released", app=app, to=wanted.get(app))
+            await self._release(app, item.version)
 
     async def _take(
         self, tenant: Tenant, view: ClusterView, wanted: dict[str, str], live: list[str]

@@ -247,3 +247,32 @@ async def test_lease_table_throttled_no_write_without_a_lease_and_no_app_twice(
             assert sorted(fleet.updates_per_revision(world).values()) == [1, 1]
         owners = Counter(s["owner"] for s in statuses.values())
         assert sum(owners.values()) == 4 and set(owners) <= {"d0", "d1"}
+
+
+async def test_sync_at_any_daemon_reaches_the_owner_and_pins_are_sent_there(
+    tmp_path: Path, aws: SandboxAws, registry: str, docker_engine: str
+) -> None:
+    fleet = await Fleet.create(tmp_path, aws, registry, apps=2)
+    async with fleet.running(2) as daemons:
+        await fleet.wait_all(daemons[0], fleet.in_sync_at(lambda w: w.first_commit))
+        statuses = await fleet.statuses(daemons[0])
+        world = fleet.worlds[0]
+        owner = int(statuses[world.name]["owner"][1:])
+        other = daemons[1 - owner]
+        aws.rollouts.set_scenario(world.cluster, world.name, Scenario(outcome="fail", after=0.3))
+        second = world.repo.commit({"app.txt": "version 2\n"}, "second")
+        await fleet.push(other, world)
+        await fleet.wait_all(other, lambda w, s: s["phase"] == "Failed", worlds=[world])
+
+        # The pin lives in the owner's state: another daemon says where to send it.
+        code, body = await other.post(f"/apps/{world.name}/rollback")
+        assert code == 409, body
+        assert f"reconciled by daemon d{owner}" in json.loads(body)["error"]
+
+        # A sync is passed on through the table: the owner clears the hold and deploys again.
+        aws.rollouts.set_scenario(world.cluster, world.name, Scenario(after=0.3))
+        code, body = await other.post(f"/apps/{world.name}/sync")
+        assert code == 202, body
+        await fleet.wait_all(
+            other, fleet.in_sync_at(lambda w: second), worlds=[world], what="synced and live"
+        )

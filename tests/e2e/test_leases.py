@@ -255,3 +255,35 @@ async def test_a_nudge_written_anywhere_reaches_the_owner(cluster: Cluster) -> N
     assert status is not None and status["phase"] == "InSync"
     assert other.manager.ownership("web")["owner"] == host
     assert other.manager.ownership("web")["here"] is False
+
+
+async def test_after_the_table_failed_for_longer_than_the_ttl_every_app_has_one_owner(
+    cluster: Cluster,
+) -> None:
+    """Both daemons' heartbeats fail past the TTL; whichever recovers first, no app ends up
+    run twice or by nobody."""
+    nodes = [await cluster.node(h, APPS[:8]) for h in ("a", "b")]
+    for node in nodes:
+        node.start()
+    await eventually(lambda: held_counts(nodes) == [4, 4], timeout=20)
+    for action in ("Query", "PutItem", "UpdateItem", "DeleteItem"):
+        cluster.aws.faults.inject(action, times=100_000, code="ThrottlingException")
+    try:
+        await asyncio.sleep(TTL * 1.5)
+        assert not any(n.manager.leases.valid(a) for n in nodes for a in APPS[:8])
+    finally:
+        cluster.aws.faults.clear()
+    overlaps: list[set[str]] = []
+
+    def settled() -> bool:
+        a, b = (n.tenant.running for n in nodes)
+        if a & b:
+            overlaps.append(a & b)
+        return len(a | b) == 8 and not a & b
+
+    await eventually(settled, timeout=20)
+    await asyncio.sleep(LOOK * 5)
+    assert settled()
+    assert overlaps == []
+    owners = await cluster.owners()
+    assert sorted(Counter(o for a, o in owners.items() if a in APPS[:8]).values()) == [4, 4]
