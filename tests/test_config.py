@@ -224,3 +224,23 @@ def test_a_config_change_changes_the_fingerprint() -> None:
     two = parse_config(app_with(revision="v1.2.0")).apps[0]
     assert one.fingerprint() == parse_config(APP).apps[0].fingerprint()
     assert one.fingerprint() != two.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("cluster", "expected"),
+    [
+        ({"lease_table": "x"}, "cluster.lease_table: not a DynamoDB table name"),
+        ({"lease_table": "leases", "lease_ttl": "1s"}, "cluster.lease_ttl"),
+        ({"host_id": "a b"}, "cluster.host_id: host_id may hold"),
+        ({"lease_tabel": "leases"}, "cluster.lease_tabel"),
+    ],
+)
+def test_bad_cluster_settings_name_the_key(cluster: Table, expected: str) -> None:
+    found = problems(config_text(cluster=cluster, apps=[WEB]))
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_a_lease_table_turns_the_cluster_on() -> None:
+    config = parse_config(config_text(cluster={"lease_table": "leases"}, apps=[WEB]))
+    assert config.cluster.enabled and config.cluster.lease_ttl == 30.0
+    assert not parse_config(config_text(apps=[WEB])).cluster.enabled
