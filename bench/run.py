@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import context, events, peer, steady
+from bench import context, events, leases, peer, steady
 from bench.registry import Registry
 from bench.sandbox import AppSpec, provision_apps, running_sandbox
 from bench.stats import Row, render_table
@@ -32,7 +32,9 @@ from reconciler.sandbox import SandboxAws
 
 OUT = Path(__file__).resolve().parent / "out"
 # events: webhook latency, rollout detection, deploys (with the peer), builds.
-SCENARIOS = ("events", "steady", "context")
+SCENARIOS = ("events", "steady", "leases", "context")
+# Scenarios that need dockerd and the registry (the leases need neither).
+NEEDS_DOCKER = frozenset(("events", "steady", "context"))
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ async def check_services(registry: Registry) -> None:
 async def run(options: Options) -> list[Row]:
     log = Progress()
     registry = Registry()
-    await check_services(registry)
+    if options.only & NEEDS_DOCKER:
+        await check_services(registry)
     the_peer: peer.Peer | None = None
     if options.peer and "events" in options.only:
         the_peer = peer.ensure_peer(log)
@@ -138,6 +141,11 @@ async def run(options: Options) -> list[Row]:
                 rows += steady.steady_rows(steady_results, quick=options.quick)
                 if options.profile:
                     save_profile(options.out, "steady", steady_results.profile)
+            if "leases" in options.only:
+                lease_sizes = leases.QUICK if options.quick else leases.FULL
+                lease_results = await leases.run_leases(aws, root / "leases", lease_sizes, log=log)
+                raw["leases"] = asdict(lease_results)
+                rows += leases.lease_rows(lease_results)
         if "context" in options.only:
             log("build context export")
             context_sizes = context.QUICK if options.quick else context.FULL

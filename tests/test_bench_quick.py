@@ -36,6 +36,8 @@ FIGURES = {
     "same: git fetches after the first pass": False,
     "same: RSS at poll_interval": False,
     "same: CPU at poll_interval": False,
+    "leases (": False,
+    "lease takeover after a daemon dies": False,
     "build context of a": True,
     "second commit touching one file": False,
 }
