@@ -253,9 +253,7 @@ class ClusterSettings(_Section):
     @classmethod
     def _table(cls, value: str) -> str:
         if value and not DYNAMODB_TABLE.fullmatch(value):
-            raise ValueError(
-                f"not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -): {value!r}"
-            )
+            raise ValueError(f"not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -): {value!r}")
         return value
 
     @field_validator("host_id")

@@ -205,6 +205,10 @@ class Daemon:
             open_cluster(supervisor.config, supervisor.metrics) as cluster,
         ):
             self.feedback.git = adapters.git
+            if cluster is not None:
+                # What was said about an app's commits moves with its lease.
+                cluster.adopt_feedback = self.feedback.adopt_record
+                self.feedback.mirror_records(cluster.mirror_feedback)
             runner = web.AppRunner(
                 build_app(supervisor),
                 access_log=None,

@@ -324,9 +324,7 @@ class Deploy:
     build: bool  # build and push first; False when the registry already has the tag
 
 
-Action = (
-    InSync | ReportOnly | Refused | Held | RollBack | FailedUnwatched | AwaitRollout | Deploy
-)
+Action = InSync | ReportOnly | Refused | Held | RollBack | FailedUnwatched | AwaitRollout | Deploy
 
 
 # Status -------------------------------------------------------------------------------

@@ -19,9 +19,7 @@ from reconciler.state import HISTORY_LIMIT, StateStore
 from reconciler.status import AppStatus, RolloutView
 
 log = structlog.get_logger("reconciler.pass")
-BUSY = frozenset(
-    {Phase.BUILDING, Phase.TESTING, Phase.PUSHING, Phase.MIGRATING, Phase.DEPLOYING}
-)
+BUSY = frozenset({Phase.BUILDING, Phase.TESTING, Phase.PUSHING, Phase.MIGRATING, Phase.DEPLOYING})
 
 
 class Reporter:

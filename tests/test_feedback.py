@@ -453,3 +453,48 @@ async def test_apps_without_a_forge_or_chat_leave_no_trace(tmp_path: Path) -> No
         await asyncio.sleep(0)
     assert not (tmp_path / "state" / "feedback").exists()
     assert dispatcher.problems() == {}
+
+
+async def test_a_record_taken_over_with_the_lease_repeats_nothing_and_sends_what_was_owed(
+    tmp_path: Path,
+) -> None:
+    """Two daemons of a cluster, each with its own state_dir: the first mirrors its record,
+    the second adopts it when it takes the app over."""
+    async with FakeForge() as forge:
+        for host in ("a", "b"):
+            (tmp_path / host).mkdir()
+        first = Harness.make(tmp_path / "a", apps=[github_app(forge)], github=forge)
+        second = Harness.make(tmp_path / "b", apps=[github_app(forge)], github=forge)
+        mirrored: dict[str, str] = {}
+        owner = first.dispatcher()
+        owner.mirror_records(mirrored.__setitem__)
+        async with running(owner):
+            first.phases("web", R1, B, P, D)
+            await eventually(lambda: forge.sequence(R1) == DEPLOY)
+            await idle(owner)
+        # The owner dies mid-rollout; the next one awaits the rollout and sees it succeed.
+        async with running(second.dispatcher()) as successor:
+            successor.adopt_record("web", mirrored["web"])
+            second.phases("web", R1, D)
+            second.finished("web", R1, Result.DEPLOYED)
+            second.phases("web", R1, Phase.IN_SYNC)
+            await eventually(lambda: len(forge.sequence(R1)) == 5)
+            await idle(successor)
+        assert forge.sequence(R1) == DEPLOYED
+        assert len({r.path for r in forge.answered("deployment_status")}) == 1
+        said = len(forge.requests)
+
+        # What the first owner could not deliver, the next one sends.
+        forge.fail(502)
+        owner = first.dispatcher()
+        owner.mirror_records(mirrored.__setitem__)
+        async with running(owner):
+            first.phases("web", R2, D)
+            first.finished("web", R2, Result.DEPLOYED)
+            await eventually(lambda: len(forge.requests) > said)
+        forge.heal()
+        async with running(second.dispatcher()) as successor:
+            successor.adopt_record("web", mirrored["web"])
+            await eventually(lambda: len(forge.sequence(R2)) == 3)
+            await idle(successor)
+        assert forge.sequence(R2) == ["status:success", "deployment", "deployment_status:success"]

@@ -11,10 +11,11 @@ state makes under one call a second whatever the number of apps. From the view i
   adopts their state (which fences it) and starts their loops;
 - passes on the nudges and syncs other daemons wrote for its apps, and publishes what its
   apps are doing for the others' /status.
-A daemon whose heartbeats fail keeps its loops, but its leases run out on its own clock
-first (lease.py), so its writes stop before anyone else may take over; once a heartbeat
-gets through after a gap long enough for the others to count it dead, it stops every loop
-and takes its leases again (conditionally: whoever took one in the gap keeps it).
+Heartbeats run on their own clock beside the rounds, so a round that takes many apps
+never delays one. A daemon whose heartbeats fail keeps its loops while its leases are
+valid; they run out on its own clock before anyone else may take over (lease.py), and then
+it stops every loop at once. Once a heartbeat gets through again it takes its apps afresh
+(conditionally: whoever took one in the gap keeps it).
 SIGTERM hands every app back at once (`leave`), so a drained daemon's apps move within one
 round.
 """
@@ -42,6 +43,7 @@ log = structlog.get_logger("reconciler.cluster")
 LOOK_EVERY = 1.5  # seconds between views: a nudge written anywhere is acted on within this
 HANDOVER_GRACE = 8.0  # a handed-over app's deploy under way gets this long to finish
 PUBLISHED_HISTORY = 5  # history entries in the status the owner publishes for the others
+TAKE_BATCH = 8  # leases acquired at once
 
 
 class Tenant(Protocol):
@@ -88,8 +90,13 @@ class LeaseManager:
         self._started_at = wall()
         self._heartbeat_tried: float | None = None
         self._heartbeat_every = ttl / 3
-        self._viewed_at: float | None = None
-        self._lapsed = False
+        self._lapsed: set[str] = set()  # leases dropped by a lapse whose loops still run
+        self._lapse_found_at = float("-inf")
+        # With feedback on: the record the app's previous owner kept, handed over before
+        # the app's loop starts here; and what this daemon's records say, written back.
+        self.adopt_feedback: Callable[[str, str | None], None] | None = None
+        self._feedback_due: dict[str, str] = {}
+        self._feedback_writer: asyncio.Task[None] | None = None
         self._rounds = 0
         self._seen: dict[str, tuple[int, int]] = {}  # app -> (nudges, syncs) acted on
         self._published: dict[str, dict[str, Any]] = {}
@@ -148,31 +155,38 @@ class LeaseManager:
     # The round ---------------------------------------------------------------------------
 
     async def run(self, tenant: Tenant) -> None:
-        """Rounds until cancelled: a view every `look_every`, a heartbeat every third of the
-        TTL, each on time (a heartbeat never waits for the next view)."""
+        """Until cancelled: heartbeats on their own clock (a round that takes many apps
+        never delays one past the TTL), and a round every `look_every`."""
+        await self._heartbeat()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._beat(), name="heartbeat")
+            group.create_task(self._look(tenant), name="look")
+
+    async def _beat(self) -> None:
         while True:
-            if self._view_due():
-                await self.round(tenant)
-            else:
-                await self._heartbeat()
-                await self._after_lapse(tenant)
-            await asyncio.sleep(self._until_next())
+            await asyncio.sleep(self._until_heartbeat())
+            await self._heartbeat()
+            self._expire_if_stale()
 
-    def _view_due(self) -> bool:
-        return self._viewed_at is None or self._clock() - self._viewed_at >= self._look_every
+    async def _look(self, tenant: Tenant) -> None:
+        while True:
+            started = self._clock()
+            await self.round(tenant)
+            await asyncio.sleep(max(0.02, started + self._look_every - self._clock()))
 
-    def _until_next(self) -> float:
-        now = self._clock()
-        view_at = now if self._viewed_at is None else self._viewed_at + self._look_every
+    def _until_heartbeat(self) -> float:
         beat = self._heartbeat_tried
-        beat_at = now if beat is None else beat + self._heartbeat_every
-        return max(0.02, min(view_at, beat_at) - now)
+        if beat is None:  # the last one failed: again soon, each failure brings expiry closer
+            return min(self._look_every, self._heartbeat_every)
+        return max(0.02, beat + self._heartbeat_every - self._clock())
 
     async def round(self, tenant: Tenant) -> None:
         self._rounds += 1
-        await self._heartbeat()
+        if self._heartbeat_tried is None:
+            await self._heartbeat()
+        self._expire_if_stale()
         await self._after_lapse(tenant)
-        started = self._viewed_at = self._clock()
+        started = self._clock()
         try:
             view = await self._table.view()
         except ReconcilerError as exc:
@@ -215,24 +229,36 @@ class LeaseManager:
             await self._table.heartbeat(member)
         except ReconcilerError as exc:
             self._table_failed("heartbeat", exc)
-            # Tried again next round rather than a third of the TTL later: each failed
-            # round brings the lease closer to running out.
-            self._heartbeat_tried = None
+            self._heartbeat_tried = None  # tried again soon, not a third of the TTL later
             return
         self._recovered("heartbeat")
-        previous, self.leases.heartbeat_at = self.leases.heartbeat_at, now
+        previous = self.leases.heartbeat_at
         if previous is not None and now - previous >= self.ttl - self.leases.margin:
             # The others may have counted this daemon dead in the gap and taken its apps
-            # (a view of ours need not show it yet): every lease is taken again, afresh.
-            self._lapsed = True
+            # (a view of ours need not show it yet). Every lease stops counting before the
+            # new heartbeat could make one look valid again; the next round stops their
+            # loops, and takes them again afresh.
+            self._lapse()
+        self.leases.heartbeat_at = now
+
+    def _expire_if_stale(self) -> None:
+        """Once the last heartbeat is older than the TTL minus the margin, the others may
+        count this daemon dead at any moment: its loops stop now, not when a heartbeat
+        gets through again, so no app is ever run here and by its next owner at once."""
+        if self.leases.held and self.leases.heartbeat_at is not None and not self._member_valid():
+            self._lapse()
+
+    def _lapse(self) -> None:
+        self._lapsed.update(self.leases.held)
+        self.leases.held.clear()
+        self._lapse_found_at = self._clock()
 
     async def _after_lapse(self, tenant: Tenant) -> None:
         if not self._lapsed:
             return
-        self._lapsed = False
-        if self.leases.held:
-            log.warning("leases_lapsed", apps=sorted(self.leases.held))
-        for app in list(self.leases.held):
+        lapsed, self._lapsed = sorted(self._lapsed), set()
+        log.warning("leases_lapsed", apps=lapsed)
+        for app in lapsed:
             await self._drop(tenant, app, grace=0)
 
     async def _confirm(self, tenant: Tenant, view: ClusterView, started: float) -> None:
@@ -274,7 +300,7 @@ class LeaseManager:
         """Leases the table says are this daemon's though it runs no loop for them (after a
         lapse, or a restart under the same host_id) go to whoever they now belong to."""
         for app, item in view.leases.items():
-            if item.owner != self.host_id or app in self.leases.held or app in skip:
+            if item.owner != self.host_id or app in self.leases.held or app in skip | self._lapsed:
                 continue
             if wanted.get(app) == self.host_id and self._member_valid():
                 continue  # taken again below
@@ -284,14 +310,24 @@ class LeaseManager:
     async def _take(
         self, tenant: Tenant, view: ClusterView, wanted: dict[str, str], live: list[str]
     ) -> None:
+        due: list[tuple[str, LeaseItem | None, bool]] = []
         for app, owner in wanted.items():
-            if owner != self.host_id or app in self.leases.held:
+            if owner != self.host_id or app in self.leases.held or app in self._lapsed:
                 continue
             item = view.leases.get(app)
             previous = item.owner if item is not None else None
             if previous is not None and previous != self.host_id and previous in live:
                 continue  # its owner hands it over when idle
-            await self._acquire(tenant, app, item, takeover=previous not in (None, self.host_id))
+            due.append((app, item, previous not in (None, self.host_id)))
+        # A few at a time: a daemon taking over hundreds of apps has them all within a
+        # few seconds, without a burst the table would throttle.
+        for start in range(0, len(due), TAKE_BATCH):
+            if self._lapsed or not self._member_valid():
+                return  # taken up again next round, once this daemon is current
+            batch = due[start : start + TAKE_BATCH]
+            await asyncio.gather(
+                *(self._acquire(tenant, app, item, takeover=t) for app, item, t in batch)
+            )
 
     async def _acquire(
         self, tenant: Tenant, app: str, item: LeaseItem | None, *, takeover: bool
@@ -310,6 +346,11 @@ class LeaseManager:
             log.warning("state_not_adopted", app=app, error=str(exc))
             await self._release(app, version)
             return
+        if self._lapse_found_at >= started:
+            # This daemon may have counted as dead while it took the lease: not ours to use.
+            await self._release(app, version)
+            return
+        await self._adopt_feedback(app)
         self.leases.held[app] = Held(version=version, confirmed_at=started)
         self._seen[app] = (item.nudges, item.syncs) if item is not None else (0, 0)
         if takeover:
@@ -322,6 +363,38 @@ class LeaseManager:
             takeover=takeover,
         )
         await tenant.take(app)
+
+    async def _adopt_feedback(self, app: str) -> None:
+        if self.adopt_feedback is None:
+            return
+        try:
+            text = await self._table.read_feedback(app)
+        except ReconcilerError as exc:
+            # The app deploys regardless; at worst a status or message is said twice.
+            self._table_failed("feedback", exc)
+            text = None
+        self.adopt_feedback(app, text)
+
+    def mirror_feedback(self, app: str, record: str) -> None:
+        """Keep `record` (JSON) in the table for the app's next owner: written soon, the
+        latest only, and only while this daemon holds the app."""
+        if app not in self.leases.held:
+            return
+        self._feedback_due[app] = record
+        if self._feedback_writer is None or self._feedback_writer.done():
+            self._feedback_writer = asyncio.create_task(self._write_feedback(), name="feedback")
+
+    async def _write_feedback(self) -> None:
+        while self._feedback_due:
+            app, record = self._feedback_due.popitem()
+            if not self.leases.valid(app):
+                continue
+            try:
+                await self._table.write_feedback(app, record)
+            except ReconcilerError as exc:
+                self._table_failed("feedback", exc)
+                continue
+            self._recovered("feedback")
 
     def _pass_on(self, tenant: Tenant, view: ClusterView) -> None:
         for app in self.leases.held:
@@ -369,8 +442,9 @@ class LeaseManager:
     async def leave(self, tenant: Tenant) -> None:
         """Hand every app back and leave the member list (SIGTERM): the others take the
         apps at their next look instead of after the TTL."""
-        for task in list(self._forwards):
-            with contextlib.suppress(asyncio.CancelledError, ReconcilerError):
+        pending = [*self._forwards, *filter(None, [self._feedback_writer])]
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, ReconcilerError):
                 await asyncio.wait_for(task, timeout=1.0)
         held = dict(self.leases.held)
         await asyncio.gather(*(self._drop(tenant, app, grace=HANDOVER_GRACE) for app in held))

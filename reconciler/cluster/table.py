@@ -6,6 +6,8 @@ One table, keyed by `pk` (partition) and `sk` (sort):
 - pk "cluster", sk "app#<name>": the app's lease: `owner` (absent when free), `version` (the
   fencing token, raised by every acquisition), `since`; counters `nudges` and `syncs` that
   any daemon raises to wake the owner; `status`, the owner's last word on the app (JSON).
+- pk "feedback", sk "<name>": what the app's commit statuses and chat messages already said
+  (JSON), so a new owner does not say it again; best effort, not fenced.
 - pk "state", sk "<name>": the app's memory (JSON) and `fence`, the lease version of the
   last owner that adopted it; a write must carry that version, so a daemon that lost the
   lease can no longer change the state.
@@ -28,6 +30,7 @@ from reconciler.adapters.ecs import boto_config
 
 CLUSTER = "cluster"
 STATE = "state"
+FEEDBACK = "feedback"
 MEMBER = "member#"
 APP = "app#"
 
@@ -325,6 +328,19 @@ class LeaseTable:
             ExpressionAttributeValues={":v": {"N": str(version)}},
         )
         return answer is not None
+
+    async def read_feedback(self, app: str) -> str | None:
+        async with aws_errors():
+            answer = await self._client.get_item(
+                TableName=self.name, Key=_key(FEEDBACK, app), ConsistentRead=True
+            )
+        return _s(answer.get("Item", {}), "record")
+
+    async def write_feedback(self, app: str, record: str) -> None:
+        async with aws_errors():
+            await self._client.put_item(
+                TableName=self.name, Item={**_key(FEEDBACK, app), "record": {"S": record}}
+            )
 
     async def read_states(self) -> dict[str, str]:
         """Every app's memory (JSON), for read-only commands."""

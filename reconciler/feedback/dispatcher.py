@@ -154,16 +154,34 @@ class Dispatcher:
     def _resume(self) -> None:
         """Queue what the records say a forge has yet to hear (the daemon stopped before it
         answered)."""
+        for app in self._config().apps:
+            if self._records.path(app.name).exists():
+                self._queue_owed(app.name)
+
+    def _queue_owed(self, name: str) -> None:
         config = self._config()
-        for app in config.apps:
-            forge = route(app, config)
-            if forge is None or not self._records.path(app.name).exists():
-                continue
-            record = self._records.get(app.name)
-            record.use_forge(forge.key)
-            for entry in record.commits.values():
-                if forges.owes(forge.kind, entry):
-                    self._forge_lanes[forge.kind].put((app.name, entry.sha))
+        app = _app(config, name)
+        forge = route(app, config) if app is not None else None
+        if forge is None:
+            return
+        record = self._records.get(name)
+        record.use_forge(forge.key)
+        for entry in record.commits.values():
+            if forges.owes(forge.kind, entry):
+                self._forge_lanes[forge.kind].put((name, entry.sha))
+
+    # Sharing the records with the other daemons of a cluster -----------------------------
+
+    def mirror_records(self, mirror: Callable[[str, str], None]) -> None:
+        """Hand every change of a record (app, JSON) to `mirror` as well as to its file."""
+        self._records.mirror = mirror
+
+    def adopt_record(self, name: str, text: str | None) -> None:
+        """Take the record the previous owner of `name` kept (with its lease): what it
+        said is not said again, and what it still owed a forge is sent from here."""
+        self._records.adopt(name, text)
+        if text is not None and self._workers:
+            self._queue_owed(name)
 
     # Events ------------------------------------------------------------------------------
 

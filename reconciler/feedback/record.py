@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +149,21 @@ class Records:
         self.root = state_dir / "feedback"
         self._records: dict[str, AppRecord] = {}
         self.write_errors: dict[str, str] = {}
+        # With a cluster, every save is also handed here (app, JSON) for the lease table,
+        # so the next owner of the app knows what was said.
+        self.mirror: Callable[[str, str], None] | None = None
+
+    def adopt(self, app: str, text: str | None) -> None:
+        """Take over what another daemon recorded for `app` (None: it recorded nothing)."""
+        if text is None:
+            return
+        try:
+            self._records[app] = _decode(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:200]
+            log.error("feedback_record_damaged", app=app, error=error)
+            return
+        self.save(app, mirror=False)
 
     def path(self, app: str) -> Path:
         return self.root / f"{app}.json"
@@ -162,8 +178,10 @@ class Records:
         self._records.pop(app, None)
         self.write_errors.pop(app, None)
 
-    def save(self, app: str) -> None:
+    def save(self, app: str, *, mirror: bool = True) -> None:
         record = self.get(app)
+        if mirror and self.mirror is not None:
+            self.mirror(app, json.dumps(_encode(record), separators=(",", ":")))
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             payload = json.dumps(_encode(record), indent=1).encode()

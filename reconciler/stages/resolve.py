@@ -50,7 +50,6 @@ def promoted(app: AppConfig, source: AppMemory) -> str:
     revision = promotable(source.history, now=utcnow(), after=app.promote_after)
     if revision is None:
         raise PromotionWaiting(
-            f"waiting for {app.promote_from} to keep a revision live for "
-            f"{app.promote_after:g}s"
+            f"waiting for {app.promote_from} to keep a revision live for {app.promote_after:g}s"
         )
     return revision
