@@ -141,7 +141,7 @@ async def serve(args: argparse.Namespace) -> None:
         table = LeaseTable(client, args.table)
         manager = LeaseManager(
             table=table,
-            store=TableStateStore(table),
+            store=TableStateStore(table, host_id=args.host),
             host_id=args.host,
             url=f"http://127.0.0.1/{args.host}",
             ttl=args.ttl,

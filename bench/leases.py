@@ -90,6 +90,7 @@ class LeaseResults:
     per_daemon_rate: dict[str, float] = field(default_factory=dict)  # calls per second
     sandbox_calls: dict[str, int] = field(default_factory=dict)  # all DynamoDB, the window
     view_kilobytes: float = math.nan  # one view's items, roughly as DynamoDB sizes them
+    status_kilobytes: float = math.nan  # every published status, read for a /status
     takeovers: list[Takeover] = field(default_factory=list)
     takeover_lapses: int = 0  # `leases_lapsed` in the takeover scenario, all daemons
 
@@ -270,19 +271,29 @@ async def check_table(table: LeaseTable, wanted: dict[str, frozenset[str]]) -> i
         wrong = sorted(a for a in apps if (i := view.leases.get(a)) is None or i.owner != host)
         if wrong:
             raise RuntimeError(f"the table does not give {host} {wrong[:5]} (of {len(wrong)})")
-    return sum(1 for item in view.leases.values() if item.status is None)
+    published = await table.statuses()
+    return sum(
+        1
+        for app, item in view.leases.items()
+        if (p := published.get(app)) is None or p.version != item.version
+    )
 
 
-async def view_kilobytes(table: LeaseTable) -> float:
-    """The cluster view's items, roughly as DynamoDB sizes them for read units."""
+async def kilobytes(table: LeaseTable) -> tuple[float, float]:
+    """The cluster view's items and the published statuses, roughly as DynamoDB sizes them
+    for read units."""
     view = await table.view()
-    return sum(_item_bytes(item.status, item.owner) for item in view.leases.values()) / 1024
+    statuses = await table.statuses()
+    leases = sum(_item_bytes("", item.owner) for item in view.leases.values())
+    published = sum(
+        _item_bytes(json.dumps(p.status, separators=(",", ":")), "") for p in statuses.values()
+    )
+    return leases / 1024, published / 1024
 
 
-def _item_bytes(status: dict[str, Any] | None, owner: str | None) -> int:
+def _item_bytes(text: str, owner: str | None) -> int:
     # DynamoDB sizes an item by its attribute names and values; the numbers and keys add
-    # about 60 bytes to the status and owner strings.
-    text = "" if status is None else json.dumps(status, separators=(",", ":"))
+    # about 60 bytes to the strings.
     return 60 + len(text.encode()) + len((owner or "").encode())
 
 
@@ -310,7 +321,7 @@ async def _steady(
         results.spread_seconds = settled - began
         results.spread_calls = _dynamodb(calls.counts(began, settled))
         results.spread_lapses = pool.lapses()
-        results.view_kilobytes = await view_kilobytes(table)
+        results.view_kilobytes, results.status_kilobytes = await kilobytes(table)
         log(f"leases: settled in {results.spread_seconds:.1f} s; measuring {sizes.window:g} s")
         first = await pool.snapshots()
         start = min(s.at for s in first.values())
@@ -420,10 +431,11 @@ def _steady_row(results: LeaseResults) -> Row:
             f"published, no take for two looks). Per daemon, "
             f"counted by the daemon at botocore's before-send: {per_action}. The sandbox saw "
             f"{sandbox_total} DynamoDB calls in the window ({number(sandbox_total / window)}/s "
-            f"for all {sizes.daemons}). Each Query reads every lease item, about "
-            f"{number(results.view_kilobytes, 'KB')} with InSync statuses: its read units grow "
-            f"with the apps, and as a Query page holds 1 MB, past about {page_apps} apps like "
-            f"these a look takes two Queries. The spread settled "
+            f"for all {sizes.daemons}). Each look's Query reads every member and lease item, "
+            f"about {number(results.view_kilobytes, 'KB')}: a Query page holds 1 MB, so a look "
+            f"takes one Query up to about {page_apps} apps. What the owners published (InSync "
+            f"statuses, {number(results.status_kilobytes, 'KB')}) is read only for a /status or "
+            "a dashboard page, at most once a look. The spread settled "
             f"{number(results.spread_seconds, 's')} after the daemons' start, with "
             f"{results.spread_lapses} `leases_lapsed` on the way; calls until then (the "
             f"benchmark's checks of the table included): "
@@ -455,12 +467,13 @@ def _takeover_row(results: LeaseResults) -> Row:
             f"fresh daemon started in its place before the next sample. Medians: its member "
             f"item ran out {median_of(lambda t: t.expiry_after_death)} after its death (between "
             f"2/3 ttl and ttl by design); the first of its apps was taken "
-            f"{median_of(lambda t: t.first_take_after_expiry)} after that (the survivors' next "
-            f"look), the last {median_of(lambda t: t.last_take_after_expiry)} after it ran out "
+            f"{median_of(lambda t: t.first_take_after_expiry)} after that (each survivor "
+            "looks as it runs out), the last "
+            f"{median_of(lambda t: t.last_take_after_expiry)} after it ran out "
             f"({median_of(lambda t: t.own_apps_seconds)} after the death): each survivor "
-            "takes its share one app after the other (acquire, adopt), and the sandbox serves "
-            "DynamoDB one request at a time, so the two survivors' takes queue behind each "
-            "other. Per sample: apps it "
+            "takes its share 8 apps at a time (8 conditional UpdateItems, then one "
+            "BatchGetItem for their state), but the sandbox serves DynamoDB one request at a "
+            "time, so the two survivors' takes queue behind each other. Per sample: apps it "
             f"held {each(lambda t: t.lost)}; moved between the survivors "
             f"{each(lambda t: t.moved_between_survivors)}; dropped and taken again by a "
             f"survivor {each(lambda t: t.retaken_by_survivors)} (`leases_lapsed` "

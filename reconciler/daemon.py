@@ -109,10 +109,11 @@ async def open_cluster(config: Config, metrics: Metrics) -> AsyncIterator[LeaseM
         endpoint_url=config.aws.endpoint_url,
     ) as table:
         daemon = config.daemon
+        host_id = host_id_of(config)
         yield LeaseManager(
             table=table,
-            store=TableStateStore(table),
-            host_id=host_id_of(config),
+            store=TableStateStore(table, host_id=host_id),
+            host_id=host_id,
             url=daemon.public_url or f"http://{daemon.listen}",
             ttl=config.cluster.lease_ttl,
             metrics=metrics,

@@ -73,6 +73,8 @@ class DaemonView(Protocol):
 
     def app_document(self, name: str) -> dict[str, Any] | None: ...
 
+    async def refresh_remote(self) -> None: ...
+
     def owner_elsewhere(self, name: str) -> str | None:
         """Who reconciles the app when another daemon of the cluster does."""
 
@@ -356,12 +358,16 @@ def _restarting(name: str) -> web.Response:
 
 
 async def status_all(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DAEMON].status_document())
+    daemon = request.app[DAEMON]
+    await daemon.refresh_remote()
+    return web.json_response(daemon.status_document())
 
 
 async def status_one(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     name = request.match_info["name"]
+    if name in daemon.app_names():
+        await daemon.refresh_remote()
     document = daemon.app_document(name)
     if document is None:
         return _error(404, f"unknown app {name!r}")

@@ -67,6 +67,9 @@ class Cluster(Protocol):
     def remote_status(self, name: str) -> dict[str, Any] | None:
         """The owner's last published status of an app this daemon does not hold."""
 
+    async def read_statuses(self) -> None:
+        """Bring what the owners published up to date (briefly; it may keep the last)."""
+
     def forward(self, name: str, what: str) -> None:
         """Ask the app's owner, through the table, for a pass ("nudges") or a sync ("syncs")."""
 
@@ -176,6 +179,11 @@ class Supervisor:
         if self.cluster is not None:
             document.update(self.cluster.ownership(name))
         return document
+
+    async def refresh_remote(self) -> None:
+        """Before a /status or a page: the statuses other daemons published, read fresh."""
+        if self.cluster is not None:
+            await self.cluster.read_statuses()
 
     def status_document(self) -> dict[str, Any]:
         documents = (self.app_document(n) for n in self.app_names())

@@ -286,13 +286,14 @@ class Lease:
 
 @dataclass
 class StandInCluster:
-    """The supervisor's Cluster seam as a lease table would answer it (as ClusterManager
+    """The supervisor's Cluster seam as a lease table would answer it (as LeaseManager
     does): this daemon holds `held`, `leases` says who holds the others and what they
     published; an app in neither has never had an owner."""
 
     held: set[str]
     leases: dict[str, Lease] = field(default_factory=dict)
     forwarded: list[tuple[str, str]] = field(default_factory=list)
+    status_reads: int = 0
 
     def holds(self, name: str) -> bool:
         return name in self.held
@@ -318,6 +319,9 @@ class StandInCluster:
     def remote_status(self, name: str) -> dict[str, Any] | None:
         lease = self.leases.get(name)
         return None if lease is None or lease.published is None else dict(lease.published)
+
+    async def read_statuses(self) -> None:
+        self.status_reads += 1
 
     def forward(self, name: str, what: str) -> None:
         self.forwarded.append((name, what))
@@ -363,6 +367,7 @@ async def test_a_remote_app_on_the_list_shows_what_its_owner_published(face: Htt
     )
     code, doc, _, _ = await page(face, "/")
     assert code == 200
+    assert cluster.status_reads == 1  # what the others published is read for the page
     assert "Reconciled by" in [e.text for e in doc.all("th")]
     assert all(e.attrs.get("src") for e in doc.all("script"))  # still no inline script
 
@@ -457,7 +462,7 @@ async def test_a_status_this_version_cannot_read_is_shown_as_unknown(face: HttpF
     """An owner of a newer version may publish a phase this one does not know: the app shows
     as Unknown with the reason, and the rest of the list is unaffected."""
     newer = {**published("by-ssh-url", Phase.IN_SYNC), "phase": "Verifying"}
-    clustered(face, {"by-ssh-url": Lease(owner="host-b", published=newer)})
+    cluster = clustered(face, {"by-ssh-url": Lease(owner="host-b", published=newer)})
     code, doc, _, _ = await page(face, "/")
     assert code == 200
     row = doc.one("tr", data_app="by-ssh-url")
@@ -468,6 +473,7 @@ async def test_a_status_this_version_cannot_read_is_shown_as_unknown(face: HttpF
     code, doc, _, _ = await page(face, "/apps/by-ssh-url")
     assert code == 200
     assert doc.one("span", data_field="phase").text == "Unknown"
+    assert cluster.status_reads == 2
 
 
 async def test_without_a_lease_table_no_owner_is_shown(face: HttpFace) -> None:

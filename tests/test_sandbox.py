@@ -493,3 +493,49 @@ def test_sandbox_refuses_to_listen_beyond_loopback() -> None:
         SandboxAws(host="0.0.0.0")  # noqa: S104
     with pytest.raises(ValueError, match="outcome"):
         Scenario("explode")  # type: ignore[arg-type]
+
+
+def test_item_reads_answer_every_attribute_type_as_dynamodb_does(sandbox: SandboxAws) -> None:
+    """Item reads skip moto's serializer when their answer is plain JSON; what boto reads
+    back is the same either way, binary attributes (moto's serializer) included."""
+    client = SESSION.client("dynamodb", endpoint_url=sandbox.endpoint_url)
+    name = f"items-{uuid.uuid4().hex[:8]}"
+    client.create_table(
+        TableName=name,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    plain: dict[str, Any] = {
+        "pk": {"S": "p"},
+        "sk": {"S": "plain"},
+        "text": {"S": 'quote " and ünïcode'},
+        "number": {"N": "12.5"},
+        "flag": {"BOOL": True},
+        "nothing": {"NULL": True},
+        "list": {"L": [{"S": "a"}, {"N": "1"}]},
+        "map": {"M": {"inner": {"SS": ["x", "y"]}}},
+    }
+    binary: dict[str, Any] = {"pk": {"S": "p"}, "sk": {"S": "binary"}, "blob": {"B": b"\x00\xff"}}
+    for item in (plain, binary):
+        client.put_item(TableName=name, Item=item)
+    key = {"pk": plain["pk"], "sk": plain["sk"]}
+    assert client.get_item(TableName=name, Key=key, ConsistentRead=True)["Item"] == plain
+    queried = client.query(
+        TableName=name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "p"}},
+    )
+    assert queried["Items"] == [binary, plain]
+    assert queried["Count"] == 2
+    answer = client.batch_get_item(
+        RequestItems={name: {"Keys": [key, {"pk": {"S": "p"}, "sk": {"S": "gone"}}]}}
+    )
+    assert answer["Responses"][name] == [plain]
+    client.delete_table(TableName=name)

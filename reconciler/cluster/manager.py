@@ -8,7 +8,7 @@ state makes under one call a second whatever the number of apps. From the view i
   now belong to another live daemon, once they are idle (a build or rollout under way ends
   here first);
 - takes apps assigned to it that are free or whose owner's heartbeat ran out (a takeover),
-  adopts their state (which fences it) and starts their loops;
+  reads their state and starts their loops;
 - passes on the nudges and syncs other daemons wrote for its apps, and publishes what its
   apps are doing for the others' /status.
 Heartbeats run on their own clock beside the rounds, so a round that takes many apps
@@ -34,7 +34,14 @@ from reconciler.cluster.assignment import assign
 from reconciler.cluster.fenced import Fence
 from reconciler.cluster.lease import Held, Leases
 from reconciler.cluster.store import TableStateStore
-from reconciler.cluster.table import ClusterView, LeaseItem, LeaseSuperseded, LeaseTable, Member
+from reconciler.cluster.table import (
+    ClusterView,
+    LeaseItem,
+    LeaseTable,
+    Member,
+    Published,
+    Taken,
+)
 from reconciler.errors import ReconcilerError
 from reconciler.metrics import Metrics
 
@@ -43,6 +50,10 @@ log = structlog.get_logger("reconciler.cluster")
 LOOK_EVERY = 1.5  # seconds between views: a nudge written anywhere is acted on within this
 HANDOVER_GRACE = 8.0  # a handed-over app's deploy under way gets this long to finish
 PUBLISHED_HISTORY = 5  # history entries in the status the owner publishes for the others
+EXPIRY_SLACK = 0.05  # seconds after a member's expiry that the look for it is made
+PUBLISH_PER_ROUND = 25  # statuses written per round: a daemon that just took many apps
+# publishes them over a few rounds instead of queueing the other daemons' takes behind them
+STATUS_WAIT = 2.0  # seconds a /status waits for the others' statuses before using the last
 TAKE_BATCH = 8  # leases acquired at once
 
 
@@ -100,6 +111,9 @@ class LeaseManager:
         self._rounds = 0
         self._seen: dict[str, tuple[int, int]] = {}  # app -> (nudges, syncs) acted on
         self._published: dict[str, dict[str, Any]] = {}
+        self._statuses: dict[str, Published] = {}  # what the others published, when asked
+        self._statuses_read_at = float("-inf")
+        self._status_read: asyncio.Task[None] | None = None
         self._forwards: set[asyncio.Task[None]] = set()
         self._failing: set[str] = set()  # operations whose failure was logged
 
@@ -138,8 +152,34 @@ class LeaseManager:
         return f"{item.owner} ({member.url})" if member and member.url else item.owner
 
     def remote_status(self, name: str) -> dict[str, Any] | None:
+        """What the app's owner last published, as of the last `read_statuses`; None when
+        the owner of the current lease has published nothing yet."""
         item = self.view.leases.get(name)
-        return None if item is None or item.status is None else dict(item.status)
+        published = self._statuses.get(name)
+        if item is None or published is None or published.version != item.version:
+            return None
+        return dict(published.status)
+
+    async def read_statuses(self) -> None:
+        """Read what every owner published, for a /status or a page about to be answered:
+        at most once a look however many ask at once, and never more than STATUS_WAIT
+        seconds of the answer (a slow or failing table leaves the last read in place)."""
+        if self._clock() - self._statuses_read_at < self._look_every:
+            return
+        if self._status_read is None or self._status_read.done():
+            self._status_read = asyncio.create_task(self._read_statuses(), name="statuses")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._status_read), timeout=STATUS_WAIT)
+
+    async def _read_statuses(self) -> None:
+        started = self._clock()
+        try:
+            self._statuses = await self._table.statuses()
+        except ReconcilerError as exc:
+            self._table_failed("statuses", exc)
+            return
+        self._recovered("statuses")
+        self._statuses_read_at = started
 
     def forward(self, name: str, what: str) -> None:
         task = asyncio.create_task(self._forward(name, what), name=f"forward:{name}")
@@ -172,7 +212,19 @@ class LeaseManager:
         while True:
             started = self._clock()
             await self.round(tenant)
-            await asyncio.sleep(max(0.02, started + self._look_every - self._clock()))
+            await asyncio.sleep(self._until_next_look(started))
+
+    def _until_next_look(self, started: float) -> float:
+        """The next look is due `look_every` after this one began, or just after another
+        daemon's heartbeat runs out if that comes first: a dead daemon's apps are taken
+        the moment they may be, not up to a look later. (A live daemon renews long before,
+        so this costs nothing in steady state.)"""
+        wait = started + self._look_every - self._clock()
+        now = self._wall()
+        for host, member in self.view.members.items():
+            if host != self.host_id and member.expires_at > now:
+                wait = min(wait, member.expires_at - now + EXPIRY_SLACK)
+        return max(0.02, wait)
 
     def _until_heartbeat(self) -> float:
         beat = self._heartbeat_tried
@@ -324,56 +376,56 @@ class LeaseManager:
         for start in range(0, len(due), TAKE_BATCH):
             if self._lapsed or not self._member_valid():
                 return  # taken up again next round, once this daemon is current
-            batch = due[start : start + TAKE_BATCH]
-            await asyncio.gather(
-                *(self._acquire(tenant, app, item, takeover=t) for app, item, t in batch)
-            )
+            await self._take_batch(tenant, due[start : start + TAKE_BATCH])
 
-    async def _acquire(
-        self, tenant: Tenant, app: str, item: LeaseItem | None, *, takeover: bool
+    async def _take_batch(
+        self, tenant: Tenant, batch: list[tuple[str, LeaseItem | None, bool]]
     ) -> None:
+        """Win the batch's leases at once, read what their apps remember in one request,
+        then start their loops."""
         started = self._clock()
+        versions = await asyncio.gather(*(self._win(app, item) for app, item, _ in batch))
+        won = [
+            (app, item, takeover, version)
+            for (app, item, takeover), version in zip(batch, versions, strict=True)
+            if version is not None  # None: another daemon moved first; the next view says who
+        ]
+        if not won:
+            return
         try:
-            version = await self._table.acquire(app, me=self.host_id, seen=item, now=self._wall())
+            taken: dict[str, Taken] | None = await self._table.read_taken([a for a, *_ in won])
+        except ReconcilerError as exc:
+            self._table_failed("adopt", exc)
+            taken = None
+        if taken is None or self._lapse_found_at >= started:
+            # An app whose state could not be read cannot run here; and a daemon that may
+            # have counted as dead while it won these leases does not use them.
+            await asyncio.gather(*(self._release(app, version) for app, _, _, version in won))
+            return
+        for app, item, takeover, version in won:
+            state = taken.get(app, Taken(memory=None, feedback=None))
+            self.store.adopt(app, version=version, text=state.memory)
+            if self.adopt_feedback is not None:
+                self.adopt_feedback(app, state.feedback)
+            self.leases.held[app] = Held(version=version, confirmed_at=started)
+            self._seen[app] = (item.nudges, item.syncs) if item is not None else (0, 0)
+            if takeover:
+                self._metrics.lease_takeovers_total.inc()
+            log.info(
+                "lease_taken",
+                app=app,
+                version=version,
+                previous_owner=item.owner if item is not None else None,
+                takeover=takeover,
+            )
+        await asyncio.gather(*(tenant.take(app) for app, *_ in won))
+
+    async def _win(self, app: str, item: LeaseItem | None) -> int | None:
+        try:
+            return await self._table.acquire(app, me=self.host_id, seen=item, now=self._wall())
         except ReconcilerError as exc:
             self._table_failed("acquire", exc)
-            return
-        if version is None:
-            return  # another daemon moved first; the next view says who
-        try:
-            await self.store.adopt(app, version=version)
-        except (LeaseSuperseded, ReconcilerError) as exc:
-            log.warning("state_not_adopted", app=app, error=str(exc))
-            await self._release(app, version)
-            return
-        if self._lapse_found_at >= started:
-            # This daemon may have counted as dead while it took the lease: not ours to use.
-            await self._release(app, version)
-            return
-        await self._adopt_feedback(app)
-        self.leases.held[app] = Held(version=version, confirmed_at=started)
-        self._seen[app] = (item.nudges, item.syncs) if item is not None else (0, 0)
-        if takeover:
-            self._metrics.lease_takeovers_total.inc()
-        log.info(
-            "lease_taken",
-            app=app,
-            version=version,
-            previous_owner=item.owner if item is not None else None,
-            takeover=takeover,
-        )
-        await tenant.take(app)
-
-    async def _adopt_feedback(self, app: str) -> None:
-        if self.adopt_feedback is None:
-            return
-        try:
-            text = await self._table.read_feedback(app)
-        except ReconcilerError as exc:
-            # The app deploys regardless; at worst a status or message is said twice.
-            self._table_failed("feedback", exc)
-            text = None
-        self.adopt_feedback(app, text)
+            return None
 
     def mirror_feedback(self, app: str, record: str) -> None:
         """Keep `record` (JSON) in the table for the app's next owner: written soon, the
@@ -387,10 +439,13 @@ class LeaseManager:
     async def _write_feedback(self) -> None:
         while self._feedback_due:
             app, record = self._feedback_due.popitem()
-            if not self.leases.valid(app):
+            version = self.leases.version(app)
+            if version is None or not self.leases.valid(app):
                 continue
             try:
-                await self._table.write_feedback(app, record)
+                await self._table.write_feedback(
+                    app, me=self.host_id, version=version, record=record
+                )
             except ReconcilerError as exc:
                 self._table_failed("feedback", exc)
                 continue
@@ -410,16 +465,22 @@ class LeaseManager:
             self._seen[app] = (item.nudges, item.syncs)
 
     async def _publish(self, tenant: Tenant) -> None:
-        for app, held in list(self.leases.held.items()):
+        # Apps never published yet go first, so a busy app cannot hold the others back.
+        held = sorted(self.leases.held.items(), key=lambda pair: pair[0] in self._published)
+        written = 0
+        for app, lease in held:
+            if written >= PUBLISH_PER_ROUND:
+                return
             document = tenant.local_document(app)
             if document is None:
                 continue
             document["history"] = document.get("history", [])[:PUBLISHED_HISTORY]
             if self._published.get(app) == document or not self.leases.valid(app):
                 continue
+            written += 1
             try:
                 await self._table.publish_status(
-                    app, me=self.host_id, version=held.version, status=document
+                    app, me=self.host_id, version=lease.version, status=document
                 )
             except ReconcilerError as exc:
                 self._table_failed("publish", exc)
@@ -442,6 +503,8 @@ class LeaseManager:
     async def leave(self, tenant: Tenant) -> None:
         """Hand every app back and leave the member list (SIGTERM): the others take the
         apps at their next look instead of after the TTL."""
+        if self._status_read is not None:
+            self._status_read.cancel()
         pending = [*self._forwards, *filter(None, [self._feedback_writer])]
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, ReconcilerError):

@@ -1,10 +1,10 @@
 """App state in the cluster's table, behind the same interface as the files in state_dir.
 
-An app's memory is read once, when this daemon wins its lease (`adopt`, which also fences
-it: from then on only writes carrying this lease's version land), and written through on
-every change with that version as the condition. A write refused by the condition means
-another daemon holds the app now: it is recorded like a full disk, so no deploy starts,
-and the loop is stopped by the lease manager at its next look.
+An app's memory is read once, when this daemon wins its lease (the lease manager hands it
+over with `adopt`), and written through on every change in a transaction with a check that
+the lease is still this daemon's at that version. A write refused by the check means another
+daemon holds the app now: it is recorded like a full disk, so no deploy starts, and the loop
+is stopped by the lease manager at its next look.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ log = structlog.get_logger("reconciler.cluster")
 
 
 class TableStateStore:
-    def __init__(self, table: LeaseTable) -> None:
+    def __init__(self, table: LeaseTable, *, host_id: str) -> None:
         self._table = table
+        self._host_id = host_id
         self._memories: dict[str, AppMemory] = {}
         self._versions: dict[str, int] = {}
         self._write_errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def adopt(self, app: str, *, version: int) -> AppMemory:
-        """Fence the app's state with lease `version` and read it; raises LeaseSuperseded
-        when a newer lease holder fenced it first, ReconcilerError when the table fails."""
-        text = await self._table.adopt_state(app, version=version)
+    def adopt(self, app: str, *, version: int, text: str | None) -> AppMemory:
+        """The app's memory as read when lease `version` was won (None: it has none yet);
+        from now on it is written under that lease."""
         memory = AppMemory() if text is None else _decoded(app, text)
         self._memories[app] = memory
         self._versions[app] = version
@@ -68,7 +68,7 @@ class TableStateStore:
                 return self._failed(app, f"this daemon does not hold the lease of {app!r}")
             try:
                 written = await self._table.write_state(
-                    app, version=version, memory=encode_memory(self.load(app))
+                    app, me=self._host_id, version=version, memory=encode_memory(self.load(app))
                 )
             except ReconcilerError as exc:
                 return self._failed(app, f"cannot write the state of {app!r}: {exc}")

@@ -5,12 +5,14 @@ One table, keyed by `pk` (partition) and `sk` (sort):
   forward by each heartbeat; `url` says where its API listens.
 - pk "cluster", sk "app#<name>": the app's lease: `owner` (absent when free), `version` (the
   fencing token, raised by every acquisition), `since`; counters `nudges` and `syncs` that
-  any daemon raises to wake the owner; `status`, the owner's last word on the app (JSON).
-- pk "feedback", sk "<name>": what the app's commit statuses and chat messages already said
-  (JSON), so a new owner does not say it again; best effort, not fenced.
-- pk "state", sk "<name>": the app's memory (JSON) and `fence`, the lease version of the
-  last owner that adopted it; a write must carry that version, so a daemon that lost the
-  lease can no longer change the state.
+  any daemon raises to wake the owner.
+- pk "status", sk "<name>": the owner's last word on the app (JSON) for the others'
+  /status, with the lease `version` it was written under; read only when someone asks, so
+  the view every daemon reads each look stays small however much the statuses say.
+- pk "state", sk "<name>": the app's `memory` (JSON) and `feedback`, what its commit
+  statuses and chat messages already said (JSON), both read by each new owner. Each is
+  written in a transaction with a check that the lease is still the writer's at its
+  version, so a daemon that lost the lease can no longer change either.
 Members and leases share a partition so that one Query reads the whole cluster view.
 """
 
@@ -25,12 +27,13 @@ from typing import Any
 import aioboto3
 from botocore.exceptions import ClientError
 
-from reconciler.adapters.aws import aws_errors
+from reconciler.adapters.aws import aws_errors, describe
 from reconciler.adapters.ecs import boto_config
+from reconciler.errors import AwsUnavailable
 
 CLUSTER = "cluster"
 STATE = "state"
-FEEDBACK = "feedback"
+STATUS = "status"
 MEMBER = "member#"
 APP = "app#"
 
@@ -51,7 +54,14 @@ class LeaseItem:
     since: float = 0.0  # epoch seconds the owner took it
     nudges: int = 0
     syncs: int = 0
-    status: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    """An app's status as an owner published it."""
+
+    version: int  # the lease version its publisher held
+    status: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -91,14 +101,15 @@ async def _unless(code: str, call: Callable[..., Awaitable[Any]], **kwargs: Any)
 
 
 _FAILED = "ConditionalCheckFailedException"
+BATCH_GET_LIMIT = 100  # keys DynamoDB reads in one BatchGetItem
 
 
-class LeaseSuperseded(Exception):
-    """A newer owner fenced the app's state before this one could adopt it."""
+@dataclass(frozen=True)
+class Taken:
+    """An app's state item as a new owner reads it (None: never written)."""
 
-    def __init__(self, app: str) -> None:
-        super().__init__(f"the state of {app!r} was adopted by a newer lease holder")
-        self.app = app
+    memory: str | None
+    feedback: str | None
 
 
 class LeaseTable:
@@ -164,7 +175,6 @@ class LeaseTable:
                 )
             elif sk.startswith(APP):
                 app = sk[len(APP) :]
-                status = _s(item, "status")
                 leases[app] = LeaseItem(
                     app=app,
                     owner=_s(item, "owner"),
@@ -172,7 +182,6 @@ class LeaseTable:
                     since=_n(item, "since"),
                     nudges=int(_n(item, "nudges")),
                     syncs=int(_n(item, "syncs")),
-                    status=json.loads(status) if status else None,
                 )
         return ClusterView(members=members, leases=leases)
 
@@ -254,14 +263,34 @@ class LeaseTable:
     async def publish_status(
         self, app: str, *, me: str, version: int, status: dict[str, Any]
     ) -> bool:
-        """The owner's view of the app, for the other daemons' /status."""
-        return await self._conditional_update(
-            app,
-            me=me,
-            version=version,
-            expression="SET #status = :status",
-            values={":status": {"S": json.dumps(status, separators=(",", ":"))}},
+        """The owner's view of the app, for the other daemons' /status; False when an owner
+        with a newer lease has published since."""
+        answer = await _unless(
+            _FAILED,
+            self._client.put_item,
+            TableName=self.name,
+            Item={
+                **_key(STATUS, app),
+                "owner": {"S": me},
+                "version": {"N": str(version)},
+                "status": {"S": json.dumps(status, separators=(",", ":"))},
+            },
+            ConditionExpression="attribute_not_exists(#version) OR #version <= :v",
+            ExpressionAttributeNames={"#version": "version"},
+            ExpressionAttributeValues={":v": {"N": str(version)}},
         )
+        return answer is not None
+
+    async def statuses(self) -> dict[str, Published]:
+        """What the owners last published, by app."""
+        found: dict[str, Published] = {}
+        async for item in self._partition(STATUS):
+            text = _s(item, "status")
+            if text is not None:
+                found[str(item["sk"]["S"])] = Published(
+                    version=int(_n(item, "version")), status=json.loads(text)
+                )
+        return found
 
     async def _conditional_update(
         self, app: str, *, me: str, version: int, expression: str, values: dict[str, Any]
@@ -273,11 +302,7 @@ class LeaseTable:
             Key=_key(CLUSTER, APP + app),
             UpdateExpression=expression,
             ConditionExpression="#owner = :me AND #version = :v",
-            ExpressionAttributeNames={
-                "#owner": "owner",
-                "#version": "version",
-                **({"#status": "status"} if "#status" in expression else {}),
-            },
+            ExpressionAttributeNames={"#owner": "owner", "#version": "version"},
             ExpressionAttributeValues={":me": {"S": me}, ":v": {"N": str(version)}, **values},
         )
         return answer is not None
@@ -297,50 +322,71 @@ class LeaseTable:
 
     # App state ---------------------------------------------------------------------------
 
-    async def adopt_state(self, app: str, *, version: int) -> str | None:
-        """Fence the app's state with `version` (from now on only writes carrying it land)
-        and return it as it stands (JSON), None when the app has none yet."""
-        answer = await _unless(
-            _FAILED,
-            self._client.update_item,
-            TableName=self.name,
-            Key=_key(STATE, app),
-            UpdateExpression="SET #fence = :v",
-            ConditionExpression="attribute_not_exists(#fence) OR #fence < :v",
-            ExpressionAttributeNames={"#fence": "fence"},
-            ExpressionAttributeValues={":v": {"N": str(version)}},
-            ReturnValues="ALL_NEW",
+    async def read_taken(self, apps: list[str]) -> dict[str, Taken]:
+        """The memory and feedback record of apps whose leases this daemon just won, read
+        consistently, up to 100 apps a request (what a request leaves unprocessed is asked
+        again)."""
+        found: dict[str, Taken] = {}
+        for start in range(0, len(apps), BATCH_GET_LIMIT):
+            keys = [_key(STATE, app) for app in apps[start : start + BATCH_GET_LIMIT]]
+            while keys:
+                async with aws_errors():
+                    answer = await self._client.batch_get_item(
+                        RequestItems={self.name: {"Keys": keys, "ConsistentRead": True}}
+                    )
+                for item in answer.get("Responses", {}).get(self.name, []):
+                    found[str(item["sk"]["S"])] = Taken(
+                        memory=_s(item, "memory"), feedback=_s(item, "feedback")
+                    )
+                keys = answer.get("UnprocessedKeys", {}).get(self.name, {}).get("Keys", [])
+        return found
+
+    async def write_state(self, app: str, *, me: str, version: int, memory: str) -> bool:
+        """Write the app's memory if its lease is still `me` at `version`; False when it is
+        not (another daemon has taken the app since)."""
+        return await self._write_fenced(
+            app, me=me, version=version, attribute="memory", text=memory
         )
-        if answer is None:
-            raise LeaseSuperseded(app)
-        return _s(answer.get("Attributes", {}), "memory")
 
-    async def write_state(self, app: str, *, version: int, memory: str) -> bool:
-        """Write the app's memory if its fence is still `version`; False when it is not
-        (another daemon has adopted the app since)."""
-        answer = await _unless(
-            _FAILED,
-            self._client.put_item,
-            TableName=self.name,
-            Item={**_key(STATE, app), "memory": {"S": memory}, "fence": {"N": str(version)}},
-            ConditionExpression="#fence = :v",
-            ExpressionAttributeNames={"#fence": "fence"},
-            ExpressionAttributeValues={":v": {"N": str(version)}},
+    async def write_feedback(self, app: str, *, me: str, version: int, record: str) -> bool:
+        """Write what the app's feedback said, on the same condition as its memory."""
+        return await self._write_fenced(
+            app, me=me, version=version, attribute="feedback", text=record
         )
-        return answer is not None
 
-    async def read_feedback(self, app: str) -> str | None:
+    async def _write_fenced(
+        self, app: str, *, me: str, version: int, attribute: str, text: str
+    ) -> bool:
+        """One attribute of the app's state item, in a transaction with a check that the
+        lease is still `me` at `version`: the lease itself is the fence."""
+        check = {
+            "TableName": self.name,
+            "Key": _key(CLUSTER, APP + app),
+            "ConditionExpression": "#owner = :me AND #version = :v",
+            "ExpressionAttributeNames": {"#owner": "owner", "#version": "version"},
+            "ExpressionAttributeValues": {":me": {"S": me}, ":v": {"N": str(version)}},
+        }
+        update = {
+            "TableName": self.name,
+            "Key": _key(STATE, app),
+            "UpdateExpression": "SET #value = :value",
+            "ExpressionAttributeNames": {"#value": attribute},
+            "ExpressionAttributeValues": {":value": {"S": text}},
+        }
         async with aws_errors():
-            answer = await self._client.get_item(
-                TableName=self.name, Key=_key(FEEDBACK, app), ConsistentRead=True
-            )
-        return _s(answer.get("Item", {}), "record")
-
-    async def write_feedback(self, app: str, record: str) -> None:
-        async with aws_errors():
-            await self._client.put_item(
-                TableName=self.name, Item={**_key(FEEDBACK, app), "record": {"S": record}}
-            )
+            try:
+                await self._client.transact_write_items(
+                    TransactItems=[{"ConditionCheck": check}, {"Update": update}]
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise
+                reasons = exc.response.get("CancellationReasons") or []
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    return False
+                # Cancelled by a conflicting write or throttling: worth trying again.
+                raise AwsUnavailable(describe(exc)) from exc
+        return True
 
     async def read_states(self) -> dict[str, str]:
         """Every app's memory (JSON), for read-only commands."""

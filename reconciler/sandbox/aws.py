@@ -29,6 +29,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from reconciler.loopback import is_loopback
+from reconciler.sandbox import items
 from reconciler.sandbox.faults import LOGGED_ACTIONS, CallCounter, FaultInjector
 from reconciler.sandbox.rollout import RolloutController
 from reconciler.sandbox.tasks import TaskController
@@ -165,6 +166,7 @@ class SandboxAws:
             raise RuntimeError("the sandbox is already running")
         self.rollouts.install()
         self.tasks.install()
+        items.install()
         app = _Middleware(
             DomainDispatcherApplication(create_backend_app),
             self.rollouts,

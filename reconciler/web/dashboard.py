@@ -65,6 +65,8 @@ class DashboardSource(Protocol):
 
     def app_document(self, name: str) -> dict[str, Any] | None: ...
 
+    async def refresh_remote(self) -> None: ...
+
     async def commit_subject(self, name: str, revision: str) -> str | None: ...
 
 
@@ -266,6 +268,7 @@ async def list_page(request: web.Request) -> web.Response:
     links = links_of(request)
     configs = {a.name: a for a in source.config.apps}
     names = source.app_names()
+    await source.refresh_remote()
     shows = {n: shown(source, n) for n in names}
     subjects = request.app[SUBJECTS]
     known = await asyncio.gather(
@@ -296,6 +299,7 @@ async def app_page(request: web.Request) -> web.Response:
     if name not in source.app_names():
         return error_page(request, 404, f"There is no app named {name!r}.")
     configs = {a.name: a for a in source.config.apps}
+    await source.refresh_remote()
     status, owner = shown(source, name)
     found = await request.app[SUBJECTS].of(source, name, revisions_of(status, history=True))
     app = app_view(name, status, configs.get(name), links_of(request), subjects=found, owner=owner)

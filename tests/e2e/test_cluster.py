@@ -225,7 +225,14 @@ async def test_lease_table_throttled_no_write_without_a_lease_and_no_app_twice(
     async with fleet.running(2) as daemons:
         await fleet.wait_all(daemons[0], fleet.in_sync_at(lambda w: w.first_commit))
         mark = fleet.mark()
-        dynamodb = ("Query", "PutItem", "UpdateItem", "DeleteItem", "GetItem")
+        dynamodb = (
+            "Query",
+            "PutItem",
+            "UpdateItem",
+            "DeleteItem",
+            "BatchGetItem",
+            "TransactWriteItems",
+        )
         for action in dynamodb:
             aws.faults.inject(action, times=100_000, code="ProvisionedThroughputExceededException")
         second = {}

@@ -15,7 +15,7 @@ import pytest
 
 from reconciler.cluster.manager import LeaseManager
 from reconciler.cluster.store import TableStateStore
-from reconciler.cluster.table import LeaseTable
+from reconciler.cluster.table import LeaseTable, Member
 from reconciler.errors import LeaseNotHeld
 from reconciler.metrics import Metrics
 from reconciler.model import Hold
@@ -92,7 +92,7 @@ class Cluster:
         metrics = Metrics()
         manager = LeaseManager(
             table=table,
-            store=TableStateStore(table),
+            store=TableStateStore(table, host_id=host),
             host_id=host,
             url=f"http://127.0.0.1/{host}",
             ttl=TTL,
@@ -247,7 +247,12 @@ async def test_a_nudge_written_anywhere_reaches_the_owner(cluster: Cluster) -> N
     await eventually(lambda: any(n.manager.holds("web") for n in nodes), timeout=20)
     owner = next(n for n in nodes if n.manager.holds("web"))
     other = next(n for n in nodes if n is not owner)
-    await eventually(lambda: other.manager.remote_status("web") is not None, timeout=10)
+
+    async def published() -> bool:
+        await other.manager.read_statuses()
+        return other.manager.remote_status("web") is not None
+
+    await eventually(published, timeout=10)
     other.manager.forward("web", "nudges")
     await eventually(lambda: ("web", "nudges") in owner.tenant.pokes, timeout=5)
     other.manager.forward("web", "syncs")
@@ -270,7 +275,7 @@ async def test_after_the_table_failed_for_longer_than_the_ttl_every_app_has_one_
     for node in nodes:
         node.start()
     await eventually(lambda: held_counts(nodes) == [4, 4], timeout=20)
-    for action in ("Query", "PutItem", "UpdateItem", "DeleteItem"):
+    for action in ("Query", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem"):
         cluster.aws.faults.inject(action, times=100_000, code="ThrottlingException")
     try:
         await asyncio.sleep(TTL * 1.5)
@@ -334,8 +339,37 @@ async def test_what_was_said_about_an_app_moves_with_its_lease(cluster: Cluster)
         lambda: a.manager._feedback_writer is not None and a.manager._feedback_writer.done(),
         timeout=5,
     )
-    assert await table.read_feedback(mine) == '{"said": 1}'
-    assert await table.read_feedback(theirs) is None
+    taken = await table.read_taken([mine, theirs])
+    assert taken[mine].feedback == '{"said": 1}'
+    assert theirs not in taken or taken[theirs].feedback is None
+    old = a.manager.leases.version(mine)
+    assert old is not None
     await a.pause()
     await eventually(lambda: mine in b.tenant.running, timeout=TTL + 10)
     assert (mine, '{"said": 1}') in adopted["b"]
+    # The lease is the fence: the daemon that lost it can no longer change the record.
+    assert not await table.write_feedback(mine, me="a", version=old, record='{"late": 1}')
+    assert (await table.read_taken([mine]))[mine].feedback == '{"said": 1}'
+
+
+async def test_a_status_published_under_an_older_lease_is_not_shown(cluster: Cluster) -> None:
+    """A daemon that lost an app and still publishes its status cannot overwrite the new
+    owner's, and what it published before is not shown as the new owner's."""
+    table = await cluster.table()
+    for host in ("a", "b"):
+        await table.heartbeat(Member(host_id=host, expires_at=1e12))
+    first = await table.acquire("web", me="a", seen=None, now=0)
+    assert first == 1
+    assert await table.publish_status("web", me="a", version=1, status={"phase": "Deploying"})
+    view = (await table.view()).leases["web"]
+    second = await table.acquire("web", me="b", seen=view, now=0)
+    assert second == 2
+    reader = await cluster.node("c", ["web"])
+    await reader.manager.round(reader.tenant)
+    await reader.manager.read_statuses()
+    assert reader.manager.remote_status("web") is None  # b has published nothing yet
+    assert await table.publish_status("web", me="b", version=2, status={"phase": "InSync"})
+    assert not await table.publish_status("web", me="a", version=1, status={"phase": "Failed"})
+    reader.manager._statuses_read_at = float("-inf")
+    await reader.manager.read_statuses()
+    assert reader.manager.remote_status("web") == {"phase": "InSync"}
