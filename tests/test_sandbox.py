@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ecs.models import ecs_backends
 
+from reconciler.cluster.table import LeaseTable
 from reconciler.sandbox import ProvisionedApp, SandboxAws, Scenario, provision_app
 
 if TYPE_CHECKING:
@@ -495,23 +496,17 @@ def test_sandbox_refuses_to_listen_beyond_loopback() -> None:
         Scenario("explode")  # type: ignore[arg-type]
 
 
-def test_item_reads_answer_every_attribute_type_as_dynamodb_does(sandbox: SandboxAws) -> None:
+async def test_item_reads_answer_every_attribute_type_as_dynamodb_does(
+    sandbox: SandboxAws,
+) -> None:
     """Item reads skip moto's serializer when their answer is plain JSON; what boto reads
     back is the same either way, binary attributes (moto's serializer) included."""
-    client = SESSION.client("dynamodb", endpoint_url=sandbox.endpoint_url)
     name = f"items-{uuid.uuid4().hex[:8]}"
-    client.create_table(
-        TableName=name,
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    async with LeaseTable.connect(
+        name=name, region=REGION, endpoint_url=sandbox.endpoint_url
+    ) as table:
+        assert await table.create()
+    client = SESSION.client("dynamodb", endpoint_url=sandbox.endpoint_url)
     plain: dict[str, Any] = {
         "pk": {"S": "p"},
         "sk": {"S": "plain"},
