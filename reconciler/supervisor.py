@@ -181,8 +181,9 @@ class Supervisor:
         return document
 
     async def refresh_remote(self) -> None:
-        """Before a /status or a page: the statuses other daemons published, read fresh."""
-        if self.cluster is not None:
+        """Before a /status or a page: the statuses other daemons published, read fresh
+        (not at all while this daemon runs every app itself)."""
+        if self.cluster is not None and not all(map(self._runs_here, self.app_names())):
             await self.cluster.read_statuses()
 
     def status_document(self) -> dict[str, Any]:

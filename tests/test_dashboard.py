@@ -1022,3 +1022,13 @@ def test_the_wheel_carries_the_templates_and_assets(tmp_path: Path) -> None:
     for directory in (TEMPLATES, STATIC):
         for path in directory.iterdir():
             assert f"reconciler/web/{path.relative_to(web_dir).as_posix()}" in names
+
+
+async def test_a_daemon_that_runs_every_app_reads_no_statuses_for_its_pages(
+    face: HttpFace,
+) -> None:
+    cluster = StandInCluster(held=set(APPS))
+    face.supervisor.cluster = cluster
+    code, _, _, _ = await page(face, "/")
+    assert code == 200
+    assert cluster.status_reads == 0
