@@ -179,18 +179,21 @@ def wait_for(what: str, check: Any, *, timeout: float = 180) -> Any:
     raise SystemExit(f"demo failed: timed out waiting for {what} ({last_error})")
 
 
+def failed(status: dict[str, Any], revision: str) -> bool:
+    """Whether the app is Failed at `revision`: its last attempt was of that revision. (The
+    desired revision moves as soon as git answers, a moment before a new attempt starts.)"""
+    history = status["history"]
+    return status["phase"] == "Failed" and bool(history) and history[0]["revision"] == revision
+
+
 def failed_at(base: str, revision: str) -> Any:
     status = get_json(f"{base}/status/web")
-    return (
-        status
-        if status["phase"] == "Failed" and status["desired"]["revision"] == revision
-        else None
-    )
+    return status if failed(status, revision) else None
 
 
 def in_sync_at(base: str, revision: str) -> Any:
     status = get_json(f"{base}/status/web")
-    if status["phase"] == "Failed" and status["desired"]["revision"] == revision:
+    if failed(status, revision):
         raise SystemExit(f"demo failed: the app is Failed: {status['last_error']}")
     return (
         status
