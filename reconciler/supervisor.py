@@ -62,7 +62,7 @@ class Cluster(Protocol):
         """`owner` (host id or None), `lease_age_seconds`, `here` for the app's status."""
 
     def elsewhere(self, name: str) -> str | None:
-        """ "host-id (url)" of the daemon that owns the app when it is not this one."""
+        """The daemon that owns the app when it is not this one, as "host-id (url)"."""
 
     def remote_status(self, name: str) -> dict[str, Any] | None:
         """The owner's last published status of an app this daemon does not hold."""

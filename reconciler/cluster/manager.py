@@ -101,6 +101,7 @@ class LeaseManager:
         self._started_at = wall()
         self._heartbeat_tried: float | None = None
         self._heartbeat_every = ttl / 3
+        self._beating = False  # heartbeats run on their own task (run())
         self._lapsed: set[str] = set()  # leases dropped by a lapse whose loops still run
         self._lapse_found_at = float("-inf")
         # With feedback on: the record the app's previous owner kept, handed over before
@@ -198,6 +199,7 @@ class LeaseManager:
         """Until cancelled: heartbeats on their own clock (a round that takes many apps
         never delays one past the TTL), and a round every `look_every`."""
         await self._heartbeat()
+        self._beating = True
         async with asyncio.TaskGroup() as group:
             group.create_task(self._beat(), name="heartbeat")
             group.create_task(self._look(tenant), name="look")
@@ -234,8 +236,8 @@ class LeaseManager:
 
     async def round(self, tenant: Tenant) -> None:
         self._rounds += 1
-        if self._heartbeat_tried is None:
-            await self._heartbeat()
+        if not self._beating and self._heartbeat_tried is None:
+            await self._heartbeat()  # a round run on its own (run() heartbeats beside it)
         self._expire_if_stale()
         await self._after_lapse(tenant)
         started = self._clock()
