@@ -19,6 +19,7 @@ takes its apps back at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import json
@@ -299,7 +300,8 @@ def join(workdir: Path, *, once: bool) -> int:
         )
         if not once:
             say("Ctrl-C stops the second daemon; the first takes its apps back at once.")
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            with contextlib.suppress(KeyboardInterrupt):
+                until_stopped()
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
         back = wait_for(
@@ -320,7 +322,20 @@ def join(workdir: Path, *, once: bool) -> int:
                 daemon.kill()
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def until_stopped() -> None:
+    """Wait for Ctrl-C or SIGTERM; both raise KeyboardInterrupt (see main)."""
+    while True:
+        signal.pause()
+
+
 def main() -> int:
+    # SIGTERM unwinds like Ctrl-C, so the sandbox and the daemons this script started are
+    # stopped on the way out, whichever way it is stopped.
+    signal.signal(signal.SIGTERM, _interrupted)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -384,7 +399,7 @@ def main() -> int:
             "    scripts/demo --join                 (a second daemon shares the apps)\n"
             "Ctrl-C stops everything."
         )
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        until_stopped()
         return 0
     except KeyboardInterrupt:
         return 0

@@ -3,6 +3,7 @@ commit whose test fails and deploys the fix."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -85,3 +86,22 @@ def test_demo_run_twice_shows_two_daemons_sharing_the_apps(
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=60)
+    # The demo stopped what it started (sandbox, daemons) on its way out; whatever it left
+    # is stopped here, so a failure does not outlive the test.
+    left = started_in(workdir)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert list(left.values()) == []
+
+
+def started_in(workdir: str) -> dict[int, str]:
+    """The processes still running with `workdir` in their arguments, by PID."""
+    found = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if any(workdir.encode() in arg for arg in args):
+            found[int(cmdline.parent.name)] = b" ".join(args).decode(errors="replace")
+    return found
