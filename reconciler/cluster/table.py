@@ -101,6 +101,17 @@ async def _unless(code: str, call: Callable[..., Awaitable[Any]], **kwargs: Any)
 
 
 _FAILED = "ConditionalCheckFailedException"
+
+
+def _held_by(me: str, version: int) -> dict[str, Any]:
+    """The condition, on an app's lease item, that `me` still holds it at `version`."""
+    return {
+        "ConditionExpression": "#owner = :me AND #version = :v",
+        "ExpressionAttributeNames": {"#owner": "owner", "#version": "version"},
+        "ExpressionAttributeValues": {":me": {"S": me}, ":v": {"N": str(version)}},
+    }
+
+
 BATCH_GET_LIMIT = 100  # keys DynamoDB reads in one BatchGetItem
 
 
@@ -252,13 +263,15 @@ class LeaseTable:
 
     async def release(self, app: str, *, me: str, version: int) -> bool:
         """Give the lease up (the version stays, so the next owner's is higher)."""
-        return await self._conditional_update(
-            app,
-            me=me,
-            version=version,
-            expression="REMOVE #owner",
-            values={},
+        answer = await _unless(
+            _FAILED,
+            self._client.update_item,
+            TableName=self.name,
+            Key=_key(CLUSTER, APP + app),
+            UpdateExpression="REMOVE #owner",
+            **_held_by(me, version),
         )
+        return answer is not None
 
     async def publish_status(
         self, app: str, *, me: str, version: int, status: dict[str, Any]
@@ -291,21 +304,6 @@ class LeaseTable:
                     version=int(_n(item, "version")), status=json.loads(text)
                 )
         return found
-
-    async def _conditional_update(
-        self, app: str, *, me: str, version: int, expression: str, values: dict[str, Any]
-    ) -> bool:
-        answer = await _unless(
-            _FAILED,
-            self._client.update_item,
-            TableName=self.name,
-            Key=_key(CLUSTER, APP + app),
-            UpdateExpression=expression,
-            ConditionExpression="#owner = :me AND #version = :v",
-            ExpressionAttributeNames={"#owner": "owner", "#version": "version"},
-            ExpressionAttributeValues={":me": {"S": me}, ":v": {"N": str(version)}, **values},
-        )
-        return answer is not None
 
     async def bump(self, app: str, counter: str) -> None:
         """Raise the app's `nudges` or `syncs` counter: its owner acts on it at its next look."""
@@ -359,13 +357,7 @@ class LeaseTable:
     ) -> bool:
         """One attribute of the app's state item, in a transaction with a check that the
         lease is still `me` at `version`: the lease itself is the fence."""
-        check = {
-            "TableName": self.name,
-            "Key": _key(CLUSTER, APP + app),
-            "ConditionExpression": "#owner = :me AND #version = :v",
-            "ExpressionAttributeNames": {"#owner": "owner", "#version": "version"},
-            "ExpressionAttributeValues": {":me": {"S": me}, ":v": {"N": str(version)}},
-        }
+        check = {"TableName": self.name, "Key": _key(CLUSTER, APP + app), **_held_by(me, version)}
         update = {
             "TableName": self.name,
             "Key": _key(STATE, app),

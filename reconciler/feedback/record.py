@@ -179,12 +179,12 @@ class Records:
         self.write_errors.pop(app, None)
 
     def save(self, app: str, *, mirror: bool = True) -> None:
-        record = self.get(app)
+        encoded = _encode(self.get(app))
         if mirror and self.mirror is not None:
-            self.mirror(app, json.dumps(_encode(record), separators=(",", ":")))
+            self.mirror(app, json.dumps(encoded, separators=(",", ":")))
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            payload = json.dumps(_encode(record), indent=1).encode()
+            payload = json.dumps(encoded, indent=1).encode()
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{app}.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as handle:
