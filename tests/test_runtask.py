@@ -300,3 +300,20 @@ def test_empty_launch_fields_count_as_absent() -> None:
     assert launch == TaskLaunch(launch_type="EC2")
     assert launch_request(launch) == {"launchType": "EC2"}
     assert launch_request(TaskLaunch()) == {}
+
+
+async def test_a_batch_still_waiting_when_the_client_closes_is_not_sent(
+    aws: SandboxAws,
+) -> None:
+    """A caller cancelled (a daemon stopping) while its DescribeServices waits for the
+    batch window: the batch goes with the client instead of being sent after it closed."""
+    calls = aws.calls.count("DescribeServices")
+    async with Ecs.connect(region=REGION, endpoint_url=aws.endpoint_url) as ecs:
+        caller = asyncio.create_task(ecs.describe_service("no-such-cluster", SERVICE))
+        await asyncio.sleep(0)  # its batch is waiting for the window
+        caller.cancel()
+        flushers = set(ecs._flushers)
+        assert flushers
+    assert all(task.done() for task in flushers)
+    await asyncio.sleep(0.05)
+    assert aws.calls.count("DescribeServices") == calls

@@ -242,7 +242,19 @@ class Ecs:
         async with session.client(
             "ecs", region_name=region, endpoint_url=endpoint_url or None, config=boto_config()
         ) as client:
-            yield cls(client)
+            ecs = cls(client)
+            try:
+                yield ecs
+            finally:
+                await ecs._stop_batches()
+
+    async def _stop_batches(self) -> None:
+        """Drop the batched calls still to be sent, before the client closes: their callers
+        are gone (they stop first), and a call sent after the close would open a connection
+        pool that nobody closes."""
+        for task in list(self._flushers):
+            task.cancel()
+        await asyncio.gather(*self._flushers, return_exceptions=True)
 
     # Reads ----------------------------------------------------------------------------
 
