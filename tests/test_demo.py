@@ -97,11 +97,13 @@ def test_demo_run_twice_shows_two_daemons_sharing_the_apps(
 def started_in(workdir: str) -> dict[int, str]:
     """The processes still running with `workdir` in their arguments, by PID."""
     found = {}
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            args = cmdline.read_bytes().split(b"\0")
+            args = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # gone meanwhile
         if any(workdir.encode() in arg for arg in args):
-            found[int(cmdline.parent.name)] = b" ".join(args).decode(errors="replace")
+            found[int(entry.name)] = b" ".join(args).decode(errors="replace")
     return found

@@ -275,11 +275,15 @@ def _descendants(pid: int) -> list[int]:
     pending = [pid]
     while pending:
         parent = pending.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue  # the process ended while we looked
+        for task in tasks:
             try:
                 children = [int(c) for c in (task / "children").read_text().split()]
             except OSError:
-                continue  # the thread or process ended while we looked
+                continue  # the thread ended while we looked
             found += children
             pending += children
     return found
