@@ -15,7 +15,9 @@
     │   ├── AwsRejected            access denied, service or cluster missing, bad request
     │   ├── ManifestError          the live task definition cannot be updated as asked
     │   └── StateUnwritable        the app's state cannot be written, so no deploy may start
-    └── BuildFailed            the build itself failed (bad Dockerfile); retried a few times
+    ├── BuildFailed            the build itself failed (bad Dockerfile); retried a few times
+    └── NotForwarded           a nudge or sync for an app another daemon owns did not reach
+                               the lease table (the request that asked for it is told)
 
 Adapters translate library exceptions into these at the edge (always `raise ... from exc`),
 so the loop never sees botocore, aiodocker, aiohttp or pygit2 exceptions.
@@ -94,3 +96,7 @@ class BuildFailed(ReconcilerError):
     def __init__(self, message: str, *, log_tail: list[str] | None = None) -> None:
         self.log_tail = log_tail or []
         super().__init__(message)
+
+
+class NotForwarded(ReconcilerError):
+    """A nudge or sync for an app another daemon owns did not reach the lease table."""

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from reconciler import logs
 from reconciler.config import Config
+from reconciler.errors import NotForwarded
 from reconciler.events import EventBus
 from reconciler.loopback import is_loopback
 from reconciler.metrics import Metrics
@@ -30,6 +31,7 @@ from reconciler.status import AppStatus
 from reconciler.web import dashboard
 from reconciler.web.links import Links
 from reconciler.webhooks import (
+    Nudged,
     PushEvent,
     WebhookRejected,
     check_body_size,
@@ -65,11 +67,11 @@ class DaemonView(Protocol):
 
     def status_document(self) -> dict[str, Any]: ...
 
-    def nudge_matching(self, event: PushEvent) -> list[str]: ...
+    async def nudge_matching(self, event: PushEvent) -> Nudged: ...
 
     async def commit_subject(self, name: str, revision: str) -> str | None: ...
 
-    def sync(self, name: str) -> bool: ...
+    async def sync(self, name: str) -> bool: ...
 
     def app_document(self, name: str) -> dict[str, Any] | None: ...
 
@@ -168,7 +170,7 @@ async def github_hook(request: web.Request) -> web.Response:
     if delivery and _seen(request.app[DELIVERIES], delivery):
         metric.labels(provider="github", outcome="replayed").inc()
         return web.json_response({"nudged": [], "replayed": True}, status=202)
-    return _nudge(daemon, "github", parsed)
+    return await _nudge(daemon, "github", parsed)
 
 
 async def gitlab_hook(request: web.Request) -> web.Response:
@@ -187,7 +189,7 @@ async def gitlab_hook(request: web.Request) -> web.Response:
         # GitLab disables hooks that keep failing: ignored events are still a success.
         daemon.metrics.webhook_requests_total.labels(provider="gitlab", outcome="ignored").inc()
         return web.json_response({"nudged": []}, status=200)
-    return _nudge(daemon, "gitlab", parsed)
+    return await _nudge(daemon, "gitlab", parsed)
 
 
 def _seen(memory: OrderedDict[str, None], delivery: str) -> bool:
@@ -199,11 +201,16 @@ def _seen(memory: OrderedDict[str, None], delivery: str) -> bool:
     return False
 
 
-def _nudge(daemon: DaemonView, provider: str, event: PushEvent | None) -> web.Response:
-    nudged = daemon.nudge_matching(event) if event is not None else []
-    outcome = "nudged" if nudged else "ignored"
+async def _nudge(daemon: DaemonView, provider: str, event: PushEvent | None) -> web.Response:
+    nudged = await daemon.nudge_matching(event) if event is not None else Nudged(apps=[])
+    outcome = "nudged" if nudged.apps or nudged.not_forwarded else "ignored"
     daemon.metrics.webhook_requests_total.labels(provider=provider, outcome=outcome).inc()
-    return web.json_response({"nudged": nudged}, status=202)
+    body: dict[str, Any] = {"nudged": nudged.apps}
+    if nudged.not_forwarded:
+        # Still a success for the forge: a failing hook gets disabled, and the owners' next
+        # poll of git finds the push without the nudge.
+        body["not_forwarded"] = nudged.not_forwarded
+    return web.json_response(body, status=202)
 
 
 def _bearer_matches(header: str | None, token: bytes | None) -> bool:
@@ -278,7 +285,12 @@ async def sync_app(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in daemon.app_names():
         return refuse(404, f"unknown app {name!r}")
-    if not daemon.sync(name):
+    try:
+        started = await daemon.sync(name)
+    except NotForwarded as exc:
+        log.warning("sync_not_forwarded", app=name, error=str(exc))
+        return refuse(503, f"{exc}; try again", headers={"Retry-After": "5"})
+    if not started:
         # Between stopping its old loop and starting the new one after a config change.
         return refuse(
             503,

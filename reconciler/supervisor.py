@@ -24,7 +24,7 @@ from reconciler.adapters.accounts import Account, account_of
 from reconciler.adapters.ports import Adapters, EcrPort, EcsPort, HousekeepingPort
 from reconciler.cluster.fenced import Fence, FencedEcs, FencedHousekeeping
 from reconciler.config import AppConfig, Config
-from reconciler.errors import ReconcilerError
+from reconciler.errors import NotForwarded, ReconcilerError
 from reconciler.events import EventBus, Finished
 from reconciler.loop import AppLoop
 from reconciler.metrics import Metrics
@@ -34,7 +34,7 @@ from reconciler.reporter import BUSY, Reporter
 from reconciler.stages.context import PromotionSource, source_of
 from reconciler.state import FileStateStore, StateStore
 from reconciler.status import AppStatus
-from reconciler.webhooks import PushEvent, matches
+from reconciler.webhooks import Nudged, PushEvent, matches
 
 log = structlog.get_logger("reconciler.supervisor")
 
@@ -70,8 +70,9 @@ class Cluster(Protocol):
     async def read_statuses(self) -> None:
         """Bring what the owners published up to date (briefly; it may keep the last)."""
 
-    def forward(self, name: str, what: str) -> None:
-        """Ask the app's owner, through the table, for a pass ("nudges") or a sync ("syncs")."""
+    async def forward(self, name: str, what: str) -> None:
+        """Ask the app's owner, through the table, for a pass ("nudges") or a sync ("syncs");
+        NotForwarded when the table did not take it."""
 
 
 class Steerable(Protocol):
@@ -198,31 +199,50 @@ class Supervisor:
         """Who reconciles the app when another daemon does (rollback and unpin go there)."""
         return None if self.cluster is None else self.cluster.elsewhere(name)
 
-    def nudge_matching(self, event: PushEvent) -> list[str]:
-        nudged = []
+    async def nudge_matching(self, event: PushEvent) -> Nudged:
+        """Nudge every app that tracks the pushed branch: its loop here, or its owner
+        through the lease table."""
+        nudged: list[str] = []
+        elsewhere: list[str] = []
         for app in self.config.apps:
             if not matches(event, repo_url=app.repo, branch=app.branch):
                 continue
             if app.name in self.loops:
                 self.loops[app.name].nudge()
+                nudged.append(app.name)
             elif self.cluster is not None:
-                self.cluster.forward(app.name, "nudges")
-            else:
-                continue
-            nudged.append(app.name)
+                elsewhere.append(app.name)
+        unreached: list[str] = []
+        if elsewhere and self.cluster is not None:
+            cluster = self.cluster
+            tried = await asyncio.gather(
+                *(cluster.forward(name, "nudges") for name in elsewhere), return_exceptions=True
+            )
+            for name, outcome in zip(elsewhere, tried, strict=True):
+                if isinstance(outcome, NotForwarded):
+                    unreached.append(name)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    nudged.append(name)
         if nudged:
             log.info("webhook_nudged", apps=nudged)
-        return nudged
+        if unreached:
+            # The owners' next poll of git finds the push all the same.
+            log.warning("webhook_nudge_not_forwarded", apps=unreached)
+        return Nudged(apps=nudged, not_forwarded=unreached)
 
-    def sync(self, name: str) -> bool:
+    async def sync(self, name: str) -> bool:
         """Clear the app's Failed hold and start a pass (at its owner, with a cluster); False
-        if it has no loop right now (unknown, or restarting after a config change)."""
+        if it has no loop right now (unknown, or restarting after a config change).
+        NotForwarded when its owner is another daemon and the lease table did not take the
+        sync: unlike a nudge, nothing else would clear the hold."""
         loop = self.loops.get(name)
         if loop is None:
             if self.cluster is None or self.cluster.holds(name):
                 return False
+            await self.cluster.forward(name, "syncs")
             log.info("sync_forwarded", app=name)
-            self.cluster.forward(name, "syncs")
             return True
         log.info("sync_requested", app=name)
         loop.sync()

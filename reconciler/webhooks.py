@@ -24,6 +24,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.repourl import normalise_repo_url
 
 __all__ = [
+    "Nudged",
     "PushEvent",
     "RejectReason",
     "WebhookRejected",
@@ -69,6 +70,15 @@ class PushEvent:
     """The ref was deleted by this push."""
     after: str
     """The pushed commit. Informational only (logs); the daemon never deploys from it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Nudged:
+    """What a push nudged: the apps told (here, or their owner through the lease table),
+    and those whose owner could not be told (the table failed; their next poll finds it)."""
+
+    apps: list[str]
+    not_forwarded: list[str] = dataclasses.field(default_factory=list)
 
 
 class WebhookRejected(ReconcilerError):

@@ -34,6 +34,7 @@ from aiohttp import web
 from reconciler.cluster.fenced import Fence
 from reconciler.cluster.manager import PUBLISHED_HISTORY
 from reconciler.config import Config, parse_config
+from reconciler.errors import NotForwarded
 from reconciler.events import Finished, PhaseChanged
 from reconciler.http import build_app
 from reconciler.model import HistoryEntry, Phase, Result
@@ -44,6 +45,7 @@ from reconciler.web.dashboard import STATIC, TEMPLATES, content_security_policy
 from reconciler.web.links import Links, commit_url
 from tests.support.http_face import API_TOKEN, APPS, HttpFace, face_config, serve
 from tests.support.probes import eventually
+from tests.support.webhooks import fixture
 
 ROOT = Path(__file__).parents[1]
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -294,6 +296,7 @@ class StandInCluster:
     leases: dict[str, Lease] = field(default_factory=dict)
     forwarded: list[tuple[str, str]] = field(default_factory=list)
     status_reads: int = 0
+    table_down: bool = False  # forwards fail as LeaseManager's do when the table does
 
     def holds(self, name: str) -> bool:
         return name in self.held
@@ -323,7 +326,9 @@ class StandInCluster:
     async def read_statuses(self) -> None:
         self.status_reads += 1
 
-    def forward(self, name: str, what: str) -> None:
+    async def forward(self, name: str, what: str) -> None:
+        if self.table_down:
+            raise NotForwarded(f"could not pass the sync of {name!r} on: table unreachable")
         self.forwarded.append((name, what))
 
 
@@ -404,6 +409,54 @@ async def test_a_remote_app_on_the_list_shows_what_its_owner_published(face: Htt
         assert answer.status == 303
     assert cluster.forwarded == [("by-ssh-url", "syncs")]
     assert face.loops["by-ssh-url"].syncs == 0
+
+
+async def test_a_sync_the_lease_table_does_not_take_is_refused_not_reported_as_started(
+    face: HttpFace,
+) -> None:
+    """Only a sync clears a Failed hold: when it cannot reach the owner through the table,
+    the caller (CLI or button) hears so with a 503, instead of a 202 for a sync that never
+    happens."""
+    cluster = clustered(face, {"by-ssh-url": Lease(owner="host-b", url="http://10.0.0.2:8088/")})
+    cluster.table_down = True
+    async with face.client.post("/apps/by-ssh-url/sync") as answer:
+        assert answer.status == 503
+        assert answer.headers["Retry-After"] == "5"
+        error = (await answer.json())["error"]
+    assert "'by-ssh-url'" in error and "\n" not in error
+    async with face.client.post(
+        "/apps/by-ssh-url/sync", data={"back": "list"}, headers=BROWSER, allow_redirects=False
+    ) as answer:
+        assert answer.status == 503
+        assert "by-ssh-url" in await answer.text()
+    assert cluster.forwarded == []
+    cluster.table_down = False
+    async with face.client.post("/apps/by-ssh-url/sync") as answer:
+        assert answer.status == 202
+    assert cluster.forwarded == [("by-ssh-url", "syncs")]
+
+
+async def test_a_push_nudges_apps_owned_elsewhere_through_the_table_and_says_which_it_could_not(
+    face: HttpFace,
+) -> None:
+    """The push's apps held here are nudged here, the others through the table; with the
+    table down the answer is still 202 (the forge would disable a failing hook, and the
+    owners' poll finds the push) but names the apps whose owner was not told."""
+    cluster = clustered(face, {})
+    status, body = await face.github(fixture("github/push-with-new-branch.payload.json"))
+    assert status == 202
+    elsewhere = ["by-html-url", "by-ssh-scheme", "by-ssh-url"]
+    assert sorted(body["nudged"]) == sorted(["by-clone-url", *elsewhere])
+    assert "not_forwarded" not in body
+    assert sorted(cluster.forwarded) == [(name, "nudges") for name in elsewhere]
+    cluster.table_down = True
+    status, body = await face.github(
+        fixture("github/push-with-new-branch.payload.json"), delivery="another-delivery"
+    )
+    assert status == 202
+    assert body["nudged"] == ["by-clone-url"]
+    assert sorted(body["not_forwarded"]) == elsewhere
+    assert face.loops["by-clone-url"].nudges == 2
 
 
 async def test_the_app_page_of_a_remote_app_shows_its_published_history(face: HttpFace) -> None:

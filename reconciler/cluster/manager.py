@@ -42,7 +42,7 @@ from reconciler.cluster.table import (
     Published,
     Taken,
 )
-from reconciler.errors import ReconcilerError
+from reconciler.errors import AwsUnavailable, NotForwarded, ReconcilerError
 from reconciler.metrics import Metrics
 
 log = structlog.get_logger("reconciler.cluster")
@@ -55,6 +55,7 @@ PUBLISH_PER_ROUND = 25  # statuses written per round: a daemon that just took ma
 # publishes them over a few rounds instead of queueing the other daemons' takes behind them
 STATUS_WAIT = 2.0  # seconds a /status waits for the others' statuses before using the last
 TAKE_BATCH = 8  # leases acquired at once
+FORWARD_WAIT = 5.0  # seconds a request that forwards a nudge or sync waits for the table
 
 
 class Tenant(Protocol):
@@ -115,7 +116,6 @@ class LeaseManager:
         self._statuses: dict[str, Published] = {}  # what the others published, when asked
         self._statuses_read_at = float("-inf")
         self._status_read: asyncio.Task[None] | None = None
-        self._forwards: set[asyncio.Task[None]] = set()
         self._failing: set[str] = set()  # operations whose failure was logged
 
     # What the supervisor asks (the Cluster protocol) -------------------------------------
@@ -182,16 +182,25 @@ class LeaseManager:
         self._recovered("statuses")
         self._statuses_read_at = started
 
-    def forward(self, name: str, what: str) -> None:
-        task = asyncio.create_task(self._forward(name, what), name=f"forward:{name}")
-        self._forwards.add(task)
-        task.add_done_callback(self._forwards.discard)
-
-    async def _forward(self, name: str, what: str) -> None:
+    async def forward(self, name: str, what: str) -> None:
+        """Ask the app's owner for a pass ("nudges") or a sync ("syncs") by raising its
+        counter in the table; NotForwarded when the table did not take it."""
+        action = "sync" if what == "syncs" else "nudge"
         try:
-            await self._table.bump(name, what)
-        except ReconcilerError as exc:
-            self._table_failed("forward", exc)
+            async with asyncio.timeout(FORWARD_WAIT):
+                await self._table.bump(name, what)
+        except (TimeoutError, ReconcilerError) as exc:
+            why = (
+                exc
+                if isinstance(exc, ReconcilerError)
+                else AwsUnavailable(f"no answer within {FORWARD_WAIT:g} s")
+            )
+            self._table_failed("forward", why)
+            raise NotForwarded(
+                f"could not pass the {action} of {name!r} on to its owner through the lease"
+                f" table: {why}"
+            ) from exc
+        self._recovered("forward")
 
     # The round ---------------------------------------------------------------------------
 
@@ -507,10 +516,9 @@ class LeaseManager:
         apps at their next look instead of after the TTL."""
         if self._status_read is not None:
             self._status_read.cancel()
-        pending = [*self._forwards, *filter(None, [self._feedback_writer])]
-        for task in pending:
+        if self._feedback_writer is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, ReconcilerError):
-                await asyncio.wait_for(task, timeout=1.0)
+                await asyncio.wait_for(self._feedback_writer, timeout=1.0)
         held = dict(self.leases.held)
         await asyncio.gather(*(self._drop(tenant, app, grace=HANDOVER_GRACE) for app in held))
         await asyncio.gather(*(self._release(app, h.version) for app, h in held.items()))

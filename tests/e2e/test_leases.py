@@ -16,7 +16,7 @@ import pytest
 from reconciler.cluster.manager import LeaseManager
 from reconciler.cluster.store import TableStateStore
 from reconciler.cluster.table import LeaseTable, Member
-from reconciler.errors import LeaseNotHeld
+from reconciler.errors import LeaseNotHeld, NotForwarded
 from reconciler.metrics import Metrics
 from reconciler.model import Hold
 from reconciler.sandbox.aws import SandboxAws
@@ -253,9 +253,9 @@ async def test_a_nudge_written_anywhere_reaches_the_owner(cluster: Cluster) -> N
         return other.manager.remote_status("web") is not None
 
     await eventually(published, timeout=10)
-    other.manager.forward("web", "nudges")
+    await other.manager.forward("web", "nudges")
     await eventually(lambda: ("web", "nudges") in owner.tenant.pokes, timeout=5)
-    other.manager.forward("web", "syncs")
+    await other.manager.forward("web", "syncs")
     await eventually(lambda: ("web", "syncs") in owner.tenant.pokes, timeout=5)
     host = owner.manager.host_id
     assert other.manager.elsewhere("web") == f"{host} (http://127.0.0.1/{host})"
@@ -264,6 +264,15 @@ async def test_a_nudge_written_anywhere_reaches_the_owner(cluster: Cluster) -> N
     assert status is not None and status["phase"] == "InSync"
     assert other.manager.ownership("web")["owner"] == host
     assert other.manager.ownership("web")["here"] is False
+
+    # The table refusing the write is said to whoever asked, in one line naming the app.
+    cluster.aws.faults.inject("UpdateItem", times=100_000, code="ThrottlingException")
+    try:
+        with pytest.raises(NotForwarded, match="sync of 'web'") as refused:
+            await other.manager.forward("web", "syncs")
+    finally:
+        cluster.aws.faults.clear()
+    assert "\n" not in str(refused.value)
 
 
 async def test_after_the_table_failed_for_longer_than_the_ttl_every_app_has_one_owner(
