@@ -212,25 +212,24 @@ class Supervisor:
                 nudged.append(app.name)
             elif self.cluster is not None:
                 elsewhere.append(app.name)
-        unreached: list[str] = []
-        if elsewhere and self.cluster is not None:
-            cluster = self.cluster
-            tried = await asyncio.gather(
-                *(cluster.forward(name, "nudges") for name in elsewhere), return_exceptions=True
-            )
-            for name, outcome in zip(elsewhere, tried, strict=True):
-                if isinstance(outcome, NotForwarded):
-                    unreached.append(name)
-                elif isinstance(outcome, BaseException):
-                    raise outcome
-                else:
-                    nudged.append(name)
+        reached = await asyncio.gather(*(self._forwarded(name) for name in elsewhere))
+        nudged += [name for name, told in zip(elsewhere, reached, strict=True) if told]
+        unreached = [name for name, told in zip(elsewhere, reached, strict=True) if not told]
         if nudged:
             log.info("webhook_nudged", apps=nudged)
         if unreached:
             # The owners' next poll of git finds the push all the same.
             log.warning("webhook_nudge_not_forwarded", apps=unreached)
         return Nudged(apps=nudged, not_forwarded=unreached)
+
+    async def _forwarded(self, name: str) -> bool:
+        """Whether the lease table took a nudge for the owner of `name` (not held here)."""
+        assert self.cluster is not None
+        try:
+            await self.cluster.forward(name, "nudges")
+        except NotForwarded:
+            return False
+        return True
 
     async def sync(self, name: str) -> bool:
         """Clear the app's Failed hold and start a pass (at its owner, with a cluster); False
