@@ -25,6 +25,7 @@ from reconciler.adapters import buildkit
 from reconciler.adapters.docker import LOG_TAIL_LINES, DockerEngine
 from reconciler.errors import BuildFailed, DockerUnavailable, RegistryUnavailable, StalledError
 from tests.support.net import free_port
+from tests.support.processes import command_lines
 
 SECRET = "build-secret-" + uuid.uuid4().hex
 
@@ -345,17 +346,7 @@ async def test_classic_builder_rejects_cache_mounts(
 
 def running_with(text: str) -> list[int]:
     """Pids of processes whose command line contains `text`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if text.encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    return [pid for pid, args in command_lines().items() if text.encode() in b"\0".join(args)]
 
 
 async def eventually(check: Any, *, within: float, what: str) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import command_lines
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -96,14 +98,8 @@ def test_demo_run_twice_shows_two_daemons_sharing_the_apps(
 
 def started_in(workdir: str) -> dict[int, str]:
     """The processes still running with `workdir` in their arguments, by PID."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile
-        if any(workdir.encode() in arg for arg in args):
-            found[int(entry.name)] = b" ".join(args).decode(errors="replace")
-    return found
+    return {
+        pid: b" ".join(args).decode(errors="replace")
+        for pid, args in command_lines().items()
+        if any(workdir.encode() in arg for arg in args)
+    }
