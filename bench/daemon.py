@@ -24,15 +24,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler import daemon as daemon_module
 from reconciler import logs
 from reconciler.adapters.ecs import Ecs
 from reconciler.adapters.git import GitMirrors
 from reconciler.adapters.ports import Adapters, TaskDefinition
+from reconciler.app.loop import AppLoop
 from reconciler.config import Config, load_config
-from reconciler.daemon import Daemon
-from reconciler.loop import AppLoop
-from reconciler.model import ServiceState
+from reconciler.daemon import root as daemon_module
+from reconciler.daemon.root import Daemon
+from reconciler.decisions.model import ServiceState
 from tests.support.inprocess import started
 
 if TYPE_CHECKING:

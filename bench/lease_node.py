@@ -31,12 +31,12 @@ import aioboto3
 
 from reconciler import logs
 from reconciler.adapters.ecs import boto_config
+from reconciler.app.status import AppStatus, RolloutView
 from reconciler.cluster.manager import LOOK_EVERY, LeaseManager
 from reconciler.cluster.store import TableStateStore
 from reconciler.cluster.table import LeaseTable
+from reconciler.decisions.model import HistoryEntry, Phase, Result
 from reconciler.metrics import Metrics
-from reconciler.model import HistoryEntry, Phase, Result
-from reconciler.status import AppStatus, RolloutView
 
 REGION = "us-east-1"
 

@@ -25,9 +25,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from reconciler.durations import parse_duration
+from reconciler.decisions.durations import parse_duration
+from reconciler.decisions.repourl import has_credentials, normalise_repo_url
 from reconciler.errors import ConfigError
-from reconciler.repourl import has_credentials, normalise_repo_url
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

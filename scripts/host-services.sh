@@ -17,11 +17,11 @@ command -v docker-registry >/dev/null || need_packages+=(docker-registry)
 command -v busybox >/dev/null || need_packages+=(busybox-static)
 command -v curl >/dev/null || need_packages+=(curl)
 command -v git >/dev/null || need_packages+=(git)
-# tests/test_git_ssh.py: a real sshd serving git; ssh-keygen makes its keys.
+# tests/integration/test_git_ssh.py: a real sshd serving git; ssh-keygen makes its keys.
 [[ -x /usr/sbin/sshd ]] && command -v ssh-keygen >/dev/null || need_packages+=(openssh-server)
-# tests/test_container.py: a local Debian base image for the daemon's own Dockerfile.
+# tests/integration/test_container.py: a local Debian base image for the daemon's own Dockerfile.
 [[ -x /usr/sbin/debootstrap ]] || need_packages+=(debootstrap)
-# tests/test_systemd.py: `systemd-analyze verify` of the unit.
+# tests/integration/test_systemd_unit.py: `systemd-analyze verify` of the unit.
 command -v systemd-analyze >/dev/null || need_packages+=(systemd)
 # tests/e2e/test_dashboard_browser.py: a headless Chromium that Playwright drives (it cannot
 # download a browser of its own here), and fonts so its screenshots show text.

@@ -38,13 +38,13 @@ from aiodocker.exceptions import DockerError
 
 from reconciler.adapters import buildkit
 from reconciler.adapters.registry import RegistryAuth
+from reconciler.decisions.model import TestRun
 from reconciler.errors import (
     BuildFailed,
     DockerUnavailable,
     RegistryUnavailable,
     StalledError,
 )
-from reconciler.model import TestRun
 
 LOG_TAIL_LINES = 20
 log = structlog.get_logger("reconciler.docker")

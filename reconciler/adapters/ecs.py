@@ -26,8 +26,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors
-from reconciler.errors import AwsRejected
-from reconciler.model import (
+from reconciler.decisions.model import (
     Deployment,
     RolloutSettings,
     ServiceDeployment,
@@ -35,6 +34,7 @@ from reconciler.model import (
     TaskLaunch,
     TaskState,
 )
+from reconciler.errors import AwsRejected
 
 DESCRIBE_BATCH = 10  # DescribeServices accepts at most 10 services per call
 DESCRIBE_TASKS_BATCH = 100  # DescribeTasks accepts at most 100 tasks per call

@@ -32,9 +32,9 @@ from reconciler.adapters.buildkit import EngineTls
 from reconciler.adapters.docker import BuildResult, DockerEngine
 from reconciler.adapters.ports import DockerPort
 from reconciler.adapters.registry import RegistryAuth
-from reconciler.backoff import backoff_delay
+from reconciler.aio.backoff import backoff_delay
+from reconciler.decisions.model import TestRun
 from reconciler.errors import DockerUnavailable
-from reconciler.model import TestRun
 
 log = structlog.get_logger("reconciler.docker")
 

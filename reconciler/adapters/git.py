@@ -34,8 +34,8 @@ import pygit2
 from pygit2.enums import CredentialType, FetchPrune, Option
 
 from reconciler.adapters.buildcontext import write_context_tar
+from reconciler.decisions.repourl import redact_url, redact_urls_in
 from reconciler.errors import GitAuthError, GitRevisionNotFound, GitUnavailable, ReconcilerError
-from reconciler.repourl import redact_url, redact_urls_in
 
 _T = TypeVar("_T")
 

@@ -1,5 +1,5 @@
 """The AWS calls of housekeeping: list an app's task definition revisions and images, and
-remove the ones the decision (reconciler/cleanup.py) selected.
+remove the ones the decision (decisions/housekeeping.py) selected.
 
 A family that grew to a thousand revisions costs a DescribeTaskDefinition per revision to
 learn its tags and images; the calls run a few at a time, so a first clean-up does not
@@ -22,9 +22,15 @@ from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors
 from reconciler.adapters.ecs import UNSUPPORTED_CODES, boto_config, service_state
-from reconciler.cleanup import APP_TAG, Deleted, StoredImage, TaskDefinitionRevision, family_of
+from reconciler.decisions.housekeeping import (
+    APP_TAG,
+    Deleted,
+    StoredImage,
+    TaskDefinitionRevision,
+    family_of,
+)
+from reconciler.decisions.model import ServiceState
 from reconciler.errors import AwsRejected, ReconcilerError
-from reconciler.model import ServiceState
 
 LIST_PAGE = 100  # ListTaskDefinitions and ListServiceDeployments answer at most 100 per page
 IMAGES_PAGE = 1000  # DescribeImages answers at most 1000 per page

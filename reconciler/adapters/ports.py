@@ -3,7 +3,7 @@
 The stages and the loop depend on these, never on the concrete adapters, so a test may put a
 small in-memory fake at any seam and mypy checks that it fits. The real implementations live
 beside this module (git.py, docker.py, registry.py, ecr.py, ecs.py); the composition root
-(daemon.py) opens them.
+(daemon/root.py) opens them.
 """
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ from typing import Any, BinaryIO, Protocol
 from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.registry import RegistryAuth
-from reconciler.cleanup import Deleted, StoredImage, TaskDefinitionRevision
-from reconciler.model import ServiceDeployment, ServiceState, TaskLaunch, TaskState, TestRun
+from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
+from reconciler.decisions.model import (
+    ServiceDeployment,
+    ServiceState,
+    TaskLaunch,
+    TaskState,
+    TestRun,
+)
 
 TaskDefinition = dict[str, Any]
 

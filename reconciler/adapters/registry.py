@@ -35,8 +35,8 @@ import structlog
 from multidict import CIMultiDict
 from yarl import URL
 
+from reconciler.aio.loopback import is_loopback
 from reconciler.errors import RegistryUnavailable, StalledError
-from reconciler.loopback import is_loopback
 
 # Everything index, manifest or list: a multi-arch tag answers with an index, and a registry
 # that is not told it may accept one answers 404 for a tag that exists.

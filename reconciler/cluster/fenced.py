@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.adapters.ports import EcsPort, HousekeepingPort
-from reconciler.cleanup import Deleted, StoredImage, TaskDefinitionRevision
+from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
+from reconciler.decisions.model import ServiceDeployment, ServiceState, TaskLaunch, TaskState
 from reconciler.errors import LeaseNotHeld
-from reconciler.model import ServiceDeployment, ServiceState, TaskLaunch, TaskState
 
 TaskDefinition = dict[str, Any]
 

@@ -13,9 +13,9 @@ import asyncio
 
 import structlog
 
+from reconciler.app.state import AppMemory, cleared, decode_memory, encode_memory, why_unreadable
 from reconciler.cluster.table import LeaseTable
 from reconciler.errors import ReconcilerError
-from reconciler.state import AppMemory, cleared, decode_memory, encode_memory, why_unreadable
 
 log = structlog.get_logger("reconciler.cluster")
 

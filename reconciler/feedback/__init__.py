@@ -11,6 +11,9 @@ forge that is down or hangs delays only its own deliveries. Modules:
 - chat: messages through Apprise;
 - lane: a target's queue and sender, with backoff;
 - dispatcher: the whole, as the daemon runs it.
+
+May import app, adapters, decisions, aio, config and the foundation; never cluster, api,
+daemon or cli.
 """
 
 from reconciler.feedback.dispatcher import Dispatcher

@@ -20,15 +20,15 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from reconciler.adapters.ports import GitPort
+from reconciler.app.events import Event, EventBus
+from reconciler.app.stages.context import source_of
 from reconciler.config import AppConfig, Config
-from reconciler.events import Event, EventBus
 from reconciler.feedback import chat, forges
 from reconciler.feedback.lane import Lane, Rejected, Retry
 from reconciler.feedback.record import Records, apply, first_notice
 from reconciler.feedback.routing import Forge, dashboard_url, route
 from reconciler.feedback.translate import Notice, Translator
 from reconciler.logs import register_secret
-from reconciler.stages.context import source_of
 
 log = structlog.get_logger("reconciler.feedback")
 

@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from reconciler import backoff
+from reconciler.aio import backoff
 
 log = structlog.get_logger("reconciler.feedback")
 K = TypeVar("K", bound=Hashable)

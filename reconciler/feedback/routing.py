@@ -16,7 +16,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from reconciler.config import AppConfig, Config
-from reconciler.repourl import normalise_repo_url
+from reconciler.decisions.repourl import normalise_repo_url
 
 Kind = Literal["github", "gitlab"]
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

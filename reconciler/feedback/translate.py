@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from reconciler.events import Event, Finished, PhaseChanged
-from reconciler.model import Phase, Result
+from reconciler.app.events import Event, Finished, PhaseChanged
+from reconciler.decisions.model import Phase, Result
 
 BUSY = frozenset({Phase.BUILDING, Phase.TESTING, Phase.PUSHING, Phase.MIGRATING, Phase.DEPLOYING})
 # Results that report a failure of the revision once the app is Failed.

@@ -7,6 +7,9 @@ DescribeServiceDeployments, DescribeServiceRevisions, StopServiceDeployment), in
 errors and per-action call counts; `provision_app` creates one app's cluster, service, task
 definition and ECR repository in it, with the deployment strategy, bake time, alarms and
 deployment controller asked for.
+
+The optional extra: nothing but the CLI and the tests import it. May import cluster, config,
+aio and the foundation.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from reconciler.loopback import is_loopback
+from reconciler.aio.loopback import is_loopback
 from reconciler.sandbox import items
 from reconciler.sandbox.faults import LOGGED_ACTIONS, CallCounter, FaultInjector
 from reconciler.sandbox.rollout import RolloutController

@@ -18,9 +18,9 @@ import threading
 from types import FrameType
 from urllib.parse import urlparse
 
-from reconciler.cluster import commands as cluster_commands
+from reconciler.aio.loopback import is_loopback
+from reconciler.cluster import admin as cluster_admin
 from reconciler.config import Config
-from reconciler.loopback import is_loopback
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.provision import provision_app
 from reconciler.sandbox.scenario import Outcome, Scenario
@@ -69,7 +69,7 @@ def run_sandbox(config: Config, *, outcome: Outcome = "complete", after: float =
             )
         if config.cluster.lease_table:
             # Daemons sharing the apps through the sandbox's DynamoDB find their table ready.
-            created = asyncio.run(cluster_commands.init(config))
+            created = asyncio.run(cluster_admin.init(config))
             state = "created" if created else "exists"
             print(f"sandbox: lease table {config.cluster.lease_table} {state}", flush=True)
         print(

@@ -12,7 +12,7 @@ from tests.support.accounts import OTHER_ACCOUNT_ROLE, OTHER_REGION, in_account,
 from tests.support.multiapp import daemon_for
 from tests.support.world import World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 PRODUCTION_ROLE = OTHER_ACCOUNT_ROLE
 

@@ -19,14 +19,15 @@ from structlog.testing import capture_logs
 
 from reconciler.adapters.ecs import boto_config
 from reconciler.adapters.housekeeping import Housekeeping
-from reconciler.cleanup import APP_TAG, KEPT_EXTRA_TAG, KEPT_NEWEST, KEPT_REFERENCED
+from reconciler.app.stages.housekeeping import CleanupReport, clean_up
+from reconciler.app.state import AppMemory, FileStateStore
+from reconciler.cli.cleanup import cleanup_rows
 from reconciler.config import AppConfig
+from reconciler.decisions.housekeeping import APP_TAG, KEPT_EXTRA_TAG, KEPT_NEWEST, KEPT_REFERENCED
+from reconciler.decisions.model import Hold
 from reconciler.errors import ConfigError
-from reconciler.model import Hold
 from reconciler.sandbox import Scenario
 from reconciler.sandbox.aws import SandboxAws
-from reconciler.stages.cleanup import CleanupReport, clean_up, cleanup_rows
-from reconciler.state import AppMemory, FileStateStore
 from tests.support.world import World
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from mypy_boto3_ecs import ECSClient
     from mypy_boto3_ecs.type_defs import ContainerDefinitionOutputTypeDef
 
-pytestmark = [pytest.mark.e2e]
 
 REGISTRY = "registry.test"  # names the images only: nothing is pulled or pushed
 # botocore's max_attempts counts retries: each call is tried once more than that.

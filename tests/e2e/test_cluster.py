@@ -18,7 +18,7 @@ from reconciler.sandbox.scenario import Scenario
 from tests.support.fleet import Fleet
 from tests.support.probes import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 async def test_three_daemons_share_thirty_apps_each_reconciled_once(

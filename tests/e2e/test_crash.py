@@ -18,7 +18,7 @@ from tests.support.daemon_process import DaemonProcess
 from tests.support.probes import eventually, images_of_family, slow_dockerfile
 from tests.support.world import World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from tests.support.multiapp import daemon_for
 from tests.support.probes import eventually, reconcile_count
 from tests.support.world import World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 SHOTS = Path(__file__).parents[2] / ".run"
 BUSY = {"Building", "Testing", "Pushing", "Migrating", "Deploying"}

@@ -24,7 +24,7 @@ from tests.support.probes import eventually
 from tests.support.webhooks import signed_push
 from tests.support.world import WEBHOOK_SECRET, World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 FAIL_AFTER = 1.0  # seconds from UpdateService until the circuit breaker rolls back
 

@@ -33,8 +33,6 @@ from tests.support.probes import (
 from tests.support.registry_process import RegistryProcess
 from tests.support.world import DOCKERFILE, FAST, RunningDaemon, World
 
-pytestmark = [pytest.mark.e2e]
-
 
 def held_more_than(daemon: RunningDaemon, count: float) -> bool:
     return reconcile_count(daemon, "held") > count

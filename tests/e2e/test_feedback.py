@@ -22,7 +22,7 @@ from tests.support.probes import eventually
 from tests.support.webhooks import signed_push
 from tests.support.world import WEBHOOK_SECRET, RunningDaemon, World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 PUBLIC = "https://cd.example.com"
 
 

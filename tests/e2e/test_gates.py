@@ -15,7 +15,7 @@ from reconciler.sandbox.tasks import TaskScenario
 from tests.support.daemon_process import DaemonProcess
 from tests.support.world import World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 MANIFEST_TYPES = ", ".join(
     [

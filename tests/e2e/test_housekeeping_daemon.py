@@ -11,7 +11,7 @@ import pytest
 from tests.support.probes import eventually
 from tests.support.world import World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 RECONCILER = Path(sys.executable).with_name("reconciler")
 
 

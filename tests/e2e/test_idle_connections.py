@@ -18,12 +18,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from reconciler import listener
+from reconciler.daemon import listener
 from tests.support.daemon_process import DaemonProcess
 from tests.support.services import require
 from tests.support.world import World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 NOFILE = 1024  # the daemon's limit: the default soft limit of most distributions
 BEYOND = 50  # connections past the daemon's last free descriptor

@@ -16,9 +16,9 @@ import pytest
 from reconciler.cluster.manager import LeaseManager
 from reconciler.cluster.store import TableStateStore
 from reconciler.cluster.table import LeaseTable, Member
+from reconciler.decisions.model import Hold
 from reconciler.errors import LeaseNotHeld, NotForwarded
 from reconciler.metrics import Metrics
-from reconciler.model import Hold
 from reconciler.sandbox.aws import SandboxAws
 from tests.support.probes import eventually
 

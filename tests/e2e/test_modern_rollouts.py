@@ -18,7 +18,7 @@ from tests.support.daemon_process import DaemonProcess
 from tests.support.probes import eventually, reconcile_count
 from tests.support.world import RunningDaemon, World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 STRATEGIES: list[Strategy] = ["ROLLING", "BLUE_GREEN"]

@@ -15,15 +15,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from reconciler.sandbox.scenario import Scenario
 from tests.support.cli import reconciler
 from tests.support.daemon_process import DaemonProcess
 from tests.support.probes import eventually
 from tests.support.world import World
-
-pytestmark = [pytest.mark.e2e]
 
 READ_ONLY_PREFIXES = ("Describe", "List", "Get", "BatchGet", "BatchCheck")
 

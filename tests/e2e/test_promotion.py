@@ -14,7 +14,7 @@ from tests.support.accounts import in_account, service_in
 from tests.support.multiapp import daemon_for
 from tests.support.world import World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 ACCEPT = ", ".join(
     [
         "application/vnd.oci.image.index.v1+json",

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
 from reconciler.sandbox.scenario import Scenario
 from tests.support.world import World
-
-pytestmark = [pytest.mark.e2e]
 
 
 def labels(image: str) -> dict[str, str]:

@@ -14,13 +14,11 @@ from typing import Any
 import pytest
 import structlog
 
-from reconciler import reload as reload_module
+from reconciler.daemon import reload as reload_module
 from reconciler.sandbox.aws import SandboxAws
 from tests.support.multiapp import combined_config, daemon_for
 from tests.support.probes import eventually
 from tests.support.world import RunningDaemon, World
-
-pytestmark = [pytest.mark.e2e]
 
 
 def sha256(text: str) -> str:

@@ -13,7 +13,7 @@ from reconciler.sandbox.scenario import Scenario
 from tests.support.probes import eventually
 from tests.support.world import RunningDaemon, World
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 RECONCILER = Path(sys.executable).with_name("reconciler")
 
 

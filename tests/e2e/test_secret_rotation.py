@@ -3,12 +3,8 @@ brings, and a webhook secret rotated in its file."""
 
 from __future__ import annotations
 
-import pytest
-
 from reconciler import logs
 from tests.support.world import World
-
-pytestmark = [pytest.mark.e2e]
 
 
 async def test_a_token_named_by_a_reload_and_a_rotated_webhook_secret_are_scrubbed(

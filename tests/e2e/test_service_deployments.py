@@ -15,8 +15,8 @@ import boto3
 import pytest
 
 from reconciler.adapters.ecs import DESCRIBE_DEPLOYMENTS_BATCH, Ecs, boto_config, service_state
+from reconciler.decisions.model import RolloutSettings, ServiceDeployment, utcnow
 from reconciler.errors import AwsRejected, AwsUnavailable
-from reconciler.model import RolloutSettings, ServiceDeployment, utcnow
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.deployments import DEFAULT_ALARM
 from reconciler.sandbox.provision import Controller, ProvisionedApp, Strategy, provision_app
@@ -26,10 +26,9 @@ if TYPE_CHECKING:
     from mypy_boto3_ecs import ECSClient
     from mypy_boto3_ecs.type_defs import ContainerDefinitionOutputTypeDef
 
-pytestmark = [pytest.mark.e2e]
 
 SERVICE = "web"
-# What the daemon allows for the two clocks differing (see stages/watch.py).
+# What the daemon allows for the two clocks differing (see reconciler/app/stages/watch.py).
 SLACK = timedelta(seconds=30)
 # botocore's max_attempts counts retries: each call is tried once more than that.
 ATTEMPTS = 1 + int(boto_config().retries["max_attempts"])  # type: ignore[attr-defined]

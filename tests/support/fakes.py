@@ -21,11 +21,13 @@ from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.ports import Adapters
 from reconciler.adapters.registry import RegistryAuth
-from reconciler.backoff import Timings
+from reconciler.aio.backoff import Timings
+from reconciler.app.loop import AppLoop
+from reconciler.app.reporter import Reporter
+from reconciler.app.state import FileStateStore
+from reconciler.app.status import AppStatus
 from reconciler.config import AppConfig
-from reconciler.loop import AppLoop
-from reconciler.metrics import Metrics
-from reconciler.model import (
+from reconciler.decisions.model import (
     Deployment,
     ServiceDeployment,
     ServiceState,
@@ -33,9 +35,7 @@ from reconciler.model import (
     TaskState,
     TestRun,
 )
-from reconciler.reporter import Reporter
-from reconciler.state import FileStateStore
-from reconciler.status import AppStatus
+from reconciler.metrics import Metrics
 
 REGISTRY = "registry.test"
 QUICK = Timings(retry_base=0.01, retry_cap=0.05, rollout_polls=(0.01,))

@@ -20,10 +20,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from reconciler.api.routes import build_app
+from reconciler.app.status import AppStatus
 from reconciler.config import parse_config
-from reconciler.http import build_app
-from reconciler.status import AppStatus
-from reconciler.supervisor import Supervisor
+from reconciler.daemon.supervisor import Supervisor
 from tests.support.config import app_table, config_text
 from tests.support.webhooks import github_headers, gitlab_headers, signature
 

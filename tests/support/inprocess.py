@@ -19,9 +19,9 @@ from pathlib import Path
 
 import aiohttp
 
-from reconciler.backoff import Timings
+from reconciler.aio.backoff import Timings
 from reconciler.config import Config
-from reconciler.daemon import Daemon
+from reconciler.daemon.root import Daemon
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0

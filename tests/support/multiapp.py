@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from reconciler.backoff import Timings
+from reconciler.aio.backoff import Timings
 from reconciler.config import parse_config
 from tests.support.config import config_text
 from tests.support.world import FAST, RunningDaemon, World, serving

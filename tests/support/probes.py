@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from reconciler import backoff
 from reconciler.adapters.ecs import Ecs
+from reconciler.aio import backoff
 from tests.support.world import RunningDaemon, World
 
 

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import boto3
 
-from reconciler.backoff import Timings
+from reconciler.aio.backoff import Timings
+from reconciler.app.loop import AppLoop
 from reconciler.config import Config, parse_config
-from reconciler.daemon import Daemon
-from reconciler.loop import AppLoop
+from reconciler.daemon.root import Daemon
+from reconciler.daemon.supervisor import Supervisor
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.provision import Controller, Strategy, provision_app
-from reconciler.supervisor import Supervisor
 from tests.support.config import Table, TomlValue, config_text
 from tests.support.gitrepo import GitRepo
 from tests.support.inprocess import serving

@@ -1,0 +1,233 @@
+"""One pass of one app, as a pipeline of stages:
+
+    (sync: clear the hold)  ->  pay a rollback still owed  ->  resolve the revision (git)
+    ->  observe  ->  plan  ->  one of:
+        in sync (-> extra tags) | suspended | held | roll back | failed unwatched
+        | watch a rollout in flight
+        | [build -> test -> push ->] register -> pre-deploy task -> update service -> watch
+          -> (succeeded -> extra tags | hold and roll back)
+
+A pass that deploys an image already in the registry skips build and test: that image passed
+them when it was pushed.
+
+Each stage lives in a module of its own beside this one; the decisions are pure (decisions/plan.py,
+verdict.py). Errors leave a pass as the project's exceptions; the loop (app/loop.py) sorts them
+into retry-with-backoff or wait.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import structlog
+
+from reconciler.app.stages.build import build
+from reconciler.app.stages.context import AppSession, PassContext
+from reconciler.app.stages.deploy import register, update
+from reconciler.app.stages.housekeeping import after_rollout
+from reconciler.app.stages.observe import desired_of, observe
+from reconciler.app.stages.pre_deploy import pre_deploy
+from reconciler.app.stages.promote import promote
+from reconciler.app.stages.push import push
+from reconciler.app.stages.resolve import desired_revision, pinned
+from reconciler.app.stages.rollback import hold_failed, roll_back
+from reconciler.app.stages.supersede import superseded
+from reconciler.app.stages.tags import move_extra_tags
+from reconciler.app.stages.test import run_test
+from reconciler.app.stages.watch import Rollout, watch
+from reconciler.decisions.model import (
+    AwaitRollout,
+    Deploy,
+    FailedUnwatched,
+    Held,
+    HistoryEntry,
+    Hold,
+    InSync,
+    Refused,
+    ReportOnly,
+    Result,
+    RollBack,
+    utcnow,
+)
+from reconciler.decisions.plan import plan
+from reconciler.errors import StalledError
+
+log = structlog.get_logger("reconciler.pass")
+# How old a DescribeServices answer a polling pass may use (capped at half the interval): the
+# apps of a cluster pass together, and the first one's calls carry their neighbours.
+OBSERVE_MAX_AGE = 5.0
+
+
+class Next(enum.Enum):
+    """What the loop does after a pass."""
+
+    WAIT = "wait"  # sleep poll_interval (or until nudged)
+    RETRY = "retry"  # back off, then try again
+    AGAIN = "again"  # start another pass at once (a newer revision turned up)
+
+
+async def run_pass(session: AppSession, *, woken: bool, clear_hold: bool = False) -> Next:
+    """One pass; `woken` when a nudge started it, `clear_hold` when an operator synced."""
+    memory = session.memory
+    if clear_hold:
+        if memory.hold or memory.attempt or memory.build_failures or memory.damaged:
+            log.info("hold_cleared", revision=memory.hold.revision if memory.hold else None)
+        memory = await session.store.reset(session.app.name)
+    session.report.state_unwritable(session.store.write_error(session.app.name))
+    if session.store.write_error(session.app.name):
+        await session.save()  # the disk may have room again
+
+    hold = memory.hold
+    if hold is not None and hold.rollback_to:
+        # A rollback owed after a failed rollout does not depend on git: pay it before
+        # asking the remote, so an unreachable git server cannot keep a failed revision live.
+        with structlog.contextvars.bound_contextvars(revision=hold.revision):
+            await roll_back(PassContext(session, revision=hold.revision), hold.rollback_to)
+
+    revision = await desired_revision(session)
+    pin = memory.pin if pinned(session) else None
+    session.report.pinned(revision=pin.revision if pin else None, by=pin.by if pin else None)
+    with structlog.contextvars.bound_contextvars(revision=revision):
+        return await _reconcile(PassContext(session, revision=revision), woken=woken)
+
+
+async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
+    session, app = ctx.session, ctx.app
+    desired = await desired_of(app, ctx.io, revision=ctx.revision)
+    ctx.report.desired(revision=ctx.revision, image=str(desired.image))
+    # A nudged pass reads ECS afresh; a polling pass may use a neighbour's answer.
+    max_age = 0.0 if woken else min(OBSERVE_MAX_AGE, session.poll_interval / 2)
+    unwritable = session.store.write_error(app.name)
+    ctx.observation = await observe(
+        app, ctx.io, desired=desired, memory=ctx.memory, unwritable=unwritable, max_age=max_age
+    )
+    if max_age and not isinstance(plan(ctx.observation), InSync | ReportOnly | Held):
+        # About to write: the copy must be of the task definition live now, not of one a few
+        # seconds ago.
+        ctx.observation = await observe(
+            app, ctx.io, desired=desired, memory=ctx.memory, unwritable=unwritable
+        )
+    ctx.report.observed(ctx.observation)
+    action = plan(ctx.observation)
+
+    match action:
+        case ReportOnly():
+            ctx.report.suspended()
+            return Next.WAIT
+        case Refused(reason=reason):
+            raise StalledError(reason)
+        case InSync():
+            # The attempt stays: a restarted daemon can find a rollout in sync that ECS may
+            # still roll back (an alarm during its bake); the attempt then tells it so.
+            await _settled(ctx, keep_attempt=True)
+            await move_extra_tags(ctx)
+            ctx.report.in_sync()
+            return Next.WAIT
+        case RollBack(task_definition=previous):
+            await roll_back(ctx, previous)
+            return Next.WAIT
+        case Held(reason=reason, transient=transient):
+            reason = _with_build_output(reason, ctx)
+            if unwritable and unwritable not in reason:
+                reason = f"{reason}\n{unwritable}"
+            ctx.report.held(reason)
+            return Next.RETRY if transient else Next.WAIT
+        case FailedUnwatched(reason=reason):
+            return await _failed_unwatched(ctx, reason)
+        case AwaitRollout():
+            log.info("rollout_in_flight_found", deployment=action.deployment_id)
+            rollout = Rollout(
+                deployment_id=action.deployment_id,
+                task_definition=action.task_definition,
+                previous=action.previous_task_definition,
+                since=action.since or utcnow(),
+                service_deployment=action.service_deployment,
+            )
+            return await _watch(ctx, rollout)
+        case Deploy(build=needs_build):
+            return await _deploy(ctx, needs_build=needs_build)
+    raise AssertionError(f"unplanned action {action!r}")  # pragma: no cover
+
+
+async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
+    if needs_build and ctx.session.promotion is not None:
+        await promote(ctx)
+    elif needs_build:
+        await build(ctx)
+        if not await run_test(ctx):
+            return Next.WAIT
+        await push(ctx)
+        # A newer commit may have landed while we built. Never deploy an older revision
+        # after a newer one: if the desired revision moved, start over.
+        if await superseded(ctx):
+            return Next.AGAIN
+    registered = await register(ctx)
+    if registered is None:
+        return Next.AGAIN
+    if not await pre_deploy(ctx, task_definition=registered.arn):
+        return Next.WAIT
+    started = await update(ctx, registered)
+    if started is None:
+        return Next.AGAIN
+    return await _watch(ctx, started)
+
+
+async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
+    ended = await watch(ctx, rollout)
+    if ended.superseded:
+        return Next.AGAIN
+    if ended.succeeded:
+        memory = ctx.memory
+        memory.build_failures.pop(ctx.revision, None)
+        await _settled(ctx)
+        await ctx.report.outcome(
+            revision=ctx.revision, result=Result.DEPLOYED, started_at=ctx.started_at, error=None
+        )
+        ctx.report.live(
+            task_definition=rollout.task_definition, image=str(ctx.observed.desired.image)
+        )
+        # Moved before InSync is said, so whoever sees InSync finds `latest` on what runs.
+        await move_extra_tags(ctx)
+        ctx.report.deployed()
+        await after_rollout(ctx, ctx.io.housekeeping, previous=rollout.previous)
+        return Next.WAIT
+    await hold_failed(ctx, ended, previous=rollout.previous)
+    return Next.WAIT
+
+
+async def _settled(ctx: PassContext, *, keep_attempt: bool = False) -> None:
+    """The desired image is live: nothing is held (or, after a watched success, attempted)."""
+    memory = ctx.memory
+    drop_attempt = memory.attempt is not None and not keep_attempt
+    if memory.hold is not None or drop_attempt or memory.build_failures:
+        memory.hold = None
+        if drop_attempt:
+            memory.attempt = None
+        memory.build_failures.clear()
+        await ctx.session.save()
+
+
+async def _failed_unwatched(ctx: PassContext, reason: str) -> Next:
+    memory = ctx.memory
+    log.error("rollout_failed_unwatched", reason=reason)
+    memory.hold = Hold(
+        revision=ctx.revision, reason=reason, config_fingerprint=ctx.app.fingerprint()
+    )
+    memory.attempt = None
+    await ctx.session.save()
+    await ctx.report.outcome(
+        revision=ctx.revision, result=Result.FAILED, started_at=ctx.started_at, error=reason
+    )
+    ctx.report.failed(reason)
+    ctx.report.count(Result.FAILED.value)
+    return Next.WAIT
+
+
+def _with_build_output(reason: str, ctx: PassContext) -> str:
+    """The Held reason, with the output of the last failed build of the revision if it was one."""
+    last: HistoryEntry | None = next(
+        (h for h in ctx.memory.history if h.revision == ctx.revision), None
+    )
+    if last is not None and last.result is Result.BUILD_FAILED and last.error:
+        return f"{reason}\n{last.error}"
+    return reason

@@ -1,0 +1,167 @@
+"""Pre-deploy: a one-off ECS task of the new task definition (a migration, say), before the
+service is updated.
+
+RunTask with a command override on the chosen container, launched like the service (its
+launch type or capacity providers, its network configuration), `startedBy` naming the app.
+Awaited until STOPPED; success is that container's exit code 0. Anything else (a non-zero
+exit, a task that never started, the timeout, after which the task is stopped) holds the
+revision and leaves the service untouched. A success is remembered per revision, so a
+restart between it and the service update does not run it again; a task found running after
+a restart is awaited, not started twice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+
+from reconciler.aio import backoff
+from reconciler.app.stages.context import PassContext
+from reconciler.decisions.model import Hold, Phase, PreDeployRun, Result, TaskState, utcnow
+from reconciler.errors import ManifestError, TransientError
+
+log = structlog.get_logger("reconciler.pass")
+DONE_REMEMBERED = 20  # revisions whose pre-deploy success is kept
+STARTED_BY_LIMIT = 36  # ECS refuses a longer startedBy
+
+
+def started_by(app: str) -> str:
+    return f"reconciler/{app}"[:STARTED_BY_LIMIT]
+
+
+async def pre_deploy(ctx: PassContext, *, task_definition: str) -> bool:
+    """True when there is nothing to run, it ran before, or it succeeded now; False when it
+    failed (and the revision is held)."""
+    spec, memory, revision = ctx.app.pre_deploy, ctx.memory, ctx.revision
+    if spec is None or revision in memory.pre_deploy_done:
+        return True
+    definition, _tags = await ctx.io.ecs.task_definition(task_definition)
+    container = spec.container or next(iter(ctx.observed.live.images))
+    if container not in {c.get("name") for c in definition.get("containerDefinitions", [])}:
+        raise ManifestError(
+            f"pre_deploy.container {container!r} is not a container of {task_definition}"
+        )
+    ctx.report.phase(Phase.MIGRATING)
+    began = time.monotonic()
+    task = await _start_or_find(ctx, task_definition=task_definition, container=container)
+    state = await _await_stopped(ctx, task, limit=spec.timeout - _elapsed(ctx))
+    ctx.report.pre_deploy_took(time.monotonic() - began)
+    memory.pre_deploy_run = None
+    if state is not None and state.exit_codes.get(container) == 0:
+        memory.pre_deploy_done[revision] = utcnow()
+        for old in sorted(memory.pre_deploy_done, key=memory.pre_deploy_done.__getitem__)[
+            :-DONE_REMEMBERED
+        ]:
+            del memory.pre_deploy_done[old]
+        await ctx.session.save()
+        log.info("pre_deploy_succeeded", task=task)
+        return True
+    reason = _failure(state, task=task, container=container, timeout=spec.timeout)
+    reason += _logs_hint(definition, container=container, task=task)
+    log.error("pre_deploy_failed", task=task, reason=reason)
+    memory.hold = Hold(revision=revision, reason=reason, config_fingerprint=ctx.app.fingerprint())
+    await ctx.session.save()
+    await ctx.report.outcome(
+        revision=revision, result=Result.PRE_DEPLOY_FAILED, started_at=ctx.started_at, error=reason
+    )
+    ctx.report.failed(reason)
+    ctx.report.count(Result.PRE_DEPLOY_FAILED.value)
+    return False
+
+
+def _elapsed(ctx: PassContext) -> float:
+    run = ctx.memory.pre_deploy_run
+    if run is None or run.revision != ctx.revision:
+        return 0.0
+    return max(0.0, (utcnow() - run.at).total_seconds())
+
+
+async def _start_or_find(ctx: PassContext, *, task_definition: str, container: str) -> str:
+    app, memory, io = ctx.app, ctx.memory, ctx.io
+    run = memory.pre_deploy_run
+    if run is not None and run.revision == ctx.revision:
+        if run.task is not None:
+            log.info("pre_deploy_found", task=run.task)
+            return run.task
+        # Stopped between the note and RunTask's answer: the task may exist.
+        found = await io.ecs.find_tasks(cluster=app.cluster, started_by=started_by(app.name))
+        if found:
+            log.info("pre_deploy_found", task=found[0])
+            memory.pre_deploy_run = PreDeployRun(revision=ctx.revision, task=found[0], at=run.at)
+            await ctx.session.save()
+            return found[0]
+    memory.pre_deploy_run = PreDeployRun(revision=ctx.revision)
+    await ctx.session.save()
+    spec = app.pre_deploy
+    assert spec is not None
+    task = await io.ecs.run_task(
+        cluster=app.cluster,
+        task_definition=task_definition,
+        container=container,
+        command=spec.command,
+        started_by=started_by(app.name),
+        launch=ctx.observed.live.service.launch,
+    )
+    memory.pre_deploy_run = PreDeployRun(
+        revision=ctx.revision, task=task, at=memory.pre_deploy_run.at
+    )
+    await ctx.session.save()
+    log.info("pre_deploy_started", task=task, command=list(spec.command), container=container)
+    return task
+
+
+async def _await_stopped(ctx: PassContext, task: str, *, limit: float) -> TaskState | None:
+    """The task once STOPPED; None when it did not stop within `limit` seconds (it is
+    stopped then)."""
+    app, timings = ctx.app, ctx.session.timings
+    began = time.monotonic()
+    deadline = began + max(0.0, limit)
+    while True:
+        try:
+            state = await ctx.io.ecs.describe_task(cluster=app.cluster, task=task)
+        except TransientError as exc:
+            log.warning("pre_deploy_watch_error", error=str(exc))
+        else:
+            if state.stopped:
+                return state
+        if time.monotonic() >= deadline:
+            await ctx.io.ecs.stop_task(
+                cluster=app.cluster, task=task, reason="reconciler: pre-deploy task timed out"
+            )
+            return None
+        step = backoff.rollout_step(time.monotonic() - began, timings.rollout_polls)
+        await backoff.sleep(min(step, max(0.0, deadline - time.monotonic()) + 0.01))
+
+
+def _failure(state: TaskState | None, *, task: str, container: str, timeout: float) -> str:
+    if state is None:
+        return f"pre-deploy task {task} did not finish within {timeout:g}s and was stopped"
+    code = state.exit_codes.get(container)
+    if code is None:
+        why = ": ".join(p for p in (state.stop_code, state.stopped_reason) if p) or "no exit code"
+        extra = state.container_reasons.get(container)
+        return f"pre-deploy task {task} stopped before {container} ran: {why}" + (
+            f" ({extra})" if extra else ""
+        )
+    return f"pre-deploy task {task}: {container} exited {code}" + (
+        f" ({state.stopped_reason})" if state.stopped_reason else ""
+    )
+
+
+def _logs_hint(definition: dict[str, Any], *, container: str, task: str) -> str:
+    """Where CloudWatch keeps the task's output, when the container logs there."""
+    for entry in definition.get("containerDefinitions", []):
+        if entry.get("name") != container:
+            continue
+        config = entry.get("logConfiguration") or {}
+        options = config.get("options") or {}
+        if config.get("logDriver") != "awslogs" or "awslogs-group" not in options:
+            return ""
+        hint = f"; logs: CloudWatch group {options['awslogs-group']}"
+        prefix = options.get("awslogs-stream-prefix")
+        if prefix:
+            hint += f", stream {prefix}/{container}/{task.rsplit('/', 1)[-1]}"
+        return hint
+    return ""

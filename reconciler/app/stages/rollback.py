@@ -1,0 +1,118 @@
+"""Roll back: a failed rollout is held, the service put back on what it ran before, and that
+rollback watched to its end.
+
+The hold is written before the rollback is issued, so a daemon that dies in between finds
+the hold (never redeploys) and the rollback still owed. A hold that cannot be written is
+kept in memory and the rollback goes out anyway: a rollback never waits for the disk. The
+outcome is `rolled_back` once the service runs the previous task definition again (by ECS's
+rollback or the daemon's), `rollback_failed` when neither got it there (louder: the service
+may be serving neither revision), `failed` when no rollback was asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import structlog
+
+from reconciler.app.stages.context import PassContext
+from reconciler.app.stages.watch import Rollout, Watched, watch
+from reconciler.decisions.model import Hold, Phase, Result, utcnow
+
+log = structlog.get_logger("reconciler.pass")
+
+
+async def hold_failed(ctx: PassContext, ended: Watched, *, previous: str | None) -> Result:
+    """Hold the revision after a failed rollout, pay the rollback it owes and watch it."""
+    app, memory = ctx.app, ctx.memory
+    reason = ended.reason
+    log.error(
+        "rollout_failed",
+        reason=reason,
+        rolled_back_by_ecs=ended.rolled_back_by_ecs,
+        rollback_failed=ended.rollback_failed,
+    )
+    owed = previous if (app.rollback and not ended.rolled_back_by_ecs and previous) else None
+    memory.hold = Hold(
+        revision=ctx.revision, reason=reason, config_fingerprint=app.fingerprint(), rollback_to=owed
+    )
+    memory.attempt = None  # the hold says it all now
+    await ctx.session.save()
+    result = _result(ended, owed=owed)
+    try:
+        if owed:
+            # If this raises (AWS down), the hold still owes the rollback and the next pass
+            # plans RollBack.
+            deployment = await roll_back(ctx, owed)
+            ctx.report.failed(reason)
+            if deployment is not None:
+                result, reason = await _watch_rollback(ctx, deployment, owed, reason)
+    finally:
+        # Failed is said once the rollback is out (or could not be): whoever waits for it
+        # sees the service already on its way back.
+        ctx.report.failed(reason)
+        await ctx.report.outcome(
+            revision=ctx.revision, result=result, started_at=ctx.started_at, error=reason
+        )
+    if result in {Result.ROLLED_BACK, Result.ROLLBACK_FAILED}:
+        ctx.report.rolled_back(outcome=result.value)
+    if result is Result.ROLLBACK_FAILED:
+        log.error(
+            "rollback_failed",
+            failed_revision=ctx.revision,
+            rollback_to=owed or previous,
+            reason=reason,
+        )
+    ctx.report.count(result.value)
+    return result
+
+
+def _result(ended: Watched, *, owed: str | None) -> Result:
+    if owed:
+        return Result.ROLLED_BACK  # until the watch of the rollback says otherwise
+    if ended.rollback_failed:
+        return Result.ROLLBACK_FAILED
+    if ended.rolled_back_by_ecs:
+        return Result.ROLLED_BACK
+    return Result.FAILED
+
+
+async def _watch_rollback(
+    ctx: PassContext, deployment: str, task_definition: str, reason: str
+) -> tuple[Result, str]:
+    ended = await watch(
+        ctx,
+        Rollout(
+            deployment_id=deployment, task_definition=task_definition, previous=None, since=utcnow()
+        ),
+        kind="rollback",
+        supersedable=False,
+    )
+    if ended.succeeded:
+        return Result.ROLLED_BACK, reason
+    return (
+        Result.ROLLBACK_FAILED,
+        f"{reason}; the rollback to {task_definition} failed too: {ended.reason}",
+    )
+
+
+async def roll_back(ctx: PassContext, task_definition: str) -> str | None:
+    """Point the service at `task_definition` unless it is there already; the debt is paid.
+    The id of the deployment it started, None when there was nothing to do."""
+    app, memory = ctx.app, ctx.memory
+    deployment: str | None = None
+    try:
+        state = await ctx.io.ecs.describe_service(app.cluster, app.service)
+        if state.task_definition != task_definition:
+            deployment = await ctx.io.ecs.update_service(
+                cluster=app.cluster, service=app.service, task_definition=task_definition
+            )
+            ctx.report.service_updated(kind="rollback")
+            log.warning("rollback_started", task_definition=task_definition, deployment=deployment)
+    finally:
+        ctx.report.phase(Phase.FAILED)
+    if memory.hold is not None:
+        memory.hold = dataclasses.replace(memory.hold, rollback_to=None)
+        await ctx.session.save()
+    ctx.report.live(task_definition=task_definition, image=None)
+    return deployment

@@ -1,0 +1,224 @@
+"""Watch: follow a rollout (a deploy, or the daemon's own rollback) until it succeeded or failed.
+
+Where ECS keeps a service deployment record for it, that record's status is the verdict;
+elsewhere the service's `deployments` list is (see decisions/verdict.py). The deadline is
+`rollout_timeout` plus the service's bake time, so a bake never times out by itself; a watch
+picked up after a restart keeps the deadline of the deploy it watches. Losing sight of ECS
+for a while is not a failure of the rollout. A newer revision announced by a nudge ends the
+watch of a deploy (its UpdateService replaces the deployment in flight). Where the path
+shows, the status carries the rollout's strategy, stage, counts and alarms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from reconciler.aio import backoff
+from reconciler.app.stages.context import PassContext
+from reconciler.app.stages.supersede import superseded
+from reconciler.app.status import RolloutView
+from reconciler.decisions.model import Phase, ServiceDeployment, ServiceState, utcnow
+from reconciler.decisions.verdict import (
+    RolloutFailed,
+    RolloutPending,
+    RolloutSucceeded,
+    Verdict,
+    judge,
+    judge_service_deployment,
+)
+from reconciler.errors import AwsRejected, ReconcilerError, TransientError
+
+log = structlog.get_logger("reconciler.pass")
+# Polls that may pass without finding the service deployment before the `deployments` list
+# alone may declare success: ECS creates the record with the UpdateService, so only a region
+# or account without records gets this far.
+FIND_ATTEMPTS = 3
+# A service deployment is looked for from a little before the UpdateService was sent, since
+# the two clocks are not the same.
+CLOCK_SLACK = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A deployment being watched: what it deploys, what ran before, since when."""
+
+    deployment_id: str
+    task_definition: str
+    previous: str | None
+    since: datetime
+    service_deployment: str | None = None  # ECS's record, when already known
+
+
+@dataclass(frozen=True)
+class Watched:
+    """How a watch ended: succeeded, failed (with why), or superseded by a newer revision."""
+
+    succeeded: bool = False
+    superseded: bool = False
+    reason: str = ""
+    rolled_back_by_ecs: bool = False
+    rollback_failed: bool = False
+
+
+@dataclass
+class _Record:
+    """What the watch knows of ECS's service deployment record."""
+
+    arn: str | None
+    finds: int = 0
+    usable: bool = True
+
+
+async def watch(
+    ctx: PassContext, rollout: Rollout, *, kind: str = "deploy", supersedable: bool = True
+) -> Watched:
+    session, app = ctx.session, ctx.app
+    if kind == "deploy":
+        ctx.report.phase(Phase.DEPLOYING)
+    began = time.monotonic()
+    elapsed_before = max(0.0, (utcnow() - rollout.since).total_seconds())
+    record = _Record(arn=rollout.service_deployment, usable=session.service_deployments_usable)
+    view = RolloutView(
+        deployment=rollout.deployment_id,
+        task_definition=rollout.task_definition,
+        kind=kind,
+        started_at=rollout.since,
+    )
+    ctx.report.rollout(view)
+    bake: float | None = None
+    session.nudges.during_rollout.clear()
+    while True:
+        state = await _service(ctx)
+        if state is not None and bake is None:
+            bake = state.rollout.bake_seconds
+        limit = app.rollout_timeout + (bake or 0.0)
+        deadline = began + max(0.0, limit - elapsed_before)
+        found = await _service_deployment(ctx, rollout, record) if state is not None else None
+        verdict = _verdict(rollout, state, found, record)
+        if state is not None:
+            view = _seen(view, state, found, rollout)
+            ctx.report.rollout(view)
+        if isinstance(verdict, RolloutSucceeded | RolloutFailed):
+            ctx.report.rollout_took(time.monotonic() - began)
+            ctx.report.rollout(dataclasses.replace(view, finished_at=utcnow()))
+            if isinstance(verdict, RolloutSucceeded):
+                log.info(
+                    "rollout_succeeded",
+                    kind=kind,
+                    deployment=rollout.deployment_id,
+                    task_definition=rollout.task_definition,
+                )
+                return Watched(succeeded=True)
+            return Watched(
+                reason=verdict.reason,
+                rolled_back_by_ecs=verdict.rolled_back_by_ecs,
+                rollback_failed=verdict.rollback_failed,
+            )
+        if time.monotonic() >= deadline:
+            ctx.report.rollout_took(time.monotonic() - began)
+            ctx.report.rollout(dataclasses.replace(view, finished_at=utcnow()))
+            baked = f" (rollout_timeout {app.rollout_timeout:g}s + bake {bake:g}s)" if bake else ""
+            return Watched(reason=f"rollout did not complete within {limit:g}s{baked}")
+        if supersedable and session.nudges.since_resolve:
+            session.nudges.during_rollout.clear()
+            # Any git failure here (remote down, branch gone) only means "no newer revision
+            # known": the rollout is still ours to judge and roll back.
+            with contextlib.suppress(ReconcilerError):
+                if await superseded(ctx, event="rollout_superseded"):
+                    return Watched(superseded=True)
+        step = backoff.rollout_step(time.monotonic() - began, session.timings.rollout_polls)
+        await backoff.sleep(
+            min(backoff.aligned(step), max(0.0, deadline - time.monotonic()) + 0.01),
+            wakeup=session.nudges.during_rollout if supersedable else None,
+        )
+
+
+async def _service(ctx: PassContext) -> ServiceState | None:
+    try:
+        return await ctx.io.ecs.describe_service(ctx.app.cluster, ctx.app.service)
+    except TransientError as exc:
+        log.warning("rollout_watch_error", error=str(exc))
+        return None
+
+
+async def _service_deployment(
+    ctx: PassContext, rollout: Rollout, record: _Record
+) -> ServiceDeployment | None:
+    """ECS's record of the rollout, found once and then described on every poll; None where
+    there is none (yet), or it cannot be read right now."""
+    if not record.usable:
+        return None
+    ecs, app = ctx.io.ecs, ctx.app
+    try:
+        if record.arn is None:
+            record.finds += 1
+            found = await ecs.find_service_deployment(
+                cluster=app.cluster,
+                service=app.service,
+                task_definition=rollout.task_definition,
+                created_after=rollout.since - CLOCK_SLACK,
+            )
+            if found is None:
+                return None
+            record.arn = found.arn
+            await _remember(ctx, rollout, found.arn)
+            return found
+        return await ecs.describe_service_deployment(cluster=app.cluster, arn=record.arn)
+    except AwsRejected as exc:
+        # Said once per app: from here on its rollouts are judged by the deployments list.
+        record.usable = ctx.session.service_deployments_usable = False
+        log.warning("service_deployments_unavailable", error=str(exc))
+    except TransientError as exc:
+        log.warning("rollout_watch_error", error=str(exc))
+    return None
+
+
+async def _remember(ctx: PassContext, rollout: Rollout, arn: str) -> None:
+    """Keep the record's ARN with the attempt, so a restart reads the same record."""
+    attempt = ctx.memory.attempt
+    if attempt is not None and attempt.task_definition == rollout.task_definition:
+        ctx.memory.attempt = dataclasses.replace(attempt, service_deployment=arn)
+        await ctx.session.save()
+
+
+def _verdict(
+    rollout: Rollout, state: ServiceState | None, found: ServiceDeployment | None, record: _Record
+) -> Verdict:
+    if state is None:
+        return RolloutPending()
+    moved_away = state.task_definition != rollout.task_definition
+    if found is not None:
+        return judge_service_deployment(found, service_moved_away=moved_away)
+    listed = judge(
+        state, deployment_id=rollout.deployment_id, task_definition=rollout.task_definition
+    )
+    if isinstance(listed, RolloutSucceeded) and record.usable:
+        if record.arn is not None:
+            return RolloutPending()  # the record exists but could not be read this time
+        if record.finds < FIND_ATTEMPTS:
+            # The record may still turn up and say the rollout is baking: wait a few polls.
+            return RolloutPending()
+    return listed
+
+
+def _seen(
+    view: RolloutView, state: ServiceState, found: ServiceDeployment | None, rollout: Rollout
+) -> RolloutView:
+    ours = state.deployment(rollout.deployment_id)
+    return dataclasses.replace(
+        view,
+        strategy=state.rollout.strategy,
+        running=ours.running_count if ours else view.running,
+        desired=ours.desired_count if ours else view.desired,
+        status=found.status if found else (ours.rollout_state if ours else view.status),
+        stage=found.lifecycle_stage or None if found else view.stage,
+        service_deployment=found.arn if found else view.service_deployment,
+        failed_tasks=found.failed_tasks if found else view.failed_tasks,
+        alarms_triggered=found.alarms_triggered if found else view.alarms_triggered,
+    )

@@ -1,0 +1,87 @@
+"""`reconciler cleanup`: the housekeeping a daemon does after a rollout, run by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+
+from reconciler.adapters.accounts import Account, account_of, session_for
+from reconciler.adapters.housekeeping import Housekeeping
+from reconciler.adapters.ports import HousekeepingPort
+from reconciler.app.stages.housekeeping import clean_up, enabled, pinned_image, protected_by
+from reconciler.app.state import AppMemory
+from reconciler.cluster.admin import memories
+from reconciler.config import AppConfig, Config
+from reconciler.errors import ConfigError, ReconcilerError
+
+
+async def cleanup_rows(
+    config: Config, apps: Sequence[str] = (), *, dry_run: bool = False
+) -> list[dict[str, str]]:
+    """`reconciler cleanup`: clean the named apps (every app when none is named) and return
+    printable rows (app, action, item, detail); a row whose action is "error" or ends in
+    "failed" is a failure.
+
+    Each app's calls go to its own region and account, as the daemon's do. A suspended app,
+    or one whose state file cannot be read (its holds are unknown), is only reported on, as
+    in a dry run.
+    """
+    known = {a.name: a for a in config.apps}
+    unknown = [name for name in apps if name not in known]
+    if unknown:
+        raise ConfigError([f"unknown app {name!r}" for name in unknown])
+    chosen = [known[name] for name in dict.fromkeys(apps)] if apps else list(config.apps)
+    memory_of = await memories(config)
+    endpoint_url = config.aws.endpoint_url
+    rows: list[dict[str, str]] = []
+    async with AsyncExitStack() as stack:
+        opened: dict[Account, Housekeeping] = {}
+
+        async def housekeeping_for(app: AppConfig) -> Housekeeping:
+            account = account_of(app, default_region=config.aws.region)
+            if account not in opened:
+                opened[account] = await stack.enter_async_context(
+                    Housekeeping.connect(
+                        region=account.region,
+                        endpoint_url=endpoint_url,
+                        session=session_for(account, endpoint_url=endpoint_url),
+                    )
+                )
+            return opened[account]
+
+        for app in chosen:
+            rows += await _rows_of(app, memory_of(app.name), housekeeping_for, dry_run=dry_run)
+    return rows
+
+
+async def _rows_of(
+    app: AppConfig,
+    memory: AppMemory,
+    housekeeping_for: Callable[[AppConfig], Awaitable[HousekeepingPort]],
+    *,
+    dry_run: bool,
+) -> list[dict[str, str]]:
+    def row(action: str, detail: str) -> dict[str, str]:
+        return {"app": app.name, "action": action, "item": "-", "detail": detail}
+
+    if not enabled(app):
+        return [row("off", "keep_task_definitions and keep_images are 0")]
+    rows: list[dict[str, str]] = []
+    if memory.damaged is not None:
+        rows.append(row("error", f"only reported on: {memory.damaged}"))
+    elif app.suspended and not dry_run:
+        rows.append(row("dry run", "suspended: only reported on"))
+    try:
+        housekeeping = await housekeeping_for(app)
+        service = await housekeeping.service(cluster=app.cluster, service=app.service)
+        report = await clean_up(
+            housekeeping,
+            app=app,
+            service=service,
+            protected=protected_by(memory),
+            referenced=pinned_image(app, memory),
+            dry_run=dry_run or app.suspended or memory.damaged is not None,
+        )
+    except ReconcilerError as exc:
+        return [*rows, row("error", str(exc))]
+    return [*rows, *report.rows()]

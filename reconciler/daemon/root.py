@@ -1,0 +1,311 @@
+"""The composition root: opens the adapters, wires the supervisor, the web app, the config
+watcher and systemd, owns the signals, and watches every background task.
+
+Signals only set flags. A background task that dies (the watchdog, the config watcher, the
+status reporter) is logged and stops the daemon cleanly, then the failure is raised, so
+systemd restarts a daemon that can no longer do its job instead of keeping a half-alive one.
+Shutdown stops the app loops (a deploy under way may finish, bounded), closes the HTTP
+server and the adapters. A rollout in flight is left to ECS and awaited on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from reconciler import logs
+from reconciler.adapters.accounts import Accounts
+from reconciler.adapters.docker import DockerEngine
+from reconciler.adapters.ecr import Ecr
+from reconciler.adapters.ecs import Ecs
+from reconciler.adapters.engines import EnginePool
+from reconciler.adapters.git import GitMirrors
+from reconciler.adapters.housekeeping import Housekeeping
+from reconciler.adapters.ports import Adapters
+from reconciler.adapters.registry import Registry
+from reconciler.aio import backoff
+from reconciler.api.routes import build_app
+from reconciler.cluster.manager import LeaseManager
+from reconciler.cluster.store import TableStateStore
+from reconciler.cluster.table import LeaseTable
+from reconciler.config import Config
+from reconciler.daemon.listener import listen, runner_options
+from reconciler.daemon.reload import ConfigWatcher, digest
+from reconciler.daemon.supervisor import Supervisor
+from reconciler.daemon.systemd import Notifier
+from reconciler.errors import ReconcilerError
+from reconciler.feedback import Dispatcher
+from reconciler.metrics import Metrics
+
+log = structlog.get_logger("reconciler.daemon")
+
+HTTP_GRACE = 0.5  # requests in progress at shutdown get this long to finish
+STATUS_EVERY = 2.0  # seconds between systemd STATUS= checks
+
+
+@asynccontextmanager
+async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
+    async with AsyncExitStack() as stack:
+        ecs = await stack.enter_async_context(
+            Ecs.connect(region=config.aws.region, endpoint_url=config.aws.endpoint_url)
+        )
+        ecr = await stack.enter_async_context(
+            Ecr.connect(
+                region=config.aws.region,
+                endpoint_url=config.aws.endpoint_url,
+                registry_override=config.aws.registry,
+            )
+        )
+        docker: DockerEngine | EnginePool
+        if config.build.engines:
+            docker = EnginePool.open(
+                config.build.engines,
+                tls=config.build.tls_files(),
+                builder=config.build.builder,
+                network=config.build.network,
+                max_per_engine=config.build.max_per_engine,
+            )
+        else:
+            docker = DockerEngine(
+                url=config.daemon.docker_host or None,
+                builder=config.build.builder,
+                network=config.build.network,
+            )
+        stack.push_async_callback(docker.close)
+        registry = Registry()
+        stack.push_async_callback(registry.close)
+        git = GitMirrors(config.daemon.state_dir)
+        stack.callback(git.close)
+        housekeeping = await stack.enter_async_context(
+            Housekeeping.connect(region=config.aws.region, endpoint_url=config.aws.endpoint_url)
+        )
+        yield Adapters(
+            git=git, docker=docker, registry=registry, ecr=ecr, ecs=ecs, housekeeping=housekeeping
+        )
+
+
+def host_id_of(config: Config) -> str:
+    return config.cluster.host_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@asynccontextmanager
+async def open_cluster(config: Config, metrics: Metrics) -> AsyncIterator[LeaseManager | None]:
+    """The lease manager over `[cluster].lease_table`; None when this daemon is alone."""
+    if not config.cluster.enabled:
+        yield None
+        return
+    async with LeaseTable.connect(
+        name=config.cluster.lease_table,
+        region=config.aws.region,
+        endpoint_url=config.aws.endpoint_url,
+    ) as table:
+        daemon = config.daemon
+        host_id = host_id_of(config)
+        yield LeaseManager(
+            table=table,
+            store=TableStateStore(table, host_id=host_id),
+            host_id=host_id,
+            url=daemon.public_url or f"http://{daemon.listen}",
+            ttl=config.cluster.lease_ttl,
+            metrics=metrics,
+        )
+
+
+def register_secrets(config: Config) -> None:
+    """Every secret the config names is scrubbed from every log line, from now on."""
+    files = [
+        config.webhook.github_secret_file,
+        config.webhook.gitlab_token_file,
+        config.daemon.api_token_file,
+        config.github.token_file,
+        config.gitlab.token_file,
+    ]
+    files += [a.git_token_file for a in config.apps]
+    for file in files:
+        if file is not None:
+            with contextlib.suppress(OSError):
+                logs.register_secret(file.read_text().strip())
+
+
+class Daemon:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        config_path: Path | None = None,
+        timings: backoff.Timings | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        text = config_path.read_bytes() if config_path else b""
+        self.supervisor = Supervisor(
+            config=config,
+            sha256=digest(text),
+            config_path=str(config_path) if config_path else None,
+            timings=timings,
+        )
+        self.notifier = notifier or Notifier()
+        # Commit statuses, deployments and chat messages; it reads the config in force at
+        # each use, so a reload applies to it without a restart.
+        self.feedback = Dispatcher(
+            config=lambda: self.supervisor.config,
+            bus=self.supervisor.bus,
+            registry=self.supervisor.metrics.registry,
+            state_dir=config.daemon.state_dir,
+            retry_base=self.supervisor.timings.retry_base,
+            retry_cap=self.supervisor.timings.retry_cap,
+        )
+        self.supervisor.feedback_status = lambda: {
+            "problems": self.feedback.problems(),
+            "pending": self.feedback.pending(),
+        }
+        self._watcher = (
+            ConfigWatcher(config_path, current=text, apply=self._apply, reject=self._reject)
+            if config_path
+            else None
+        )
+        self._stop = asyncio.Event()
+        self.listening: tuple[str, int] | None = None
+        register_secrets(config)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Read the config file again now (SIGHUP), even if it looks unchanged."""
+        if self._watcher is not None:
+            self._watcher.request()
+
+    async def _apply(self, config: Config, sha256: str) -> None:
+        register_secrets(config)
+        await self.supervisor.apply(config, sha256=sha256)
+
+    def _reject(self, problems: list[str]) -> None:
+        self.supervisor.reject(problems)
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        """Run until request_stop() (or SIGTERM/SIGINT); then shut down within the grace."""
+        if install_signals:
+            self._install_signals()
+        supervisor = self.supervisor
+        failure: BaseException | None = None
+        aws = supervisor.config.aws
+        async with (
+            open_adapters(supervisor.config) as adapters,
+            Accounts.open(
+                endpoint_url=aws.endpoint_url, registry_override=aws.registry
+            ) as accounts,
+            open_cluster(supervisor.config, supervisor.metrics) as cluster,
+        ):
+            self.feedback.git = adapters.git
+            if cluster is not None:
+                # What was said about an app's commits moves with its lease.
+                cluster.adopt_feedback = self.feedback.adopt_record
+                self.feedback.mirror_records(cluster.mirror_feedback)
+            runner = web.AppRunner(
+                build_app(supervisor),
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=HTTP_GRACE,
+                **runner_options(),
+            )
+            await runner.setup()
+            daemon = supervisor.config.daemon
+            try:
+                self.listening = await listen(runner, host=daemon.host, port=daemon.port)
+            except BaseException:
+                await runner.cleanup()
+                raise
+            log.info("listening", address=f"{daemon.host}:{self.listening[1]}")
+            await supervisor.start(
+                adapters,
+                accounts=accounts,
+                cluster=cluster,
+                store=cluster.store if cluster is not None else None,
+            )
+            self.notifier.ready(supervisor.summary())
+            background = self._background()
+            if cluster is not None:
+                background.add(asyncio.create_task(cluster.run(supervisor), name="leases"))
+            try:
+                failure = await self._until_stopped(background)
+            finally:
+                log.info("stopping", apps=len(supervisor.loops))
+                self.notifier.stopping()
+                for task in background:
+                    task.cancel()
+                await supervisor.stop()
+                await asyncio.gather(*background, return_exceptions=True)
+                if cluster is not None:
+                    # The apps move to the other daemons at their next look, not after the TTL.
+                    await cluster.leave(supervisor)
+                # What the last passes said goes out now if the targets answer within a second.
+                await self.feedback.close()
+                await runner.cleanup()
+        log.info("stopped")
+        if failure is not None:
+            raise ReconcilerError(f"stopped because a background task failed: {failure}") from (
+                failure
+            )
+
+    def _background(self) -> set[asyncio.Task[None]]:
+        tasks = {
+            asyncio.create_task(
+                self.notifier.watchdog(healthy=lambda: self.supervisor.alive),
+                name="systemd-watchdog",
+            ),
+            asyncio.create_task(self._report_status(), name="systemd-status"),
+            asyncio.create_task(self.feedback.run(), name="feedback"),
+        }
+        if self._watcher is not None:
+            tasks.add(asyncio.create_task(self._watcher.run(), name="config-watch"))
+        return tasks
+
+    async def _until_stopped(self, background: set[asyncio.Task[None]]) -> BaseException | None:
+        """Wait for a stop request; a background task that raises ends the wait too."""
+        stop = asyncio.create_task(self._stop.wait(), name="stop-requested")
+        watched: set[asyncio.Task[Any]] = {stop, *background}
+        try:
+            while True:
+                done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if stop in done:
+                    return None
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        error = task.exception()
+                        log.error(
+                            "background_task_crashed",
+                            task=task.get_name(),
+                            error=repr(error),
+                            exc_info=error,
+                        )
+                        return error
+                # A task that ended without error (nothing to do here) is simply done.
+        finally:
+            stop.cancel()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    async def _report_status(self) -> None:
+        if not self.notifier.enabled:
+            return
+        last = ""
+        while True:
+            await asyncio.sleep(STATUS_EVERY)
+            summary = self.supervisor.summary()
+            if summary != last:
+                self.notifier.status(summary)
+                last = summary

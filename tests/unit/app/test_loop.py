@@ -1,0 +1,316 @@
+"""One app's loop against in-memory fakes: retries, holds, supersession and what is not done."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from reconciler.aio import backoff
+from reconciler.decisions.model import Phase
+from reconciler.errors import AwsUnavailable, BuildFailed, GitRevisionNotFound
+from tests.support.fakes import FakeWorld
+from tests.support.probes import eventually, record_delays
+
+A = "a" * 40
+B = "b" * 40
+
+
+@asynccontextmanager
+async def running(world: FakeWorld) -> AsyncIterator[FakeWorld]:
+    task = asyncio.create_task(world.loop.run())
+    try:
+        yield world
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+# --- backoff -------------------------------------------------------------------------------
+
+
+def test_backoff_grows_with_jitter_and_never_passes_the_cap() -> None:
+    """Each delay lies in [step/2, step] of a doubling step capped at `cap`, and they vary."""
+    rng = random.Random(7)
+    delays = [backoff.backoff_delay(a, base=0.5, cap=8.0, rng=rng) for a in range(10)]
+    for attempt, delay in enumerate(delays):
+        step = min(8.0, 0.5 * 2**attempt)
+        assert step / 2 <= delay <= step
+    assert len({round(d / min(8.0, 0.5 * 2**a), 9) for a, d in enumerate(delays)}) > 1
+
+
+def test_backoff_survives_an_outage_of_many_days() -> None:
+    """Attempt 2000 (a week of retries at a 300 s cap) still gives a delay, not OverflowError."""
+    for attempt in (1023, 1024, 2000, 10**9):
+        assert 150.0 <= backoff.backoff_delay(attempt, base=2.0, cap=300.0) <= 300.0
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+async def test_a_retried_update_service_reuses_the_registered_task_definition(
+    tmp_path: Path,
+) -> None:
+    """Throttled UpdateService: retried until it passes, with one registration, no failure."""
+    world = FakeWorld.create(tmp_path, head=A)
+    world.ecs.fail_next("update_service", *(AwsUnavailable("Throttling") for _ in range(3)))
+    async with running(world):
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync")
+    assert world.live_image() == world.image(A)
+    assert len(world.ecs.registered) == 1
+    assert world.ecs.updates == world.ecs.registered
+    assert [h.result.value for h in world.status.history] == ["deployed"]
+    assert world.count("retry") == 3
+
+
+async def test_a_stalled_error_is_retried_with_backoff_without_a_nudge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted branch is noticed again once it is back, with no webhook and no poll."""
+    delays = record_delays(monkeypatch)
+    world = FakeWorld.create(tmp_path, head=A, poll_interval=3600.0)
+    missing = GitRevisionNotFound("branch 'main' not found")
+    world.git.fail_next("resolve", *(missing for _ in range(4)))
+    async with running(world):
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync")
+    assert [a for a, _ in delays] == [0, 1, 2, 3]
+    assert world.status.last_error is None
+    assert world.ecs.updates and world.live_image() == world.image(A)
+
+
+async def test_no_retry_waits_longer_than_the_poll_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a 1-minute cap but a 20 ms poll, the retries come at least as often as polls."""
+    slept: list[float] = []
+    real_sleep = backoff.sleep
+
+    async def recording(delay: float, *, wakeup: asyncio.Event | None = None) -> bool:
+        slept.append(delay)
+        return await real_sleep(delay, wakeup=wakeup)
+
+    monkeypatch.setattr(backoff, "sleep", recording)
+    world = FakeWorld.create(
+        tmp_path,
+        head=A,
+        poll_interval=0.02,
+        timings=backoff.Timings(retry_base=60.0, retry_cap=60.0, rollout_polls=(0.01,)),
+    )
+    world.git.fail_next("resolve", *(AwsUnavailable("down") for _ in range(3)))
+    async with running(world):
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync")
+    assert slept[:3] == [0.02, 0.02, 0.02]
+
+
+# --- holds ---------------------------------------------------------------------------------
+
+
+async def test_after_three_failed_builds_the_hold_shows_the_build_output(tmp_path: Path) -> None:
+    """Failed after 3 builds; last_error keeps the build's last lines; no 4th build."""
+    world = FakeWorld.create(tmp_path, head=A)
+    tail = ["Step 2/2 : RUN make", "make: *** [all] Error 2"]
+    world.docker.fail_next(
+        "build", *(BuildFailed("build failed: make", log_tail=tail) for _ in range(5))
+    )
+    async with running(world):
+        await eventually(lambda: world.count("held") >= 1, what="held")
+        world.loop.nudge()
+        await eventually(lambda: world.count("held") >= 2, what="held again")
+    assert world.status.phase is Phase.FAILED
+    assert "failed 3 times" in (world.status.last_error or "")
+    assert "make: *** [all] Error 2" in (world.status.last_error or "")
+    assert len(world.docker.builds) == 3
+    assert world.ecs.registered == [] and world.ecs.updates == []
+    assert world.store.load("web").build_failures == {A: 3}
+
+
+# --- a newer revision wins -----------------------------------------------------------------
+
+
+async def test_a_nudge_before_registration_drops_the_older_revision(tmp_path: Path) -> None:
+    """B announced after A's build but before its registration: A never reaches ECS."""
+    world = FakeWorld.create(tmp_path, head=A)
+
+    async def push_b_after_the_build(tag: str) -> None:
+        if tag == world.image(A):
+            world.loop.nudge()  # the webhook for B arrives while A builds ...
+
+    real_task_definition = world.ecs.task_definition
+
+    async def push_b_during_deploy(arn: str) -> tuple[dict[str, object], list[object]]:
+        if world.docker.builds == [world.image(A)] and world.git.head == A:
+            world.git.head = B  # ... and B lands after the post-build look at git
+            world.loop.nudge()
+        return await real_task_definition(arn)
+
+    world.docker.during_build = push_b_after_the_build
+    world.ecs.task_definition = push_b_during_deploy  # type: ignore[method-assign]
+    async with running(world):
+        await eventually(
+            lambda: world.status.phase is Phase.IN_SYNC and world.live_image() == world.image(B),
+            what="B live",
+        )
+    images = [world.ecs.image_of(arn) for arn in world.ecs.registered]
+    assert images == [world.image(B)]
+    assert [world.ecs.image_of(arn) for arn in world.ecs.updates] == [world.image(B)]
+    assert [h.result.value for h in world.status.history][-1] == "superseded"
+
+
+async def test_a_nudge_during_update_service_cuts_the_older_rollout_short(
+    tmp_path: Path,
+) -> None:
+    """B announced while A's UpdateService is on the wire: A's rollout is not waited out."""
+    world = FakeWorld.create(tmp_path, head=A)
+    world.ecs.settle_after = 1000  # A's rollout would take the whole rollout_timeout
+
+    def push_b(task_definition: str) -> None:
+        if world.ecs.image_of(task_definition) == world.image(A):
+            world.git.head = B
+            world.ecs.settle_after = 0
+            world.loop.nudge()
+
+    world.ecs.during_update = push_b
+    async with running(world):
+        await eventually(
+            lambda: world.status.phase is Phase.IN_SYNC and world.live_image() == world.image(B),
+            what="B live",
+        )
+    assert [world.ecs.image_of(arn) for arn in world.ecs.updates] == [
+        world.image(A),
+        world.image(B),
+    ]
+    results = [(h.revision, h.result.value) for h in world.status.history]
+    assert results == [(B, "deployed"), (A, "superseded")]
+
+
+async def test_a_burst_of_nudges_collapses_into_one_pass(tmp_path: Path) -> None:
+    """500 nudges while idle start one pass; the nudges during it start one more, no more."""
+    world = FakeWorld.create(tmp_path, head=A)
+    async with running(world):
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync")
+        before = world.loop.passes
+        world.git.head = B
+        gate = asyncio.Event()
+
+        async def slow_build(tag: str) -> None:
+            await gate.wait()
+
+        world.docker.during_build = slow_build
+        for _ in range(500):
+            world.loop.nudge()
+        await eventually(lambda: world.status.phase is Phase.BUILDING, what="building")
+        for _ in range(500):
+            world.loop.nudge()
+        gate.set()
+        await eventually(lambda: world.live_image() == world.image(B), what="B live")
+        await eventually(lambda: world.loop.passes == before + 2, what="the second pass")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert world.loop.passes == before + 2
+    assert [world.ecs.image_of(arn) for arn in world.ecs.updates] == [
+        world.image(A),
+        world.image(B),
+    ]
+
+
+async def test_transient_errors_never_count_as_a_failed_revision(tmp_path: Path) -> None:
+    """Errors at every step are retried; the history only ever shows the deploy."""
+    world = FakeWorld.create(tmp_path, head=A)
+    for call in ("describe_service", "register_task_definition", "update_service"):
+        world.ecs.fail_next(call, AwsUnavailable("throttled"), AwsUnavailable("throttled"))
+    world.registry.fail_next("has_tag", AwsUnavailable("throttled"))
+    world.docker.fail_next("push", AwsUnavailable("throttled"))
+    async with running(world):
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync")
+    assert [h.result.value for h in world.status.history] == ["deployed"]
+    assert world.store.load("web").build_failures == {}
+    assert world.store.load("web").hold is None
+
+
+async def test_an_owed_rollback_is_paid_even_while_git_is_unreachable(tmp_path: Path) -> None:
+    """A failed revision must not stay live because the git server went down after it failed."""
+    from reconciler.app.state import AppMemory
+    from reconciler.decisions.model import Hold
+    from reconciler.errors import GitUnavailable
+
+    world = FakeWorld.create(tmp_path, head=A)
+    stable = world.ecs.state.task_definition if world.ecs.state else ""
+    failed = await world.ecs.register_task_definition(
+        {"family": "web", "containerDefinitions": [{"name": "app", "image": world.image(A)}]}, []
+    )
+    await world.ecs.update_service(cluster="cluster", service="web", task_definition=failed)
+    world.store.save_now(
+        "web",
+        AppMemory(hold=Hold(A, "rollout timed out", world.app.fingerprint(), rollback_to=stable)),
+    )
+    world.git.fail_next("resolve", *(GitUnavailable("remote down") for _ in range(1000)))
+    async with running(world):
+        await eventually(lambda: world.ecs.updates[-1:] == [stable], what="the rollback")
+        await eventually(lambda: world.git.resolves >= 2, what="git retried")
+    hold = world.store.load("web").hold
+    assert hold is not None and hold.rollback_to is None
+    assert world.live_image() == f"{world.image('bootstrap')}"
+    assert world.ecs.updates.count(stable) == 1
+
+
+# --- status says no more than it knows ----------------------------------------------------
+
+
+async def test_a_revision_that_cannot_be_deployed_shows_as_desired_and_not_in_sync(
+    tmp_path: Path,
+) -> None:
+    """The registry refuses the credentials for the new revision: status names the new
+    revision as desired and leaves InSync, so the in-sync alert fires."""
+    from reconciler.errors import StalledError
+
+    world = FakeWorld.create(tmp_path, head=A)
+    async with running(world):
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync at A")
+        world.git.head = B
+        world.registry.fail_next(
+            "has_tag", *(StalledError("registry refused the credentials") for _ in range(50))
+        )
+        world.loop.nudge()
+        await eventually(
+            lambda: world.status.last_error == "registry refused the credentials",
+            what="the error",
+        )
+        assert world.status.desired_revision == B
+        assert world.status.phase is not Phase.IN_SYNC
+        assert world.live_image() == world.image(A)
+
+
+async def test_a_full_disk_stops_a_deploy_before_update_service_and_a_later_write_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attempt cannot be written: no UpdateService; once the disk has room, one."""
+    import errno
+
+    from reconciler.app.state import AppMemory, FileStateStore
+
+    real_write = FileStateStore._write
+    full = {"on": True}
+
+    def write(store: FileStateStore, app: str, memory: AppMemory) -> None:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(store, app, memory)
+
+    monkeypatch.setattr(FileStateStore, "_write", write)
+    world = FakeWorld.create(tmp_path, head=A)
+    async with running(world):
+        await eventually(
+            lambda: "No space left on device" in (world.status.last_error or ""),
+            what="the write error shown",
+        )
+        await eventually(lambda: world.count("held") >= 2, what="held passes")
+        assert world.ecs.updates == []
+        assert world.status.phase is Phase.FAILED
+        full["on"] = False
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync")
+    assert len(world.ecs.updates) == 1

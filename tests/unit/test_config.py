@@ -1,0 +1,246 @@
+"""Config validation: every key, one clear line naming the app and key, nothing half-loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import load_config, parse_config
+from reconciler.errors import ConfigError
+from tests.support.config import Table, TomlValue, app_table, config_text
+
+WEB = app_table("web", "https://github.com/acme/web.git")
+APP = config_text(apps=[WEB])
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    return caught.value.problems
+
+
+def app_with(**settings: TomlValue) -> str:
+    """The minimal config, its app with these settings added."""
+    return config_text(apps=[{**WEB, **settings}])
+
+
+def with_section(**sections: Table) -> str:
+    """The minimal config with these `[daemon]`, `[aws]` or `[webhook]` settings."""
+    return config_text(**sections, apps=[WEB])
+
+
+def without(table: Table, key: str) -> Table:
+    return {k: v for k, v in table.items() if k != key}
+
+
+def test_minimal_config_takes_the_documented_defaults() -> None:
+    config = parse_config(APP)
+    app = config.apps[0]
+    assert (app.branch, app.context, app.dockerfile, app.rollout_timeout) == (
+        "main",
+        ".",
+        "Dockerfile",
+        600.0,
+    )
+    assert app.rollback is True and app.suspended is False
+    assert config.daemon.poll_interval == 60.0
+    assert config.daemon.listen == "127.0.0.1:8088"
+    assert config.webhook.max_body_bytes == 5_000_000
+
+
+def test_durations_accept_seconds_and_strings() -> None:
+    config = parse_config(
+        config_text(daemon={"poll_interval": "1m30s"}, apps=[{**WEB, "rollout_timeout": "1h"}])
+    )
+    assert config.daemon.poll_interval == 90.0
+    assert config.apps[0].rollout_timeout == 3600.0
+
+
+BAD = {
+    "unknown app key": (app_with(colour="blue"), "apps[web].colour: unknown key"),
+    "unknown section key": (
+        with_section(daemon={"listen_on": "x"}),
+        "daemon.listen_on: unknown key",
+    ),
+    "unknown section": ("[deamon]\n" + APP, "deamon: unknown key"),
+    "bad duration": (
+        app_with(rollout_timeout="soon"),
+        "apps[web].rollout_timeout: invalid duration 'soon'",
+    ),
+    "zero duration": (
+        app_with(rollout_timeout=0),
+        "apps[web].rollout_timeout: duration must be positive",
+    ),
+    "negative poll": (
+        with_section(daemon={"poll_interval": -5}),
+        "daemon.poll_interval: duration must be positive",
+    ),
+    "context escaping with ..": (
+        app_with(context="../other"),
+        "apps[web].context: context must stay inside the repository",
+    ),
+    "absolute context": (
+        app_with(context="/etc"),
+        "apps[web].context: context must be relative to the repository",
+    ),
+    "dockerfile escaping": (
+        app_with(dockerfile="../../Dockerfile"),
+        "apps[web].dockerfile: dockerfile must stay inside the repository",
+    ),
+    "absolute paths entry": (
+        app_with(paths=["/svc"]),
+        "apps[web].paths: paths entry must be relative",
+    ),
+    "app name not a DNS label": (
+        app_with(name="Web_1"),
+        "apps[Web_1].name: app name 'Web_1' must be a DNS label",
+    ),
+    "app name ending in a dash": (
+        app_with(name="web-"),
+        "must be a DNS label",
+    ),
+    "credentials in the repo URL": (
+        app_with(repo="https://user:ghp_secret@github.com/acme/web.git"),
+        "apps[web].repo: repo URL embeds a credential; put the token in git_token_file",
+    ),
+    "repo URL of an unknown kind": (
+        app_with(repo="ftp://x/y"),
+        "apps[web].repo: repo must be",
+    ),
+    "missing required key": (
+        config_text(apps=[without(WEB, "cluster")]),
+        "apps[web].cluster: missing required key",
+    ),
+    "duplicate app names": (config_text(apps=[WEB, WEB]), "duplicate app name 'web'"),
+    "empty test command": (
+        app_with(test={"command": []}),
+        "apps[web].test.command: command must not be empty",
+    ),
+    "negative test timeout": (
+        app_with(test={"command": ["npm", "test"], "timeout": -5}),
+        "apps[web].test.timeout",
+    ),
+    "test on an unknown network": (
+        app_with(test={"command": ["npm", "test"], "network": "wifi"}),
+        "apps[web].test.network",
+    ),
+    "empty pre-deploy command": (
+        app_with(pre_deploy={"command": [""]}),
+        "apps[web].pre_deploy.command: command must not be empty",
+    ),
+    "negative pre-deploy timeout": (
+        app_with(pre_deploy={"command": ["migrate"], "timeout": "-1m"}),
+        "apps[web].pre_deploy.timeout",
+    ),
+    "pre-deploy without a command": (
+        app_with(pre_deploy={"container": "app"}),
+        "apps[web].pre_deploy.command: missing required key",
+    ),
+    "an extra tag that is not a tag": (
+        app_with(extra_tags=["latest", "no spaces"]),
+        "apps[web].extra_tags: not a valid image tag: 'no spaces'",
+    ),
+    "an extra tag that looks like a build": (
+        app_with(extra_tags=["a" * 40]),
+        "looks like a commit SHA",
+    ),
+    "unknown builder": (with_section(build={"builder": "kaniko"}), "build.builder"),
+    "unknown notify event": (
+        with_section(notify={"events": ["deployed", "exploded"]}),
+        "notify.events: unknown event exploded",
+    ),
+    "bad public url": (
+        with_section(daemon={"public_url": "deploy.acme.dev"}),
+        "daemon.public_url: expected an http(s) URL",
+    ),
+    "bad app url": (app_with(url="web.acme.dev"), "apps[web].url: expected an http(s) URL"),
+    "bad listen": (with_section(daemon={"listen": "8088"}), "daemon.listen: expected host:port"),
+    "zero builds": (
+        with_section(daemon={"max_concurrent_builds": 0}),
+        "daemon.max_concurrent_builds",
+    ),
+    "bad log format": (with_section(daemon={"log_format": "xml"}), "daemon.log_format"),
+    "bad region": (with_section(aws={"region": "mars"}), "aws.region: not an AWS region"),
+    "bad endpoint": (
+        with_section(aws={"endpoint_url": "localhost:5000"}),
+        "aws.endpoint_url: expected an http(s) URL",
+    ),
+    "registry with scheme": (
+        with_section(aws={"registry": "http://127.0.0.1:5000"}),
+        "aws.registry: expected a registry host",
+    ),
+    "tiny body limit": (with_section(webhook={"max_body_bytes": 10}), "webhook.max_body_bytes"),
+    "bad branch": (app_with(branch="a..b"), "apps[web].branch: not a valid branch name"),
+    "bad revision": (app_with(revision="x y"), "apps[web].revision: not a commit SHA or tag"),
+    "bad ecr repository": (
+        app_with(ecr_repository="Web!"),
+        "apps[web].ecr_repository: not a valid repository name",
+    ),
+    "bad cluster": (
+        app_with(cluster="a b"),
+        "apps[web].cluster: not an ECS name or ARN",
+    ),
+    "rollback not a bool": (app_with(rollback="maybe"), "apps[web].rollback"),
+    "build_args not strings": (app_with(build_args={"A": [1]}), "apps[web].build_args.A"),
+    "not TOML": ("[[apps]\nname=", "not valid TOML"),
+    "empty file": ("", "file is empty"),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), list(BAD.values()), ids=list(BAD))
+def test_bad_config_names_the_problem(text: str, expected: str) -> None:
+    lines = problems(text)
+    assert any(expected in line for line in lines), lines
+    assert all("\n" not in line for line in lines)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = app_with(rollout_timeout="soon", colour="x", context="../x")
+    assert len(problems(text)) == 3
+
+
+def test_environment_overrides_daemon_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_DAEMON__POLL_INTERVAL", "5s")
+    monkeypatch.setenv("RECONCILER_AWS__REGION", "eu-west-1")
+    config = parse_config(APP)
+    assert config.daemon.poll_interval == 5.0
+    assert config.aws.region == "eu-west-1"
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "nope.toml")
+    assert caught.value.problems == [f"{tmp_path / 'nope.toml'}: file not found"]
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(Path(__file__).parents[2] / "config" / "reconciler.toml")
+    assert config.apps
+
+
+def test_a_config_change_changes_the_fingerprint() -> None:
+    one = parse_config(APP).apps[0]
+    two = parse_config(app_with(revision="v1.2.0")).apps[0]
+    assert one.fingerprint() == parse_config(APP).apps[0].fingerprint()
+    assert one.fingerprint() != two.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("cluster", "expected"),
+    [
+        ({"lease_table": "x"}, "cluster.lease_table: not a DynamoDB table name"),
+        ({"lease_table": "leases", "lease_ttl": "1s"}, "cluster.lease_ttl"),
+        ({"host_id": "a b"}, "cluster.host_id: host_id may hold"),
+        ({"lease_tabel": "leases"}, "cluster.lease_tabel"),
+    ],
+)
+def test_bad_cluster_settings_name_the_key(cluster: Table, expected: str) -> None:
+    found = problems(config_text(cluster=cluster, apps=[WEB]))
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_a_lease_table_turns_the_cluster_on() -> None:
+    config = parse_config(config_text(cluster={"lease_table": "leases"}, apps=[WEB]))
+    assert config.cluster.enabled and config.cluster.lease_ttl == 30.0
+    assert not parse_config(config_text(apps=[WEB])).cluster.enabled
