@@ -2,17 +2,55 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
 from reconciler.adapters.accounts import Account, account_of, session_for
 from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.adapters.ports import HousekeepingPort
 from reconciler.app.stages.housekeeping import clean_up, enabled, pinned_image, protected_by
 from reconciler.app.state import AppMemory
+from reconciler.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    load,
+    print_table,
+    with_config,
+)
 from reconciler.cluster.admin import memories
 from reconciler.config import AppConfig, Config
 from reconciler.errors import ConfigError, ReconcilerError
+
+
+def register(sub: Any) -> None:
+    cleanup = sub.add_parser(
+        "cleanup",
+        help="deregister old task definitions and delete old images, as [apps.cleanup] says",
+    )
+    with_config(cleanup)
+    cleanup.add_argument("--app")
+    cleanup.add_argument("--dry-run", action="store_true", help="only list what would go")
+    cleanup.set_defaults(func=cmd_cleanup)
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from reconciler import logs
+
+    _, config = load(args)
+    # The table goes to stdout; what is done on the way is logged to stderr.
+    logs.configure(log_format="console", stream=sys.stderr)
+    if args.app and args.app not in {a.name for a in config.apps}:
+        raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
+    rows = asyncio.run(cleanup_rows(config, [args.app] if args.app else [], dry_run=args.dry_run))
+    print_table(rows, ["app", "action", "item", "detail"])
+    failed = any(r["action"] == "error" or r["action"].endswith("failed") for r in rows)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 async def cleanup_rows(

@@ -1,0 +1,82 @@
+"""Talking to a running daemon over its HTTP API: where it is, the token, one request."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from reconciler.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError, load
+
+DEFAULT_URL = "http://127.0.0.1:8088"
+
+
+def daemon_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url).rstrip("/")
+    if os.environ.get("RECONCILER_URL"):
+        return os.environ["RECONCILER_URL"].rstrip("/")
+    if args.config or os.environ.get("RECONCILER_CONFIG"):
+        _, config = load(args)
+        host = config.daemon.host
+        # A daemon listening on every address is reached on loopback.
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+        return (
+            f"http://[{host}]:{config.daemon.port}"
+            if ":" in host
+            else f"http://{host}:{config.daemon.port}"
+        )
+    return DEFAULT_URL
+
+
+def request(
+    url: str, *, method: str = "GET", token: str | None = None, body: Any = None
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, method=method, data=data)  # noqa: S310 - operator-given
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return int(answer.status), json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read() or b"null")
+        except ValueError:
+            body = None
+        return int(exc.code), body
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(f"cannot reach the daemon at {url}: {reason}") from exc
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    token_file = args.token_file or os.environ.get("RECONCILER_API_TOKEN_FILE")
+    if not token_file:
+        return None
+    try:
+        return Path(token_file).read_text().strip()
+    except OSError as exc:
+        raise CliError(f"cannot read token file {token_file}: {exc.strerror}", EXIT_USAGE) from exc
+
+
+def steer(args: argparse.Namespace, action: str, body: Any = None) -> Any:
+    """POST /apps/APP/<action>; the answer's body when the daemon accepted it (202)."""
+    app = urllib.parse.quote(args.app, safe="")
+    code, answer = request(
+        f"{daemon_url(args)}/apps/{app}/{action}", method="POST", token=token_of(args), body=body
+    )
+    if code == 202:
+        return answer
+    message = answer.get("error") if isinstance(answer, dict) else None
+    raise CliError(
+        f"{action} of {args.app} refused: HTTP {code}: {message or 'no detail'}",
+        EXIT_USAGE if code in {400, 404, 409} else EXIT_FAILURE,
+    )

@@ -1,0 +1,112 @@
+"""`reconciler plan`: desired against live and the action each app needs; writes nothing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from reconciler.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    load,
+    print_table,
+    with_config,
+)
+from reconciler.config import Config
+from reconciler.errors import ReconcilerError
+
+
+def register(sub: Any) -> None:
+    plan = sub.add_parser(
+        "plan", help="show desired vs live and the action each app needs; writes nothing"
+    )
+    with_config(plan)
+    plan.add_argument("--app")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_plan)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    _, config = load(args)
+    apps = [a for a in config.apps if not args.app or a.name == args.app]
+    if args.app and not apps:
+        raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
+    rows = asyncio.run(_plan_rows(config, apps))
+    if args.json:
+        print(json.dumps({"apps": rows}, indent=2))
+    else:
+        print_table(rows, ["app", "desired", "live", "action"])
+    return EXIT_FAILURE if any(r.get("error") for r in rows) else EXIT_OK
+
+
+async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
+    from reconciler.app.stages.observe import desired_of, observe
+    from reconciler.app.stages.resolve import resolve
+    from reconciler.cluster.admin import memories
+    from reconciler.daemon.root import open_adapters
+    from reconciler.decisions.plan import plan
+
+    memory_of = await memories(config)
+    rows: list[dict[str, Any]] = []
+    # Git mirrors go to a scratch directory: `plan` writes nothing, not even to state_dir.
+    with tempfile.TemporaryDirectory(prefix="reconciler-plan-") as scratch:
+        daemon = config.daemon.model_copy(update={"state_dir": Path(scratch)})
+        async with open_adapters(config.model_copy(update={"daemon": daemon})) as io:
+            for app in apps:
+                row: dict[str, Any] = {"app": app.name}
+                try:
+                    revision = await resolve(app, memory_of=memory_of, git=io.git)
+                    desired = await desired_of(app, io, revision=revision)
+                    obs = await observe(app, io, desired=desired, memory=memory_of(app.name))
+                    action = plan(obs)
+                    row.update(
+                        desired=str(obs.desired.image),
+                        revision=revision,
+                        live=obs.live.image or "-",
+                        task_definition=obs.live.task_definition,
+                        action=_describe_action(action),
+                    )
+                except ReconcilerError as exc:
+                    row.update(desired="-", live="-", action=f"error: {exc}", error=str(exc))
+                rows.append(row)
+    return rows
+
+
+def _describe_action(action: object) -> str:
+    from reconciler.decisions.model import (
+        AwaitRollout,
+        Deploy,
+        FailedUnwatched,
+        Held,
+        InSync,
+        Refused,
+        ReportOnly,
+        RollBack,
+    )
+
+    match action:
+        case InSync():
+            return "nothing (in sync)"
+        case ReportOnly():
+            return "nothing (suspended)"
+        case Refused(reason=reason):
+            return f"nothing (refused: {reason})"
+        case Held(reason=reason):
+            return f"nothing (held: {reason})"
+        case RollBack(task_definition=td):
+            return f"roll back to {td}"
+        case FailedUnwatched(reason=reason):
+            return f"nothing (hold: {reason})"
+        case AwaitRollout(deployment_id=dep):
+            return f"wait for rollout {dep}"
+        case Deploy(build=True):
+            return "build, push, deploy"
+        case Deploy(build=False):
+            return "deploy existing image"
+    return repr(action)

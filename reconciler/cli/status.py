@@ -1,0 +1,128 @@
+"""`reconciler status` and `reconciler history`: what a running daemon says of its apps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.parse
+from typing import Any
+
+from reconciler.cli.client import daemon_url, request
+from reconciler.cli.common import EXIT_OK, EXIT_USAGE, CliError, print_table
+
+
+def register(sub: Any) -> None:
+    status = sub.add_parser("status", help="the daemon's status as a table")
+    status.add_argument("app", nargs="?", help="one app in detail: its rollout and history")
+    status.add_argument("--url")
+    status.add_argument("--config")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    history = sub.add_parser("history", help="an app's last outcomes as a table")
+    history.add_argument("app")
+    history.add_argument("--url")
+    history.add_argument("--config")
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(func=cmd_history)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    base = daemon_url(args)
+    if args.app:
+        return _status_of_one(base, args.app, as_json=args.json)
+    code, body = request(f"{base}/status")
+    if code != 200 or not isinstance(body, dict):
+        raise CliError(f"{base}/status answered HTTP {code}")
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return EXIT_OK
+    rows = [
+        {
+            "app": a["name"],
+            "phase": a["phase"],
+            "desired": (a["desired"].get("revision") or "-")[:12],
+            "live": a["live"].get("image") or "-",
+            "since": a["last_transition"],
+            "error": (a.get("last_error") or "").splitlines()[0][:60]
+            if a.get("last_error")
+            else "",
+            "owner": a.get("owner") or "-",
+        }
+        for a in body.get("apps", [])
+    ]
+    columns = ["app", "phase", "desired", "live", "since", "error"]
+    if any("owner" in a for a in body.get("apps", [])):
+        columns.insert(2, "owner")  # several daemons share the apps
+    print_table(rows, columns)
+    return EXIT_OK
+
+
+def _status_of_one(base: str, app: str, *, as_json: bool) -> int:
+    code, body = request(f"{base}/status/{urllib.parse.quote(app, safe='')}")
+    if code == 404:
+        raise CliError(f"unknown app {app!r}", EXIT_USAGE)
+    if code != 200 or not isinstance(body, dict):
+        raise CliError(f"{base}/status/{app} answered HTTP {code}")
+    if as_json:
+        print(json.dumps(body, indent=2))
+        return EXIT_OK
+    lines = [
+        f"app:        {body['name']}",
+        f"phase:      {body['phase']} since {body['last_transition']}",
+        f"desired:    {body['desired'].get('image') or '-'}",
+        f"live:       {body['live'].get('image') or '-'} ({body['live'].get('task_definition')})",
+    ]
+    rollout = body.get("rollout")
+    if rollout:
+        counts = f"{rollout.get('running')}/{rollout.get('desired')} running"
+        lines.append(
+            f"rollout:    {rollout['kind']} {rollout['strategy']} {rollout.get('status') or '-'}"
+            f" stage {rollout.get('stage') or '-'}, {counts}, "
+            f"{rollout.get('failed_tasks', 0)} failed tasks"
+        )
+        if rollout.get("alarms_triggered"):
+            lines.append(f"alarms:     {', '.join(rollout['alarms_triggered'])}")
+        lines.append(
+            f"            started {rollout.get('started_at')}, "
+            f"finished {rollout.get('finished_at') or '-'}"
+        )
+    if body.get("last_error"):
+        lines.append("last error: " + body["last_error"].replace("\n", "\n            "))
+    print("\n".join(lines))
+    history = [
+        {
+            "revision": (h["revision"] or "")[:12],
+            "result": h["result"],
+            "finished": h["finished_at"],
+            "error": (h.get("error") or "").splitlines()[0][:60] if h.get("error") else "",
+        }
+        for h in body.get("history", [])
+    ]
+    if history:
+        print()
+        print_table(history, ["revision", "result", "finished", "error"])
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    app = urllib.parse.quote(args.app, safe="")
+    code, body = request(f"{daemon_url(args)}/status/{app}")
+    if code == 404:
+        raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
+    if code != 200 or not isinstance(body, dict):
+        raise CliError(f"/status/{args.app} answered HTTP {code}")
+    if args.json:
+        print(json.dumps(body.get("history", []), indent=2))
+        return EXIT_OK
+    rows = [
+        {
+            "revision": h["revision"][:12],
+            "result": h["result"],
+            "started": h["started_at"],
+            "finished": h["finished_at"],
+            "error": (h.get("error") or "").splitlines()[0][:60] if h.get("error") else "",
+        }
+        for h in body.get("history", [])
+    ]
+    print_table(rows, ["revision", "result", "started", "finished", "error"])
+    return EXIT_OK

@@ -1,0 +1,45 @@
+"""`reconciler sync`, `rollback` and `unpin`: an operator steering one app."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from reconciler.cli.client import steer
+from reconciler.cli.common import EXIT_OK
+
+
+def register(sub: Any) -> None:
+    sync = sub.add_parser("sync", help="start a pass now and clear a Failed hold")
+    sync.add_argument("app")
+    rollback = sub.add_parser(
+        "rollback", help="deploy an earlier successful revision now and keep it until unpin"
+    )
+    rollback.add_argument("app")
+    rollback.add_argument("--to", help="the revision (full or short SHA); default: the one before")
+    unpin = sub.add_parser("unpin", help="end a rollback pin: follow git again")
+    unpin.add_argument("app")
+    for command, func in ((sync, cmd_sync), (rollback, cmd_rollback), (unpin, cmd_unpin)):
+        command.add_argument("--url")
+        command.add_argument("--config")
+        command.add_argument("--token-file")
+        command.set_defaults(func=func)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    steer(args, "sync")
+    print(f"sync of {args.app} started")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    answer = steer(args, "rollback", {"revision": args.to} if args.to else {})
+    print(f"{args.app} pinned to {answer['pinned']} (until `reconciler unpin {args.app}`)")
+    return EXIT_OK
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    answer = steer(args, "unpin")
+    said = "back to following git" if answer.get("unpinned") else "was not pinned"
+    print(f"{args.app}: {said}")
+    return EXIT_OK
