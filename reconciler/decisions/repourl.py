@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["has_credentials", "normalise_repo_url", "redact_url", "redact_urls_in"]
+__all__ = ["api_host", "has_credentials", "normalise_repo_url", "redact_url", "redact_urls_in"]
 
 # Ports a scheme implies. An explicit default port names the same server, so it is dropped;
 # any other port stays part of the key (it may be a different server).
@@ -128,6 +128,26 @@ def has_credentials(url: str) -> bool:
     if colon:
         return password != ""
     return user != "" and match["scheme"].lower() in _TOKEN_IN_USERNAME_SCHEMES
+
+
+_WEB_PORTS = {"https": 443, "http": 80}
+
+
+def api_host(api_url: str) -> str:
+    """`host[:port]` of a forge's API URL, spelt as `normalise_repo_url` spells hosts: the
+    host a repository URL must name to live on that forge (GitHub Enterprise serves its API
+    at `https://HOST/api/v3` and its repositories on HOST)."""
+    try:
+        parts = urlsplit(api_url)
+        port = parts.port
+    except ValueError:
+        return ""
+    host = (parts.hostname or "").lower().removesuffix(".")
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != _WEB_PORTS.get(parts.scheme.lower()):
+        host = f"{host}:{port}"
+    return host
 
 
 def _normalise_scp_like(url: str, text: str) -> str:

@@ -16,11 +16,10 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from reconciler.config import AppConfig, Config
-from reconciler.decisions.repourl import normalise_repo_url
+from reconciler.decisions.repourl import api_host, normalise_repo_url
 
 Kind = Literal["github", "gitlab"]
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 @dataclass(frozen=True)
@@ -58,21 +57,6 @@ def route(app: AppConfig, config: Config) -> Forge | None:
             return None
         return Forge("gitlab", gitlab.api_url, project, gitlab.token_file)
     return None
-
-
-def api_host(api_url: str) -> str:
-    """`host[:port]` of an API URL, spelt as `normalise_repo_url` spells hosts."""
-    try:
-        parts = urlsplit(api_url)
-        port = parts.port
-    except ValueError:
-        return ""
-    host = (parts.hostname or "").lower().removesuffix(".")
-    if ":" in host:
-        host = f"[{host}]"
-    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
-        host = f"{host}:{port}"
-    return host
 
 
 def project_path(url: str) -> str:

@@ -20,7 +20,16 @@ from tests.support.forge import ChatReceiver, FakeForge
 from tests.support.gitrepo import GitRepo
 from tests.support.net import free_port
 from tests.support.probes import eventually
-from tests.unit.feedback.test_feedback import PUBLIC, R1, R2, Harness, count, github_app, idle, running
+from tests.unit.feedback.test_feedback import (
+    PUBLIC,
+    R1,
+    R2,
+    Harness,
+    count,
+    github_app,
+    idle,
+    running,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 D = Phase.DEPLOYING

@@ -125,7 +125,7 @@ SUBJECTS: web.AppKey[Subjects] = web.AppKey("dashboard_subjects", Subjects)
 
 def links_of(request: web.Request) -> Links:
     # Read per request: public_url applies as soon as a reloaded config is in force.
-    return Links(request.app[SOURCE].config.daemon.public_url)
+    return Links.of(request.app[SOURCE].config)
 
 
 def content_security_policy(links: Links) -> str:

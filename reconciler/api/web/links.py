@@ -7,19 +7,22 @@ Pure functions of the config: nothing is fetched or resolved.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from reconciler.decisions.repourl import normalise_repo_url
+from reconciler.config import Config
+from reconciler.decisions.repourl import api_host, normalise_repo_url
 
-__all__ = ["Links", "commit_url", "commit_url_prefix", "short_sha"]
+__all__ = ["Links", "commit_url", "commit_url_prefix", "forge_hosts", "short_sha"]
 
 _SHA = re.compile(r"[0-9a-f]{7,64}")
 SHORT = 7  # as the forges show a commit
 
 # Forges whose commit page is https://host/<owner>/<repo>/<segment>/<sha>. Self-hosted GitHub
-# Enterprise and GitLab usually live on a host named github.* or gitlab*.*; anything else is
-# shown as text, since a guessed link that 404s is worse than none.
+# Enterprise and GitLab live on the host of `[github].api_url` or `[gitlab].api_url` (the
+# rule commit statuses follow), or usually on a host named github.* or gitlab*.*; anything
+# else is shown as text, since a guessed link that 404s is worse than none.
 _KNOWN_HOSTS = {
     "github.com": "commit",
     "gitlab.com": "commit",
@@ -33,9 +36,17 @@ def short_sha(revision: str) -> str:
     return revision[:SHORT] if _SHA.fullmatch(revision) else revision
 
 
-def commit_url_prefix(repo: str) -> str | None:
+def forge_hosts(config: Config) -> frozenset[str]:
+    """The hosts (`host[:port]`) the config names a GitHub or GitLab on."""
+    return frozenset(
+        h for h in (api_host(config.github.api_url), api_host(config.gitlab.api_url)) if h
+    )
+
+
+def commit_url_prefix(repo: str, forges: Collection[str] = ()) -> str | None:
     """The commit page of `repo` up to the SHA (`https://github.com/acme/web/commit/`), or
-    None where the repository is local or not on a forge we know."""
+    None where the repository is local or not on a forge we know. `forges` are the hosts
+    (`host[:port]`) the config names a forge on."""
     try:
         key = normalise_repo_url(repo)
     except ValueError:
@@ -46,7 +57,9 @@ def commit_url_prefix(repo: str) -> str | None:
     if authority.startswith("["):  # an IP address names no forge we could know
         return None
     host = authority.partition(":")[0]
-    segment = _KNOWN_HOSTS.get(host) or ("commit" if _SELF_HOSTED.match(host) else None)
+    segment = _KNOWN_HOSTS.get(host) or (
+        "commit" if authority in forges or _SELF_HOSTED.match(host) else None
+    )
     if segment is None or path.count("/") < 1:
         return None
     scheme = urlsplit(repo.strip()).scheme.lower() if "://" in repo else ""
@@ -63,9 +76,9 @@ def _as_written(repo: str, normal: str) -> str:
     return path if path.lower() == normal else normal
 
 
-def commit_url(repo: str, revision: str) -> str | None:
+def commit_url(repo: str, revision: str, forges: Collection[str] = ()) -> str | None:
     """The forge's page of `revision` in `repo`, or None (unknown host, not a SHA)."""
-    prefix = commit_url_prefix(repo)
+    prefix = commit_url_prefix(repo, forges)
     if prefix is None or not _SHA.fullmatch(revision):
         return None
     return prefix + revision
@@ -77,6 +90,17 @@ class Links:
     the daemon, perhaps through a proxy under a path), else relative to the host."""
 
     public_url: str = ""
+    forges: frozenset[str] = frozenset()  # hosts the config names a forge on (forge_hosts)
+
+    @classmethod
+    def of(cls, config: Config) -> Links:
+        return cls(config.daemon.public_url, forge_hosts(config))
+
+    def commit(self, repo: str, revision: str) -> str | None:
+        return commit_url(repo, revision, self.forges)
+
+    def commit_prefix(self, repo: str) -> str | None:
+        return commit_url_prefix(repo, self.forges)
 
     def to(self, path: str) -> str:
         return self.public_url.rstrip("/") + path

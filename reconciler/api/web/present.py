@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconciler.api.web.links import Links, commit_url, commit_url_prefix, short_sha
+from reconciler.api.web.links import Links, short_sha
 from reconciler.app.reporter import BUSY
 from reconciler.app.status import AppStatus
 from reconciler.config import AppConfig
@@ -71,11 +71,13 @@ class Revision:
     subject: str | None  # the commit's first line, where the mirror had it at hand
 
 
-def revision(repo: str, sha: str | None, subjects: Mapping[str, str]) -> Revision | None:
+def revision(
+    repo: str, sha: str | None, subjects: Mapping[str, str], links: Links
+) -> Revision | None:
     if not sha:
         return None
     return Revision(
-        sha=sha, short=short_sha(sha), url=commit_url(repo, sha), subject=subjects.get(sha)
+        sha=sha, short=short_sha(sha), url=links.commit(repo, sha), subject=subjects.get(sha)
     )
 
 
@@ -97,11 +99,11 @@ def _took(entry: HistoryEntry) -> str:
 
 
 def history_row(
-    repo: str, entry: HistoryEntry, now: datetime, subjects: Mapping[str, str]
+    repo: str, entry: HistoryEntry, now: datetime, subjects: Mapping[str, str], links: Links
 ) -> HistoryRow:
     result = entry.result.value
     return HistoryRow(
-        revision=revision(repo, entry.revision, subjects),
+        revision=revision(repo, entry.revision, subjects, links),
         result=result.replace("_", " "),
         result_class="result-" + "".join(c for c in result if c.isalnum() or c == "_"),
         started=Moment.of(entry.started_at, now),
@@ -241,15 +243,15 @@ def app_view(
         busy=status.phase in BUSY,
         branch=app.branch if app is not None else "",
         repo=redact_url(repo),
-        commit_prefix=commit_url_prefix(repo) if repo else None,
-        revision=revision(repo, status.desired_revision, subjects),
+        commit_prefix=links.commit_prefix(repo) if repo else None,
+        revision=revision(repo, status.desired_revision, subjects, links),
         desired_image=status.desired_image,
         live_image=status.live_image,
         live_task_definition=status.live_task_definition,
         since=Moment.of(status.last_transition, now),
         error=status.last_error,
         error_line=first_line(status.last_error),
-        history=[history_row(repo, entry, now, subjects) for entry in status.history],
+        history=[history_row(repo, entry, now, subjects, links) for entry in status.history],
         rollout=fields_of(status.rollout) if status.rollout is not None else None,
         owner=owner,
     )

@@ -29,6 +29,7 @@ from reconciler.api.routes import build_app
 from reconciler.api.web import dashboard, stream
 from reconciler.api.web.dashboard import content_security_policy
 from reconciler.api.web.links import Links, commit_url
+from reconciler.api.web.present import app_view
 from reconciler.app.events import Finished, PhaseChanged
 from reconciler.app.status import AppStatus, RolloutView
 from reconciler.cluster.fenced import Fence
@@ -37,6 +38,7 @@ from reconciler.config import Config, parse_config
 from reconciler.daemon.supervisor import Supervisor
 from reconciler.decisions.model import HistoryEntry, Phase, Result
 from reconciler.errors import NotForwarded
+from tests.support.config import app_table, config_text
 from tests.support.http_face import API_TOKEN, APPS, HttpFace, face_config, serve
 from tests.support.probes import eventually
 from tests.support.webhooks import fixture
@@ -758,6 +760,39 @@ def test_a_revision_links_to_its_commit_page_on_a_known_forge(
     repo: str, expected: str | None
 ) -> None:
     assert commit_url(repo, SHA) == expected
+
+
+@pytest.mark.parametrize(
+    ("repo", "expected"),
+    [
+        ("git@git.corp.example:acme/web.git", f"https://git.corp.example/acme/web/commit/{SHA}"),
+        (
+            "https://code.corp.example:8443/group/app.git",
+            f"https://code.corp.example:8443/group/app/commit/{SHA}",
+        ),
+        ("https://elsewhere.example/acme/web.git", None),
+    ],
+)
+def test_a_forge_the_config_names_gets_commit_links_as_it_gets_statuses(
+    tmp_path: Path, repo: str, expected: str | None
+) -> None:
+    """A GitHub Enterprise or GitLab on a host the config names by its API URL is a forge we
+    know, whatever the host is called; the page links its commits (statuses already go there)."""
+    config = parse_config(
+        config_text(
+            daemon={"state_dir": tmp_path},
+            github={"api_url": "https://git.corp.example/api/v3"},
+            gitlab={"api_url": "https://code.corp.example:8443/api/v4"},
+            apps=[app_table("web", repo)],
+        )
+    )
+    links = Links.of(config)
+    assert links.commit(repo, SHA) == expected
+    status = AppStatus(name="web", last_transition=datetime.now(UTC), desired_revision=SHA)
+    view = app_view("web", status, config.apps[0], links)
+    assert view.revision is not None
+    assert view.revision.url == expected
+    assert commit_url(repo, SHA) is None  # without the config, the host names no forge
 
 
 def test_only_a_sha_is_linked() -> None:

@@ -10,8 +10,9 @@ import pytest
 from reconciler.app.events import Event, Finished, PhaseChanged
 from reconciler.config import parse_config
 from reconciler.decisions.model import Phase, Result
+from reconciler.decisions.repourl import api_host
 from reconciler.feedback.record import COMMITS_KEPT, AppRecord, apply, first_notice
-from reconciler.feedback.routing import api_host, dashboard_url, project_path, route
+from reconciler.feedback.routing import dashboard_url, project_path, route
 from reconciler.feedback.translate import (
     DeployStarted,
     Ended,
