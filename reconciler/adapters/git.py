@@ -34,6 +34,7 @@ import pygit2
 from pygit2.enums import CredentialType, FetchPrune, Option
 
 from reconciler.adapters.buildcontext import write_context_tar
+from reconciler.config import AppConfig
 from reconciler.decisions.repourl import redact_url, redact_urls_in
 from reconciler.errors import GitAuthError, GitRevisionNotFound, GitUnavailable, ReconcilerError
 
@@ -66,6 +67,18 @@ class GitSource:
     paths: tuple[str, ...] = ()  # monorepo: only commits touching these count
     token_file: Path | None = None  # HTTPS token, sent as password for "x-access-token"
     ssh_key_file: Path | None = None  # SSH private key; "<key>.pub" is used when present
+
+
+def source_of(app: AppConfig) -> GitSource:
+    """Where an app's commits come from, as the mirrors need it."""
+    return GitSource(
+        url=app.repo,
+        branch=app.branch,
+        revision=app.revision,
+        paths=app.paths,
+        token_file=app.git_token_file,
+        ssh_key_file=app.git_ssh_key_file,
+    )
 
 
 class GitMirrors:

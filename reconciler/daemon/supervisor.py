@@ -20,13 +20,14 @@ from typing import Any, Protocol
 import structlog
 
 from reconciler.adapters.accounts import Account, account_of
+from reconciler.adapters.git import source_of
 from reconciler.adapters.ports import Adapters, EcrPort, EcsPort, HousekeepingPort
 from reconciler.aio import backoff
 from reconciler.api.webhooks import Nudged, PushEvent, matches
 from reconciler.app.events import EventBus, Finished
 from reconciler.app.loop import AppLoop
 from reconciler.app.reporter import BUSY, Reporter
-from reconciler.app.stages.context import PromotionSource, source_of
+from reconciler.app.stages.context import PromotionSource
 from reconciler.app.state import FileStateStore, StateStore
 from reconciler.app.status import AppStatus
 from reconciler.cluster.fenced import Fence, FencedEcs, FencedHousekeeping

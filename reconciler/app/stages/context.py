@@ -12,24 +12,13 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.adapters.git import GitSource
+from reconciler.adapters.git import GitSource, source_of
 from reconciler.adapters.ports import Adapters
 from reconciler.aio.backoff import Timings
 from reconciler.app.reporter import Reporter
 from reconciler.app.state import AppMemory, StateStore
 from reconciler.config import AppConfig
 from reconciler.decisions.model import Observation, utcnow
-
-
-def source_of(app: AppConfig) -> GitSource:
-    return GitSource(
-        url=app.repo,
-        branch=app.branch,
-        revision=app.revision,
-        paths=app.paths,
-        token_file=app.git_token_file,
-        ssh_key_file=app.git_ssh_key_file,
-    )
 
 
 @dataclass

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from reconciler.adapters.git import source_of
 from reconciler.adapters.ports import GitPort
-from reconciler.app.stages.context import AppSession, source_of
+from reconciler.app.stages.context import AppSession
 from reconciler.app.state import AppMemory
 from reconciler.config import AppConfig
 from reconciler.decisions.model import utcnow
