@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter
 from reconciler.adapters.ports import GitPort
 from reconciler.app.events import Event, EventBus
 from reconciler.app.stages.context import source_of
-from reconciler.config import AppConfig, Config
+from reconciler.config import AppConfig, Config, UnknownApp
 from reconciler.feedback import chat, forges
 from reconciler.feedback.lane import Lane, Rejected, Retry
 from reconciler.feedback.record import Records, apply, first_notice
@@ -387,7 +387,11 @@ class Dispatcher:
 
 
 def _app(config: Config, name: str) -> AppConfig | None:
-    return next((a for a in config.apps if a.name == name), None)
+    """The app's config; None when the config no longer has it (a reload took it out)."""
+    try:
+        return config.app(name)
+    except UnknownApp:
+        return None
 
 
 def _read_token(forge: Forge) -> str:
