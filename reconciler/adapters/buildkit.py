@@ -19,11 +19,12 @@ import os
 import re
 import signal
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from reconciler.adapters.values import BuildRequest
 from reconciler.errors import StalledError
 
 # A single output line longer than this is cut: a RUN step printing a megabyte without a
@@ -155,25 +156,21 @@ def host_flag(url: str) -> str:
 
 def command(
     cli: DockerCli,
+    request: BuildRequest,
     *,
     url: str | None,
-    dockerfile: str,
-    tag: str,
-    build_args: Mapping[str, str],
-    target: str,
-    labels: Mapping[str, str],
     network: str,
     iidfile: str,
     environ: Mapping[str, str] | None = None,
-    cache_from: Sequence[str] = (),
     docker_config: str | None = None,
     tls: EngineTls | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The argument list and environment of the build; build-arg values are in the latter.
 
-    The image carries its build cache inline (BUILDKIT_INLINE_CACHE), so `cache_from` images
-    pushed by any host serve as cache here; `docker_config` is a directory whose config.json
-    holds the credentials for pulling them. `tls` is for a tcp:// engine that checks clients.
+    The image carries its build cache inline (BUILDKIT_INLINE_CACHE), so the request's
+    `cache_from` images pushed by any host serve as cache here; `docker_config` is a directory
+    whose config.json holds the credentials for pulling them (`request.cache_auth` is not read
+    here). `tls` is for a tcp:// engine that checks clients.
     """
     env = dict(os.environ if environ is None else environ)
     if docker_config is not None:
@@ -187,22 +184,23 @@ def command(
         argv += ["-H", host_flag(url)]
     if tls is not None:
         argv += tls.cli_flags()  # global flags: before the command, and they beat DOCKER_TLS_*
-    argv += ["build", "--progress=plain", "-f", dockerfile, "-t", tag, "--iidfile", iidfile]
-    for name, value in build_args.items():
+    argv += ["build", "--progress=plain", "-f", request.dockerfile, "-t", request.tag]
+    argv += ["--iidfile", iidfile]
+    for name, value in request.build_args.items():
         if _CLI_OWN_ENV.match(name):
             argv += ["--build-arg", f"{name}={value}"]
         else:
             # `--build-arg NAME` without a value makes the CLI take it from its environment.
             argv += ["--build-arg", name]
             env[name] = value
-    for name, value in labels.items():
+    for name, value in request.labels.items():
         argv += ["--label", f"{name}={value}"]
-    if target:
-        argv += ["--target", target]
+    if request.target:
+        argv += ["--target", request.target]
     if network:
         argv += ["--network", network]
     argv += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
-    for image in cache_from:
+    for image in request.cache_from:
         argv += ["--cache-from", image]
     argv.append("-")  # the context is the tar on stdin
     return argv, env

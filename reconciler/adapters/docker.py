@@ -38,6 +38,7 @@ from aiodocker.exceptions import DockerError
 
 from reconciler.adapters import buildkit
 from reconciler.adapters.registry import RegistryAuth
+from reconciler.adapters.values import BuildRequest
 from reconciler.decisions.model import TestRun
 from reconciler.errors import (
     BuildFailed,
@@ -214,22 +215,12 @@ class DockerEngine:
         with engine_errors("ping"):
             await self._client().version()
 
-    async def build(
-        self,
-        *,
-        context: BinaryIO,
-        dockerfile: str,
-        tag: str,
-        build_args: Mapping[str, str],
-        target: str,
-        labels: Mapping[str, str],
-        cache_from: Sequence[str] = (),
-        cache_auth: RegistryAuth | None = None,
-    ) -> BuildResult:
-        """Build the uncompressed tar `context` (read from its current position) as `tag`.
+    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+        """Build the uncompressed tar `context` (read from its current position) as
+        `request.tag`.
 
-        With BuildKit, images in `cache_from` (pulled with `cache_auth`) serve as build cache,
-        so a host that never built the app reuses what another host pushed.
+        With BuildKit, images in `request.cache_from` (pulled with `request.cache_auth`) serve
+        as build cache, so a host that never built the app reuses what another host pushed.
 
         The tar is streamed from the file object, never held in memory. Raises BuildFailed
         (with the last lines of output) when the Dockerfile does not build, DockerUnavailable
@@ -238,25 +229,8 @@ class DockerEngine:
         """
         cli = await self._buildkit_cli()
         if cli is not None:
-            return await self._build_with_cli(
-                cli,
-                context=context,
-                dockerfile=dockerfile,
-                tag=tag,
-                build_args=build_args,
-                target=target,
-                labels=labels,
-                cache_from=cache_from,
-                cache_auth=cache_auth,
-            )
-        return await self._build_classic(
-            context=context,
-            dockerfile=dockerfile,
-            tag=tag,
-            build_args=build_args,
-            target=target,
-            labels=labels,
-        )
+            return await self._build_with_cli(context, request, cli=cli)
+        return await self._build_classic(context, request)
 
     async def builder(self) -> str:
         """The builder builds use: "buildkit" or "classic" ("auto" decided)."""
@@ -295,71 +269,50 @@ class DockerEngine:
         return self._fallback_network
 
     async def _build_with_cli(
-        self,
-        cli: buildkit.DockerCli,
-        *,
-        context: BinaryIO,
-        dockerfile: str,
-        tag: str,
-        build_args: Mapping[str, str],
-        target: str,
-        labels: Mapping[str, str],
-        cache_from: Sequence[str] = (),
-        cache_auth: RegistryAuth | None = None,
+        self, context: BinaryIO, request: BuildRequest, *, cli: buildkit.DockerCli
     ) -> BuildResult:
         with tempfile.TemporaryDirectory(prefix="reconciler-build-") as scratch:
             iidfile = Path(scratch, "iid")
-            docker_config = _docker_config(scratch, cache_auth) if cache_from else None
+            docker_config = (
+                _docker_config(scratch, request.cache_auth) if request.cache_from else None
+            )
             argv, env = buildkit.command(
                 cli,
+                request,
                 url=self._url,
-                dockerfile=dockerfile,
-                tag=tag,
-                build_args=build_args,
-                target=target,
-                labels=labels,
                 network=self._network or await self._default_build_network(),
                 iidfile=str(iidfile),
-                cache_from=cache_from,
                 docker_config=docker_config,
                 tls=self._tls,
             )
             progress = buildkit.PlainProgress(tail_lines=LOG_TAIL_LINES)
             ended = await buildkit.run(argv, env=env, context=context, progress=progress)
             if ended.returncode != 0:
-                raise _buildkit_failure(tag, ended, cli=cli)
+                raise _buildkit_failure(request.tag, ended, cli=cli)
             image_id = _read_image_id(iidfile)
         if not image_id:
-            raise DockerUnavailable(f"docker CLI ended the build of {tag} without an image")
+            raise DockerUnavailable(f"docker CLI ended the build of {request.tag} without an image")
         return BuildResult(
             image_id=image_id,
             log_tail=tuple(progress.tail),
             cached_steps=progress.cached_steps,
         )
 
-    async def _build_classic(
-        self,
-        *,
-        context: BinaryIO,
-        dockerfile: str,
-        tag: str,
-        build_args: Mapping[str, str],
-        target: str,
-        labels: Mapping[str, str],
-    ) -> BuildResult:
+    async def _build_classic(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+        tag = request.tag
         params: dict[str, Any] = {
             "t": tag,
-            "dockerfile": dockerfile,
-            "buildargs": json.dumps(dict(build_args)),
-            "labels": json.dumps(dict(labels)),
+            "dockerfile": request.dockerfile,
+            "buildargs": json.dumps(dict(request.build_args)),
+            "labels": json.dumps(dict(request.labels)),
             "rm": True,
             "forcerm": True,
             # The classic builder: BuildKit needs a gRPC session over the same API, and its
             # cache report differs. "Using cache" lines are how cached_steps is counted.
             "version": "1",
         }
-        if target:
-            params["target"] = target
+        if request.target:
+            params["target"] = request.target
         if self._network:
             params["networkmode"] = self._network
         with engine_errors("build"):

@@ -26,6 +26,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors
+from reconciler.adapters.values import TaskRunRequest
 from reconciler.decisions.model import (
     Deployment,
     RolloutSettings,
@@ -520,37 +521,33 @@ class Ecs:
 
     # One-off tasks --------------------------------------------------------------------
 
-    async def run_task(
-        self,
-        *,
-        cluster: str,
-        task_definition: str,
-        container: str,
-        command: Sequence[str],
-        started_by: str,
-        launch: TaskLaunch,
-    ) -> str:
-        """Start one task of `task_definition` running `command` in `container`; its ARN.
+    async def run_task(self, request: TaskRunRequest) -> str:
+        """Start the one task `request` describes; its ARN.
 
         Raises AwsRejected when ECS answers with failures instead of a task (no capacity, no
         container instance, ...): the same request will not start one without a change.
         """
-        request: dict[str, Any] = {
-            "cluster": cluster,
-            "taskDefinition": task_definition,
+        call: dict[str, Any] = {
+            "cluster": request.cluster,
+            "taskDefinition": request.task_definition,
             "count": 1,
-            "startedBy": started_by,
-            "overrides": {"containerOverrides": [{"name": container, "command": list(command)}]},
-            **launch_request(launch),
+            "startedBy": request.started_by,
+            "overrides": {
+                "containerOverrides": [
+                    {"name": request.container, "command": list(request.command)}
+                ]
+            },
+            **launch_request(request.launch),
         }
         async with aws_errors():
-            answer = await self._client.run_task(**request)
+            answer = await self._client.run_task(**call)
         tasks = answer.get("tasks") or []
         if tasks:
             return str(tasks[0]["taskArn"])
         why = _failures(answer) or "ECS named no reason"
         raise AwsRejected(
-            f"RunTask of {task_definition} in cluster {cluster!r} started no task: {why}"
+            f"RunTask of {request.task_definition} in cluster {request.cluster!r} started no"
+            f" task: {why}"
         )
 
     async def describe_task(self, *, cluster: str, task: str) -> TaskState:

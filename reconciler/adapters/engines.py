@@ -32,6 +32,7 @@ from reconciler.adapters.buildkit import EngineTls
 from reconciler.adapters.docker import BuildResult, DockerEngine
 from reconciler.adapters.ports import DockerPort
 from reconciler.adapters.registry import RegistryAuth
+from reconciler.adapters.values import BuildRequest
 from reconciler.aio.backoff import backoff_delay
 from reconciler.decisions.model import TestRun
 from reconciler.errors import DockerUnavailable
@@ -164,18 +165,7 @@ class EnginePool:
         }
         return cls(engines, max_per_engine=max_per_engine)
 
-    async def build(
-        self,
-        *,
-        context: BinaryIO,
-        dockerfile: str,
-        tag: str,
-        build_args: Mapping[str, str],
-        target: str,
-        labels: Mapping[str, str],
-        cache_from: Sequence[str] = (),
-        cache_auth: RegistryAuth | None = None,
-    ) -> BuildResult:
+    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
         """Build on the least busy engine; again on another when that one goes away.
 
         `context` must be seekable: a build started again reads it again from where it was.
@@ -184,28 +174,19 @@ class EnginePool:
         start = context.tell()
         tried: set[int] = set()
         while True:
-            index = await self._take(tag, skip=tried)
+            index = await self._take(request.tag, skip=tried)
             tried.add(index)
             slot = self._slots[index]
             try:
-                result = await slot.engine.build(
-                    context=context,
-                    dockerfile=dockerfile,
-                    tag=tag,
-                    build_args=build_args,
-                    target=target,
-                    labels=labels,
-                    cache_from=cache_from,
-                    cache_auth=cache_auth,
-                )
+                result = await slot.engine.build(context, request)
             except DockerUnavailable as exc:
                 self._down(slot, exc)
                 context.seek(start)
                 continue
             finally:
                 self._release(slot)
-            self._built[tag] = slot
-            self._built.move_to_end(tag)
+            self._built[request.tag] = slot
+            self._built.move_to_end(request.tag)
             while len(self._built) > REMEMBERED_IMAGES:
                 self._built.popitem(last=False)
             return result

@@ -3,7 +3,8 @@
 The stages and the loop depend on these, never on the concrete adapters, so a test may put a
 small in-memory fake at any seam and mypy checks that it fits. The real implementations live
 beside this module (git.py, docker.py, registry.py, ecr.py, ecs.py); the composition root
-(daemon/root.py) opens them.
+(daemon/root.py) opens them. What a build or a one-off task needs travels as one value
+(values.py).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any, BinaryIO, Protocol
 from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.registry import RegistryAuth
+from reconciler.adapters.values import BuildRequest, TaskRunRequest
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
 from reconciler.decisions.model import (
     ServiceDeployment,
     ServiceState,
-    TaskLaunch,
     TaskState,
     TestRun,
 )
@@ -45,19 +46,9 @@ class GitPort(Protocol):
 
 
 class DockerPort(Protocol):
-    async def build(
-        self,
-        *,
-        context: BinaryIO,
-        dockerfile: str,
-        tag: str,
-        build_args: Mapping[str, str],
-        target: str,
-        labels: Mapping[str, str],
-        cache_from: Sequence[str] = (),
-        cache_auth: RegistryAuth | None = None,
-    ) -> BuildResult:
-        """Build the tar `context` as `tag`; images in `cache_from` may serve as cache."""
+    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+        """Build the tar `context` as `request.tag`; images in `request.cache_from` may serve
+        as cache."""
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         """Push `image`; the manifest digest it got."""
@@ -127,17 +118,8 @@ class EcsPort(Protocol):
     async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
         """Point the service at `task_definition`; the id of the deployment it started."""
 
-    async def run_task(
-        self,
-        *,
-        cluster: str,
-        task_definition: str,
-        container: str,
-        command: Sequence[str],
-        started_by: str,
-        launch: TaskLaunch,
-    ) -> str:
-        """Start one task of `task_definition` with `command` on `container`; its ARN."""
+    async def run_task(self, request: TaskRunRequest) -> str:
+        """Start the one task `request` describes; its ARN."""
 
     async def describe_task(self, *, cluster: str, task: str) -> TaskState:
         """The task's state."""

@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.adapters.ports import EcsPort, HousekeepingPort
+from reconciler.adapters.values import TaskRunRequest
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
-from reconciler.decisions.model import ServiceDeployment, ServiceState, TaskLaunch, TaskState
+from reconciler.decisions.model import ServiceDeployment, ServiceState, TaskState
 from reconciler.errors import LeaseNotHeld
 
 TaskDefinition = dict[str, Any]
@@ -59,25 +60,9 @@ class FencedEcs:
             cluster=cluster, service=service, task_definition=task_definition
         )
 
-    async def run_task(
-        self,
-        *,
-        cluster: str,
-        task_definition: str,
-        container: str,
-        command: Sequence[str],
-        started_by: str,
-        launch: TaskLaunch,
-    ) -> str:
+    async def run_task(self, request: TaskRunRequest) -> str:
         self._fence.check("RunTask")
-        return await self._inner.run_task(
-            cluster=cluster,
-            task_definition=task_definition,
-            container=container,
-            command=command,
-            started_by=started_by,
-            launch=launch,
-        )
+        return await self._inner.run_task(request)
 
     async def describe_task(self, *, cluster: str, task: str) -> TaskState:
         return await self._inner.describe_task(cluster=cluster, task=task)

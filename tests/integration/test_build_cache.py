@@ -14,6 +14,7 @@ import pytest
 
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.registry import RegistryAuth
+from reconciler.adapters.values import BuildRequest
 
 pytestmark = [pytest.mark.slow]
 
@@ -56,14 +57,16 @@ async def engine(docker_engine: str) -> AsyncIterator[DockerEngine]:
 async def build(engine: DockerEngine, context: Path, tag: str, *, cache_from: list[str]) -> int:
     with context.open("rb") as tar:
         result = await engine.build(
-            context=tar,
-            dockerfile="Dockerfile",
-            tag=tag,
-            build_args={},
-            target="",
-            labels={},
-            cache_from=cache_from,
-            cache_auth=RegistryAuth(username="AWS", password="unused-here", server="127.0.0.1"),
+            tar,
+            BuildRequest(
+                dockerfile="Dockerfile",
+                tag=tag,
+                build_args={},
+                target="",
+                labels={},
+                cache_from=cache_from,
+                cache_auth=RegistryAuth(username="AWS", password="unused-here", server="127.0.0.1"),
+            ),
         )
     return result.cached_steps
 

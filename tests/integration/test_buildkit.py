@@ -23,6 +23,7 @@ import pytest
 
 from reconciler.adapters import buildkit
 from reconciler.adapters.docker import LOG_TAIL_LINES, DockerEngine
+from reconciler.adapters.values import BuildRequest
 from reconciler.errors import BuildFailed, DockerUnavailable, RegistryUnavailable, StalledError
 from tests.support.net import free_port
 from tests.support.processes import command_lines
@@ -103,12 +104,14 @@ async def build(
 ) -> Any:
     with tar_context(tmp_path, {"Dockerfile": dockerfile.encode(), **(files or {})}) as ctx:
         return await engine.build(
-            context=ctx,
-            dockerfile="Dockerfile",
-            tag=tag,
-            build_args=build_args or {},
-            target=target,
-            labels=labels or {},
+            ctx,
+            BuildRequest(
+                dockerfile="Dockerfile",
+                tag=tag,
+                build_args=build_args or {},
+                target=target,
+                labels=labels or {},
+            ),
         )
 
 
@@ -501,12 +504,14 @@ async def test_build_args_travel_in_the_environment_and_the_context_on_stdin(
         sent = ctx.read()
         ctx.seek(0)
         result = await fake_engine().build(
-            context=ctx,
-            dockerfile="sub/Dockerfile",
-            tag="x:1",
-            build_args={"TOKEN": SECRET, "BUILDKIT_INLINE_CACHE": "1"},
-            target="app",
-            labels={"team": "web"},
+            ctx,
+            BuildRequest(
+                dockerfile="sub/Dockerfile",
+                tag="x:1",
+                build_args={"TOKEN": SECRET, "BUILDKIT_INLINE_CACHE": "1"},
+                target="app",
+                labels={"team": "web"},
+            ),
         )
     assert result.image_id == iid
     assert result.cached_steps == 1
@@ -547,7 +552,10 @@ async def test_a_cli_that_stops_reading_the_context_does_not_hang_the_build(
     with tar_context(tmp_path, files) as ctx, pytest.raises(DockerUnavailable):
         await asyncio.wait_for(
             fake_engine().build(
-                context=ctx, dockerfile="Dockerfile", tag="x:1", build_args={}, target="", labels={}
+                ctx,
+                BuildRequest(
+                    dockerfile="Dockerfile", tag="x:1", build_args={}, target="", labels={}
+                ),
             ),
             timeout=30,
         )

@@ -29,6 +29,7 @@ from reconciler.adapters.docker import (
     split_image,
 )
 from reconciler.adapters.registry import Registry, RegistryAuth
+from reconciler.adapters.values import BuildRequest
 from reconciler.errors import (
     BuildFailed,
     DockerUnavailable,
@@ -93,7 +94,7 @@ def image_name(registry: str) -> Iterator[str]:
 async def build_scratch(engine: DockerEngine, tmp_path: Path, tag: str) -> None:
     with tar_context(tmp_path, {"Dockerfile": b"FROM scratch\nCOPY f /f\n", "f": b"x"}) as ctx:
         await engine.build(
-            context=ctx, dockerfile="Dockerfile", tag=tag, build_args={}, target="", labels={}
+            ctx, BuildRequest(dockerfile="Dockerfile", tag=tag, build_args={}, target="", labels={})
         )
 
 
@@ -107,12 +108,14 @@ async def test_build_stops_at_target_with_labels_and_build_args(
     }
     with tar_context(tmp_path, {"build/Dockerfile": MULTI_STAGE, "hello.txt": b"hi"}) as ctx:
         result = await engine.build(
-            context=ctx,
-            dockerfile="build/Dockerfile",
-            tag=image_name,
-            build_args={"GREETING": "hello"},
-            target="app",
-            labels=labels,
+            ctx,
+            BuildRequest(
+                dockerfile="build/Dockerfile",
+                tag=image_name,
+                build_args={"GREETING": "hello"},
+                target="app",
+                labels=labels,
+            ),
         )
     built = inspect(image_name)
     assert built["Id"] == result.image_id
@@ -142,12 +145,10 @@ async def test_bad_dockerfile_is_build_failed_with_the_error_in_the_tail(
         pytest.raises(BuildFailed) as caught,
     ):
         await engine.build(
-            context=ctx,
-            dockerfile="Dockerfile",
-            tag=image_name,
-            build_args={},
-            target="",
-            labels={},
+            ctx,
+            BuildRequest(
+                dockerfile="Dockerfile", tag=image_name, build_args={}, target="", labels={}
+            ),
         )
     assert error in str(caught.value)
     assert "\n" not in str(caught.value)
@@ -164,12 +165,10 @@ async def test_base_image_registry_out_of_reach_is_transient(
         pytest.raises(RegistryUnavailable, match="connection refused"),
     ):
         await engine.build(
-            context=ctx,
-            dockerfile="Dockerfile",
-            tag=image_name,
-            build_args={},
-            target="",
-            labels={},
+            ctx,
+            BuildRequest(
+                dockerfile="Dockerfile", tag=image_name, build_args={}, target="", labels={}
+            ),
         )
 
 
@@ -182,12 +181,10 @@ async def test_base_image_that_does_not_exist_is_build_failed(
         pytest.raises(BuildFailed, match="not found"),
     ):
         await engine.build(
-            context=ctx,
-            dockerfile="Dockerfile",
-            tag=image_name,
-            build_args={},
-            target="",
-            labels={},
+            ctx,
+            BuildRequest(
+                dockerfile="Dockerfile", tag=image_name, build_args={}, target="", labels={}
+            ),
         )
 
 
@@ -199,12 +196,10 @@ async def test_unknown_target_is_build_failed(
         pytest.raises(BuildFailed, match="build target"),
     ):
         await engine.build(
-            context=ctx,
-            dockerfile="Dockerfile",
-            tag=image_name,
-            build_args={},
-            target="nope",
-            labels={},
+            ctx,
+            BuildRequest(
+                dockerfile="Dockerfile", tag=image_name, build_args={}, target="nope", labels={}
+            ),
         )
 
 
@@ -220,12 +215,10 @@ async def test_rebuild_after_a_change_reuses_the_cached_steps_before_it(
         files = {"Dockerfile": dockerfile.encode(), "app.txt": app_txt}
         with tar_context(tmp_path, files) as ctx:
             result = await engine.build(
-                context=ctx,
-                dockerfile="Dockerfile",
-                tag=image_name,
-                build_args={},
-                target="",
-                labels={},
+                ctx,
+                BuildRequest(
+                    dockerfile="Dockerfile", tag=image_name, build_args={}, target="", labels={}
+                ),
             )
         return result.cached_steps
 
@@ -327,7 +320,8 @@ async def test_missing_socket_is_docker_unavailable_for_every_call(
         pytest.raises(DockerUnavailable),
     ):
         await dead_engine.build(
-            context=ctx, dockerfile="Dockerfile", tag="x:1", build_args={}, target="", labels={}
+            ctx,
+            BuildRequest(dockerfile="Dockerfile", tag="x:1", build_args={}, target="", labels={}),
         )
     auth = RegistryAuth(username="AWS", password=PASSWORD, server="127.0.0.1:5000")
     with pytest.raises(DockerUnavailable) as caught:
@@ -454,7 +448,8 @@ async def test_engine_dropping_the_build_stream_is_docker_unavailable(
         pytest.raises(DockerUnavailable),
     ):
         await client.build(
-            context=ctx, dockerfile="Dockerfile", tag="x:1", build_args={}, target="", labels={}
+            ctx,
+            BuildRequest(dockerfile="Dockerfile", tag="x:1", build_args={}, target="", labels={}),
         )
 
 
@@ -485,7 +480,8 @@ async def test_engine_refusing_a_build_is_typed_by_cause(
         pytest.raises(expected, match=message.split(":", maxsplit=1)[0]),
     ):
         await client.build(
-            context=ctx, dockerfile="Dockerfile", tag="x:1", build_args={}, target="", labels={}
+            ctx,
+            BuildRequest(dockerfile="Dockerfile", tag="x:1", build_args={}, target="", labels={}),
         )
 
 

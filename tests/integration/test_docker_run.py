@@ -18,6 +18,7 @@ import pytest
 
 from reconciler.adapters import buildkit
 from reconciler.adapters.docker import LOG_TAIL_LINES, DockerEngine
+from reconciler.adapters.values import BuildRequest
 from reconciler.decisions.model import TestRun
 from reconciler.errors import BuildFailed, DockerUnavailable
 
@@ -61,7 +62,8 @@ async def image(engine: DockerEngine, base_image: str, tmp_path: Path) -> AsyncI
         tar.addfile(info, io.BytesIO(dockerfile))
     with context.open("rb") as ctx:
         await engine.build(
-            context=ctx, dockerfile="Dockerfile", tag=name, build_args={}, target="", labels={}
+            ctx,
+            BuildRequest(dockerfile="Dockerfile", tag=name, build_args={}, target="", labels={}),
         )
     made = Image(name, label)
     yield made

@@ -34,6 +34,7 @@ from reconciler.adapters.engines import (
     choose,
 )
 from reconciler.adapters.registry import Registry, RegistryAuth
+from reconciler.adapters.values import BuildRequest
 from reconciler.config import parse_config
 from reconciler.errors import ConfigError, DockerUnavailable
 from tests.support.engines import Certificates, Dockerd, docker, has_image, make_certificates
@@ -126,14 +127,11 @@ def test_engine_settings_that_work() -> None:
 def test_the_cli_checks_a_tcp_engine_as_docker_tlsverify_does() -> None:
     cli = buildkit.DockerCli(path="/usr/bin/docker", version="20.10.24")
     tls = buildkit.EngineTls(ca_file="/t/ca.pem", cert_file="/t/cert.pem", key_file="/t/key.pem")
+    request = BuildRequest(dockerfile="Dockerfile", tag="x:1", build_args={}, target="", labels={})
     argv, _ = buildkit.command(
         cli,
+        request,
         url="tcp://builder-1:2376",
-        dockerfile="Dockerfile",
-        tag="x:1",
-        build_args={},
-        target="",
-        labels={},
         network="",
         iidfile="/t/iid",
         environ={},
@@ -164,10 +162,10 @@ class MemoryEngine(FakeDocker):
         self.contexts: list[bytes] = []
         self.during_build = self._building
 
-    async def build(self, *, context: BinaryIO, **options: Any) -> BuildResult:
+    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
         self._answer()
         self.contexts.append(context.read())
-        return await super().build(context=context, **options)
+        return await super().build(context, request)
 
     async def _building(self, tag: str) -> None:
         await self.finish.wait()
@@ -198,14 +196,16 @@ async def build(
     pool: EnginePool, tag: str, context: BinaryIO, *, cache_from: Sequence[str] = ()
 ) -> BuildResult:
     return await pool.build(
-        context=context,
-        dockerfile="Dockerfile",
-        tag=tag,
-        build_args={},
-        target="",
-        labels={},
-        cache_from=cache_from,
-        cache_auth=CACHE_AUTH,
+        context,
+        BuildRequest(
+            dockerfile="Dockerfile",
+            tag=tag,
+            build_args={},
+            target="",
+            labels={},
+            cache_from=cache_from,
+            cache_auth=CACHE_AUTH,
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import pytest
 
 from reconciler.adapters.ecs import Ecs, launch_request, task_launch
+from reconciler.adapters.values import TaskRunRequest
 from reconciler.decisions.model import ServiceState, TaskLaunch, TaskState
 from reconciler.errors import AwsRejected, StalledError
 from reconciler.sandbox import ProvisionedApp, SandboxAws, provision_app
@@ -46,7 +47,7 @@ class App:
     async def run(self, *, started_by: str = STARTED_BY, launch: TaskLaunch | None = None) -> str:
         if launch is None:
             launch = (await self.service()).launch
-        return await self.ecs.run_task(
+        request = TaskRunRequest(
             cluster=self.cluster,
             task_definition=self.provisioned.task_definition_arn,
             container="app",
@@ -54,6 +55,7 @@ class App:
             started_by=started_by,
             launch=launch,
         )
+        return await self.ecs.run_task(request)
 
     async def describe(self, task: str) -> TaskState:
         return await self.ecs.describe_task(cluster=self.cluster, task=task)

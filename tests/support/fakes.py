@@ -21,6 +21,7 @@ from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.ports import Adapters
 from reconciler.adapters.registry import RegistryAuth
+from reconciler.adapters.values import BuildRequest, TaskRunRequest
 from reconciler.aio.backoff import Timings
 from reconciler.app.loop import AppLoop
 from reconciler.app.reporter import Reporter
@@ -31,7 +32,6 @@ from reconciler.decisions.model import (
     Deployment,
     ServiceDeployment,
     ServiceState,
-    TaskLaunch,
     TaskState,
     TestRun,
 )
@@ -86,21 +86,10 @@ class FakeDocker(_Failures):
         self.test_result = TestRun(exit_code=0, timed_out=False, tail=("ok",))
         self.during_build: Callable[[str], Any] | None = None
 
-    async def build(
-        self,
-        *,
-        context: BinaryIO,
-        dockerfile: str,
-        tag: str,
-        build_args: Mapping[str, str],
-        target: str,
-        labels: Mapping[str, str],
-        cache_from: Sequence[str] = (),
-        cache_auth: RegistryAuth | None = None,
-    ) -> BuildResult:
-        self.builds.append(tag)
+    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+        self.builds.append(request.tag)
         if self.during_build is not None:
-            await self.during_build(tag)
+            await self.during_build(request.tag)
         self.check("build")
         return BuildResult(image_id="sha256:" + "0" * 64, log_tail=(), cached_steps=0)
 
@@ -262,21 +251,12 @@ class FakeEcs(_Failures):
         )
         return deployment_id
 
-    async def run_task(
-        self,
-        *,
-        cluster: str,
-        task_definition: str,
-        container: str,
-        command: Sequence[str],
-        started_by: str,
-        launch: TaskLaunch,
-    ) -> str:
+    async def run_task(self, request: TaskRunRequest) -> str:
         """A task that is STOPPED with `task_exit_code` when first described."""
         self.check("run_task")
-        arn = f"arn:aws:ecs:us-east-1:123456789012:task/{cluster}/{len(self.tasks) + 1}"
+        arn = f"arn:aws:ecs:us-east-1:123456789012:task/{request.cluster}/{len(self.tasks) + 1}"
         self.tasks[arn] = TaskState(
-            arn, "STOPPED", "EssentialContainerExited", "", {container: self.task_exit_code}
+            arn, "STOPPED", "EssentialContainerExited", "", {request.container: self.task_exit_code}
         )
         return arn
 

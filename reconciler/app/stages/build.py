@@ -11,6 +11,7 @@ import time
 
 import structlog
 
+from reconciler.adapters.values import BuildRequest
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.model import Phase, Result
 from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
@@ -31,8 +32,7 @@ async def build(ctx: PassContext) -> None:
             ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
         )
         try:
-            result = await io.docker.build(
-                context=context,
+            request = BuildRequest(
                 dockerfile=app.dockerfile,
                 tag=image,
                 build_args=app.build_args,
@@ -44,6 +44,7 @@ async def build(ctx: PassContext) -> None:
                 cache_from=_cache_sources(ctx),
                 cache_auth=await io.ecr.auth(),
             )
+            result = await io.docker.build(context, request)
         except BuildFailed as exc:
             await _count_failure(ctx, exc)
             raise

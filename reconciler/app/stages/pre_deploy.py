@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from reconciler.adapters.values import TaskRunRequest
 from reconciler.aio import backoff
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.model import Hold, Phase, PreDeployRun, Result, TaskState, utcnow
@@ -96,7 +97,7 @@ async def _start_or_find(ctx: PassContext, *, task_definition: str, container: s
     await ctx.session.save()
     spec = app.pre_deploy
     assert spec is not None
-    task = await io.ecs.run_task(
+    request = TaskRunRequest(
         cluster=app.cluster,
         task_definition=task_definition,
         container=container,
@@ -104,6 +105,7 @@ async def _start_or_find(ctx: PassContext, *, task_definition: str, container: s
         started_by=started_by(app.name),
         launch=ctx.observed.live.service.launch,
     )
+    task = await io.ecs.run_task(request)
     memory.pre_deploy_run = PreDeployRun(
         revision=ctx.revision, task=task, at=memory.pre_deploy_run.at
     )

@@ -12,6 +12,7 @@ import time
 
 import structlog
 
+from reconciler.adapters.values import BuildRequest
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.model import Hold, Phase, Result
 from reconciler.errors import BuildFailed
@@ -67,19 +68,19 @@ async def _build_test_stage(ctx: PassContext, target: str) -> str | None:
     """The test stage's image; None when it does not build (the revision is then held)."""
     app, revision = ctx.app, ctx.revision
     tag = stage_image(app.name, revision)
+    request = BuildRequest(
+        dockerfile=app.dockerfile,
+        tag=tag,
+        build_args=app.build_args,
+        target=target,
+        labels={"org.opencontainers.image.revision": revision},
+    )
     context = await ctx.io.git.export_context(
         ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
     )
     try:
         async with ctx.session.build_slots:
-            await ctx.io.docker.build(
-                context=context,
-                dockerfile=app.dockerfile,
-                tag=tag,
-                build_args=app.build_args,
-                target=target,
-                labels={"org.opencontainers.image.revision": revision},
-            )
+            await ctx.io.docker.build(context, request)
     except BuildFailed as exc:
         reason = f"test.target {target!r} did not build: {exc}"
         log.error("test_failed", reason=reason)

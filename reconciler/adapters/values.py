@@ -1,0 +1,45 @@
+"""What a caller asks of a seam (ports.py) in one value: a build, a one-off task.
+
+Every engine (docker.py, its BuildKit command in buildkit.py, the pool in engines.py) and
+every fake takes the same value, so a setting added to a build is added here once. They live
+apart from ports.py because docker.py, which ports.py imports, takes them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from reconciler.adapters.registry import RegistryAuth
+from reconciler.decisions.model import TaskLaunch
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One image to build, all but its context (the tar stream, which its caller opens,
+    closes, and a retry reads again).
+
+    `target` "" builds the Dockerfile's last stage. Images in `cache_from`, pulled with
+    `cache_auth`, may serve as build cache (BuildKit only).
+    """
+
+    dockerfile: str
+    tag: str
+    build_args: Mapping[str, str]
+    target: str
+    labels: Mapping[str, str]
+    cache_from: Sequence[str] = ()
+    cache_auth: RegistryAuth | None = None
+
+
+@dataclass(frozen=True)
+class TaskRunRequest:
+    """One task of `task_definition` on `cluster`, running `command` in `container`, tagged
+    `started_by` (how a later pass finds it) and launched as `launch` says."""
+
+    cluster: str
+    task_definition: str
+    container: str
+    command: Sequence[str]
+    started_by: str
+    launch: TaskLaunch
