@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from reconciler.decisions.durations import parse_duration
 from reconciler.decisions.repourl import has_credentials, normalise_repo_url
-from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.errors import ConfigError
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -451,18 +451,6 @@ class AppConfig(_Section):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
-class UnknownApp(ReconcilerError, KeyError):
-    """A name no app of the config has (an app may leave the config on a reload)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"no app named {name!r} in the config")
-
-    def __str__(self) -> str:
-        # KeyError's own would quote the message as if it were the key.
-        return str(self.args[0])
-
-
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RECONCILER_",
@@ -493,12 +481,10 @@ class Config(BaseSettings):
         # Environment first: it overrides what the file says.
         return (env_settings, init_settings)
 
-    def app(self, name: str) -> AppConfig:
-        """The app called `name`; UnknownApp (a KeyError) when the config has none."""
-        for app in self.apps:
-            if app.name == name:
-                return app
-        raise UnknownApp(name)
+    def app(self, name: str) -> AppConfig | None:
+        """The app called `name`; None when the config has none (a reload may take an app
+        out while work for it is still under way)."""
+        return next((app for app in self.apps if app.name == name), None)
 
     @model_validator(mode="after")
     def _unique_apps(self) -> Config:

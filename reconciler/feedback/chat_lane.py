@@ -18,7 +18,7 @@ from reconciler.config import AppConfig, Config
 from reconciler.feedback import chat
 from reconciler.feedback.health import Health
 from reconciler.feedback.lane import Lane, Rejected, Retry
-from reconciler.feedback.routing import app_of, dashboard_url
+from reconciler.feedback.routing import dashboard_url
 from reconciler.feedback.translate import Notice
 
 log = structlog.get_logger("reconciler.feedback")
@@ -66,7 +66,7 @@ class ChatLane:
         if outgoing is None or config.notify.urls_file is None:
             return
         notice = outgoing.notice
-        app = app_of(config, notice.app)
+        app = config.app(notice.app)
         environment = app.environment_name if app is not None else notice.app
         urls = chat.read_urls(config.notify.urls_file)
         if outgoing.message is None:

@@ -26,7 +26,7 @@ from reconciler.feedback.forge_lanes import ForgeLanes
 from reconciler.feedback.health import Health
 from reconciler.feedback.lane import Lane
 from reconciler.feedback.record import Records, apply, first_notice
-from reconciler.feedback.routing import app_of, route
+from reconciler.feedback.routing import route
 from reconciler.feedback.translate import Notice, Translator
 
 log = structlog.get_logger("reconciler.feedback")
@@ -168,7 +168,7 @@ class Dispatcher:
 
     def _handle(self, event: Event) -> None:
         config = self._config()
-        app = app_of(config, event.app)
+        app = config.app(event.app)
         if app is None:
             return
         forge = route(app, config)

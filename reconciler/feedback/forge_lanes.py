@@ -16,7 +16,7 @@ from reconciler.feedback import forges
 from reconciler.feedback.health import Health
 from reconciler.feedback.lane import Lane, Rejected
 from reconciler.feedback.record import Records
-from reconciler.feedback.routing import Forge, app_of, dashboard_url, route
+from reconciler.feedback.routing import Forge, dashboard_url, route
 from reconciler.logs import register_secret
 
 log = structlog.get_logger("reconciler.feedback")
@@ -55,7 +55,7 @@ class ForgeLanes:
 
     def forge_of(self, name: str) -> Forge | None:
         config = self._config()
-        app = app_of(config, name)
+        app = config.app(name)
         return route(app, config) if app is not None else None
 
     def queue_owed(self, name: str) -> None:
@@ -88,7 +88,7 @@ class ForgeLanes:
     async def _deliver(self, key: ForgeKey) -> None:
         name, sha = key
         config = self._config()
-        app = app_of(config, name)
+        app = config.app(name)
         forge = route(app, config) if app is not None else None
         if app is None or forge is None:
             return  # the app, or its forge, left the config meanwhile

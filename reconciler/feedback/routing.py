@@ -35,11 +35,6 @@ class Forge:
         return f"{self.kind}:{self.api_url}/{self.project.lower()}"
 
 
-def app_of(config: Config, name: str) -> AppConfig | None:
-    """The app called `name` in the config in force, or None once it has left it."""
-    return next((a for a in config.apps if a.name == name), None)
-
-
 def route(app: AppConfig, config: Config) -> Forge | None:
     """The forge `app`'s repository lives on, or None when it gets no statuses."""
     try:

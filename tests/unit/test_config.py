@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import UnknownApp, load_config, parse_config
+from reconciler.config import load_config, parse_config
 from reconciler.errors import ConfigError
 from tests.support.config import Table, TomlValue, app_table, config_text
 
@@ -247,20 +247,13 @@ def test_a_lease_table_turns_the_cluster_on() -> None:
 
 
 def test_an_app_is_found_by_its_name() -> None:
-    """Config.app answers the app of that name, wherever it is listed."""
+    """Config.app answers the app of that name, wherever it is listed, and None for a name
+    the config does not have."""
     api = app_table("api", "https://github.com/acme/api.git", cluster="edge")
     config = parse_config(config_text(apps=[WEB, api]))
-    assert config.app("api").repo == "https://github.com/acme/api.git"
-    assert config.app("api").cluster == "edge"
+    found = config.app("api")
+    assert found is not None
+    assert (found.repo, found.cluster) == ("https://github.com/acme/api.git", "edge")
     assert config.app("web") is config.apps[0]
-
-
-def test_an_unknown_app_is_a_key_error_naming_it_in_one_line() -> None:
-    """A name the config does not have raises UnknownApp, which callers may take as a
-    KeyError; its message is one line naming the app."""
-    config = parse_config(APP)
-    with pytest.raises(KeyError) as caught:
-        config.app("api")
-    assert isinstance(caught.value, UnknownApp)
-    assert caught.value.name == "api"
-    assert str(caught.value) == "no app named 'api' in the config"
+    assert config.app("billing") is None
+    assert parse_config(APP).app("api") is None
