@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import structlog
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
-from reconciler.decisions.model import Attempt, HistoryEntry, Hold, Pin, PreDeployRun, Result
+from reconciler.app.cache import PerAppCache
+from reconciler.decisions.model import Attempt, HistoryEntry, Hold, Pin, PreDeployRun
 
 HISTORY_LIMIT = 20
 log = structlog.get_logger("reconciler.state")
@@ -77,36 +80,31 @@ class FileStateStore:
 
     def __init__(self, state_dir: Path) -> None:
         self._dir = state_dir / "apps"
-        self._memories: dict[str, AppMemory] = {}
-        self._write_errors: dict[str, str] = {}
+        self._memories = PerAppCache(self._read, logger="reconciler.state", subject="state")
 
     def _path(self, app: str) -> Path:
         return self._dir / f"{app}.json"
 
     def load(self, app: str) -> AppMemory:
         """The app's memory: read from disk the first time, the same object afterwards."""
-        memory = self._memories.get(app)
-        if memory is None:
-            memory = self._memories[app] = self._read(app)
-        return memory
+        return self._memories.get(app)
 
     def peek(self, app: str) -> AppMemory:
         """The app's memory as on disk now, for read-only commands; never moves a file."""
         try:
-            return _decode(json.loads(self._path(app).read_text(encoding="utf-8")))
+            return decode_memory(self._path(app).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return AppMemory()
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            return AppMemory(damaged=f"state file damaged: {_why(exc)}")
+            return AppMemory(damaged=f"state file damaged: {why_unreadable(exc)}")
 
     def forget(self, app: str) -> None:
         """Drop an app removed from the config (its file stays for a later return)."""
-        self._memories.pop(app, None)
-        self._write_errors.pop(app, None)
+        self._memories.forget(app)
 
     def write_error(self, app: str) -> str | None:
         """Why the app's last write failed, or None when its file is up to date."""
-        return self._write_errors.get(app)
+        return self._memories.write_error(app)
 
     async def reset(self, app: str) -> AppMemory:
         memory = cleared(self.load(app))
@@ -119,24 +117,17 @@ class FileStateStore:
     def save_now(self, app: str, memory: AppMemory | None = None) -> bool:
         """Write the app's memory (or `memory`, which becomes it) through to disk; False (and
         recorded) when that failed."""
-        if memory is not None:
-            self._memories[app] = memory
-        memory = self.load(app)
+        memory = self.load(app) if memory is None else self._memories.put(app, memory)
         try:
             self._write(app, memory)
         except OSError as exc:
             reason = f"cannot write state file {self._path(app)}: {exc.strerror or exc}"
-            if self._write_errors.get(app) != reason:
-                log.error("state_write_failed", app=app, error=reason)
-            self._write_errors[app] = reason
-            return False
-        if self._write_errors.pop(app, None) is not None:
-            log.info("state_write_recovered", app=app)
-        return True
+            return self._memories.write_failed(app, reason)
+        return self._memories.written(app)
 
     def _write(self, app: str, memory: AppMemory) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps(_encode(memory), indent=1).encode()
+        payload = json.dumps(_encode(memory), indent=1, default=_iso).encode()
         fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{app}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -151,7 +142,7 @@ class FileStateStore:
     def _read(self, app: str) -> AppMemory:
         path = self._path(app)
         try:
-            return _decode(json.loads(path.read_text(encoding="utf-8")))
+            return decode_memory(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return AppMemory()
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -164,7 +155,7 @@ class FileStateStore:
         except OSError as move_error:
             log.error("state_file_not_moved", app=app, error=str(move_error))
         reason = (
-            f"state file damaged ({_why(exc)}), kept as {kept.name}; "
+            f"state file damaged ({why_unreadable(exc)}), kept as {kept.name}; "
             f"`reconciler sync {app}` to go on"
         )
         log.error("state_file_damaged", app=app, path=str(path), kept_as=str(kept), error=reason)
@@ -180,155 +171,70 @@ def cleared(memory: AppMemory) -> AppMemory:
     return memory
 
 
+def requiring(*keys: str) -> BeforeValidator:
+    """Keys the file must have though the class has a default for them: every writer wrote
+    them, so one missing is damage (raised as KeyError, as a lookup of it would)."""
+
+    def check(value: object) -> object:
+        if isinstance(value, dict):
+            for key in keys:
+                if key not in value:
+                    raise KeyError(key)
+        return value
+
+    return BeforeValidator(check)
+
+
+class _MemoryFile(BaseModel):
+    """An app's memory as its file and the lease table hold it, keys in the order written.
+    A key with a default may be missing (an older writer's file) and is read as the
+    default; one without must be there. `damaged` is never written."""
+
+    hold: Annotated[Hold | None, requiring("since")]
+    attempt: Annotated[Attempt | None, requiring("at")] = None
+    build_failures: dict[str, int]
+    pre_deploy_done: dict[str, datetime] = Field(default_factory=dict)
+    pre_deploy_run: Annotated[PreDeployRun | None, requiring("at")] = None
+    tagged: str | None = None
+    pin: Annotated[Pin | None, requiring("since")] = None
+    history: list[HistoryEntry]  # newest first, HISTORY_LIMIT at most
+
+
+def _encode(memory: AppMemory) -> dict[str, Any]:
+    """The memory as plain data, times left as datetimes for `_iso` (as isoformat writes them,
+    `+00:00` rather than pydantic's `Z`)."""
+    fields = {name: getattr(memory, name) for name in _MemoryFile.model_fields}
+    fields["history"] = memory.history[:HISTORY_LIMIT]
+    return _MemoryFile.model_construct(**fields).model_dump()
+
+
+def _iso(value: object) -> str:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{type(value).__name__} is not JSON")
+    return value.isoformat()
+
+
 def encode_memory(memory: AppMemory) -> str:
-    return json.dumps(_encode(memory), separators=(",", ":"))
+    return json.dumps(_encode(memory), separators=(",", ":"), default=_iso)
 
 
 def decode_memory(text: str) -> AppMemory:
     """The memory in `text`; raises ValueError, KeyError or TypeError when it is not one."""
-    return _decode(json.loads(text))
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise TypeError(f"expected an object, got {type(raw).__name__}")
+    return AppMemory(**dict(_MemoryFile.model_validate(raw)))
 
 
 def why_unreadable(exc: Exception) -> str:
-    return _why(exc)
-
-
-def _why(exc: Exception) -> str:
+    """One line on why a memory could not be read: its first fault, where it is."""
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        if error["type"] == "missing":
+            return f"missing key {error['loc'][-1]!r}"
+        kind = "TypeError" if error["type"].endswith("_type") else "ValueError"
+        where = ".".join(str(part) for part in error["loc"])
+        return f"{kind}: {where}: {error['msg']}, not {reprlib.repr(error['input'])}"
     if isinstance(exc, KeyError):
         return f"missing key {exc}"
     return f"{type(exc).__name__}: {exc}"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat()
-
-
-def _encode(memory: AppMemory) -> dict[str, Any]:
-    hold, attempt = memory.hold, memory.attempt
-    return {
-        "hold": None
-        if hold is None
-        else {
-            "revision": hold.revision,
-            "reason": hold.reason,
-            "config_fingerprint": hold.config_fingerprint,
-            "since": _iso(hold.since),
-            "rollback_to": hold.rollback_to,
-        },
-        "attempt": None
-        if attempt is None
-        else {
-            "revision": attempt.revision,
-            "task_definition": attempt.task_definition,
-            "previous": attempt.previous,
-            "config_fingerprint": attempt.config_fingerprint,
-            "at": _iso(attempt.at),
-            "deployment_id": attempt.deployment_id,
-            "service_deployment": attempt.service_deployment,
-        },
-        "build_failures": memory.build_failures,
-        "pre_deploy_done": {k: _iso(v) for k, v in memory.pre_deploy_done.items()},
-        "pre_deploy_run": None
-        if memory.pre_deploy_run is None
-        else {
-            "revision": memory.pre_deploy_run.revision,
-            "task": memory.pre_deploy_run.task,
-            "at": _iso(memory.pre_deploy_run.at),
-        },
-        "tagged": memory.tagged,
-        "pin": None
-        if memory.pin is None
-        else {
-            "revision": memory.pin.revision,
-            "config_fingerprint": memory.pin.config_fingerprint,
-            "by": memory.pin.by,
-            "since": _iso(memory.pin.since),
-        },
-        "history": [
-            {
-                "revision": h.revision,
-                "result": h.result.value,
-                "started_at": _iso(h.started_at),
-                "finished_at": _iso(h.finished_at),
-                "error": h.error,
-            }
-            for h in memory.history[:HISTORY_LIMIT]
-        ],
-    }
-
-
-def _optional_str(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _decode(raw: Any) -> AppMemory:
-    """The memory in `raw`; raises KeyError, TypeError or ValueError on anything unexpected."""
-    if not isinstance(raw, dict):
-        raise TypeError(f"expected an object, got {type(raw).__name__}")
-    hold_raw = raw["hold"]
-    hold = None
-    if hold_raw is not None:
-        hold = Hold(
-            revision=str(hold_raw["revision"]),
-            reason=str(hold_raw["reason"]),
-            config_fingerprint=str(hold_raw["config_fingerprint"]),
-            since=datetime.fromisoformat(hold_raw["since"]),
-            rollback_to=_optional_str(hold_raw.get("rollback_to")),
-        )
-    attempt_raw = raw.get("attempt")
-    attempt = None
-    if attempt_raw is not None:
-        attempt = Attempt(
-            revision=str(attempt_raw["revision"]),
-            task_definition=str(attempt_raw["task_definition"]),
-            previous=_optional_str(attempt_raw["previous"]),
-            config_fingerprint=str(attempt_raw["config_fingerprint"]),
-            at=datetime.fromisoformat(attempt_raw["at"]),
-            deployment_id=_optional_str(attempt_raw.get("deployment_id")),
-            service_deployment=_optional_str(attempt_raw.get("service_deployment")),
-        )
-    history = [
-        HistoryEntry(
-            revision=str(h["revision"]),
-            result=Result(h["result"]),
-            started_at=datetime.fromisoformat(h["started_at"]),
-            finished_at=datetime.fromisoformat(h["finished_at"]),
-            error=_optional_str(h.get("error")),
-        )
-        for h in raw["history"]
-    ]
-    failures = {str(k): int(v) for k, v in dict(raw["build_failures"]).items()}
-    done = {
-        str(k): datetime.fromisoformat(v) for k, v in dict(raw.get("pre_deploy_done", {})).items()
-    }
-    run_raw = raw.get("pre_deploy_run")
-    run = None
-    if run_raw is not None:
-        run = PreDeployRun(
-            revision=str(run_raw["revision"]),
-            task=_optional_str(run_raw.get("task")),
-            at=datetime.fromisoformat(run_raw["at"]),
-        )
-    pin_raw = raw.get("pin")
-    pin = None
-    if pin_raw is not None:
-        pin = Pin(
-            revision=str(pin_raw["revision"]),
-            config_fingerprint=str(pin_raw["config_fingerprint"]),
-            by=str(pin_raw.get("by", "rollback")),
-            since=datetime.fromisoformat(pin_raw["since"]),
-        )
-    return AppMemory(
-        pin=pin,
-        hold=hold,
-        attempt=attempt,
-        build_failures=failures,
-        history=history,
-        pre_deploy_done=done,
-        pre_deploy_run=run,
-        tagged=_optional_str(raw.get("tagged")),
-    )

@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from reconciler.app.state import HISTORY_LIMIT
-from reconciler.decisions.model import HistoryEntry, Phase, Result, utcnow
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
 
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+from reconciler.app.state import HISTORY_LIMIT, why_unreadable
+from reconciler.decisions.model import HistoryEntry, Phase, utcnow
 
 
-def _moment(text: Any) -> datetime | None:
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        raise ValueError(f"{text!r} is not an ISO 8601 time")
-    moment = datetime.fromisoformat(text)
+def _utc(moment: datetime) -> datetime:
     # Taken as UTC, as every time here is: a naive one could not be compared with them.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _required_moment(text: Any) -> datetime:
-    moment = _moment(text)
-    if moment is None:
-        raise ValueError("a time is missing")
-    return moment
-
-
-Reader = Callable[[Any], Any] | None  # None: the value as it is
-
-
-def _present(document: Mapping[str, Any], **fields: Reader) -> dict[str, Any]:
-    """The fields (named as their keys) that the document has, each read by its reader, so a
-    key an older writer did not know yet takes the dataclass default rather than None."""
-    return {
-        key: document[key] if read is None else read(document[key])
-        for key, read in fields.items()
-        if key in document
-    }
+Time = Annotated[datetime, AfterValidator(_utc)]
 
 
 @dataclass
@@ -61,47 +37,16 @@ class RolloutView:
     desired: int | None = None
     failed_tasks: int = 0
     alarms_triggered: tuple[str, ...] = ()
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: Time | None = None
+    finished_at: Time | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "deployment": self.deployment,
-            "task_definition": self.task_definition,
-            "kind": self.kind,
-            "service_deployment": self.service_deployment,
-            "strategy": self.strategy,
-            "stage": self.stage,
-            "status": self.status,
-            "running": self.running,
-            "desired": self.desired,
-            "failed_tasks": self.failed_tasks,
-            "alarms_triggered": list(self.alarms_triggered),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-        }
+        return _ROLLOUT.dump_python(self, mode="json")  # type: ignore[no-any-return]
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> RolloutView:
         """The inverse of to_json; a missing key takes its default, an unknown one is left."""
-        return cls(
-            deployment=str(document.get("deployment") or ""),
-            task_definition=str(document.get("task_definition") or ""),
-            **_present(
-                document,
-                kind=str,
-                service_deployment=None,
-                strategy=str,
-                stage=None,
-                status=None,
-                running=None,
-                desired=None,
-                failed_tasks=int,
-                alarms_triggered=tuple,
-                started_at=_moment,
-                finished_at=_moment,
-            ),
-        )
+        return _ROLLOUT.validate_python(document)
 
 
 @dataclass
@@ -122,30 +67,26 @@ class AppStatus:
     pinned_revision: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "phase": self.phase.value,
-            "desired": {"revision": self.desired_revision, "image": self.desired_image},
-            "live": {"image": self.live_image, "task_definition": self.live_task_definition},
-            "last_error": self.last_error,
-            "last_transition": _iso(self.last_transition),
-            "rollout": None if self.rollout is None else self.rollout.to_json(),
-            "promoted_from": None
+        document = _StatusDocument.model_construct(
+            name=self.name,
+            phase=self.phase,
+            desired=_Desired.model_construct(
+                revision=self.desired_revision, image=self.desired_image
+            ),
+            live=_Live.model_construct(
+                image=self.live_image, task_definition=self.live_task_definition
+            ),
+            last_error=self.last_error,
+            last_transition=self.last_transition,
+            rollout=self.rollout,
+            promoted_from=None
             if self.promoted_from is None
-            else {"app": self.promoted_from, "revision": self.desired_revision},
-            "pinned_by": self.pinned_by,
-            "pinned_revision": self.pinned_revision,
-            "history": [
-                {
-                    "revision": h.revision,
-                    "result": h.result.value,
-                    "started_at": _iso(h.started_at),
-                    "finished_at": _iso(h.finished_at),
-                    "error": h.error,
-                }
-                for h in self.history
-            ],
-        }
+            else _Promotion.model_construct(app=self.promoted_from, revision=self.desired_revision),
+            pinned_by=self.pinned_by,
+            pinned_revision=self.pinned_revision,
+            history=list(self.history),
+        )
+        return document.model_dump(mode="json")
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> AppStatus:
@@ -153,46 +94,77 @@ class AppStatus:
         an AppStatus. A key missing (an older writer) takes AppStatus's default and a key
         not known here (a newer one) is left out; `observed` is never published and stays
         False. A value this version cannot read, such as a phase or result it does not
-        know, raises ValueError rather than being guessed."""
+        know, raises ValueError (one line, naming it) rather than being guessed."""
         try:
-            desired = document.get("desired") or {}
-            live = document.get("live") or {}
-            promoted = document.get("promoted_from")
-            rollout = document.get("rollout")
-            return cls(
-                name=str(document.get("name") or ""),
-                desired_revision=desired.get("revision"),
-                desired_image=desired.get("image"),
-                live_image=live.get("image"),
-                live_task_definition=live.get("task_definition"),
-                rollout=None if rollout is None else RolloutView.from_json(rollout),
-                promoted_from=None if promoted is None else promoted.get("app"),
-                **_present(
-                    document,
-                    phase=Phase,
-                    last_error=None,
-                    last_transition=_required_moment,
-                    pinned_by=None,
-                    pinned_revision=None,
-                    history=_history,
-                ),
-            )
-        except (AttributeError, TypeError, KeyError) as exc:
-            # Translated, so a reader need only expect ValueError of a document it got.
-            raise ValueError(f"not an app status document: {exc!r}") from exc
+            read = _StatusDocument.model_validate(document)
+        except ValidationError as exc:
+            raise ValueError(f"not an app status document: {why_unreadable(exc)}") from exc
+        desired, live = read.desired or _Desired(), read.live or _Live()
+        return cls(
+            name=read.name or "",
+            phase=read.phase,
+            desired_revision=desired.revision,
+            desired_image=desired.image,
+            live_image=live.image,
+            live_task_definition=live.task_definition,
+            last_error=read.last_error,
+            last_transition=read.last_transition,
+            history=deque(read.history, maxlen=HISTORY_LIMIT),
+            rollout=read.rollout,
+            promoted_from=None if read.promoted_from is None else read.promoted_from.app,
+            pinned_by=read.pinned_by,
+            pinned_revision=read.pinned_revision,
+        )
 
 
-def _history(entries: list[Mapping[str, Any]]) -> deque[HistoryEntry]:
-    return deque(
-        (
-            HistoryEntry(
-                revision=str(entry["revision"]),
-                result=Result(entry["result"]),
-                started_at=_required_moment(entry["started_at"]),
-                finished_at=_required_moment(entry["finished_at"]),
-                error=entry.get("error"),
-            )
-            for entry in entries
-        ),
-        maxlen=HISTORY_LIMIT,
+def _named(document: Any) -> Any:
+    """A rollout published without its deployment or task definition (or with null) reads
+    them as empty, as a view made before either was known has them."""
+    if not isinstance(document, Mapping):
+        return document
+    return {
+        **document,
+        "deployment": document.get("deployment") or "",
+        "task_definition": document.get("task_definition") or "",
+    }
+
+
+_ROLLOUT: TypeAdapter[RolloutView] = TypeAdapter(Annotated[RolloutView, BeforeValidator(_named)])
+
+
+def _history_entry(entry: HistoryEntry) -> HistoryEntry:
+    return replace(entry, started_at=_utc(entry.started_at), finished_at=_utc(entry.finished_at))
+
+
+class _Desired(BaseModel):
+    revision: str | None = None
+    image: str | None = None
+
+
+class _Live(BaseModel):
+    image: str | None = None
+    task_definition: str | None = None
+
+
+class _Promotion(BaseModel):
+    app: str | None = None
+    revision: str | None = None  # the app's desired revision, repeated for readers
+
+
+class _StatusDocument(BaseModel):
+    """An AppStatus as /status serves it and owners publish it, in that order. A key not
+    there takes AppStatus's default; one not known here is ignored."""
+
+    name: str | None = None
+    phase: Phase = Phase.PENDING
+    desired: _Desired | None = None
+    live: _Live | None = None
+    last_error: str | None = None
+    last_transition: Time = Field(default_factory=utcnow)
+    rollout: Annotated[RolloutView | None, BeforeValidator(_named)] = None
+    promoted_from: _Promotion | None = None
+    pinned_by: str | None = None
+    pinned_revision: str | None = None
+    history: list[Annotated[HistoryEntry, AfterValidator(_history_entry)]] = Field(
+        default_factory=list
     )

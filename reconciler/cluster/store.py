@@ -13,6 +13,7 @@ import asyncio
 
 import structlog
 
+from reconciler.app.cache import PerAppCache
 from reconciler.app.state import AppMemory, cleared, decode_memory, encode_memory, why_unreadable
 from reconciler.cluster.table import LeaseTable
 from reconciler.errors import ReconcilerError
@@ -24,33 +25,27 @@ class TableStateStore:
     def __init__(self, table: LeaseTable, *, host_id: str) -> None:
         self._table = table
         self._host_id = host_id
-        self._memories: dict[str, AppMemory] = {}
+        self._memories = PerAppCache(_not_adopted, logger="reconciler.cluster", subject="state")
         self._versions: dict[str, int] = {}
-        self._write_errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     def adopt(self, app: str, *, version: int, text: str | None) -> AppMemory:
         """The app's memory as read when lease `version` was won (None: it has none yet);
         from now on it is written under that lease."""
-        memory = AppMemory() if text is None else _decoded(app, text)
-        self._memories[app] = memory
+        memory = self._memories.put(app, AppMemory() if text is None else _decoded(app, text))
         self._versions[app] = version
-        self._write_errors.pop(app, None)
+        self._memories.clear_error(app)
         return memory
 
     def load(self, app: str) -> AppMemory:
-        memory = self._memories.get(app)
-        if memory is None:
-            raise RuntimeError(f"the state of {app!r} is read when its lease is won, not here")
-        return memory
+        return self._memories.get(app)
 
     def forget(self, app: str) -> None:
-        self._memories.pop(app, None)
+        self._memories.forget(app)
         self._versions.pop(app, None)
-        self._write_errors.pop(app, None)
 
     def write_error(self, app: str) -> str | None:
-        return self._write_errors.get(app)
+        return self._memories.write_error(app)
 
     async def reset(self, app: str) -> AppMemory:
         memory = cleared(self.load(app))
@@ -59,30 +54,29 @@ class TableStateStore:
 
     async def save(self, app: str, memory: AppMemory | None = None) -> bool:
         if memory is not None:
-            self._memories[app] = memory
+            self._memories.put(app, memory)
         lock = self._locks.setdefault(app, asyncio.Lock())
         async with lock:
             # Encoded under the lock: two saves in flight never land older over newer.
             version = self._versions.get(app)
             if version is None:
-                return self._failed(app, f"this daemon does not hold the lease of {app!r}")
+                reason = f"this daemon does not hold the lease of {app!r}"
+                return self._memories.write_failed(app, reason)
             try:
                 written = await self._table.write_state(
                     app, me=self._host_id, version=version, memory=encode_memory(self.load(app))
                 )
             except ReconcilerError as exc:
-                return self._failed(app, f"cannot write the state of {app!r}: {exc}")
+                reason = f"cannot write the state of {app!r}: {exc}"
+                return self._memories.write_failed(app, reason)
             if not written:
-                return self._failed(app, f"the lease of {app!r} was taken by another daemon")
-        if self._write_errors.pop(app, None) is not None:
-            log.info("state_write_recovered", app=app)
-        return True
+                reason = f"the lease of {app!r} was taken by another daemon"
+                return self._memories.write_failed(app, reason)
+        return self._memories.written(app)
 
-    def _failed(self, app: str, reason: str) -> bool:
-        if self._write_errors.get(app) != reason:
-            log.error("state_write_failed", app=app, error=reason)
-        self._write_errors[app] = reason
-        return False
+
+def _not_adopted(app: str) -> AppMemory:
+    raise RuntimeError(f"the state of {app!r} is read when its lease is won, not here")
 
 
 def _decoded(app: str, text: str) -> AppMemory:

@@ -19,13 +19,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
+from pydantic import BaseModel, StrictInt, ValidationError
 
+from reconciler.app.cache import PerAppCache
+from reconciler.app.state import requiring, why_unreadable
 from reconciler.feedback.translate import DeployStarted, Ended, Notice, Started, State
 
 log = structlog.get_logger("reconciler.feedback")
@@ -56,7 +59,7 @@ class Commit:
     want: Want | None = None
     # What the forge was told, in its own words: "<attempt>:<state>" of the commit status.
     status_sent: str | None = None
-    deployment_id: int | None = None
+    deployment_id: StrictInt | None = None  # the forge's: an int, never a bool or text
     deployment_attempt: int = 0  # the attempt deployment_id was created for
     deployment_sent: str | None = None  # the last state that deployment was given
     notified: list[str] = field(default_factory=list)  # outcomes messaged this attempt
@@ -147,21 +150,26 @@ class Records:
 
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "feedback"
-        self._records: dict[str, AppRecord] = {}
-        self.write_errors: dict[str, str] = {}
+        self._records = PerAppCache(
+            self._read, logger="reconciler.feedback", subject="feedback_record"
+        )
         # With a cluster, every save is also handed here (app, JSON) for the lease table,
         # so the next owner of the app knows what was said.
         self.mirror: Callable[[str, str], None] | None = None
+
+    @property
+    def write_errors(self) -> Mapping[str, str]:
+        """Why each app's last write failed, for apps whose record is not on disk."""
+        return self._records.write_errors
 
     def adopt(self, app: str, text: str | None) -> None:
         """Take over what another daemon recorded for `app` (None: it recorded nothing)."""
         if text is None:
             return
         try:
-            self._records[app] = _decode(json.loads(text))
+            self._records.put(app, _decode(json.loads(text)))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:200]
-            log.error("feedback_record_damaged", app=app, error=error)
+            log.error("feedback_record_damaged", app=app, error=_why(exc))
             return
         self.save(app, mirror=False)
 
@@ -169,14 +177,10 @@ class Records:
         return self.root / f"{app}.json"
 
     def get(self, app: str) -> AppRecord:
-        record = self._records.get(app)
-        if record is None:
-            record = self._records[app] = self._read(app)
-        return record
+        return self._records.get(app)
 
     def forget(self, app: str) -> None:
-        self._records.pop(app, None)
-        self.write_errors.pop(app, None)
+        self._records.forget(app)
 
     def save(self, app: str, *, mirror: bool = True) -> None:
         encoded = _encode(self.get(app))
@@ -196,13 +200,9 @@ class Records:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            reason = f"cannot write {self.path(app)}: {exc.strerror or exc}"
-            if self.write_errors.get(app) != reason:
-                log.error("feedback_record_write_failed", app=app, error=reason)
-            self.write_errors[app] = reason
+            self._records.write_failed(app, f"cannot write {self.path(app)}: {exc.strerror or exc}")
             return
-        if self.write_errors.pop(app, None) is not None:
-            log.info("feedback_record_write_recovered", app=app)
+        self._records.written(app)
 
     def _read(self, app: str) -> AppRecord:
         path = self.path(app)
@@ -217,66 +217,34 @@ class Records:
                 path.replace(aside)
             except OSError:
                 aside = path
-            log.error(
-                "feedback_record_damaged",
-                app=app,
-                error=f"{type(exc).__name__}: {exc}"[:200],
-                moved_to=str(aside),
-            )
+            log.error("feedback_record_damaged", app=app, error=_why(exc), moved_to=str(aside))
             return AppRecord()
 
 
+class _RecordFile(BaseModel):
+    """An app's record as its file and the lease table hold it: its commits oldest first.
+    A commit's key with a default may be missing (read as the default), but for the two
+    every version wrote."""
+
+    version: int
+    forge: str = ""
+    commits: list[Annotated[Commit, requiring("attempt", "ended")]]
+
+
 def _encode(record: AppRecord) -> dict[str, Any]:
-    return {
-        "version": VERSION,
-        "forge": record.forge,
-        "commits": [asdict(entry) for entry in record.commits.values()],
-    }
+    return _RecordFile.model_construct(
+        version=VERSION, forge=record.forge, commits=list(record.commits.values())
+    ).model_dump()
 
 
 def _decode(raw: Any) -> AppRecord:
     if not isinstance(raw, dict) or raw.get("version") != VERSION:
         raise ValueError("not a feedback record of this version")
-    record = AppRecord(forge=str(raw.get("forge", "")))
-    for item in raw["commits"]:
-        want = item.get("want")
-        entry = Commit(
-            sha=str(item["sha"]),
-            attempt=int(item["attempt"]),
-            ended=bool(item["ended"]),
-            want=None if want is None else _want(want),
-            status_sent=_optional_str(item.get("status_sent")),
-            deployment_id=_optional_int(item.get("deployment_id")),
-            deployment_attempt=int(item.get("deployment_attempt", 0)),
-            deployment_sent=_optional_str(item.get("deployment_sent")),
-            notified=[str(n) for n in item.get("notified", [])],
-        )
-        record.commits[entry.sha] = entry
-    return record
+    read = _RecordFile.model_validate(raw)
+    return AppRecord(forge=read.forge, commits={entry.sha: entry for entry in read.commits})
 
 
-def _want(raw: dict[str, Any]) -> Want:
-    status = raw["status"]
-    if status not in ("pending", "success", "failure", "error"):
-        raise ValueError(f"unknown status {status!r}")
-    deployment = raw.get("deployment")
-    if deployment not in (None, "in_progress", "success", "failure", "inactive"):
-        raise ValueError(f"unknown deployment state {deployment!r}")
-    return Want(
-        status=status,
-        description=str(raw["description"]),
-        deployment=deployment,
-        deployment_description=str(raw.get("deployment_description", "")),
-    )
-
-
-def _optional_str(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _optional_int(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"not an id: {value!r}")
-    return value
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return why_unreadable(exc)[:200]
+    return f"{type(exc).__name__}: {exc}"[:200]
