@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import functools
 import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -70,8 +69,6 @@ from moto.ecs.models import EC2ContainerServiceBackend, Service, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
 
 if TYPE_CHECKING:
-    import threading
-
     from reconciler.sandbox.scenario import Scenario
 
 DESCRIBE_LIMIT = 20  # DescribeServiceDeployments and DescribeServiceRevisions take 20 ARNs
@@ -575,8 +572,6 @@ def failed_task_threshold(desired: int) -> int:
 class Host(Protocol):
     """What the handlers need from the rollout controller serving the request."""
 
-    lock: threading.RLock
-
     def look(self, backend: EC2ContainerServiceBackend, service: Service) -> None:
         """Advance the service's rollout (and so its records) to now."""
 
@@ -740,7 +735,9 @@ def stop_service_deployment(host: Host, response: EC2ContainerServiceResponse) -
     return ActionResult({"serviceDeploymentArn": arn})
 
 
-_HANDLERS: dict[str, Callable[[Host, EC2ContainerServiceResponse], ActionResult]] = {
+# The calls moto lacks, by response method name; rollout.py adds them to moto's ECS responses,
+# where they run for the controller serving the request, under its lock.
+HANDLERS: dict[str, Callable[[Host, EC2ContainerServiceResponse], ActionResult]] = {
     "list_service_deployments": list_service_deployments,
     "describe_service_deployments": describe_service_deployments,
     "describe_service_revisions": describe_service_revisions,
@@ -748,39 +745,15 @@ _HANDLERS: dict[str, Callable[[Host, EC2ContainerServiceResponse], ActionResult]
 }
 
 
-def install(current: Callable[[], Host | None]) -> None:
-    """Give moto's ECS responses the four calls; `current` names the sandbox serving a
-    request (None outside one: moto's own answer, not implemented, stays)."""
-    for name, handler in _HANDLERS.items():
-        setattr(EC2ContainerServiceResponse, name, _handler(name, handler, current))
-
-
-def _handler(
-    name: str,
-    handler: Callable[[Host, EC2ContainerServiceResponse], ActionResult],
-    current: Callable[[], Host | None],
-) -> Callable[[EC2ContainerServiceResponse], ActionResult]:
-    @functools.wraps(handler)
-    def method(response: EC2ContainerServiceResponse) -> ActionResult:
-        host = current()
-        if host is None:
-            raise NotImplementedError(f"The {name} action has not been implemented")
-        with host.lock:
-            return handler(host, response)
-
-    method.__name__ = name
-    return method
-
-
 __all__ = [
     "DEFAULT_ALARM",
+    "HANDLERS",
     "Ending",
     "History",
     "Phase",
     "Record",
     "Revision",
     "history",
-    "install",
     "record_creation",
     "start_deployment",
     "strategy_phases",

@@ -15,22 +15,22 @@ DescribeTasks or one of the service deployment calls looks at a service, from th
 controller's `clock` (`time.monotonic` unless a test sets another) since the update. There
 is no background thread, so nothing races the requests and a stuck scenario costs nothing.
 
-The wrappers only act on requests served by a `SandboxAws` (see `RolloutController.serving`);
-anything else in the process that uses moto in-process keeps moto's own behaviour.
+The wrappers (patching.py) only act on requests served by a `SandboxAws` (see
+`RolloutController.serving`); anything else in the process that uses moto in-process keeps
+moto's own behaviour.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import inspect
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
@@ -48,6 +48,7 @@ from moto.ecs.responses import EC2ContainerServiceResponse
 
 from reconciler.sandbox import deployments
 from reconciler.sandbox.deployments import Record, StopType
+from reconciler.sandbox.patching import Patches
 from reconciler.sandbox.scenario import Scenario
 
 _DEFAULT_DEPLOYMENT_CONFIGURATION: dict[str, Any] = {
@@ -57,11 +58,10 @@ _DEFAULT_DEPLOYMENT_CONFIGURATION: dict[str, Any] = {
 }
 
 
-# The controller whose sandbox is serving the current request; None outside requests.
-_SERVING: ContextVar[RolloutController | None] = ContextVar("sandbox_rollouts", default=None)
+# What the controller whose sandbox is serving the request does to moto's ECS.
+_PATCHES: Patches[RolloutController] = Patches("sandbox_rollouts")
 # The deploymentConfiguration of the CreateService being served, for the backend to keep.
 _CREATING: ContextVar[dict[str, Any] | None] = ContextVar("sandbox_creating", default=None)
-_INSTALL_LOCK = threading.Lock()
 
 
 class RolloutController:
@@ -105,18 +105,13 @@ class RolloutController:
             self._updates.clear()
             self.clock = time.monotonic
 
-    @contextmanager
-    def serving(self) -> Iterator[None]:
+    def serving(self) -> AbstractContextManager[None]:
         """Apply rollout progression to the moto calls made inside this block (one request)."""
-        token = _SERVING.set(self)
-        try:
-            yield
-        finally:
-            _SERVING.reset(token)
+        return _PATCHES.serving(self)
 
     def install(self) -> None:
         """Wrap moto's ECS backend (once per process; later calls change nothing)."""
-        _install()
+        _PATCHES.install()
 
     def look(self, backend: EC2ContainerServiceBackend, service: Service) -> None:
         """Advance the service's rollout to now (under `lock`, inside a request)."""
@@ -423,6 +418,7 @@ def _progress_cluster(
             _recount(backend, service)
 
 
+@_PATCHES.around(EC2ContainerServiceBackend, "create_service")
 def _create_service(
     controller: RolloutController,
     original: Callable[..., Service],
@@ -450,6 +446,7 @@ def _create_service(
     return service
 
 
+@_PATCHES.around(EC2ContainerServiceBackend, "update_service")
 def _update_service(
     controller: RolloutController,
     original: Callable[..., Service],
@@ -489,6 +486,7 @@ def _update_service(
     return result
 
 
+@_PATCHES.around(EC2ContainerServiceBackend, "describe_services")
 def _describe_services(
     controller: RolloutController,
     original: Callable[..., tuple[list[Service], list[dict[str, str]]]],
@@ -503,6 +501,7 @@ def _describe_services(
     return services, failures
 
 
+@_PATCHES.around(EC2ContainerServiceBackend, "list_tasks")
 def _list_tasks(
     controller: RolloutController,
     original: Callable[..., list[Task]],
@@ -526,6 +525,7 @@ def _list_tasks(
     return tasks
 
 
+@_PATCHES.around(EC2ContainerServiceBackend, "describe_tasks")
 def _describe_tasks(
     controller: RolloutController,
     original: Callable[..., list[Task]],
@@ -537,58 +537,23 @@ def _describe_tasks(
     return original(backend, cluster_str, tasks)
 
 
-_BACKEND_HOOKS: dict[str, Callable[..., Any]] = {
-    "create_service": _create_service,
-    "update_service": _update_service,
-    "describe_services": _describe_services,
-    "list_tasks": _list_tasks,
-    "describe_tasks": _describe_tasks,
-}
-
-
-def _wrap(original: Callable[..., Any], hook: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def method(backend: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:
-        controller = _SERVING.get()
-        if controller is None:
-            return original(backend, *args, **kwargs)
-        with controller.lock:
-            return hook(controller, original, backend, *args, **kwargs)
-
-    return method
-
-
-def _keep_deployment_configuration(original: Callable[..., Any]) -> Callable[..., Any]:
+@_PATCHES.around(EC2ContainerServiceResponse, "create_service")
+def _keep_deployment_configuration(
+    controller: RolloutController,
+    original: Callable[..., Any],
+    response: EC2ContainerServiceResponse,
+) -> Any:
     """moto's CreateService drops deploymentConfiguration; ECS stores it (with defaults)."""
-
-    @functools.wraps(original)
-    def create_service(response: EC2ContainerServiceResponse) -> Any:
-        if _SERVING.get() is None:
-            return original(response)
-        requested = response._get_param("deploymentConfiguration") or {}
-        # Handed to the backend's create_service, so the service has it before its first
-        # service deployment is recorded.
-        token = _CREATING.set({**copy.deepcopy(_DEFAULT_DEPLOYMENT_CONFIGURATION), **requested})
-        try:
-            return original(response)
-        finally:
-            _CREATING.reset(token)
-
-    return create_service
+    requested = response._get_param("deploymentConfiguration") or {}
+    # Handed to the backend's create_service, so the service has it before its first
+    # service deployment is recorded.
+    token = _CREATING.set({**copy.deepcopy(_DEFAULT_DEPLOYMENT_CONFIGURATION), **requested})
+    try:
+        return original(response)
+    finally:
+        _CREATING.reset(token)
 
 
-def _install() -> None:
-    with _INSTALL_LOCK:
-        if getattr(EC2ContainerServiceBackend, "sandbox_installed", False):
-            return
-        for name, hook in _BACKEND_HOOKS.items():
-            setattr(
-                EC2ContainerServiceBackend,
-                name,
-                _wrap(getattr(EC2ContainerServiceBackend, name), hook),
-            )
-        EC2ContainerServiceResponse.create_service = _keep_deployment_configuration(  # type: ignore[method-assign]
-            EC2ContainerServiceResponse.create_service
-        )
-        deployments.install(_SERVING.get)
-        setattr(EC2ContainerServiceBackend, "sandbox_installed", True)  # noqa: B010
+# The service deployment calls moto lacks, answered for the controller serving the request.
+for _action, _handler in deployments.HANDLERS.items():
+    _PATCHES.adds(EC2ContainerServiceResponse, _action)(_handler)

@@ -11,20 +11,19 @@ asked for.
 
 As in rollout.py, progression is lazy: it is evaluated whenever DescribeTasks, ListTasks or
 StopTask looks at a cluster, from `time.monotonic()` since the RunTask, and the wrappers only
-act on requests served by a `SandboxAws` (see `TaskController.serving`). They run under the
-rollout controller's lock, since both change the same moto task tables.
+act on requests served by a `SandboxAws` (see `TaskController.serving`, and patching.py). They
+run under the rollout controller's lock, since both change the same moto task tables.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import inspect
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,8 @@ from moto.core.utils import utcnow
 from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.models import Container, EC2ContainerServiceBackend, Task, TaskDefinition
 from moto.ecs.responses import EC2ContainerServiceResponse
+
+from reconciler.sandbox.patching import Patches
 
 # What ECS reports for a task whose essential container exited by itself.
 _EXITED_CODE = "EssentialContainerExited"
@@ -90,11 +91,10 @@ class StartedTask:
         return found
 
 
-# The controller whose sandbox is serving the current request; None outside requests.
-_SERVING: ContextVar[TaskController | None] = ContextVar("sandbox_tasks", default=None)
+# What the controller whose sandbox is serving the request does to moto's ECS.
+_PATCHES: Patches[TaskController] = Patches("sandbox_tasks")
 # RunTask failures the backend decided on, for the response to carry (moto's has none).
 _FAILURES: ContextVar[list[dict[str, str]] | None] = ContextVar("sandbox_failures", default=None)
-_INSTALL_LOCK = threading.Lock()
 
 
 class TaskController:
@@ -141,18 +141,13 @@ class TaskController:
             self._scenarios.clear()
             self._started.clear()
 
-    @contextmanager
-    def serving(self) -> Iterator[None]:
+    def serving(self) -> AbstractContextManager[None]:
         """Apply task lifecycles to the moto calls made inside this block (one request)."""
-        token = _SERVING.set(self)
-        try:
-            yield
-        finally:
-            _SERVING.reset(token)
+        return _PATCHES.serving(self)
 
     def install(self) -> None:
         """Wrap moto's ECS backend (once per process; later calls change nothing)."""
-        _install()
+        _PATCHES.install()
 
     def _record(self, record: StartedTask) -> None:
         self._started.append(record)
@@ -335,6 +330,7 @@ def _find_task(backend: EC2ContainerServiceBackend, cluster_name: str, task: str
 # --- the wrapped backend methods ---
 
 
+@_PATCHES.around(EC2ContainerServiceBackend, "run_task")
 def _run_task(
     controller: TaskController,
     original: Callable[..., list[Task]],
@@ -391,6 +387,7 @@ def _run_task(
     return tasks
 
 
+@_PATCHES.around(EC2ContainerServiceBackend, "describe_tasks")
 def _describe_tasks(
     controller: TaskController,
     original: Callable[..., list[Task]],
@@ -402,6 +399,7 @@ def _describe_tasks(
     return original(backend, cluster_str, tasks)
 
 
+@_PATCHES.around(EC2ContainerServiceBackend, "list_tasks")
 def _list_tasks(
     controller: TaskController,
     original: Callable[..., list[Task]],
@@ -419,6 +417,7 @@ def _list_tasks(
     return original(*call.args, **call.kwargs)
 
 
+@_PATCHES.around(EC2ContainerServiceBackend, "stop_task")
 def _stop_task(
     controller: TaskController,
     original: Callable[..., Task],
@@ -447,57 +446,19 @@ def _stop_task(
     return task
 
 
-_BACKEND_HOOKS: dict[str, Callable[..., Any]] = {
-    "run_task": _run_task,
-    "describe_tasks": _describe_tasks,
-    "list_tasks": _list_tasks,
-    "stop_task": _stop_task,
-}
-
-
-def _wrap(original: Callable[..., Any], hook: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def method(backend: EC2ContainerServiceBackend, *args: Any, **kwargs: Any) -> Any:
-        controller = _SERVING.get()
-        if controller is None:
-            return original(backend, *args, **kwargs)
-        with controller.lock:
-            return hook(controller, original, backend, *args, **kwargs)
-
-    return method
-
-
-def _answer_failures(original: Callable[..., Any]) -> Callable[..., Any]:
+@_PATCHES.around(EC2ContainerServiceResponse, "run_task")
+def _answer_failures(
+    controller: TaskController,
+    original: Callable[..., Any],
+    response: EC2ContainerServiceResponse,
+) -> Any:
     """moto's RunTask answer always has `failures: []`; ECS lists why it started nothing."""
-
-    @functools.wraps(original)
-    def run_task(response: EC2ContainerServiceResponse) -> Any:
-        if _SERVING.get() is None:
-            return original(response)
-        failures: list[dict[str, str]] = []
-        token = _FAILURES.set(failures)
-        try:
-            result = original(response)
-        finally:
-            _FAILURES.reset(token)
-        if failures:
-            result.result["failures"] = failures
-        return result
-
-    return run_task
-
-
-def _install() -> None:
-    with _INSTALL_LOCK:
-        if getattr(EC2ContainerServiceBackend, "sandbox_tasks_installed", False):
-            return
-        for name, hook in _BACKEND_HOOKS.items():
-            setattr(
-                EC2ContainerServiceBackend,
-                name,
-                _wrap(getattr(EC2ContainerServiceBackend, name), hook),
-            )
-        EC2ContainerServiceResponse.run_task = _answer_failures(  # type: ignore[method-assign]
-            EC2ContainerServiceResponse.run_task
-        )
-        setattr(EC2ContainerServiceBackend, "sandbox_tasks_installed", True)  # noqa: B010
+    failures: list[dict[str, str]] = []
+    token = _FAILURES.set(failures)
+    try:
+        result = original(response)
+    finally:
+        _FAILURES.reset(token)
+    if failures:
+        result.result["failures"] = failures
+    return result
