@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +323,18 @@ def join(workdir: Path, *, once: bool) -> int:
                 daemon.kill()
 
 
+def stop_in_order(processes: Iterable[subprocess.Popen[str]]) -> None:
+    """SIGTERM each process and wait for it to exit before the next: the daemon hands its
+    leases back through the sandbox's table, so the sandbox must outlive it."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -404,13 +417,7 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGTERM)
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_in_order(reversed(processes))
 
 
 if __name__ == "__main__":
