@@ -32,6 +32,7 @@ import structlog
 import tomli_w
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from reconciler.adapters.files import write_atomically
 from reconciler.decisions.access import Identity, Role, matches_hash, token_sha256
 from reconciler.errors import ConfigError
 
@@ -259,16 +260,4 @@ def revoke_token(path: Path, name: str) -> bool:
 
 
 def _write(path: Path, parsed: TokensFile) -> None:
-    """Replace the file in one rename (a reader sees the old or the new file, never half)."""
-    text = tomli_w.dumps(parsed.model_dump(mode="json"))
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(path, tomli_w.dumps(parsed.model_dump(mode="json")).encode())

@@ -21,9 +21,7 @@ new file, never half of one.
 from __future__ import annotations
 
 import json
-import os
 import reprlib
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Annotated, Any, Protocol
 import structlog
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
+from reconciler.adapters.files import set_aside, write_atomically
 from reconciler.app.cache import PerAppCache
 from reconciler.decisions.model import Attempt, HistoryEntry, Hold, Pin, PreDeployRun
 
@@ -75,19 +74,42 @@ class StateStore(Protocol):
         when that failed."""
 
 
-class FileStateStore:
+class CachedStateStore:
+    """What every store does alike: each app's memory read once and kept, written through."""
+
+    def __init__(self, memories: PerAppCache[AppMemory]) -> None:
+        self._memories = memories
+
+    def load(self, app: str) -> AppMemory:
+        """The app's memory: read the first time, the same object afterwards."""
+        return self._memories.get(app)
+
+    def forget(self, app: str) -> None:
+        """Drop an app that left this daemon (what is stored stays for a later return)."""
+        self._memories.forget(app)
+
+    def write_error(self, app: str) -> str | None:
+        """Why the app's last write failed, or None when the store is up to date."""
+        return self._memories.write_error(app)
+
+    async def reset(self, app: str) -> AppMemory:
+        memory = cleared(self.load(app))
+        await self.save(app)
+        return memory
+
+    async def save(self, app: str, memory: AppMemory | None = None) -> bool:
+        raise NotImplementedError
+
+
+class FileStateStore(CachedStateStore):
     """One JSON file per app in state_dir/apps."""
 
     def __init__(self, state_dir: Path) -> None:
         self._dir = state_dir / "apps"
-        self._memories = PerAppCache(self._read, logger="reconciler.state", subject="state")
+        super().__init__(PerAppCache(self._read, logger="reconciler.state", subject="state"))
 
     def _path(self, app: str) -> Path:
         return self._dir / f"{app}.json"
-
-    def load(self, app: str) -> AppMemory:
-        """The app's memory: read from disk the first time, the same object afterwards."""
-        return self._memories.get(app)
 
     def peek(self, app: str) -> AppMemory:
         """The app's memory as on disk now, for read-only commands; never moves a file."""
@@ -97,19 +119,6 @@ class FileStateStore:
             return AppMemory()
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             return AppMemory(damaged=f"state file damaged: {why_unreadable(exc)}")
-
-    def forget(self, app: str) -> None:
-        """Drop an app removed from the config (its file stays for a later return)."""
-        self._memories.forget(app)
-
-    def write_error(self, app: str) -> str | None:
-        """Why the app's last write failed, or None when its file is up to date."""
-        return self._memories.write_error(app)
-
-    async def reset(self, app: str) -> AppMemory:
-        memory = cleared(self.load(app))
-        await self.save(app)
-        return memory
 
     async def save(self, app: str, memory: AppMemory | None = None) -> bool:
         return self.save_now(app, memory)
@@ -126,18 +135,8 @@ class FileStateStore:
         return self._memories.written(app)
 
     def _write(self, app: str, memory: AppMemory) -> None:
-        self._dir.mkdir(parents=True, exist_ok=True)
         payload = json.dumps(_encode(memory), indent=1, default=_iso).encode()
-        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{app}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            Path(tmp).replace(self._path(app))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self._path(app), payload)
 
     def _read(self, app: str) -> AppMemory:
         path = self._path(app)
@@ -151,7 +150,7 @@ class FileStateStore:
     def _damaged(self, app: str, path: Path, exc: Exception) -> AppMemory:
         kept = path.with_name(path.name + ".corrupt")
         try:
-            path.replace(kept)
+            set_aside(path)
         except OSError as move_error:
             log.error("state_file_not_moved", app=app, error=str(move_error))
         reason = (

@@ -14,18 +14,24 @@ import asyncio
 import structlog
 
 from reconciler.app.cache import PerAppCache
-from reconciler.app.state import AppMemory, cleared, decode_memory, encode_memory, why_unreadable
+from reconciler.app.state import (
+    AppMemory,
+    CachedStateStore,
+    decode_memory,
+    encode_memory,
+    why_unreadable,
+)
 from reconciler.cluster.table import LeaseTable
 from reconciler.errors import ReconcilerError
 
 log = structlog.get_logger("reconciler.cluster")
 
 
-class TableStateStore:
+class TableStateStore(CachedStateStore):
     def __init__(self, table: LeaseTable, *, host_id: str) -> None:
+        super().__init__(PerAppCache(_not_adopted, logger="reconciler.cluster", subject="state"))
         self._table = table
         self._host_id = host_id
-        self._memories = PerAppCache(_not_adopted, logger="reconciler.cluster", subject="state")
         self._versions: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -37,20 +43,9 @@ class TableStateStore:
         self._memories.clear_error(app)
         return memory
 
-    def load(self, app: str) -> AppMemory:
-        return self._memories.get(app)
-
     def forget(self, app: str) -> None:
-        self._memories.forget(app)
+        super().forget(app)
         self._versions.pop(app, None)
-
-    def write_error(self, app: str) -> str | None:
-        return self._memories.write_error(app)
-
-    async def reset(self, app: str) -> AppMemory:
-        memory = cleared(self.load(app))
-        await self.save(app)
-        return memory
 
     async def save(self, app: str, memory: AppMemory | None = None) -> bool:
         if memory is not None:

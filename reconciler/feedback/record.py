@@ -17,8 +17,6 @@ is best effort, and the worst an empty record does is repeat a status.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Annotated, Any, Literal
 import structlog
 from pydantic import BaseModel, StrictInt, ValidationError
 
+from reconciler.adapters.files import set_aside, write_atomically
 from reconciler.app.cache import PerAppCache
 from reconciler.app.state import requiring, why_unreadable
 from reconciler.feedback.translate import DeployStarted, Ended, Notice, Started, State
@@ -187,18 +186,7 @@ class Records:
         if mirror and self.mirror is not None:
             self.mirror(app, json.dumps(encoded, separators=(",", ":")))
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            payload = json.dumps(encoded, indent=1).encode()
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{app}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(payload)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                Path(tmp).replace(self.path(app))
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(self.path(app), json.dumps(encoded, indent=1).encode())
         except OSError as exc:
             self._records.write_failed(app, f"cannot write {self.path(app)}: {exc.strerror or exc}")
             return
@@ -212,9 +200,8 @@ class Records:
         except FileNotFoundError:
             return AppRecord()
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            aside = path.with_name(path.name + ".corrupt")
             try:
-                path.replace(aside)
+                aside = set_aside(path)
             except OSError:
                 aside = path
             log.error("feedback_record_damaged", app=app, error=_why(exc), moved_to=str(aside))

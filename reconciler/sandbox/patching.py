@@ -19,6 +19,7 @@ on no request but a sandbox's.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -137,3 +138,11 @@ class Patches(Generic[H]):
 
 
 __all__ = ["Host", "Patches"]
+
+
+def bound(original: Callable[..., Any], *args: Any, **kwargs: Any) -> inspect.BoundArguments:
+    """A call of moto's `original` method with its arguments by parameter name, defaults
+    filled in (moto's backends take most of them positionally or by keyword alike)."""
+    call = inspect.signature(original).bind(*args, **kwargs)
+    call.apply_defaults()
+    return call

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import secrets
 import threading
 import time
@@ -48,7 +47,7 @@ from moto.ecs.responses import EC2ContainerServiceResponse
 
 from reconciler.sandbox import deployments
 from reconciler.sandbox.deployments import Record, StopType
-from reconciler.sandbox.patching import Patches
+from reconciler.sandbox.patching import Patches, bound
 from reconciler.sandbox.scenario import Scenario
 
 _DEFAULT_DEPLOYMENT_CONFIGURATION: dict[str, Any] = {
@@ -509,8 +508,7 @@ def _list_tasks(
     *args: Any,
     **kwargs: Any,
 ) -> list[Task]:
-    call = inspect.signature(original).bind(backend, *args, **kwargs)
-    call.apply_defaults()
+    call = bound(original, backend, *args, **kwargs)
     arguments = call.arguments
     if arguments["cluster_str"]:
         _progress_cluster(controller, backend, backend._get_cluster(arguments["cluster_str"]).name)

@@ -18,7 +18,6 @@ run under the rollout controller's lock, since both change the same moto task ta
 from __future__ import annotations
 
 import copy
-import inspect
 import threading
 import time
 import uuid
@@ -33,7 +32,7 @@ from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.models import Container, EC2ContainerServiceBackend, Task, TaskDefinition
 from moto.ecs.responses import EC2ContainerServiceResponse
 
-from reconciler.sandbox.patching import Patches
+from reconciler.sandbox.patching import Patches, bound
 
 # What ECS reports for a task whose essential container exited by itself.
 _EXITED_CODE = "EssentialContainerExited"
@@ -338,8 +337,7 @@ def _run_task(
     *args: Any,
     **kwargs: Any,
 ) -> list[Task]:
-    call = inspect.signature(original).bind(backend, *args, **kwargs)
-    call.apply_defaults()
+    call = bound(original, backend, *args, **kwargs)
     arguments = call.arguments
     cluster = backend._get_cluster(arguments["cluster_str"] or "default")
     scenario = controller.scenario_for(cluster.name)
@@ -407,8 +405,7 @@ def _list_tasks(
     *args: Any,
     **kwargs: Any,
 ) -> list[Task]:
-    call = inspect.signature(original).bind(backend, *args, **kwargs)
-    call.apply_defaults()
+    call = bound(original, backend, *args, **kwargs)
     cluster_str = call.arguments["cluster_str"]
     clusters = [backend._get_cluster(cluster_str).name] if cluster_str else list(backend.tasks)
     for name in clusters:
@@ -425,7 +422,7 @@ def _stop_task(
     *args: Any,
     **kwargs: Any,
 ) -> Task:
-    call = inspect.signature(original).bind(backend, *args, **kwargs)
+    call = bound(original, backend, *args, **kwargs)
     cluster_str, task_str = str(call.arguments["cluster_str"]), str(call.arguments["task_str"])
     reason: str | None = call.arguments["reason"]
     cluster = backend._get_cluster(cluster_str)
