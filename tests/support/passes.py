@@ -20,10 +20,11 @@ from typing import Any
 from reconciler.adapters.ports import Adapters
 from reconciler.app.reporter import Reporter
 from reconciler.app.stages.context import AppSession, PassContext, PromotionSource
+from reconciler.app.stages.watch import Rollout
 from reconciler.app.state import AppMemory, cleared, decode_memory, encode_memory
 from reconciler.app.status import AppStatus
 from reconciler.config import AppConfig
-from reconciler.decisions.model import Desired, ImageRef, Live, Observation
+from reconciler.decisions.model import Desired, ImageRef, Live, Observation, utcnow
 from reconciler.metrics import Metrics
 from tests.support.fakes import (
     QUICK,
@@ -141,6 +142,22 @@ class Pass:
             config_fingerprint=self.app.fingerprint(),
         )
         return self.ctx.observation
+
+    async def roll_out(self, *, settle_after: int = 0) -> Rollout:
+        """UpdateService to a new task definition of the pass's image, as deploy sends it;
+        the fake's rollout completes after `settle_after` more DescribeServices."""
+        self.ecs.settle_after = settle_after
+        previous = self.live_task_definition()
+        arn = await self.ecs.register_task_definition(
+            {"family": "web", "containerDefinitions": [{"name": "app", "image": self.image()}]},
+            [],
+        )
+        deployment = await self.ecs.update_service(
+            cluster=self.app.cluster, service=self.app.service, task_definition=arn
+        )
+        return Rollout(
+            deployment_id=deployment, task_definition=arn, previous=previous, since=utcnow()
+        )
 
     def results(self) -> list[tuple[str, str]]:
         """(revision, result) of each history entry, newest first, as operators see it."""
