@@ -4,6 +4,7 @@ revision with why."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -122,7 +123,7 @@ async def test_a_task_started_before_a_restart_is_awaited_not_started_again() ->
     run, arn = await migrating()
     task = running_task(run)
     run.memory.pre_deploy_run = PreDeployRun(revision=REVISION, task=task)
-    run.ecs.tasks[task] = TaskState(task, "STOPPED", exit_codes={"app": 0})
+    run.ecs.tasks[task] = TaskState(task, "STOPPED", exit_codes={"app": 0})  # it ended meanwhile
     assert await pre_deploy(run.ctx, task_definition=arn) is True
     assert list(run.ecs.tasks) == [task]
 
@@ -135,7 +136,8 @@ async def test_a_task_whose_run_task_answer_was_lost_is_found_by_who_started_it(
     run.memory.pre_deploy_run = PreDeployRun(
         revision=REVISION, task=None, at=utcnow() - timedelta(minutes=5)
     )
-    assert await pre_deploy(run.ctx, task_definition=arn) is False
+    # Not another 60s: the deadline passed while the daemon was down.
+    assert await asyncio.wait_for(pre_deploy(run.ctx, task_definition=arn), 5) is False
     assert list(run.ecs.tasks) == [task]
     assert run.ecs.stopped == [task]
     hold = run.written.hold
