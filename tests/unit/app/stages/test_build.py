@@ -1,0 +1,100 @@
+"""Build: the desired image, within the daemon's build slots; a failed build counts towards
+the revision's limit and is recorded with its output, an unreachable engine counts nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from reconciler.app.stages.build import _cache_sources, build
+from reconciler.decisions.model import Live, Phase
+from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
+from reconciler.errors import BuildFailed, DockerUnavailable
+from tests.support.fakes import REGISTRY
+from tests.support.passes import NEWER, REVISION, a_pass
+
+BUILD_SECONDS = "reconciler_build_seconds"
+
+
+async def test_a_build_tags_the_desired_image() -> None:
+    run = a_pass()
+    run.observe()
+    await build(run.ctx)
+    assert run.docker.builds == [run.image()]
+    assert run.status.phase is Phase.BUILDING
+    assert run.timed(BUILD_SECONDS) == 1
+    assert run.memory.build_failures == {}
+    assert run.results() == []
+
+
+@pytest.mark.parametrize(
+    ("before", "phase"),
+    [(0, Phase.BUILDING), (MAX_BUILD_ATTEMPTS - 1, Phase.FAILED)],
+    ids=["a first failure", "the last allowed failure"],
+)
+async def test_a_failed_build_is_counted_and_recorded_with_its_output(
+    before: int, phase: Phase
+) -> None:
+    """The app turns Failed only once the revision used up its attempts; other revisions'
+    counts are left alone."""
+    run = a_pass()
+    run.memory.build_failures.update({REVISION: before, NEWER: 1})
+    run.observe()
+    output = [f"step {n:02}" for n in range(15)]
+    failure = BuildFailed("RUN make exited 2", log_tail=output)
+    run.docker.fail_next("build", failure)
+    with pytest.raises(BuildFailed) as raised:
+        await build(run.ctx)
+    assert raised.value is failure
+    assert run.written.build_failures == {REVISION: before + 1, NEWER: 1}
+    assert run.results() == [(REVISION, "build_failed")]
+    error = run.status.history[0].error or ""
+    assert error.startswith("RUN make exited 2\n")
+    assert "step 05" in error and "step 14" in error  # the last ten lines, no more
+    assert "step 04" not in error
+    assert run.status.phase is phase
+    assert run.timed(BUILD_SECONDS) == 0
+
+
+async def test_an_unreachable_engine_counts_for_nothing() -> None:
+    run = a_pass()
+    run.observe()
+    run.docker.fail_next("build", DockerUnavailable("docker.sock: connection refused"))
+    with pytest.raises(DockerUnavailable):
+        await build(run.ctx)
+    assert run.memory.build_failures == {}
+    assert run.results() == []
+    assert run.store.saves == 0
+
+
+async def test_a_build_waits_for_a_free_build_slot() -> None:
+    run = a_pass(build_slots=1)
+    run.observe()
+    slots = run.session.build_slots
+    await slots.acquire()  # another app builds
+    started = asyncio.create_task(build(run.ctx))
+    await asyncio.sleep(0.05)
+    assert run.docker.builds == []
+    assert run.status.phase is not Phase.BUILDING
+    slots.release()
+    await asyncio.wait_for(started, 5)
+    assert run.docker.builds == [run.image()]
+    assert not slots.locked()  # the slot is given back
+
+
+async def test_the_build_cache_comes_from_the_images_the_app_runs_in_its_repository() -> None:
+    """Only images of the app's own repository serve as cache, never the one being built.
+    (The engine fake keeps no record of `cache_from`; the choice is read directly.)"""
+    run = a_pass()
+    observation = run.observe()
+    images = {
+        "app": f"{REGISTRY}/web:{'1' * 40}",
+        "worker": f"{REGISTRY}/web:{'2' * 40}",
+        "edge": run.image(),
+        "other": f"{REGISTRY}/api:{'3' * 40}",
+    }
+    live = Live(service=observation.live.service, images=images)
+    run.ctx.observation = dataclasses.replace(observation, live=live)
+    assert _cache_sources(run.ctx) == [images["app"], images["worker"]]
