@@ -41,9 +41,13 @@ async def hold_failed(ctx: PassContext, ended: Watched, *, previous: str | None)
     result = _result(ended, owed=owed)
     try:
         if owed:
-            # If this raises (AWS down), the hold still owes the rollback and the next pass
-            # plans RollBack.
-            deployment = await roll_back(ctx, owed)
+            try:
+                deployment = await roll_back(ctx, owed)
+            except BaseException:
+                # AWS down: nothing was rolled back yet. The hold still owes the rollback and
+                # the next pass plans RollBack; until then the outcome is a plain failure.
+                result = Result.FAILED
+                raise
             ctx.report.failed(reason)
             if deployment is not None:
                 result, reason = await _watch_rollback(ctx, deployment, owed, reason)

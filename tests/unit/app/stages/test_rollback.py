@@ -168,5 +168,7 @@ async def test_a_rollback_that_cannot_be_sent_is_still_owed_and_the_failure_said
         await hold_failed(run.ctx, Watched(reason=FAILED), previous=stable)
     hold = run.written.hold
     assert hold is not None and hold.rollback_to == stable
-    assert [revision for revision, _ in run.results()] == [REVISION]
+    # Nothing was rolled back yet: the outcome is a failure, never `rolled_back`.
+    assert run.results() == [(REVISION, Result.FAILED.value)]
     assert run.status.phase is Phase.FAILED and run.status.last_error == FAILED
+    assert rollbacks(run, "rolled_back") == 0
