@@ -8,6 +8,7 @@ key (`apps[web].rollout_timeout: invalid duration 'soon'`). Settings in [daemon]
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import tomllib
 from pathlib import Path, PurePosixPath
@@ -25,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from reconciler.aio.loopback import is_loopback
 from reconciler.decisions.durations import parse_duration
 from reconciler.decisions.repourl import has_credentials, normalise_repo_url
 from reconciler.errors import ConfigError
@@ -67,12 +69,15 @@ class _Section(BaseModel):
 
 
 class DaemonSettings(_Section):
+    # Webhooks and /healthz only: the one socket a forge must reach.
     listen: str = "127.0.0.1:8088"
+    # Status, pages, events, metrics and actions: every request needs an identity.
+    admin_listen: str = "127.0.0.1:8089"
     poll_interval: Duration = 60.0
     state_dir: Annotated[Path, BeforeValidator(_no_nul)] = Path("/var/lib/reconciler")
     max_concurrent_builds: int = Field(default=2, ge=1, le=64)
     log_format: Literal["json", "console", "auto"] = "auto"
-    api_token_file: OptionalPath = None
+    api_token_file: OptionalPath = None  # deprecated: one admin token; see [auth]
     # Where the Docker engine listens; empty: DOCKER_HOST or the default socket.
     docker_host: str = ""
     # How people reach the dashboard (links in commit statuses and chat); empty: listen.
@@ -85,7 +90,7 @@ class DaemonSettings(_Section):
             _require_http_url(value)
         return value.rstrip("/")
 
-    @field_validator("listen")
+    @field_validator("listen", "admin_listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
@@ -100,6 +105,47 @@ class DaemonSettings(_Section):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+    @property
+    def admin_host(self) -> str:
+        return self.admin_listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def admin_port(self) -> int:
+        return int(self.admin_listen.rpartition(":")[2])
+
+    @model_validator(mode="after")
+    def _two_sockets(self) -> DaemonSettings:
+        if self.port != 0 and self.port == self.admin_port:
+            raise ValueError(
+                f"listen and admin_listen share port {self.port}: webhooks and the admin "
+                "face need a socket each"
+            )
+        return self
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"expected an address or CIDR (10.0.0.0/8, ::1), got {value!r}") from None
+
+
+def _allowed_host(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?|\[[0-9A-Fa-f:.]+\](:\d+)?", value):
+        raise ValueError(f"expected a host name or host:port, got {value!r}")
+    return value.lower()
+
+
+class AuthSettings(_Section):
+    """Who may use the admin listener (SPEC: Who may reach, read and steer)."""
+
+    # Named tokens with roles and app globs; empty: one admin token made in state_dir.
+    tokens_file: OptionalPath = None
+    # Proxies (addresses or CIDRs) whose X-Forwarded-User names a [[user]] of the tokens file.
+    trusted_proxies: tuple[Annotated[str, AfterValidator(_cidr)], ...] = ()
+    # Host names the admin listener answers besides its own address and public_url's host.
+    allowed_hosts: tuple[Annotated[str, AfterValidator(_allowed_host)], ...] = ()
 
 
 class AwsSettings(_Section):
@@ -460,6 +506,7 @@ class Config(BaseSettings):
     )
 
     daemon: DaemonSettings = DaemonSettings()
+    auth: AuthSettings = AuthSettings()
     aws: AwsSettings = AwsSettings()
     webhook: WebhookSettings = WebhookSettings()
     build: BuildSettings = BuildSettings()
@@ -485,6 +532,21 @@ class Config(BaseSettings):
         """The app called `name`; None when the config has none (a reload may take an app
         out while work for it is still under way)."""
         return next((app for app in self.apps if app.name == name), None)
+
+    @model_validator(mode="after")
+    def _admin_needs_identities(self) -> Config:
+        """An admin listener other hosts can reach must know who calls it: the admin token
+        made in state_dir is for those who can read files on this host."""
+        if is_loopback(self.daemon.admin_host):
+            return self
+        auth = self.auth
+        legacy = self.daemon.api_token_file
+        if auth.tokens_file is None and not auth.trusted_proxies and legacy is None:
+            raise ValueError(
+                f"admin_listen {self.daemon.admin_listen} is not loopback: set "
+                "auth.tokens_file or auth.trusted_proxies"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_apps(self) -> Config:

@@ -171,6 +171,26 @@ BAD = {
         "aws.registry: expected a registry host",
     ),
     "tiny body limit": (with_section(webhook={"max_body_bytes": 10}), "webhook.max_body_bytes"),
+    "bad admin listen": (
+        with_section(daemon={"admin_listen": "everywhere"}),
+        "daemon.admin_listen: expected host:port",
+    ),
+    "one port for both": (
+        with_section(daemon={"listen": "127.0.0.1:8088", "admin_listen": "127.0.0.1:8088"}),
+        "daemon: listen and admin_listen share port 8088",
+    ),
+    "open admin without identities": (
+        with_section(daemon={"admin_listen": "0.0.0.0:8089"}),
+        "admin_listen 0.0.0.0:8089 is not loopback: set auth.tokens_file or auth.trusted_proxies",
+    ),
+    "bad trusted proxy": (
+        with_section(auth={"trusted_proxies": ["10.0.0.0/33"]}),
+        "auth.trusted_proxies.0: expected an address or CIDR",
+    ),
+    "bad allowed host": (
+        with_section(auth={"allowed_hosts": ["https://deploy.acme.dev"]}),
+        "auth.allowed_hosts.0: expected a host name",
+    ),
     "bad branch": (app_with(branch="a..b"), "apps[web].branch: not a valid branch name"),
     "bad revision": (app_with(revision="x y"), "apps[web].revision: not a commit SHA or tag"),
     "bad ecr repository": (
@@ -193,6 +213,23 @@ def test_bad_config_names_the_problem(text: str, expected: str) -> None:
     lines = problems(text)
     assert any(expected in line for line in lines), lines
     assert all("\n" not in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"tokens_file": "/etc/reconciler/tokens.toml"},
+        {"trusted_proxies": ["127.0.0.1", "10.1.0.0/16"]},
+    ],
+)
+def test_an_open_admin_listener_with_identities_is_accepted(auth: dict[str, object]) -> None:
+    config = parse_config(with_section(daemon={"admin_listen": "0.0.0.0:8089"}, auth=auth))
+    assert (config.daemon.admin_host, config.daemon.admin_port) == ("0.0.0.0", 8089)
+
+
+def test_the_two_listeners_default_to_loopback() -> None:
+    daemon = parse_config(APP).daemon
+    assert (daemon.listen, daemon.admin_listen) == ("127.0.0.1:8088", "127.0.0.1:8089")
 
 
 def test_every_problem_is_reported_at_once() -> None:
