@@ -224,7 +224,7 @@ def test_bad_config_names_the_problem(text: str, expected: str) -> None:
 )
 def test_an_open_admin_listener_with_identities_is_accepted(auth: dict[str, object]) -> None:
     config = parse_config(with_section(daemon={"admin_listen": "0.0.0.0:8089"}, auth=auth))
-    assert (config.daemon.admin_host, config.daemon.admin_port) == ("0.0.0.0", 8089)
+    assert (config.daemon.admin_host, config.daemon.admin_port) == ("0.0.0.0", 8089)  # noqa: S104
 
 
 def test_the_two_listeners_default_to_loopback() -> None:
