@@ -239,3 +239,49 @@ async def test_status_finds_the_daemon_from_the_config(tmp_path: Path) -> None:
         ran = await reconciler("status", "--config", str(path), "--json")
     assert ran.code == 0, ran
     assert [a["name"] for a in json.loads(ran.stdout)["apps"]] == list(APPS)
+
+
+# --- token ----------------------------------------------------------------------------------
+
+
+async def test_token_add_prints_it_once_list_shows_no_secret_and_revoke_ends_it(
+    tmp_path: Path,
+) -> None:
+    """`token add` prints a token the file stores only as a hash; `list` shows names, roles
+    and globs; `revoke` removes it; bad input is one line with exit 2 and changes nothing."""
+    tokens = tmp_path / "tokens.toml"
+    config = tmp_path / "reconciler.toml"
+    config.write_text(config_text(auth={"tokens_file": tokens}, apps=[]))
+    added = await reconciler(
+        "token", "add", "alice", "--role", "operator", "--apps", "web-*", "--config", str(config)
+    )
+    assert added.code == 0, added
+    token = added.stdout.strip()
+    assert len(token) >= 40 and token not in tokens.read_text()
+
+    listed = await reconciler("token", "list", "--tokens-file", str(tokens))
+    assert listed.code == 0, listed
+    assert "alice" in listed.stdout and "operator" in listed.stdout and "web-*" in listed.stdout
+    assert token not in listed.stdout
+
+    before = tokens.read_text()
+    twice = await reconciler(
+        "token", "add", "alice", "--role", "viewer", "--tokens-file", str(tokens)
+    )
+    assert twice.code == 2
+    assert twice.stderr.count("\n") == 1 and "named twice" in twice.stderr
+    assert tokens.read_text() == before
+
+    revoked = await reconciler("token", "revoke", "alice", "--tokens-file", str(tokens))
+    assert revoked.code == 0, revoked
+    assert "alice" not in tokens.read_text()
+    again = await reconciler("token", "revoke", "alice", "--tokens-file", str(tokens))
+    assert again.code == 2 and "no token named 'alice'" in again.stderr
+
+
+async def test_token_without_a_tokens_file_says_where_to_set_one(tmp_path: Path) -> None:
+    config = tmp_path / "reconciler.toml"
+    config.write_text(valid(tmp_path))
+    ran = await reconciler("token", "list", "--config", str(config))
+    assert ran.code == 2
+    assert ran.stderr == "error: no tokens file: pass --tokens-file or set [auth].tokens_file\n"
