@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import re
 import ssl
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,10 +32,11 @@ from typing import Any, BinaryIO
 import aiohttp
 import structlog
 from aiodocker import Docker
-from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
 from reconciler.adapters import buildkit
+from reconciler.adapters.containers import run_container
+from reconciler.adapters.engine_api import LOG_TAIL_LINES, engine_errors, one_line
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest
 from reconciler.decisions.model import TestRun
@@ -47,7 +47,6 @@ from reconciler.errors import (
     StalledError,
 )
 
-LOG_TAIL_LINES = 20
 log = structlog.get_logger("reconciler.docker")
 BUILDERS = ("auto", "buildkit", "classic")
 # What a build's RUN steps may be attached to: "" leaves it to the engine. BuildKit takes
@@ -55,16 +54,6 @@ BUILDERS = ("auto", "buildkit", "classic")
 # mean the same to both.
 BUILD_NETWORKS = ("", "default", "host", "none")
 
-# What aiodocker and aiohttp raise when the engine is missing, slow, or drops a stream half
-# way. FileNotFoundError and ConnectionError cover a socket path that vanished under us. The
-# test suite raises one of each through `engine_errors`, so a type added here is a type mapped.
-ENGINE_ERRORS: tuple[type[Exception], ...] = (
-    DockerError,
-    aiohttp.ClientError,
-    TimeoutError,
-    ConnectionError,
-    FileNotFoundError,
-)
 
 # Short calls (ping, version, delete) must not hang a pass on an engine that accepts the
 # connection and never answers. Builds and pushes only bound the connect: a RUN step may be
@@ -96,24 +85,6 @@ class BuildResult:
     image_id: str
     log_tail: tuple[str, ...]
     cached_steps: int
-
-
-def one_line(message: str, *, secret: str | None = None) -> str:
-    """`message` on one line, with `secret` (if any) blanked out."""
-    if secret:
-        message = message.replace(secret, "***")
-    return " ".join(message.split())
-
-
-@contextmanager
-def engine_errors(action: str, *, secret: str | None = None) -> Iterator[None]:
-    """Turn a failure to talk to the engine during `action` into DockerUnavailable."""
-    try:
-        yield
-    except ENGINE_ERRORS as exc:
-        detail = exc.message if isinstance(exc, DockerError) else str(exc)
-        detail = one_line(detail or type(exc).__name__, secret=secret)
-        raise DockerUnavailable(f"Docker engine unavailable ({action}): {detail}") from exc
 
 
 def split_image(image: str) -> tuple[str, str]:
@@ -377,90 +348,15 @@ class DockerEngine:
         is removed however this ends, cancellation included. Raises BuildFailed when `image`
         does not exist, DockerUnavailable when the engine cannot be reached.
         """
-        config: dict[str, Any] = {
-            "Image": image,
-            "Cmd": list(command),
-            "Env": [f"{name}={value}" for name, value in env.items()],
-            "Tty": False,
-            "OpenStdin": False,
-            "AttachStdout": True,
-            "AttachStderr": True,
-            "Labels": {"org.reconciler.role": "test"},
-            "HostConfig": {
-                "NetworkMode": network,
-                # The output is read live through attach; a log driver would also write all
-                # of it to the engine's disk (a chatty test: gigabytes of JSON lines).
-                "LogConfig": {"Type": "none", "Config": {}},
-            },
-        }
-        with engine_errors(f"test run of {image}"):
-            try:
-                container = await self._client().containers.create(config)
-            except DockerError as exc:
-                if exc.status == 404 and "image" in exc.message.lower():
-                    message = one_line(exc.message)
-                    raise BuildFailed(
-                        f"test image {image} does not exist: {message}", log_tail=[message]
-                    ) from exc
-                raise
-        try:
-            outcome = await self._run_container(
-                container, image=image, seconds=timeout, on_line=on_line
-            )
-        except BaseException:
-            await _remove_quietly(container)
-            raise
-        with engine_errors(f"removal of the test container of {image}"):
-            await container.delete(force=True)
-        return outcome
-
-    async def _run_container(
-        self,
-        container: DockerContainer,
-        *,
-        image: str,
-        seconds: float,
-        on_line: Callable[[str], None],
-    ) -> TestRun:
-        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-
-        def emit(lines: list[str]) -> None:
-            for line in lines:
-                on_line(line)
-            tail.extend(lines)
-
-        limit = asyncio.timeout(seconds)
-        try:
-            async with limit:
-                with engine_errors(f"test run of {image}"):
-                    # Attached before the start, so not a line of output is missed.
-                    async with container.attach(stdout=True, stderr=True) as stream:
-                        try:
-                            await container.start()
-                        except DockerError as exc:
-                            if not _cannot_start(exc):
-                                raise
-                            # The command is not in the image (or not executable): the
-                            # test failed, as a shell would say with exit 127.
-                            emit([one_line(exc.message)])
-                            return TestRun(exit_code=127, timed_out=False, tail=tuple(tail))
-                        # One splitter per stream: a partial stdout line must not be joined
-                        # to the stderr line that arrives in between.
-                        splitters = {1: buildkit.LineSplitter(), 2: buildkit.LineSplitter()}
-                        while (message := await stream.read_out()) is not None:
-                            splitter = splitters.get(message.stream, splitters[1])
-                            emit(splitter.feed(message.data))
-                        for splitter in splitters.values():
-                            emit(splitter.close())
-                    status = await container.wait()
-        except TimeoutError:
-            if not limit.expired():
-                raise
-            # The kill may find it already gone; the removal that follows settles it either way.
-            with contextlib.suppress(*ENGINE_ERRORS):
-                await container.kill()
-            return TestRun(exit_code=None, timed_out=True, tail=tuple(tail))
-        return TestRun(exit_code=int(status["StatusCode"]), timed_out=False, tail=tuple(tail))
+        return await run_container(
+            self._client(),
+            image=image,
+            command=command,
+            env=env,
+            network=network,
+            timeout=timeout,
+            on_line=on_line,
+        )
 
     @asynccontextmanager
     async def _post_stream(
@@ -544,28 +440,6 @@ def _read_image_id(iidfile: Path) -> str:
         return ""
 
 
-async def _remove_quietly(container: DockerContainer) -> None:
-    """Force-remove a test container on the way out of a failed or cancelled run.
-
-    Shielded, so a cancellation does not leave the container behind; an engine error is not
-    raised over the exception already on its way out.
-    """
-    removal = asyncio.ensure_future(container.delete(force=True))
-    try:
-        await asyncio.shield(removal)
-    except ENGINE_ERRORS:
-        pass
-    except asyncio.CancelledError:
-        # Cancelled again while removing: the removal goes on without us.
-        removal.add_done_callback(_retrieve)
-        raise
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
 def _docker_config(scratch: str, auth: RegistryAuth | None) -> str | None:
     """A private DOCKER_CONFIG for one build, holding only the cache registry's credentials
     (in the build's own temporary directory, readable by this user alone)."""
@@ -579,20 +453,6 @@ def _docker_config(scratch: str, auth: RegistryAuth | None) -> str | None:
     path.touch(mode=0o600)
     path.write_text(json.dumps(config))
     return str(directory)
-
-
-def _cannot_start(exc: DockerError) -> bool:
-    """The engine refused to start a container because its command cannot be run."""
-    text = exc.message.lower()
-    return (
-        exc.status in {400, 500}
-        and (
-            "executable file not found" in text
-            or "no such file or directory" in text
-            or "permission denied" in text
-        )
-        and "exec" in text
-    )
 
 
 def _is_build_problem(exc: DockerError) -> bool:

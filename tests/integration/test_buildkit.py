@@ -22,7 +22,8 @@ from typing import Any, BinaryIO
 import pytest
 
 from reconciler.adapters import buildkit
-from reconciler.adapters.docker import LOG_TAIL_LINES, DockerEngine
+from reconciler.adapters.docker import DockerEngine
+from reconciler.adapters.engine_api import LOG_TAIL_LINES
 from reconciler.adapters.values import BuildRequest
 from reconciler.errors import BuildFailed, DockerUnavailable, RegistryUnavailable, StalledError
 from tests.support.net import free_port

@@ -22,12 +22,8 @@ import pytest
 from aiodocker.exceptions import DockerError, DockerStreamError
 from aiohttp import web
 
-from reconciler.adapters.docker import (
-    ENGINE_ERRORS,
-    DockerEngine,
-    engine_errors,
-    split_image,
-)
+from reconciler.adapters.docker import DockerEngine, split_image
+from reconciler.adapters.engine_api import ENGINE_ERRORS, engine_errors
 from reconciler.adapters.registry import Registry, RegistryAuth
 from reconciler.adapters.values import BuildRequest
 from reconciler.errors import (

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters import buildkit
-from reconciler.adapters.docker import LOG_TAIL_LINES, DockerEngine
+from reconciler.adapters.docker import DockerEngine
+from reconciler.adapters.engine_api import LOG_TAIL_LINES
 from reconciler.adapters.values import BuildRequest
 from reconciler.decisions.model import TestRun
 from reconciler.errors import BuildFailed, DockerUnavailable

@@ -81,6 +81,7 @@ class FakeDocker(_Failures):
     def __init__(self) -> None:
         super().__init__()
         self.builds: list[str] = []
+        self.requests: list[BuildRequest] = []  # every build asked for, in order
         self.pushes: list[str] = []
         self.runs: list[str] = []
         self.test_result = TestRun(exit_code=0, timed_out=False, tail=("ok",))
@@ -88,6 +89,7 @@ class FakeDocker(_Failures):
 
     async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
         self.builds.append(request.tag)
+        self.requests.append(request)
         if self.during_build is not None:
             await self.during_build(request.tag)
         self.check("build")
@@ -174,6 +176,7 @@ class FakeEcs(_Failures):
     during_update: Callable[[str], Any] | None = None  # called with the task definition
     settle_after: int = 0  # DescribeServices calls that still see a new rollout IN_PROGRESS
     tasks: dict[str, TaskState] = field(default_factory=dict)  # RunTask's tasks by ARN
+    task_requests: list[TaskRunRequest] = field(default_factory=list)  # every RunTask asked
     task_exit_code: int | None = 0
     stopped: list[str] = field(default_factory=list)  # StopTask calls
     # Service deployment records by the task definition they deploy.
@@ -254,6 +257,7 @@ class FakeEcs(_Failures):
     async def run_task(self, request: TaskRunRequest) -> str:
         """A task that is STOPPED with `task_exit_code` when first described."""
         self.check("run_task")
+        self.task_requests.append(request)
         arn = f"arn:aws:ecs:us-east-1:123456789012:task/{request.cluster}/{len(self.tasks) + 1}"
         self.tasks[arn] = TaskState(
             arn, "STOPPED", "EssentialContainerExited", "", {request.container: self.task_exit_code}

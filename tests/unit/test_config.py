@@ -222,7 +222,7 @@ def test_bad_config_names_the_problem(text: str, expected: str) -> None:
         {"trusted_proxies": ["127.0.0.1", "10.1.0.0/16"]},
     ],
 )
-def test_an_open_admin_listener_with_identities_is_accepted(auth: dict[str, object]) -> None:
+def test_an_open_admin_listener_with_identities_is_accepted(auth: Table) -> None:
     config = parse_config(with_section(daemon={"admin_listen": "0.0.0.0:8089"}, auth=auth))
     assert (config.daemon.admin_host, config.daemon.admin_port) == ("0.0.0.0", 8089)  # noqa: S104
 

@@ -85,8 +85,8 @@ async def test_a_build_waits_for_a_free_build_slot() -> None:
 
 
 async def test_the_build_cache_comes_from_the_images_the_app_runs_in_its_repository() -> None:
-    """Only images of the app's own repository serve as cache, never the one being built.
-    (The engine fake keeps no record of `cache_from`; the choice is read directly.)"""
+    """Only images of the app's own repository serve as cache, never the one being built;
+    the build asks the engine for them."""
     run = a_pass()
     observation = run.observe()
     images = {
@@ -98,3 +98,7 @@ async def test_the_build_cache_comes_from_the_images_the_app_runs_in_its_reposit
     live = Live(service=observation.live.service, images=images)
     run.ctx.observation = dataclasses.replace(observation, live=live)
     assert _cache_sources(run.ctx) == [images["app"], images["worker"]]
+    await build(run.ctx)
+    (request,) = run.docker.requests
+    assert list(request.cache_from) == [images["app"], images["worker"]]
+    assert request.tag == run.image()

@@ -61,6 +61,13 @@ async def test_a_passing_task_runs_once_on_the_managed_container_and_is_remember
     assert await pre_deploy(run.ctx, task_definition=arn) is True
     ((task, state),) = run.ecs.tasks.items()
     assert list(state.exit_codes) == ["app"]  # the first managed container
+    (asked,) = run.ecs.task_requests
+    assert (asked.task_definition, asked.container, asked.started_by) == (
+        arn,
+        "app",
+        "reconciler/web",
+    )
+    assert list(asked.command) == list(MIGRATE["command"])
     assert REVISION in run.written.pre_deploy_done
     assert run.written.pre_deploy_run is None
     assert run.status.phase is Phase.MIGRATING
