@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors
 from reconciler.adapters.values import TaskRunRequest
+from reconciler.aio.batching import Batcher
 from reconciler.decisions.model import (
     Deployment,
     RolloutSettings,
@@ -48,8 +49,6 @@ UNSUPPORTED_CODES = frozenset(
 )
 STOP_REASON_LIMIT = 255  # StopTask keeps at most this many characters of the reason
 TaskDefinition = dict[str, Any]
-# Per service deployment ARN: the callers waiting for it, with the cluster each named.
-_DeploymentWaiters = dict[str, list[tuple[str, asyncio.Future[ServiceDeployment]]]]
 
 
 def boto_config() -> BotoConfig:
@@ -211,21 +210,32 @@ class Ecs:
 
     def __init__(self, client: Any, *, batch_window: float = 0.005) -> None:
         self._client = client
-        self._batch_window = batch_window
-        self._pending: dict[str, dict[str, list[asyncio.Future[ServiceState]]]] = {}
-        self._flushers: set[asyncio.Task[None]] = set()
         # Every service asked about, per cluster (insertion-ordered), and its latest answer.
         self._known: dict[str, dict[str, None]] = {}
         self._answers: dict[tuple[str, str], tuple[float, ServiceState]] = {}
-        # The waiters of each service whose DescribeServices call is on its way.
-        self._in_flight: dict[tuple[str, str], list[asyncio.Future[ServiceState]]] = {}
+        # Per cluster, services by name (or ARN) and tasks by ARN (or id).
+        self._services = Batcher[str, str, ServiceState](
+            self._describe_services,
+            limit=DESCRIBE_BATCH,
+            window=batch_window,
+            name="ecs-describe",
+            fill=self._stalest_services,
+        )
+        self._tasks = Batcher[str, str, TaskState](
+            self._describe_tasks,
+            limit=DESCRIBE_TASKS_BATCH,
+            window=batch_window,
+            name="ecs-describe-tasks",
+        )
+        # Service deployments by ARN, from any cluster: answered with the record, or with
+        # why ECS has none (each caller names its own cluster in the error).
+        self._deployments = Batcher[None, str, ServiceDeployment | str](
+            self._describe_deployments,
+            limit=DESCRIBE_DEPLOYMENTS_BATCH,
+            window=batch_window,
+            name="ecs-describe-service-deployments",
+        )
         self._task_definitions: dict[str, asyncio.Future[tuple[TaskDefinition, list[Any]]]] = {}
-        # The describe_task callers waiting for the next DescribeTasks, per cluster and task.
-        self._pending_tasks: dict[str, dict[str, list[asyncio.Future[TaskState]]]] = {}
-        # The describe_service_deployment callers waiting for the next call, per ARN (with
-        # the cluster each asked about, for what a failure says).
-        self._pending_deployments: _DeploymentWaiters = {}
-        self._deployments_flusher: asyncio.Task[None] | None = None
         # Service revision ARN -> its task definition (a revision never changes).
         self._revisions: dict[str, str] = {}
         self._register_fields: frozenset[str] = frozenset(
@@ -253,9 +263,9 @@ class Ecs:
         """Drop the batched calls still to be sent, before the client closes: their callers
         are gone (they stop first), and a call sent after the close would open a connection
         pool that nobody closes."""
-        for task in list(self._flushers):
-            task.cancel()
-        await asyncio.gather(*self._flushers, return_exceptions=True)
+        await self._services.close()
+        await self._tasks.close()
+        await self._deployments.close()
 
     # Reads ----------------------------------------------------------------------------
 
@@ -271,84 +281,38 @@ class Ecs:
             answered = self._answers.get((cluster, service))
             if answered is not None and time.monotonic() - answered[0] <= max_age:
                 return answered[1]
-        future: asyncio.Future[ServiceState] = asyncio.get_running_loop().create_future()
-        joined = self._in_flight.get((cluster, service)) if max_age > 0 else None
-        if joined is not None:  # its answer is on its way: wait for that one
-            joined.append(future)
-            return await future
-        per_cluster = self._pending.get(cluster)
-        if per_cluster is None:
-            per_cluster = self._pending[cluster] = {}
-            task = asyncio.create_task(self._flush(cluster), name=f"ecs-describe-{cluster}")
-            self._flushers.add(task)
-            task.add_done_callback(self._flushers.discard)
-        per_cluster.setdefault(service, []).append(future)
-        return await future
+        # Asked with `max_age`, an answer already on its way is recent enough to wait for.
+        return await self._services.get(cluster, service, join=max_age > 0)
 
-    async def _flush(self, cluster: str) -> None:
-        await asyncio.sleep(self._batch_window)
-        waiting = self._pending.pop(cluster, {})
-        names = list(waiting)
-        # The free places of the last call carry the cluster's other services with the
-        # oldest answers: the call costs the same, and their next observe needs no call.
-        spare = -len(names) % DESCRIBE_BATCH
-        if spare:
-            others = [
-                s
-                for s in self._known.get(cluster, {})
-                if s not in waiting and (cluster, s) not in self._in_flight
-            ]
-            others.sort(key=lambda s: self._answers.get((cluster, s), (0.0,))[0])
-            names += others[:spare]
-        for name in names:
-            self._in_flight[(cluster, name)] = waiting.setdefault(name, [])
-        chunks = [names[i : i + DESCRIBE_BATCH] for i in range(0, len(names), DESCRIBE_BATCH)]
-        await asyncio.gather(*(self._describe_chunk(cluster, chunk, waiting) for chunk in chunks))
+    def _stalest_services(self, cluster: str) -> list[str]:
+        """The cluster's services asked about before, the oldest answers first: the free
+        places of a DescribeServices call carry them, at no cost, so their next observe
+        needs no call."""
+        known = self._known.get(cluster, {})
+        return sorted(known, key=lambda s: self._answers.get((cluster, s), (0.0,))[0])
 
-    async def _describe_chunk(
-        self,
-        cluster: str,
-        names: list[str],
-        waiting: dict[str, list[asyncio.Future[ServiceState]]],
-    ) -> None:
-        try:
-            async with aws_errors():
-                answer = await self._client.describe_services(cluster=cluster, services=names)
-            found: dict[str, ServiceState] = {}
-            now = time.monotonic()
-            # Parsed inside the try: an answer that does not parse must fail the waiters,
-            # never leave them awaiting futures nobody will resolve.
-            for raw in answer.get("services", []):
-                state = service_state(cluster, raw)
-                found[state.service] = state
-                found[str(raw.get("serviceArn", ""))] = state
-                self._answers[(cluster, state.service)] = (now, state)
-        except Exception as exc:
-            for name in names:
-                self._landed(cluster, name, waiting)
-                for future in waiting.get(name, []):
-                    if not future.done():
-                        future.set_exception(exc)
-            return
+    async def _describe_services(
+        self, cluster: str, names: list[str]
+    ) -> dict[str, ServiceState | BaseException]:
+        async with aws_errors():
+            answer = await self._client.describe_services(cluster=cluster, services=names)
+        found: dict[str, ServiceState] = {}
+        now = time.monotonic()
+        # Parsed within the batch's request: an answer that does not parse fails the
+        # callers, never leaves them awaiting futures nobody will resolve.
+        for raw in answer.get("services", []):
+            state = service_state(cluster, raw)
+            found[state.service] = state
+            found[str(raw.get("serviceArn", ""))] = state
+            self._answers[(cluster, state.service)] = (now, state)
+        answers: dict[str, ServiceState | BaseException] = {}
         for name in names:
-            self._landed(cluster, name, waiting)
             state_or_none = found.get(name)
-            for future in waiting.get(name, []):
-                if future.done():
-                    continue
-                if state_or_none is None or state_or_none.status not in {"ACTIVE", "DRAINING"}:
-                    future.set_exception(
-                        AwsRejected(f"service {name!r} not found in cluster {cluster!r}")
-                    )
-                else:
-                    future.set_result(state_or_none)
-
-    def _landed(
-        self, cluster: str, name: str, waiting: dict[str, list[asyncio.Future[ServiceState]]]
-    ) -> None:
-        """The call for `name` is back: later callers must not join it any more."""
-        if self._in_flight.get((cluster, name)) is waiting.get(name):
-            del self._in_flight[(cluster, name)]
+            if state_or_none is None or state_or_none.status not in {"ACTIVE", "DRAINING"}:
+                answers[name] = AwsRejected(f"service {name!r} not found in cluster {cluster!r}")
+            else:
+                answers[name] = state_or_none
+        return answers
 
     async def task_definition(self, arn: str) -> tuple[TaskDefinition, list[Any]]:
         """The task definition and its tags, fetched once per ARN (ARNs are immutable)."""
@@ -427,64 +391,27 @@ class Ecs:
     async def describe_service_deployment(self, *, cluster: str, arn: str) -> ServiceDeployment:
         """One service deployment's record; concurrent callers share batched
         DescribeServiceDeployments calls of up to 20 ARNs (whatever their clusters)."""
-        future: asyncio.Future[ServiceDeployment] = asyncio.get_running_loop().create_future()
-        self._pending_deployments.setdefault(arn, []).append((cluster, future))
-        if self._deployments_flusher is None:
-            flusher = asyncio.create_task(
-                self._flush_deployments(), name="ecs-describe-service-deployments"
+        record = await self._deployments.get(None, arn)
+        if isinstance(record, str):
+            raise AwsRejected(
+                f"service deployment {arn} not found in cluster {cluster!r}: {record}"
             )
-            self._deployments_flusher = flusher
-            self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
-        return await future
-
-    async def _flush_deployments(self) -> None:
-        await asyncio.sleep(self._batch_window)
-        waiting, self._pending_deployments = self._pending_deployments, {}
-        self._deployments_flusher = None
-        arns = list(waiting)
-        chunks = [
-            arns[i : i + DESCRIBE_DEPLOYMENTS_BATCH]
-            for i in range(0, len(arns), DESCRIBE_DEPLOYMENTS_BATCH)
-        ]
-        await asyncio.gather(*(self._describe_deployments(chunk, waiting) for chunk in chunks))
+        return record
 
     async def _describe_deployments(
-        self,
-        arns: list[str],
-        waiting: _DeploymentWaiters,
-    ) -> None:
+        self, _: None, arns: list[str]
+    ) -> dict[str, ServiceDeployment | str | BaseException]:
+        async with aws_errors():
+            answer = await self._client.describe_service_deployments(serviceDeploymentArns=arns)
         found: dict[str, ServiceDeployment] = {}
-        missing: dict[str, str] = {}
-        try:
-            async with aws_errors():
-                answer = await self._client.describe_service_deployments(serviceDeploymentArns=arns)
-            # Parsed inside the try, as in _describe_chunk: no waiter is left unresolved.
-            for raw in answer.get("serviceDeployments") or []:
-                record = service_deployment(raw)
-                found[record.arn] = record
-            for failure in answer.get("failures") or []:
-                missing[str(failure.get("arn") or "")] = _failures({"failures": [failure]})
-        except Exception as exc:
-            for arn in arns:
-                for _, future in waiting.get(arn, []):
-                    if not future.done():
-                        future.set_exception(exc)
-            return
-        for arn in arns:
-            record_or_none = found.get(arn)
-            for cluster, future in waiting.get(arn, []):
-                if future.done():
-                    continue
-                if record_or_none is None:
-                    why = missing.get(arn) or "MISSING"
-                    future.set_exception(
-                        AwsRejected(
-                            f"service deployment {arn} not found in cluster {cluster!r}: {why}"
-                        )
-                    )
-                else:
-                    future.set_result(record_or_none)
+        for raw in answer.get("serviceDeployments") or []:
+            record = service_deployment(raw)
+            found[record.arn] = record
+        missing = {
+            str(failure.get("arn") or ""): _failures({"failures": [failure]})
+            for failure in answer.get("failures") or []
+        }
+        return {arn: found.get(arn) or missing.get(arn) or "MISSING" for arn in arns}
 
     # Writes ---------------------------------------------------------------------------
 
@@ -552,64 +479,31 @@ class Ecs:
 
     async def describe_task(self, *, cluster: str, task: str) -> TaskState:
         """The task's state; concurrent callers share batched DescribeTasks calls."""
-        future: asyncio.Future[TaskState] = asyncio.get_running_loop().create_future()
-        per_cluster = self._pending_tasks.get(cluster)
-        if per_cluster is None:
-            per_cluster = self._pending_tasks[cluster] = {}
-            flusher = asyncio.create_task(
-                self._flush_tasks(cluster), name=f"ecs-describe-tasks-{cluster}"
-            )
-            self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
-        per_cluster.setdefault(task, []).append(future)
-        return await future
-
-    async def _flush_tasks(self, cluster: str) -> None:
-        await asyncio.sleep(self._batch_window)
-        waiting = self._pending_tasks.pop(cluster, {})
-        arns = list(waiting)
-        chunks = [
-            arns[i : i + DESCRIBE_TASKS_BATCH] for i in range(0, len(arns), DESCRIBE_TASKS_BATCH)
-        ]
-        await asyncio.gather(*(self._describe_tasks(cluster, chunk, waiting) for chunk in chunks))
+        return await self._tasks.get(cluster, task)
 
     async def _describe_tasks(
-        self,
-        cluster: str,
-        arns: list[str],
-        waiting: dict[str, list[asyncio.Future[TaskState]]],
-    ) -> None:
+        self, cluster: str, arns: list[str]
+    ) -> dict[str, TaskState | BaseException]:
+        async with aws_errors():
+            answer = await self._client.describe_tasks(cluster=cluster, tasks=arns)
         found: dict[str, TaskState] = {}
         missing: dict[str, str] = {}
-        try:
-            async with aws_errors():
-                answer = await self._client.describe_tasks(cluster=cluster, tasks=arns)
-            # Parsed inside the try, as in _describe_chunk: no waiter is left unresolved.
-            for raw in answer.get("tasks") or []:
-                state = task_state(raw)
-                # Asked by ARN or by id: answered under both.
-                found[state.arn] = found[state.arn.rpartition("/")[2]] = state
-            for failure in answer.get("failures") or []:
-                arn = str(failure.get("arn") or "")
-                missing[arn] = missing[arn.rpartition("/")[2]] = _failures({"failures": [failure]})
-        except Exception as exc:
-            for arn in arns:
-                for future in waiting.get(arn, []):
-                    if not future.done():
-                        future.set_exception(exc)
-            return
+        for raw in answer.get("tasks") or []:
+            state = task_state(raw)
+            # Asked by ARN or by id: answered under both.
+            found[state.arn] = found[state.arn.rpartition("/")[2]] = state
+        for failure in answer.get("failures") or []:
+            arn = str(failure.get("arn") or "")
+            missing[arn] = missing[arn.rpartition("/")[2]] = _failures({"failures": [failure]})
+        answers: dict[str, TaskState | BaseException] = {}
         for arn in arns:
             state_or_none = found.get(arn) or found.get(arn.rpartition("/")[2])
-            for future in waiting.get(arn, []):
-                if future.done():
-                    continue
-                if state_or_none is None:
-                    why = missing.get(arn) or missing.get(arn.rpartition("/")[2]) or "MISSING"
-                    future.set_exception(
-                        AwsRejected(f"task {arn} not found in cluster {cluster!r}: {why}")
-                    )
-                else:
-                    future.set_result(state_or_none)
+            if state_or_none is None:
+                why = missing.get(arn) or missing.get(arn.rpartition("/")[2]) or "MISSING"
+                answers[arn] = AwsRejected(f"task {arn} not found in cluster {cluster!r}: {why}")
+            else:
+                answers[arn] = state_or_none
+        return answers
 
     async def stop_task(self, *, cluster: str, task: str, reason: str) -> None:
         """Ask ECS to stop the task; it is STOPPED once DescribeTasks says so."""
