@@ -19,16 +19,19 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pygit2
+from prometheus_client import CollectorRegistry
 
 from reconciler import logs
+from reconciler.adapters import git as git_module
 from reconciler.adapters.ecs import Ecs
-from reconciler.adapters.git import GitMirrors
+from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.adapters.ports import Adapters, TaskDefinition
-from reconciler.app.loop import AppLoop
 from reconciler.config import Config, load_config
 from reconciler.daemon import root as daemon_module
 from reconciler.daemon.root import Daemon
@@ -37,6 +40,8 @@ from tests.support.inprocess import started
 
 if TYPE_CHECKING:
     from pyinstrument import Profiler
+
+_T = TypeVar("_T")
 
 
 class CountedEcs(Ecs):
@@ -56,11 +61,22 @@ class CountedEcs(Ecs):
         return await super().task_definition(arn)
 
 
+class CountedGit(GitMirrors):
+    """The daemon's git mirrors, counting the fetches they make from the remotes."""
+
+    fetches = 0
+
+    async def _remote(self, source: GitSource, operation: Callable[[pygit2.Remote, Any], _T]) -> _T:
+        if operation is git_module._fetch:
+            self.fetches += 1
+        return await super()._remote(source, operation)
+
+
 class Instrumented:
     """Keeps the git mirrors and the ECS client the daemon opens, to read their counters."""
 
     def __init__(self) -> None:
-        self.git: GitMirrors | None = None
+        self.git: CountedGit | None = None
         self.ecs: CountedEcs | None = None
 
     def install(self) -> None:
@@ -70,6 +86,8 @@ class Instrumented:
         async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
             async with opened(config) as adapters:
                 if isinstance(adapters.git, GitMirrors):
+                    adapters.git.__class__ = CountedGit  # as the ECS client below
+                if isinstance(adapters.git, CountedGit):
                     self.git = adapters.git
                 ecs: object = adapters.ecs
                 if isinstance(ecs, Ecs):
@@ -85,10 +103,22 @@ class Instrumented:
     def counts(self) -> dict[str, int]:
         return {
             "ls_remote_count": self.git.ls_remote_count if self.git else 0,
-            "fetch_count": self.git.fetch_count if self.git else 0,
+            "fetch_count": self.git.fetches if self.git else 0,
             "describe_requests": self.ecs.describe_requests if self.ecs else 0,
             "task_definition_requests": self.ecs.task_definition_requests if self.ecs else 0,
         }
+
+
+def passes(registry: CollectorRegistry) -> int:
+    """The app loops' passes so far: each ends with one reconcile result counted."""
+    return int(
+        sum(
+            sample.value
+            for metric in registry.collect()
+            for sample in metric.samples
+            if sample.name == "reconciler_reconcile_total"
+        )
+    )
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
@@ -126,11 +156,10 @@ async def serve(config_path: Path, run_dir: Path) -> None:
     instrumented = Instrumented()
     instrumented.install()
     daemon = Daemon(config=config, config_path=config_path)
-    supervisor = daemon.supervisor
     profiling = Profiling(run_dir)
 
     def stats() -> None:
-        loops = [loop for loop in supervisor.loops.values() if isinstance(loop, AppLoop)]
+        supervisor = daemon.supervisor
         counts = instrumented.counts()
         _write_json(
             run_dir / "stats.json",
@@ -138,8 +167,8 @@ async def serve(config_path: Path, run_dir: Path) -> None:
                 "t": time.monotonic(),
                 "ls_remote_count": counts["ls_remote_count"],
                 "fetch_count": counts["fetch_count"],
-                "passes": sum(loop.passes for loop in loops),
-                "apps": len(supervisor.loops),
+                "passes": passes(daemon.metrics.registry),
+                "apps": len(supervisor.apps.loops) if supervisor is not None else 0,
                 "describe_requests": counts["describe_requests"],
                 "task_definition_requests": counts["task_definition_requests"],
             },

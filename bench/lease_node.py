@@ -32,7 +32,8 @@ import aioboto3
 from reconciler import logs
 from reconciler.adapters.ecs import boto_config
 from reconciler.app.status import AppStatus, RolloutView
-from reconciler.cluster.manager import LOOK_EVERY, LeaseManager
+from reconciler.cluster.manager import LeaseManager
+from reconciler.cluster.ownership import LOOK_EVERY, ClusterOwnership, TableHealth
 from reconciler.cluster.store import TableStateStore
 from reconciler.cluster.table import LeaseTable
 from reconciler.decisions.model import HistoryEntry, Phase, Result
@@ -97,8 +98,11 @@ class StandInTenant:
     def busy(self, name: str) -> bool:
         return False  # no app builds or rolls out here: a handover never waits
 
-    def poke(self, name: str, what: str) -> None:
+    def nudge(self, name: str) -> None:
         return None  # nobody nudges in the benchmark
+
+    def sync(self, name: str) -> None:
+        return None
 
     def local_document(self, name: str) -> dict[str, Any] | None:
         # A document that does not change, as an InSync app's does not: published once.
@@ -139,13 +143,22 @@ async def serve(args: argparse.Namespace) -> None:
     ) as client:
         client.meta.events.register("before-send.dynamodb", count)
         table = LeaseTable(client, args.table)
+        metrics = Metrics()
+        health = TableHealth(metrics)
         manager = LeaseManager(
+            ownership=ClusterOwnership(
+                table=table,
+                host_id=args.host,
+                ttl=args.ttl,
+                health=health,
+                look_every=args.look_every,
+            ),
             table=table,
             store=TableStateStore(table, host_id=args.host),
-            host_id=args.host,
+            tenant=tenant,
             url=f"http://127.0.0.1/{args.host}",
-            ttl=args.ttl,
-            metrics=Metrics(),
+            metrics=metrics,
+            health=health,
             look_every=args.look_every,
         )
 
@@ -160,7 +173,7 @@ async def serve(args: argparse.Namespace) -> None:
             )
 
         loop.add_signal_handler(signal.SIGUSR1, snapshot)
-        rounds = asyncio.create_task(manager.run(tenant), name="leases")
+        rounds = asyncio.create_task(manager.run(), name="leases")
         say({"ready": True})
         await stop.wait()
         rounds.cancel()

@@ -39,7 +39,7 @@ from bench.lease_node import REGION, app_names
 from bench.sandbox import CREDENTIALS, timed_calls
 from bench.stats import Row, Summary, number, spread
 from reconciler.cluster.assignment import assign
-from reconciler.cluster.manager import LOOK_EVERY
+from reconciler.cluster.ownership import LOOK_EVERY
 from reconciler.cluster.table import LeaseTable
 from reconciler.sandbox import SandboxAws
 

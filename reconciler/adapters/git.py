@@ -85,15 +85,13 @@ class GitMirrors:
     """Bare mirrors under `state_dir/git`, shared by every app tracking the same URL.
 
     One asyncio.Lock per URL, so apps sharing a repository never fetch it twice at once.
-    `fetch_count` and `ls_remote_count` count the network calls made (the benchmark reads
-    them).
+    `ls_remote_count` counts the ls-remote calls made (the benchmark reads it).
     """
 
     def __init__(self, state_dir: Path, *, timeout: float = 60.0, heads_ttl: float = 1.0) -> None:
         self.root = state_dir / "git"
         self.timeout = timeout
         self.heads_ttl = heads_ttl
-        self.fetch_count = 0
         self.ls_remote_count = 0
         self._locks: dict[str, asyncio.Lock] = {}
         self._heads: dict[_HeadsKey, tuple[float, dict[str, str]]] = {}
@@ -275,7 +273,6 @@ class GitMirrors:
             # Another app on this repository may have fetched while this one waited.
             if (found := await self._read(source.url, find)) is not None:
                 return found
-            self.fetch_count += 1
             await self._remote(source, _fetch)
             return await self._read(source.url, find)
 

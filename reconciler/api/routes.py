@@ -45,7 +45,7 @@ log = structlog.get_logger("reconciler.http")
 
 
 class DaemonView(Protocol):
-    """What the HTTP layer needs of the daemon (the daemon provides it)."""
+    """What the HTTP layer reads of the daemon (daemon/view.py provides it)."""
 
     @property
     def config(self) -> Config: ...
@@ -67,11 +67,7 @@ class DaemonView(Protocol):
 
     def status_document(self) -> dict[str, Any]: ...
 
-    async def nudge_matching(self, event: PushEvent) -> Nudged: ...
-
     async def commit_subject(self, name: str, revision: str) -> str | None: ...
-
-    async def sync(self, name: str) -> bool: ...
 
     def app_document(self, name: str) -> dict[str, Any] | None: ...
 
@@ -79,6 +75,16 @@ class DaemonView(Protocol):
 
     def owner_elsewhere(self, name: str) -> str | None:
         """Who reconciles the app when another daemon of the cluster does."""
+
+
+class Steering(Protocol):
+    """What the HTTP layer asks the daemon to do (daemon/steering.py provides it)."""
+
+    async def nudge_matching(self, event: PushEvent) -> Nudged: ...
+
+    async def sync(self, name: str) -> bool:
+        """Clear the app's Failed hold and start a pass; False when it has no loop now.
+        Raises NotForwarded."""
 
     async def rollback(self, name: str, revision: str | None) -> str | None:
         """Pin the app to an earlier successful revision; the full SHA, None when the app
@@ -89,6 +95,7 @@ class DaemonView(Protocol):
 
 
 DAEMON: web.AppKey[DaemonView] = web.AppKey("daemon")
+STEERING: web.AppKey[Steering] = web.AppKey("steering")
 DELIVERIES: web.AppKey[OrderedDict[str, None]] = web.AppKey("deliveries")
 DELIVERY_MEMORY = 1024  # replayed X-GitHub-Delivery ids remembered (bounded)
 
@@ -170,7 +177,7 @@ async def github_hook(request: web.Request) -> web.Response:
     if delivery and _seen(request.app[DELIVERIES], delivery):
         metric.labels(provider="github", outcome="replayed").inc()
         return web.json_response({"nudged": [], "replayed": True}, status=202)
-    return await _nudge(daemon, "github", parsed)
+    return await _nudge(request, "github", parsed)
 
 
 async def gitlab_hook(request: web.Request) -> web.Response:
@@ -189,7 +196,7 @@ async def gitlab_hook(request: web.Request) -> web.Response:
         # GitLab disables hooks that keep failing: ignored events are still a success.
         daemon.metrics.webhook_requests_total.labels(provider="gitlab", outcome="ignored").inc()
         return web.json_response({"nudged": []}, status=200)
-    return await _nudge(daemon, "gitlab", parsed)
+    return await _nudge(request, "gitlab", parsed)
 
 
 def _seen(memory: OrderedDict[str, None], delivery: str) -> bool:
@@ -201,8 +208,18 @@ def _seen(memory: OrderedDict[str, None], delivery: str) -> bool:
     return False
 
 
-async def _nudge(daemon: DaemonView, provider: str, event: PushEvent | None) -> web.Response:
-    nudged = await daemon.nudge_matching(event) if event is not None else Nudged(apps=[])
+async def _nudge(request: web.Request, provider: str, event: PushEvent | None) -> web.Response:
+    daemon = request.app[DAEMON]
+    nudged = Nudged(apps=[])
+    if event is not None:
+        log.info(
+            "push_received",
+            provider=provider,
+            branch=event.branch,
+            deleted=event.deleted,
+            after=event.after,
+        )
+        nudged = await request.app[STEERING].nudge_matching(event)
     outcome = "nudged" if nudged.apps or nudged.not_forwarded else "ignored"
     daemon.metrics.webhook_requests_total.labels(provider=provider, outcome=outcome).inc()
     body: dict[str, Any] = {"nudged": nudged.apps}
@@ -286,7 +303,7 @@ async def sync_app(request: web.Request) -> web.Response:
     if name not in daemon.app_names():
         return refuse(404, f"unknown app {name!r}")
     try:
-        started = await daemon.sync(name)
+        started = await request.app[STEERING].sync(name)
     except NotForwarded as exc:
         log.warning("sync_not_forwarded", app=name, error=str(exc))
         return refuse(503, f"{exc}; try again", headers={"Retry-After": "5"})
@@ -334,7 +351,6 @@ def _steered_app(request: web.Request, action: str) -> str | web.Response:
 
 async def rollback_app(request: web.Request) -> web.Response:
     """Pin the app to an earlier successful revision (`{"revision": ...}`, optional)."""
-    daemon = request.app[DAEMON]
     name = _steered_app(request, "rollback")
     if isinstance(name, web.Response):
         return name
@@ -342,7 +358,7 @@ async def rollback_app(request: web.Request) -> web.Response:
     if requested is not None and not isinstance(requested, str):
         return _error(400, "revision must be a string")
     try:
-        pinned = await daemon.rollback(name, requested or None)
+        pinned = await request.app[STEERING].rollback(name, requested or None)
     except RollbackRefused as exc:
         return _error(409, str(exc))
     if pinned is None:
@@ -351,11 +367,10 @@ async def rollback_app(request: web.Request) -> web.Response:
 
 
 async def unpin_app(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
     name = _steered_app(request, "unpin")
     if isinstance(name, web.Response):
         return name
-    was = await daemon.unpin(name)
+    was = await request.app[STEERING].unpin(name)
     if was is None:
         return _restarting(name)
     return web.json_response({"unpinned": was, "app": name}, status=202)
@@ -405,7 +420,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(daemon: DaemonView) -> web.Application:
+def build_app(daemon: DaemonView, steering: Steering) -> web.Application:
     # Our own body limit applies to webhooks; aiohttp's must not cut in first.
     app = web.Application(
         # Outermost first: the pages' errors are HTML pages before json_errors sees them.
@@ -413,6 +428,7 @@ def build_app(daemon: DaemonView) -> web.Application:
         client_max_size=daemon.config.webhook.max_body_bytes + 1,
     )
     app[DAEMON] = daemon
+    app[STEERING] = steering
     app[DELIVERIES] = OrderedDict()
     app.router.add_post("/hooks/github", github_hook)
     app.router.add_post("/hooks/gitlab", gitlab_hook)

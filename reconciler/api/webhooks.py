@@ -69,7 +69,7 @@ class PushEvent:
     deleted: bool
     """The ref was deleted by this push."""
     after: str
-    """The pushed commit. Informational only (logs); the daemon never deploys from it."""
+    """The pushed commit, logged when the push is received; the daemon never deploys from it."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,7 +58,3 @@ class EventBus:
 
     def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
         self._queues.discard(queue)
-
-    @property
-    def subscribers(self) -> int:
-        return len(self._queues)

@@ -56,7 +56,6 @@ class AppLoop:
         self._clear_hold_requested = False
         self._attempt = 0
         self._woken = True  # the first pass, like a nudged one, reads everything afresh
-        self.passes = 0
 
     # Steering --------------------------------------------------------------------------
 
@@ -83,7 +82,6 @@ class AppLoop:
         while True:
             # Cleared before the pass, so a nudge that arrives during it starts one more.
             self._wakeup.clear()
-            self.passes += 1
             outcome = await self._pass()
             if outcome is Next.AGAIN:
                 continue

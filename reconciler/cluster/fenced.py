@@ -9,11 +9,12 @@ finds it expired on its monotonic clock and sends nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from reconciler.adapters.ports import EcsPort, HousekeepingPort
+from reconciler.adapters.ports import Adapters, EcsPort, HousekeepingPort
 from reconciler.adapters.values import TaskRunRequest
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
 from reconciler.decisions.model import ServiceDeployment, ServiceState, TaskState
@@ -115,3 +116,13 @@ class FencedHousekeeping:
     async def delete_images(self, repository: str, digests: Sequence[str]) -> list[Deleted]:
         self._fence.check("BatchDeleteImage")
         return await self._inner.delete_images(repository, digests)
+
+
+def fenced(adapters: Adapters, fence: Fence) -> Adapters:
+    """`adapters` with the app's ECS and housekeeping writes asking `fence` first."""
+    housekeeping = adapters.housekeeping
+    return dataclasses.replace(
+        adapters,
+        ecs=FencedEcs(adapters.ecs, fence),
+        housekeeping=None if housekeeping is None else FencedHousekeeping(housekeeping, fence),
+    )

@@ -23,7 +23,6 @@ round.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -31,187 +30,176 @@ from typing import Any, Protocol
 import structlog
 
 from reconciler.cluster.assignment import assign
-from reconciler.cluster.fenced import Fence
 from reconciler.cluster.lease import Held, Leases
+from reconciler.cluster.ownership import LOOK_EVERY, ClusterOwnership, TableHealth
 from reconciler.cluster.store import TableStateStore
 from reconciler.cluster.table import (
     ClusterView,
     LeaseItem,
     LeaseTable,
     Member,
-    Published,
     Taken,
 )
-from reconciler.errors import AwsUnavailable, NotForwarded, ReconcilerError
+from reconciler.errors import ReconcilerError
 from reconciler.metrics import Metrics
 
 log = structlog.get_logger("reconciler.cluster")
 
-LOOK_EVERY = 1.5  # seconds between views: a nudge written anywhere is acted on within this
 HANDOVER_GRACE = 8.0  # a handed-over app's deploy under way gets this long to finish
 PUBLISHED_HISTORY = 5  # history entries in the status the owner publishes for the others
 EXPIRY_SLACK = 0.05  # seconds after a member's expiry that the look for it is made
 PUBLISH_PER_ROUND = 25  # statuses written per round: a daemon that just took many apps
 # publishes them over a few rounds instead of queueing the other daemons' takes behind them
-STATUS_WAIT = 2.0  # seconds a /status waits for the others' statuses before using the last
 TAKE_BATCH = 8  # leases acquired at once
-FORWARD_WAIT = 5.0  # seconds a request that forwards a nudge or sync waits for the table
 
 
 class Tenant(Protocol):
-    """What the manager needs of the daemon whose apps it shares out (the supervisor)."""
+    """What the manager tells the daemon whose apps it shares out."""
 
-    def app_names(self) -> list[str]: ...
+    def app_names(self) -> list[str]:
+        """The apps of the config in force."""
 
-    async def take(self, name: str) -> None: ...
+    async def take(self, name: str) -> None:
+        """Run the app here: its lease was just won (its state adopted)."""
 
-    async def give_up(self, name: str, *, grace: float) -> None: ...
+    async def give_up(self, name: str, *, grace: float) -> None:
+        """Stop running the app: its lease was handed over (`grace` for a deploy under way)
+        or lost (0: the fence already bars its writes)."""
 
-    def busy(self, name: str) -> bool: ...
+    def busy(self, name: str) -> bool:
+        """Whether the app is between a build and the end of its rollout (a handover waits)."""
 
-    def poke(self, name: str, what: str) -> None: ...
+    def nudge(self, name: str) -> None:
+        """Another daemon passed on a nudge for the app."""
 
-    def local_document(self, name: str) -> dict[str, Any] | None: ...
+    def sync(self, name: str) -> None:
+        """Another daemon passed on a sync for the app."""
+
+    def local_document(self, name: str) -> dict[str, Any] | None:
+        """The app's status as this daemon runs it, for the other daemons' /status."""
+
+
+class Relay:
+    """What crosses between the apps held here and the table each round: the nudges and
+    syncs the other daemons wrote for them, and the statuses published for the others."""
+
+    def __init__(
+        self,
+        *,
+        table: LeaseTable,
+        leases: Leases,
+        host_id: str,
+        tenant: Tenant,
+        health: TableHealth,
+    ) -> None:
+        self._table = table
+        self.leases = leases
+        self.host_id = host_id
+        self._tenant = tenant
+        self._health = health
+        self._seen: dict[str, tuple[int, int]] = {}  # app -> (nudges, syncs) acted on
+        self._published: dict[str, dict[str, Any]] = {}
+
+    def taken(self, app: str, item: LeaseItem | None) -> None:
+        """The app was just taken: what its counters said then is already acted on."""
+        self._seen[app] = (item.nudges, item.syncs) if item is not None else (0, 0)
+
+    def forget(self, app: str) -> None:
+        self._published.pop(app, None)
+        self._seen.pop(app, None)
+
+    def pass_on(self, view: ClusterView) -> None:
+        """Tell the tenant of the nudges and syncs written for its apps since the last look."""
+        for app in self.leases.held:
+            item = view.leases.get(app)
+            if item is None:
+                continue
+            nudges, syncs = self._seen.get(app, (item.nudges, item.syncs))
+            if item.syncs > syncs:
+                log.info("sync_received", app=app)
+                self._tenant.sync(app)
+            elif item.nudges > nudges:
+                self._tenant.nudge(app)
+            self._seen[app] = (item.nudges, item.syncs)
+
+    async def publish(self) -> None:
+        """Write what the apps held here are doing, for the other daemons' /status."""
+        # Apps never published yet go first, so a busy app cannot hold the others back.
+        held = sorted(self.leases.held.items(), key=lambda pair: pair[0] in self._published)
+        written = 0
+        for app, lease in held:
+            if written >= PUBLISH_PER_ROUND:
+                return
+            document = self._tenant.local_document(app)
+            if document is None:
+                continue
+            document["history"] = document.get("history", [])[:PUBLISHED_HISTORY]
+            if self._published.get(app) == document or not self.leases.valid(app):
+                continue
+            written += 1
+            try:
+                await self._table.publish_status(
+                    app, me=self.host_id, version=lease.version, status=document
+                )
+            except ReconcilerError as exc:
+                self._health.failed("publish", exc)
+                return
+            self._published[app] = document
 
 
 class LeaseManager:
     def __init__(
         self,
         *,
+        ownership: ClusterOwnership,
         table: LeaseTable,
         store: TableStateStore,
-        host_id: str,
+        tenant: Tenant,
         url: str,
-        ttl: float,
         metrics: Metrics,
+        health: TableHealth,
+        adopt_feedback: Callable[[str, str | None], None] | None = None,
         look_every: float = LOOK_EVERY,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.host_id = host_id
+        self.ownership = ownership
+        self.host_id = ownership.host_id
         self.url = url
-        self.ttl = ttl
-        self.leases = Leases(ttl=ttl, clock=clock)
-        self.view = ClusterView()
+        self.ttl = ownership.ttl
+        self.leases = ownership.leases
         self._table = table
         self.store = store
+        self._tenant = tenant
         self._metrics = metrics
+        self._health = health
         self._look_every = look_every
         self._clock = clock
         self._wall = wall
         self._started_at = wall()
         self._heartbeat_tried: float | None = None
-        self._heartbeat_every = ttl / 3
+        self._heartbeat_every = self.ttl / 3
         self._beating = False  # heartbeats run on their own task (run())
         self._lapsed: set[str] = set()  # leases dropped by a lapse whose loops still run
         self._lapse_found_at = float("-inf")
         # With feedback on: the record the app's previous owner kept, handed over before
-        # the app's loop starts here; and what this daemon's records say, written back.
-        self.adopt_feedback: Callable[[str, str | None], None] | None = None
-        self._feedback_due: dict[str, str] = {}
-        self._feedback_writer: asyncio.Task[None] | None = None
+        # the app's loop starts here.
+        self._adopt_feedback = adopt_feedback
         self._rounds = 0
-        self._seen: dict[str, tuple[int, int]] = {}  # app -> (nudges, syncs) acted on
-        self._published: dict[str, dict[str, Any]] = {}
-        self._statuses: dict[str, Published] = {}  # what the others published, when asked
-        self._statuses_read_at = float("-inf")
-        self._status_read: asyncio.Task[None] | None = None
-        self._failing: set[str] = set()  # operations whose failure was logged
-
-    # What the supervisor asks (the Cluster protocol) -------------------------------------
-
-    def holds(self, name: str) -> bool:
-        return name in self.leases.held
-
-    def fence(self, name: str) -> Fence:
-        return Fence(name, valid=self.leases.valid, why_not=self.leases.why_not)
-
-    def ownership(self, name: str) -> dict[str, Any]:
-        item = self.view.leases.get(name)
-        owner = item.owner if item is not None else None
-        if name in self.leases.held:
-            owner = self.host_id
-        member = self.view.members.get(owner) if owner else None
-        age = None
-        if member is not None:
-            age = round(max(0.0, self._wall() - (member.expires_at - self.ttl)), 1)
-        return {
-            "owner": owner,
-            "owner_url": member.url if member is not None else None,
-            "lease_age_seconds": age,
-            "lease_version": item.version if item is not None else None,
-            "here": name in self.leases.held,
-        }
-
-    def elsewhere(self, name: str) -> str | None:
-        if name in self.leases.held:
-            return None
-        item = self.view.leases.get(name)
-        if item is None or item.owner is None:
-            return None
-        member = self.view.members.get(item.owner)
-        return f"{item.owner} ({member.url})" if member and member.url else item.owner
-
-    def remote_status(self, name: str) -> dict[str, Any] | None:
-        """What the app's owner last published, as of the last `read_statuses`; None when
-        the owner of the current lease has published nothing yet."""
-        item = self.view.leases.get(name)
-        published = self._statuses.get(name)
-        if item is None or published is None or published.version != item.version:
-            return None
-        return dict(published.status)
-
-    async def read_statuses(self) -> None:
-        """Read what every owner published, for a /status or a page about to be answered:
-        at most once a look however many ask at once, and never more than STATUS_WAIT
-        seconds of the answer (a slow or failing table leaves the last read in place)."""
-        if self._clock() - self._statuses_read_at < self._look_every:
-            return
-        if self._status_read is None or self._status_read.done():
-            self._status_read = asyncio.create_task(self._read_statuses(), name="statuses")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._status_read), timeout=STATUS_WAIT)
-
-    async def _read_statuses(self) -> None:
-        started = self._clock()
-        try:
-            self._statuses = await self._table.statuses()
-        except ReconcilerError as exc:
-            self._table_failed("statuses", exc)
-            return
-        self._recovered("statuses")
-        self._statuses_read_at = started
-
-    async def forward(self, name: str, what: str) -> None:
-        """Ask the app's owner for a pass ("nudges") or a sync ("syncs") by raising its
-        counter in the table; NotForwarded when the table did not take it."""
-        action = "sync" if what == "syncs" else "nudge"
-        try:
-            async with asyncio.timeout(FORWARD_WAIT):
-                await self._table.bump(name, what)
-        except (TimeoutError, ReconcilerError) as exc:
-            why = (
-                exc
-                if isinstance(exc, ReconcilerError)
-                else AwsUnavailable(f"no answer within {FORWARD_WAIT:g} s")
-            )
-            self._table_failed("forward", why)
-            raise NotForwarded(
-                f"could not pass the {action} of {name!r} on to its owner through the lease"
-                f" table: {why}"
-            ) from exc
-        self._recovered("forward")
+        self._relay = Relay(
+            table=table, leases=self.leases, host_id=self.host_id, tenant=tenant, health=health
+        )
 
     # The round ---------------------------------------------------------------------------
 
-    async def run(self, tenant: Tenant) -> None:
+    async def run(self) -> None:
         """Until cancelled: heartbeats on their own clock (a round that takes many apps
         never delays one past the TTL), and a round every `look_every`."""
         await self._heartbeat()
         self._beating = True
         async with asyncio.TaskGroup() as group:
             group.create_task(self._beat(), name="heartbeat")
-            group.create_task(self._look(tenant), name="look")
+            group.create_task(self._look(), name="look")
 
     async def _beat(self) -> None:
         while True:
@@ -219,10 +207,10 @@ class LeaseManager:
             await self._heartbeat()
             self._expire_if_stale()
 
-    async def _look(self, tenant: Tenant) -> None:
+    async def _look(self) -> None:
         while True:
             started = self._clock()
-            await self.round(tenant)
+            await self.round()
             await asyncio.sleep(self._until_next_look(started))
 
     def _until_next_look(self, started: float) -> float:
@@ -232,7 +220,7 @@ class LeaseManager:
         so this costs nothing in steady state.)"""
         wait = started + self._look_every - self._clock()
         now = self._wall()
-        for host, member in self.view.members.items():
+        for host, member in self.ownership.view.members.items():
             if host != self.host_id and member.expires_at > now:
                 wait = min(wait, member.expires_at - now + EXPIRY_SLACK)
         return max(0.02, wait)
@@ -243,35 +231,35 @@ class LeaseManager:
             return min(self._look_every, self._heartbeat_every)
         return max(0.02, beat + self._heartbeat_every - self._clock())
 
-    async def round(self, tenant: Tenant) -> None:
+    async def round(self) -> None:
         self._rounds += 1
         if not self._beating and self._heartbeat_tried is None:
             await self._heartbeat()  # a round run on its own (run() heartbeats beside it)
         self._expire_if_stale()
-        await self._after_lapse(tenant)
+        await self._after_lapse()
         started = self._clock()
         try:
             view = await self._table.view()
         except ReconcilerError as exc:
-            self._table_failed("view", exc)
+            self._health.failed("view", exc)
             return
-        self._recovered("view")
-        self.view = view
-        await self._confirm(tenant, view, started)
+        self._health.recovered("view")
+        self.ownership.saw(view)
+        await self._confirm(view, started)
         now = self._wall()
         live = view.live(now)
         if self.leases.heartbeat_at is not None and self.host_id not in live:
             live.append(self.host_id)
-        wanted = assign(tenant.app_names(), live)
-        handed = await self._hand_over(tenant, wanted)
+        wanted = assign(self._tenant.app_names(), live)
+        handed = await self._hand_over(wanted)
         await self._release_strays(view, wanted, skip=handed)
         # The first round only announces this daemon: daemons started together see each
         # other before any takes apps, so they do not take everything and hand it back. A
         # daemon whose own heartbeat is not current takes nothing: it may count as dead.
         if self._rounds > 1 and self._member_valid():
-            await self._take(tenant, view, wanted, live)
-        self._pass_on(tenant, view)
-        await self._publish(tenant)
+            await self._take(view, wanted, live)
+        self._relay.pass_on(view)
+        await self._relay.publish()
         self._metrics.leases_held.set(len(self.leases.held))
 
     async def _heartbeat(self) -> None:
@@ -291,10 +279,10 @@ class LeaseManager:
         try:
             await self._table.heartbeat(member)
         except ReconcilerError as exc:
-            self._table_failed("heartbeat", exc)
+            self._health.failed("heartbeat", exc)
             self._heartbeat_tried = None  # tried again soon, not a third of the TTL later
             return
-        self._recovered("heartbeat")
+        self._health.recovered("heartbeat")
         previous = self.leases.heartbeat_at
         if previous is not None and now - previous >= self.ttl - self.leases.margin:
             # The others may have counted this daemon dead in the gap and taken its apps
@@ -316,15 +304,15 @@ class LeaseManager:
         self.leases.held.clear()
         self._lapse_found_at = self._clock()
 
-    async def _after_lapse(self, tenant: Tenant) -> None:
+    async def _after_lapse(self) -> None:
         if not self._lapsed:
             return
         lapsed, self._lapsed = sorted(self._lapsed), set()
         log.warning("leases_lapsed", apps=lapsed)
         for app in lapsed:
-            await self._drop(tenant, app, grace=0)
+            await self._drop(app, grace=0)
 
-    async def _confirm(self, tenant: Tenant, view: ClusterView, started: float) -> None:
+    async def _confirm(self, view: ClusterView, started: float) -> None:
         for app, held in list(self.leases.held.items()):
             item = view.leases.get(app)
             if item is not None and item.owner == self.host_id and item.version == held.version:
@@ -336,19 +324,19 @@ class LeaseManager:
                 owner=item.owner if item else None,
                 version=item.version if item else None,
             )
-            await self._drop(tenant, app, grace=0)
+            await self._drop(app, grace=0)
 
-    async def _hand_over(self, tenant: Tenant, wanted: dict[str, str]) -> set[str]:
+    async def _hand_over(self, wanted: dict[str, str]) -> set[str]:
         """Give up the apps that now belong to another daemon (once idle); those given."""
-        configured = set(tenant.app_names())
+        configured = set(self._tenant.app_names())
         handed = set()
         for app, held in list(self.leases.held.items()):
             if app in configured and wanted.get(app) == self.host_id:
                 continue
-            if app in configured and tenant.busy(app):
+            if app in configured and self._tenant.busy(app):
                 continue  # handed over once its build or rollout has ended here
             log.info("lease_handed_over", app=app, to=wanted.get(app))
-            await self._drop(tenant, app, grace=HANDOVER_GRACE)
+            await self._drop(app, grace=HANDOVER_GRACE)
             await self._release(app, held.version)
             handed.add(app)
         return handed
@@ -370,9 +358,7 @@ class LeaseManager:
             log.info("lease_released", app=app, to=wanted.get(app))
             await self._release(app, item.version)
 
-    async def _take(
-        self, tenant: Tenant, view: ClusterView, wanted: dict[str, str], live: list[str]
-    ) -> None:
+    async def _take(self, view: ClusterView, wanted: dict[str, str], live: list[str]) -> None:
         due: list[tuple[str, LeaseItem | None, bool]] = []
         for app, owner in wanted.items():
             if owner != self.host_id or app in self.leases.held or app in self._lapsed:
@@ -387,11 +373,9 @@ class LeaseManager:
         for start in range(0, len(due), TAKE_BATCH):
             if self._lapsed or not self._member_valid():
                 return  # taken up again next round, once this daemon is current
-            await self._take_batch(tenant, due[start : start + TAKE_BATCH])
+            await self._take_batch(due[start : start + TAKE_BATCH])
 
-    async def _take_batch(
-        self, tenant: Tenant, batch: list[tuple[str, LeaseItem | None, bool]]
-    ) -> None:
+    async def _take_batch(self, batch: list[tuple[str, LeaseItem | None, bool]]) -> None:
         """Win the batch's leases at once, read what their apps remember in one request,
         then start their loops."""
         started = self._clock()
@@ -406,7 +390,7 @@ class LeaseManager:
         try:
             taken: dict[str, Taken] | None = await self._table.read_taken([a for a, *_ in won])
         except ReconcilerError as exc:
-            self._table_failed("adopt", exc)
+            self._health.failed("adopt", exc)
             taken = None
         if taken is None or self._lapse_found_at >= started:
             # An app whose state could not be read cannot run here; and a daemon that may
@@ -416,10 +400,10 @@ class LeaseManager:
         for app, item, takeover, version in won:
             state = taken.get(app, Taken(memory=None, feedback=None))
             self.store.adopt(app, version=version, text=state.memory)
-            if self.adopt_feedback is not None:
-                self.adopt_feedback(app, state.feedback)
+            if self._adopt_feedback is not None:
+                self._adopt_feedback(app, state.feedback)
             self.leases.held[app] = Held(version=version, confirmed_at=started)
-            self._seen[app] = (item.nudges, item.syncs) if item is not None else (0, 0)
+            self._relay.taken(app, item)
             if takeover:
                 self._metrics.lease_takeovers_total.inc()
             log.info(
@@ -429,113 +413,37 @@ class LeaseManager:
                 previous_owner=item.owner if item is not None else None,
                 takeover=takeover,
             )
-        await asyncio.gather(*(tenant.take(app) for app, *_ in won))
+        await asyncio.gather(*(self._tenant.take(app) for app, *_ in won))
 
     async def _win(self, app: str, item: LeaseItem | None) -> int | None:
         try:
             return await self._table.acquire(app, me=self.host_id, seen=item, now=self._wall())
         except ReconcilerError as exc:
-            self._table_failed("acquire", exc)
+            self._health.failed("acquire", exc)
             return None
 
-    def mirror_feedback(self, app: str, record: str) -> None:
-        """Keep `record` (JSON) in the table for the app's next owner: written soon, the
-        latest only, and only while this daemon holds the app."""
-        if app not in self.leases.held:
-            return
-        self._feedback_due[app] = record
-        if self._feedback_writer is None or self._feedback_writer.done():
-            self._feedback_writer = asyncio.create_task(self._write_feedback(), name="feedback")
-
-    async def _write_feedback(self) -> None:
-        while self._feedback_due:
-            app, record = self._feedback_due.popitem()
-            version = self.leases.version(app)
-            if version is None or not self.leases.valid(app):
-                continue
-            try:
-                await self._table.write_feedback(
-                    app, me=self.host_id, version=version, record=record
-                )
-            except ReconcilerError as exc:
-                self._table_failed("feedback", exc)
-                continue
-            self._recovered("feedback")
-
-    def _pass_on(self, tenant: Tenant, view: ClusterView) -> None:
-        for app in self.leases.held:
-            item = view.leases.get(app)
-            if item is None:
-                continue
-            nudges, syncs = self._seen.get(app, (item.nudges, item.syncs))
-            if item.syncs > syncs:
-                log.info("sync_received", app=app)
-                tenant.poke(app, "syncs")
-            elif item.nudges > nudges:
-                tenant.poke(app, "nudges")
-            self._seen[app] = (item.nudges, item.syncs)
-
-    async def _publish(self, tenant: Tenant) -> None:
-        # Apps never published yet go first, so a busy app cannot hold the others back.
-        held = sorted(self.leases.held.items(), key=lambda pair: pair[0] in self._published)
-        written = 0
-        for app, lease in held:
-            if written >= PUBLISH_PER_ROUND:
-                return
-            document = tenant.local_document(app)
-            if document is None:
-                continue
-            document["history"] = document.get("history", [])[:PUBLISHED_HISTORY]
-            if self._published.get(app) == document or not self.leases.valid(app):
-                continue
-            written += 1
-            try:
-                await self._table.publish_status(
-                    app, me=self.host_id, version=lease.version, status=document
-                )
-            except ReconcilerError as exc:
-                self._table_failed("publish", exc)
-                return
-            self._published[app] = document
-
-    async def _drop(self, tenant: Tenant, app: str, *, grace: float) -> None:
+    async def _drop(self, app: str, *, grace: float) -> None:
         self.leases.held.pop(app, None)
-        self._published.pop(app, None)
-        self._seen.pop(app, None)
-        await tenant.give_up(app, grace=grace)
+        self._relay.forget(app)
+        await self._tenant.give_up(app, grace=grace)
 
     async def _release(self, app: str, version: int) -> None:
         try:
             await self._table.release(app, me=self.host_id, version=version)
         except ReconcilerError as exc:
             # It runs out with this daemon's heartbeat instead, or is taken when it leaves.
-            self._table_failed("release", exc)
+            self._health.failed("release", exc)
 
-    async def leave(self, tenant: Tenant) -> None:
+    async def leave(self) -> None:
         """Hand every app back and leave the member list (SIGTERM): the others take the
         apps at their next look instead of after the TTL."""
-        if self._status_read is not None:
-            self._status_read.cancel()
-        if self._feedback_writer is not None:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, ReconcilerError):
-                await asyncio.wait_for(self._feedback_writer, timeout=1.0)
+        await self.ownership.close()
         held = dict(self.leases.held)
-        await asyncio.gather(*(self._drop(tenant, app, grace=HANDOVER_GRACE) for app in held))
+        await asyncio.gather(*(self._drop(app, grace=HANDOVER_GRACE) for app in held))
         await asyncio.gather(*(self._release(app, h.version) for app, h in held.items()))
         try:
             await self._table.leave(self.host_id)
         except ReconcilerError as exc:
-            self._table_failed("leave", exc)
+            self._health.failed("leave", exc)
         self._metrics.leases_held.set(0)
         log.info("cluster_left", released=len(held))
-
-    def _table_failed(self, operation: str, exc: ReconcilerError) -> None:
-        self._metrics.lease_table_errors_total.labels(operation=operation).inc()
-        if operation not in self._failing:
-            self._failing.add(operation)
-            log.error("lease_table_failed", operation=operation, error=str(exc))
-
-    def _recovered(self, operation: str) -> None:
-        if operation in self._failing:
-            self._failing.discard(operation)
-            log.info("lease_table_recovered", operation=operation)

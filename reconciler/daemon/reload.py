@@ -36,6 +36,7 @@ class ConfigWatcher:
         current: bytes,
         apply: Callable[[Config, str], Awaitable[None]],
         reject: Callable[[list[str]], None],
+        requested: asyncio.Event | None = None,
     ) -> None:
         self._path = path
         # The bytes last read from the file, good or bad; None once it could not be read, so
@@ -43,7 +44,9 @@ class ConfigWatcher:
         self._bytes: bytes | None = current
         self._apply = apply
         self._reject = reject
-        self._requested = asyncio.Event()
+        # Set to read the file again now (SIGHUP): the daemon's, which may be set before
+        # the watcher runs.
+        self._requested = requested or asyncio.Event()
 
     def request(self) -> None:
         """Read the file again now (SIGHUP), even if it looks unchanged."""

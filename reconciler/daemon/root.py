@@ -15,8 +15,9 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,26 @@ from reconciler.adapters.ecs import Ecs
 from reconciler.adapters.engines import EnginePool
 from reconciler.adapters.git import GitMirrors
 from reconciler.adapters.housekeeping import Housekeeping
-from reconciler.adapters.ports import Adapters
+from reconciler.adapters.ports import Adapters, GitPort
 from reconciler.adapters.registry import Registry
 from reconciler.aio import backoff
 from reconciler.api.routes import build_app
-from reconciler.cluster.manager import LeaseManager
+from reconciler.app.events import EventBus
+from reconciler.app.state import FileStateStore, StateStore
+from reconciler.cluster.manager import LeaseManager, Tenant
+from reconciler.cluster.ownership import ClusterOwnership, TableHealth
 from reconciler.cluster.store import TableStateStore
 from reconciler.cluster.table import LeaseTable
 from reconciler.config import Config
+from reconciler.daemon.applier import ReloadApplier
+from reconciler.daemon.in_force import InForce
 from reconciler.daemon.listener import listen, runner_options
+from reconciler.daemon.ownership import Alone, Ownership
 from reconciler.daemon.reload import ConfigWatcher, digest
 from reconciler.daemon.supervisor import Supervisor
 from reconciler.daemon.systemd import Notifier
+from reconciler.daemon.view import StatusView
+from reconciler.daemon.wiring import AccountClients, LoopMaker
 from reconciler.errors import ReconcilerError
 from reconciler.feedback import Dispatcher
 from reconciler.metrics import Metrics
@@ -98,9 +107,36 @@ def host_id_of(config: Config) -> str:
     return config.cluster.host_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """The daemon's share of `[cluster].lease_table`: who owns which app, the app state kept
+    in the table, and the lease manager to run once the daemon's apps can be handed over."""
+
+    ownership: ClusterOwnership
+    store: TableStateStore
+    table: LeaseTable
+    url: str
+    metrics: Metrics
+    health: TableHealth
+
+    def manager(
+        self, tenant: Tenant, *, adopt_feedback: Callable[[str, str | None], None]
+    ) -> LeaseManager:
+        return LeaseManager(
+            ownership=self.ownership,
+            table=self.table,
+            store=self.store,
+            tenant=tenant,
+            url=self.url,
+            metrics=self.metrics,
+            health=self.health,
+            adopt_feedback=adopt_feedback,
+        )
+
+
 @asynccontextmanager
-async def open_cluster(config: Config, metrics: Metrics) -> AsyncIterator[LeaseManager | None]:
-    """The lease manager over `[cluster].lease_table`; None when this daemon is alone."""
+async def open_cluster(config: Config, metrics: Metrics) -> AsyncIterator[Cluster | None]:
+    """The daemon's share of `[cluster].lease_table`; None when this daemon is alone."""
     if not config.cluster.enabled:
         yield None
         return
@@ -111,13 +147,16 @@ async def open_cluster(config: Config, metrics: Metrics) -> AsyncIterator[LeaseM
     ) as table:
         daemon = config.daemon
         host_id = host_id_of(config)
-        yield LeaseManager(
-            table=table,
+        health = TableHealth(metrics)
+        yield Cluster(
+            ownership=ClusterOwnership(
+                table=table, host_id=host_id, ttl=config.cluster.lease_ttl, health=health
+            ),
             store=TableStateStore(table, host_id=host_id),
-            host_id=host_id,
+            table=table,
             url=daemon.public_url or f"http://{daemon.listen}",
-            ttl=config.cluster.lease_ttl,
             metrics=metrics,
+            health=health,
         )
 
 
@@ -146,33 +185,22 @@ class Daemon:
         timings: backoff.Timings | None = None,
         notifier: Notifier | None = None,
     ) -> None:
-        text = config_path.read_bytes() if config_path else b""
-        self.supervisor = Supervisor(
-            config=config,
-            sha256=digest(text),
-            config_path=str(config_path) if config_path else None,
-            timings=timings,
+        self._config_path = config_path
+        self._config_text = config_path.read_bytes() if config_path else b""
+        self.in_force = InForce(
+            config,
+            sha256=digest(self._config_text),
+            path=str(config_path) if config_path else None,
         )
+        self.timings = timings or backoff.Timings()
+        self.metrics = Metrics()
+        self.bus = EventBus()
         self.notifier = notifier or Notifier()
-        # Commit statuses, deployments and chat messages; it reads the config in force at
-        # each use, so a reload applies to it without a restart.
-        self.feedback = Dispatcher(
-            config=lambda: self.supervisor.config,
-            bus=self.supervisor.bus,
-            registry=self.supervisor.metrics.registry,
-            state_dir=config.daemon.state_dir,
-            retry_base=self.supervisor.timings.retry_base,
-            retry_cap=self.supervisor.timings.retry_cap,
-        )
-        self.supervisor.feedback_status = lambda: {
-            "problems": self.feedback.problems(),
-            "pending": self.feedback.pending(),
-        }
-        self._watcher = (
-            ConfigWatcher(config_path, current=text, apply=self._apply, reject=self._reject)
-            if config_path
-            else None
-        )
+        # Feedback and the app side, made in run() once the adapters and the lease table
+        # are open.
+        self.feedback: Dispatcher | None = None
+        self.supervisor: Supervisor | None = None
+        self._reload = asyncio.Event()
         self._stop = asyncio.Event()
         self.listening: tuple[str, int] | None = None
         register_secrets(config)
@@ -182,74 +210,131 @@ class Daemon:
 
     def request_reload(self) -> None:
         """Read the config file again now (SIGHUP), even if it looks unchanged."""
-        if self._watcher is not None:
-            self._watcher.request()
+        self._reload.set()
 
-    async def _apply(self, config: Config, sha256: str) -> None:
-        register_secrets(config)
-        await self.supervisor.apply(config, sha256=sha256)
+    def _open_feedback(self, git: GitPort) -> Dispatcher:
+        """Commit statuses, deployments and chat messages; it reads the config in force at
+        each use, so a reload applies to it without a restart. Subscribed to the events
+        from now on, before any pass begins."""
+        return Dispatcher(
+            config=lambda: self.in_force.config,
+            bus=self.bus,
+            registry=self.metrics.registry,
+            state_dir=self.in_force.config.daemon.state_dir,
+            git=git,
+            retry_base=self.timings.retry_base,
+            retry_cap=self.timings.retry_cap,
+        )
 
-    def _reject(self, problems: list[str]) -> None:
-        self.supervisor.reject(problems)
+    def _supervise(
+        self,
+        adapters: Adapters,
+        accounts: AccountClients,
+        cluster: Cluster | None,
+        feedback: Dispatcher,
+    ) -> Supervisor:
+        """The app side: alone, every app runs here with its state in state_dir; with a
+        cluster, the apps whose lease this daemon holds, with their state in the table."""
+        ownership: Ownership = Alone() if cluster is None else cluster.ownership
+        store: StateStore = (
+            FileStateStore(self.in_force.config.daemon.state_dir)
+            if cluster is None
+            else cluster.store
+        )
+        return Supervisor(
+            in_force=self.in_force,
+            maker=LoopMaker(
+                in_force=self.in_force,
+                adapters=adapters,
+                accounts=accounts,
+                ownership=ownership,
+                store=store,
+                metrics=self.metrics,
+                bus=self.bus,
+                timings=self.timings,
+            ),
+            ownership=ownership,
+            store=store,
+            git=adapters.git,
+            metrics=self.metrics,
+            bus=self.bus,
+            feedback_status=lambda: {
+                "problems": feedback.problems(),
+                "pending": feedback.pending(),
+            },
+        )
+
+    def _watch_config(self, reload: ReloadApplier) -> asyncio.Task[None] | None:
+        if self._config_path is None:
+            return None
+
+        async def apply(config: Config, sha256: str) -> None:
+            register_secrets(config)
+            await reload.apply(config, sha256=sha256)
+
+        watcher = ConfigWatcher(
+            self._config_path,
+            current=self._config_text,
+            apply=apply,
+            reject=reload.reject,
+            requested=self._reload,
+        )
+        return asyncio.create_task(watcher.run(), name="config-watch")
 
     async def run(self, *, install_signals: bool = True) -> None:
         """Run until request_stop() (or SIGTERM/SIGINT); then shut down within the grace."""
         if install_signals:
             self._install_signals()
-        supervisor = self.supervisor
         failure: BaseException | None = None
-        aws = supervisor.config.aws
+        config = self.in_force.config
         async with (
-            open_adapters(supervisor.config) as adapters,
+            open_adapters(config) as adapters,
             Accounts.open(
-                endpoint_url=aws.endpoint_url, registry_override=aws.registry
+                endpoint_url=config.aws.endpoint_url, registry_override=config.aws.registry
             ) as accounts,
-            open_cluster(supervisor.config, supervisor.metrics) as cluster,
+            open_cluster(config, self.metrics) as cluster,
         ):
-            self.feedback.git = adapters.git
+            self.feedback = feedback = self._open_feedback(adapters.git)
+            self.supervisor = supervisor = self._supervise(adapters, accounts, cluster, feedback)
+            leases = None
             if cluster is not None:
                 # What was said about an app's commits moves with its lease.
-                cluster.adopt_feedback = self.feedback.adopt_record
-                self.feedback.mirror_records(cluster.mirror_feedback)
+                leases = cluster.manager(supervisor.tenant, adopt_feedback=feedback.adopt_record)
+                feedback.mirror_records(cluster.ownership.mirror_feedback)
             runner = web.AppRunner(
-                build_app(supervisor),
+                build_app(supervisor.view, supervisor.steering),
                 access_log=None,
                 handle_signals=False,
                 shutdown_timeout=HTTP_GRACE,
                 **runner_options(),
             )
             await runner.setup()
-            daemon = supervisor.config.daemon
+            daemon = config.daemon
             try:
                 self.listening = await listen(runner, host=daemon.host, port=daemon.port)
             except BaseException:
                 await runner.cleanup()
                 raise
             log.info("listening", address=f"{daemon.host}:{self.listening[1]}")
-            await supervisor.start(
-                adapters,
-                accounts=accounts,
-                cluster=cluster,
-                store=cluster.store if cluster is not None else None,
-            )
-            self.notifier.ready(supervisor.summary())
-            background = self._background()
-            if cluster is not None:
-                background.add(asyncio.create_task(cluster.run(supervisor), name="leases"))
+            await supervisor.start()
+            self.notifier.ready(supervisor.view.summary())
+            background = self._background(supervisor, feedback)
+            if leases is not None:
+                background.add(asyncio.create_task(leases.run(), name="leases"))
             try:
                 failure = await self._until_stopped(background)
             finally:
-                log.info("stopping", apps=len(supervisor.loops))
+                log.info("stopping", apps=len(supervisor.apps.loops))
                 self.notifier.stopping()
                 for task in background:
                     task.cancel()
                 await supervisor.stop()
                 await asyncio.gather(*background, return_exceptions=True)
-                if cluster is not None:
+                if leases is not None:
                     # The apps move to the other daemons at their next look, not after the TTL.
-                    await cluster.leave(supervisor)
+                    await leases.leave()
                 # What the last passes said goes out now if the targets answer within a second.
-                await self.feedback.close()
+                await feedback.close()
                 await runner.cleanup()
         log.info("stopped")
         if failure is not None:
@@ -257,17 +342,18 @@ class Daemon:
                 failure
             )
 
-    def _background(self) -> set[asyncio.Task[None]]:
+    def _background(self, supervisor: Supervisor, feedback: Dispatcher) -> set[asyncio.Task[None]]:
+        view = supervisor.view
         tasks = {
             asyncio.create_task(
-                self.notifier.watchdog(healthy=lambda: self.supervisor.alive),
-                name="systemd-watchdog",
+                self.notifier.watchdog(healthy=lambda: view.alive), name="systemd-watchdog"
             ),
-            asyncio.create_task(self._report_status(), name="systemd-status"),
-            asyncio.create_task(self.feedback.run(), name="feedback"),
+            asyncio.create_task(self._report_status(view), name="systemd-status"),
+            asyncio.create_task(feedback.run(), name="feedback"),
         }
-        if self._watcher is not None:
-            tasks.add(asyncio.create_task(self._watcher.run(), name="config-watch"))
+        watching = self._watch_config(supervisor.reload)
+        if watching is not None:
+            tasks.add(watching)
         return tasks
 
     async def _until_stopped(self, background: set[asyncio.Task[None]]) -> BaseException | None:
@@ -299,13 +385,13 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
-    async def _report_status(self) -> None:
+    async def _report_status(self, view: StatusView) -> None:
         if not self.notifier.enabled:
             return
         last = ""
         while True:
             await asyncio.sleep(STATUS_EVERY)
-            summary = self.supervisor.summary()
+            summary = view.summary()
             if summary != last:
                 self.notifier.status(summary)
                 last = summary

@@ -24,9 +24,3 @@ def promotable(history: Sequence[HistoryEntry], *, now: datetime, after: float) 
             return entry.revision
         until = entry.finished_at  # it became live then, ending its predecessor's time
     return None
-
-
-def waiting_until(history: Sequence[HistoryEntry], *, after: float) -> datetime | None:
-    """When the newest success of the source will have been live `after` seconds."""
-    newest = next((h for h in history if h.result is Result.DEPLOYED), None)
-    return None if newest is None else newest.finished_at + timedelta(seconds=after)

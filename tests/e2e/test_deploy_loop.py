@@ -154,11 +154,11 @@ async def test_loop_restarts_by_reload_during_a_failing_rollout_deploy_once(
         await daemon.github_push()
         await eventually(lambda: world.updates() == 2, what="the UpdateService of the second")
         for interval in (3500, 3400, 3300, 3200):
-            before = daemon.supervisor.loops[world.name]
+            before = daemon.supervisor.apps.loops[world.name]
             world.daemon_overrides["poll_interval"] = interval
             daemon.config_path.write_text(world.config_text())
             await eventually(
-                partial(restarted, daemon.supervisor.loops, world.name, before),
+                partial(restarted, daemon.supervisor.apps.loops, world.name, before),
                 what="the loop restarted",
             )
         status = await daemon.wait_for(failed_at(second), what="Failed", timeout=60)
@@ -226,7 +226,7 @@ async def full_disk_scenario(world: World, apps: Path) -> None:
         )
         assert status["phase"] != "InSync"
         assert world.updates() == 1
-        metric = daemon.supervisor.metrics.registry.get_sample_value(
+        metric = daemon.daemon.metrics.registry.get_sample_value(
             "reconciler_state_write_failing", {"app": world.name}
         )
         assert metric == 1.0

@@ -100,7 +100,8 @@ async def test_a_push_is_pending_then_success_with_a_deployment_and_a_message(
             await daemon.wait_phase("InSync", revision=second)
             await eventually(lambda: told_a_deploy(forge, second), what="the push told")
             await eventually(lambda: len(chat.messages) == 2, what="two messages")
-            assert daemon.daemon.feedback.problems() == {}
+            feedback = daemon.daemon.feedback
+            assert feedback is not None and feedback.problems() == {}
     pending = forge.answered("status", sha=second)[0]
     assert pending.body["context"] == f"reconciler/{world.name}"
     assert pending.body["target_url"] == f"{PUBLIC}/apps/{world.name}"
@@ -116,7 +117,7 @@ async def test_a_push_is_pending_then_success_with_a_deployment_and_a_message(
         f"{world.name}: Deployed {second[:7]} in staging",
     ]
     assert f"Commit: {second[:7]} Say version 2\n" in chat.messages[1]["message"]
-    metrics = daemon.supervisor.metrics.render().decode()
+    metrics = daemon.daemon.metrics.render().decode()
     assert 'reconciler_feedback_total{outcome="sent",target="github"}' in metrics
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from reconciler.cluster.manager import LeaseManager
+from reconciler.cluster.ownership import ClusterOwnership, TableHealth
 from reconciler.cluster.store import TableStateStore
 from reconciler.cluster.table import LeaseTable, Member
 from reconciler.decisions.model import Hold
@@ -50,8 +51,11 @@ class Tenant:
     def busy(self, name: str) -> bool:
         return name in self.busy_apps
 
-    def poke(self, name: str, what: str) -> None:
-        self.pokes.append((name, what))
+    def nudge(self, name: str) -> None:
+        self.pokes.append((name, "nudges"))
+
+    def sync(self, name: str) -> None:
+        self.pokes.append((name, "syncs"))
 
     def local_document(self, name: str) -> dict[str, Any] | None:
         return {"name": name, "phase": "InSync", "history": []} if name in self.running else None
@@ -59,13 +63,14 @@ class Tenant:
 
 @dataclass
 class Node:
+    ownership: ClusterOwnership
     manager: LeaseManager
     tenant: Tenant
     metrics: Metrics
     task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self.manager.run(self.tenant))
+        self.task = asyncio.create_task(self.manager.run())
 
     async def pause(self) -> None:
         """Stop its rounds without leaving: as a daemon that died or froze."""
@@ -87,19 +92,32 @@ class Cluster:
             )
         )
 
-    async def node(self, host: str, apps: list[str] = APPS) -> Node:
+    async def node(
+        self,
+        host: str,
+        apps: list[str] = APPS,
+        *,
+        adopt_feedback: Callable[[str, str | None], None] | None = None,
+    ) -> Node:
         table = await self.table()
         metrics = Metrics()
+        health = TableHealth(metrics)
+        ownership = ClusterOwnership(
+            table=table, host_id=host, ttl=TTL, health=health, look_every=LOOK
+        )
+        tenant = Tenant(list(apps))
         manager = LeaseManager(
+            ownership=ownership,
             table=table,
             store=TableStateStore(table, host_id=host),
-            host_id=host,
+            tenant=tenant,
             url=f"http://127.0.0.1/{host}",
-            ttl=TTL,
             metrics=metrics,
+            health=health,
+            adopt_feedback=adopt_feedback,
             look_every=LOOK,
         )
-        node = Node(manager, Tenant(list(apps)), metrics)
+        node = Node(ownership, manager, tenant, metrics)
         self.nodes.append(node)
         return node
 
@@ -171,7 +189,7 @@ async def test_a_daemon_that_leaves_hands_its_apps_over_at_once(cluster: Cluster
     await eventually(lambda: held_counts(nodes) == [15, 15], timeout=20)
     leaving = nodes[0]
     await leaving.pause()
-    await leaving.manager.leave(leaving.tenant)
+    await leaving.manager.leave()
     assert leaving.tenant.running == set()
     # Well within the TTL: the member item is gone and the leases are free.
     await eventually(lambda: len(nodes[1].manager.leases.held) == 30, timeout=TTL)
@@ -203,7 +221,7 @@ async def test_a_busy_app_is_handed_over_only_when_idle(cluster: Cluster) -> Non
 async def test_a_paused_daemon_writes_no_state_for_apps_it_lost(cluster: Cluster) -> None:
     a = await cluster.node("a", ["web"])
     a.start()
-    await eventually(lambda: a.manager.holds("web"), timeout=20)
+    await eventually(lambda: a.ownership.holds("web"), timeout=20)
     memory = a.manager.store.load("web")
     memory.hold = Hold("c" * 40, "circuit breaker", "fp")
     assert await a.manager.store.save("web")
@@ -212,21 +230,21 @@ async def test_a_paused_daemon_writes_no_state_for_apps_it_lost(cluster: Cluster
     await a.pause()  # SIGSTOP: no rounds, its clock runs on
     b = await cluster.node("b", ["web"])
     b.start()
-    await eventually(lambda: b.manager.holds("web"), timeout=TTL + 10)
+    await eventually(lambda: b.ownership.holds("web"), timeout=TTL + 10)
     assert b.manager.store.load("web").hold is not None  # the Failed hold moved with it
 
     # SIGCONT: before its next round it still believes it holds the app.
-    assert a.manager.holds("web")
+    assert a.ownership.holds("web")
     assert not a.manager.leases.valid("web")
     with pytest.raises(LeaseNotHeld, match="could not be renewed"):
-        a.manager.fence("web").check("UpdateService")
+        a.ownership.fence("web").check("UpdateService")
     a.manager.store.load("web").hold = None
     assert not await a.manager.store.save("web")
     assert "taken by another daemon" in (a.manager.store.write_error("web") or "")
     assert b.manager.store.load("web").hold is not None
     # Its next round sees the lease gone and stops the app.
     a.start()
-    await eventually(lambda: not a.manager.holds("web"), timeout=10)
+    await eventually(lambda: not a.ownership.holds("web"), timeout=10)
     assert "web" not in a.tenant.running
 
 
@@ -244,32 +262,32 @@ async def test_a_nudge_written_anywhere_reaches_the_owner(cluster: Cluster) -> N
     nodes = [await cluster.node(h, ["web"]) for h in ("a", "b")]
     for node in nodes:
         node.start()
-    await eventually(lambda: any(n.manager.holds("web") for n in nodes), timeout=20)
-    owner = next(n for n in nodes if n.manager.holds("web"))
+    await eventually(lambda: any(n.ownership.holds("web") for n in nodes), timeout=20)
+    owner = next(n for n in nodes if n.ownership.holds("web"))
     other = next(n for n in nodes if n is not owner)
 
     async def published() -> bool:
-        await other.manager.read_statuses()
-        return other.manager.remote_status("web") is not None
+        await other.ownership.read_statuses()
+        return other.ownership.remote_status("web") is not None
 
     await eventually(published, timeout=10)
-    await other.manager.forward("web", "nudges")
+    await other.ownership.forward_nudge("web")
     await eventually(lambda: ("web", "nudges") in owner.tenant.pokes, timeout=5)
-    await other.manager.forward("web", "syncs")
+    await other.ownership.forward_sync("web")
     await eventually(lambda: ("web", "syncs") in owner.tenant.pokes, timeout=5)
     host = owner.manager.host_id
-    assert other.manager.elsewhere("web") == f"{host} (http://127.0.0.1/{host})"
-    assert owner.manager.elsewhere("web") is None
-    status = other.manager.remote_status("web")
+    assert other.ownership.elsewhere("web") == f"{host} (http://127.0.0.1/{host})"
+    assert owner.ownership.elsewhere("web") is None
+    status = other.ownership.remote_status("web")
     assert status is not None and status["phase"] == "InSync"
-    assert other.manager.ownership("web")["owner"] == host
-    assert other.manager.ownership("web")["here"] is False
+    assert other.ownership.ownership("web")["owner"] == host
+    assert other.ownership.ownership("web")["here"] is False
 
     # The table refusing the write is said to whoever asked, in one line naming the app.
     cluster.aws.faults.inject("UpdateItem", times=100_000, code="ThrottlingException")
     try:
         with pytest.raises(NotForwarded, match="sync of 'web'") as refused:
-            await other.manager.forward("web", "syncs")
+            await other.ownership.forward_sync("web")
     finally:
         cluster.aws.faults.clear()
     assert "\n" not in str(refused.value)
@@ -330,11 +348,13 @@ async def test_a_round_that_takes_many_apps_slowly_keeps_the_heartbeat_on_time(
 
 
 async def test_what_was_said_about_an_app_moves_with_its_lease(cluster: Cluster) -> None:
-    nodes = [await cluster.node(h, APPS[:2]) for h in ("a", "b")]
     adopted: dict[str, list[tuple[str, str | None]]] = {"a": [], "b": []}
+
+    def adopting(host: str) -> Callable[[str, str | None], None]:
+        return lambda app, text: adopted[host].append((app, text))
+
+    nodes = [await cluster.node(h, APPS[:2], adopt_feedback=adopting(h)) for h in ("a", "b")]
     for node in nodes:
-        host = node.manager.host_id
-        node.manager.adopt_feedback = lambda app, text, host=host: adopted[host].append((app, text))
         node.start()
     await eventually(lambda: held_counts(nodes) == [1, 1], timeout=20)
     a, b = nodes
@@ -342,10 +362,10 @@ async def test_what_was_said_about_an_app_moves_with_its_lease(cluster: Cluster)
     (theirs,) = b.manager.leases.held
     assert sorted(adopted["a"] + adopted["b"]) == sorted([(mine, None), (theirs, None)])
     table = await cluster.table()
-    a.manager.mirror_feedback(mine, '{"said": 1}')
-    a.manager.mirror_feedback(theirs, '{"not": "mine"}')  # a does not hold it: not written
+    a.ownership.mirror_feedback(mine, '{"said": 1}')
+    a.ownership.mirror_feedback(theirs, '{"not": "mine"}')  # a does not hold it: not written
     await eventually(
-        lambda: a.manager._feedback_writer is not None and a.manager._feedback_writer.done(),
+        lambda: a.ownership._feedback_writer is not None and a.ownership._feedback_writer.done(),
         timeout=5,
     )
     taken = await table.read_taken([mine, theirs])
@@ -374,11 +394,11 @@ async def test_a_status_published_under_an_older_lease_is_not_shown(cluster: Clu
     second = await table.acquire("web", me="b", seen=view, now=0)
     assert second == 2
     reader = await cluster.node("c", ["web"])
-    await reader.manager.round(reader.tenant)
-    await reader.manager.read_statuses()
-    assert reader.manager.remote_status("web") is None  # b has published nothing yet
+    await reader.manager.round()
+    await reader.ownership.read_statuses()
+    assert reader.ownership.remote_status("web") is None  # b has published nothing yet
     assert await table.publish_status("web", me="b", version=2, status={"phase": "InSync"})
     assert not await table.publish_status("web", me="a", version=1, status={"phase": "Failed"})
-    reader.manager._statuses_read_at = float("-inf")
-    await reader.manager.read_statuses()
-    assert reader.manager.remote_status("web") == {"phase": "InSync"}
+    reader.ownership._statuses_read_at = float("-inf")
+    await reader.ownership.read_statuses()
+    assert reader.ownership.remote_status("web") == {"phase": "InSync"}

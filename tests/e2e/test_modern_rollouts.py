@@ -48,7 +48,7 @@ async def second_commit(world: World, daemon: RunningDaemon, scenario: Scenario)
 
 
 def rollbacks(daemon: RunningDaemon, outcome: str) -> float:
-    value = daemon.supervisor.metrics.registry.get_sample_value(
+    value = daemon.daemon.metrics.registry.get_sample_value(
         "reconciler_rollbacks_total", {"app": daemon.world.name, "outcome": outcome}
     )
     return value or 0.0

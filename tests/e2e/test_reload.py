@@ -1,7 +1,7 @@
 """Config reload: edit the file under a running daemon and watch what changes.
 
 Added apps start, removed apps stop, changed apps restart their loop; the other apps' loops are
-not touched (the same AppLoop object goes on counting its passes). An invalid edit is logged
+not touched (the same AppLoop object goes on with its passes). An invalid edit is logged
 and reported in /status while the last good config keeps running.
 """
 
@@ -18,6 +18,7 @@ from reconciler.daemon import reload as reload_module
 from reconciler.sandbox.aws import SandboxAws
 from tests.support.multiapp import combined_config, daemon_for
 from tests.support.probes import eventually
+from tests.support.probes import passes as count_passes
 from tests.support.world import RunningDaemon, World
 
 
@@ -62,16 +63,18 @@ async def test_an_added_app_starts_and_converges_and_the_other_is_not_disturbed(
     async with daemon_for([world]) as (daemon,):
         await daemon.wait_phase("InSync", revision=world.first_commit)
         loop = daemon.loop()
-        passes = loop.passes
+        passes = count_passes(daemon)
 
         path = daemon.config_path
         path.write_text(combined_config([world, other]))
         await eventually(lambda: known(daemon, other.name), what="the added app's status")
         await as_world(daemon, other).wait_phase("InSync", revision=other.first_commit)
 
-        assert daemon.supervisor.loops[world.name] is loop
+        assert daemon.supervisor.apps.loops[world.name] is loop
         await daemon.github_push()
-        await eventually(lambda: loop.passes > passes, what="another pass of the first app")
+        await eventually(
+            lambda: count_passes(daemon) > passes, what="another pass of the first app"
+        )
         assert (await document(daemon))["config"]["sha256"] == sha256(path.read_text())
     assert other.live_image() == other.image(other.first_commit)
     assert world.updates() == 1
@@ -84,19 +87,19 @@ async def test_a_removed_app_stops_and_the_other_keeps_its_loop(world: World, ot
         await daemon.wait_phase("InSync", revision=world.first_commit)
         await removed.wait_phase("InSync", revision=other.first_commit)
         loop = daemon.loop()
-        passes = loop.passes
+        passes = count_passes(daemon)
 
         daemon.config_path.write_text(world.config_text())
         await eventually(lambda: gone(daemon, other.name), what="the removed app's 404")
 
-        assert other.name not in daemon.supervisor.loops
+        assert other.name not in daemon.supervisor.apps.loops
         other.repo.commit({"app.txt": "version 2\n"}, "second")
         answer = await removed.github_push()
         assert (answer.status, await answer.json()) == (202, {"nudged": []})
 
-        assert daemon.supervisor.loops[world.name] is loop
+        assert daemon.supervisor.apps.loops[world.name] is loop
         await daemon.github_push()
-        await eventually(lambda: loop.passes > passes, what="another pass of the kept app")
+        await eventually(lambda: count_passes(daemon) > passes, what="another pass of the kept app")
         assert (await daemon.status())["phase"] == "InSync"
         async with daemon.http.get(f"{daemon.url}/metrics") as metrics:
             assert other.name not in await metrics.text()
@@ -113,14 +116,17 @@ async def test_a_changed_app_restarts_and_the_unchanged_one_is_not_disturbed(
     async with daemon_for([world, other]) as (daemon, changed):
         await daemon.wait_phase("InSync", revision=world.first_commit)
         await changed.wait_phase("InSync", revision=other.first_commit)
-        kept, restarted = daemon.supervisor.loops[world.name], daemon.supervisor.loops[other.name]
+        kept, restarted = (
+            daemon.supervisor.apps.loops[world.name],
+            daemon.supervisor.apps.loops[other.name],
+        )
 
         other.app_overrides["suspended"] = True
         daemon.config_path.write_text(combined_config([world, other]))
         status = await changed.wait_phase("Suspended")
 
-        assert daemon.supervisor.loops[other.name] is not restarted
-        assert daemon.supervisor.loops[world.name] is kept
+        assert daemon.supervisor.apps.loops[other.name] is not restarted
+        assert daemon.supervisor.apps.loops[world.name] is kept
         # The restarted app keeps its history and its live state; only its loop is new.
         assert status["history"][0]["revision"] == other.first_commit
         assert status["live"]["image"] == other.image(other.first_commit)
@@ -170,7 +176,7 @@ async def test_invalid_edits_are_logged_and_the_last_good_config_keeps_running(
                 assert errors[0]["event"] == "config_invalid_keeping_last_good"
                 assert any(problem in line for line in errors[0]["problems"]), errors
             assert (await document(daemon))["config"]["sha256"] == sha256(good)
-            assert daemon.supervisor.loops[world.name] is loop
+            assert daemon.supervisor.apps.loops[world.name] is loop
 
         # Deleted, then put back as it was (an editor's save by rename, a config management
         # run): the error must clear even though the content is unchanged.
@@ -205,5 +211,5 @@ async def test_request_reload_applies_an_edit_at_once(
         daemon.daemon.request_reload()
         await daemon.wait_phase("Suspended", timeout=30)
 
-        assert daemon.supervisor.loops[world.name] is not loop
+        assert daemon.supervisor.apps.loops[world.name] is not loop
         assert (await document(daemon))["config"]["sha256"] == sha256(path.read_text())

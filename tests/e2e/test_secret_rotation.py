@@ -15,11 +15,11 @@ async def test_a_token_named_by_a_reload_and_a_rotated_webhook_secret_are_scrubb
         await daemon.wait_phase("InSync", revision=world.first_commit)
         (world.root / "token").write_text(token + "\n")
         world.app_overrides["git_token_file"] = str(world.root / "token")
-        loop = daemon.supervisor.loops[world.name]
+        loop = daemon.supervisor.apps.loops[world.name]
         daemon.config_path.write_text(world.config_text())
         await daemon.wait_for(
             lambda s: (
-                daemon.supervisor.loops.get(world.name) not in (None, loop)
+                daemon.supervisor.apps.loops.get(world.name) not in (None, loop)
                 and s["phase"] == "InSync"
             ),
             what="the edited app restarted",

@@ -138,8 +138,8 @@ async def test_run_on_a_port_in_use_exits_1_with_a_logged_reason(tmp_path: Path)
 async def test_status_prints_a_table_and_json(tmp_path: Path) -> None:
     """The table has a row per app with its phase; --json is the daemon's /status as is."""
     async with serve(tmp_path) as daemon:
-        daemon.supervisor.statuses["by-ssh-url"].phase = Phase.FAILED
-        daemon.supervisor.statuses["by-ssh-url"].last_error = "rollout failed\nmore detail"
+        daemon.statuses["by-ssh-url"].phase = Phase.FAILED
+        daemon.statuses["by-ssh-url"].last_error = "rollout failed\nmore detail"
         url = str(daemon.client.make_url(""))
         table = await reconciler("status", "--url", url)
         as_json = await reconciler("status", "--url", url, "--json")
@@ -163,7 +163,7 @@ async def test_status_of_one_app_shows_its_rollout_and_history(tmp_path: Path) -
 
     moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     async with serve(tmp_path) as daemon:
-        status = daemon.supervisor.statuses["by-ssh-url"]
+        status = daemon.statuses["by-ssh-url"]
         status.phase = Phase.FAILED
         status.rollout = RolloutView(
             deployment="ecs-svc/2",

@@ -17,7 +17,7 @@ import pytest
 from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.decisions.repourl import redact_url
 from reconciler.errors import GitAuthError, GitRevisionNotFound, GitUnavailable
-from tests.support.gitrepo import GitRepo
+from tests.support.gitrepo import Fetches, GitRepo, count_fetches
 
 TOKEN = "s3cr3t-token-value"
 
@@ -33,6 +33,11 @@ def mirrors(tmp_path: Path) -> Iterator[GitMirrors]:
     git = GitMirrors(tmp_path / "state", timeout=10, heads_ttl=0)
     yield git
     git.close()
+
+
+@pytest.fixture
+def fetches(monkeypatch: pytest.MonkeyPatch) -> Fetches:
+    return count_fetches(monkeypatch)
 
 
 def source(repo: GitRepo, **fields: object) -> GitSource:
@@ -52,34 +57,38 @@ async def test_branch_head_is_the_desired_revision(repo: GitRepo, mirrors: GitMi
     assert await mirrors.resolve(source(repo, branch="other")) == other
 
 
-async def test_a_new_commit_is_seen(repo: GitRepo, mirrors: GitMirrors) -> None:
+async def test_a_new_commit_is_seen(repo: GitRepo, mirrors: GitMirrors, fetches: Fetches) -> None:
     """A push after the last pass changes the desired revision on the next one."""
     repo.commit({"a.txt": "1"})
     await mirrors.resolve(source(repo))
     newer = repo.commit({"a.txt": "2"})
 
     assert await mirrors.resolve(source(repo)) == newer
-    assert mirrors.fetch_count == 2
+    assert fetches.count == 2
 
 
-async def test_no_fetch_while_the_heads_are_unchanged(repo: GitRepo, mirrors: GitMirrors) -> None:
+async def test_no_fetch_while_the_heads_are_unchanged(
+    repo: GitRepo, mirrors: GitMirrors, fetches: Fetches
+) -> None:
     """When the remote head is already mirrored, a pass costs one ls-remote and no fetch."""
     head = repo.commit({"a.txt": "1"})
     for _ in range(3):
         assert await mirrors.resolve(source(repo)) == head
 
-    assert mirrors.fetch_count == 1
+    assert fetches.count == 1
     assert mirrors.ls_remote_count == 3
 
 
-async def test_concurrent_apps_on_one_repository_fetch_once(repo: GitRepo, tmp_path: Path) -> None:
+async def test_concurrent_apps_on_one_repository_fetch_once(
+    repo: GitRepo, tmp_path: Path, fetches: Fetches
+) -> None:
     """Two apps tracking one repository share the ls-remote and the fetch."""
     head = repo.commit({"svc/a/x": "1", "svc/b/y": "1"})
     git = GitMirrors(tmp_path / "state")
     apps = [source(repo, paths=("svc/a",)), source(repo, paths=("svc/b",))]
 
     assert await asyncio.gather(*(git.resolve(app) for app in apps)) == [head, head]
-    assert git.fetch_count == 1
+    assert fetches.count == 1
     assert git.ls_remote_count == 1
 
 
@@ -109,7 +118,9 @@ async def test_a_deleted_branch_is_not_found(repo: GitRepo, mirrors: GitMirrors)
         await mirrors.resolve(source(repo, branch="feature"))
 
 
-async def test_a_deleted_or_damaged_mirror_is_rebuilt(repo: GitRepo, mirrors: GitMirrors) -> None:
+async def test_a_deleted_or_damaged_mirror_is_rebuilt(
+    repo: GitRepo, mirrors: GitMirrors, fetches: Fetches
+) -> None:
     """The mirrors are a cache: state_dir may be deleted, and a broken mirror starts over."""
     head = repo.commit({"a.txt": "1"})
     await mirrors.resolve(source(repo))
@@ -118,14 +129,14 @@ async def test_a_deleted_or_damaged_mirror_is_rebuilt(repo: GitRepo, mirrors: Gi
 
     shutil.rmtree(mirrors.mirror_path(repo.url) / "objects")
     assert await mirrors.resolve(source(repo)) == head
-    assert mirrors.fetch_count == 3
+    assert fetches.count == 3
 
 
 # --- pins -------------------------------------------------------------------------------
 
 
 async def test_pin_by_full_sha_needs_no_remote_once_mirrored(
-    repo: GitRepo, mirrors: GitMirrors
+    repo: GitRepo, mirrors: GitMirrors, fetches: Fetches
 ) -> None:
     """A full SHA names an immutable commit: after one fetch it resolves without the remote."""
     old = repo.commit({"a.txt": "1"})
@@ -133,7 +144,7 @@ async def test_pin_by_full_sha_needs_no_remote_once_mirrored(
 
     assert await mirrors.resolve(source(repo, revision=old)) == old
     assert await mirrors.resolve(source(repo, revision=old)) == old
-    assert mirrors.fetch_count == 1
+    assert fetches.count == 1
     assert mirrors.ls_remote_count == 0
 
 

@@ -18,7 +18,7 @@ from pygit2.enums import Option
 
 from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.errors import GitAuthError
-from tests.support.gitrepo import GitRepo
+from tests.support.gitrepo import Fetches, GitRepo, count_fetches
 from tests.support.sshd import SshServer, generate_key, serve_git_over_ssh
 
 # Generous: a wrong key must end in an error, and this bound is what tells that from a hang.
@@ -79,6 +79,11 @@ def mirrors(tmp_path: Path) -> Iterator[GitMirrors]:
     git.close()
 
 
+@pytest.fixture
+def fetches(monkeypatch: pytest.MonkeyPatch) -> Fetches:
+    return count_fetches(monkeypatch)
+
+
 def source(server: SshServer, repo: GitRepo, *, key: Path | None) -> GitSource:
     return GitSource(url=server.url(repo.remote), branch="main", ssh_key_file=key)
 
@@ -88,7 +93,7 @@ async def resolve(mirrors: GitMirrors, src: GitSource) -> str:
 
 
 async def test_the_right_key_and_a_known_host_resolve_and_fetch(
-    server: SshServer, repo: GitRepo, known_hosts: KnownHosts, mirrors: GitMirrors
+    server: SshServer, repo: GitRepo, known_hosts: KnownHosts, mirrors: GitMirrors, fetches: Fetches
 ) -> None:
     """With the deploy key and the host in known_hosts, new commits are seen and fetched."""
     known_hosts.trust(server)
@@ -98,7 +103,7 @@ async def test_the_right_key_and_a_known_host_resolve_and_fetch(
     assert await resolve(mirrors, src) == first
     second = repo.commit({"app.txt": "2"})
     assert await resolve(mirrors, src) == second
-    assert mirrors.fetch_count == 2
+    assert fetches.count == 2
     tar = await mirrors.export_context(src, commit=second, context=".", dockerfile="Dockerfile")
     with tar:
         assert tar.read(512)  # the commit's objects arrived over SSH

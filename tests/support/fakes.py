@@ -36,6 +36,7 @@ from reconciler.decisions.model import (
     TestRun,
 )
 from reconciler.metrics import Metrics
+from tests.support.metrics import passes_of
 
 REGISTRY = "registry.test"
 QUICK = Timings(retry_base=0.01, retry_cap=0.05, rollout_polls=(0.01,))
@@ -349,3 +350,7 @@ class FakeWorld:
             "reconciler_reconcile_total", {"app": self.app.name, "result": result}
         )
         return value or 0.0
+
+    def passes(self) -> float:
+        """The passes finished so far, as the metrics count them (one result each)."""
+        return passes_of(self.metrics, self.app.name)

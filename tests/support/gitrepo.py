@@ -14,7 +14,14 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pygit2
+import pytest
+
+from reconciler.adapters import git as git_module
 
 _EPOCH = 1_700_000_000
 
@@ -153,3 +160,23 @@ class GitRepo:
         if done.returncode != 0:
             raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout.strip()
+
+
+@dataclass
+class Fetches:
+    """The fetches GitMirrors made from the remotes, counted at the network call itself."""
+
+    count: int = 0
+
+
+def count_fetches(monkeypatch: pytest.MonkeyPatch) -> Fetches:
+    """From now on until the test ends, every fetch GitMirrors makes is counted."""
+    fetches = Fetches()
+    real = git_module._fetch
+
+    def fetch(remote: pygit2.Remote, callbacks: Any) -> None:
+        fetches.count += 1
+        real(remote, callbacks)
+
+    monkeypatch.setattr(git_module, "_fetch", fetch)
+    return fetches

@@ -5,12 +5,15 @@
         assert face.nudged() == [...]
 
 The config, app matching, status and metrics are the daemon's own; each app's loop is a
-FakeLoop that counts nudges and syncs. A request may carry `X-Test-Peer: <address>` to play a
-client on another host (the socket peer here is always loopback).
+FakeLoop that counts nudges and syncs. `ownership` says which apps this daemon runs (all of
+them by default, as a daemon without a lease table); only those get a loop. A request may
+carry `X-Test-Peer: <address>` to play a client on another host (the socket peer here is
+always loopback).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,10 +23,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from reconciler.adapters.git import GitMirrors
 from reconciler.api.routes import build_app
+from reconciler.app.events import EventBus
+from reconciler.app.state import FileStateStore
 from reconciler.app.status import AppStatus
-from reconciler.config import parse_config
+from reconciler.config import AppConfig, parse_config
+from reconciler.daemon.in_force import InForce
+from reconciler.daemon.ownership import Alone, Ownership
 from reconciler.daemon.supervisor import Supervisor
+from reconciler.metrics import Metrics
 from tests.support.config import app_table, config_text
 from tests.support.webhooks import github_headers, gitlab_headers, signature
 
@@ -51,10 +60,12 @@ def sign(body: bytes, secret: str = SECRET) -> str:
 
 @dataclass
 class FakeLoop:
-    """Stands in for an AppLoop: records what the HTTP layer asked of it."""
+    """Stands in for an AppLoop: records what the HTTP layer asked of it, and runs until
+    `end()` (a loop that ends by itself is one that died)."""
 
     nudges: int = 0
     syncs: int = 0
+    _ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def nudge(self) -> None:
         self.nudges += 1
@@ -65,14 +76,36 @@ class FakeLoop:
     async def quiesce(self, grace: float) -> None:
         pass
 
+    async def run(self) -> None:
+        await self._ended.wait()
+
+    def end(self) -> None:
+        self._ended.set()
+
+
+@dataclass
+class FakeLoops:
+    """Makes a FakeLoop for each app the supervisor starts, and keeps them by app."""
+
+    loops: dict[str, FakeLoop] = field(default_factory=dict)
+
+    async def make(self, app: AppConfig, status: AppStatus) -> FakeLoop:
+        self.loops[app.name] = FakeLoop()
+        return self.loops[app.name]
+
 
 @dataclass
 class HttpFace:
     """The served app, its supervisor and each app's FakeLoop."""
 
     supervisor: Supervisor
+    in_force: InForce
     client: TestClient[Any, Any]
     loops: dict[str, FakeLoop] = field(default_factory=dict)
+
+    @property
+    def statuses(self) -> dict[str, AppStatus]:
+        return self.supervisor.apps.statuses
 
     def nudged(self) -> list[str]:
         return sorted(name for name, loop in self.loops.items() if loop.nudges)
@@ -146,6 +179,28 @@ async def peer_from_header(
     return await handler(request.clone(remote=peer) if peer else request)
 
 
+def supervisor_for(
+    in_force: InForce,
+    *,
+    loops: FakeLoops | None = None,
+    ownership: Ownership | None = None,
+    bus: EventBus | None = None,
+) -> Supervisor:
+    """A Supervisor on the config `in_force` holds whose loops `loops` makes (not started);
+    commit subjects come from real mirrors in its state_dir (empty until something fetches)."""
+    state_dir = in_force.config.daemon.state_dir
+    return Supervisor(
+        in_force=in_force,
+        maker=loops or FakeLoops(),
+        ownership=ownership or Alone(),
+        store=FileStateStore(state_dir),
+        git=GitMirrors(state_dir),
+        metrics=Metrics(),
+        bus=bus or EventBus(),
+        feedback_status=dict,
+    )
+
+
 @asynccontextmanager
 async def serve(
     tmp_path: Path,
@@ -153,16 +208,17 @@ async def serve(
     secrets: bool = True,
     api_token: bool = False,
     apps: Mapping[str, tuple[str, str]] = APPS,
+    ownership: Ownership | None = None,
 ) -> AsyncIterator[HttpFace]:
-    """The HTTP face on the config `face_config` writes, with a FakeLoop per app."""
+    """The HTTP face on the config `face_config` writes, with a FakeLoop per app it runs."""
     config = parse_config(face_config(tmp_path, secrets=secrets, api_token=api_token, apps=apps))
-    supervisor = Supervisor(config=config)
-    loops = {}
-    for entry in supervisor.config.apps:
-        loops[entry.name] = FakeLoop()
-        supervisor.loops[entry.name] = loops[entry.name]
-        supervisor.statuses[entry.name] = AppStatus(name=entry.name)
-    app = build_app(supervisor)
-    app.middlewares.insert(0, peer_from_header)
-    async with TestClient(TestServer(app)) as client:
-        yield HttpFace(supervisor, client, loops)
+    in_force, loops = InForce(config), FakeLoops()
+    supervisor = supervisor_for(in_force, loops=loops, ownership=ownership)
+    await supervisor.start()
+    try:
+        app = build_app(supervisor.view, supervisor.steering)
+        app.middlewares.insert(0, peer_from_header)
+        async with TestClient(TestServer(app)) as client:
+            yield HttpFace(supervisor, in_force, client, loops.loops)
+    finally:
+        await supervisor.stop()

@@ -21,6 +21,7 @@ import pytest
 
 from reconciler.adapters.ecs import Ecs
 from reconciler.aio import backoff
+from tests.support.metrics import passes_of
 from tests.support.world import RunningDaemon, World
 
 
@@ -100,8 +101,13 @@ def images_of_family(world: World) -> list[str]:
     return [image_of(world, arn) for arn in arns["taskDefinitionArns"]]
 
 
+def passes(daemon: RunningDaemon, app: str | None = None) -> float:
+    """The app's finished passes in the daemon, as its metrics count them."""
+    return passes_of(daemon.daemon.metrics, app or daemon.world.name)
+
+
 def reconcile_count(daemon: RunningDaemon, result: str, app: str | None = None) -> float:
-    value = daemon.supervisor.metrics.registry.get_sample_value(
+    value = daemon.daemon.metrics.registry.get_sample_value(
         "reconciler_reconcile_total", {"app": app or daemon.world.name, "result": result}
     )
     return value or 0.0

@@ -188,11 +188,14 @@ class RunningDaemon:
 
     @property
     def supervisor(self) -> Supervisor:
-        return self.daemon.supervisor
+        """The daemon's app side (made once it runs, as it does inside this block)."""
+        supervisor = self.daemon.supervisor
+        assert supervisor is not None, "the daemon is not running"
+        return supervisor
 
     def loop(self, name: str | None = None) -> AppLoop:
         """The app's loop, as the supervisor runs it (it holds loops by what it steers)."""
-        loop = self.supervisor.loops[name or self.world.name]
+        loop = self.supervisor.apps.loops[name or self.world.name]
         assert isinstance(loop, AppLoop), loop
         return loop
 

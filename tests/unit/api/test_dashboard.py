@@ -25,21 +25,30 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from reconciler.adapters.ports import Adapters
 from reconciler.api.routes import build_app
 from reconciler.api.web import dashboard, stream
 from reconciler.api.web.dashboard import content_security_policy
 from reconciler.api.web.links import Links, commit_url
 from reconciler.api.web.present import app_view
-from reconciler.app.events import Finished, PhaseChanged
+from reconciler.app.events import QUEUE_LIMIT, Event, EventBus, Finished, PhaseChanged
 from reconciler.app.status import AppStatus, RolloutView
-from reconciler.cluster.fenced import Fence
+from reconciler.cluster.fenced import Fence, fenced
 from reconciler.cluster.manager import PUBLISHED_HISTORY
 from reconciler.config import Config, parse_config
+from reconciler.daemon.in_force import InForce
 from reconciler.daemon.supervisor import Supervisor
 from reconciler.decisions.model import HistoryEntry, Phase, Result
 from reconciler.errors import NotForwarded
 from tests.support.config import app_table, config_text
-from tests.support.http_face import API_TOKEN, APPS, HttpFace, face_config, serve
+from tests.support.http_face import (
+    API_TOKEN,
+    APPS,
+    HttpFace,
+    face_config,
+    serve,
+    supervisor_for,
+)
 from tests.support.probes import eventually
 from tests.support.webhooks import fixture
 
@@ -132,7 +141,7 @@ async def face(tmp_path: Path) -> AsyncIterator[HttpFace]:
 
 
 def failing(face: HttpFace, name: str = "by-clone-url", *, error: str | None = None) -> AppStatus:
-    status = face.supervisor.statuses[name]
+    status = face.statuses[name]
     status.phase = Phase.FAILED
     status.desired_revision = SHA
     status.desired_image = f"127.0.0.1:5000/{name}:{SHA}"
@@ -168,7 +177,7 @@ async def test_the_list_shows_every_app_with_phase_revision_image_since_and_erro
 ) -> None:
     """One row per configured app, in config order; the phase in words and as a class."""
     failing(face)
-    face.supervisor.statuses["by-ssh-url"].phase = Phase.DEPLOYING
+    face.statuses["by-ssh-url"].phase = Phase.DEPLOYING
     code, doc, _, answer = await page(face, "/")
     assert code == 200
     assert answer.content_type == "text/html"
@@ -220,7 +229,7 @@ async def test_the_app_page_shows_the_full_error_and_the_history(face: HttpFace)
 
 async def test_a_rollout_on_the_status_gets_its_own_section(face: HttpFace) -> None:
     """Every value of the rollout, labelled; a value not known yet is a dash."""
-    status = face.supervisor.statuses["by-clone-url"]
+    status = face.statuses["by-clone-url"]
     status.rollout = RolloutView(
         deployment="ecs-svc/1", task_definition="web:3", running=2, desired=3, started_at=AT
     )
@@ -284,9 +293,9 @@ class Lease:
 
 @dataclass
 class StandInCluster:
-    """The supervisor's Cluster seam as a lease table would answer it (as LeaseManager
-    does): this daemon holds `held`, `leases` says who holds the others and what they
-    published; an app in neither has never had an owner."""
+    """The daemon's Ownership as a lease table would answer it (as ClusterOwnership does):
+    this daemon holds `held`, `leases` says who holds the others and what they published;
+    an app in neither has never had an owner."""
 
     held: set[str]
     leases: dict[str, Lease] = field(default_factory=dict)
@@ -297,8 +306,9 @@ class StandInCluster:
     def holds(self, name: str) -> bool:
         return name in self.held
 
-    def fence(self, name: str) -> Fence:
-        return Fence(name, valid=self.holds, why_not=lambda app: f"{app} is not held here")
+    def guard(self, name: str, adapters: Adapters) -> Adapters:
+        fence = Fence(name, valid=self.holds, why_not=lambda app: f"{app} is not held here")
+        return fenced(adapters, fence)
 
     def ownership(self, name: str) -> dict[str, Any]:
         lease = Lease(owner=HERE, url="http://127.0.0.1:8088") if name in self.held else None
@@ -322,7 +332,16 @@ class StandInCluster:
     async def read_statuses(self) -> None:
         self.status_reads += 1
 
-    async def forward(self, name: str, what: str) -> None:
+    def passes_on(self, name: str) -> bool:
+        return True
+
+    async def forward_nudge(self, name: str) -> None:
+        await self._forward(name, "nudges")
+
+    async def forward_sync(self, name: str) -> None:
+        await self._forward(name, "syncs")
+
+    async def _forward(self, name: str, what: str) -> None:
         if self.table_down:
             raise NotForwarded(f"could not pass the sync of {name!r} on: table unreachable")
         self.forwarded.append((name, what))
@@ -335,26 +354,38 @@ def published(name: str, phase: Phase, **fields: Any) -> dict[str, Any]:
     return document
 
 
-def clustered(face: HttpFace, leases: dict[str, Lease]) -> StandInCluster:
-    """This daemon holds by-clone-url only (and runs no loop of the others); `leases` for
-    the others."""
-    cluster = StandInCluster(held={"by-clone-url"}, leases=leases)
-    face.supervisor.cluster = cluster
-    for name in APPS:
-        if name not in cluster.held:
-            del face.supervisor.loops[name]
-    return cluster
+@dataclass
+class Remote:
+    """A face whose daemon holds by-clone-url only (and runs no loop of the others)."""
+
+    face: HttpFace
+    cluster: StandInCluster
 
 
-async def test_a_remote_app_on_the_list_shows_what_its_owner_published(face: HttpFace) -> None:
+@pytest.fixture
+async def remote(tmp_path: Path) -> AsyncIterator[Remote]:
+    cluster = StandInCluster(held={"by-clone-url"})
+    async with serve(tmp_path, ownership=cluster) as face:
+        yield Remote(face, cluster)
+
+
+def clustered(remote: Remote, leases: dict[str, Lease]) -> StandInCluster:
+    """`leases` for the apps this daemon does not hold."""
+    remote.cluster.leases.update(leases)
+    return remote.cluster
+
+
+async def test_a_remote_app_on_the_list_shows_what_its_owner_published(remote: Remote) -> None:
     """Phase, revision and live image as the owner published them (not this daemon's memory
     of the app), its owner named and linked to the owner's page of the app; this daemon's
     own app says "here", and an app nobody holds is waiting for an owner."""
+    face = remote.face
     failing(face)  # held here
-    face.supervisor.statuses["by-ssh-url"].phase = Phase.IN_SYNC  # stale memory, not shown
+    # Stale memory of an app this daemon ran before, not shown.
+    face.statuses["by-ssh-url"] = AppStatus(name="by-ssh-url", phase=Phase.IN_SYNC)
     image = f"127.0.0.1:5000/by-ssh-url:{SHA}"
     cluster = clustered(
-        face,
+        remote,
         {
             "by-ssh-url": Lease(
                 owner="host-b",
@@ -372,13 +403,13 @@ async def test_a_remote_app_on_the_list_shows_what_its_owner_published(face: Htt
     assert "Reconciled by" in [e.text for e in doc.all("th")]
     assert all(e.attrs.get("src") for e in doc.all("script"))  # still no inline script
 
-    remote = doc.one("tr", data_app="by-ssh-url")
-    phase = remote.one("span", data_field="phase")
+    row = doc.one("tr", data_app="by-ssh-url")
+    phase = row.one("span", data_field="phase")
     assert (phase.text, phase.has_class("phase-deploying")) == ("Deploying", True)
-    assert remote.one("span", data_field="revision").attrs["data-sha"] == SHA
-    assert image in remote.text
-    assert "2024-05-01 12:00:00 UTC" in remote.one("time").text
-    owner = remote.one("span", data_field="owner")
+    assert row.one("span", data_field="revision").attrs["data-sha"] == SHA
+    assert image in row.text
+    assert "2024-05-01 12:00:00 UTC" in row.one("time").text
+    owner = row.one("span", data_field="owner")
     assert owner.one("a").attrs["href"] == "http://10.0.0.2:8088/apps/by-ssh-url"
     assert owner.text == "host-b"
 
@@ -404,16 +435,18 @@ async def test_a_remote_app_on_the_list_shows_what_its_owner_published(face: Htt
     ) as answer:
         assert answer.status == 303
     assert cluster.forwarded == [("by-ssh-url", "syncs")]
-    assert face.loops["by-ssh-url"].syncs == 0
+    assert "by-ssh-url" not in face.loops  # no loop of it here to sync
+    assert all(loop.syncs == 0 for loop in face.loops.values())
 
 
 async def test_a_sync_the_lease_table_does_not_take_is_refused_not_reported_as_started(
-    face: HttpFace,
+    remote: Remote,
 ) -> None:
     """Only a sync clears a Failed hold: when it cannot reach the owner through the table,
     the caller (CLI or button) hears so with a 503, instead of a 202 for a sync that never
     happens."""
-    cluster = clustered(face, {"by-ssh-url": Lease(owner="host-b", url="http://10.0.0.2:8088/")})
+    face = remote.face
+    cluster = clustered(remote, {"by-ssh-url": Lease(owner="host-b", url="http://10.0.0.2:8088/")})
     cluster.table_down = True
     async with face.client.post("/apps/by-ssh-url/sync") as answer:
         assert answer.status == 503
@@ -433,12 +466,13 @@ async def test_a_sync_the_lease_table_does_not_take_is_refused_not_reported_as_s
 
 
 async def test_a_push_nudges_apps_owned_elsewhere_through_the_table_and_says_which_it_could_not(
-    face: HttpFace,
+    remote: Remote,
 ) -> None:
     """The push's apps held here are nudged here, the others through the table; with the
     table down the answer is still 202 (the forge would disable a failing hook, and the
     owners' poll finds the push) but names the apps whose owner was not told."""
-    cluster = clustered(face, {})
+    face = remote.face
+    cluster = clustered(remote, {})
     status, body = await face.github(fixture("github/push-with-new-branch.payload.json"))
     assert status == 202
     elsewhere = ["by-html-url", "by-ssh-scheme", "by-ssh-url"]
@@ -455,9 +489,10 @@ async def test_a_push_nudges_apps_owned_elsewhere_through_the_table_and_says_whi
     assert face.loops["by-clone-url"].nudges == 2
 
 
-async def test_the_app_page_of_a_remote_app_shows_its_published_history(face: HttpFace) -> None:
+async def test_the_app_page_of_a_remote_app_shows_its_published_history(remote: Remote) -> None:
     """The last error in full, the rollout and the history the owner published (escaped, as
     everything is), and who the owner is and when its last heartbeat was."""
+    face = remote.face
     error = f"test failed: {EVIL}\nsecond line"
     history = [
         HistoryEntry(SHA, Result.TEST_FAILED, AT - timedelta(seconds=45), AT, error=error),
@@ -474,7 +509,7 @@ async def test_the_app_page_of_a_remote_app_shows_its_published_history(face: Ht
         rollout=RolloutView(deployment="ecs-svc/9", task_definition="by-ssh-url:4", running=1),
     )
     lease = Lease(owner="host-b", url="http://10.0.0.2:8088", version=7, published=document)
-    clustered(face, {"by-ssh-url": lease})
+    clustered(remote, {"by-ssh-url": lease})
     code, doc, body, _ = await page(face, "/apps/by-ssh-url")
     assert code == 200
     assert "<script>" not in body
@@ -494,9 +529,10 @@ async def test_the_app_page_of_a_remote_app_shows_its_published_history(face: Ht
     assert "deployed" in rows[1].text and "3 min 0 s" in rows[1].text
 
 
-async def test_an_app_page_says_here_or_waiting_for_an_owner(face: HttpFace) -> None:
+async def test_an_app_page_says_here_or_waiting_for_an_owner(remote: Remote) -> None:
+    face = remote.face
     failing(face)
-    clustered(face, {})
+    clustered(remote, {})
     _, doc, _, _ = await page(face, "/apps/by-clone-url")
     assert doc.one("span", data_field="owner").text == "here"
     assert len(doc.one("section", **{"class": "history"}).all("tr")) == 3  # from memory
@@ -507,11 +543,12 @@ async def test_an_app_page_says_here_or_waiting_for_an_owner(face: HttpFace) -> 
     assert "No attempts recorded yet." in doc.one("section", **{"class": "history"}).text
 
 
-async def test_a_status_this_version_cannot_read_is_shown_as_unknown(face: HttpFace) -> None:
+async def test_a_status_this_version_cannot_read_is_shown_as_unknown(remote: Remote) -> None:
     """An owner of a newer version may publish a phase this one does not know: the app shows
     as Unknown with the reason, and the rest of the list is unaffected."""
+    face = remote.face
     newer = {**published("by-ssh-url", Phase.IN_SYNC), "phase": "Verifying"}
-    cluster = clustered(face, {"by-ssh-url": Lease(owner="host-b", published=newer)})
+    cluster = clustered(remote, {"by-ssh-url": Lease(owner="host-b", published=newer)})
     code, doc, _, _ = await page(face, "/")
     assert code == 200
     row = doc.one("tr", data_app="by-ssh-url")
@@ -616,20 +653,20 @@ async def test_script_in_an_error_a_branch_or_a_name_is_shown_as_text(tmp_path: 
     (the config's own checks would refuse such a name or branch; the pages do not rely on
     them)."""
     async with serve(tmp_path) as face:
-        config = face.supervisor.config
+        config = face.in_force.config
         first = config.apps[0].model_copy(update={"name": "evil" + EVIL, "branch": EVIL})
-        face.supervisor.config = config.model_copy(update={"apps": (first, *config.apps[1:])})
+        face.in_force.switch_to(config.model_copy(update={"apps": (first, *config.apps[1:])}))
         name = first.name
-        face.supervisor.statuses[name] = AppStatus(
+        face.statuses[name] = AppStatus(
             name=name,
             phase=Phase.FAILED,
             desired_revision=SHA,
             desired_image=EVIL,
             live_image=EVIL,
             last_error=f"{EVIL}\nsecond line {EVIL}",
-            history=face.supervisor.statuses["by-clone-url"].history,
+            history=face.statuses["by-clone-url"].history,
         )
-        face.supervisor.statuses[name].history.appendleft(
+        face.statuses[name].history.appendleft(
             HistoryEntry(SHA, Result.BUILD_FAILED, AT, AT, error=EVIL)
         )
         for path in ("/", f"/apps/{quote(name, safe='')}"):
@@ -658,7 +695,7 @@ async def test_commit_subjects_are_shown_escaped_and_read_once(
         asked.append((name, revision))
         return f"{revision[:4]} {EVIL}"
 
-    monkeypatch.setattr(face.supervisor, "commit_subject", subject)
+    monkeypatch.setattr(face.supervisor.view, "commit_subject", subject)
     for path in ("/", "/apps/by-clone-url", "/apps/by-clone-url"):
         _, doc, body, _ = await page(face, path)
         assert "<script>" not in body
@@ -686,7 +723,7 @@ async def test_a_slow_mirror_does_not_hold_the_page_up(
         await release.wait()
         return "read at last"
 
-    monkeypatch.setattr(face.supervisor, "commit_subject", slow)
+    monkeypatch.setattr(face.supervisor.view, "commit_subject", slow)
     monkeypatch.setattr(dashboard, "SUBJECT_WAIT", 0.05)
     async with asyncio.timeout(30):
         for _ in range(3):
@@ -702,9 +739,9 @@ async def test_a_slow_mirror_does_not_hold_the_page_up(
     assert len(asked) == 2
 
 
-async def test_the_supervisor_has_no_subject_before_it_runs(face: HttpFace) -> None:
-    assert await face.supervisor.commit_subject("by-clone-url", SHA) is None
-    assert await face.supervisor.commit_subject("no-such-app", SHA) is None
+async def test_there_is_no_subject_before_the_mirror_has_the_commit(face: HttpFace) -> None:
+    assert await face.supervisor.view.commit_subject("by-clone-url", SHA) is None
+    assert await face.supervisor.view.commit_subject("no-such-app", SHA) is None
 
 
 async def test_the_content_security_policy_forbids_inline_scripts(face: HttpFace) -> None:
@@ -905,12 +942,32 @@ async def test_a_form_on_another_site_cannot_sync(face: HttpFace) -> None:
 # --- the event stream -----------------------------------------------------------------------
 
 
-def supervisor_for(tmp_path: Path) -> Supervisor:
+class WatchedBus(EventBus):
+    """The daemon's bus, telling the test which queues are subscribed to it now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queues: set[asyncio.Queue[Event]] = set()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self.queues)
+
+    def subscribe(self, limit: int = QUEUE_LIMIT) -> asyncio.Queue[Event]:
+        queue = super().subscribe(limit)
+        self.queues.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
+        super().unsubscribe(queue)
+        self.queues.discard(queue)
+
+
+def watched(tmp_path: Path) -> tuple[Supervisor, WatchedBus]:
+    """A supervisor that runs no app loops, on a bus the test watches."""
     config: Config = parse_config(face_config(tmp_path))
-    supervisor = Supervisor(config=config)
-    for app in config.apps:
-        supervisor.statuses[app.name] = AppStatus(name=app.name)
-    return supervisor
+    bus = WatchedBus()
+    return supervisor_for(InForce(config), bus=bus), bus
 
 
 @asynccontextmanager
@@ -919,7 +976,8 @@ async def served(
 ) -> AsyncIterator[tuple[web.AppRunner, str]]:
     """build_app on a real runner, as the daemon runs it (handlers are not cancelled when a
     client goes). The long shutdown_timeout would show as a hang if streams did not end."""
-    runner = web.AppRunner(build_app(supervisor), shutdown_timeout=shutdown_timeout)
+    app = build_app(supervisor.view, supervisor.steering)
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -945,8 +1003,7 @@ def changed(app: str, phase: Phase, revision: str | None = SHA) -> PhaseChanged:
 
 
 async def test_the_stream_sends_each_phase_change_as_json(tmp_path: Path) -> None:
-    supervisor = supervisor_for(tmp_path)
-    bus = supervisor.bus
+    supervisor, bus = watched(tmp_path)
     async with (
         asyncio.timeout(30),
         served(supervisor) as (_, url),
@@ -975,8 +1032,7 @@ async def test_the_stream_sends_each_phase_change_as_json(tmp_path: Path) -> Non
 
 
 async def test_a_client_that_goes_away_is_unsubscribed(tmp_path: Path) -> None:
-    supervisor = supervisor_for(tmp_path)
-    bus = supervisor.bus
+    supervisor, bus = watched(tmp_path)
     async with asyncio.timeout(30), served(supervisor) as (_, url):
         async with aiohttp.ClientSession() as http:
             for _ in range(3):
@@ -994,8 +1050,7 @@ async def test_a_client_that_goes_away_is_unsubscribed(tmp_path: Path) -> None:
 
 async def test_a_client_that_falls_behind_loses_the_oldest_events(tmp_path: Path) -> None:
     """Publishing never waits for a client: its queue drops the oldest, the newest arrive."""
-    supervisor = supervisor_for(tmp_path)
-    bus = supervisor.bus
+    supervisor, bus = watched(tmp_path)
     async with (
         asyncio.timeout(30),
         served(supervisor) as (_, url),
@@ -1016,7 +1071,7 @@ async def test_an_idle_stream_gets_heartbeats(
 ) -> None:
     """Comment lines, which browsers ignore, so proxies see traffic on an idle stream."""
     monkeypatch.setattr(stream, "HEARTBEAT", 0.05)
-    supervisor = supervisor_for(tmp_path)
+    supervisor, _ = watched(tmp_path)
     async with (
         asyncio.timeout(30),
         served(supervisor) as (_, url),
@@ -1035,8 +1090,7 @@ async def test_an_idle_stream_gets_heartbeats(
 async def test_streams_end_when_the_daemon_shuts_down(tmp_path: Path) -> None:
     """Shutdown ends every open stream itself (cleanly, the client sees the end), rather than
     waiting out the server's grace for them."""
-    supervisor = supervisor_for(tmp_path)
-    bus = supervisor.bus
+    supervisor, bus = watched(tmp_path)
     async with (
         asyncio.timeout(30),
         served(supervisor) as (runner, url),
@@ -1053,10 +1107,10 @@ async def test_streams_end_when_the_daemon_shuts_down(tmp_path: Path) -> None:
 
 
 async def test_a_daemon_that_runs_every_app_reads_no_statuses_for_its_pages(
-    face: HttpFace,
+    tmp_path: Path,
 ) -> None:
     cluster = StandInCluster(held=set(APPS))
-    face.supervisor.cluster = cluster
-    code, _, _, _ = await page(face, "/")
+    async with serve(tmp_path, ownership=cluster) as face:
+        code, _, _, _ = await page(face, "/")
     assert code == 200
     assert cluster.status_reads == 0

@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 
 from reconciler.api.routes import DELIVERIES, DELIVERY_MEMORY, build_app
 from reconciler.config import Config, parse_config
-from reconciler.daemon.supervisor import Supervisor
+from reconciler.daemon.in_force import InForce
 from reconciler.errors import ConfigError
 from tests.support.config import app_table, config_text, toml_value
+from tests.support.http_face import supervisor_for
 from tests.support.webhooks import github_headers, signature
 
 REPO = "https://github.com/acme/web.git"
@@ -61,7 +62,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
             apps=[app_table("web", REPO)],
         )
     )
-    app = build_app(Supervisor(config=config))
+    supervisor = supervisor_for(InForce(config))
+    app = build_app(supervisor.view, supervisor.steering)
     loop = asyncio.new_event_loop()
     client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"), loop=loop)
     loop.run_until_complete(client.start_server())

@@ -255,7 +255,7 @@ async def test_sync_with_api_token_file_needs_the_bearer_token(tmp_path: Path) -
 
 async def test_status_lists_every_app_with_the_documented_fields(daemon: HttpFace) -> None:
     """GET /status gives one AppStatus per app in config order, and the config in force."""
-    status = daemon.supervisor.statuses["by-clone-url"]
+    status = daemon.statuses["by-clone-url"]
     status.phase = Phase.FAILED
     status.desired_revision = "a" * 40
     status.desired_image = f"127.0.0.1:5000/by-clone-url:{'a' * 40}"
@@ -300,7 +300,7 @@ async def test_status_lists_every_app_with_the_documented_fields(daemon: HttpFac
             "error": "rollout failed",
         }
     ]
-    assert body["config"]["sha256"] == daemon.supervisor.config_in_force.sha256
+    assert body["config"]["sha256"] == daemon.in_force.record.sha256
     assert body["config"]["last_error"] is None
 
 
@@ -315,7 +315,7 @@ async def test_status_of_one_app_and_404_for_an_unknown_one(daemon: HttpFace) ->
 
 async def test_readyz_is_503_until_every_app_was_observed(daemon: HttpFace) -> None:
     """A load balancer holds traffic until each app has been looked at once."""
-    statuses = daemon.supervisor.statuses
+    statuses = daemon.statuses
     for name in list(APPS)[:-1]:
         statuses[name].observed = True
     code, body = await daemon.get("/readyz")
@@ -335,20 +335,10 @@ async def test_healthz_is_503_once_an_app_loop_has_died(daemon: HttpFace) -> Non
     code, _ = await daemon.get("/healthz")
     assert code == 200
 
-    async def running() -> None:
-        await asyncio.Event().wait()
-
-    async def died() -> None:
-        return None
-
-    alive, dead = asyncio.create_task(running()), asyncio.create_task(died())
+    daemon.loops["by-ssh-url"].end()
     await asyncio.sleep(0)
-    daemon.supervisor._tasks.update({"by-clone-url": alive, "by-ssh-url": dead})
-    try:
-        code, _ = await daemon.get("/healthz")
-        assert code == 503
-    finally:
-        alive.cancel()
+    code, _ = await daemon.get("/healthz")
+    assert code == 503
 
 
 async def test_metrics_count_webhook_deliveries_by_provider_and_outcome(daemon: HttpFace) -> None:
