@@ -7,47 +7,44 @@ all apps asking about services of one cluster within a few milliseconds share
 DescribeServices calls of up to 10 services each, tasks are described the same way up to 100
 per call, service deployments up to 20 per call (from any cluster: the call takes ARNs only),
 and a task definition or a service revision is fetched once per ARN for the daemon's life
-(neither ever changes).
+(neither ever changes). Service deployments are ecs_deployments.py's; what ECS's answers mean
+as the project's values is ecs_answers.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 import aioboto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors
+from reconciler.adapters.ecs_answers import (
+    DESCRIBE_BATCH,
+    DESCRIBE_TASKS_BATCH,
+    STOP_REASON_LIMIT,
+    failures_of,
+    launch_request,
+    one_line,
+    service_state,
+    task_state,
+)
+from reconciler.adapters.ecs_deployments import ServiceDeployments
 from reconciler.adapters.values import TaskRunRequest
 from reconciler.aio.batching import Batcher
 from reconciler.decisions.model import (
-    Deployment,
-    RolloutSettings,
     ServiceDeployment,
     ServiceState,
-    TaskLaunch,
     TaskState,
 )
 from reconciler.errors import AwsRejected
 
-DESCRIBE_BATCH = 10  # DescribeServices accepts at most 10 services per call
-DESCRIBE_TASKS_BATCH = 100  # DescribeTasks accepts at most 100 tasks per call
-# DescribeServiceDeployments and DescribeServiceRevisions accept at most 20 ARNs per call.
-DESCRIBE_DEPLOYMENTS_BATCH = 20
-# Answers that say "this region, account or service keeps no service deployments", as
-# opposed to "you may not read them" (AccessDenied, which the caller is told about).
-UNSUPPORTED_CODES = frozenset(
-    {"UnsupportedFeatureException", "UnknownOperationException", "InvalidAction"}
-)
-STOP_REASON_LIMIT = 255  # StopTask keeps at most this many characters of the reason
 TaskDefinition = dict[str, Any]
 
 
@@ -60,149 +57,6 @@ def boto_config() -> BotoConfig:
         read_timeout=20,
         max_pool_connections=50,
     )
-
-
-def _deployment(raw: Mapping[str, Any]) -> Deployment:
-    return Deployment(
-        id=str(raw.get("id", "")),
-        status=str(raw.get("status", "")),
-        task_definition=str(raw.get("taskDefinition", "")),
-        rollout_state=raw.get("rolloutState"),
-        running_count=int(raw.get("runningCount", 0)),
-        desired_count=int(raw.get("desiredCount", 0)),
-        reason=str(raw.get("rolloutStateReason", "")),
-    )
-
-
-def task_launch(raw: Mapping[str, Any]) -> TaskLaunch:
-    """How a service (a DescribeServices or UpdateService `service`) launches its tasks."""
-    # Empty values count as absent: a service without awsvpc may answer `{}` for its network.
-    network = raw.get("networkConfiguration") or None
-    return TaskLaunch(
-        launch_type=raw.get("launchType") or None,
-        capacity_provider_strategy=tuple(
-            copy.deepcopy(dict(s)) for s in raw.get("capacityProviderStrategy") or ()
-        ),
-        network_configuration=copy.deepcopy(dict(network)) if network else None,
-        platform_version=raw.get("platformVersion") or None,
-    )
-
-
-def launch_request(launch: TaskLaunch) -> dict[str, Any]:
-    """The RunTask parameters that launch a task as `launch` says."""
-    request: dict[str, Any] = {}
-    # RunTask refuses a launch type together with a capacity provider strategy.
-    if launch.launch_type:
-        request["launchType"] = launch.launch_type
-    elif launch.capacity_provider_strategy:
-        request["capacityProviderStrategy"] = [
-            copy.deepcopy(dict(s)) for s in launch.capacity_provider_strategy
-        ]
-    if launch.network_configuration:
-        request["networkConfiguration"] = copy.deepcopy(dict(launch.network_configuration))
-    if launch.platform_version:
-        request["platformVersion"] = launch.platform_version
-    return request
-
-
-def rollout_settings(raw: Mapping[str, Any]) -> RolloutSettings:
-    """Who rolls a service (a DescribeServices `service`) out, how, and how long it bakes.
-
-    The bake counts every wait ECS adds once the new tasks are up: bakeTimeInMinutes, plus
-    each LINEAR step's bake (one per stepPercent of traffic), plus the CANARY's bake.
-    """
-    controller = str((raw.get("deploymentController") or {}).get("type") or "ECS")
-    config = raw.get("deploymentConfiguration") or {}
-    strategy = str(config.get("strategy") or "ROLLING")
-    bake = 60.0 * float(config.get("bakeTimeInMinutes") or 0)
-    if strategy == "LINEAR":
-        linear = config.get("linearConfiguration") or {}
-        step = float(linear.get("stepPercent") or 0)
-        if step > 0:
-            bake += 60.0 * float(linear.get("stepBakeTimeInMinutes") or 0) * math.ceil(100 / step)
-    elif strategy == "CANARY":
-        canary = config.get("canaryConfiguration") or {}
-        bake += 60.0 * float(canary.get("canaryBakeTimeInMinutes") or 0)
-    return RolloutSettings(controller=controller, strategy=strategy, bake_seconds=bake)
-
-
-def service_state(cluster: str, raw: Mapping[str, Any]) -> ServiceState:
-    # Newer ECS answers name the service deployment in flight; this botocore's model may not
-    # know the field, so it is read where present and never required.
-    current = raw.get("currentServiceDeployment")
-    return ServiceState(
-        cluster=cluster,
-        service=str(raw.get("serviceName", "")),
-        task_definition=str(raw.get("taskDefinition", "")),
-        deployments=tuple(_deployment(d) for d in raw.get("deployments", [])),
-        status=str(raw.get("status", "")),
-        launch=task_launch(raw),
-        rollout=rollout_settings(raw),
-        current_service_deployment=str(current) if current else None,
-    )
-
-
-def service_deployment(raw: Mapping[str, Any]) -> ServiceDeployment:
-    """One DescribeServiceDeployments `serviceDeployments` entry."""
-    breaker = raw.get("deploymentCircuitBreaker") or {}
-    alarms = raw.get("alarms") or {}
-    rollback = raw.get("rollback") or {}
-    return ServiceDeployment(
-        arn=str(raw.get("serviceDeploymentArn", "")),
-        status=str(raw.get("status", "")),
-        lifecycle_stage=str(raw.get("lifecycleStage") or ""),
-        target_revision=str((raw.get("targetServiceRevision") or {}).get("arn") or ""),
-        status_reason=str(raw.get("statusReason") or ""),
-        created_at=_when(raw.get("createdAt")),
-        started_at=_when(raw.get("startedAt")),
-        # A stopped deployment has stoppedAt; ECS may leave finishedAt unset for it.
-        finished_at=_when(raw.get("finishedAt") or raw.get("stoppedAt")),
-        failed_tasks=int(breaker.get("failureCount") or 0),
-        alarms_triggered=tuple(str(n) for n in alarms.get("triggeredAlarmNames") or ()),
-        rollback_reason=str(rollback.get("reason") or ""),
-    )
-
-
-def _when(value: Any) -> datetime | None:
-    return value if isinstance(value, datetime) else None
-
-
-def _unsupported(exc: ClientError) -> bool:
-    return str(exc.response.get("Error", {}).get("Code", "")) in UNSUPPORTED_CODES
-
-
-def task_state(raw: Mapping[str, Any]) -> TaskState:
-    """One DescribeTasks `task`."""
-    exit_codes: dict[str, int | None] = {}
-    reasons: dict[str, str] = {}
-    for container in raw.get("containers") or []:
-        name = str(container.get("name", ""))
-        code = container.get("exitCode")
-        exit_codes[name] = None if code is None else int(code)
-        if container.get("reason"):
-            reasons[name] = str(container["reason"])
-    return TaskState(
-        arn=str(raw.get("taskArn", "")),
-        last_status=str(raw.get("lastStatus", "")),
-        stop_code=str(raw.get("stopCode") or ""),
-        stopped_reason=str(raw.get("stoppedReason") or ""),
-        exit_codes=exit_codes,
-        container_reasons=reasons,
-    )
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _failures(answer: Mapping[str, Any]) -> str:
-    """The `failures` of an answer in one line: reason (detail), for each."""
-    parts = []
-    for failure in answer.get("failures") or []:
-        reason = _one_line(str(failure.get("reason") or "unknown reason"))
-        detail = _one_line(str(failure.get("detail") or ""))
-        parts.append(f"{reason} ({detail})" if detail else reason)
-    return "; ".join(parts)
 
 
 class Ecs:
@@ -227,17 +81,8 @@ class Ecs:
             window=batch_window,
             name="ecs-describe-tasks",
         )
-        # Service deployments by ARN, from any cluster: answered with the record, or with
-        # why ECS has none (each caller names its own cluster in the error).
-        self._deployments = Batcher[None, str, ServiceDeployment | str](
-            self._describe_deployments,
-            limit=DESCRIBE_DEPLOYMENTS_BATCH,
-            window=batch_window,
-            name="ecs-describe-service-deployments",
-        )
+        self._service_deployments = ServiceDeployments(client, batch_window=batch_window)
         self._task_definitions: dict[str, asyncio.Future[tuple[TaskDefinition, list[Any]]]] = {}
-        # Service revision ARN -> its task definition (a revision never changes).
-        self._revisions: dict[str, str] = {}
         self._register_fields: frozenset[str] = frozenset(
             client.meta.service_model.operation_model("RegisterTaskDefinition").input_shape.members
         )
@@ -265,7 +110,7 @@ class Ecs:
         pool that nobody closes."""
         await self._services.close()
         await self._tasks.close()
-        await self._deployments.close()
+        await self._service_deployments.close()
 
     # Reads ----------------------------------------------------------------------------
 
@@ -340,78 +185,16 @@ class Ecs:
     async def find_service_deployment(
         self, *, cluster: str, service: str, task_definition: str, created_after: datetime
     ) -> ServiceDeployment | None:
-        """The service's newest service deployment created after `created_after` whose target
-        revision runs `task_definition`; None when there is none, or where the region or the
-        service keeps no service deployments. Raises AwsRejected when the calls are refused
-        (AccessDenied), so the caller can judge by the `deployments` list instead."""
-        request: dict[str, Any] = {
-            "cluster": cluster,
-            "service": service,
-            "createdAt": {"after": created_after},
-        }
-        while True:
-            async with aws_errors():
-                try:
-                    answer = await self._client.list_service_deployments(**request)
-                except ClientError as exc:
-                    if _unsupported(exc):
-                        return None
-                    raise
-            # ECS answers newest first; sorted again so a differing order cannot pick an
-            # older deployment of the same task definition.
-            briefs = sorted(
-                answer.get("serviceDeployments") or [],
-                key=lambda b: _when(b.get("createdAt")) or created_after,
-                reverse=True,
-            )
-            revisions = [str(b.get("targetServiceRevisionArn") or "") for b in briefs]
-            for i, (brief, revision) in enumerate(zip(briefs, revisions, strict=True)):
-                if revision and revision not in self._revisions:
-                    # This candidate and the next unknown ones, in one call.
-                    await self._learn_revisions(revisions[i:])
-                if self._revisions.get(revision) == task_definition:
-                    arn = str(brief["serviceDeploymentArn"])
-                    return await self.describe_service_deployment(cluster=cluster, arn=arn)
-            token = answer.get("nextToken")
-            if not token:
-                return None
-            request["nextToken"] = token
-
-    async def _learn_revisions(self, arns: Sequence[str]) -> None:
-        """Fetch the task definitions of the first 20 of these revisions not known yet."""
-        unknown = list(dict.fromkeys(a for a in arns if a and a not in self._revisions))
-        chunk = unknown[:DESCRIBE_DEPLOYMENTS_BATCH]
-        async with aws_errors():
-            answer = await self._client.describe_service_revisions(serviceRevisionArns=chunk)
-        for raw in answer.get("serviceRevisions") or []:
-            arn, definition = raw.get("serviceRevisionArn"), raw.get("taskDefinition")
-            if arn and definition:
-                self._revisions[str(arn)] = str(definition)
+        """See ServiceDeployments.find (ecs_deployments.py)."""
+        return await self._service_deployments.find(
+            cluster=cluster,
+            service=service,
+            task_definition=task_definition,
+            created_after=created_after,
+        )
 
     async def describe_service_deployment(self, *, cluster: str, arn: str) -> ServiceDeployment:
-        """One service deployment's record; concurrent callers share batched
-        DescribeServiceDeployments calls of up to 20 ARNs (whatever their clusters)."""
-        record = await self._deployments.get(None, arn)
-        if isinstance(record, str):
-            raise AwsRejected(
-                f"service deployment {arn} not found in cluster {cluster!r}: {record}"
-            )
-        return record
-
-    async def _describe_deployments(
-        self, _: None, arns: list[str]
-    ) -> dict[str, ServiceDeployment | str | BaseException]:
-        async with aws_errors():
-            answer = await self._client.describe_service_deployments(serviceDeploymentArns=arns)
-        found: dict[str, ServiceDeployment] = {}
-        for raw in answer.get("serviceDeployments") or []:
-            record = service_deployment(raw)
-            found[record.arn] = record
-        missing = {
-            str(failure.get("arn") or ""): _failures({"failures": [failure]})
-            for failure in answer.get("failures") or []
-        }
-        return {arn: found.get(arn) or missing.get(arn) or "MISSING" for arn in arns}
+        return await self._service_deployments.describe(cluster=cluster, arn=arn)
 
     # Writes ---------------------------------------------------------------------------
 
@@ -471,7 +254,7 @@ class Ecs:
         tasks = answer.get("tasks") or []
         if tasks:
             return str(tasks[0]["taskArn"])
-        why = _failures(answer) or "ECS named no reason"
+        why = failures_of(answer) or "ECS named no reason"
         raise AwsRejected(
             f"RunTask of {request.task_definition} in cluster {request.cluster!r} started no"
             f" task: {why}"
@@ -494,7 +277,7 @@ class Ecs:
             found[state.arn] = found[state.arn.rpartition("/")[2]] = state
         for failure in answer.get("failures") or []:
             arn = str(failure.get("arn") or "")
-            missing[arn] = missing[arn.rpartition("/")[2]] = _failures({"failures": [failure]})
+            missing[arn] = missing[arn.rpartition("/")[2]] = failures_of({"failures": [failure]})
         answers: dict[str, TaskState | BaseException] = {}
         for arn in arns:
             state_or_none = found.get(arn) or found.get(arn.rpartition("/")[2])
@@ -509,7 +292,7 @@ class Ecs:
         """Ask ECS to stop the task; it is STOPPED once DescribeTasks says so."""
         request = {"cluster": cluster, "task": task}
         if reason.strip():
-            request["reason"] = _one_line(reason)[:STOP_REASON_LIMIT]
+            request["reason"] = one_line(reason)[:STOP_REASON_LIMIT]
         async with aws_errors():
             await self._client.stop_task(**request)
 

@@ -21,7 +21,8 @@ import aioboto3
 from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors
-from reconciler.adapters.ecs import UNSUPPORTED_CODES, boto_config, service_state
+from reconciler.adapters.ecs import boto_config
+from reconciler.adapters.ecs_answers import UNSUPPORTED_CODES, service_state
 from reconciler.decisions.housekeeping import (
     APP_TAG,
     Deleted,

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
-from reconciler.adapters.ecs import DESCRIBE_DEPLOYMENTS_BATCH, Ecs, boto_config, service_state
+from reconciler.adapters.ecs import Ecs, boto_config
+from reconciler.adapters.ecs_answers import DESCRIBE_DEPLOYMENTS_BATCH, service_state
 from reconciler.decisions.model import RolloutSettings, ServiceDeployment, utcnow
 from reconciler.errors import AwsRejected, AwsUnavailable
 from reconciler.sandbox.aws import SandboxAws

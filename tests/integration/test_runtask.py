@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from reconciler.adapters.ecs import Ecs, launch_request, task_launch
+from reconciler.adapters.ecs import Ecs
+from reconciler.adapters.ecs_answers import launch_request, task_launch
 from reconciler.adapters.values import TaskRunRequest
 from reconciler.decisions.model import ServiceState, TaskLaunch, TaskState
 from reconciler.errors import AwsRejected, StalledError
