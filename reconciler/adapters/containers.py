@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from aiodocker import Docker
@@ -16,22 +16,16 @@ from aiodocker.exceptions import DockerError
 
 from reconciler.adapters import buildkit
 from reconciler.adapters.engine_api import ENGINE_ERRORS, LOG_TAIL_LINES, engine_errors, one_line
+from reconciler.adapters.values import ContainerRun
 from reconciler.decisions.model import TestRun
 from reconciler.errors import BuildFailed
 
 
 async def run_container(
-    docker: Docker,
-    *,
-    image: str,
-    command: Sequence[str],
-    env: Mapping[str, str],
-    network: str,
-    # The container's own limit (it is killed at the end), not a bound on the await.
-    timeout: float,  # noqa: ASYNC109
-    on_line: Callable[[str], None],
+    docker: Docker, request: ContainerRun, *, on_line: Callable[[str], None]
 ) -> TestRun:
-    """Run `command` in a new container of `image` until it exits or `timeout` passes.
+    """Run `request.command` in a new container of its image until it exits or its timeout
+    passes.
 
     Each line of its stdout and stderr goes to `on_line` as it comes, cut at
     buildkit.LINE_CAP characters; only the last lines are kept, for the TestRun's tail.
@@ -39,17 +33,18 @@ async def run_container(
     is removed however this ends, cancellation included. Raises BuildFailed when `image`
     does not exist, DockerUnavailable when the engine cannot be reached.
     """
+    image = request.image
     config: dict[str, Any] = {
         "Image": image,
-        "Cmd": list(command),
-        "Env": [f"{name}={value}" for name, value in env.items()],
+        "Cmd": list(request.command),
+        "Env": [f"{name}={value}" for name, value in request.env.items()],
         "Tty": False,
         "OpenStdin": False,
         "AttachStdout": True,
         "AttachStderr": True,
         "Labels": {"org.reconciler.role": "test"},
         "HostConfig": {
-            "NetworkMode": network,
+            "NetworkMode": request.network,
             # The output is read live through attach; a log driver would also write all
             # of it to the engine's disk (a chatty test: gigabytes of JSON lines).
             "LogConfig": {"Type": "none", "Config": {}},
@@ -66,7 +61,7 @@ async def run_container(
                 ) from exc
             raise
     try:
-        outcome = await _attached(container, image=image, seconds=timeout, on_line=on_line)
+        outcome = await _attached(container, image=image, seconds=request.timeout, on_line=on_line)
     except BaseException:
         await _remove_quietly(container)
         raise

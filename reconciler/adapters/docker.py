@@ -23,7 +23,7 @@ import re
 import ssl
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,7 @@ from reconciler.adapters import buildkit
 from reconciler.adapters.containers import run_container
 from reconciler.adapters.engine_api import LOG_TAIL_LINES, engine_errors, one_line
 from reconciler.adapters.registry import RegistryAuth
-from reconciler.adapters.values import BuildRequest
+from reconciler.adapters.values import BuildRequest, ContainerRun
 from reconciler.decisions.model import TestRun
 from reconciler.errors import (
     BuildFailed,
@@ -329,34 +329,17 @@ class DockerEngine:
                     raise _push_error(image, exc.message, secret=secret) from exc
                 raise
 
-    async def run(
-        self,
-        *,
-        image: str,
-        command: Sequence[str],
-        env: Mapping[str, str],
-        network: str,
-        # The container's own limit (it is killed at the end), not a bound on the await.
-        timeout: float,  # noqa: ASYNC109
-        on_line: Callable[[str], None],
-    ) -> TestRun:
-        """Run `command` in a new container of `image` until it exits or `timeout` passes.
+    async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
+        """Run `request.command` in a new container of its image until it exits or its timeout
+        passes.
 
-        Each line of its stdout and stderr goes to `on_line` as it comes, cut at
-        buildkit.LINE_CAP characters; only the last lines are kept, for the TestRun's tail.
-        At the timeout the container is killed (exit_code None, timed_out True). The container
-        is removed however this ends, cancellation included. Raises BuildFailed when `image`
-        does not exist, DockerUnavailable when the engine cannot be reached.
+            Each line of its stdout and stderr goes to `on_line` as it comes, cut at
+            buildkit.LINE_CAP characters; only the last lines are kept, for the TestRun's tail.
+            At the timeout the container is killed (exit_code None, timed_out True). The container
+            is removed however this ends, cancellation included. Raises BuildFailed when `image`
+            does not exist, DockerUnavailable when the engine cannot be reached.
         """
-        return await run_container(
-            self._client(),
-            image=image,
-            command=command,
-            env=env,
-            network=network,
-            timeout=timeout,
-            on_line=on_line,
-        )
+        return await run_container(self._client(), request, on_line=on_line)
 
     @asynccontextmanager
     async def _post_stream(

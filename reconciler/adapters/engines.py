@@ -32,7 +32,7 @@ from reconciler.adapters.buildkit import EngineTls
 from reconciler.adapters.docker import BuildResult, DockerEngine
 from reconciler.adapters.ports import DockerPort
 from reconciler.adapters.registry import RegistryAuth
-from reconciler.adapters.values import BuildRequest
+from reconciler.adapters.values import BuildRequest, ContainerRun
 from reconciler.aio.backoff import backoff_delay
 from reconciler.decisions.model import TestRun
 from reconciler.errors import DockerUnavailable
@@ -195,25 +195,9 @@ class EnginePool:
         """Push `image` from the engine that built it."""
         return await self._holder(image, "push").push(image, auth=auth)
 
-    async def run(
-        self,
-        *,
-        image: str,
-        command: Sequence[str],
-        env: Mapping[str, str],
-        network: str,
-        timeout: float,  # noqa: ASYNC109 -- the container's limit, passed on
-        on_line: Callable[[str], None],
-    ) -> TestRun:
-        """Run the test command on the engine that built `image`."""
-        return await self._holder(image, "test run").run(
-            image=image,
-            command=command,
-            env=env,
-            network=network,
-            timeout=timeout,
-            on_line=on_line,
-        )
+    async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
+        """Run the test command on the engine that built its image."""
+        return await self._holder(request.image, "test run").run(request, on_line=on_line)
 
     async def close(self) -> None:
         for slot in self._slots:

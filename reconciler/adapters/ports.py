@@ -9,7 +9,7 @@ beside this module (git.py, docker.py, registry.py, ecr.py, ecs.py); the composi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Protocol
 from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.registry import RegistryAuth
-from reconciler.adapters.values import BuildRequest, TaskRunRequest
+from reconciler.adapters.values import BuildRequest, ContainerRun, TaskRunRequest
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
 from reconciler.decisions.model import (
     ServiceDeployment,
@@ -53,19 +53,10 @@ class DockerPort(Protocol):
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         """Push `image`; the manifest digest it got."""
 
-    async def run(
-        self,
-        *,
-        image: str,
-        command: Sequence[str],
-        env: Mapping[str, str],
-        network: str,
-        # The container's own limit (it is killed at the end), not a bound on the await.
-        timeout: float,  # noqa: ASYNC109
-        on_line: Callable[[str], None],
-    ) -> TestRun:
-        """Run `command` in a new container of `image` until it exits or `timeout` passes
-        (then it is killed); each output line goes to `on_line`; the container is removed."""
+    async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
+        """Run `request.command` in a new container of `request.image` until it exits or its
+        timeout passes (then it is killed); each output line goes to `on_line`; the container
+        is removed."""
 
 
 class RegistryPort(Protocol):

@@ -1,4 +1,5 @@
-"""What a caller asks of a seam (ports.py) in one value: a build, a one-off task.
+"""What a caller asks of a seam (ports.py) in one value: a build, a test container, a one-off
+task.
 
 Every engine (docker.py, its BuildKit command in buildkit.py, the pool in engines.py) and
 every fake takes the same value, so a setting added to a build is added here once. They live
@@ -43,3 +44,15 @@ class TaskRunRequest:
     command: Sequence[str]
     started_by: str
     launch: TaskLaunch
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """`command` in a new container of `image`, with `env`, on `network`, killed after
+    `timeout` seconds (the container's own limit, not a bound on the caller's wait)."""
+
+    image: str
+    command: Sequence[str]
+    env: Mapping[str, str]
+    network: str
+    timeout: float

@@ -19,7 +19,7 @@ import pytest
 from reconciler.adapters import buildkit
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.engine_api import LOG_TAIL_LINES
-from reconciler.adapters.values import BuildRequest
+from reconciler.adapters.values import BuildRequest, ContainerRun
 from reconciler.decisions.model import TestRun
 from reconciler.errors import BuildFailed, DockerUnavailable
 
@@ -83,11 +83,13 @@ async def run(
 ) -> tuple[TestRun, list[str]]:
     lines: list[str] = []
     outcome = await engine.run(
-        image=image.name,
-        command=["sh", "-c", script],
-        env=env or {},
-        network=network,
-        timeout=timeout,
+        ContainerRun(
+            image=image.name,
+            command=["sh", "-c", script],
+            env=env or {},
+            network=network,
+            timeout=timeout,
+        ),
         on_line=lines.append,
     )
     return outcome, lines
@@ -142,11 +144,13 @@ async def test_fifty_megabytes_of_output_keep_memory_bounded(
             peak["rss"] = max(peak["rss"], rss_kib())
 
     outcome = await engine.run(
-        image=image.name,
-        command=["sh", "-c", "busybox yes | busybox head -c 50000000"],
-        env={},
-        network="none",
-        timeout=240,
+        ContainerRun(
+            image=image.name,
+            command=["sh", "-c", "busybox yes | busybox head -c 50000000"],
+            env={},
+            network="none",
+            timeout=240,
+        ),
         on_line=on_line,
     )
     peak["rss"] = max(peak["rss"], rss_kib(), peak_rss_kib() if peak_was_reset else 0)
@@ -191,11 +195,13 @@ async def test_an_image_that_was_not_built_is_build_failed(engine: DockerEngine)
     missing = f"reconciler-test/never-built-{uuid.uuid4().hex[:12]}:1"
     with pytest.raises(BuildFailed, match=missing) as caught:
         await engine.run(
-            image=missing,
-            command=["true"],
-            env={},
-            network="none",
-            timeout=10,
+            ContainerRun(
+                image=missing,
+                command=["true"],
+                env={},
+                network="none",
+                timeout=10,
+            ),
             on_line=lambda line: None,
         )
     assert "\n" not in str(caught.value)
@@ -205,11 +211,13 @@ async def test_a_missing_engine_is_docker_unavailable(tmp_path: Path) -> None:
     engine = DockerEngine(url=f"unix://{tmp_path}/nonexistent.sock")
     with pytest.raises(DockerUnavailable):
         await engine.run(
-            image="reconciler-test/busybox:1",
-            command=["true"],
-            env={},
-            network="none",
-            timeout=10,
+            ContainerRun(
+                image="reconciler-test/busybox:1",
+                command=["true"],
+                env={},
+                network="none",
+                timeout=10,
+            ),
             on_line=lambda line: None,
         )
     await engine.close()
@@ -219,11 +227,13 @@ async def test_a_cancelled_run_removes_its_container(engine: DockerEngine, image
     started = asyncio.Event()
     task = asyncio.create_task(
         engine.run(
-            image=image.name,
-            command=["sh", "-c", "echo up; sleep 60"],
-            env={},
-            network="none",
-            timeout=120,
+            ContainerRun(
+                image=image.name,
+                command=["sh", "-c", "echo up; sleep 60"],
+                env={},
+                network="none",
+                timeout=120,
+            ),
             on_line=lambda line: started.set(),
         )
     )
@@ -243,11 +253,13 @@ async def test_an_exception_in_on_line_removes_the_container(
 
     with pytest.raises(RuntimeError, match="the reporter broke"):
         await engine.run(
-            image=image.name,
-            command=["sh", "-c", "echo up; sleep 60"],
-            env={},
-            network="none",
-            timeout=120,
+            ContainerRun(
+                image=image.name,
+                command=["sh", "-c", "echo up; sleep 60"],
+                env={},
+                network="none",
+                timeout=120,
+            ),
             on_line=refuse,
         )
     assert image.containers() == []
@@ -283,11 +295,13 @@ async def test_a_command_the_image_does_not_have_is_a_failed_test_not_an_outage(
     """The engine cannot start the command: the test fails (exit 127) with its reason, and
     the container is removed."""
     outcome = await engine.run(
-        image=image.name,
-        command=["/no/such/test-runner"],
-        env={},
-        network="none",
-        timeout=30,
+        ContainerRun(
+            image=image.name,
+            command=["/no/such/test-runner"],
+            env={},
+            network="none",
+            timeout=30,
+        ),
         on_line=lambda line: None,
     )
     assert (outcome.exit_code, outcome.timed_out, outcome.passed) == (127, False, False)

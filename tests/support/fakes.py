@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.ports import Adapters
 from reconciler.adapters.registry import RegistryAuth
-from reconciler.adapters.values import BuildRequest, TaskRunRequest
+from reconciler.adapters.values import BuildRequest, ContainerRun, TaskRunRequest
 from reconciler.aio.backoff import Timings
 from reconciler.app.loop import AppLoop
 from reconciler.app.reporter import Reporter
@@ -83,6 +83,7 @@ class FakeDocker(_Failures):
         super().__init__()
         self.builds: list[str] = []
         self.requests: list[BuildRequest] = []  # every build asked for, in order
+        self.run_requests: list[ContainerRun] = []  # every test container asked for
         self.pushes: list[str] = []
         self.runs: list[str] = []
         self.test_result = TestRun(exit_code=0, timed_out=False, tail=("ok",))
@@ -101,19 +102,11 @@ class FakeDocker(_Failures):
         self.pushes.append(image)
         return "sha256:" + "1" * 64
 
-    async def run(
-        self,
-        *,
-        image: str,
-        command: Sequence[str],
-        env: Mapping[str, str],
-        network: str,
-        timeout: float,
-        on_line: Callable[[str], None],
-    ) -> TestRun:
+    async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         """Runs nothing: answers `test_result` and prints its tail through `on_line`."""
         self.check("run")
-        self.runs.append(image)
+        self.runs.append(request.image)
+        self.run_requests.append(request)
         for line in self.test_result.tail:
             on_line(line)
         return self.test_result

@@ -12,7 +12,7 @@ import time
 
 import structlog
 
-from reconciler.adapters.values import BuildRequest
+from reconciler.adapters.values import BuildRequest, ContainerRun
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.model import Hold, Phase, Result
 from reconciler.errors import BuildFailed
@@ -42,11 +42,13 @@ async def run_test(ctx: PassContext) -> bool:
     log.info("test_started", image=image, command=list(gate.command))
     began = time.monotonic()
     run = await ctx.io.docker.run(
-        image=image,
-        command=gate.command,
-        env=gate.env,
-        network=gate.network,
-        timeout=gate.timeout,
+        ContainerRun(
+            image=image,
+            command=gate.command,
+            env=gate.env,
+            network=gate.network,
+            timeout=gate.timeout,
+        ),
         on_line=lambda line: log.info("test_output", line=line),
     )
     ctx.report.test_took(time.monotonic() - began)
