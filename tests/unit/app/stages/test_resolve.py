@@ -3,7 +3,8 @@ config's own pin, the source app of a promotion, or git."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -32,7 +33,9 @@ def deployed(revision: str, *, minutes_ago: float) -> HistoryEntry:
 class Case:
     app: dict[str, Any]
     pin: str | None  # "current": made under the app's config now; "stale": under another
-    source: list[HistoryEntry] = field(default_factory=list)  # the promotion source's history
+    # The promotion source's history, made when the test runs: its times are relative to now,
+    # and a suite can run many minutes after the cases were collected.
+    source: Callable[[], list[HistoryEntry]] = list
     want: str = HEAD
     asks_git: bool = True
 
@@ -46,21 +49,21 @@ CASES = {
     "a promoted app runs what its source kept live long enough": Case(
         app={"promote_from": "staging", "promote_after": 600},
         pin=None,
-        source=[deployed(NEWEST, minutes_ago=1), deployed(PROVED, minutes_ago=60)],
+        source=lambda: [deployed(NEWEST, minutes_ago=1), deployed(PROVED, minutes_ago=60)],
         want=PROVED,
         asks_git=False,
     ),
     "an operator's pin wins over a promotion": Case(
         app={"promote_from": "staging"},
         pin="current",
-        source=[deployed(PROVED, minutes_ago=60)],
+        source=lambda: [deployed(PROVED, minutes_ago=60)],
         want=PINNED,
         asks_git=False,
     ),
     "a promoted app with a revision of its own follows git": Case(
         app={"promote_from": "staging", "revision": "v1.2"},
         pin=None,
-        source=[deployed(PROVED, minutes_ago=60)],
+        source=lambda: [deployed(PROVED, minutes_ago=60)],
     ),
 }
 
@@ -68,7 +71,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 async def test_resolve(case: Case) -> None:
     app = app_config(**case.app)
-    memories = {"web": AppMemory(), "staging": AppMemory(history=case.source)}
+    memories = {"web": AppMemory(), "staging": AppMemory(history=case.source())}
     if case.pin is not None:
         fingerprint = app.fingerprint() if case.pin == "current" else "another config"
         memories["web"].pin = Pin(revision=PINNED, config_fingerprint=fingerprint)
