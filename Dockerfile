@@ -4,10 +4,16 @@
 #     -v /etc/reconciler:/etc/reconciler:ro -v reconciler-state:/var/lib/reconciler \
 #     -p 127.0.0.1:8088:8088 reconciler
 #
-# In the image, RECONCILER_DAEMON__LISTEN (0.0.0.0:8088, so a published port reaches it) and
-# RECONCILER_DAEMON__STATE_DIR (the state volume) override the config file's values; pass
-# `-e RECONCILER_DAEMON__LISTEN=127.0.0.1:8088` with `--network host`. SSH host keys for
-# private repositories go in /var/lib/reconciler/.ssh/known_hosts (the user's home).
+# Port 8088 is the webhook listener, the one a forge reaches (through the TLS proxy). The
+# admin listener (status, pages, metrics, actions) stays inside the container on
+# 127.0.0.1:8089: `docker exec <name> reconciler status` reads the admin token from the state
+# volume. To publish it, set RECONCILER_DAEMON__ADMIN_LISTEN=0.0.0.0:8089 and name
+# [auth].tokens_file (made with `reconciler token add`) or trusted_proxies in the config;
+# a non-loopback admin listener without them refuses to start. In the image,
+# RECONCILER_DAEMON__LISTEN (0.0.0.0:8088, so a published port reaches it) and
+# RECONCILER_DAEMON__STATE_DIR (the state volume) override the config file's values; with
+# `--network host` pass `-e RECONCILER_DAEMON__LISTEN=127.0.0.1:8088`.
+# SSH host keys for private repositories go in /var/lib/reconciler/.ssh/known_hosts.
 #
 # BASE_IMAGE is a build argument so the image can be built where no hub is reachable, from
 # any Debian-like image with python3 (3.11 or newer) and its venv module. Dependencies come
@@ -42,10 +48,11 @@ ENV PATH=/opt/reconciler/bin:$PATH \
     HOME=/var/lib/reconciler \
     RECONCILER_CONFIG=/etc/reconciler/reconciler.toml \
     RECONCILER_DAEMON__STATE_DIR=/var/lib/reconciler \
-    RECONCILER_DAEMON__LISTEN=0.0.0.0:8088
+    RECONCILER_DAEMON__LISTEN=0.0.0.0:8088 \
+    RECONCILER_DAEMON__ADMIN_LISTEN=127.0.0.1:8089
 USER 10001:10001
 VOLUME ["/etc/reconciler", "/var/lib/reconciler"]
-EXPOSE 8088
+EXPOSE 8088 8089
 # Exec form: the daemon is PID 1 and gets `docker stop`'s SIGTERM itself.
 ENTRYPOINT ["reconciler"]
 CMD ["run"]

@@ -70,7 +70,8 @@ class Daemon:
 
     run_dir: Path
     process: asyncio.subprocess.Process
-    url: str
+    url: str  # the webhook listener
+    admin_url: str  # status and the rest, called with the admin token (`http` sends it)
     http: aiohttp.ClientSession
     _profiling: bool = False
 
@@ -81,7 +82,7 @@ class Daemon:
     # HTTP --------------------------------------------------------------------------------
 
     async def get_json(self, path: str) -> tuple[int, Any]:
-        async with self.http.get(self.url + path) as answer:
+        async with self.http.get(self.admin_url + path) as answer:
             return answer.status, await answer.json(content_type=None)
 
     async def statuses(self) -> dict[str, dict[str, Any]]:
@@ -238,8 +239,15 @@ async def running_daemon(*, run_dir: Path, config: str) -> AsyncIterator[Daemon]
                 raise RuntimeError(f"the daemon did not start; see {run_dir}/daemon.log")
             await asyncio.sleep(0.02)
         timeout = aiohttp.ClientTimeout(total=60)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            yield Daemon(run_dir, process, f"http://{address['host']}:{address['port']}", http)
+        headers = {"Authorization": f"Bearer {address['token']}"}
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
+            yield Daemon(
+                run_dir,
+                process,
+                f"http://{address['host']}:{address['port']}",
+                f"http://{address['admin']}",
+                http,
+            )
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)

@@ -34,6 +34,7 @@ from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.adapters.ports import Adapters, TaskDefinition
 from reconciler.config import Config, load_config
 from reconciler.daemon import root as daemon_module
+from reconciler.daemon.access import admin_token_path
 from reconciler.daemon.root import Daemon
 from reconciler.decisions.model import ServiceState
 from tests.support.inprocess import started
@@ -179,9 +180,20 @@ async def serve(config_path: Path, run_dir: Path) -> None:
     loop.add_signal_handler(signal.SIGUSR2, profiling.toggle)
     # The controller gives up on a daemon that has not listened within a minute.
     async with started(daemon, install_signals=True, start_timeout=60) as running:
-        assert daemon.listening is not None
+        assert daemon.listening is not None and daemon.admin_listening is not None
         host, port = daemon.listening
-        _write_json(run_dir / "listening.json", {"host": host, "port": port, "pid": os.getpid()})
+        admin_host, admin_port = daemon.admin_listening
+        token = admin_token_path(daemon.in_force.config).read_text().strip()
+        _write_json(
+            run_dir / "listening.json",
+            {
+                "host": host,
+                "port": port,
+                "admin": f"{admin_host}:{admin_port}",
+                "token": token,
+                "pid": os.getpid(),
+            },
+        )
         await running  # until a signal stops it, as `reconciler run` does
 
 

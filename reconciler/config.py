@@ -177,7 +177,7 @@ class AwsSettings(_Section):
 class WebhookSettings(_Section):
     github_secret_file: OptionalPath = None
     gitlab_token_file: OptionalPath = None
-    max_body_bytes: int = Field(default=5_000_000, ge=1024, le=100_000_000)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=100_000_000)
 
 
 NOTIFY_EVENTS = (

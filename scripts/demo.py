@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +85,15 @@ def make_repo(workdir: Path) -> tuple[Path, Path]:
     return remote, work
 
 
-def write_config(workdir: Path, remote: Path, *, listen_port: int, aws_port: int) -> Path:
+def write_config(
+    workdir: Path, remote: Path, *, listen_port: int, admin_port: int, aws_port: int
+) -> Path:
     (workdir / "webhook-secret").write_text(SECRET + "\n")
     config = workdir / "reconciler.toml"
     config.write_text(f"""\
 [daemon]
 listen = "127.0.0.1:{listen_port}"
+admin_listen = "127.0.0.1:{admin_port}"
 poll_interval = "30s"
 state_dir = "{workdir / "state"}"
 log_format = "console"
@@ -162,9 +166,22 @@ def start(args: list[str], prefix: str) -> subprocess.Popen[str]:
     return process
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback only
-        return json.loads(answer.read())
+@dataclass(frozen=True)
+class Admin:
+    """The daemon's admin listener, called with the admin token it keeps in its state_dir."""
+
+    url: str
+    state_dir: Path
+
+    def token(self) -> str:
+        return (self.state_dir / "admin.token").read_text().strip()
+
+    def get_json(self, path: str) -> Any:
+        request = urllib.request.Request(  # noqa: S310 - loopback only
+            self.url + path, headers={"Authorization": f"Bearer {self.token()}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+            return json.loads(answer.read())
 
 
 def wait_for(what: str, check: Any, *, timeout: float = 180) -> Any:
@@ -188,13 +205,13 @@ def failed(status: dict[str, Any], revision: str) -> bool:
     return status["phase"] == "Failed" and bool(history) and history[0]["revision"] == revision
 
 
-def failed_at(base: str, revision: str) -> Any:
-    status = get_json(f"{base}/status/web")
+def failed_at(admin: Admin, revision: str) -> Any:
+    status = admin.get_json("/status/web")
     return status if failed(status, revision) else None
 
 
-def in_sync_at(base: str, revision: str) -> Any:
-    status = get_json(f"{base}/status/web")
+def in_sync_at(admin: Admin, revision: str) -> Any:
+    status = admin.get_json("/status/web")
     if failed(status, revision):
         raise SystemExit(f"demo failed: the app is Failed: {status['last_error']}")
     return (
@@ -224,14 +241,16 @@ def signed_push(base: str, remote: Path, head: str) -> dict[str, Any]:
         return {"status": answer.status, **json.loads(answer.read())}
 
 
-def hold_a_failing_test_then_deploy_the_fix(base: str, remote: Path, work: Path) -> None:
+def hold_a_failing_test_then_deploy_the_fix(
+    base: str, admin: Admin, remote: Path, work: Path
+) -> None:
     (work / "index.html").write_text("<h1>oops, the greeting is gone</h1>\n")
     git(work, "commit", "-q", "-am", "Drop the greeting")
     git(work, "push", "-q", "origin", "main")
     broken = git(work, "rev-parse", "HEAD")
     say(f"Pushed {broken[:12]}, whose test fails; it must be held, never pushed")
     signed_push(base, remote, broken)
-    status = wait_for(f"web to hold {broken[:12]}", lambda: failed_at(base, broken))
+    status = wait_for(f"web to hold {broken[:12]}", lambda: failed_at(admin, broken))
     say(f"Held: {status['history'][0]['result']}: {status['last_error'].splitlines()[0]}")
 
     (work / "index.html").write_text("<h1>hello again, version 4</h1>\n")
@@ -239,7 +258,7 @@ def hold_a_failing_test_then_deploy_the_fix(base: str, remote: Path, work: Path)
     git(work, "push", "-q", "origin", "main")
     fixed = git(work, "rev-parse", "HEAD")
     signed_push(base, remote, fixed)
-    status = wait_for(f"web to run {fixed[:12]}", lambda: in_sync_at(base, fixed))
+    status = wait_for(f"web to run {fixed[:12]}", lambda: in_sync_at(admin, fixed))
     say(f"Fixed commit deployed: web is InSync, running {status['live']['image']}")
 
 
@@ -279,10 +298,12 @@ def join(workdir: Path, *, once: bool) -> int:
         )
     text = first.read_text()
     listen_line = next(line for line in text.splitlines() if line.startswith("listen = "))
+    admin_line = next(line for line in text.splitlines() if line.startswith("admin_listen = "))
     port = free_port()
     second = workdir / "second.toml"
     second.write_text(
         text.replace(listen_line, f'listen = "127.0.0.1:{port}"')
+        .replace(admin_line, f'admin_listen = "127.0.0.1:{free_port()}"')
         .replace(f'state_dir = "{workdir / "state"}"', f'state_dir = "{workdir / "state-2"}"')
         .replace('host_id = "demo-1"', 'host_id = "demo-2"')
     )
@@ -364,10 +385,13 @@ def main() -> int:
     workdir: Path = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    listen_port, aws_port = free_port(), free_port()
+    listen_port, admin_port, aws_port = free_port(), free_port(), free_port()
     remote, work = make_repo(workdir)
-    config = write_config(workdir, remote, listen_port=listen_port, aws_port=aws_port)
-    base = f"http://127.0.0.1:{listen_port}"
+    config = write_config(
+        workdir, remote, listen_port=listen_port, admin_port=admin_port, aws_port=aws_port
+    )
+    base = f"http://127.0.0.1:{listen_port}"  # webhooks
+    admin = Admin(f"http://127.0.0.1:{admin_port}", workdir / "state")
     reconciler = str(VENV_BIN / "reconciler")
     processes: list[subprocess.Popen[str]] = []
     try:
@@ -382,9 +406,9 @@ def main() -> int:
 
         say(f"Starting the daemon: reconciler run --config {config}")
         processes.append(start([reconciler, "run", "--config", str(config)], "[daemon]"))
-        say(f"Dashboard: {base}/  (live; open it in a browser)")
         first = git(work, "rev-parse", "HEAD")
-        status = wait_for(f"web to run {first[:12]}", lambda: in_sync_at(base, first))
+        status = wait_for(f"web to run {first[:12]}", lambda: in_sync_at(admin, first))
+        say(f"Dashboard: {admin.url}/login?token={admin.token()}  (live; open it in a browser)")
         say(f"First deploy done: web is InSync, running {status['live']['image']}")
 
         (work / "index.html").write_text("<h1>hello, version 2</h1>\n")
@@ -393,11 +417,11 @@ def main() -> int:
         second = git(work, "rev-parse", "HEAD")
         say(f"Pushed a second commit {second[:12]}; sending a signed GitHub webhook")
         print(json.dumps(signed_push(base, remote, second)), flush=True)
-        status = wait_for(f"web to run {second[:12]}", lambda: in_sync_at(base, second))
+        status = wait_for(f"web to run {second[:12]}", lambda: in_sync_at(admin, second))
         say(f"Webhook redeploy done: web is InSync, running {status['live']['image']}")
 
-        hold_a_failing_test_then_deploy_the_fix(base, remote, work)
-        subprocess.run([reconciler, "status", "--url", base], check=False)
+        hold_a_failing_test_then_deploy_the_fix(base, admin, remote, work)
+        subprocess.run([reconciler, "status", "--config", str(config)], check=False)
 
         if args.once:
             say("Demo complete")
@@ -406,9 +430,9 @@ def main() -> int:
             "Still running. Try:\n"
             f"    cd {work} && echo v3 > index.html\n"
             "    git commit -qam v3 && git push -q origin main\n"
-            f"    {reconciler} status --url {base}      (the daemon polls git every 30s)\n"
-            f"    {reconciler} sync web --url {base}    (or start a pass now)\n"
-            f"    curl -s {base}/metrics | grep reconciler_\n"
+            f"    {reconciler} status --config {config}   (the daemon polls git every 30s)\n"
+            f"    {reconciler} sync web --config {config}  (or start a pass now)\n"
+            f"    curl -s -H 'Authorization: Bearer {admin.token()}' {admin.url}/metrics\n"
             "    scripts/demo --join                 (a second daemon shares the apps)\n"
             "Ctrl-C stops everything."
         )

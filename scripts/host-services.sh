@@ -27,6 +27,8 @@ command -v systemd-analyze >/dev/null || need_packages+=(systemd)
 # download a browser of its own here), and fonts so its screenshots show text.
 [[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
 [[ -d /usr/share/fonts/truetype/liberation ]] || need_packages+=(fonts-liberation)
+# tests/e2e/test_proxy.py: a real reverse proxy in front of the daemon's listeners.
+[[ -x /usr/sbin/nginx ]] || need_packages+=(nginx-light)
 if ((${#need_packages[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "missing packages: ${need_packages[*]} (run as root, or install them)" >&2

@@ -16,11 +16,11 @@ import asyncio
 import json
 import os
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -83,6 +83,14 @@ def _cut(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
+class AuditTrail(Protocol):
+    """Where audit entries go and are read back (the file here, or the cluster's table too)."""
+
+    async def record(self, entry: AuditEntry) -> None: ...
+
+    async def read(self, *, app: str | None = None, limit: int = 200) -> Sequence[AuditEntry]: ...
+
+
 class AuditLog:
     """The file; `record` appends, `read` answers the newest entries, optionally of one app."""
 
@@ -108,7 +116,7 @@ class AuditLog:
         finally:
             os.close(descriptor)
 
-    async def read(self, *, app: str | None = None, limit: int = 200) -> list[AuditEntry]:
+    async def read(self, *, app: str | None = None, limit: int = 200) -> Sequence[AuditEntry]:
         """The newest `limit` entries (of `app` when given), oldest first."""
         return await asyncio.to_thread(self._read, app, limit)
 

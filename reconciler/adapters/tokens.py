@@ -144,6 +144,7 @@ class Tokens:
         self._seen: _Seen | None = None
         self._file = TokensFile()
         self._hashes: list[str] = []
+        self._problem: str | None = None
 
     def by_token(self, token: str) -> Identity | None:
         self._refresh()
@@ -174,24 +175,30 @@ class Tokens:
                 return
             text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            if self._seen is not None or self._hashes == []:
-                log.error("tokens_file_unreadable", path=str(self.path), error=str(exc))
             self._seen = None
+            self._say(f"cannot read: {exc}", "tokens_file_unreadable")
             return
         self._seen = seen
         try:
             parsed = parse_tokens(text, where=str(self.path))
         except ConfigError as exc:
-            log.error("tokens_file_invalid", path=str(self.path), problems=exc.problems)
+            self._say("; ".join(exc.problems), "tokens_file_invalid")
             return  # the last good file stays in force
         self._file = parsed
         self._hashes = [entry.sha256 for entry in parsed.token]
+        self._problem = None
         log.info(
             "tokens_file_read",
             path=str(self.path),
             tokens=len(parsed.token),
             users=len(parsed.user),
         )
+
+    def _say(self, problem: str, event: str) -> None:
+        """Log a problem with the file once, not at every request that finds it."""
+        if problem != self._problem:
+            self._problem = problem
+            log.error(event, path=str(self.path), problem=problem)
 
 
 class SingleToken:
@@ -260,4 +267,7 @@ def revoke_token(path: Path, name: str) -> bool:
 
 
 def _write(path: Path, parsed: TokensFile) -> None:
-    write_atomically(path, tomli_w.dumps(parsed.model_dump(mode="json")).encode())
+    # An empty list is left out: written as `user = []`, it would bar a [[user]] table an
+    # operator adds by hand below it.
+    document = {key: value for key, value in parsed.model_dump(mode="json").items() if value}
+    write_atomically(path, tomli_w.dumps(document).encode())

@@ -36,7 +36,7 @@ __all__ = [
     "verify_gitlab_token",
 ]
 
-RejectReason = Literal["bad_signature", "no_secret", "malformed", "too_large"]
+RejectReason = Literal["bad_signature", "no_secret", "malformed", "too_large", "busy", "slow_body"]
 
 # GitHub: X-Hub-Signature-256 is "sha256=" and the hex HMAC-SHA256 of the raw body.
 _GITHUB_SIGNATURE = re.compile(r"sha256=(?P<hex>[0-9a-fA-F]{64})")

@@ -54,6 +54,7 @@ class AppLoop:
         )
         self._wakeup = asyncio.Event()
         self._clear_hold_requested = False
+        self._asked_by: str | None = None
         self._attempt = 0
         self._woken = True  # the first pass, like a nudged one, reads everything afresh
 
@@ -66,9 +67,16 @@ class AppLoop:
         self._session.nudges.bump()
         self._wakeup.set()
 
-    def sync(self) -> None:
+    def sync(self, *, by: str | None = None) -> None:
         """Operator's `reconciler sync`: clear a Failed hold and start a pass now."""
         self._clear_hold_requested = True
+        self.asked(by=by)
+
+    def asked(self, *, by: str | None) -> None:
+        """Start a pass now for `by` (an operator's sync, rollback or unpin): its outcome in
+        the history names them."""
+        if by is not None:
+            self._asked_by = by
         self.nudge()
 
     async def quiesce(self, grace: float) -> None:
@@ -106,6 +114,9 @@ class AppLoop:
     async def _pass(self) -> Next:
         report = self._session.report
         clear, self._clear_hold_requested = self._clear_hold_requested, False
+        pin = self._session.memory.pin
+        report.asked_by = self._asked_by or (pin.asked_by if pin is not None else None)
+        self._asked_by = None
         with structlog.contextvars.bound_contextvars(app=self.app.name):
             try:
                 return await run_pass(self._session, woken=self._woken, clear_hold=clear)

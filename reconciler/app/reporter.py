@@ -34,6 +34,8 @@ class Reporter:
     ) -> None:
         self.app = app
         self.status = status
+        # Who asked for the pass under way (a sync, rollback or unpin); its outcome says so.
+        self.asked_by: str | None = None
         self._metrics = metrics
         self._store = store
         self._bus = bus or EventBus()
@@ -121,6 +123,7 @@ class Reporter:
             started_at=started_at,
             finished_at=utcnow(),
             error=None if error is None else redact(error),
+            by=self.asked_by,
         )
         memory = self._store.load(self.app)
         memory.history.insert(0, entry)

@@ -204,7 +204,15 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
     `+00:00` rather than pydantic's `Z`)."""
     fields = {name: getattr(memory, name) for name in _MemoryFile.model_fields}
     fields["history"] = memory.history[:HISTORY_LIMIT]
-    return _MemoryFile.model_construct(**fields).model_dump()
+    dumped = _MemoryFile.model_construct(**fields).model_dump()
+    # Who asked is written only when someone did: a file without it reads the same, and an
+    # older daemon finds the keys it knows.
+    for entry in dumped["history"]:
+        if entry.get("by") is None:
+            entry.pop("by", None)
+    if dumped.get("pin") is not None and dumped["pin"].get("asked_by") is None:
+        dumped["pin"].pop("asked_by", None)
+    return dumped
 
 
 def _iso(value: object) -> str:

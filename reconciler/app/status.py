@@ -86,7 +86,11 @@ class AppStatus:
             pinned_revision=self.pinned_revision,
             history=list(self.history),
         )
-        return document.model_dump(mode="json")
+        dumped = document.model_dump(mode="json")
+        for entry in dumped["history"]:
+            if entry.get("by") is None:
+                entry.pop("by", None)  # said only when someone asked
+        return dumped
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> AppStatus:

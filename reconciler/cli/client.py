@@ -13,7 +13,8 @@ from typing import Any
 
 from reconciler.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError, load
 
-DEFAULT_URL = "http://127.0.0.1:8088"
+DEFAULT_URL = "http://127.0.0.1:8089"  # the default admin_listen
+ADMIN_TOKEN = "admin.token"  # noqa: S105 - the name of the file the daemon keeps it in
 
 
 def daemon_url(args: argparse.Namespace) -> str:
@@ -23,14 +24,10 @@ def daemon_url(args: argparse.Namespace) -> str:
         return os.environ["RECONCILER_URL"].rstrip("/")
     if args.config or os.environ.get("RECONCILER_CONFIG"):
         _, config = load(args)
-        host = config.daemon.host
+        host, port = config.daemon.admin_host, config.daemon.admin_port
         # A daemon listening on every address is reached on loopback.
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
-        return (
-            f"http://[{host}]:{config.daemon.port}"
-            if ":" in host
-            else f"http://{host}:{config.daemon.port}"
-        )
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     return DEFAULT_URL
 
 
@@ -57,14 +54,40 @@ def request(
         raise CliError(f"cannot reach the daemon at {url}: {reason}") from exc
 
 
+def refused(code: int, body: Any, base: str) -> None:
+    """One line when the daemon wants an identity or a role the token lacks."""
+    if code in (401, 403, 421):
+        message = body.get("error") if isinstance(body, dict) else None
+        hint = (
+            " (--token-file, or a config whose state_dir holds admin.token)" if code == 401 else ""
+        )
+        raise CliError(f"{base} answered HTTP {code}: {message or 'refused'}{hint}", EXIT_USAGE)
+
+
 def token_of(args: argparse.Namespace) -> str | None:
-    token_file = args.token_file or os.environ.get("RECONCILER_API_TOKEN_FILE")
+    """The token to send: --token-file, $RECONCILER_TOKEN_FILE, or the admin token the daemon
+    keeps in its state_dir when the config names it and this user may read it."""
+    token_file = (
+        args.token_file
+        or os.environ.get("RECONCILER_TOKEN_FILE")
+        or os.environ.get("RECONCILER_API_TOKEN_FILE")
+    )
     if not token_file:
-        return None
+        return _admin_token(args)
     try:
         return Path(token_file).read_text().strip()
     except OSError as exc:
         raise CliError(f"cannot read token file {token_file}: {exc.strerror}", EXIT_USAGE) from exc
+
+
+def _admin_token(args: argparse.Namespace) -> str | None:
+    if not (args.config or os.environ.get("RECONCILER_CONFIG")):
+        return None
+    _, config = load(args)
+    try:
+        return (config.daemon.state_dir / ADMIN_TOKEN).read_text().strip() or None
+    except OSError:
+        return None  # not this user's to read: the daemon will say who it wants
 
 
 def steer(args: argparse.Namespace, action: str, body: Any = None) -> Any:
@@ -75,8 +98,9 @@ def steer(args: argparse.Namespace, action: str, body: Any = None) -> Any:
     )
     if code == 202:
         return answer
+    refused(code, answer, daemon_url(args))
     message = answer.get("error") if isinstance(answer, dict) else None
     raise CliError(
         f"{action} of {args.app} refused: HTTP {code}: {message or 'no detail'}",
-        EXIT_USAGE if code in {400, 404, 409} else EXIT_FAILURE,
+        EXIT_USAGE if code in {400, 401, 403, 404, 409, 421} else EXIT_FAILURE,
     )

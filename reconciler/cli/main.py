@@ -1,5 +1,5 @@
 """The `reconciler` command: run, validate, plan, status, history, sync, rollback, unpin,
-cleanup, cluster, token, sandbox; one module of this package per group.
+audit, cleanup, cluster, token, sandbox; one module of this package per group.
 
 Errors are one line on stderr and a non-zero exit, never a traceback: 2 for bad input
 (config, arguments), 1 for a failure to reach the daemon or AWS.
@@ -11,11 +11,11 @@ import argparse
 import sys
 
 from reconciler import __version__
-from reconciler.cli import cleanup, cluster, plan, run, sandbox, status, steer, token
+from reconciler.cli import audit, cleanup, cluster, plan, run, sandbox, status, steer, token
 from reconciler.cli.common import EXIT_FAILURE, CliError
 from reconciler.errors import ReconcilerError
 
-GROUPS = (run, plan, status, steer, cleanup, cluster, token, sandbox)
+GROUPS = (run, plan, status, steer, audit, cleanup, cluster, token, sandbox)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from reconciler.cli.client import daemon_url, request
+from reconciler.cli.client import daemon_url, refused, request, token_of
 from reconciler.cli.common import EXIT_OK, EXIT_USAGE, CliError, print_table
 
 
@@ -15,22 +15,25 @@ def register(sub: Any) -> None:
     status = sub.add_parser("status", help="the daemon's status as a table")
     status.add_argument("app", nargs="?", help="one app in detail: its rollout and history")
     status.add_argument("--url")
+    status.add_argument("--token-file")
     status.add_argument("--config")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
     history = sub.add_parser("history", help="an app's last outcomes as a table")
     history.add_argument("app")
     history.add_argument("--url")
+    history.add_argument("--token-file")
     history.add_argument("--config")
     history.add_argument("--json", action="store_true")
     history.set_defaults(func=cmd_history)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    base = daemon_url(args)
+    base, token = daemon_url(args), token_of(args)
     if args.app:
-        return _status_of_one(base, args.app, as_json=args.json)
-    code, body = request(f"{base}/status")
+        return _status_of_one(base, args.app, token=token, as_json=args.json)
+    code, body = request(f"{base}/status", token=token)
+    refused(code, body, base)
     if code != 200 or not isinstance(body, dict):
         raise CliError(f"{base}/status answered HTTP {code}")
     if args.json:
@@ -57,8 +60,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status_of_one(base: str, app: str, *, as_json: bool) -> int:
-    code, body = request(f"{base}/status/{urllib.parse.quote(app, safe='')}")
+def _status_of_one(base: str, app: str, *, token: str | None, as_json: bool) -> int:
+    code, body = request(f"{base}/status/{urllib.parse.quote(app, safe='')}", token=token)
+    refused(code, body, base)
     if code == 404:
         raise CliError(f"unknown app {app!r}", EXIT_USAGE)
     if code != 200 or not isinstance(body, dict):
@@ -106,7 +110,9 @@ def _status_of_one(base: str, app: str, *, as_json: bool) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     app = urllib.parse.quote(args.app, safe="")
-    code, body = request(f"{daemon_url(args)}/status/{app}")
+    base = daemon_url(args)
+    code, body = request(f"{base}/status/{app}", token=token_of(args))
+    refused(code, body, base)
     if code == 404:
         raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
     if code != 200 or not isinstance(body, dict):

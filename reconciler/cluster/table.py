@@ -34,6 +34,7 @@ from reconciler.errors import AwsUnavailable
 CLUSTER = "cluster"
 STATE = "state"
 STATUS = "status"
+AUDIT = "audit"
 MEMBER = "member#"
 APP = "app#"
 
@@ -304,6 +305,35 @@ class LeaseTable:
                     version=int(_n(item, "version")), status=json.loads(text)
                 )
         return found
+
+    async def append_audit(self, key: str, line: str) -> None:
+        """One audit line, under a key that sorts by time (`<iso time>#<host>#<n>`)."""
+        async with aws_errors():
+            await self._client.put_item(
+                TableName=self.name, Item={**_key(AUDIT, key), "line": {"S": line}}
+            )
+
+    async def audit_lines(self, *, newest: int) -> list[str]:
+        """The newest `newest` audit lines of every daemon, oldest first."""
+        lines: list[str] = []
+        start: dict[str, Any] | None = None
+        while len(lines) < newest:
+            kwargs: dict[str, Any] = {
+                "TableName": self.name,
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": AUDIT}},
+                "ScanIndexForward": False,
+                "Limit": newest - len(lines),
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            async with aws_errors():
+                answer = await self._client.query(**kwargs)
+            lines += [text for item in answer.get("Items", []) if (text := _s(item, "line"))]
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                break
+        return list(reversed(lines))
 
     async def bump(self, app: str, counter: str) -> None:
         """Raise the app's `nudges` or `syncs` counter: its owner acts on it at its next look."""

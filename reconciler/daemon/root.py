@@ -35,7 +35,8 @@ from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.adapters.ports import Adapters, GitPort
 from reconciler.adapters.registry import Registry
 from reconciler.aio import backoff
-from reconciler.api.routes import build_app
+from reconciler.api.admin import build_admin_app
+from reconciler.api.hooks import build_webhook_app
 from reconciler.app.events import EventBus
 from reconciler.app.state import FileStateStore, StateStore
 from reconciler.cluster.manager import LeaseManager, Tenant
@@ -43,6 +44,7 @@ from reconciler.cluster.ownership import ClusterOwnership, TableHealth
 from reconciler.cluster.store import TableStateStore
 from reconciler.cluster.table import LeaseTable
 from reconciler.config import Config
+from reconciler.daemon.access import announce, open_access
 from reconciler.daemon.applier import ReloadApplier
 from reconciler.daemon.in_force import InForce
 from reconciler.daemon.listener import listen, runner_options
@@ -154,7 +156,8 @@ async def open_cluster(config: Config, metrics: Metrics) -> AsyncIterator[Cluste
             ),
             store=TableStateStore(table, host_id=host_id),
             table=table,
-            url=daemon.public_url or f"http://{daemon.listen}",
+            # Where the other daemons' pages link to this one's: its admin listener.
+            url=daemon.public_url or f"http://{daemon.admin_listen}",
             metrics=metrics,
             health=health,
         )
@@ -202,7 +205,9 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self._reload = asyncio.Event()
         self._stop = asyncio.Event()
-        self.listening: tuple[str, int] | None = None
+        self.listening: tuple[str, int] | None = None  # the webhook listener
+        self.admin_listening: tuple[str, int] | None = None
+        self._sites: dict[web.AppRunner, tuple[str, int]] = {}
         register_secrets(config)
 
     def request_stop(self) -> None:
@@ -301,21 +306,37 @@ class Daemon:
                 # What was said about an app's commits moves with its lease.
                 leases = cluster.manager(supervisor.tenant, adopt_feedback=feedback.adopt_record)
                 feedback.mirror_records(cluster.ownership.mirror_feedback)
-            runner = web.AppRunner(
-                build_app(supervisor.view, supervisor.steering),
-                access_log=None,
-                handle_signals=False,
-                shutdown_timeout=HTTP_GRACE,
-                **runner_options(),
-            )
-            await runner.setup()
             daemon = config.daemon
+            access, made = open_access(
+                config,
+                listening=self._admin_address,
+                public_url=lambda: self.in_force.config.daemon.public_url,
+                table=cluster.table if cluster is not None else None,
+                host_id=host_id_of(config),
+            )
+            hooks = await self._serve(
+                build_webhook_app(supervisor.view, supervisor.steering),
+                host=daemon.host,
+                port=daemon.port,
+            )
             try:
-                self.listening = await listen(runner, host=daemon.host, port=daemon.port)
+                admin = await self._serve(
+                    build_admin_app(supervisor.view, supervisor.steering, access),
+                    host=daemon.admin_host,
+                    port=daemon.admin_port,
+                )
             except BaseException:
-                await runner.cleanup()
+                await hooks.cleanup()
                 raise
-            log.info("listening", address=f"{daemon.host}:{self.listening[1]}")
+            self.listening = self._bound_of(hooks)
+            self.admin_listening = self._bound_of(admin)
+            log.info(
+                "listening",
+                address=f"{daemon.host}:{self.listening[1]}",
+                admin_address=self._admin_address(),
+            )
+            if made is not None:
+                announce(made, base=daemon.public_url or f"http://{self._admin_address()}")
             await supervisor.start()
             self.notifier.ready(supervisor.view.summary())
             background = self._background(supervisor, feedback)
@@ -335,12 +356,37 @@ class Daemon:
                     await leases.leave()
                 # What the last passes said goes out now if the targets answer within a second.
                 await feedback.close()
-                await runner.cleanup()
+                await admin.cleanup()
+                await hooks.cleanup()
         log.info("stopped")
         if failure is not None:
             raise ReconcilerError(f"stopped because a background task failed: {failure}") from (
                 failure
             )
+
+    def _bound_of(self, runner: web.AppRunner) -> tuple[str, int]:
+        return self._sites[runner]
+
+    def _admin_address(self) -> str:
+        host = self.in_force.config.daemon.admin_host
+        port = self.admin_listening[1] if self.admin_listening is not None else 0
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    async def _serve(self, app: web.Application, *, host: str, port: int) -> web.AppRunner:
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=HTTP_GRACE,
+            **runner_options(),
+        )
+        await runner.setup()
+        try:
+            self._sites[runner] = await listen(runner, host=host, port=port)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        return runner
 
     def _background(self, supervisor: Supervisor, feedback: Dispatcher) -> set[asyncio.Task[None]]:
         view = supervisor.view

@@ -62,7 +62,7 @@ class Steering:
             return False
         return True
 
-    async def sync(self, name: str) -> bool:
+    async def sync(self, name: str, *, by: str | None = None) -> bool:
         """Clear the app's Failed hold and start a pass (at its owner, with a cluster); False
         if it has no loop right now (unknown, or restarting after a config change).
         NotForwarded when its owner is another daemon and the lease table did not take the
@@ -74,11 +74,13 @@ class Steering:
             await self._ownership.forward_sync(name)
             log.info("sync_forwarded", app=name)
             return True
-        log.info("sync_requested", app=name)
-        loop.sync()
+        log.info("sync_requested", app=name, by=by)
+        loop.sync(by=by)
         return True
 
-    async def rollback(self, name: str, revision: str | None) -> str | None:
+    async def rollback(
+        self, name: str, revision: str | None, *, by: str | None = None
+    ) -> str | None:
         """Pin the app to an earlier successful revision (the one before the live one by
         default) and start a pass; None when it has no loop right now."""
         loop, app = self._apps.loops.get(name), self._in_force.app(name)
@@ -89,13 +91,13 @@ class Steering:
         live = status.live_image if status is not None else None
         live_revision = live.rsplit(":", 1)[-1] if live else None
         target = rollback_target(memory.history, live_revision=live_revision, requested=revision)
-        memory.pin = Pin(revision=target, config_fingerprint=app.fingerprint())
+        memory.pin = Pin(revision=target, config_fingerprint=app.fingerprint(), asked_by=by)
         await self._store.save(name)
-        log.warning("rollback_pinned", app=name, revision=target)
-        loop.nudge()
+        log.warning("rollback_pinned", app=name, revision=target, by=by)
+        loop.asked(by=by)
         return target
 
-    async def unpin(self, name: str) -> bool | None:
+    async def unpin(self, name: str, *, by: str | None = None) -> bool | None:
         """Back to following git; whether there was a pin. None when it has no loop now."""
         loop = self._apps.loops.get(name)
         if loop is None:
@@ -104,6 +106,6 @@ class Steering:
         was = memory.pin is not None
         memory.pin = None
         await self._store.save(name)
-        log.info("unpinned", app=name, was_pinned=was)
-        loop.nudge()
+        log.info("unpinned", app=name, was_pinned=was, by=by)
+        loop.asked(by=by)
         return was

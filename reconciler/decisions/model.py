@@ -234,6 +234,7 @@ class Pin:
     config_fingerprint: str
     by: str = "rollback"
     since: datetime = field(default_factory=utcnow)
+    asked_by: str | None = None  # the identity that asked for it
 
 
 @dataclass(frozen=True)
@@ -360,3 +361,4 @@ class HistoryEntry:
     started_at: datetime
     finished_at: datetime
     error: str | None = None
+    by: str | None = None  # the identity whose sync, rollback or unpin started the pass

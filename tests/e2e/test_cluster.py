@@ -283,3 +283,9 @@ async def test_sync_at_any_daemon_reaches_the_owner_and_pins_are_sent_there(
         await fleet.wait_all(
             other, fleet.in_sync_at(lambda w: second), worlds=[world], what="synced and live"
         )
+        # What was asked at one daemon is in the audit every daemon shows.
+        owner_daemon = daemons[owner]
+        code, body = await owner_daemon.get(f"/audit?app={world.name}")
+        assert code == 200, body
+        said = [(e["action"], e["result"].split(":")[0]) for e in json.loads(body)["entries"]]
+        assert ("rollback", "refused") in said and ("sync", "accepted") in said, said

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.adapters.tokens import add_token
 from reconciler.sandbox.aws import SandboxAws
 from tests.support.browser import Browser, Tab, chromium
 from tests.support.multiapp import daemon_for
@@ -81,6 +82,7 @@ async def test_the_list_follows_a_deploy_without_a_reload(
         await first.wait_phase("InSync", revision=world.first_commit)
         await other.wait_phase("InSync", revision=second.first_commit)
 
+        await browser.login(first.url, first.admin_token)
         tab = await browser.open(f"{first.url}/")
         await live(tab)
         rows = tab.page.locator("tr[data-app]")
@@ -122,6 +124,42 @@ async def test_the_list_follows_a_deploy_without_a_reload(
         clean(tab)
 
 
+async def test_a_token_logs_in_sees_its_apps_syncs_one_and_its_page_shows_the_audit(
+    world: World, aws: SandboxAws, registry: str, browser: Browser, tmp_path: Path
+) -> None:
+    """Logged in with an operator's token for one app: the list shows that app only, the
+    other is 404 by name, a sync through the form is accepted, and the app's page names who
+    asked for it."""
+    second = World.create(tmp_path / "second", aws, registry)
+    tokens = tmp_path / "tokens.toml"
+    ops = add_token(tokens, name="ops", role="admin", apps=[])
+    alice = add_token(tokens, name="alice", role="operator", apps=[world.name])
+    world.sections["auth"] = {"tokens_file": tokens}
+    async with daemon_for([world, second], token=ops) as (first, other):
+        await first.wait_phase("InSync", revision=world.first_commit)
+        await other.wait_phase("InSync", revision=second.first_commit)
+
+        tab = await browser.open(f"{first.url}/")
+        await tab.page.wait_for_url("**/login")  # no identity: the login form
+        await tab.page.fill("#token", alice)
+        await tab.page.click("form.login button[type=submit]")
+        await tab.page.wait_for_url(f"{first.url}/")
+        rows = tab.page.locator("tr[data-app]")
+        assert [await r.get_attribute("data-app") for r in await rows.all()] == [world.name]
+        hidden = await browser.open(f"{first.url}/apps/{second.name}")  # a tab of its own
+        assert "There is no app named" in (await hidden.page.text_content("main") or "")
+
+        await tab.page.locator(f'form[action="/apps/{world.name}/sync"] button').click()
+        await tab.page.wait_for_url(f"**/?synced={world.name}")
+        await tab.page.goto(f"{first.url}/apps/{world.name}")
+        change = tab.page.locator("tr[data-audit]").first
+        text = await change.text_content() or ""
+        assert "alice" in text and "operator" in text and "sync" in text and "accepted" in text
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await tab.page.screenshot(path=str(SHOTS / "dashboard-login-audit.png"), full_page=True)
+        clean(tab)
+
+
 async def test_markup_in_a_commit_and_its_build_output_is_text_and_runs_nothing(
     world: World, base_image: str, browser: Browser
 ) -> None:
@@ -135,6 +173,7 @@ async def test_markup_in_a_commit_and_its_build_output_is_text_and_runs_nothing(
         )
         assert PAYLOAD in status["last_error"]  # the markup reaches the pages
 
+        await browser.login(daemon.url, daemon.admin_token)
         listing = await browser.open(f"{daemon.url}/")
         app = await browser.open(f"{daemon.url}/apps/{world.name}")
         for tab in (listing, app):
@@ -165,6 +204,7 @@ async def test_markup_in_a_commit_and_its_build_output_is_text_and_runs_nothing(
 async def test_with_scripts_off_the_pages_read_the_same_and_the_form_syncs(world: World) -> None:
     async with world.daemon() as daemon, chromium(javascript=False) as browser:
         await daemon.wait_phase("InSync", revision=world.first_commit)
+        await browser.login(daemon.url, daemon.admin_token)
         tab = await browser.open(f"{daemon.url}/apps/{world.name}")
         phase = tab.page.locator('[data-app] [data-field="phase"]')
         assert await phase.text_content() == "InSync"

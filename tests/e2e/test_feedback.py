@@ -18,6 +18,7 @@ import pytest
 from reconciler.sandbox.aws import SandboxAws
 from tests.support.config import Table, toml_lines
 from tests.support.forge import ChatReceiver, FakeForge
+from tests.support.inprocess import hooks_url
 from tests.support.probes import eventually
 from tests.support.webhooks import signed_push
 from tests.support.world import WEBHOOK_SECRET, RunningDaemon, World
@@ -68,7 +69,8 @@ def world(
 
 async def push(daemon: RunningDaemon, url: str, after: str) -> None:
     body, headers = signed_push(repo_url=url, after=after, secret=WEBHOOK_SECRET)
-    async with daemon.http.post(f"{daemon.url}/hooks/github", data=body, headers=headers) as answer:
+    hooks = f"{hooks_url(daemon.daemon)}/hooks/github"
+    async with daemon.http.post(hooks, data=body, headers=headers) as answer:
         assert answer.status == 202, await answer.text()
 
 

@@ -130,16 +130,20 @@ async def test_cli_sync_clears_a_failed_hold_and_the_revision_is_deployed(world:
             lambda s: s["phase"] == "Failed" and s["desired"]["revision"] == second, what="Failed"
         )
 
-        table = await reconciler("status", "--url", daemon.url)
+        table = await reconciler("status", "--url", daemon.url, "--config", str(daemon.config_path))
         assert table.code == 0, table
         row = next(line for line in table.stdout.splitlines() if line.startswith(world.name))
         assert row.split()[1:3] == ["Failed", second[:12]]
-        as_json = await reconciler("status", "--url", daemon.url, "--json")
+        as_json = await reconciler(
+            "status", "--url", daemon.url, "--json", "--config", str(daemon.config_path)
+        )
         (app,) = json.loads(as_json.stdout)["apps"]
         assert (app["name"], app["phase"]) == (world.name, "Failed")
 
         world.aws.rollouts.set_scenario(world.cluster, world.name, Scenario("complete"))
-        sync = await reconciler("sync", world.name, "--url", daemon.url)
+        sync = await reconciler(
+            "sync", world.name, "--url", daemon.url, "--config", str(daemon.config_path)
+        )
         assert sync.code == 0, sync
         await daemon.wait_phase("InSync", revision=second)
     assert world.live_image() == world.image(second)

@@ -39,7 +39,9 @@ async def two_deploys(world: World, daemon: RunningDaemon) -> str:
 async def test_rollback_pins_the_one_before_until_unpin_restarts_included(world: World) -> None:
     async with world.daemon() as daemon:
         second = await two_deploys(world, daemon)
-        code, out, err = await cli("rollback", world.name, "--url", daemon.url)
+        code, out, err = await cli(
+            "rollback", world.name, "--url", daemon.url, "--config", str(daemon.config_path)
+        )
         assert code == 0, err
         assert world.first_commit in out
         status = await daemon.wait_phase("InSync", revision=world.first_commit)
@@ -53,12 +55,16 @@ async def test_rollback_pins_the_one_before_until_unpin_restarts_included(world:
         assert status["pinned_by"] == "rollback"
         assert world.updates() == 3
 
-        code, out, _ = await cli("unpin", world.name, "--url", daemon.url)
+        code, out, _ = await cli(
+            "unpin", world.name, "--url", daemon.url, "--config", str(daemon.config_path)
+        )
         assert code == 0 and "back to following git" in out
         status = await daemon.wait_phase("InSync", revision=third)
         assert status["pinned_by"] is None
 
-        code, out, _ = await cli("history", world.name, "--url", daemon.url)
+        code, out, _ = await cli(
+            "history", world.name, "--url", daemon.url, "--config", str(daemon.config_path)
+        )
         assert code == 0
         assert [line.split()[1] for line in out.splitlines()[1:4]] == ["deployed"] * 3
         assert second[:12] in out
@@ -68,7 +74,16 @@ async def test_rollback_to_a_revision_that_never_succeeded_is_refused(world: Wor
     async with world.daemon() as daemon:
         await daemon.wait_phase("InSync", revision=world.first_commit)
         never = world.repo.commit({"app.txt": "never deployed\n"}, "unpushed")
-        code, _, err = await cli("rollback", world.name, "--to", never, "--url", daemon.url)
+        code, _, err = await cli(
+            "rollback",
+            world.name,
+            "--to",
+            never,
+            "--url",
+            daemon.url,
+            "--config",
+            str(daemon.config_path),
+        )
         assert code == 2
         assert len(err.strip().splitlines()) == 1
         assert "never deployed successfully" in err

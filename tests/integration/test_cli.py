@@ -16,13 +16,13 @@ import pytest
 from reconciler.decisions.model import Phase
 from tests.support.cli import reconciler
 from tests.support.config import app_table, config_text
-from tests.support.http_face import API_TOKEN, APPS, serve
+from tests.support.http_face import API_TOKEN, APPS, HttpFace, serve
 from tests.support.net import free_port
 
 
-def valid(tmp_path: Path, *, listen: str = "127.0.0.1:0") -> str:
+def valid(tmp_path: Path, *, listen: str = "127.0.0.1:0", admin_listen: str = "127.0.0.1:0") -> str:
     return config_text(
-        daemon={"listen": listen, "state_dir": tmp_path / "state"},
+        daemon={"listen": listen, "admin_listen": admin_listen, "state_dir": tmp_path / "state"},
         apps=[app_table("web", "https://github.com/acme/web.git")],
     )
 
@@ -51,6 +51,13 @@ INVALID_PROBLEMS = [
     "apps[web].context",
     "apps[api].cluster",
 ]
+
+
+def token_file(tmp_path: Path, daemon: HttpFace) -> str:
+    """A file holding the face's admin token, for --token-file."""
+    path = tmp_path / "admin-token"
+    path.write_text(daemon.admin_token + "\n")
+    return str(path)
 
 
 @pytest.fixture
@@ -140,9 +147,9 @@ async def test_status_prints_a_table_and_json(tmp_path: Path) -> None:
     async with serve(tmp_path) as daemon:
         daemon.statuses["by-ssh-url"].phase = Phase.FAILED
         daemon.statuses["by-ssh-url"].last_error = "rollout failed\nmore detail"
-        url = str(daemon.client.make_url(""))
-        table = await reconciler("status", "--url", url)
-        as_json = await reconciler("status", "--url", url, "--json")
+        url, token = str(daemon.client.make_url("")), token_file(tmp_path, daemon)
+        table = await reconciler("status", "--url", url, "--token-file", token)
+        as_json = await reconciler("status", "--url", url, "--json", "--token-file", token)
         _, document = await daemon.get("/status")
     assert table.code == 0, table
     header, *rows = table.stdout.splitlines()
@@ -180,9 +187,9 @@ async def test_status_of_one_app_shows_its_rollout_and_history(tmp_path: Path) -
         status.history.appendleft(
             HistoryEntry("c" * 40, Result.ROLLED_BACK, moment, moment, "alarms web-5xx")
         )
-        url = str(daemon.client.make_url(""))
-        shown = await reconciler("status", "by-ssh-url", "--url", url)
-        unknown = await reconciler("status", "no-such-app", "--url", url)
+        url, token = str(daemon.client.make_url("")), token_file(tmp_path, daemon)
+        shown = await reconciler("status", "by-ssh-url", "--url", url, "--token-file", token)
+        unknown = await reconciler("status", "no-such-app", "--url", url, "--token-file", token)
     assert shown.code == 0, shown
     assert "BLUE_GREEN ROLLBACK_SUCCESSFUL stage BAKE_TIME, 0/2 running" in shown.stdout
     assert "alarms:     web-5xx" in shown.stdout
@@ -194,8 +201,10 @@ async def test_sync_exit_codes(tmp_path: Path) -> None:
     """0 when the daemon accepted the sync, 2 for an unknown app; the app's loop is told."""
     async with serve(tmp_path) as daemon:
         url = str(daemon.client.make_url(""))
-        known = await reconciler("sync", "by-html-url", "--url", url)
-        unknown = await reconciler("sync", "no-such-app", "--url", url)
+        token = tmp_path / "token"
+        token.write_text(daemon.admin_token)
+        known = await reconciler("sync", "by-html-url", "--url", url, "--token-file", str(token))
+        unknown = await reconciler("sync", "no-such-app", "--url", url, "--token-file", str(token))
         assert daemon.loops["by-html-url"].syncs == 1
     assert known.code == 0, known
     assert unknown.code == 2
@@ -204,7 +213,8 @@ async def test_sync_exit_codes(tmp_path: Path) -> None:
 
 
 async def test_sync_sends_the_bearer_token_from_token_file(tmp_path: Path) -> None:
-    """With api_token_file on the daemon, sync works with --token-file and fails without it."""
+    """With api_token_file on the daemon, sync works with --token-file; without a token it is
+    refused in one line saying how to give one (exit 2)."""
     token_file = tmp_path / "cli-token"
     token_file.write_text(API_TOKEN + "\n")
     async with serve(tmp_path, api_token=True) as daemon:
@@ -214,8 +224,9 @@ async def test_sync_sends_the_bearer_token_from_token_file(tmp_path: Path) -> No
             "sync", "by-html-url", "--url", url, "--token-file", str(token_file)
         )
         assert daemon.loops["by-html-url"].syncs == 1
-    assert without.code == 1
-    assert "401" in without.stderr
+    assert without.code == 2
+    assert len(without.stderr.splitlines()) == 1 and "401" in without.stderr
+    assert "--token-file" in without.stderr
     assert with_token.code == 0, with_token
 
 
@@ -231,14 +242,25 @@ async def test_an_unreachable_daemon_is_exit_1_with_one_clear_line(command: list
 
 
 async def test_status_finds_the_daemon_from_the_config(tmp_path: Path) -> None:
-    """--config is enough to find the daemon: its daemon.listen address, 0.0.0.0 on loopback."""
+    """--config is enough: the CLI finds daemon.admin_listen, and the admin token the daemon
+    made in its state_dir, which this user may read."""
     async with serve(tmp_path) as daemon:
         port = daemon.client.port
         path = tmp_path / "reconciler.toml"
-        path.write_text(valid(tmp_path, listen=f"0.0.0.0:{port}"))
+        path.write_text(valid(tmp_path, admin_listen=f"127.0.0.1:{port}"))
         ran = await reconciler("status", "--config", str(path), "--json")
+        elsewhere = tmp_path / "elsewhere.toml"
+        elsewhere.write_text(
+            config_text(
+                daemon={"admin_listen": f"127.0.0.1:{port}", "state_dir": tmp_path / "other"},
+                apps=[],
+            )
+        )
+        refused = await reconciler("status", "--config", str(elsewhere))
     assert ran.code == 0, ran
     assert [a["name"] for a in json.loads(ran.stdout)["apps"]] == list(APPS)
+    assert refused.code == 2
+    assert len(refused.stderr.splitlines()) == 1 and "401" in refused.stderr
 
 
 # --- token ----------------------------------------------------------------------------------

@@ -284,9 +284,11 @@ def test_run_serves_health_and_stops_cleanly_on_docker_stop(image: str, config_d
         socket_gid,
         "--volume",
         f"{config_dir}:/etc/reconciler:ro",
-        # With the host network the image's 0.0.0.0 default would listen on every interface.
+        # With the host network the image's 0.0.0.0 defaults would listen on every interface.
         "--env",
         f"RECONCILER_DAEMON__LISTEN=127.0.0.1:{port}",
+        "--env",
+        f"RECONCILER_DAEMON__ADMIN_LISTEN=127.0.0.1:{free_port()}",
         image,
     )
     try:

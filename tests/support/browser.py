@@ -79,6 +79,12 @@ class Browser:
         await page.goto(url)
         return tab
 
+    async def login(self, base: str, token: str) -> None:
+        """Log in as the daemon's login link does: the session cookie is kept for the rest
+        of this browser's pages."""
+        tab = await self.open(f"{base}/login?token={token}")
+        await tab.page.close()
+
 
 def installed() -> Path:
     """The Chromium to drive; skips (or fails in CI) when it is not installed."""

@@ -66,6 +66,9 @@ def config_text(*, apps: Sequence[Table] = (), **sections: Table) -> str:
     first, the others in the order given. An app's value that is a table (`test`,
     `pre_deploy`), other than `build_args`, is written as a sub-table of the app."""
     lines: list[str] = []
+    if "daemon" in sections and "admin_listen" not in sections["daemon"]:
+        # Tests run many daemons at once: each admin listener takes a free port.
+        sections = {**sections, "daemon": {**sections["daemon"], "admin_listen": "127.0.0.1:0"}}
     first = [name for name in ("daemon", "aws", "webhook") if name in sections]
     for name in first + [name for name in sections if name not in first]:
         lines += toml_lines(f"[{name}]", sections[name])

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ class DaemonProcess:
         self._nofile = nofile
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._process: subprocess.Popen[bytes] | None = None
-        self.url = ""
+        self.url = ""  # the webhook listener
+        self.admin_url = ""  # the admin listener: status, pages, actions
 
     @property
     def pid(self) -> int:
@@ -59,6 +61,7 @@ class DaemonProcess:
             for event in self.events(since=offset):
                 if event.get("event") == "listening":
                     self.url = f"http://{event['address']}"
+                    self.admin_url = f"http://{event['admin_address']}"
                     return
             if self._process.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self._process.returncode}: {self.text()}")
@@ -130,12 +133,32 @@ class DaemonProcess:
             process.wait(timeout=10)
             raise
 
-    async def get(self, path: str, **kwargs: Any) -> tuple[int, str]:
-        async with aiohttp.ClientSession() as http, http.get(self.url + path, **kwargs) as answer:
+    def admin_token(self) -> str:
+        """The admin token the daemon made in its state_dir."""
+        state_dir = tomllib.loads(self.config.read_text())["daemon"]["state_dir"]
+        return (Path(state_dir) / "admin.token").read_text().strip()
+
+    def _where(self, path: str, kwargs: dict[str, Any], *, anonymous: bool) -> str:
+        """Webhooks go to the webhook listener; anything else to the admin listener, as the
+        admin unless the caller says who it is (or `anonymous`)."""
+        if path.startswith("/hooks/"):
+            return self.url + path
+        if anonymous:
+            return self.admin_url + path
+        kwargs["headers"] = {
+            "Authorization": f"Bearer {self.admin_token()}",
+            **(kwargs.get("headers") or {}),
+        }
+        return self.admin_url + path
+
+    async def get(self, path: str, *, anonymous: bool = False, **kwargs: Any) -> tuple[int, str]:
+        where = self._where(path, kwargs, anonymous=anonymous)
+        async with aiohttp.ClientSession() as http, http.get(where, **kwargs) as answer:
             return answer.status, await answer.text()
 
-    async def post(self, path: str, **kwargs: Any) -> tuple[int, str]:
-        async with aiohttp.ClientSession() as http, http.post(self.url + path, **kwargs) as answer:
+    async def post(self, path: str, *, anonymous: bool = False, **kwargs: Any) -> tuple[int, str]:
+        where = self._where(path, kwargs, anonymous=anonymous)
+        async with aiohttp.ClientSession() as http, http.post(where, **kwargs) as answer:
             return answer.status, await answer.text()
 
     async def status(self, name: str) -> dict[str, Any]:

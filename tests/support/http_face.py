@@ -14,21 +14,25 @@ always loopback).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from reconciler.adapters.git import GitMirrors
-from reconciler.api.routes import build_app
+from reconciler.adapters.tokens import add_token
+from reconciler.api.admin import build_admin_app
+from reconciler.api.hooks import build_webhook_app
 from reconciler.app.events import EventBus
 from reconciler.app.state import FileStateStore
 from reconciler.app.status import AppStatus
 from reconciler.config import AppConfig, parse_config
+from reconciler.daemon.access import admin_token_path, open_access
 from reconciler.daemon.in_force import InForce
 from reconciler.daemon.ownership import Alone, Ownership
 from reconciler.daemon.supervisor import Supervisor
@@ -65,13 +69,19 @@ class FakeLoop:
 
     nudges: int = 0
     syncs: int = 0
+    asked_by: str | None = None  # who asked for the last sync, rollback or unpin
     _ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def nudge(self) -> None:
         self.nudges += 1
 
-    def sync(self) -> None:
+    def sync(self, *, by: str | None = None) -> None:
         self.syncs += 1
+        self.asked_by = by
+
+    def asked(self, *, by: str | None) -> None:
+        self.nudges += 1
+        self.asked_by = by
 
     async def quiesce(self, grace: float) -> None:
         pass
@@ -96,12 +106,28 @@ class FakeLoops:
 
 @dataclass
 class HttpFace:
-    """The served app, its supervisor and each app's FakeLoop."""
+    """Both listeners served, the supervisor and each app's FakeLoop. `client` calls the
+    admin listener as the admin (the token the daemon made in state_dir), `anonymous` calls
+    it with no identity, `hooks` calls the webhook listener."""
 
     supervisor: Supervisor
     in_force: InForce
     client: TestClient[Any, Any]
+    anonymous: aiohttp.ClientSession
+    hooks: TestClient[Any, Any]
+    admin_token: str
     loops: dict[str, FakeLoop] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)  # by name, those `roles` asked for
+
+    @property
+    def tokens_file(self) -> Path:
+        path = self.in_force.config.auth.tokens_file
+        assert path is not None, "serve(roles=...) makes a tokens file"
+        return path
+
+    def bearer(self, name: str) -> dict[str, str]:
+        """The Authorization header of the token named `name`."""
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
 
     @property
     def statuses(self) -> dict[str, AppStatus]:
@@ -124,14 +150,14 @@ class HttpFace:
             event=event,
             delivery=delivery,
         )
-        async with self.client.post("/hooks/github", data=body, headers=headers) as answer:
+        async with self.hooks.post("/hooks/github", data=body, headers=headers) as answer:
             return answer.status, await answer.json()
 
     async def gitlab(
         self, body: bytes, *, event: str = "Push Hook", token: str | None = SECRET
     ) -> tuple[int, Any]:
         headers = gitlab_headers(token=token, event=event)
-        async with self.client.post("/hooks/gitlab", data=body, headers=headers) as answer:
+        async with self.hooks.post("/hooks/gitlab", data=body, headers=headers) as answer:
             return answer.status, await answer.json()
 
     async def get(self, path: str) -> tuple[int, Any]:
@@ -151,6 +177,8 @@ def face_config(
     secrets: bool = True,
     api_token: bool = False,
     apps: Mapping[str, tuple[str, str]] = APPS,
+    tokens_file: Path | None = None,
+    trusted_proxies: Sequence[str] = (),
 ) -> str:
     """The face's config; writes the secret and API token files it names into `tmp_path`."""
     (tmp_path / "secret").write_text(SECRET + "\n")
@@ -166,6 +194,10 @@ def face_config(
             "api_token_file": tmp_path / "api-token" if api_token else "",
         },
         webhook={"max_body_bytes": MAX_BODY, **(secret_files if secrets else {})},
+        auth={
+            **({"tokens_file": tokens_file} if tokens_file is not None else {}),
+            "trusted_proxies": list(trusted_proxies),
+        },
         apps=[app_table(name, repo, branch=branch) for name, (repo, branch) in apps.items()],
     )
 
@@ -209,16 +241,52 @@ async def serve(
     api_token: bool = False,
     apps: Mapping[str, tuple[str, str]] = APPS,
     ownership: Ownership | None = None,
+    roles: Mapping[str, tuple[str, Sequence[str]]] | None = None,
+    trusted_proxies: Sequence[str] = (),
 ) -> AsyncIterator[HttpFace]:
-    """The HTTP face on the config `face_config` writes, with a FakeLoop per app it runs."""
-    config = parse_config(face_config(tmp_path, secrets=secrets, api_token=api_token, apps=apps))
+    """The HTTP face on the config `face_config` writes, with a FakeLoop per app it runs.
+    With `roles` (name: (role, app globs)), a tokens file holds a token of each, and one of
+    an admin that `client` uses."""
+    tokens_file = tmp_path / "tokens.toml" if roles is not None else None
+    tokens: dict[str, str] = {}
+    if tokens_file is not None:
+        for name, (role, globs) in {**(roles or {}), "face-admin": ("admin", ())}.items():
+            tokens[name] = add_token(tokens_file, name=name, role=role, apps=list(globs))
+    config = parse_config(
+        face_config(
+            tmp_path,
+            secrets=secrets,
+            api_token=api_token,
+            apps=apps,
+            tokens_file=tokens_file,
+            trusted_proxies=trusted_proxies,
+        )
+    )
     in_force, loops = InForce(config), FakeLoops()
     supervisor = supervisor_for(in_force, loops=loops, ownership=ownership)
     await supervisor.start()
+    admin_server: TestServer | None = None
+
+    def listening() -> str:
+        return f"127.0.0.1:{admin_server.port if admin_server is not None else 0}"
+
+    access, _ = open_access(
+        config, listening=listening, public_url=lambda: in_force.config.daemon.public_url
+    )
+    token = tokens["face-admin"] if tokens else admin_token_path(config).read_text().strip()
     try:
-        app = build_app(supervisor.view, supervisor.steering)
-        app.middlewares.insert(0, peer_from_header)
-        async with TestClient(TestServer(app)) as client:
-            yield HttpFace(supervisor, in_force, client, loops.loops)
+        hooks_app = build_webhook_app(supervisor.view, supervisor.steering)
+        hooks_app.middlewares.insert(0, peer_from_header)
+        admin_app = build_admin_app(supervisor.view, supervisor.steering, access)
+        admin_app.middlewares.insert(0, peer_from_header)
+        admin_server = TestServer(admin_app)
+        async with (
+            TestClient(TestServer(hooks_app)) as hooks,
+            TestClient(admin_server, headers={"Authorization": f"Bearer {token}"}) as client,
+            aiohttp.ClientSession(base_url=str(admin_server.make_url("/"))) as anonymous,
+        ):
+            yield HttpFace(
+                supervisor, in_force, client, anonymous, hooks, token, loops.loops, tokens
+            )
     finally:
         await supervisor.stop()

@@ -21,6 +21,7 @@ import aiohttp
 
 from reconciler.aio.backoff import Timings
 from reconciler.config import Config
+from reconciler.daemon.access import admin_token_path
 from reconciler.daemon.root import Daemon
 
 START_TIMEOUT = 30.0
@@ -44,7 +45,7 @@ async def started(
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + start_timeout
-        while daemon.listening is None:
+        while daemon.listening is None or daemon.admin_listening is None:
             if task.done():
                 task.result()
                 raise RuntimeError("the daemon stopped before it listened")
@@ -59,12 +60,22 @@ async def started(
 
 @asynccontextmanager
 async def serving(
-    config: Config, path: Path, *, timings: Timings
+    config: Config, path: Path, *, timings: Timings, token: str | None = None
 ) -> AsyncIterator[tuple[Daemon, str, aiohttp.ClientSession]]:
-    """Run a Daemon in this event loop until the block ends; yield it, its URL, a client."""
+    """Run a Daemon in this event loop until the block ends; yield it, the URL of its admin
+    listener and a client that calls it as the admin (webhooks: `hooks_url(daemon)`)."""
     daemon = Daemon(config=config, config_path=path, timings=timings)
     async with started(daemon):
-        assert daemon.listening is not None
-        host, port = daemon.listening
-        async with aiohttp.ClientSession() as http:
+        assert daemon.admin_listening is not None
+        host, port = daemon.admin_listening
+        token = token or admin_token_path(config).read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
             yield daemon, f"http://{host}:{port}", http
+
+
+def hooks_url(daemon: Daemon) -> str:
+    """Where the daemon's webhook listener is."""
+    assert daemon.listening is not None
+    host, port = daemon.listening
+    return f"http://{host}:{port}"

@@ -25,16 +25,21 @@ def combined_config(worlds: Sequence[World]) -> str:
     first, *others = worlds
     for world in others:
         assert world.registry == first.registry, "one daemon pushes to one registry"
-    return config_text(**first.settings(), apps=[world.app_table() for world in worlds])
+    return config_text(
+        **first.settings(), **first.sections, apps=[world.app_table() for world in worlds]
+    )
 
 
 @asynccontextmanager
 async def daemon_for(
-    worlds: Sequence[World], *, timings: Timings = FAST
+    worlds: Sequence[World], *, timings: Timings = FAST, token: str | None = None
 ) -> AsyncIterator[list[RunningDaemon]]:
-    """A running daemon for all `worlds`; one RunningDaemon view per World, in order."""
+    """A running daemon for all `worlds`; one RunningDaemon view per World, in order. Its
+    client sends `token` (needed when the config names a tokens file), else the admin token
+    the daemon made."""
     text = combined_config(worlds)
     path = worlds[0].root / "reconciler.toml"
     path.write_text(text)
-    async with serving(parse_config(text), path, timings=timings) as (daemon, url, http):
+    config = parse_config(text)
+    async with serving(config, path, timings=timings, token=token) as (daemon, url, http):
         yield [RunningDaemon(world, daemon, url, http, path) for world in worlds]

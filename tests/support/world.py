@@ -26,13 +26,14 @@ import boto3
 from reconciler.aio.backoff import Timings
 from reconciler.app.loop import AppLoop
 from reconciler.config import Config, parse_config
+from reconciler.daemon.access import admin_token_path
 from reconciler.daemon.root import Daemon
 from reconciler.daemon.supervisor import Supervisor
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.provision import Controller, Strategy, provision_app
 from tests.support.config import Table, TomlValue, config_text
 from tests.support.gitrepo import GitRepo
-from tests.support.inprocess import serving
+from tests.support.inprocess import hooks_url, serving
 from tests.support.webhooks import signed_push
 
 if TYPE_CHECKING:
@@ -187,6 +188,11 @@ class RunningDaemon:
     config_path: Path
 
     @property
+    def admin_token(self) -> str:
+        """The admin token the daemon made in its state_dir."""
+        return admin_token_path(self.daemon.in_force.config).read_text().strip()
+
+    @property
     def supervisor(self) -> Supervisor:
         """The daemon's app side (made once it runs, as it does inside this block)."""
         supervisor = self.daemon.supervisor
@@ -246,6 +252,7 @@ class RunningDaemon:
             secret=secret,
             delivery=delivery,
         )
-        async with self.http.post(f"{self.url}/hooks/github", data=body, headers=headers) as answer:
+        hooks = f"{hooks_url(self.daemon)}/hooks/github"
+        async with self.http.post(hooks, data=body, headers=headers) as answer:
             await answer.read()
             return answer

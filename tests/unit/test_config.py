@@ -46,7 +46,7 @@ def test_minimal_config_takes_the_documented_defaults() -> None:
     assert app.rollback is True and app.suspended is False
     assert config.daemon.poll_interval == 60.0
     assert config.daemon.listen == "127.0.0.1:8088"
-    assert config.webhook.max_body_bytes == 5_000_000
+    assert config.webhook.max_body_bytes == 1_048_576
 
 
 def test_durations_accept_seconds_and_strings() -> None:

@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import hashlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ import jinja2
 import structlog
 from aiohttp import web
 
+from reconciler.adapters.audit import AuditEntry
 from reconciler.api.web import stream
 from reconciler.api.web.links import Links
 from reconciler.api.web.present import Owner, app_view, owner_of, revisions_of
@@ -115,10 +116,15 @@ class Subjects:
 
 
 MaySync = Callable[[web.Request], bool]
+Sees = Callable[[web.Request, str], bool]  # whether the caller may know the app exists
+Changes = Callable[[str], Awaitable[Sequence[AuditEntry]]]  # an app's audit entries, oldest first
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SOURCE: web.AppKey[DashboardSource] = web.AppKey("dashboard_source", DashboardSource)
 MAY_SYNC: web.AppKey[MaySync] = web.AppKey("dashboard_may_sync")
+SEES: web.AppKey[Sees] = web.AppKey("dashboard_sees")
+CHANGES: web.AppKey[Changes] = web.AppKey("dashboard_changes")
+CHANGES_SHOWN = 20  # the newest audit entries an app's page shows
 VERSIONS: web.AppKey[dict[str, str]] = web.AppKey("dashboard_static_versions", dict)
 SUBJECTS: web.AppKey[Subjects] = web.AppKey("dashboard_subjects", Subjects)
 
@@ -267,7 +273,7 @@ async def list_page(request: web.Request) -> web.Response:
     source = request.app[SOURCE]
     links = links_of(request)
     configs = {a.name: a for a in source.config.apps}
-    names = source.app_names()
+    names = [n for n in source.app_names() if request.app[SEES](request, n)]
     await source.refresh_remote()
     shows = {n: shown(source, n) for n in names}
     subjects = request.app[SUBJECTS]
@@ -296,18 +302,20 @@ async def list_page(request: web.Request) -> web.Response:
 async def app_page(request: web.Request) -> web.Response:
     source = request.app[SOURCE]
     name = request.match_info["name"]
-    if name not in source.app_names():
+    if name not in source.app_names() or not request.app[SEES](request, name):
         return error_page(request, 404, f"There is no app named {name!r}.")
     configs = {a.name: a for a in source.config.apps}
     await source.refresh_remote()
     status, owner = shown(source, name)
     found = await request.app[SUBJECTS].of(source, name, revisions_of(status, history=True))
     app = app_view(name, status, configs.get(name), links_of(request), subjects=found, owner=owner)
+    changes = list(reversed((await request.app[CHANGES](name))[-CHANGES_SHOWN:]))
     return render(
         request,
         "app.html",
         {
             "app": app,
+            "changes": changes,
             "may_sync": request.app[MAY_SYNC](request),
             "synced": "synced" in request.query,
         },
@@ -342,10 +350,21 @@ async def _stop_reading(app: web.Application) -> None:
     app[SUBJECTS].stop()
 
 
-def setup(app: web.Application, source: DashboardSource, *, may_sync: MaySync) -> None:
-    """Mount the pages, the event stream and the static files on `app`."""
+def setup(
+    app: web.Application,
+    source: DashboardSource,
+    *,
+    may_sync: MaySync,
+    sees: Sees,
+    changes: Changes,
+) -> None:
+    """Mount the pages, the event stream and the static files on `app`; `sees` says which
+    apps the caller may know exist, `may_sync` whether it may sync them, `changes` what was
+    asked of an app (its audit entries)."""
     app[SOURCE] = source
     app[MAY_SYNC] = may_sync
+    app[SEES] = sees
+    app[CHANGES] = changes
     app[VERSIONS] = _versions()
     app[SUBJECTS] = Subjects()
     app.on_shutdown.append(_stop_reading)
@@ -361,4 +380,4 @@ def setup(app: web.Application, source: DashboardSource, *, may_sync: MaySync) -
     app.router.add_get("/", list_page, name=PAGE + "list")
     app.router.add_get("/apps/{name}", app_page, name=PAGE + "app")
     app.router.add_static("/static/", STATIC, name=PAGE + "static")
-    stream.setup(app, source)
+    stream.setup(app, source, sees=sees)

@@ -91,6 +91,7 @@ class HistoryRow:
     took: str
     error: str | None
     error_line: str | None
+    by: str | None  # who asked for the pass (a sync, rollback or unpin)
 
 
 def _took(entry: HistoryEntry) -> str:
@@ -111,6 +112,7 @@ def history_row(
         took=_took(entry),
         error=entry.error,
         error_line=first_line(entry.error),
+        by=entry.by,
     )
 
 

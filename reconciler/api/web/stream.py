@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -48,6 +49,8 @@ class Streams:
 
 BUS: web.AppKey[HasBus] = web.AppKey("dashboard_bus", HasBus)
 STREAMS: web.AppKey[Streams] = web.AppKey("dashboard_streams", Streams)
+SEES: web.AppKey[Callable[[web.Request, str], bool]] = web.AppKey("dashboard_stream_sees")
+MAX_STREAMS = 100  # event streams open at once per daemon
 
 
 def as_json(event: PhaseChanged) -> str:
@@ -62,10 +65,12 @@ def as_json(event: PhaseChanged) -> str:
     )
 
 
-async def _forward(queue: asyncio.Queue[Event], stream: EventSourceResponse) -> None:
+async def _forward(
+    queue: asyncio.Queue[Event], stream: EventSourceResponse, shown: Callable[[str], bool]
+) -> None:
     while True:
         event = await queue.get()
-        if isinstance(event, PhaseChanged):
+        if isinstance(event, PhaseChanged) and shown(event.app):
             await stream.send(as_json(event))
 
 
@@ -73,6 +78,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     streams = request.app[STREAMS]
     if streams.closing:
         raise web.HTTPServiceUnavailable(reason="the daemon is stopping")
+    if len(streams.open) >= MAX_STREAMS:
+        # Each stream holds a queue of events and a connection: a bound on both.
+        raise web.HTTPServiceUnavailable(
+            reason=f"{MAX_STREAMS} event streams are open already", headers={"Retry-After": "30"}
+        )
+    sees = request.app[SEES]
     bus = request.app[BUS].bus
     queue = bus.subscribe(limit=QUEUE_LIMIT)
     try:
@@ -80,7 +91,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             request, ping_interval=HEARTBEAT, send_timeout=SEND_TIMEOUT
         ) as stream:
             streams.open.add(stream)
-            forward = asyncio.create_task(_forward(queue, stream), name="dashboard-events")
+            forward = asyncio.create_task(
+                _forward(queue, stream, lambda app: sees(request, app)), name="dashboard-events"
+            )
             # A failed write (the client went away) ends the stream as the heartbeat would.
             forward.add_done_callback(lambda _: stream.stop_streaming())
             try:
@@ -106,8 +119,11 @@ async def _end_streams(app: web.Application) -> None:
     streams.close_all()
 
 
-def setup(app: web.Application, source: HasBus) -> None:
+def setup(
+    app: web.Application, source: HasBus, *, sees: Callable[[web.Request, str], bool]
+) -> None:
     app[BUS] = source
+    app[SEES] = sees
     app[STREAMS] = Streams()
     app.router.add_get("/events", events, name="dashboard-events", allow_head=False)
     app.on_shutdown.append(_end_streams)

@@ -70,10 +70,17 @@ def test_a_broken_file_keeps_the_last_good_one_in_force(tmp_path: Path) -> None:
 
 
 def test_a_daemon_that_never_read_a_good_file_knows_nobody(tmp_path: Path) -> None:
+    """And says why once, not at every request."""
     path = tmp_path / "tokens.toml"
     path.write_text("not toml at all [")
-    assert Tokens(path).by_token("anything") is None
-    assert Tokens(tmp_path / "missing.toml").by_token("anything") is None
+    missing = Tokens(tmp_path / "missing.toml")
+    with capture_logs() as logs:
+        for _ in range(3):
+            assert Tokens(path).by_token("anything") is None
+            assert missing.by_token("anything") is None
+    events = [e["event"] for e in logs]
+    assert events.count("tokens_file_unreadable") == 1
+    assert events.count("tokens_file_invalid") == 3  # three readers of the bad file, once each
 
 
 def entry(**fields: object) -> str:

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from reconciler.adapters.ports import Adapters
-from reconciler.api.routes import build_app
+from reconciler.api.admin import build_admin_app
 from reconciler.api.web import dashboard, stream
 from reconciler.api.web.dashboard import content_security_policy
 from reconciler.api.web.links import Links, commit_url
@@ -36,13 +36,13 @@ from reconciler.app.status import AppStatus, RolloutView
 from reconciler.cluster.fenced import Fence, fenced
 from reconciler.cluster.manager import PUBLISHED_HISTORY
 from reconciler.config import Config, parse_config
+from reconciler.daemon.access import admin_token_path, open_access
 from reconciler.daemon.in_force import InForce
 from reconciler.daemon.supervisor import Supervisor
 from reconciler.decisions.model import HistoryEntry, Phase, Result
 from reconciler.errors import NotForwarded
 from tests.support.config import app_table, config_text
 from tests.support.http_face import (
-    API_TOKEN,
     APPS,
     HttpFace,
     face_config,
@@ -844,40 +844,50 @@ def buttons(doc: Element) -> list[str]:
     return [f.attrs["action"] for f in doc.all("form", method="post")]
 
 
+ROLES = {
+    "vera": ("viewer", ()),
+    "otto": ("operator", ()),
+    "sam": ("operator", ("by-ssh-*",)),
+}
+
+
 @pytest.mark.parametrize(
-    ("api_token", "headers", "shown"),
+    ("who", "listed", "buttons_shown", "sync"),
     [
-        (False, {}, True),
-        (False, {"X-Test-Peer": "203.0.113.7"}, False),
-        (True, {}, False),
-        (True, {"Authorization": "Bearer wrong-token"}, False),
-        (True, {"Authorization": f"Bearer {API_TOKEN}"}, True),
-        (True, {"Authorization": f"Bearer {API_TOKEN}", "X-Test-Peer": "203.0.113.7"}, True),
-    ],
-    ids=[
-        "loopback-no-token",
-        "remote-no-token",
-        "token-not-sent",
-        "token-wrong",
-        "token-right",
-        "token-right-remote",
+        ("vera", list(APPS), False, 403),
+        ("otto", list(APPS), True, 202),
+        ("sam", ["by-ssh-url", "by-ssh-scheme"], True, 404),
+        ("face-admin", list(APPS), True, 202),
     ],
 )
-async def test_the_sync_button_is_offered_only_to_who_may_sync(
-    tmp_path: Path, api_token: bool, headers: dict[str, str], shown: bool
+async def test_each_identity_sees_its_apps_and_the_buttons_its_role_allows(
+    tmp_path: Path, who: str, listed: list[str], buttons_shown: bool, sync: int
 ) -> None:
-    """The same rule as POST /apps/{name}/sync: loopback without a token configured, else
-    the bearer token."""
-    async with serve(tmp_path, api_token=api_token) as face:
+    """The list shows only the apps of the identity's globs, an app outside them is 404 by
+    name, and the sync button appears where POST /apps/{name}/sync would be accepted."""
+    async with serve(tmp_path, roles=ROLES) as face:
+        headers = face.bearer(who)
         _, listing, _, _ = await page(face, "/", headers)
-        _, one, _, _ = await page(face, "/apps/by-clone-url", headers)
-        if shown:
-            assert buttons(listing) == [f"/apps/{name}/sync" for name in APPS]
-            assert buttons(one) == ["/apps/by-clone-url/sync"]
+        rows = [r.attrs["data-app"] for r in listing.all("tr") if "data-app" in r.attrs]
+        assert rows == listed
+        assert buttons(listing) == ([f"/apps/{n}/sync" for n in listed] if buttons_shown else [])
+        code, one, _, _ = await page(face, "/apps/by-clone-url", headers)
+        if "by-clone-url" in listed:
+            assert buttons(one) == (["/apps/by-clone-url/sync"] if buttons_shown else [])
         else:
-            assert buttons(listing) == buttons(one) == []
-        async with face.client.post("/apps/by-clone-url/sync", headers=headers) as answer:
-            assert (answer.status == 202) == shown
+            assert code == 404
+        async with face.anonymous.post("/apps/by-clone-url/sync", headers=headers) as answer:
+            assert answer.status == sync
+        assert face.loops["by-clone-url"].syncs == (1 if sync == 202 else 0)
+
+
+async def test_a_page_without_an_identity_sends_the_browser_to_log_in(face: HttpFace) -> None:
+    async with face.anonymous.get("/", headers=BROWSER, allow_redirects=False) as answer:
+        assert answer.status == 303
+        assert answer.headers["Location"] == "/login"
+    async with face.anonymous.get("/login", headers=BROWSER) as answer:
+        assert answer.status == 200
+        assert 'name="token"' in await answer.text()
 
 
 async def test_a_form_post_is_sent_back_to_its_page(face: HttpFace) -> None:
@@ -904,31 +914,35 @@ async def test_a_form_post_is_sent_back_to_its_page(face: HttpFace) -> None:
         assert (answer.status, await answer.json()) == (202, {"syncing": "by-ssh-url"})
 
 
-async def test_a_refused_form_post_is_an_html_page(face: HttpFace) -> None:
-    headers = {**BROWSER, "X-Test-Peer": "203.0.113.7"}
-    async with face.client.post(
-        "/apps/by-clone-url/sync", data={"back": "app"}, headers=headers, allow_redirects=False
-    ) as answer:
-        assert (answer.status, answer.content_type) == (403, "text/html")
-    async with face.client.post("/apps/nope/sync", headers=BROWSER) as answer:
-        assert (answer.status, answer.content_type) == (404, "text/html")
-    assert face.loops["by-clone-url"].syncs == 0
+async def test_a_refused_form_post_is_an_html_page(tmp_path: Path) -> None:
+    async with serve(tmp_path, roles=ROLES) as face:
+        headers = {**BROWSER, **face.bearer("vera")}
+        async with face.anonymous.post(
+            "/apps/by-clone-url/sync", data={"back": "app"}, headers=headers, allow_redirects=False
+        ) as answer:
+            assert (answer.status, answer.content_type) == (403, "text/html")
+        async with face.client.post("/apps/nope/sync", headers=BROWSER) as answer:
+            assert (answer.status, answer.content_type) == (404, "text/html")
+        assert face.loops["by-clone-url"].syncs == 0
 
 
 async def test_a_form_on_another_site_cannot_sync(face: HttpFace) -> None:
     """A browser names the page a post comes from; only the dashboard's own pages count. A
-    name that resolves to 127.0.0.1 is not the dashboard either, without a token."""
+    name that resolves to 127.0.0.1 is not the dashboard either: it is not answered at all
+    (421), so a rebound page cannot post, nor read."""
     host = f"{face.client.host}:{face.client.port}"
     refused = [
-        {"Origin": "https://evil.example"},
-        {"Origin": "null"},
-        {"Origin": "http://evil.example:8088", "Host": "evil.example:8088"},
+        ({"Origin": "https://evil.example"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Origin": "http://evil.example:8088", "Host": "evil.example:8088"}, 421),
     ]
-    for headers in refused:
+    for headers, status in refused:
         async with face.client.post(
             "/apps/by-clone-url/sync", headers={**BROWSER, **headers}, allow_redirects=False
         ) as answer:
-            assert answer.status == 403, headers
+            assert answer.status == status, headers
+    async with face.client.get("/status", headers={"Host": "evil.example"}) as answer:
+        assert answer.status == 421
     assert face.loops["by-clone-url"].syncs == 0
     async with face.client.post(
         "/apps/by-clone-url/sync",
@@ -970,13 +984,21 @@ def watched(tmp_path: Path) -> tuple[Supervisor, WatchedBus]:
     return supervisor_for(InForce(config), bus=bus), bus
 
 
+def as_admin(supervisor: Supervisor) -> dict[str, str]:
+    """The admin token the daemon made in its state_dir, as a request header."""
+    token = admin_token_path(supervisor.view.config).read_text().strip()
+    return {"Authorization": f"Bearer {token}"}
+
+
 @asynccontextmanager
 async def served(
     supervisor: Supervisor, *, shutdown_timeout: float = 60.0
 ) -> AsyncIterator[tuple[web.AppRunner, str]]:
-    """build_app on a real runner, as the daemon runs it (handlers are not cancelled when a
+    """The admin listener on a real runner, as the daemon runs it (handlers are not cancelled when a
     client goes). The long shutdown_timeout would show as a hang if streams did not end."""
-    app = build_app(supervisor.view, supervisor.steering)
+    config = supervisor.view.config
+    access, _ = open_access(config, listening=lambda: "127.0.0.1:0", public_url=str)
+    app = build_admin_app(supervisor.view, supervisor.steering, access)
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -1007,7 +1029,7 @@ async def test_the_stream_sends_each_phase_change_as_json(tmp_path: Path) -> Non
     async with (
         asyncio.timeout(30),
         served(supervisor) as (_, url),
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=as_admin(supervisor)) as http,
         http.get(f"{url}/events") as answer,
     ):
         assert answer.status == 200
@@ -1034,7 +1056,7 @@ async def test_the_stream_sends_each_phase_change_as_json(tmp_path: Path) -> Non
 async def test_a_client_that_goes_away_is_unsubscribed(tmp_path: Path) -> None:
     supervisor, bus = watched(tmp_path)
     async with asyncio.timeout(30), served(supervisor) as (_, url):
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=as_admin(supervisor)) as http:
             for _ in range(3):
                 async with http.get(f"{url}/events") as answer:
                     assert answer.status == 200
@@ -1054,7 +1076,7 @@ async def test_a_client_that_falls_behind_loses_the_oldest_events(tmp_path: Path
     async with (
         asyncio.timeout(30),
         served(supervisor) as (_, url),
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=as_admin(supervisor)) as http,
         http.get(f"{url}/events") as answer,
     ):
         await eventually(lambda: bus.subscribers == 1, what="the subscription")
@@ -1075,7 +1097,7 @@ async def test_an_idle_stream_gets_heartbeats(
     async with (
         asyncio.timeout(30),
         served(supervisor) as (_, url),
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=as_admin(supervisor)) as http,
         http.get(f"{url}/events") as answer,
     ):
         lines = []
@@ -1094,7 +1116,7 @@ async def test_streams_end_when_the_daemon_shuts_down(tmp_path: Path) -> None:
     async with (
         asyncio.timeout(30),
         served(supervisor) as (runner, url),
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=as_admin(supervisor)) as http,
     ):
         answers = [await http.get(f"{url}/events") for _ in range(2)]
         await eventually(lambda: bus.subscribers == 2, what="two subscriptions")

@@ -21,8 +21,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from reconciler.api.routes import DELIVERIES, DELIVERY_MEMORY, build_app
+from reconciler.api.admin import build_admin_app
+from reconciler.api.hooks import DELIVERIES, DELIVERY_MEMORY, build_webhook_app
 from reconciler.config import Config, parse_config
+from reconciler.daemon.access import open_access
 from reconciler.daemon.in_force import InForce
 from reconciler.errors import ConfigError
 from tests.support.config import app_table, config_text, toml_value
@@ -42,8 +44,9 @@ FUZZ = settings(
 @dataclass
 class Served:
     loop: asyncio.AbstractEventLoop
-    client: TestClient[Any, Any]
-    app: Any
+    client: TestClient[Any, Any]  # the admin listener
+    hooks: TestClient[Any, Any]  # the webhook listener
+    app: Any  # the webhook listener's
 
 
 @pytest.fixture
@@ -63,14 +66,19 @@ def served(tmp_path: Path) -> Iterator[Served]:
         )
     )
     supervisor = supervisor_for(InForce(config))
-    app = build_app(supervisor.view, supervisor.steering)
+    access, _ = open_access(config, listening=lambda: "127.0.0.1:0", public_url=str)
+    admin = build_admin_app(supervisor.view, supervisor.steering, access)
+    app = build_webhook_app(supervisor.view, supervisor.steering)
     loop = asyncio.new_event_loop()
-    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"), loop=loop)
+    client: TestClient[Any, Any] = TestClient(TestServer(admin, host="127.0.0.1"), loop=loop)
+    hooks: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"), loop=loop)
     loop.run_until_complete(client.start_server())
+    loop.run_until_complete(hooks.start_server())
     try:
-        yield Served(loop, client, app)
+        yield Served(loop, client, hooks, app)
     finally:
         loop.run_until_complete(client.close())
+        loop.run_until_complete(hooks.close())
         loop.close()
 
 
@@ -167,21 +175,21 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
 def test_no_request_makes_a_handler_fail(
     served: Served, request: tuple[str, str, dict[str, str], bytes]
 ) -> None:
-    """Any method, path, headers and body: never a 500 (a crashed handler); errors are JSON.
-
-    A 503 is a designed answer (an app with no loop right now, not ready, not healthy).
-    """
+    """Any method, path, headers and body, to either listener: never a 500 (a crashed
+    handler); errors are JSON. A 503 is a designed answer (an app with no loop right now,
+    not ready, not healthy, too many bodies at once)."""
     method, path, headers, body = request
 
-    async def send() -> tuple[int, str, bytes]:
-        async with served.client.request(method, path, headers=headers, data=body) as answer:
+    async def send(client: TestClient[Any, Any]) -> tuple[int, str, bytes]:
+        async with client.request(method, path, headers=headers, data=body) as answer:
             return answer.status, answer.content_type, await answer.read()
 
-    status, content_type, payload = served.loop.run_until_complete(send())
-    assert status < 500 or status == 503, (status, payload)
-    if status >= 400:
-        assert content_type == "application/json"
-        assert isinstance(json.loads(payload), dict)
+    for client in (served.hooks, served.client):
+        status, content_type, payload = served.loop.run_until_complete(send(client))
+        assert status < 500 or status == 503, (status, payload)
+        if status >= 400:
+            assert content_type == "application/json", (status, content_type, payload)
+            assert isinstance(json.loads(payload), dict)
 
 
 def test_remembered_deliveries_stay_bounded(served: Served) -> None:
@@ -191,7 +199,7 @@ def test_remembered_deliveries_stay_bounded(served: Served) -> None:
 
     async def deliver(delivery: str) -> dict[str, Any]:
         headers = github_headers(signature=signed, delivery=delivery)
-        async with served.client.post("/hooks/github", data=body, headers=headers) as answer:
+        async with served.hooks.post("/hooks/github", data=body, headers=headers) as answer:
             assert answer.status == 202
             return dict(await answer.json())
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.api import hooks
 from reconciler.decisions.model import HistoryEntry, Phase, Result
 from tests.support.http_face import API_TOKEN, APPS, MAX_BODY, HttpFace, serve, sign
 from tests.support.webhooks import fixture
@@ -84,7 +85,7 @@ async def test_github_push_without_a_signature_header_is_401(daemon: HttpFace) -
     """No X-Hub-Signature-256 at all is refused like a wrong one."""
     body = fixture("github/push-with-new-branch.payload.json")
     headers = {"X-GitHub-Event": "push"}
-    async with daemon.client.post("/hooks/github", data=body, headers=headers) as answer:
+    async with daemon.hooks.post("/hooks/github", data=body, headers=headers) as answer:
         assert answer.status == 401
     assert daemon.nudged() == []
 
@@ -119,7 +120,7 @@ async def test_github_body_over_the_limit_is_413_without_waiting_for_the_rest(
     headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + "0" * 64}
     async with (
         asyncio.timeout(30),
-        daemon.client.post("/hooks/github", data=endless_body(), headers=headers) as answer,
+        daemon.hooks.post("/hooks/github", data=endless_body(), headers=headers) as answer,
     ):
         assert answer.status == 413
         assert "error" in await answer.json()
@@ -188,7 +189,7 @@ async def test_gitlab_events_it_ignores_are_200(daemon: HttpFace) -> None:
 
 async def test_wrong_method_is_405_with_a_json_body(daemon: HttpFace) -> None:
     """GET on a webhook route says which method is allowed, in JSON like every other error."""
-    async with daemon.client.get("/hooks/github") as answer:
+    async with daemon.hooks.get("/hooks/github") as answer:
         assert answer.status == 405
         assert answer.headers["Allow"] == "POST"
         assert "error" in await answer.json()
@@ -204,8 +205,8 @@ async def test_unknown_route_is_404_with_a_json_body(daemon: HttpFace) -> None:
 # --- Sync ---------------------------------------------------------------------------------
 
 
-async def test_sync_from_loopback_starts_a_pass_and_clears_the_hold(daemon: HttpFace) -> None:
-    """Without api_token_file, a loopback client may sync; the app's loop is told to."""
+async def test_sync_by_an_operator_starts_a_pass_and_clears_the_hold(daemon: HttpFace) -> None:
+    """An identity that may sync the app has its loop told to; nothing else is told."""
     async with daemon.client.post("/apps/by-clone-url/sync") as answer:
         assert answer.status == 202
     assert daemon.loops["by-clone-url"].syncs == 1
@@ -219,33 +220,29 @@ async def test_sync_of_an_unknown_app_is_404(daemon: HttpFace) -> None:
         assert "no-such-app" in (await answer.json())["error"]
 
 
-async def test_sync_from_another_host_is_refused_without_a_token(daemon: HttpFace) -> None:
-    """With no api_token_file, only loopback clients may clear a Failed hold."""
-    for peer in ("203.0.113.7", "2001:db8::1"):
-        async with daemon.client.post(
-            "/apps/by-clone-url/sync", headers={"X-Test-Peer": peer}
-        ) as answer:
-            assert answer.status == 403
-            assert "error" in await answer.json()
+async def test_sync_without_an_identity_is_401_from_any_address(daemon: HttpFace) -> None:
+    """An address is never an identity: loopback (a TLS proxy on the same host makes every
+    internet client loopback), another host, or one X-Forwarded-For names."""
+    for headers in (
+        {},
+        {"X-Test-Peer": "203.0.113.7"},
+        {"X-Test-Peer": "2001:db8::1"},
+        {"X-Forwarded-For": "127.0.0.1"},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": daemon.admin_token},
+        {"Authorization": f"Basic {daemon.admin_token}"},
+    ):
+        async with daemon.anonymous.post("/apps/by-clone-url/sync", headers=headers) as answer:
+            assert answer.status == 401, headers
+            assert "identity" in (await answer.json())["error"]
     assert daemon.loops["by-clone-url"].syncs == 0
 
 
-async def test_sync_with_api_token_file_needs_the_bearer_token(tmp_path: Path) -> None:
-    """With api_token_file set, the bearer token decides, wherever the client is."""
+async def test_sync_with_api_token_file_still_works_as_one_admin_token(tmp_path: Path) -> None:
+    """The deprecated api_token_file is one more admin token, from wherever it is sent."""
     async with serve(tmp_path, api_token=True) as daemon:
-        refused = [
-            {},
-            {"Authorization": "Bearer wrong-token"},
-            {"Authorization": API_TOKEN},
-            {"Authorization": f"Basic {API_TOKEN}"},
-        ]
-        for headers in refused:
-            async with daemon.client.post("/apps/by-clone-url/sync", headers=headers) as answer:
-                assert answer.status == 401, headers
-        assert daemon.loops["by-clone-url"].syncs == 0
-
         right = {"Authorization": f"Bearer {API_TOKEN}", "X-Test-Peer": "203.0.113.7"}
-        async with daemon.client.post("/apps/by-clone-url/sync", headers=right) as answer:
+        async with daemon.anonymous.post("/apps/by-clone-url/sync", headers=right) as answer:
             assert answer.status == 202
         assert daemon.loops["by-clone-url"].syncs == 1
 
@@ -358,3 +355,54 @@ async def test_metrics_count_webhook_deliveries_by_provider_and_outcome(daemon: 
         assert line in metrics
     assert "# TYPE reconciler_build_seconds histogram" in metrics
     assert "# TYPE reconciler_rollout_seconds histogram" in metrics
+
+
+# --- the webhook listener's bounds --------------------------------------------------------
+
+
+async def _slow_sender(
+    host: str, port: int, *, length: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client that sends a webhook's headers and then only a byte of its body."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        (
+            f"POST /hooks/github HTTP/1.1\r\nHost: {host}\r\nX-GitHub-Event: push\r\n"
+            f"X-Hub-Signature-256: sha256=00\r\nContent-Length: {length}\r\n\r\n{{"
+        ).encode()
+    )
+    await writer.drain()
+    return reader, writer
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender that stops half way is answered within the deadline, and nothing nudged."""
+    monkeypatch.setattr(hooks, "BODY_DEADLINE", 0.3)
+    async with serve(tmp_path) as daemon:
+        host, port = daemon.hooks.host, daemon.hooks.port
+        assert port is not None
+        reader, writer = await _slow_sender(host, port, length=100)
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+        writer.close()
+        assert status_line.split()[1] == b"408"
+        assert daemon.nudged() == []
+
+
+async def test_more_unsigned_bodies_at_once_than_the_bound_get_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hooks, "UNVERIFIED_AT_ONCE", 1)
+    async with serve(tmp_path) as daemon:
+        host, port = daemon.hooks.host, daemon.hooks.port
+        assert port is not None
+        _, holding = await _slow_sender(host, port, length=100)
+        await asyncio.sleep(0.2)  # the first body is being read, its slot taken
+        body = fixture("github/push-with-new-branch.payload.json")
+        status, answer = await daemon.github(body)
+        holding.close()
+        assert status == 503
+        assert "try again" in answer["error"]
+        assert daemon.nudged() == []

@@ -314,3 +314,26 @@ async def test_a_full_disk_stops_a_deploy_before_update_service_and_a_later_writ
         full["on"] = False
         await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync")
     assert len(world.ecs.updates) == 1
+
+
+# --- who asked ----------------------------------------------------------------------------
+
+
+async def test_the_outcome_of_a_sync_names_who_asked_and_a_polled_one_nobody(
+    tmp_path: Path,
+) -> None:
+    """A deploy started by alice's sync says so in the history and the state; the next,
+    found by polling, names nobody."""
+    world = FakeWorld.create(tmp_path, head=A)
+    async with running(world):
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="A live")
+        world.git.head = B
+        world.loop.sync(by="alice")
+        await eventually(lambda: world.live_image() == world.image(B), what="B live")
+        await eventually(lambda: len(world.status.history) == 2, what="B recorded")
+        world.git.head = "c" * 40
+        world.loop.nudge()
+        await eventually(lambda: len(world.status.history) == 3, what="C recorded")
+    latest, synced, first = list(world.status.history)
+    assert (first.by, synced.by, latest.by) == (None, "alice", None)
+    assert [h.by for h in world.store.load("web").history] == [None, "alice", None]

@@ -1,0 +1,188 @@
+"""Who may reach what on the admin listener: each role against each endpoint, app globs,
+revoked tokens, sessions, proxies, and the audit line every state change leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from reconciler.adapters.tokens import revoke_token
+from reconciler.api.web import stream
+from reconciler.app.events import PhaseChanged
+from reconciler.daemon.access import AUDIT_LOG
+from reconciler.decisions.model import Phase
+from tests.support.http_face import HttpFace, serve
+
+ROLES = {
+    "vera": ("viewer", ()),
+    "otto": ("operator", ()),
+    "sam": ("operator", ("by-ssh-*",)),
+}
+APP = "by-clone-url"  # outside sam's globs
+ROUTES: list[tuple[str, str]] = [
+    ("GET", "/status"),
+    ("GET", f"/status/{APP}"),
+    ("GET", "/metrics"),
+    ("GET", "/audit"),
+    ("GET", f"/apps/{APP}"),
+    ("POST", f"/apps/{APP}/sync"),
+    ("POST", f"/apps/{APP}/unpin"),
+    ("POST", f"/apps/{APP}/rollback"),
+]
+# who: the status each route answers, in ROUTES' order (rollback: 409, nothing to roll to)
+EXPECTED = {
+    None: [401, 401, 401, 401, 303, 401, 401, 401],
+    "vera": [200, 200, 200, 200, 200, 403, 403, 403],
+    "otto": [200, 200, 200, 200, 200, 202, 202, 409],
+    "sam": [200, 404, 200, 200, 404, 404, 404, 404],
+    "face-admin": [200, 200, 200, 200, 200, 202, 202, 409],
+}
+
+
+async def call(face: HttpFace, method: str, path: str, who: str | None) -> tuple[int, Any]:
+    headers = face.bearer(who) if who is not None else {}
+    if path.startswith("/apps/") and method == "GET":
+        headers["Accept"] = "text/html"
+    async with face.anonymous.request(
+        method, path, headers=headers, allow_redirects=False
+    ) as answer:
+        text = await answer.text()
+        return answer.status, text
+
+
+@pytest.mark.parametrize("who", list(EXPECTED), ids=[str(w) for w in EXPECTED])
+async def test_each_role_against_each_endpoint(tmp_path: Path, who: str | None) -> None:
+    async with serve(tmp_path, roles=ROLES) as face:
+        got = [(await call(face, method, path, who))[0] for method, path in ROUTES]
+        assert got == EXPECTED[who], list(zip(ROUTES, got, strict=True))
+        syncs = face.loops[APP].syncs
+        assert syncs == (1 if EXPECTED[who][5] == 202 else 0)
+
+
+async def test_lists_and_metrics_show_an_identity_only_its_apps(tmp_path: Path) -> None:
+    async with serve(tmp_path, roles=ROLES) as face:
+        _, text = await call(face, "GET", "/status", "sam")
+        assert [a["name"] for a in json.loads(text)["apps"]] == ["by-ssh-url", "by-ssh-scheme"]
+        _, metrics = await call(face, "GET", "/metrics", "sam")
+        assert f'app="{APP}"' not in metrics
+        assert 'app="by-ssh-url"' in metrics
+        _, everything = await call(face, "GET", "/metrics", "vera")
+        assert f'app="{APP}"' in everything
+
+
+async def test_a_revoked_token_and_its_sessions_end_at_once(tmp_path: Path) -> None:
+    async with serve(tmp_path, roles=ROLES) as face:
+        token = face.tokens["otto"]
+        async with face.anonymous.post(
+            "/login", data={"token": token}, allow_redirects=False
+        ) as answer:
+            assert answer.status == 303
+            cookie = answer.cookies["reconciler_session"]
+            assert cookie["httponly"] and cookie["samesite"] == "Strict"
+        session = {"Cookie": f"reconciler_session={cookie.value}"}
+        async with face.anonymous.get("/status", headers=session) as answer:
+            assert answer.status == 200
+        tokens_file = tmp_path / "tokens.toml"
+        revoke_token(tokens_file, "otto")
+        st = tokens_file.stat()
+        os.utime(tokens_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        for headers in (session, face.bearer("otto")):
+            async with face.anonymous.get("/status", headers=headers) as answer:
+                assert answer.status == 401
+
+
+async def test_a_forged_cookie_and_a_bad_login_are_nobody(tmp_path: Path) -> None:
+    async with serve(tmp_path, roles=ROLES) as face:
+        forged = {"Cookie": "reconciler_session=eyJoIjoiYSIsImUiOjk5OTk5OTk5OTl9.AAAA"}
+        async with face.anonymous.get("/status", headers=forged) as answer:
+            assert answer.status == 401
+        async with face.anonymous.post(
+            "/login", data={"token": "not-a-token"}, allow_redirects=False
+        ) as answer:
+            assert answer.status == 401
+            assert "set-cookie" not in answer.headers
+
+
+async def test_every_state_change_is_audited_accepted_or_refused(tmp_path: Path) -> None:
+    async with serve(tmp_path, roles=ROLES) as face:
+        await call(face, "POST", f"/apps/{APP}/sync", "otto")
+        assert face.loops[APP].asked_by == "otto"  # its outcome will say who asked
+        await call(face, "POST", f"/apps/{APP}/sync", "vera")
+        await call(face, "POST", f"/apps/{APP}/sync", None)
+        await call(face, "POST", f"/apps/{APP}/sync", "sam")
+        lines = (tmp_path / "state" / AUDIT_LOG).read_text().splitlines()
+        entries = [json.loads(line) for line in lines]
+        assert [
+            (e["identity"], e["role"], e["action"], e["app"], e["result"][:12]) for e in entries
+        ] == [
+            ("otto", "operator", "sync", APP, "accepted"),
+            ("vera", "viewer", "sync", APP, "refused: 403"),
+            ("-", "-", "sync", APP, "refused: 401"),
+            ("sam", "operator", "sync", APP, "refused: 404"),
+        ]
+        assert all(e["address"] == "127.0.0.1" and e["via"] in ("token", "-") for e in entries)
+        _, text = await call(face, "GET", "/audit", "sam")
+        assert json.loads(text)["entries"] == []  # sam does not see by-clone-url
+        _, text = await call(face, "GET", f"/audit?app={APP}", "vera")
+        assert len(json.loads(text)["entries"]) == 4
+
+
+async def test_a_trusted_proxy_names_the_user_and_nobody_else_can(tmp_path: Path) -> None:
+    async with serve(tmp_path, roles=ROLES, trusted_proxies=["198.51.100.0/24"]) as face:
+        face.tokens_file.write_text(
+            face.tokens_file.read_text() + '\n[[user]]\nname = "bob@example.com"\nrole = "viewer"\n'
+        )
+        st = face.tokens_file.stat()
+        os.utime(face.tokens_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        proxied = {"X-Forwarded-User": "bob@example.com", "X-Test-Peer": "198.51.100.7"}
+        async with face.anonymous.get("/status", headers=proxied) as answer:
+            assert answer.status == 200
+        for headers in (
+            {"X-Forwarded-User": "bob@example.com"},  # loopback is no proxy of ours
+            {"X-Forwarded-User": "bob@example.com", "X-Test-Peer": "203.0.113.9"},
+            {"X-Forwarded-User": "eve@example.com", "X-Test-Peer": "198.51.100.7"},
+        ):
+            async with face.anonymous.get("/status", headers=headers) as answer:
+                assert answer.status == 401, headers
+
+
+async def test_event_streams_are_bounded_and_carry_only_the_callers_apps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the bound a new stream is 503 (each holds a queue and a connection); a stream
+    says nothing of apps outside the caller's globs."""
+    monkeypatch.setattr(stream, "MAX_STREAMS", 2)
+    async with serve(tmp_path, roles=ROLES) as face:
+        opened = [await face.anonymous.get("/events", headers=face.bearer("sam")) for _ in range(2)]
+        try:
+            assert [answer.status for answer in opened] == [200, 200]
+            async with face.anonymous.get("/events", headers=face.bearer("otto")) as third:
+                assert third.status == 503
+            bus = face.supervisor.view.bus
+            for app in (APP, "by-ssh-url"):
+                bus.publish(
+                    PhaseChanged(
+                        app=app, phase=Phase.BUILDING, previous=Phase.IN_SYNC, revision=None
+                    )
+                )
+            seen = await next_data(opened[0])
+            assert seen["app"] == "by-ssh-url"  # the by-clone-url event was not sent to sam
+        finally:
+            for answer in opened:
+                answer.close()
+
+
+async def next_data(answer: aiohttp.ClientResponse) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        async for raw in answer.content:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("data:"):
+                event: dict[str, Any] = json.loads(line.removeprefix("data:").strip())
+                return event
+    raise AssertionError("the stream ended before an event")
