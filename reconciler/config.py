@@ -13,6 +13,7 @@ import re
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -435,7 +436,12 @@ class AppConfig(_Section):
     def _repo(cls, value: str) -> str:
         if has_credentials(value):
             raise ValueError("repo URL embeds a credential; put the token in git_token_file")
-        if not re.match(r"^(https://|http://|ssh://|git://|file://|[\w.-]+@[\w.-]+:)", value):
+        scheme = value.partition("://")[0].lower() if "://" in value else ""
+        if scheme == "git" or (scheme == "http" and not is_loopback(urlsplit(value).netloc)):
+            # Nothing protects what travels over git:// or http://: a token in clear text, a
+            # commit changed on the way. http:// stays for a mirror on this host.
+            raise ValueError(f"repo {value!r} is not encrypted in transit; use https:// or ssh://")
+        if not re.match(r"^(https://|http://|ssh://|file://|[\w.-]+@[\w.-]+:)", value):
             raise ValueError(
                 f"repo must be an https://, ssh://, git@host:path or file:// URL, got {value!r}"
             )

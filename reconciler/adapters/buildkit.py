@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from reconciler.adapters.values import BuildRequest
+from reconciler.decisions.text import printable
 from reconciler.errors import StalledError
 
 # A single output line longer than this is cut: a RUN step printing a megabyte without a
@@ -253,7 +254,7 @@ class LineSplitter:
             self._pending += data
 
     def _take(self) -> str:
-        line = _cut(self._pending.decode(errors="replace").rstrip("\r"), self._dropping)
+        line = _cut(printable(self._pending.decode(errors="replace")), self._dropping)
         self._pending.clear()
         self._dropping = False
         return line
@@ -263,7 +264,7 @@ class LineSplitter:
         """Complete lines, `data` ending with a newline."""
         # One decode and one split for the whole chunk: a command printing millions of short
         # lines must not cost Python work per byte. splitlines also ends a line at a lone \r.
-        lines = data.decode(errors="replace").splitlines()
+        lines = [printable(line) for line in data.decode(errors="replace").splitlines()]
         if len(data) > LINE_CAP:
             lines = [_cut(line, len(line) > LINE_CAP) for line in lines]
         return lines

@@ -40,6 +40,7 @@ from reconciler.adapters.engine_api import LOG_TAIL_LINES, engine_errors, one_li
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun
 from reconciler.decisions.model import TestRun
+from reconciler.decisions.text import printable
 from reconciler.errors import (
     BuildFailed,
     DockerUnavailable,
@@ -503,7 +504,8 @@ async def _read_build(response: aiohttp.ClientResponse, *, tag: str) -> BuildRes
         aux = item.get("aux")
         if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
             image_id = aux["ID"]
-        for line in str(item.get("stream", "")).splitlines():
+        for raw in str(item.get("stream", "")).splitlines():
+            line = printable(raw)
             if not line.strip():
                 continue
             tail.append(line.rstrip())

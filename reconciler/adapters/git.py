@@ -220,10 +220,19 @@ class GitMirrors:
             # A full SHA names one immutable commit: once mirrored, no need to ask the remote.
             return await self._commit(source, pin, f"revision '{pin}'")
         heads = await self.remote_heads(source)
-        # A tag wins over an abbreviated SHA of the same spelling, as in `git rev-parse`.
         tag = heads.get(f"refs/tags/{pin}")
         if tag is not None:
-            return await self._commit(source, tag, f"tag '{pin}'")
+            tagged = await self._commit(source, tag, f"tag '{pin}'")
+            if _SHORT_SHA.fullmatch(pin):
+                # `git rev-parse` would quietly take the tag; a pusher who can make a tag
+                # spelt like the commit an operator pinned could swap what deploys.
+                as_commit = await self._read(source.url, lambda repo: _peel(repo, pin))
+                if as_commit is not None and as_commit != tagged:
+                    raise GitRevisionNotFound(
+                        f"revision '{pin}' is both a tag and an abbreviated commit; pin the "
+                        "full commit SHA, or a tag not spelt like one"
+                    )
+            return tagged
         if _SHORT_SHA.fullmatch(pin):
             return await self._commit(source, pin, f"revision '{pin}'")
         raise GitRevisionNotFound(f"revision '{pin}' not found in {redact_url(source.url)}")

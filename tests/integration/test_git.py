@@ -171,6 +171,23 @@ async def test_a_moved_tag_is_followed(repo: GitRepo, mirrors: GitMirrors) -> No
     assert await mirrors.resolve(source(repo, revision="stable")) == second
 
 
+async def test_a_pin_that_is_both_a_tag_and_an_abbreviated_commit_is_refused(
+    repo: GitRepo, mirrors: GitMirrors
+) -> None:
+    """A tag spelt like another commit's abbreviated SHA could swap what deploys: refused,
+    naming both readings; a tag on the very commit it spells is no ambiguity."""
+    first = repo.commit({"a.txt": "1"})
+    second = repo.commit({"a.txt": "2"})
+    short = first[:10]
+    repo.tag(short, second)  # the tag says `second`, the digits say `first`
+    await mirrors.resolve(source(repo))  # the mirror has both commits
+    with pytest.raises(GitRevisionNotFound, match="both a tag and an abbreviated commit"):
+        await mirrors.resolve(source(repo, revision=short))
+    own = second[:10]
+    repo.tag(own, second)
+    assert await mirrors.resolve(source(repo, revision=own)) == second
+
+
 async def test_pin_by_abbreviated_sha(repo: GitRepo, mirrors: GitMirrors) -> None:
     """An abbreviated SHA resolves to the full 40-hex SHA."""
     old = repo.commit({"a.txt": "1"})

@@ -171,6 +171,14 @@ BAD = {
         "aws.registry: expected a registry host",
     ),
     "tiny body limit": (with_section(webhook={"max_body_bytes": 10}), "webhook.max_body_bytes"),
+    "repo over git://": (
+        app_with(repo="git://github.com/acme/web.git"),
+        "apps[web].repo: repo 'git://github.com/acme/web.git' is not encrypted in transit",
+    ),
+    "repo over http://": (
+        app_with(repo="http://git.example.com/acme/web.git"),
+        "use https:// or ssh://",
+    ),
     "bad admin listen": (
         with_section(daemon={"admin_listen": "everywhere"}),
         "daemon.admin_listen: expected host:port",
@@ -225,6 +233,11 @@ def test_bad_config_names_the_problem(text: str, expected: str) -> None:
 def test_an_open_admin_listener_with_identities_is_accepted(auth: Table) -> None:
     config = parse_config(with_section(daemon={"admin_listen": "0.0.0.0:8089"}, auth=auth))
     assert (config.daemon.admin_host, config.daemon.admin_port) == ("0.0.0.0", 8089)  # noqa: S104
+
+
+def test_a_repo_over_http_on_this_host_is_accepted() -> None:
+    """A mirror on this host crosses no network."""
+    assert parse_config(app_with(repo="http://127.0.0.1:8080/acme/web.git")).apps[0].repo
 
 
 def test_the_two_listeners_default_to_loopback() -> None:
