@@ -317,8 +317,8 @@ async def test_a_command_the_image_does_not_have_is_a_failed_test_not_an_outage(
 
 
 async def test_a_fork_bomb_fails_its_test_alone(engine: DockerEngine, image: Image) -> None:
-    """Processes past the pids limit (by default) cannot be made: the test fails within its timeout, and
-    the engine still runs the next test."""
+    """Processes past the default pids limit cannot be made: the test fails within its
+    timeout, and the engine still runs the next test."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     outcome, _ = await run(engine, image, "while true; do sleep 600 & done", timeout=60)
@@ -376,3 +376,23 @@ async def test_the_limits_reach_the_engine(engine: DockerEngine, image: Image) -
     )
     outcome, _ = await run(engine, image, script, memory_mb=64, pids=100, user="1234:1234")
     assert outcome.tail == (str(64 * 1024 * 1024), "100", "1234")
+
+
+async def test_cpus_the_engine_refuses_are_build_failed_not_an_outage(
+    engine: DockerEngine, image: Image
+) -> None:
+    """More CPUs than the host has: the same request would be refused again, so it is not
+    retried as an unavailable engine."""
+    with pytest.raises(BuildFailed, match="refused") as caught:
+        await engine.run(
+            ContainerRun(
+                image=image.name,
+                command=["true"],
+                env={},
+                network="none",
+                timeout=10,
+                cpus=100_000,
+            ),
+            on_line=lambda line: None,
+        )
+    assert "\n" not in str(caught.value)
