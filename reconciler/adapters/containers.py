@@ -131,8 +131,8 @@ async def _attached(
                     except DockerError as exc:
                         if not _cannot_start(exc):
                             raise
-                        # The command is not in the image (or not executable): the
-                        # test failed, as a shell would say with exit 127.
+                        # The command (or the user) is not in the image: the test
+                        # failed, as a shell would say with exit 127.
                         emit([one_line(exc.message)])
                         return TestRun(exit_code=127, timed_out=False, tail=tuple(tail))
                     # One splitter per stream: a partial stdout line must not be joined
@@ -186,14 +186,15 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 def _cannot_start(exc: DockerError) -> bool:
-    """The engine refused to start a container because its command cannot be run."""
+    """The engine refused to start a container because its command cannot be run, or its
+    user is not in the image."""
     text = exc.message.lower()
+    if exc.status not in {400, 500}:
+        return False
+    if "unable to find user" in text:
+        return True
     return (
-        exc.status in {400, 500}
-        and (
-            "executable file not found" in text
-            or "no such file or directory" in text
-            or "permission denied" in text
-        )
-        and "exec" in text
-    )
+        "executable file not found" in text
+        or "no such file or directory" in text
+        or "permission denied" in text
+    ) and "exec" in text

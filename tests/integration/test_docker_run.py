@@ -398,3 +398,11 @@ async def test_cpus_the_engine_refuses_are_build_failed_not_an_outage(
             on_line=lambda line: None,
         )
     assert "\n" not in str(caught.value)
+
+
+async def test_a_user_the_image_does_not_have_is_a_failed_test_not_an_outage(
+    engine: DockerEngine, image: Image
+) -> None:
+    outcome, _ = await run(engine, image, "true", user="nosuchuser")
+    assert (outcome.exit_code, outcome.passed) == (127, False)
+    assert any("unable to find user nosuchuser" in line for line in outcome.tail)
