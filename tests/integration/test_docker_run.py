@@ -81,6 +81,7 @@ async def run(
     network: str = "none",
     timeout: float = 60,
     memory_mb: int = 1024,
+    cpus: float = 1.0,
     pids: int = 512,
     read_only: bool = True,
     user: str = "",
@@ -94,6 +95,7 @@ async def run(
             network=network,
             timeout=timeout,
             memory_mb=memory_mb,
+            cpus=cpus,
             pids=pids,
             read_only=read_only,
             user=user,
@@ -386,17 +388,7 @@ async def test_cpus_the_engine_refuses_are_build_failed_not_an_outage(
     """More CPUs than the host has: the same request would be refused again, so it is not
     retried as an unavailable engine."""
     with pytest.raises(BuildFailed, match="refused") as caught:
-        await engine.run(
-            ContainerRun(
-                image=image.name,
-                command=["true"],
-                env={},
-                network="none",
-                timeout=10,
-                cpus=100_000,
-            ),
-            on_line=lambda line: None,
-        )
+        await run(engine, image, "true", cpus=100_000)
     assert "\n" not in str(caught.value)
 
 
