@@ -38,6 +38,7 @@ ECR_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]
 GIT_REF = re.compile(r"^[A-Za-z0-9._/-]+$")
 DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 SHA = re.compile(r"[0-9a-f]{40}")
+DOCKER_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
 
 
 def _require_http_url(value: str) -> None:
@@ -332,6 +333,22 @@ class AppTest(_Section):
     timeout: Duration = 600.0
     network: Literal["none", "bridge", "host"] = "none"
     env: dict[str, str] = Field(default_factory=dict)
+    # The container's limits: a test that forks without end or eats memory fails alone,
+    # and the build host stays up. The defaults suit a typical `npm test`.
+    memory_mb: int = Field(default=1024, ge=16)  # no swap beyond it; /tmp counts toward it
+    cpus: float = Field(default=1.0, gt=0)
+    pids: int = Field(default=512, ge=16)
+    read_only: bool = True  # read-only root filesystem; /tmp a tmpfs
+    user: str = ""  # empty: the image's user
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if value and not DOCKER_USER.fullmatch(value):
+            raise ValueError(
+                f"user must be a name or uid, optionally :group or :gid, not {value!r}"
+            )
+        return value
 
 
 class AppPreDeploy(_Section):

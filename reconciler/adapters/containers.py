@@ -1,5 +1,6 @@
-"""Test containers: one command in a new container of an image, its output read live, killed
-at its deadline and removed however the run ends.
+"""Test containers: one command in a new container of an image, within its limits (memory,
+CPUs, processes, no capabilities, a read-only root), its output read live, killed at its
+deadline and removed however the run ends.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from reconciler.adapters.values import ContainerRun
 from reconciler.decisions.model import TestRun
 from reconciler.errors import BuildFailed
 
+MIB = 1024 * 1024
+
 
 async def run_container(
     docker: Docker, request: ContainerRun, *, on_line: Callable[[str], None]
@@ -29,9 +32,11 @@ async def run_container(
 
     Each line of its stdout and stderr goes to `on_line` as it comes, cut at
     buildkit.LINE_CAP characters; only the last lines are kept, for the TestRun's tail.
-    At the timeout the container is killed (exit_code None, timed_out True). The container
+    At the timeout the container is killed (exit_code None, timed_out True). Past its memory
+    limit a process of it is killed, and a non-zero exit says so (oom_killed). The container
     is removed however this ends, cancellation included. Raises BuildFailed when `image`
-    does not exist, DockerUnavailable when the engine cannot be reached.
+    does not exist or the engine refuses the container's settings, DockerUnavailable when
+    the engine cannot be reached.
     """
     image = request.image
     config: dict[str, Any] = {
@@ -43,13 +48,10 @@ async def run_container(
         "AttachStdout": True,
         "AttachStderr": True,
         "Labels": {"org.reconciler.role": "test"},
-        "HostConfig": {
-            "NetworkMode": request.network,
-            # The output is read live through attach; a log driver would also write all
-            # of it to the engine's disk (a chatty test: gigabytes of JSON lines).
-            "LogConfig": {"Type": "none", "Config": {}},
-        },
+        "HostConfig": host_config(request),
     }
+    if request.user:
+        config["User"] = request.user
     with engine_errors(f"test run of {image}"):
         try:
             container = await docker.containers.create(config)
@@ -58,6 +60,13 @@ async def run_container(
                 message = one_line(exc.message)
                 raise BuildFailed(
                     f"test image {image} does not exist: {message}", log_tail=[message]
+                ) from exc
+            if exc.status == 400:
+                # The engine refused the container as asked (cpus past the host's count,
+                # say): retrying the same request would be refused again.
+                message = one_line(exc.message)
+                raise BuildFailed(
+                    f"test container of {image} refused: {message}", log_tail=[message]
                 ) from exc
             raise
     try:
@@ -68,6 +77,33 @@ async def run_container(
     with engine_errors(f"removal of the test container of {image}"):
         await container.delete(force=True)
     return outcome
+
+
+def host_config(request: ContainerRun) -> dict[str, Any]:
+    """The engine's HostConfig for a test container: its network and its limits.
+
+    A test that forks without end or eats memory fails alone, as a killed or failing
+    command, and the build host stays up.
+    """
+    memory = request.memory_mb * MIB
+    host: dict[str, Any] = {
+        "NetworkMode": request.network,
+        # The output is read live through attach; a log driver would also write all of
+        # it to the engine's disk (a chatty test: gigabytes of JSON lines).
+        "LogConfig": {"Type": "none", "Config": {}},
+        "Memory": memory,
+        "MemorySwap": memory,  # the same figure: no swap beyond the limit
+        "NanoCpus": round(request.cpus * 1e9),
+        "PidsLimit": request.pids,
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges"],
+        "ReadonlyRootfs": request.read_only,
+    }
+    if request.read_only:
+        # A tmpfs's pages count toward the container's memory, so the limit bounds it too.
+        tmp = "/tmp"  # noqa: S108 - the container's own /tmp, not the host's
+        host["Tmpfs"] = {tmp: f"rw,nosuid,nodev,size={request.memory_mb}m,mode=1777"}
+    return host
 
 
 async def _attached(
@@ -95,8 +131,8 @@ async def _attached(
                     except DockerError as exc:
                         if not _cannot_start(exc):
                             raise
-                        # The command is not in the image (or not executable): the
-                        # test failed, as a shell would say with exit 127.
+                        # The command (or the user) is not in the image: the test
+                        # failed, as a shell would say with exit 127.
                         emit([one_line(exc.message)])
                         return TestRun(exit_code=127, timed_out=False, tail=tuple(tail))
                     # One splitter per stream: a partial stdout line must not be joined
@@ -115,7 +151,16 @@ async def _attached(
         with contextlib.suppress(*ENGINE_ERRORS):
             await container.kill()
         return TestRun(exit_code=None, timed_out=True, tail=tuple(tail))
-    return TestRun(exit_code=int(status["StatusCode"]), timed_out=False, tail=tuple(tail))
+    exit_code = int(status["StatusCode"])
+    oom_killed = exit_code != 0 and await _oom_killed(container, image=image)
+    return TestRun(exit_code=exit_code, timed_out=False, tail=tuple(tail), oom_killed=oom_killed)
+
+
+async def _oom_killed(container: DockerContainer, *, image: str) -> bool:
+    """Whether the engine killed a process of the (stopped) container at its memory limit."""
+    with engine_errors(f"inspection of the test container of {image}"):
+        info = await container.show()
+    return bool(info.get("State", {}).get("OOMKilled", False))
 
 
 async def _remove_quietly(container: DockerContainer) -> None:
@@ -141,14 +186,15 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 def _cannot_start(exc: DockerError) -> bool:
-    """The engine refused to start a container because its command cannot be run."""
+    """The engine refused to start a container because its command cannot be run, or its
+    user is not in the image."""
     text = exc.message.lower()
+    if exc.status not in {400, 500}:
+        return False
+    if "unable to find user" in text:
+        return True
     return (
-        exc.status in {400, 500}
-        and (
-            "executable file not found" in text
-            or "no such file or directory" in text
-            or "permission denied" in text
-        )
-        and "exec" in text
-    )
+        "executable file not found" in text
+        or "no such file or directory" in text
+        or "permission denied" in text
+    ) and "exec" in text

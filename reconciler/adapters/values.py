@@ -49,10 +49,20 @@ class TaskRunRequest:
 @dataclass(frozen=True)
 class ContainerRun:
     """`command` in a new container of `image`, with `env`, on `network`, killed after
-    `timeout` seconds (the container's own limit, not a bound on the caller's wait)."""
+    `timeout` seconds (the container's own limit, not a bound on the caller's wait).
+
+    It may use `memory_mb` MiB (no swap beyond), `cpus` CPUs and `pids` processes, with no
+    capabilities; `read_only` makes its root filesystem read-only with a tmpfs on /tmp. It
+    runs as `user`, or as the image's user when that is "".
+    """
 
     image: str
     command: Sequence[str]
     env: Mapping[str, str]
     network: str
     timeout: float
+    memory_mb: int = 1024
+    cpus: float = 1.0
+    pids: int = 512
+    read_only: bool = True
+    user: str = ""

@@ -99,6 +99,7 @@ class TestRun:
     exit_code: int | None  # None when it was killed at the timeout
     timed_out: bool
     tail: tuple[str, ...]  # the last lines of its output
+    oom_killed: bool = False  # the engine killed a process of it at its memory limit
 
     @property
     def passed(self) -> bool:

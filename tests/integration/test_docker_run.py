@@ -80,6 +80,11 @@ async def run(
     env: dict[str, str] | None = None,
     network: str = "none",
     timeout: float = 60,
+    memory_mb: int = 1024,
+    cpus: float = 1.0,
+    pids: int = 512,
+    read_only: bool = True,
+    user: str = "",
 ) -> tuple[TestRun, list[str]]:
     lines: list[str] = []
     outcome = await engine.run(
@@ -89,6 +94,11 @@ async def run(
             env=env or {},
             network=network,
             timeout=timeout,
+            memory_mb=memory_mb,
+            cpus=cpus,
+            pids=pids,
+            read_only=read_only,
+            user=user,
         ),
         on_line=lines.append,
     )
@@ -306,3 +316,85 @@ async def test_a_command_the_image_does_not_have_is_a_failed_test_not_an_outage(
     )
     assert (outcome.exit_code, outcome.timed_out, outcome.passed) == (127, False, False)
     assert any("no such file" in line.lower() for line in outcome.tail)
+
+
+async def test_a_fork_bomb_fails_its_test_alone(engine: DockerEngine, image: Image) -> None:
+    """Processes past the default pids limit cannot be made: the test fails within its
+    timeout, and the engine still runs the next test."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    outcome, _ = await run(engine, image, "while true; do sleep 600 & done", timeout=60)
+    assert not outcome.passed and not outcome.timed_out
+    assert any("can't fork" in line for line in outcome.tail)
+    # At 512 processes it stops at once; the host's own limits would take far longer.
+    assert loop.time() - started < 15
+    again, _ = await run(engine, image, "echo still here")
+    assert again == TestRun(exit_code=0, timed_out=False, tail=("still here",))
+
+
+async def test_memory_past_the_limit_is_an_oom_kill(engine: DockerEngine, image: Image) -> None:
+    outcome, _ = await run(
+        engine, image, "busybox head -c 200m /dev/zero | busybox tail", memory_mb=32
+    )
+    assert not outcome.passed
+    assert outcome.oom_killed
+
+
+async def test_a_failure_within_the_memory_limit_is_not_an_oom_kill(
+    engine: DockerEngine, image: Image
+) -> None:
+    outcome, _ = await run(engine, image, "exit 1", memory_mb=32)
+    assert (outcome.exit_code, outcome.oom_killed) == (1, False)
+
+
+async def test_the_root_filesystem_is_read_only_but_tmp_is_writable(
+    engine: DockerEngine, image: Image
+) -> None:
+    outcome, _ = await run(engine, image, "echo x > /written")
+    assert outcome.exit_code not in {0, None}
+    assert any("read-only file system" in line.lower() for line in outcome.tail)
+    outcome, _ = await run(engine, image, "echo x > /tmp/written && cat /tmp/written")
+    assert outcome == TestRun(exit_code=0, timed_out=False, tail=("x",))
+
+
+async def test_without_read_only_the_root_filesystem_is_writable(
+    engine: DockerEngine, image: Image
+) -> None:
+    outcome, _ = await run(engine, image, "echo x > /written && cat /written", read_only=False)
+    assert outcome == TestRun(exit_code=0, timed_out=False, tail=("x",))
+
+
+async def test_capabilities_are_dropped(engine: DockerEngine, image: Image) -> None:
+    """Root in the container cannot give a file away (CAP_CHOWN is gone)."""
+    outcome, _ = await run(engine, image, "touch /tmp/f && busybox chown 1234 /tmp/f")
+    assert outcome.exit_code not in {0, None}
+    assert any("operation not permitted" in line.lower() for line in outcome.tail)
+
+
+async def test_the_limits_reach_the_engine(engine: DockerEngine, image: Image) -> None:
+    """The container's own view: its memory limit, its pids limit, and its user."""
+    script = (
+        "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max 2>/dev/null"
+        " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max;"
+        " id -u"
+    )
+    outcome, _ = await run(engine, image, script, memory_mb=64, pids=100, user="1234:1234")
+    assert outcome.tail == (str(64 * 1024 * 1024), "100", "1234")
+
+
+async def test_cpus_the_engine_refuses_are_build_failed_not_an_outage(
+    engine: DockerEngine, image: Image
+) -> None:
+    """More CPUs than the host has: the same request would be refused again, so it is not
+    retried as an unavailable engine."""
+    with pytest.raises(BuildFailed, match="refused") as caught:
+        await run(engine, image, "true", cpus=100_000)
+    assert "\n" not in str(caught.value)
+
+
+async def test_a_user_the_image_does_not_have_is_a_failed_test_not_an_outage(
+    engine: DockerEngine, image: Image
+) -> None:
+    outcome, _ = await run(engine, image, "true", user="nosuchuser")
+    assert (outcome.exit_code, outcome.passed) == (127, False)
+    assert any("unable to find user nosuchuser" in line for line in outcome.tail)

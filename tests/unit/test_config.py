@@ -125,6 +125,34 @@ BAD = {
         app_with(test={"command": ["npm", "test"], "network": "wifi"}),
         "apps[web].test.network",
     ),
+    "test memory below 16 MiB": (
+        app_with(test={"command": ["npm", "test"], "memory_mb": 8}),
+        "apps[web].test.memory_mb: Input should be greater than or equal to 16",
+    ),
+    "test memory not a whole number": (
+        app_with(test={"command": ["npm", "test"], "memory_mb": "lots"}),
+        "apps[web].test.memory_mb",
+    ),
+    "no test cpus": (
+        app_with(test={"command": ["npm", "test"], "cpus": 0}),
+        "apps[web].test.cpus: Input should be greater than 0",
+    ),
+    "negative test cpus": (
+        app_with(test={"command": ["npm", "test"], "cpus": -1.5}),
+        "apps[web].test.cpus: Input should be greater than 0",
+    ),
+    "test pids below 16": (
+        app_with(test={"command": ["npm", "test"], "pids": 15}),
+        "apps[web].test.pids: Input should be greater than or equal to 16",
+    ),
+    "test read_only not a boolean": (
+        app_with(test={"command": ["npm", "test"], "read_only": "perhaps"}),
+        "apps[web].test.read_only",
+    ),
+    "test user that is not a user": (
+        app_with(test={"command": ["npm", "test"], "user": "root; rm -rf /"}),
+        "apps[web].test.user: user must be a name or uid",
+    ),
     "empty pre-deploy command": (
         app_with(pre_deploy={"command": [""]}),
         "apps[web].pre_deploy.command: command must not be empty",
@@ -243,6 +271,26 @@ def test_a_repo_over_http_on_this_host_is_accepted() -> None:
 def test_the_two_listeners_default_to_loopback() -> None:
     daemon = parse_config(APP).daemon
     assert (daemon.listen, daemon.admin_listen) == ("127.0.0.1:8088", "127.0.0.1:8089")
+
+
+def test_a_test_container_is_limited_by_default() -> None:
+    test = parse_config(app_with(test={"command": ["npm", "test"]})).apps[0].test
+    assert test is not None
+    limits = (test.memory_mb, test.cpus, test.pids, test.read_only, test.user)
+    assert limits == (1024, 1.0, 512, True, "")
+
+
+def test_a_test_containers_limits_may_be_set_down_to_their_floors() -> None:
+    gate: dict[str, TomlValue] = {
+        "memory_mb": 16,
+        "cpus": 0.25,
+        "pids": 16,
+        "read_only": False,
+        "user": "node:1000",
+    }
+    test = parse_config(app_with(test={"command": ["npm", "test"], **gate})).apps[0].test
+    assert test is not None
+    assert (test.memory_mb, test.cpus, test.pids, test.read_only, test.user) == tuple(gate.values())
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -48,6 +48,11 @@ async def run_test(ctx: PassContext) -> bool:
             env=gate.env,
             network=gate.network,
             timeout=gate.timeout,
+            memory_mb=gate.memory_mb,
+            cpus=gate.cpus,
+            pids=gate.pids,
+            read_only=gate.read_only,
+            user=gate.user,
         ),
         on_line=lambda line: log.info("test_output", line=line),
     )
@@ -57,6 +62,11 @@ async def run_test(ctx: PassContext) -> bool:
         return True
     if run.timed_out:
         reason = f"test timed out after {gate.timeout:g}s"
+    elif run.oom_killed:
+        reason = (
+            f"test ran out of memory (memory_mb = {gate.memory_mb}): "
+            f"{' '.join(gate.command)} exited {run.exit_code}"
+        )
     else:
         reason = f"test failed: {' '.join(gate.command)} exited {run.exit_code}"
     tail = "\n".join(run.tail[-TAIL_IN_ERROR:])

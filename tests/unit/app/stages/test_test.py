@@ -3,6 +3,8 @@ timeout holds the revision at once, with the output's tail as the reason."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -43,6 +45,10 @@ async def test_a_passing_test_runs_in_the_built_image_and_holds_nothing() -> Non
 FAILURES = {
     "a non-zero exit": (TestRun(exit_code=1, timed_out=False, tail=()), "npm test exited 1"),
     "a timeout": (TestRun(exit_code=None, timed_out=True, tail=()), "test timed out after 5s"),
+    "an OOM kill": (
+        TestRun(exit_code=137, timed_out=False, tail=(), oom_killed=True),
+        "test ran out of memory (memory_mb = 1024): npm test exited 137",
+    ),
 }
 
 
@@ -52,7 +58,7 @@ async def test_a_failed_test_holds_the_revision_with_the_tail_of_its_output(
 ) -> None:
     run = gated()
     output = tuple(f"line {n:02}" for n in range(30))
-    run.docker.test_result = TestRun(result.exit_code, result.timed_out, output)
+    run.docker.test_result = replace(result, tail=output)
     assert await run_test(run.ctx) is False
     hold = run.written.hold
     assert hold is not None and hold.revision == REVISION
@@ -64,6 +70,14 @@ async def test_a_failed_test_holds_the_revision_with_the_tail_of_its_output(
     assert run.status.phase is Phase.FAILED
     assert run.status.last_error == hold.reason
     assert run.count("test_failed") == 1
+
+
+async def test_the_test_container_gets_the_configured_limits() -> None:
+    run = gated(memory_mb=256, cpus=0.5, pids=64, read_only=False, user="1000")
+    assert await run_test(run.ctx) is True
+    [request] = run.docker.run_requests
+    limits = (request.memory_mb, request.cpus, request.pids, request.read_only, request.user)
+    assert limits == (256, 0.5, 64, False, "1000")
 
 
 async def test_a_test_target_is_built_locally_and_the_test_runs_in_it() -> None:
