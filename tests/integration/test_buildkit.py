@@ -24,10 +24,11 @@ import pytest
 from reconciler.adapters import buildkit
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.engine_api import LOG_TAIL_LINES
+from reconciler.adapters.engines import EnginePool
 from reconciler.adapters.values import BuildRequest
 from reconciler.errors import BuildFailed, DockerUnavailable, RegistryUnavailable, StalledError
 from tests.support.net import free_port
-from tests.support.processes import command_lines
+from tests.support.processes import command_lines, started_by
 
 SECRET = "build-secret-" + uuid.uuid4().hex
 
@@ -93,7 +94,7 @@ async def buildkit_engine(docker_engine: str) -> AsyncIterator[DockerEngine]:
 
 
 async def build(
-    engine: DockerEngine,
+    engine: DockerEngine | EnginePool,
     tmp_path: Path,
     tag: str,
     dockerfile: str,
@@ -382,6 +383,50 @@ async def test_a_cancelled_build_kills_the_cli_and_the_engine_stops_the_step(
     await eventually(
         lambda: not running_with(marker), within=30, what="the engine did not stop the step"
     )
+
+
+@pytest.mark.timeout(150)  # the bound: far below the step's 600 s
+async def test_a_build_past_its_timeout_is_stopped_and_fails_and_frees_its_place(
+    docker_engine: str, base_image: str, tag: str, tmp_path: Path
+) -> None:
+    """`RUN sleep 600` under a 5 s build timeout is a failed build naming the timeout, with
+    the output so far; the CLI and the step are stopped, and the pool's one place builds the
+    next image at once."""
+    engine = DockerEngine(url=docker_engine, builder="buildkit", network="host", build_timeout=5.0)
+    pool = EnginePool({docker_engine: engine}, max_per_engine=1)
+    marker = uuid.uuid4().hex
+    # Not the last command, so the shell that carries the marker stays to wait for it.
+    dockerfile = f"FROM {base_image}\nRUN echo started-{marker}; sleep 600; echo {marker}\n"
+    try:
+        task = asyncio.create_task(build(pool, tmp_path, tag, dockerfile))
+        await eventually(lambda: sleeping(marker), within=60, what="the RUN step did not start")
+        steps = sleeping(marker)
+        with pytest.raises(BuildFailed) as caught:
+            await task
+        assert str(caught.value) == "build stopped after 5s (build.timeout)"
+        assert any(f"started-{marker}" in line for line in caught.value.log_tail)
+        assert running_with(tag) == []  # the CLI was reaped before the failure was raised
+        await eventually(
+            lambda: not still_running(steps), within=30, what="the engine did not stop the step"
+        )
+        again = await asyncio.wait_for(
+            build(pool, tmp_path, tag, f"FROM {base_image}\nRUN echo {marker}-again\n"),
+            timeout=60,
+        )
+    finally:
+        await pool.close()
+    assert inspect(tag)["Id"] == again.image_id
+
+
+def sleeping(marker: str) -> list[int]:
+    """PIDs of the `sleep 600` processes a RUN step whose shell carries `marker` started."""
+    return [pid for pid, args in started_by(marker).items() if args[:2] == [b"sleep", b"600"]]
+
+
+def still_running(pids: list[int]) -> list[int]:
+    """Those of `pids` still running `sleep 600`."""
+    running = command_lines()
+    return [pid for pid in pids if running.get(pid, [])[:2] == [b"sleep", b"600"]]
 
 
 # A fake CLI, for what the real one only says when the engine breaks.
