@@ -324,7 +324,7 @@ class DockerEngine:
     def _timed_out(self, tail: list[str]) -> BuildFailed:
         """The failure of a build stopped at the build timeout."""
         assert self._build_timeout is not None
-        span = seconds_text(self._build_timeout)
+        span = _seconds_text(self._build_timeout)
         return BuildFailed(f"build stopped after {span} (build.timeout)", log_tail=tail)
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
@@ -441,7 +441,7 @@ def _buildkit_failure(tag: str, ended: buildkit.CliExit, *, cli: buildkit.Docker
     return BuildFailed(f"build of {tag} failed: {final}", log_tail=progress.failure_tail())
 
 
-def seconds_text(seconds: float) -> str:
+def _seconds_text(seconds: float) -> str:
     """A duration as the config writes it: `5s`, `30m`, `1h30m`, `2.5s`."""
     whole = round(seconds)
     if whole < 1 or abs(seconds - whole) > 1e-6:
