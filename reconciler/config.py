@@ -241,6 +241,9 @@ class BuildSettings(_Section):
     tls_cert_file: OptionalPath = None
     tls_key_file: OptionalPath = None
     max_per_engine: int = Field(default=2, ge=1, le=64)
+    # A build running longer is stopped and counts as a failed build: a RUN step that never
+    # ends must not hold a build slot forever.
+    timeout: Duration = 1800.0
 
     @field_validator("engines")
     @classmethod

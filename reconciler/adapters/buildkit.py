@@ -359,20 +359,36 @@ class PlainProgress:
 
 @dataclass(frozen=True)
 class CliExit:
-    """How the CLI ended: its exit code (negative: killed by that signal) and what it said."""
+    """How the CLI ended: its exit code (negative: killed by that signal) and what it said;
+    `timed_out` when it was stopped because the build ran past its timeout."""
 
     returncode: int
     progress: PlainProgress
+    timed_out: bool = False
+
+
+# After its timeout, how long the CLI has between SIGTERM and SIGKILL: time to cancel the
+# build over its session and print what it stopped. Not every CLI does (some releases let a
+# SIGTERM go unanswered); after the SIGKILL, the engine stops the build when the CLI's
+# connection closes.
+STOP_GRACE = 5.0
 
 
 async def run(
-    argv: list[str], *, env: Mapping[str, str], context: BinaryIO, progress: PlainProgress
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    context: BinaryIO,
+    progress: PlainProgress,
+    time_limit: float | None = None,
 ) -> CliExit:
     """Run the build command with `context` streamed to its stdin, feeding `progress`.
 
-    StalledError when the CLI cannot be started at all. Cancelled, the CLI (and any plugin it
-    started) is killed and reaped before this returns: its connection to the engine closing
-    is what stops the build there.
+    StalledError when the CLI cannot be started at all. Past `time_limit` seconds (None:
+    none) the CLI and what it started are stopped (SIGTERM, then SIGKILL after STOP_GRACE)
+    and the exit says `timed_out`. Cancelled, the CLI (and any plugin it started) is killed
+    and reaped before this returns: its connection to the engine closing is what stops the
+    build there.
     """
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -389,16 +405,19 @@ async def run(
         # Removed or made unrunnable since it was found: a human has to put it back.
         raise StalledError(f"cannot run the docker CLI {argv[0]}: {exc}") from exc
     feeder = asyncio.create_task(_feed(proc, context))
+    splitter = LineSplitter()
+    timed_out = False
     try:
-        assert proc.stdout is not None
-        splitter = LineSplitter()
-        while chunk := await proc.stdout.read(CHUNK):
-            for line in splitter.feed(chunk):
-                progress.feed(line)
-        for line in splitter.close():
-            progress.feed(line)
-        returncode = await proc.wait()
-        await feeder
+        try:
+            async with asyncio.timeout(time_limit) as deadline:
+                await _read(proc, splitter, progress)
+                returncode = await proc.wait()
+                await feeder
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            timed_out = True
+            returncode = await _stop(proc, feeder, splitter, progress)
     except BaseException:
         feeder.cancel()
         _kill(proc)
@@ -407,7 +426,45 @@ async def run(
         if not feeder.cancelled():
             feeder.exception()  # retrieved; the exception on its way out is the one to report
         raise
-    return CliExit(returncode=returncode, progress=progress)
+    return CliExit(returncode=returncode, progress=progress, timed_out=timed_out)
+
+
+async def _read(
+    proc: asyncio.subprocess.Process, splitter: LineSplitter, progress: PlainProgress
+) -> None:
+    """Feed the CLI's output to `progress` line by line until it closes its output."""
+    assert proc.stdout is not None
+    while chunk := await proc.stdout.read(CHUNK):
+        for line in splitter.feed(chunk):
+            progress.feed(line)
+    for line in splitter.close():
+        progress.feed(line)
+
+
+async def _stop(
+    proc: asyncio.subprocess.Process,
+    feeder: asyncio.Task[None],
+    splitter: LineSplitter,
+    progress: PlainProgress,
+) -> int:
+    """Stop a build past its timeout: SIGTERM to the CLI's process group, its last words read
+    for STOP_GRACE seconds, then SIGKILL. Its exit code, once it is reaped."""
+    _signal(proc, signal.SIGTERM)
+    feeder.cancel()  # the rest of the context is not wanted; stdin closes
+    try:
+        async with asyncio.timeout(STOP_GRACE):
+            await _read(proc, splitter, progress)
+            returncode = await proc.wait()
+    except TimeoutError:
+        # The whole group, even when the CLI has been reaped: what it started may still hold
+        # its output open (and keeps the group in being while it does).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        returncode = await proc.wait()
+    await asyncio.wait([feeder])
+    if not feeder.cancelled():
+        feeder.exception()  # the timeout is what the caller hears of
+    return returncode
 
 
 async def _feed(proc: asyncio.subprocess.Process, context: BinaryIO) -> None:
@@ -420,6 +477,8 @@ async def _feed(proc: asyncio.subprocess.Process, context: BinaryIO) -> None:
             await stdin.drain()
     except (BrokenPipeError, ConnectionResetError):
         return  # the CLI stopped reading (it failed early); its exit and output say why
+    except asyncio.CancelledError:
+        raise  # whoever cancelled the copy stops the CLI too
     except BaseException:
         # Without the rest of the context the CLI would wait on its stdin forever.
         _kill(proc)
@@ -430,7 +489,12 @@ async def _feed(proc: asyncio.subprocess.Process, context: BinaryIO) -> None:
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
+    _signal(proc, signal.SIGKILL)
+
+
+def _signal(proc: asyncio.subprocess.Process, signum: signal.Signals) -> None:
+    """`signum` to the CLI's process group, while the CLI has not been reaped."""
     if proc.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signum)

@@ -134,7 +134,9 @@ class DockerEngine:
     gets the builder it always had; the config's default is "auto". `network` is what RUN
     steps are attached to: "" for the engine's default, else "default", "host" or "none".
     `tls` is for a tcp:// engine started with --tlsverify: the engine API and the CLI both
-    check its certificate and present the client's.
+    check its certificate and present the client's. A build running longer than
+    `build_timeout` seconds (None: no limit, what a caller that does not choose always had)
+    is stopped and is BuildFailed.
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class DockerEngine:
         builder: str = "classic",
         network: str = "",
         tls: buildkit.EngineTls | None = None,
+        build_timeout: float | None = None,
     ) -> None:
         if builder not in BUILDERS:
             raise ValueError(f"builder must be one of {', '.join(BUILDERS)}, not {builder!r}")
@@ -155,6 +158,7 @@ class DockerEngine:
         self._tls = tls
         self._builder = builder
         self._network = network
+        self._build_timeout = build_timeout
         self._fallback_network: str | None = None
         self._docker: Docker | None = None
         # The CLI BuildKit builds run through, found on the first build that wants one.
@@ -198,6 +202,7 @@ class DockerEngine:
         (with the last lines of output) when the Dockerfile does not build, DockerUnavailable
         when the engine cannot be reached or drops the build, RegistryUnavailable when a base
         image cannot be pulled for now, StalledError when builder = "buildkit" finds no CLI.
+        A build stopped at the engine's build timeout is BuildFailed too.
         """
         cli = await self._buildkit_cli()
         if cli is not None:
@@ -258,7 +263,11 @@ class DockerEngine:
                 tls=self._tls,
             )
             progress = buildkit.PlainProgress(tail_lines=LOG_TAIL_LINES)
-            ended = await buildkit.run(argv, env=env, context=context, progress=progress)
+            ended = await buildkit.run(
+                argv, env=env, context=context, progress=progress, time_limit=self._build_timeout
+            )
+            if ended.timed_out:
+                raise self._timed_out(progress.failure_tail())
             if ended.returncode != 0:
                 raise _buildkit_failure(request.tag, ended, cli=cli)
             image_id = _read_image_id(iidfile)
@@ -287,20 +296,37 @@ class DockerEngine:
             params["target"] = request.target
         if self._network:
             params["networkmode"] = self._network
-        with engine_errors("build"):
-            try:
-                async with self._post_stream(
-                    "build",
-                    params=params,
-                    data=context,
-                    headers={"Content-Type": "application/x-tar"},
-                ) as response:
-                    return await _read_build(response, tag=tag)
-            except DockerError as exc:
-                if not _is_build_problem(exc):
-                    raise
-                message = one_line(exc.message)
-                raise BuildFailed(f"build of {tag} failed: {message}", log_tail=[message]) from exc
+        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        try:
+            # Past the timeout the build's stream is closed unread, and the engine cancels a
+            # build whose client went away: it kills the step's container and removes it.
+            async with asyncio.timeout(self._build_timeout) as deadline:
+                with engine_errors("build"):
+                    try:
+                        async with self._post_stream(
+                            "build",
+                            params=params,
+                            data=context,
+                            headers={"Content-Type": "application/x-tar"},
+                        ) as response:
+                            return await _read_build(response, tag=tag, tail=tail)
+                    except DockerError as exc:
+                        if not _is_build_problem(exc):
+                            raise
+                        message = one_line(exc.message)
+                        raise BuildFailed(
+                            f"build of {tag} failed: {message}", log_tail=[message]
+                        ) from exc
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            raise self._timed_out(list(tail)) from exc
+
+    def _timed_out(self, tail: list[str]) -> BuildFailed:
+        """The failure of a build stopped at the build timeout."""
+        assert self._build_timeout is not None
+        span = _seconds_text(self._build_timeout)
+        return BuildFailed(f"build stopped after {span} (build.timeout)", log_tail=tail)
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         """Push `<registry>/<repository>:<tag>` and return the manifest digest it got.
@@ -416,6 +442,16 @@ def _buildkit_failure(tag: str, ended: buildkit.CliExit, *, cli: buildkit.Docker
     return BuildFailed(f"build of {tag} failed: {final}", log_tail=progress.failure_tail())
 
 
+def _seconds_text(seconds: float) -> str:
+    """A duration as the config writes it: `5s`, `30m`, `1h30m`, `2.5s`."""
+    whole = round(seconds)
+    if whole < 1 or abs(seconds - whole) > 1e-6:
+        return f"{seconds:g}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+
+
 def _read_image_id(iidfile: Path) -> str:
     """The image id the CLI wrote to its --iidfile; "" when it wrote none."""
     try:
@@ -487,8 +523,10 @@ def _stream_error(item: Mapping[str, Any]) -> str | None:
     return None
 
 
-async def _read_build(response: aiohttp.ClientResponse, *, tag: str) -> BuildResult:
-    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+async def _read_build(
+    response: aiohttp.ClientResponse, *, tag: str, tail: deque[str]
+) -> BuildResult:
+    """The build's outcome from its progress stream; its last lines are kept in `tail`."""
     cached = 0
     image_id = ""
     async for item in _json_lines(response):

@@ -148,8 +148,12 @@ class EnginePool:
         builder: str,
         network: str,
         max_per_engine: int,
+        build_timeout: float | None = None,
     ) -> EnginePool:
-        """A pool of DockerEngines; `tls` (CA, certificate, key) is for the tcp:// ones."""
+        """A pool of DockerEngines; `tls` (CA, certificate, key) is for the tcp:// ones.
+
+        A build stopped at `build_timeout` is BuildFailed, so it is not tried on another
+        engine, and its place is free at once."""
         certificates = None
         if tls is not None:
             ca, cert, key = (str(path) for path in tls)
@@ -160,6 +164,7 @@ class EnginePool:
                 builder=builder,
                 network=network,
                 tls=certificates if url.startswith("tcp://") else None,
+                build_timeout=build_timeout,
             )
             for url in urls
         }

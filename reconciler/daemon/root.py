@@ -85,12 +85,14 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
                 builder=config.build.builder,
                 network=config.build.network,
                 max_per_engine=config.build.max_per_engine,
+                build_timeout=config.build.timeout,
             )
         else:
             docker = DockerEngine(
                 url=config.daemon.docker_host or None,
                 builder=config.build.builder,
                 network=config.build.network,
+                build_timeout=config.build.timeout,
             )
         stack.push_async_callback(docker.close)
         registry = Registry()

@@ -24,10 +24,11 @@ import pytest
 from reconciler.adapters import buildkit
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.engine_api import LOG_TAIL_LINES
+from reconciler.adapters.engines import EnginePool
 from reconciler.adapters.values import BuildRequest
 from reconciler.errors import BuildFailed, DockerUnavailable, RegistryUnavailable, StalledError
 from tests.support.net import free_port
-from tests.support.processes import command_lines
+from tests.support.processes import command_lines, running_as, started_by
 
 SECRET = "build-secret-" + uuid.uuid4().hex
 
@@ -93,7 +94,7 @@ async def buildkit_engine(docker_engine: str) -> AsyncIterator[DockerEngine]:
 
 
 async def build(
-    engine: DockerEngine,
+    engine: DockerEngine | EnginePool,
     tmp_path: Path,
     tag: str,
     dockerfile: str,
@@ -384,6 +385,46 @@ async def test_a_cancelled_build_kills_the_cli_and_the_engine_stops_the_step(
     )
 
 
+@pytest.mark.timeout(150)  # the bound: far below the step's 600 s
+async def test_a_build_past_its_timeout_is_stopped_and_fails_and_frees_its_place(
+    docker_engine: str, base_image: str, tag: str, tmp_path: Path
+) -> None:
+    """`RUN sleep 600` under a 5 s build timeout is a failed build naming the timeout, with
+    the output so far; the CLI and the step are stopped, and the pool's one place builds the
+    next image at once."""
+    engine = DockerEngine(url=docker_engine, builder="buildkit", network="host", build_timeout=5.0)
+    pool = EnginePool({docker_engine: engine}, max_per_engine=1)
+    marker = uuid.uuid4().hex
+    # Not the last command, so the shell that carries the marker stays to wait for it.
+    dockerfile = f"FROM {base_image}\nRUN echo started-{marker}; sleep 600; echo {marker}\n"
+    try:
+        task = asyncio.create_task(build(pool, tmp_path, tag, dockerfile))
+        await eventually(lambda: sleeping(marker), within=60, what="the RUN step did not start")
+        steps = sleeping(marker)
+        with pytest.raises(BuildFailed) as caught:
+            await task
+        assert str(caught.value) == "build stopped after 5s (build.timeout)"
+        assert any(f"started-{marker}" in line for line in caught.value.log_tail)
+        assert running_with(tag) == []  # the CLI was reaped before the failure was raised
+        await eventually(
+            lambda: not running_as(steps, SLEEP_600),
+            within=30,
+            what="the engine did not stop the step",
+        )
+        again = await build(pool, tmp_path, tag, f"FROM {base_image}\nRUN echo {marker}-again\n")
+    finally:
+        await pool.close()
+    assert inspect(tag)["Id"] == again.image_id
+
+
+SLEEP_600 = [b"sleep", b"600"]
+
+
+def sleeping(marker: str) -> list[int]:
+    """PIDs of the `sleep 600` processes a RUN step whose shell carries `marker` started."""
+    return [pid for pid, args in started_by(marker).items() if args[:2] == SLEEP_600]
+
+
 # A fake CLI, for what the real one only says when the engine breaks.
 
 
@@ -571,6 +612,38 @@ async def test_a_cancelled_build_reaps_the_cli(fake_cli: Path, tmp_path: Path) -
     with pytest.raises(asyncio.CancelledError):
         await task
     assert running_with(seconds) == []
+
+
+@pytest.mark.parametrize(
+    ("on_term", "last_line"),
+    [
+        # A CLI that cancels its build and says so is given the time to.
+        (
+            'trap \'echo "#5 CANCELED" >&2; echo "context canceled" >&2; exit 1\' TERM',
+            "context canceled",
+        ),
+        # One that lets SIGTERM go unanswered is killed, with what it started.
+        ("trap '' TERM", "#5 0.1 step output"),
+    ],
+    ids=["answers SIGTERM", "ignores SIGTERM"],
+)
+# Far below the child's sleep, which the build would wait out if the child held its output.
+@pytest.mark.timeout(30)
+async def test_a_cli_past_the_build_timeout_is_stopped_with_what_it_started(
+    fake_cli: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_term: str, last_line: str
+) -> None:
+    monkeypatch.setattr(buildkit, "STOP_GRACE", 1.0)
+    seconds = f"299.{uuid.uuid4().int % 10**9}"  # a sleep no other process runs
+    (fake_cli / "transcript").write_text("#5 [2/2] RUN make\n#5 0.1 step output\n")
+    (fake_cli / "finish").write_text(f"{on_term}\n/bin/sleep {seconds} &\nwait\nwait\n")
+    engine = DockerEngine(
+        url="unix:///fake/docker.sock", builder="buildkit", network="host", build_timeout=1.5
+    )
+    with pytest.raises(BuildFailed) as caught:
+        await build(engine, tmp_path, "hang:1", "FROM scratch\n")
+    assert str(caught.value) == "build stopped after 1.5s (build.timeout)"
+    assert caught.value.log_tail[-1] == last_line
+    await eventually(lambda: not running_with(seconds), within=10, what="the CLI's child lived on")
 
 
 # Finding the CLI.

@@ -7,6 +7,7 @@ engine's own retries, a stream cut half way) come from a small fake engine on a 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -22,8 +23,9 @@ import pytest
 from aiodocker.exceptions import DockerError, DockerStreamError
 from aiohttp import web
 
-from reconciler.adapters.docker import DockerEngine, split_image
+from reconciler.adapters.docker import BuildResult, DockerEngine, split_image
 from reconciler.adapters.engine_api import ENGINE_ERRORS, engine_errors
+from reconciler.adapters.engines import EnginePool
 from reconciler.adapters.registry import Registry, RegistryAuth
 from reconciler.adapters.values import BuildRequest
 from reconciler.errors import (
@@ -33,6 +35,8 @@ from reconciler.errors import (
     StalledError,
 )
 from tests.support.net import free_port
+from tests.support.probes import eventually
+from tests.support.processes import running_as, started_by
 
 PASSWORD = "ecr-password-" + uuid.uuid4().hex
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -149,6 +153,53 @@ async def test_bad_dockerfile_is_build_failed_with_the_error_in_the_tail(
     assert error in str(caught.value)
     assert "\n" not in str(caught.value)
     assert any(error in line for line in caught.value.log_tail)
+
+
+SLEEP_600 = [b"sleep", b"600"]
+
+
+async def build_dockerfile(
+    pool: EnginePool, tmp_path: Path, tag: str, dockerfile: str
+) -> BuildResult:
+    with tar_context(tmp_path, {"Dockerfile": dockerfile.encode()}) as ctx:
+        return await pool.build(
+            ctx, BuildRequest(dockerfile="Dockerfile", tag=tag, build_args={}, target="", labels={})
+        )
+
+
+@pytest.mark.timeout(120)  # the bound: far below the step's 600 s
+async def test_a_classic_build_past_its_timeout_is_stopped_and_fails_and_frees_its_place(
+    docker_engine: str, base_image: str, image_name: str, tmp_path: Path
+) -> None:
+    """`RUN sleep 600` under a 5 s build timeout is a failed build naming the timeout, with
+    the output so far; the engine stops the step once the build's stream is closed, and the
+    pool's one place builds the next image at once."""
+    engine = DockerEngine(url=docker_engine, builder="classic", network="host", build_timeout=5)
+    pool = EnginePool({docker_engine: engine}, max_per_engine=1)
+    marker = uuid.uuid4().hex
+    # Not the last command, so the shell that carries the marker stays to wait for it.
+    dockerfile = f"FROM {base_image}\nRUN echo started-{marker}; sleep 600; echo {marker}\n"
+
+    def sleeping() -> list[int]:
+        return [pid for pid, args in started_by(marker).items() if args[:2] == SLEEP_600]
+
+    try:
+        task = asyncio.create_task(build_dockerfile(pool, tmp_path, image_name, dockerfile))
+        await eventually(lambda: bool(sleeping()), what="the RUN step did not start")
+        steps = sleeping()
+        with pytest.raises(BuildFailed) as caught:
+            await task
+        assert str(caught.value) == "build stopped after 5s (build.timeout)"
+        assert f"started-{marker}" in caught.value.log_tail
+        await eventually(
+            lambda: not running_as(steps, SLEEP_600), what="the engine did not stop the step"
+        )
+        again = await build_dockerfile(
+            pool, tmp_path, image_name, f"FROM {base_image}\nRUN echo again\n"
+        )
+    finally:
+        await pool.close()
+    assert inspect(image_name)["Id"] == again.image_id
 
 
 async def test_base_image_registry_out_of_reach_is_transient(

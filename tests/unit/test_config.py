@@ -57,6 +57,11 @@ def test_durations_accept_seconds_and_strings() -> None:
     assert config.apps[0].rollout_timeout == 3600.0
 
 
+def test_a_build_is_stopped_after_thirty_minutes_unless_the_config_says_otherwise() -> None:
+    assert parse_config(APP).build.timeout == 1800.0
+    assert parse_config(with_section(build={"timeout": "1h30m"})).build.timeout == 5400.0
+
+
 BAD = {
     "unknown app key": (app_with(colour="blue"), "apps[web].colour: unknown key"),
     "unknown section key": (
@@ -174,6 +179,14 @@ BAD = {
         "looks like a commit SHA",
     ),
     "unknown builder": (with_section(build={"builder": "kaniko"}), "build.builder"),
+    "build timeout not a duration": (
+        with_section(build={"timeout": "forever"}),
+        "build.timeout: invalid duration 'forever'",
+    ),
+    "zero build timeout": (
+        with_section(build={"timeout": 0}),
+        "build.timeout: duration must be positive",
+    ),
     "unknown notify event": (
         with_section(notify={"events": ["deployed", "exploded"]}),
         "notify.events: unknown event exploded",
