@@ -9,7 +9,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.adapters.buildcontext import DockerIgnore, write_context_tar
+from reconciler.adapters.buildcontext import write_context_tar
 from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.errors import ManifestError
 from tests.support.gitrepo import GitRepo
@@ -132,47 +132,6 @@ def test_a_dockerfile_in_an_ignored_directory_is_still_sent(repo: GitRepo) -> No
     found = set(members(context_tar(repo, commit, dockerfile="docker/Dockerfile")))
 
     assert found == {".dockerignore", "docker", "docker/Dockerfile"}
-
-
-@pytest.mark.parametrize(
-    ("patterns", "path", "excluded"),
-    [
-        (["dir"], "dir/sub/file", True),
-        (["dir/*"], "dir/file", True),
-        (["dir/*"], "dir", False),
-        (["*"], "a/b", True),
-        (["*/b"], "a/b/c", True),
-        (["**"], "a/b/c", True),
-        (["**/c"], "c", True),
-        (["**/c"], "a/b/c", True),
-        (["**/c"], "a/bc", False),
-        (["a/**/c"], "a/c", True),
-        (["a/**/c"], "a/x/y/c", True),
-        (["a/**"], "a/b", True),
-        (["a/**"], "ab", False),
-        (["*.go"], "x/y.go", False),
-        (["**/*.go"], "x/y.go", True),
-        (["[a-c].txt"], "b.txt", True),
-        (["[a-c].txt"], "d.txt", False),
-        (["a\\*b"], "a*b", True),
-        (["a\\*b"], "axb", False),
-        (["./a/../b/"], "b/c", True),
-        (["*", "!keep"], "keep", False),
-        (["*", "!keep", "keep"], "keep", True),
-        (["dir", "!dir/keep"], "dir/keep/file", False),
-        (["dir", "!dir/keep"], "dir/other", True),
-        (["file.txt"], "a.file.txt", False),
-        (["a.b"], "axb", False),
-    ],
-)
-def test_dockerignore_pattern_rules(patterns: list[str], path: str, excluded: bool) -> None:
-    """Cases from Docker's pattern matcher semantics."""
-    assert DockerIgnore.parse("\n".join(patterns)).excludes(path) is excluded
-
-
-def test_a_lone_exclamation_mark_is_refused() -> None:
-    with pytest.raises(ManifestError, match="line 2"):
-        DockerIgnore.parse("a\n!\n")
 
 
 def test_the_same_tree_gives_the_same_bytes(repo: GitRepo) -> None:
