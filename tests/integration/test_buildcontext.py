@@ -236,3 +236,44 @@ async def test_export_is_byte_identical_across_mirrors(repo: GitRepo, tmp_path: 
 
     assert tars[0] == tars[1]
     assert read(tars[0], "big.bin") == bytes(range(256)) * 4096
+
+
+def hand_made_commit(repo: GitRepo, name: str) -> str:
+    """A commit whose `sub` directory holds one file called `name`, its tree objects
+    written byte by byte: git's own commands refuse to make such a tree."""
+    git = pygit2.Repository(str(repo.remote))
+
+    def tree(*entries: tuple[bytes, bytes, pygit2.Oid]) -> pygit2.Oid:
+        raw = b"".join(mode + b" " + entry + b"\0" + oid.raw for mode, entry, oid in entries)
+        return git.odb.write(pygit2.enums.ObjectType.TREE, raw)
+
+    sub = tree((b"100644", name.encode(), git.create_blob(b"payload")))
+    root = tree(
+        (b"100644", b"Dockerfile", git.create_blob(b"FROM scratch\n")), (b"40000", b"sub", sub)
+    )
+    who = pygit2.Signature("test", "test@example.com", 1_700_000_000, 0)
+    return str(git.create_commit(None, who, who, "hand-made", root, []))
+
+
+@pytest.mark.parametrize("name", ["..", ".git", ".", "a/b"])
+def test_a_tree_entry_no_checkout_can_hold_fails_the_export(repo: GitRepo, name: str) -> None:
+    """An entry named '.', '..' or '.git', or with a '/' in its name, would reach Docker as a
+    path out of its directory or into a git directory: the export fails in one line naming
+    the path instead."""
+    commit = hand_made_commit(repo, name)
+
+    with pytest.raises(ManifestError) as refused:
+        context_tar(repo, commit)
+
+    message = str(refused.value)
+    assert f"'sub/{name}'" in message
+    assert "\n" not in message
+
+
+def test_a_dockerignore_pattern_over_the_limit_fails_the_export(repo: GitRepo) -> None:
+    commit = repo.commit(
+        {".dockerignore": "*.log\n" + "a" * 1025 + "\n", "Dockerfile": "FROM scratch\n"}
+    )
+
+    with pytest.raises(ManifestError, match=r"^\.dockerignore line 2: .*1025 characters"):
+        context_tar(repo, commit)
