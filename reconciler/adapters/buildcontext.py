@@ -5,26 +5,25 @@ so what gets built is exactly what was committed. It is deterministic: entries c
 order with fixed owner and mtime, so the same tree always gives the same bytes and Docker's
 layer cache can reuse earlier builds.
 
-`.dockerignore` follows Docker's rules (moby/patternmatcher): patterns are cleaned like paths,
-a leading `/` is dropped, `*` and `?` stay inside one path segment, `**` spans segments, a
-pattern that matches a directory excludes everything below it, later patterns win, and `!`
-re-includes. The Dockerfile and `.dockerignore` are always sent.
+`.dockerignore` follows Docker's rules (see the dockerignore module). The Dockerfile and
+`.dockerignore` are always sent. A tree entry no checkout could hold (`.`, `..`, `.git`, a
+name with '/' or NUL, which only a hand-made tree has) fails the export rather than reaching
+Docker as a path that climbs out of, or into the git directory of, the context.
 
 Plain functions over a `pygit2.Repository`; callers run them in a thread.
 """
 
 from __future__ import annotations
 
-import posixpath
-import re
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
 import pygit2
 from pygit2.enums import FileMode
 
+from reconciler.adapters.dockerignore import DockerIgnore
 from reconciler.errors import GitRevisionNotFound, ManifestError
 
 # Entries carry this mtime instead of the commit time: the same tree then gives the same tar
@@ -33,6 +32,7 @@ _MTIME = 0
 # POSIX allows 40 symlink hops; git trees can be built with cycles, so the bound matters.
 _MAX_LINK_HOPS = 40
 _DOCKERIGNORE = ".dockerignore"
+_REFUSED_NAMES = frozenset({"", ".", "..", ".git"})
 
 
 def write_context_tar(
@@ -46,7 +46,8 @@ def write_context_tar(
     """Write the build context at `context` in commit `commit_sha` to `out` as a tar.
 
     Raises ManifestError, naming the path, when the context or Dockerfile is missing, is not
-    what it should be, or escapes its bounds (`..`, absolute paths, symlinks pointing out).
+    what it should be, or escapes its bounds (`..`, absolute paths, symlinks pointing out),
+    when a tree entry has a name no checkout can hold, or when `.dockerignore` is invalid.
     """
     commit = _commit(repo, commit_sha)
     short = commit_sha[:12]
@@ -119,6 +120,11 @@ class _Walk:
             name = entry.name
             assert name is not None  # tree entries always have a name
             path = prefix + name
+            if name in _REFUSED_NAMES or "/" in name or "\0" in name:
+                raise ManifestError(
+                    f"build context entry {path!r} has a name no checkout can hold"
+                    " ('.', '..', '.git', '/' or NUL in it)"
+                )
             mode = entry.filemode
             excluded = path not in self.always_sent and self.ignore.excludes(path)
             if mode == FileMode.TREE:
@@ -172,117 +178,6 @@ class _Walk:
         info.linkname = linkname
         info.size = len(data)
         self.tar.add(info, data)
-
-
-@dataclass(frozen=True)
-class _Pattern:
-    matches: Callable[[str], bool]
-    exception: bool
-
-
-@dataclass(frozen=True)
-class DockerIgnore:
-    """The patterns of one `.dockerignore`, in order."""
-
-    patterns: tuple[_Pattern, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> DockerIgnore:
-        """Read a `.dockerignore` the way Docker does; a bad pattern is a ManifestError."""
-        patterns = []
-        for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
-            if raw.startswith("#"):
-                continue  # only a leading '#' starts a comment, as in Docker
-            line = raw.strip()
-            exception = line.startswith("!")
-            if exception:
-                line = line[1:].strip()
-                if not line:
-                    raise ManifestError(f".dockerignore line {number}: '!' without a pattern")
-            if not line:
-                continue
-            line = _clean(line)
-            if len(line) > 1 and line.startswith("/"):
-                line = line[1:]
-            try:
-                matches = _compile(line)
-            except re.error as exc:
-                raise ManifestError(f".dockerignore line {number}: bad pattern {raw!r}") from exc
-            patterns.append(_Pattern(matches=matches, exception=exception))
-        return cls(tuple(patterns))
-
-    @property
-    def has_exceptions(self) -> bool:
-        return any(p.exception for p in self.patterns)
-
-    def excludes(self, path: str) -> bool:
-        """Whether `path` (slash-separated, relative to the context) is left out.
-
-        A pattern matches the path itself or any of its parent directories; the last
-        matching pattern decides.
-        """
-        parents = _parents(path)
-        excluded = False
-        for pattern in self.patterns:
-            # As in Docker: an exclusion only matters while included, an exception only
-            # while excluded, so skip the ones that cannot change the outcome.
-            if pattern.exception != excluded:
-                continue
-            if pattern.matches(path) or any(pattern.matches(p) for p in parents):
-                excluded = not pattern.exception
-        return excluded
-
-
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def _clean(pattern: str) -> str:
-    """Go's filepath.Clean on a slash path (posixpath keeps a leading '//', Go does not)."""
-    cleaned = posixpath.normpath(pattern)
-    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
-
-
-def _compile(pattern: str) -> Callable[[str], bool]:
-    """One cleaned pattern to a predicate, with moby/patternmatcher's four match kinds."""
-    wildcard = any(c in pattern for c in "*?[]\\")
-    if not wildcard:
-        return lambda path: path == pattern
-    if pattern.startswith("**") and not any(c in pattern[2:] for c in "*?[]\\"):
-        suffix = pattern[2:]  # "**/foo" matches "foo" and anything ending in "/foo"
-        return lambda path: path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
-    if pattern.endswith("**") and not any(c in pattern[:-2] for c in "*?[]\\"):
-        head = pattern[:-2]
-        return lambda path: path.startswith(head)
-    regex = re.compile(_regex(pattern))
-    return lambda path: regex.fullmatch(path) is not None
-
-
-def _regex(pattern: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if pattern.startswith("**", i):
-            i += 2
-            if pattern.startswith("/", i):
-                i += 1  # "**/" is "**": any number of directories, even none
-            out.append(".*" if i == len(pattern) else "(.*/)?")
-            continue
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i]))
-        elif char in ".+()|{}$":
-            out.append("\\" + char)
-        else:
-            out.append(char)  # as in Docker: '[a-z]' classes and other text pass through
-        i += 1
-    return "".join(out)
 
 
 def _commit(repo: pygit2.Repository, sha: str) -> pygit2.Commit:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.adapters.buildcontext import DockerIgnore, write_context_tar
+from reconciler.adapters.buildcontext import write_context_tar
 from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.errors import ManifestError
 from tests.support.gitrepo import GitRepo
@@ -134,47 +134,6 @@ def test_a_dockerfile_in_an_ignored_directory_is_still_sent(repo: GitRepo) -> No
     assert found == {".dockerignore", "docker", "docker/Dockerfile"}
 
 
-@pytest.mark.parametrize(
-    ("patterns", "path", "excluded"),
-    [
-        (["dir"], "dir/sub/file", True),
-        (["dir/*"], "dir/file", True),
-        (["dir/*"], "dir", False),
-        (["*"], "a/b", True),
-        (["*/b"], "a/b/c", True),
-        (["**"], "a/b/c", True),
-        (["**/c"], "c", True),
-        (["**/c"], "a/b/c", True),
-        (["**/c"], "a/bc", False),
-        (["a/**/c"], "a/c", True),
-        (["a/**/c"], "a/x/y/c", True),
-        (["a/**"], "a/b", True),
-        (["a/**"], "ab", False),
-        (["*.go"], "x/y.go", False),
-        (["**/*.go"], "x/y.go", True),
-        (["[a-c].txt"], "b.txt", True),
-        (["[a-c].txt"], "d.txt", False),
-        (["a\\*b"], "a*b", True),
-        (["a\\*b"], "axb", False),
-        (["./a/../b/"], "b/c", True),
-        (["*", "!keep"], "keep", False),
-        (["*", "!keep", "keep"], "keep", True),
-        (["dir", "!dir/keep"], "dir/keep/file", False),
-        (["dir", "!dir/keep"], "dir/other", True),
-        (["file.txt"], "a.file.txt", False),
-        (["a.b"], "axb", False),
-    ],
-)
-def test_dockerignore_pattern_rules(patterns: list[str], path: str, excluded: bool) -> None:
-    """Cases from Docker's pattern matcher semantics."""
-    assert DockerIgnore.parse("\n".join(patterns)).excludes(path) is excluded
-
-
-def test_a_lone_exclamation_mark_is_refused() -> None:
-    with pytest.raises(ManifestError, match="line 2"):
-        DockerIgnore.parse("a\n!\n")
-
-
 def test_the_same_tree_gives_the_same_bytes(repo: GitRepo) -> None:
     """Byte-identical tars for one tree, also from a later commit that changed other paths."""
     first = repo.commit({"app/Dockerfile": "FROM scratch\n", "app/x": "1", "docs/y": "1"})
@@ -277,3 +236,44 @@ async def test_export_is_byte_identical_across_mirrors(repo: GitRepo, tmp_path: 
 
     assert tars[0] == tars[1]
     assert read(tars[0], "big.bin") == bytes(range(256)) * 4096
+
+
+def hand_made_commit(repo: GitRepo, name: str) -> str:
+    """A commit whose `sub` directory holds one file called `name`, its tree objects
+    written byte by byte: git's own commands refuse to make such a tree."""
+    git = pygit2.Repository(str(repo.remote))
+
+    def tree(*entries: tuple[bytes, bytes, pygit2.Oid]) -> pygit2.Oid:
+        raw = b"".join(mode + b" " + entry + b"\0" + oid.raw for mode, entry, oid in entries)
+        return git.odb.write(pygit2.enums.ObjectType.TREE, raw)
+
+    sub = tree((b"100644", name.encode(), git.create_blob(b"payload")))
+    root = tree(
+        (b"100644", b"Dockerfile", git.create_blob(b"FROM scratch\n")), (b"40000", b"sub", sub)
+    )
+    who = pygit2.Signature("test", "test@example.com", 1_700_000_000, 0)
+    return str(git.create_commit(None, who, who, "hand-made", root, []))
+
+
+@pytest.mark.parametrize("name", ["..", ".git", ".", "a/b"])
+def test_a_tree_entry_no_checkout_can_hold_fails_the_export(repo: GitRepo, name: str) -> None:
+    """An entry named '.', '..' or '.git', or with a '/' in its name, would reach Docker as a
+    path out of its directory or into a git directory: the export fails in one line naming
+    the path instead."""
+    commit = hand_made_commit(repo, name)
+
+    with pytest.raises(ManifestError) as refused:
+        context_tar(repo, commit)
+
+    message = str(refused.value)
+    assert f"'sub/{name}'" in message
+    assert "\n" not in message
+
+
+def test_a_dockerignore_pattern_over_the_limit_fails_the_export(repo: GitRepo) -> None:
+    commit = repo.commit(
+        {".dockerignore": "*.log\n" + "a" * 1025 + "\n", "Dockerfile": "FROM scratch\n"}
+    )
+
+    with pytest.raises(ManifestError, match=r"^\.dockerignore line 2: .*1025 characters"):
+        context_tar(repo, commit)
