@@ -92,20 +92,21 @@ def _wants_page(request: web.Request) -> bool:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     access = request.app[ACCESS]
-    if not access.gate.host_allowed(
+    host_named = access.gate.host_allowed(
         request, listening=access.listening(), public_url=access.public_url()
-    ):
-        return _json(
-            421,
-            f"this listener does not answer for host {request.host!r}"
-            " (a name of it goes in [auth].allowed_hosts)",
-        )
-    request[IDENTITY] = access.gate.identify(request)
+    )
+    # Nobody is identified on a request to another name: a page rebound to this address
+    # must not ride on a browser's session.
+    request[IDENTITY] = access.gate.identify(request) if host_named else None
     if request.method not in UNSAFE_METHODS:
+        if not host_named:
+            return _misdirected(request)
         return await _read(request, handler)
     response: web.StreamResponse | None = None
     try:
-        if not access.gate.origin_allowed(request, public_url=access.public_url()):
+        if not host_named:
+            response = _misdirected(request)
+        elif not access.gate.origin_allowed(request, public_url=access.public_url()):
             response = _json(403, "a state change from another site's page is not allowed")
         elif identity_of(request) is None and request.path not in OPEN_PATHS:
             response = _json(401, "an identity is required: a bearer token or a session")
@@ -117,6 +118,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         await _audit(request, response)
+
+
+def _misdirected(request: web.Request) -> web.Response:
+    return _json(
+        421,
+        f"this listener does not answer for host {request.host!r}"
+        " (a name of it goes in [auth].allowed_hosts)",
+    )
 
 
 async def _read(request: web.Request, handler: Handler) -> web.StreamResponse:

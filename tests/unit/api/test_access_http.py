@@ -133,6 +133,22 @@ async def test_every_state_change_is_audited_accepted_or_refused(tmp_path: Path)
         assert len(json.loads(text)["entries"]) == 4
 
 
+async def test_a_state_change_sent_to_another_name_is_refused_and_audited(
+    tmp_path: Path,
+) -> None:
+    """A page on a name rebound to this address gets 421, even with a valid token, and the
+    attempt is in the audit like any refused change."""
+    async with serve(tmp_path, roles=ROLES) as face:
+        headers = {**face.bearer("otto"), "Host": "evil.example"}
+        async with face.anonymous.post(f"/apps/{APP}/sync", headers=headers) as answer:
+            assert answer.status == 421
+        assert face.loops[APP].syncs == 0
+        (line,) = (tmp_path / "state" / AUDIT_LOG).read_text().splitlines()
+        entry = json.loads(line)
+        assert (entry["action"], entry["app"], entry["identity"]) == ("sync", APP, "-")
+        assert entry["result"].startswith("refused: 421")
+
+
 async def test_a_trusted_proxy_names_the_user_and_nobody_else_can(tmp_path: Path) -> None:
     async with serve(tmp_path, roles=ROLES, trusted_proxies=["198.51.100.0/24"]) as face:
         face.tokens_file.write_text(
