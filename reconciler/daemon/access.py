@@ -9,6 +9,7 @@ as one more admin token (logged once as deprecated).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def identities_of(config: Config) -> tuple[IdentitySource, str | None]:
         sources.append(Tokens(config.auth.tokens_file))
     else:
         made = make_admin_token(admin_token_path(config))
+        if made is None:
+            # Made at an earlier start: kept out of every log line from now on. A new one is
+            # registered once its login link has been logged (announce).
+            with contextlib.suppress(OSError):
+                logs.register_secret(admin_token_path(config).read_text().strip())
         sources.append(SingleToken(admin_token_path(config), name="admin"))
     if config.daemon.api_token_file is not None:
         log.warning(
