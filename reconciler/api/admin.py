@@ -20,6 +20,7 @@ from reconciler.api.guard import (
     Access,
     allowed,
     audited_as,
+    error_of,
     guard,
     identity_of,
     login_cookie,
@@ -41,13 +42,6 @@ def _who(request: web.Request) -> str | None:
     return who.name if who is not None else None
 
 
-def _message(response: web.Response) -> str:
-    body = response.body
-    if isinstance(body, bytes | bytearray):
-        return str(json.loads(body).get("error", response.reason))
-    return response.reason or ""
-
-
 async def sync_app(request: web.Request) -> web.Response:
     """202 with JSON for API clients; a form posted by a browser (Accept: text/html) is sent
     back to its page with a 303, and a refusal is an HTML page with the same status."""
@@ -63,7 +57,7 @@ async def sync_app(request: web.Request) -> web.Response:
     refusal = allowed(request, Action.SYNC, name)
     if refusal is not None:
         log.warning("sync_refused", app=name, status=refusal.status, remote=request.remote)
-        return refuse(refusal.status, _message(refusal))
+        return refuse(refusal.status, error_of(refusal))
     if name not in daemon.app_names():
         return refuse(404, f"unknown app {name!r}")
     try:

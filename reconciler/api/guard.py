@@ -143,7 +143,7 @@ async def _audit(request: web.Request, response: web.StreamResponse | None) -> N
     named = request.match_info.get("name")
     action, app, args = request.get(AUDITED, (_action_of(request), named, {}))
     status = response.status if response is not None else 500
-    result = "accepted" if status < 400 else f"refused: {status} {_reason(response)}"
+    result = "accepted" if status < 400 else f"refused: {status} {error_of(response)}"
     await request.app[ACCESS].audit.record(
         AuditEntry.now(
             identity=who.name if who is not None else "-",
@@ -164,7 +164,8 @@ def _action_of(request: web.Request) -> str:
     return parts[-1][:40] if parts else "/"
 
 
-def _reason(response: web.StreamResponse | None) -> str:
+def error_of(response: web.StreamResponse | None) -> str:
+    """What a refusal says: its JSON `error`, else its reason phrase."""
     if isinstance(response, web.Response) and response.content_type == "application/json":
         body = response.body
         if isinstance(body, bytes | bytearray):

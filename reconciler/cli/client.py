@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError, load
+from reconciler.daemon.access import admin_token_path
 
 DEFAULT_URL = "http://127.0.0.1:8089"  # the default admin_listen
-ADMIN_TOKEN = "admin.token"  # noqa: S105 - the name of the file the daemon keeps it in
 
 
 def daemon_url(args: argparse.Namespace) -> str:
@@ -85,7 +85,7 @@ def _admin_token(args: argparse.Namespace) -> str | None:
         return None
     _, config = load(args)
     try:
-        return (config.daemon.state_dir / ADMIN_TOKEN).read_text().strip() or None
+        return admin_token_path(config).read_text().strip() or None
     except OSError:
         return None  # not this user's to read: the daemon will say who it wants
 
