@@ -369,6 +369,98 @@ class AppCleanup(_Section):
     keep_images: int = Field(default=0, ge=0)
 
 
+# BuildKit secret ids as `--secret id=...` takes them and RUN --mount names them; no comma
+# (the CLI splits its value on commas), no slash (the id is a file name under /run/secrets).
+BUILD_SECRET_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SSM_PARAMETER = re.compile(
+    r"/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*(:[A-Za-z0-9_.-]+)?"
+    r"|arn:aws[\w-]*:ssm:[a-z0-9-]+:\d{12}:parameter/[A-Za-z0-9_./-]+(:[A-Za-z0-9_.-]+)?"
+)
+SECRET_ID = re.compile(r"[A-Za-z0-9/_+=.@:-]{1,2048}")
+SECRET_SOURCES = ("file", "env", "ssm", "secretsmanager")
+
+
+def _secret_id(value: str) -> str:
+    if not BUILD_SECRET_ID.fullmatch(value) or value in {".", ".."}:
+        raise ValueError(
+            f"{value!r} is not a BuildKit secret id: use letters, digits, '-', '_' and '.'"
+        )
+    return value
+
+
+class BuildSecretSource(_Section):
+    """Where one build secret's value is read at build time: exactly one of the four."""
+
+    file: OptionalPath = None
+    env: str | None = None
+    ssm: str | None = None  # a parameter name (or ARN), read WithDecryption
+    secretsmanager: str | None = None  # a secret's name or ARN
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_table(cls, value: object) -> object:
+        if not isinstance(value, dict | BuildSecretSource):
+            raise ValueError(
+                "expected a table: { file = ... }, { env = ... }, { ssm = ... } or"
+                " { secretsmanager = ... }"
+            )
+        return value
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"must be an absolute path, got {str(value)!r}")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.fullmatch(value):
+            raise ValueError(f"not an environment variable name: {value!r}")
+        return value
+
+    @field_validator("ssm")
+    @classmethod
+    def _ssm(cls, value: str | None) -> str | None:
+        if value is not None and not SSM_PARAMETER.fullmatch(value):
+            raise ValueError(f"not an SSM parameter name or ARN: {value!r}")
+        return value
+
+    @field_validator("secretsmanager")
+    @classmethod
+    def _secretsmanager(cls, value: str | None) -> str | None:
+        if value is not None and not SECRET_ID.fullmatch(value):
+            raise ValueError(f"not a Secrets Manager secret name or ARN: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BuildSecretSource:
+        given = [key for key in SECRET_SOURCES if getattr(self, key) is not None]
+        if len(given) != 1:
+            said = f"got {', '.join(given)}" if given else "got none"
+            raise ValueError(f"give exactly one of {', '.join(SECRET_SOURCES)} ({said})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """`file`, `env`, `ssm` or `secretsmanager`."""
+        return next(key for key in SECRET_SOURCES if getattr(self, key) is not None)
+
+    @property
+    def name(self) -> str:
+        """The path, variable, parameter or secret id this source names."""
+        return str(getattr(self, self.kind))
+
+    def describe(self) -> str:
+        """`ssm /prod/db/password`: the source, never its value, for messages."""
+        return f"{self.kind} {self.name}"
+
+
+BuildSecretId = Annotated[str, AfterValidator(_secret_id)]
+
+
 def _relative_inside(value: str, *, key: str) -> str:
     """A path that stays inside the repository: relative, no `..`, no backslashes."""
     path = PurePosixPath(value)
@@ -387,7 +479,9 @@ class AppConfig(_Section):
     paths: tuple[str, ...] = ()
     context: str = "."
     dockerfile: str = "Dockerfile"
-    build_args: dict[str, str] = Field(default_factory=dict)
+    build_args: dict[str, str] = Field(default_factory=dict)  # public: in the image's history
+    # BuildKit secrets (RUN --mount=type=secret,id=KEY), read at build time, never stored.
+    build_secrets: dict[BuildSecretId, BuildSecretSource] = Field(default_factory=dict)
     target: str = ""
     ecr_repository: str
     cluster: str
@@ -654,6 +748,7 @@ def _location(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
             parts.append(f"apps[{name}]" if isinstance(name, str) and name else f"apps[{position}]")
             index += 2
             continue
-        parts.append(str(key))
+        if key != "[key]":  # pydantic's marker of a dict key's own error: the key says it
+            parts.append(str(key))
         index += 1
     return ".".join(parts)

@@ -16,19 +16,62 @@ from typing import Any, TextIO
 
 import structlog
 
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
+
+class _Secrets:
+    """The values never to print. `longest_first` is what redact() reads: replaced whole
+    under the lock, never changed in place, so a thread scrubbing a line while another
+    registers a value sees one consistent tuple. The longest first: a secret that contains
+    another is blanked whole, not around the shorter one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
+        self.longest_first: tuple[str, ...] = ()
+
+    def add(self, value: str) -> None:
+        with self._lock:
+            if value not in self._values:
+                self._values.add(value)
+                self._publish()
+
+    def discard(self, value: str) -> None:
+        with self._lock:
+            self._values.discard(value)
+            self._publish()
+
+    def _publish(self) -> None:
+        self.longest_first = tuple(sorted(self._values, key=len, reverse=True))
+
+
+_secrets = _Secrets()
 
 
 def register_secret(value: str) -> None:
-    """Never print this value again (tokens, webhook secrets, the ECR password)."""
+    """Never print this value again (tokens, webhook secrets, the ECR password, build
+    secrets): it becomes `***` in every log line and every line redact() is given."""
     if len(value) >= 4:
-        with _secrets_lock:
-            _secrets.add(value)
+        _secrets.add(value)
 
 
 def redact(text: str) -> str:
-    for secret in _secrets:
+    return _blank(text, _secrets.longest_first)
+
+
+def redact_lines(lines: list[str]) -> list[str]:
+    """redact() of each line; the many lines of a chunk of output are searched as one text
+    for each secret, and only the secrets found there are looked for line by line."""
+    secrets = _secrets.longest_first
+    if not secrets or not lines:
+        return lines
+    joined = "\n".join(lines)
+    found = tuple(secret for secret in secrets if secret in joined)
+    if not found:
+        return lines
+    return [_blank(line, found) for line in lines]
+
+
+def _blank(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
         if secret in text:
             text = text.replace(secret, "***")
     return text
@@ -47,7 +90,7 @@ def _redact_value(value: Any) -> Any:
 def _redact_processor(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    if not _secrets:
+    if not _secrets.longest_first:
         return event_dict
     return {k: _redact_value(v) for k, v in event_dict.items()}
 

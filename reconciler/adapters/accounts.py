@@ -1,5 +1,6 @@
-"""AWS sessions per account and region: an app's ECS, ECR and RunTask calls go out with its
-own region and, with `role_arn`, credentials of a role assumed through STS.
+"""AWS sessions per account and region: an app's ECS, ECR and RunTask calls, and the reads of
+its build secrets, go out with its own region and, with `role_arn`, credentials of a role
+assumed through STS.
 
 Apps of one account and region share one ECS and one ECR client, so their DescribeServices
 are still batched together; apps elsewhere never share a call. Assumed credentials are
@@ -21,6 +22,7 @@ from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 
+from reconciler.adapters.build_secrets import BuildSecrets
 from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs, boto_config
 from reconciler.adapters.housekeeping import Housekeeping
@@ -151,6 +153,15 @@ class Accounts:
             )
             self._housekeeping[account] = found
         return found
+
+    def secrets(self, account: Account) -> BuildSecrets:
+        """Build secrets read with the account's identity, through the same session (and
+        assumed credentials) as its ECS and ECR clients."""
+        return BuildSecrets(
+            session=self._session(account),
+            region=account.region,
+            endpoint_url=self._endpoint_url,
+        )
 
     def _session(self, account: Account) -> aioboto3.Session:
         """One session per account, so its assumed credentials are fetched once for all."""

@@ -27,6 +27,7 @@ from typing import BinaryIO
 from reconciler.adapters.values import BuildRequest
 from reconciler.decisions.text import printable
 from reconciler.errors import StalledError
+from reconciler.logs import redact, redact_lines
 
 # A single output line longer than this is cut: a RUN step printing a megabyte without a
 # newline must not become a megabyte string in memory, a log record or a status page.
@@ -63,6 +64,12 @@ CLI_REFUSED = re.compile(
 # CLI itself. Every other value travels in the environment, never in the argument list, where
 # any local user can read it from /proc.
 _CLI_OWN_ENV = re.compile(r"^(PATH|HOME|(DOCKER|BUILDKIT|BUILDX)_.*)$")
+# Build secrets travel to the CLI in its environment under these names (`--secret
+# id=KEY,env=NAME`): not in its argument list, which `ps` shows every local user, and not in
+# a file. A build-arg named like one goes on the command line, so it can never replace one.
+SECRET_ENV_PREFIX = "RECONCILER_BUILD_SECRET_"  # noqa: S105 - variable names, not a value
+# A value over this size goes in a file instead: Linux caps one environment string at 128 KiB.
+SECRET_ENV_MAX = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,60 @@ async def find_cli(search_path: str | None = None) -> DockerCli | None:
     return None
 
 
+def fits_environment(value: bytes) -> bool:
+    """Whether a secret can travel in the CLI's environment: UTF-8 text without NUL (the
+    environment is C strings) and not too long for one environment string."""
+    if len(value) > SECRET_ENV_MAX or b"\x00" in value:
+        return False
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def write_secret_files(directory: str, secrets: Mapping[str, bytes]) -> dict[str, str]:
+    """Key -> path of a 0600 file holding each secret the environment cannot carry, in
+    `directory` (private to this process: the caller makes it and removes it after the
+    build)."""
+    files: dict[str, str] = {}
+    for index, (key, value) in enumerate(sorted(secrets.items())):
+        if fits_environment(value):
+            continue
+        path = str(Path(directory, f"secret-{index}"))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(value)
+        files[key] = path
+    return files
+
+
+def _csv_field(field: str) -> str:
+    """One field of a flag the CLI reads as CSV (`--secret id=...,src=...`)."""
+    if "," in field or '"' in field:
+        return '"' + field.replace('"', '""') + '"'
+    return field
+
+
+def secret_flags(
+    secrets: Mapping[str, bytes], files: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """The `--secret` flags of the build and the environment they read: each secret in a
+    variable of its own, or in its file of `files` (write_secret_files) when it has one."""
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    for index, (key, value) in enumerate(sorted(secrets.items())):
+        if key in files:
+            argv += ["--secret", f"id={key}," + _csv_field(f"src={files[key]}")]
+        elif fits_environment(value):
+            variable = f"{SECRET_ENV_PREFIX}{index}"
+            env[variable] = value.decode("utf-8")
+            argv += ["--secret", f"id={key},env={variable}"]
+        else:
+            raise ValueError(f"build secret {key} needs a file (write_secret_files)")
+    return argv, env
+
+
 def host_flag(url: str) -> str:
     """The engine URL as the CLI's -H wants it: aiodocker also takes http://, the CLI tcp://."""
     if url.startswith("http://"):
@@ -165,8 +226,10 @@ def command(
     environ: Mapping[str, str] | None = None,
     docker_config: str | None = None,
     tls: EngineTls | None = None,
+    secret_files: Mapping[str, str] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """The argument list and environment of the build; build-arg values are in the latter.
+    """The argument list and environment of the build; build-arg and secret values are in
+    the latter (secrets in `secret_files`, key -> path, are read from there instead).
 
     The image carries its build cache inline (BUILDKIT_INLINE_CACHE), so the request's
     `cache_from` images pushed by any host serve as cache here; `docker_config` is a directory
@@ -188,7 +251,7 @@ def command(
     argv += ["build", "--progress=plain", "-f", request.dockerfile, "-t", request.tag]
     argv += ["--iidfile", iidfile]
     for name, value in request.build_args.items():
-        if _CLI_OWN_ENV.match(name):
+        if _CLI_OWN_ENV.match(name) or name.startswith(SECRET_ENV_PREFIX):
             argv += ["--build-arg", f"{name}={value}"]
         else:
             # `--build-arg NAME` without a value makes the CLI take it from its environment.
@@ -200,6 +263,9 @@ def command(
         argv += ["--target", request.target]
     if network:
         argv += ["--network", network]
+    flags, secret_env = secret_flags(request.secrets, secret_files or {})
+    argv += flags
+    env.update(secret_env)
     argv += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
     for image in request.cache_from:
         argv += ["--cache-from", image]
@@ -254,7 +320,7 @@ class LineSplitter:
             self._pending += data
 
     def _take(self) -> str:
-        line = _cut(printable(self._pending.decode(errors="replace")), self._dropping)
+        line = _cut(shown(self._pending.decode(errors="replace")), self._dropping)
         self._pending.clear()
         self._dropping = False
         return line
@@ -264,10 +330,17 @@ class LineSplitter:
         """Complete lines, `data` ending with a newline."""
         # One decode and one split for the whole chunk: a command printing millions of short
         # lines must not cost Python work per byte. splitlines also ends a line at a lone \r.
-        lines = [printable(line) for line in data.decode(errors="replace").splitlines()]
+        text = data.decode(errors="replace")
+        lines = redact_lines([printable(line) for line in text.splitlines()])
         if len(data) > LINE_CAP:
             lines = [_cut(line, len(line) > LINE_CAP) for line in lines]
         return lines
+
+
+def shown(line: str) -> str:
+    """An output line as logs, status and pages may show it: without control characters, and
+    with every registered secret (logs.register_secret, build secrets included) blanked."""
+    return redact(printable(line))
 
 
 def _cut(line: str, cut: bool) -> str:

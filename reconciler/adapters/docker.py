@@ -40,7 +40,6 @@ from reconciler.adapters.engine_api import LOG_TAIL_LINES, engine_errors, one_li
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun
 from reconciler.decisions.model import TestRun
-from reconciler.decisions.text import printable
 from reconciler.errors import (
     BuildFailed,
     DockerUnavailable,
@@ -77,6 +76,11 @@ _REGISTRY_DOWN = re.compile(
     r"|received unexpected HTTP status: (5\d\d|429)|toomanyrequests",
     re.IGNORECASE,
 )
+
+
+class SecretsNeedBuildKit(StalledError):
+    """A build with secrets on an engine that builds with the classic builder, which cannot
+    mount them: the config or the host must change."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +211,20 @@ class DockerEngine:
         cli = await self._buildkit_cli()
         if cli is not None:
             return await self._build_with_cli(context, request, cli=cli)
+        if request.secrets:
+            raise SecretsNeedBuildKit(
+                f"build_secrets ({', '.join(sorted(request.secrets))}) need BuildKit, and "
+                f"{self._classic_because()}"
+            )
         return await self._build_classic(context, request)
+
+    def _classic_because(self) -> str:
+        if self._builder == "classic":
+            return 'builds use the classic builder ([build].builder = "classic")'
+        return (
+            "no docker CLI on PATH builds with BuildKit (before release 23, or with the buildx"
+            ' plugin), so builds use the classic builder ([build].builder = "auto")'
+        )
 
     async def builder(self) -> str:
         """The builder builds use: "buildkit" or "classic" ("auto" decided)."""
@@ -253,6 +270,8 @@ class DockerEngine:
             docker_config = (
                 _docker_config(scratch, request.cache_auth) if request.cache_from else None
             )
+            # Only secrets the environment cannot carry; removed with `scratch` right after.
+            secret_files = buildkit.write_secret_files(scratch, request.secrets)
             argv, env = buildkit.command(
                 cli,
                 request,
@@ -261,6 +280,7 @@ class DockerEngine:
                 iidfile=str(iidfile),
                 docker_config=docker_config,
                 tls=self._tls,
+                secret_files=secret_files,
             )
             progress = buildkit.PlainProgress(tail_lines=LOG_TAIL_LINES)
             ended = await buildkit.run(
@@ -543,7 +563,7 @@ async def _read_build(
         if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
             image_id = aux["ID"]
         for raw in str(item.get("stream", "")).splitlines():
-            line = printable(raw)
+            line = buildkit.shown(raw)
             if not line.strip():
                 continue
             tail.append(line.rstrip())

@@ -9,7 +9,7 @@ beside this module (git.py, docker.py, registry.py, ecr.py, ecs.py); the composi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
@@ -18,6 +18,7 @@ from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun, TaskRunRequest
+from reconciler.config import BuildSecretSource
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
 from reconciler.decisions.model import (
     ServiceDeployment,
@@ -132,6 +133,12 @@ class EcsPort(Protocol):
         """One service deployment's record; concurrent callers share batched calls."""
 
 
+class SecretsPort(Protocol):
+    async def read(self, secrets: Mapping[str, BuildSecretSource]) -> dict[str, bytes]:
+        """Key -> value of each build secret, read now with the app's identity; every value
+        is registered for scrubbing before it is returned."""
+
+
 class HousekeepingPort(Protocol):
     """The AWS calls housekeeping needs (adapters/housekeeping.py has the real ones)."""
 
@@ -167,5 +174,7 @@ class Adapters:
     registry: RegistryPort
     ecr: EcrPort
     ecs: EcsPort
+    # Build secrets, read with the same identity as `ecs` and `ecr`.
+    secrets: SecretsPort
     # Deregistering old task definitions and deleting old images; None where not opened.
     housekeeping: HousekeepingPort | None = None

@@ -9,7 +9,7 @@ apart from ports.py because docker.py, which ports.py imports, takes them too.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.decisions.model import TaskLaunch
@@ -21,7 +21,9 @@ class BuildRequest:
     closes, and a retry reads again).
 
     `target` "" builds the Dockerfile's last stage. Images in `cache_from`, pulled with
-    `cache_auth`, may serve as build cache (BuildKit only).
+    `cache_auth`, may serve as build cache (BuildKit only). `secrets` (id -> value) are
+    mounted for `RUN --mount=type=secret,id=...` (BuildKit only); kept out of the repr, so
+    no log of a request can show them.
     """
 
     dockerfile: str
@@ -31,6 +33,7 @@ class BuildRequest:
     labels: Mapping[str, str]
     cache_from: Sequence[str] = ()
     cache_auth: RegistryAuth | None = None
+    secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from reconciler import logs
 from reconciler.adapters.accounts import Accounts
+from reconciler.adapters.build_secrets import BuildSecrets
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs
@@ -102,8 +103,15 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
         housekeeping = await stack.enter_async_context(
             Housekeeping.connect(region=config.aws.region, endpoint_url=config.aws.endpoint_url)
         )
+        secrets = BuildSecrets(region=config.aws.region, endpoint_url=config.aws.endpoint_url)
         yield Adapters(
-            git=git, docker=docker, registry=registry, ecr=ecr, ecs=ecs, housekeeping=housekeeping
+            git=git,
+            docker=docker,
+            registry=registry,
+            ecr=ecr,
+            ecs=ecs,
+            secrets=secrets,
+            housekeeping=housekeeping,
         )
 
 

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Protocol
 
 from reconciler.adapters.accounts import Account, account_of
-from reconciler.adapters.ports import Adapters, EcrPort, EcsPort, HousekeepingPort
+from reconciler.adapters.ports import Adapters, EcrPort, EcsPort, HousekeepingPort, SecretsPort
 from reconciler.aio import backoff
 from reconciler.app.events import EventBus
 from reconciler.app.loop import AppLoop
@@ -30,6 +30,8 @@ class AccountClients(Protocol):
     async def clients(self, account: Account) -> tuple[EcsPort, EcrPort]: ...
 
     async def housekeeping(self, account: Account) -> HousekeepingPort: ...
+
+    def secrets(self, account: Account) -> SecretsPort: ...
 
 
 class LoopMaker:
@@ -92,7 +94,13 @@ class LoopMaker:
             return self._adapters
         ecs, ecr = await self._accounts.clients(account)
         housekeeping = await self._accounts.housekeeping(account)
-        return dataclasses.replace(self._adapters, ecs=ecs, ecr=ecr, housekeeping=housekeeping)
+        return dataclasses.replace(
+            self._adapters,
+            ecs=ecs,
+            ecr=ecr,
+            secrets=self._accounts.secrets(account),
+            housekeeping=housekeeping,
+        )
 
     async def _promotion_of(self, app: AppConfig) -> PromotionSource | None:
         source = self._in_force.app(app.promote_from) if app.promote_from else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from reconciler.app.loop import AppLoop
 from reconciler.app.reporter import Reporter
 from reconciler.app.state import FileStateStore
 from reconciler.app.status import AppStatus
-from reconciler.config import AppConfig
+from reconciler.config import AppConfig, BuildSecretSource
 from reconciler.decisions.model import (
     Deployment,
     ServiceDeployment,
@@ -35,6 +35,7 @@ from reconciler.decisions.model import (
     TaskState,
     TestRun,
 )
+from reconciler.errors import StalledError
 from reconciler.metrics import Metrics
 from tests.support.metrics import passes_of
 
@@ -110,6 +111,26 @@ class FakeDocker(_Failures):
         for line in self.test_result.tail:
             on_line(line)
         return self.test_result
+
+
+class FakeSecrets(_Failures):
+    """Build secrets by source (`values["ssm /db"] = b"..."`); each read's keys recorded. A
+    source it has no value for cannot be read, as a missing parameter cannot."""
+
+    def __init__(self, values: Mapping[str, bytes] | None = None) -> None:
+        super().__init__()
+        self.values = dict(values or {})
+        self.reads: list[list[str]] = []
+
+    async def read(self, secrets: Mapping[str, BuildSecretSource]) -> dict[str, bytes]:
+        self.check("read")
+        self.reads.append(sorted(secrets))
+        values: dict[str, bytes] = {}
+        for key, source in secrets.items():
+            if source.describe() not in self.values:
+                raise StalledError(f"build secret {key} ({source.describe()}) cannot be read")
+            values[key] = self.values[source.describe()]
+        return values
 
 
 class FakeRegistry(_Failures):
@@ -318,7 +339,14 @@ class FakeWorld:
         )
         git, docker, ecs = FakeGit(head), FakeDocker(), FakeEcs()
         registry = FakeRegistry(docker)
-        adapters = Adapters(git=git, docker=docker, registry=registry, ecr=FakeEcr(), ecs=ecs)
+        adapters = Adapters(
+            git=git,
+            docker=docker,
+            registry=registry,
+            ecr=FakeEcr(),
+            ecs=ecs,
+            secrets=FakeSecrets(),
+        )
         store, status, metrics = FileStateStore(state_dir), AppStatus(name="web"), Metrics()
         loop = AppLoop(
             app=app,

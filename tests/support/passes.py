@@ -34,6 +34,7 @@ from tests.support.fakes import (
     FakeEcs,
     FakeGit,
     FakeRegistry,
+    FakeSecrets,
 )
 
 REVISION = "a" * 40
@@ -95,6 +96,7 @@ class Pass:
     store: MemoryStore
     status: AppStatus
     metrics: Metrics
+    secrets: FakeSecrets
 
     @property
     def session(self) -> AppSession:
@@ -205,12 +207,14 @@ def a_pass(
     the app's config, e.g. extra_tags=["latest"]."""
     app = app_config(**app_keys)
     git = git or FakeGit(head or revision)
-    docker, ecs = FakeDocker(), FakeEcs()
+    docker, ecs, secrets = FakeDocker(), FakeEcs(), FakeSecrets()
     registry_ = registry(docker)
     store, status, metrics = MemoryStore(), AppStatus(name=app.name), Metrics()
     session = AppSession(
         app=app,
-        io=Adapters(git=git, docker=docker, registry=registry_, ecr=FakeEcr(), ecs=ecs),
+        io=Adapters(
+            git=git, docker=docker, registry=registry_, ecr=FakeEcr(), ecs=ecs, secrets=secrets
+        ),
         store=store,
         report=Reporter(app=app.name, status=status, metrics=metrics, store=store),
         timings=QUICK,
@@ -227,4 +231,5 @@ def a_pass(
         store=store,
         status=status,
         metrics=metrics,
+        secrets=secrets,
     )

@@ -8,9 +8,12 @@ reached is transient and counts for nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import BinaryIO
 
 import structlog
 
+from reconciler.adapters.docker import BuildResult, SecretsNeedBuildKit
 from reconciler.adapters.values import BuildRequest
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.model import Phase, Result
@@ -24,6 +27,7 @@ log = structlog.get_logger("reconciler.pass")
 async def build(ctx: PassContext) -> None:
     app, io, revision = ctx.app, ctx.io, ctx.revision
     image = str(ctx.observed.desired.image)
+    secrets = await read_secrets(ctx)
     async with ctx.session.build_slots:
         ctx.report.phase(Phase.BUILDING)
         log.info("build_started", image=image)
@@ -43,8 +47,9 @@ async def build(ctx: PassContext) -> None:
                 },
                 cache_from=_cache_sources(ctx),
                 cache_auth=await io.ecr.auth(),
+                secrets=secrets,
             )
-            result = await io.docker.build(context, request)
+            result = await build_image(ctx, context, request)
         except BuildFailed as exc:
             await _count_failure(ctx, exc)
             raise
@@ -54,6 +59,22 @@ async def build(ctx: PassContext) -> None:
     log.info(
         "build_finished", image=image, image_id=result.image_id, cached_steps=result.cached_steps
     )
+
+
+async def read_secrets(ctx: PassContext) -> Mapping[str, bytes]:
+    """The app's build secrets, read now (with its own AWS identity) for one build."""
+    if not ctx.app.build_secrets:
+        return {}
+    return await ctx.io.secrets.read(ctx.app.build_secrets)
+
+
+async def build_image(ctx: PassContext, context: BinaryIO, request: BuildRequest) -> BuildResult:
+    """`request` built on the engine; a build whose secrets the engine's builder cannot mount
+    needs a human, and says which app."""
+    try:
+        return await ctx.io.docker.build(context, request)
+    except SecretsNeedBuildKit as exc:
+        raise SecretsNeedBuildKit(f"app {ctx.app.name}: {exc}") from exc
 
 
 def _cache_sources(ctx: PassContext) -> list[str]:

@@ -13,6 +13,7 @@ import time
 import structlog
 
 from reconciler.adapters.values import BuildRequest, ContainerRun
+from reconciler.app.stages.build import build_image, read_secrets
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.model import Hold, Phase, Result
 from reconciler.errors import BuildFailed
@@ -86,13 +87,14 @@ async def _build_test_stage(ctx: PassContext, target: str) -> str | None:
         build_args=app.build_args,
         target=target,
         labels={"org.opencontainers.image.revision": revision},
+        secrets=await read_secrets(ctx),
     )
     context = await ctx.io.git.export_context(
         ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
     )
     try:
         async with ctx.session.build_slots:
-            await ctx.io.docker.build(context, request)
+            await build_image(ctx, context, request)
     except BuildFailed as exc:
         reason = f"test.target {target!r} did not build: {exc}"
         log.error("test_failed", reason=reason)

@@ -11,7 +11,15 @@ from reconciler.app.stages.context import PromotionSource
 from reconciler.app.stages.promote import promote
 from reconciler.decisions.model import Phase
 from reconciler.errors import RegistryUnavailable
-from tests.support.fakes import REGISTRY, FakeDocker, FakeEcr, FakeEcs, FakeGit, FakeRegistry
+from tests.support.fakes import (
+    REGISTRY,
+    FakeDocker,
+    FakeEcr,
+    FakeEcs,
+    FakeGit,
+    FakeRegistry,
+    FakeSecrets,
+)
 from tests.support.passes import REVISION, a_pass, app_config
 
 SOURCE_REGISTRY = "staging.test"
@@ -72,6 +80,7 @@ def staging() -> PromotionSource:
         registry=FakeRegistry(docker),
         ecr=SourceEcr(),
         ecs=FakeEcs(),
+        secrets=FakeSecrets(),
     )
     return PromotionSource(app=app_config("staging", ecr_repository="staging-web"), io=io)
 
