@@ -99,13 +99,13 @@ class Reporter:
         self.count("suspended")
 
     def held(self, reason: str) -> None:
-        self.status.last_error = reason
+        self.status.last_error = redact(reason)
         self.phase(Phase.FAILED)
         self.count("held")
 
     def failed(self, reason: str) -> None:
         """The app is Failed for `reason` (no pass result counted: the outcome says it)."""
-        self.status.last_error = reason
+        self.status.last_error = redact(reason)
         self.phase(Phase.FAILED)
 
     # What the pass did -----------------------------------------------------------------

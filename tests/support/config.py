@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeAlias
@@ -43,9 +44,14 @@ def toml_value(value: TomlValue) -> str:
     return "[" + ", ".join(toml_value(v) for v in value) + "]"
 
 
+def toml_key(key: str) -> str:
+    """A key as TOML reads it back: bare when it can be, else quoted (`"db.v3"`, `"a b"`)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
 def toml_lines(header: str, table: Table) -> list[str]:
     """A table's header line (`[daemon]`, `[[apps]]`) and its `key = value` lines."""
-    return [header, *(f"{key} = {toml_value(value)}" for key, value in table.items())]
+    return [header, *(f"{toml_key(key)} = {toml_value(value)}" for key, value in table.items())]
 
 
 def app_table(name: str, repo: str, *, cluster: str = "prod", **settings: TomlValue) -> Table:

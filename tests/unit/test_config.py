@@ -252,6 +252,52 @@ BAD = {
     ),
     "rollback not a bool": (app_with(rollback="maybe"), "apps[web].rollback"),
     "build_args not strings": (app_with(build_args={"A": [1]}), "apps[web].build_args.A"),
+    "build secret id with a space": (
+        app_with(build_secrets={"npm rc": {"env": "NPMRC"}}),
+        "apps[web].build_secrets.npm rc: 'npm rc' is not a BuildKit secret id",
+    ),
+    "build secret id with a comma": (
+        app_with(build_secrets={"a,src=/etc/shadow": {"env": "X"}}),
+        "apps[web].build_secrets.a,src=/etc/shadow: 'a,src=/etc/shadow' is not a BuildKit",
+    ),
+    "build secret id that is a path": (
+        app_with(build_secrets={"..": {"env": "X"}}),
+        "apps[web].build_secrets...: '..' is not a BuildKit secret id",
+    ),
+    "build secret from a relative file": (
+        app_with(build_secrets={"npmrc": {"file": "secrets/npmrc"}}),
+        "apps[web].build_secrets.npmrc.file: must be an absolute path, got 'secrets/npmrc'",
+    ),
+    "build secret from two sources": (
+        app_with(build_secrets={"npmrc": {"env": "NPMRC", "ssm": "/npmrc"}}),
+        "apps[web].build_secrets.npmrc: give exactly one of file, env, ssm, secretsmanager"
+        " (got env, ssm)",
+    ),
+    "build secret from no source": (
+        app_with(build_secrets={"npmrc": {}}),
+        "apps[web].build_secrets.npmrc: give exactly one of file, env, ssm, secretsmanager"
+        " (got none)",
+    ),
+    "build secret from an unknown source": (
+        app_with(build_secrets={"npmrc": {"vault": "kv/npmrc"}}),
+        "apps[web].build_secrets.npmrc.vault: unknown key",
+    ),
+    "build secret given as its value": (
+        app_with(build_secrets={"npmrc": "//registry.npmjs.org/:_authToken=x"}),
+        "apps[web].build_secrets.npmrc: expected a table: { file = ... }, { env = ... }",
+    ),
+    "build secret from a bad variable name": (
+        app_with(build_secrets={"token": {"env": "NPM-TOKEN"}}),
+        "apps[web].build_secrets.token.env: not an environment variable name: 'NPM-TOKEN'",
+    ),
+    "build secret from a bad parameter name": (
+        app_with(build_secrets={"db": {"ssm": "/prod/db password"}}),
+        "apps[web].build_secrets.db.ssm: not an SSM parameter name or ARN",
+    ),
+    "build secret from a bad secret id": (
+        app_with(build_secrets={"key": {"secretsmanager": "prod api key"}}),
+        "apps[web].build_secrets.key.secretsmanager: not a Secrets Manager secret name or ARN",
+    ),
     "not TOML": ("[[apps]\nname=", "not valid TOML"),
     "empty file": ("", "file is empty"),
 }
@@ -304,6 +350,34 @@ def test_a_test_containers_limits_may_be_set_down_to_their_floors() -> None:
     test = parse_config(app_with(test={"command": ["npm", "test"], **gate})).apps[0].test
     assert test is not None
     assert (test.memory_mb, test.cpus, test.pids, test.read_only, test.user) == tuple(gate.values())
+
+
+def test_build_secrets_take_one_source_each() -> None:
+    """The four sources as SPEC section 17 writes them; a message names the source, never a
+    value (there is none in the config)."""
+    secrets: Table = {
+        "npmrc": {"file": "/etc/reconciler/secrets/npmrc"},
+        "npm_token": {"env": "NPM_TOKEN"},
+        "db_password": {"ssm": "/prod/db/password"},
+        "db.v3": {"ssm": "arn:aws:ssm:eu-west-1:123456789012:parameter/prod/db:3"},
+        "api-key": {"secretsmanager": "prod/api-key"},
+    }
+    app = parse_config(app_with(build_secrets=secrets)).apps[0]
+    assert {key: source.describe() for key, source in app.build_secrets.items()} == {
+        "npmrc": "file /etc/reconciler/secrets/npmrc",
+        "npm_token": "env NPM_TOKEN",
+        "db_password": "ssm /prod/db/password",
+        "db.v3": "ssm arn:aws:ssm:eu-west-1:123456789012:parameter/prod/db:3",
+        "api-key": "secretsmanager prod/api-key",
+    }
+    assert parse_config(APP).apps[0].build_secrets == {}
+
+
+def test_a_changed_build_secret_source_changes_the_apps_fingerprint() -> None:
+    """Pointing a secret elsewhere is a config change: it clears a Failed hold."""
+    before = parse_config(app_with(build_secrets={"t": {"env": "A"}})).apps[0].fingerprint()
+    after = parse_config(app_with(build_secrets={"t": {"env": "B"}})).apps[0].fingerprint()
+    assert before != after
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -1,5 +1,7 @@
 """Build: the desired image, within the daemon's build slots; a failed build counts towards
-the revision's limit and is recorded with its output, an unreachable engine counts nothing."""
+the revision's limit and is recorded with its output, an unreachable engine counts nothing.
+The app's build secrets are read for each build; one that cannot be read, or an engine that
+cannot mount them, needs a human."""
 
 from __future__ import annotations
 
@@ -8,12 +10,13 @@ import dataclasses
 
 import pytest
 
+from reconciler.adapters.docker import SecretsNeedBuildKit
 from reconciler.app.stages.build import _cache_sources, build
 from reconciler.decisions.model import Live, Phase
 from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
-from reconciler.errors import BuildFailed, DockerUnavailable
+from reconciler.errors import BuildFailed, DockerUnavailable, StalledError
 from tests.support.fakes import REGISTRY
-from tests.support.passes import NEWER, REVISION, a_pass
+from tests.support.passes import NEWER, REVISION, Pass, a_pass
 
 BUILD_SECONDS = "reconciler_build_seconds"
 
@@ -102,3 +105,61 @@ async def test_the_build_cache_comes_from_the_images_the_app_runs_in_its_reposit
     (request,) = run.docker.requests
     assert list(request.cache_from) == [images["app"], images["worker"]]
     assert request.tag == run.image()
+
+
+SECRETS = {"npmrc": {"file": "/etc/reconciler/npmrc"}, "db": {"ssm": "/prod/db/password"}}
+
+
+def with_secrets() -> Pass:
+    run = a_pass(build_secrets=SECRETS)
+    run.secrets.values.update(
+        {"file /etc/reconciler/npmrc": b"npmrc-value", "ssm /prod/db/password": b"db-value"}
+    )
+    run.observe()
+    return run
+
+
+async def test_the_build_gets_the_apps_secrets_read_for_it() -> None:
+    """Read afresh for each build (a rotated secret is picked up), and kept out of the
+    request's repr."""
+    run = with_secrets()
+    await build(run.ctx)
+    await build(run.ctx)
+    assert run.secrets.reads == [["db", "npmrc"], ["db", "npmrc"]]
+    request = run.docker.requests[-1]
+    assert dict(request.secrets) == {"npmrc": b"npmrc-value", "db": b"db-value"}
+    assert "npmrc-value" not in repr(request)
+
+
+async def test_an_app_without_build_secrets_reads_none() -> None:
+    run = a_pass()
+    run.observe()
+    await build(run.ctx)
+    assert run.secrets.reads == []
+    assert dict(run.docker.requests[0].secrets) == {}
+
+
+async def test_a_secret_that_cannot_be_read_stops_the_build_before_it_starts() -> None:
+    """Needs a human: no build (the app never turns Building), no failed build counted."""
+    run = with_secrets()
+    del run.secrets.values["ssm /prod/db/password"]
+    with pytest.raises(StalledError, match=r"build secret db \(ssm /prod/db/password\)"):
+        await build(run.ctx)
+    assert run.docker.builds == []
+    assert run.status.phase is not Phase.BUILDING
+    assert run.memory.build_failures == {}
+    assert run.results() == []
+
+
+async def test_secrets_on_a_classic_builder_need_a_human_and_name_the_app() -> None:
+    run = with_secrets()
+    refused = SecretsNeedBuildKit(
+        "build_secrets (db, npmrc) need BuildKit, and builds use the classic builder"
+        ' ([build].builder = "classic")'
+    )
+    run.docker.fail_next("build", refused)
+    with pytest.raises(StalledError) as raised:
+        await build(run.ctx)
+    assert str(raised.value) == f"app web: {refused}"
+    assert run.memory.build_failures == {}
+    assert run.results() == []

@@ -89,6 +89,16 @@ async def test_a_test_target_is_built_locally_and_the_test_runs_in_it() -> None:
     assert run.docker.pushes == []
 
 
+async def test_a_test_target_is_built_with_the_apps_build_secrets() -> None:
+    run = a_pass(test=GATE | {"target": "test"}, build_secrets={"t": {"env": "TOKEN"}})
+    run.secrets.values["env TOKEN"] = b"token-value"
+    run.observe()
+    assert await run_test(run.ctx) is True
+    [request] = run.docker.requests
+    assert request.target == "test"
+    assert dict(request.secrets) == {"t": b"token-value"}
+
+
 async def test_a_test_target_that_does_not_build_holds_the_revision_without_a_run() -> None:
     run = gated(target="test")
     run.docker.fail_next("build", BuildFailed("no stage test", log_tail=["ERROR: target"]))
