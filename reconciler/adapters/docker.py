@@ -206,7 +206,9 @@ class DockerEngine:
         (with the last lines of output) when the Dockerfile does not build, DockerUnavailable
         when the engine cannot be reached or drops the build, RegistryUnavailable when a base
         image cannot be pulled for now, StalledError when builder = "buildkit" finds no CLI.
-        A build stopped at the engine's build timeout is BuildFailed too.
+        A build stopped at the engine's build timeout is BuildFailed too. `request.secrets`
+        are mounted by BuildKit only: with the classic builder such a build is refused
+        (SecretsNeedBuildKit) before the context is read.
         """
         cli = await self._buildkit_cli()
         if cli is not None:
