@@ -54,7 +54,7 @@ from reconciler.daemon.supervisor import Supervisor
 from reconciler.daemon.systemd import Notifier
 from reconciler.daemon.view import StatusView
 from reconciler.daemon.wiring import AccountClients, LoopMaker
-from reconciler.errors import ReconcilerError
+from reconciler.errors import HostIdInUse, ReconcilerError
 from reconciler.feedback import Dispatcher
 from reconciler.metrics import Metrics
 
@@ -361,6 +361,8 @@ class Daemon:
                 await admin.cleanup()
                 await hooks.cleanup()
         log.info("stopped")
+        if isinstance(failure, HostIdInUse):
+            raise failure
         if failure is not None:
             raise ReconcilerError(f"stopped because a background task failed: {failure}") from (
                 failure
