@@ -158,7 +158,7 @@ async def open_cluster(config: Config, metrics: Metrics) -> AsyncIterator[Cluste
             ),
             store=TableStateStore(table, host_id=host_id),
             table=table,
-            # Where the other daemons' pages link to this one's: its admin listener.
+            # Until the admin listener is bound (its port may be chosen then).
             url=daemon.public_url or f"http://{daemon.admin_listen}",
             metrics=metrics,
             health=health,
@@ -343,6 +343,8 @@ class Daemon:
             self.notifier.ready(supervisor.view.summary())
             background = self._background(supervisor, feedback)
             if leases is not None:
+                # Where the other daemons' pages link to this one's: the bound admin port.
+                leases.url = daemon.public_url or f"http://{self._admin_address()}"
                 background.add(asyncio.create_task(leases.run(), name="leases"))
             try:
                 failure = await self._until_stopped(background)
