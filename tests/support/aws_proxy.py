@@ -3,6 +3,7 @@
     async with AwsProxy.serving(aws.endpoint_url) as proxy:
         proxy.hold("UpdateService")      # kept until the client gives up, never forwarded
         proxy.refuse("DynamoDB_")        # answered 503 at once: the table is out of reach
+    proxy.lose_answers("RunTask", times=3)  # forwarded, but a 503 comes back
 
 It models the network between a build host and AWS: a request held here has not reached
 AWS, so one the client abandons never lands. A held request is forwarded only if the test
@@ -32,6 +33,7 @@ class AwsProxy:
     on_abandon: Callable[[str], None] | None = None  # called as a client gives one up
     _holding: set[str] = field(default_factory=set)
     _refusing: set[str] = field(default_factory=set)
+    _losing: dict[str, int] = field(default_factory=dict)  # action -> answers still to lose
     _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -62,6 +64,11 @@ class AwsProxy:
     def refuse(self, action: str) -> None:
         """Answer requests whose target starts with or ends in `action` with a 503."""
         self._refusing.add(action)
+
+    def lose_answers(self, action: str, *, times: int) -> None:
+        """Forward the next `times` `action` requests, then answer each with a 503 instead of
+        what AWS said: the request landed, its answer was lost on the way back."""
+        self._losing[action] = times
 
     def heal(self) -> None:
         self._refusing.clear()
@@ -96,6 +103,11 @@ class AwsProxy:
             request.method, self.upstream + request.path_qs, data=body, headers=headers
         ) as answer:
             payload = await answer.read()
+            action = target.rpartition(".")[2]
+            if self._losing.get(action, 0) > 0:
+                self._losing[action] -= 1
+                error = {"__type": "ServiceUnavailable", "message": "answer lost"}
+                return web.Response(status=503, text=json.dumps(error))
             kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
             return web.Response(status=answer.status, body=payload, headers=kept)
 
