@@ -16,8 +16,9 @@
     │   ├── ManifestError          the live task definition cannot be updated as asked
     │   └── StateUnwritable        the app's state cannot be written, so no deploy may start
     ├── BuildFailed            the build itself failed (bad Dockerfile); retried a few times
-    └── NotForwarded           a nudge or sync for an app another daemon owns did not reach
-                               the lease table (the request that asked for it is told)
+    ├── NotForwarded           a nudge or sync for an app another daemon owns did not reach
+    │                          the lease table (the request that asked for it is told)
+    └── HostIdInUse            another running daemon has this daemon's [cluster].host_id
 
 Adapters translate library exceptions into these at the edge (always `raise ... from exc`),
 so the loop never sees botocore, aiodocker, aiohttp or pygit2 exceptions.
@@ -100,3 +101,7 @@ class BuildFailed(ReconcilerError):
 
 class NotForwarded(ReconcilerError):
     """A nudge or sync for an app another daemon owns did not reach the lease table."""
+
+
+class HostIdInUse(ReconcilerError):
+    """Another daemon heartbeats under this daemon's host id: they may not share it."""

@@ -29,6 +29,8 @@ command -v systemd-analyze >/dev/null || need_packages+=(systemd)
 [[ -d /usr/share/fonts/truetype/liberation ]] || need_packages+=(fonts-liberation)
 # tests/e2e/test_proxy.py: a real reverse proxy in front of the daemon's listeners.
 [[ -x /usr/sbin/nginx ]] || need_packages+=(nginx-light)
+# tests/e2e/test_fencing.py: daemons whose wall clocks run ahead or behind.
+command -v faketime >/dev/null || need_packages+=(faketime)
 if ((${#need_packages[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "missing packages: ${need_packages[*]} (run as root, or install them)" >&2

@@ -249,6 +249,8 @@ class Ecs:
             },
             **launch_request(request.launch),
         }
+        if request.client_token:
+            call["clientToken"] = request.client_token
         async with aws_errors():
             answer = await self._client.run_task(**call)
         tasks = answer.get("tasks") or []

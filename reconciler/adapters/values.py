@@ -47,6 +47,7 @@ class TaskRunRequest:
     command: Sequence[str]
     started_by: str
     launch: TaskLaunch
+    client_token: str = ""  # the same token again: ECS answers with the task it started
 
 
 @dataclass(frozen=True)

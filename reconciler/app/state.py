@@ -212,6 +212,11 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
             entry.pop("by", None)
     if dumped.get("pin") is not None and dumped["pin"].get("asked_by") is None:
         dumped["pin"].pop("asked_by", None)
+    run = dumped.get("pre_deploy_run")
+    if run is not None:
+        for key in ("token", "host"):  # likewise, only once a run has them
+            if not run.get(key):
+                run.pop(key, None)
     return dumped
 
 

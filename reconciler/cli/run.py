@@ -11,8 +11,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from reconciler.cli.common import EXIT_FAILURE, EXIT_OK, load, with_config
-from reconciler.errors import ReconcilerError
+from reconciler.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, load, with_config
+from reconciler.errors import HostIdInUse, ReconcilerError
 
 THREAD_GRACE = 1.0  # after the daemon stopped, worker threads get this long to return
 
@@ -43,6 +43,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(config=config, config_path=path)
     try:
         _run_until_complete(daemon.run())
+    except HostIdInUse as exc:
+        # Exit 2 like a bad config: systemd does not restart it (RestartPreventExitStatus).
+        logs.get_logger().critical("daemon_failed", error=str(exc))
+        return EXIT_USAGE
     except ReconcilerError as exc:
         logs.get_logger().critical("daemon_failed", error=str(exc))
         return EXIT_FAILURE

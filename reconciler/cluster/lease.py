@@ -1,13 +1,15 @@
 """When a daemon may still act for an app: the lease's validity over a monotonic clock.
 
-A daemon's leases live as long as its member item: the others take its apps over only
-after the item's `expires_at` (the wall time its last heartbeat was sent, plus the TTL) has
-passed. So this daemon treats a lease as valid until TTL minus a margin after the later of
-two moments: the start of its last successful heartbeat, and the start of the last view that
-still showed it as the app's owner with the same version (the smaller of the two counts).
-Both are taken before the request is sent, so a reply that was slow only shortens the
-lease. The monotonic clock keeps running while the process is stopped (SIGSTOP), so a
-daemon resumed after its lease ran out sees it ran out before it writes anything.
+A daemon's leases live as long as its member item: the others take its apps over only once
+that item has stayed the same for the TTL on their own clocks (liveness.py), which begins
+no earlier than the moment they could first see this daemon's last heartbeat. So this
+daemon treats a lease as valid until TTL minus a margin after the earlier of two moments:
+the start of its last successful heartbeat, and the start of the last view that still showed
+it as the app's owner with the same version. Both are taken before the request is sent, so a
+reply that was slow only shortens the lease (and a heartbeat whose answer came back after
+the lease ran out starts no new one: manager.py). The monotonic clock keeps running while
+the process is stopped (SIGSTOP), so a daemon resumed after its lease ran out sees it ran
+out before it writes anything; writes under way are cut when it runs out (fenced.py).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dataclasses import dataclass, field
 
 
 def margin_for(ttl: float) -> float:
-    """How long before expiry a lease stops being acted on: room for clock skew between
-    hosts and for a request between the check and AWS."""
+    """How long before the others may take a lease this daemon stops acting on it: room
+    for the two monotonic clocks' rates to differ and for a request cut at the end of the
+    lease to have reached AWS."""
     return max(0.5, ttl / 5)
 
 
@@ -45,11 +48,15 @@ class Leases:
         return margin_for(self.ttl)
 
     def valid(self, app: str) -> bool:
+        return self.left(app) > 0
+
+    def left(self, app: str) -> float:
+        """Seconds the app's lease may still be acted on (0 when it may not)."""
         lease = self.held.get(app)
         if lease is None or self.heartbeat_at is None:
-            return False
+            return 0.0
         since = min(self.heartbeat_at, lease.confirmed_at)
-        return self.clock() < since + self.ttl - self.margin
+        return max(0.0, since + self.ttl - self.margin - self.clock())
 
     def version(self, app: str) -> int | None:
         lease = self.held.get(app)

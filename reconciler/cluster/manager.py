@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import structlog
 
 from reconciler.cluster.assignment import assign
+from reconciler.cluster.identity import in_use, join
 from reconciler.cluster.lease import Held, Leases
 from reconciler.cluster.ownership import LOOK_EVERY, ClusterOwnership, TableHealth
 from reconciler.cluster.store import TableStateStore
@@ -40,7 +41,7 @@ from reconciler.cluster.table import (
     Member,
     Taken,
 )
-from reconciler.errors import ReconcilerError
+from reconciler.errors import HostIdInUse, ReconcilerError
 from reconciler.metrics import Metrics
 
 log = structlog.get_logger("reconciler.cluster")
@@ -186,6 +187,8 @@ class LeaseManager:
         # the app's loop starts here.
         self._adopt_feedback = adopt_feedback
         self._rounds = 0
+        self._beats = 0  # heartbeats sent: the member record changes with each
+        self._joined = False  # the member item is this process's (identity.py)
         self._relay = Relay(
             table=table, leases=self.leases, host_id=self.host_id, tenant=tenant, health=health
         )
@@ -195,6 +198,7 @@ class LeaseManager:
     async def run(self) -> None:
         """Until cancelled: heartbeats on their own clock (a round that takes many apps
         never delays one past the TTL), and a round every `look_every`."""
+        await self._join()
         await self._heartbeat()
         self._beating = True
         async with asyncio.TaskGroup() as group:
@@ -218,11 +222,11 @@ class LeaseManager:
         daemon's heartbeat runs out if that comes first: a dead daemon's apps are taken
         the moment they may be, not up to a look later. (A live daemon renews long before,
         so this costs nothing in steady state.)"""
-        wait = started + self._look_every - self._clock()
-        now = self._wall()
-        for host, member in self.ownership.view.members.items():
-            if host != self.host_id and member.expires_at > now:
-                wait = min(wait, member.expires_at - now + EXPIRY_SLACK)
+        now = self._clock()
+        wait = started + self._look_every - now
+        expiry = self.ownership.liveness.next_expiry(now=now)
+        if expiry is not None:
+            wait = min(wait, expiry + EXPIRY_SLACK)
         return max(0.02, wait)
 
     def _until_heartbeat(self) -> float:
@@ -234,6 +238,7 @@ class LeaseManager:
     async def round(self) -> None:
         self._rounds += 1
         if not self._beating and self._heartbeat_tried is None:
+            await self._join()
             await self._heartbeat()  # a round run on its own (run() heartbeats beside it)
         self._expire_if_stale()
         await self._after_lapse()
@@ -244,10 +249,11 @@ class LeaseManager:
             self._health.failed("view", exc)
             return
         self._health.recovered("view")
-        self.ownership.saw(view)
+        self.ownership.saw(view, ended=self._clock())
         await self._confirm(view, started)
-        now = self._wall()
-        live = view.live(now)
+        # Judged as of the request's start: the view shows each record as it was at some
+        # moment after it, so a member counted dead had been silent at least that long.
+        live = self.ownership.liveness.live(now=started)
         if self.leases.heartbeat_at is not None and self.host_id not in live:
             live.append(self.host_id)
         wanted = assign(self._tenant.app_names(), live)
@@ -270,27 +276,49 @@ class LeaseManager:
         ):
             return
         self._heartbeat_tried = now
-        member = Member(
-            host_id=self.host_id,
-            expires_at=self._wall() + self.ttl,
-            url=self.url,
-            started_at=self._started_at,
-        )
+        self._beats += 1
         try:
-            await self._table.heartbeat(member)
+            mine = await self._table.heartbeat(self._member())
         except ReconcilerError as exc:
             self._health.failed("heartbeat", exc)
             self._heartbeat_tried = None  # tried again soon, not a third of the TTL later
             return
+        if not mine:
+            # Another process writes under this host id: it counted this one dead and
+            # took its identity. Sharing it would run apps twice; this daemon stops.
+            self._lapse()
+            other = await self._table.member(self.host_id)
+            raise (
+                in_use(other)
+                if other is not None
+                else HostIdInUse(f"host_id {self.host_id!r} was taken by another daemon")
+            )
         self._health.recovered("heartbeat")
         previous = self.leases.heartbeat_at
-        if previous is not None and now - previous >= self.ttl - self.leases.margin:
+        # Judged by when the answer came back: a heartbeat that landed late may have
+        # landed after the others counted this daemon dead.
+        if previous is not None and self._clock() - previous >= self.ttl - self.leases.margin:
             # The others may have counted this daemon dead in the gap and taken its apps
             # (a view of ours need not show it yet). Every lease stops counting before the
             # new heartbeat could make one look valid again; the next round stops their
             # loops, and takes them again afresh.
             self._lapse()
         self.leases.heartbeat_at = now
+
+    async def _join(self) -> None:
+        if not self._joined:
+            await join(self._table, self._member(), ttl=self.ttl, clock=self._clock)
+            self._joined = True
+
+    def _member(self) -> Member:
+        return Member(
+            host_id=self.host_id,
+            expires_at=self._wall() + self.ttl,
+            url=self.url,
+            started_at=self._started_at,
+            instance=self.ownership.instance,
+            beat=self._beats,
+        )
 
     def _expire_if_stale(self) -> None:
         """Once the last heartbeat is older than the TTL minus the margin, the others may
@@ -442,7 +470,7 @@ class LeaseManager:
         await asyncio.gather(*(self._drop(app, grace=HANDOVER_GRACE) for app in held))
         await asyncio.gather(*(self._release(app, h.version) for app, h in held.items()))
         try:
-            await self._table.leave(self.host_id)
+            await self._table.leave(self._member())
         except ReconcilerError as exc:
             self._health.failed("leave", exc)
         self._metrics.leases_held.set(0)

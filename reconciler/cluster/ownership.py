@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -18,6 +19,7 @@ import structlog
 from reconciler.adapters.ports import Adapters
 from reconciler.cluster.fenced import Fence, fenced
 from reconciler.cluster.lease import Leases
+from reconciler.cluster.liveness import Liveness
 from reconciler.cluster.table import ClusterView, LeaseTable, Published
 from reconciler.errors import AwsUnavailable, NotForwarded, ReconcilerError
 from reconciler.metrics import Metrics
@@ -63,8 +65,10 @@ class ClusterOwnership:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.host_id = host_id
+        self.instance = secrets.token_hex(8)  # this process, as its member item says
         self.ttl = ttl
         self.leases = Leases(ttl=ttl, clock=clock)
+        self.liveness = Liveness(ttl)
         self._view = ClusterView()
         self._table = table
         self._health = health
@@ -81,9 +85,10 @@ class ClusterOwnership:
     def view(self) -> ClusterView:
         return self._view
 
-    def saw(self, view: ClusterView) -> None:
-        """The lease manager's latest view of the table."""
+    def saw(self, view: ClusterView, *, ended: float) -> None:
+        """The lease manager's latest view of the table, read by `ended` (monotonic)."""
         self._view = view
+        self.liveness.saw(view.members, at=ended)
 
     # Who runs an app ----------------------------------------------------------------------
 
@@ -93,7 +98,7 @@ class ClusterOwnership:
 
     def fence(self, name: str) -> Fence:
         """What the app's AWS writes ask before they go out."""
-        return Fence(name, valid=self.leases.valid, why_not=self.leases.why_not)
+        return Fence(name, left=self.leases.left, why_not=self.leases.why_not)
 
     def guard(self, name: str, adapters: Adapters) -> Adapters:
         """The app's adapters with its AWS writes going out only while this daemon holds its
@@ -107,13 +112,12 @@ class ClusterOwnership:
         if name in self.leases.held:
             owner = self.host_id
         member = self._view.members.get(owner) if owner else None
-        age = None
-        if member is not None:
-            age = round(max(0.0, self._wall() - (member.expires_at - self.ttl)), 1)
+        silent = self.liveness.silent_for(owner, now=self._clock()) if owner else None
         return {
             "owner": owner,
             "owner_url": member.url if member is not None else None,
-            "lease_age_seconds": age,
+            # Since the owner's heartbeat record last changed, on this daemon's clock.
+            "lease_age_seconds": None if silent is None else round(silent, 1),
             "lease_version": item.version if item is not None else None,
             "here": name in self.leases.held,
         }

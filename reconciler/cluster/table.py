@@ -1,8 +1,10 @@
 """The DynamoDB table the daemons share: members, app leases and app state.
 
 One table, keyed by `pk` (partition) and `sk` (sort):
-- pk "cluster", sk "member#<host id>": a live daemon; `expires_at` (epoch seconds) is moved
-  forward by each heartbeat; `url` says where its API listens.
+- pk "cluster", sk "member#<host id>": a daemon; each heartbeat raises `beat`, under the
+  `instance` (random per process) that owns the item; `url` says where its API listens;
+  `expires_at` (the holder's wall clock plus the TTL) is shown to people and judges nothing
+  (liveness.py).
 - pk "cluster", sk "app#<name>": the app's lease: `owner` (absent when free), `version` (the
   fencing token, raised by every acquisition), `since`; counters `nudges` and `syncs` that
   any daemon raises to wake the owner.
@@ -42,9 +44,11 @@ APP = "app#"
 @dataclass(frozen=True)
 class Member:
     host_id: str
-    expires_at: float  # epoch seconds
+    expires_at: float  # epoch seconds by the holder's clock: for people, never for decisions
     url: str = ""
     started_at: float = 0.0
+    instance: str = ""  # the process that owns the item (random per start)
+    beat: int = 0  # raised by every heartbeat
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,6 @@ class ClusterView:
     members: dict[str, Member] = field(default_factory=dict)
     leases: dict[str, LeaseItem] = field(default_factory=dict)
 
-    def live(self, now: float) -> list[str]:
-        """Members whose heartbeat has not run out at wall time `now`."""
-        return sorted(m.host_id for m in self.members.values() if m.expires_at > now)
-
 
 def _n(item: dict[str, Any], key: str, default: float = 0) -> float:
     raw = item.get(key)
@@ -83,6 +83,17 @@ def _n(item: dict[str, Any], key: str, default: float = 0) -> float:
 def _s(item: dict[str, Any], key: str) -> str | None:
     raw = item.get(key)
     return str(raw["S"]) if raw and "S" in raw else None
+
+
+def _member(host: str, item: dict[str, Any]) -> Member:
+    return Member(
+        host_id=host,
+        expires_at=_n(item, "expires_at"),
+        url=_s(item, "url") or "",
+        started_at=_n(item, "started_at"),
+        instance=_s(item, "instance") or "",
+        beat=int(_n(item, "beat")),
+    )
 
 
 def _key(pk: str, sk: str) -> dict[str, Any]:
@@ -179,12 +190,7 @@ class LeaseTable:
             sk = str(item["sk"]["S"])
             if sk.startswith(MEMBER):
                 host = sk[len(MEMBER) :]
-                members[host] = Member(
-                    host_id=host,
-                    expires_at=_n(item, "expires_at"),
-                    url=_s(item, "url") or "",
-                    started_at=_n(item, "started_at"),
-                )
+                members[host] = _member(host, item)
             elif sk.startswith(APP):
                 app = sk[len(APP) :]
                 leases[app] = LeaseItem(
@@ -217,22 +223,55 @@ class LeaseTable:
             if not start:
                 return
 
-    async def heartbeat(self, member: Member) -> None:
-        async with aws_errors():
-            await self._client.put_item(
-                TableName=self.name,
-                Item={
-                    **_key(CLUSTER, MEMBER + member.host_id),
-                    "expires_at": {"N": repr(member.expires_at)},
-                    "url": {"S": member.url},
-                    "started_at": {"N": repr(member.started_at)},
-                },
-            )
+    async def heartbeat(self, member: Member, *, replacing: Member | None = None) -> bool:
+        """Write the member item if it is this instance's, or absent, or exactly `replacing`
+        (a dead predecessor's); False when another instance holds the host id."""
+        values: dict[str, Any] = {":me": {"S": member.instance}}
+        condition = "attribute_not_exists(sk) OR #instance = :me"
+        if replacing is not None:
+            condition += " OR (#instance = :was AND #beat = :beat AND #expires = :expires)"
+            values[":was"] = {"S": replacing.instance}
+            values[":beat"] = {"N": str(replacing.beat)}
+            values[":expires"] = {"N": repr(replacing.expires_at)}
+        answer = await _unless(
+            _FAILED,
+            self._client.put_item,
+            TableName=self.name,
+            Item={
+                **_key(CLUSTER, MEMBER + member.host_id),
+                "expires_at": {"N": repr(member.expires_at)},
+                "url": {"S": member.url},
+                "started_at": {"N": repr(member.started_at)},
+                "instance": {"S": member.instance},
+                "beat": {"N": str(member.beat)},
+            },
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#instance": "instance"}
+            | ({"#beat": "beat", "#expires": "expires_at"} if replacing else {}),
+            ExpressionAttributeValues=values,
+        )
+        return answer is not None
 
-    async def leave(self, host_id: str) -> None:
-        """Remove the member item: the others stop counting this daemon at once."""
+    async def member(self, host_id: str) -> Member | None:
+        """The member item of `host_id`, read consistently (None: there is none)."""
         async with aws_errors():
-            await self._client.delete_item(TableName=self.name, Key=_key(CLUSTER, MEMBER + host_id))
+            answer = await self._client.get_item(
+                TableName=self.name, Key=_key(CLUSTER, MEMBER + host_id), ConsistentRead=True
+            )
+        item = answer.get("Item")
+        return None if not item else _member(host_id, item)
+
+    async def leave(self, member: Member) -> None:
+        """Remove this instance's member item: the others stop counting this daemon at once."""
+        await _unless(
+            _FAILED,
+            self._client.delete_item,
+            TableName=self.name,
+            Key=_key(CLUSTER, MEMBER + member.host_id),
+            ConditionExpression="#instance = :me",
+            ExpressionAttributeNames={"#instance": "instance"},
+            ExpressionAttributeValues={":me": {"S": member.instance}},
+        )
 
     async def acquire(self, app: str, *, me: str, seen: LeaseItem | None, now: float) -> int | None:
         """Take the lease as it was `seen` (free, or held by a daemon that died); the new

@@ -55,7 +55,7 @@ from reconciler.daemon.supervisor import Supervisor
 from reconciler.daemon.systemd import Notifier
 from reconciler.daemon.view import StatusView
 from reconciler.daemon.wiring import AccountClients, LoopMaker
-from reconciler.errors import ReconcilerError
+from reconciler.errors import HostIdInUse, ReconcilerError
 from reconciler.feedback import Dispatcher
 from reconciler.metrics import Metrics
 
@@ -166,7 +166,7 @@ async def open_cluster(config: Config, metrics: Metrics) -> AsyncIterator[Cluste
             ),
             store=TableStateStore(table, host_id=host_id),
             table=table,
-            # Where the other daemons' pages link to this one's: its admin listener.
+            # Until the admin listener is bound (its port may be chosen then).
             url=daemon.public_url or f"http://{daemon.admin_listen}",
             metrics=metrics,
             health=health,
@@ -351,6 +351,8 @@ class Daemon:
             self.notifier.ready(supervisor.view.summary())
             background = self._background(supervisor, feedback)
             if leases is not None:
+                # Where the other daemons' pages link to this one's: the bound admin port.
+                leases.url = daemon.public_url or f"http://{self._admin_address()}"
                 background.add(asyncio.create_task(leases.run(), name="leases"))
             try:
                 failure = await self._until_stopped(background)
@@ -369,6 +371,8 @@ class Daemon:
                 await admin.cleanup()
                 await hooks.cleanup()
         log.info("stopped")
+        if isinstance(failure, HostIdInUse):
+            raise failure
         if failure is not None:
             raise ReconcilerError(f"stopped because a background task failed: {failure}") from (
                 failure

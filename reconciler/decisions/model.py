@@ -6,6 +6,7 @@ Frozen values only; no I/O. The planner (plan.py) turns an Observation into an A
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -241,11 +242,25 @@ class Pin:
 @dataclass(frozen=True)
 class PreDeployRun:
     """A pre-deploy task being started or run: written before RunTask (task unknown) and
-    again once RunTask answered, so a restart awaits it rather than starting another."""
+    again once RunTask answered, so a restart awaits it rather than starting another.
+
+    `token` is RunTask's clientToken for this attempt: sent again by a retry or by the
+    daemon that takes the app over, it makes ECS answer with the task already started
+    instead of starting a second. `at` is when the run began by the wall clock of `host`
+    (the machine that counts its timeout); another host counts from when it took it over.
+    """
 
     revision: str
     task: str | None = None
     at: datetime = field(default_factory=utcnow)
+    token: str = ""
+    host: str = ""
+
+
+def run_token(app: str, revision: str, attempt: datetime) -> str:
+    """RunTask's clientToken for one attempt at an app's pre-deploy task (ECS allows 64)."""
+    seed = f"{app}\0{revision}\0{attempt.isoformat()}".encode()
+    return hashlib.sha256(seed).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.models import Container, EC2ContainerServiceBackend, Task, TaskDefinition
@@ -106,6 +107,8 @@ class TaskController:
         self._default = TaskScenario()
         self._scenarios: dict[str, TaskScenario] = {}
         self._started: list[StartedTask] = []
+        # (cluster, clientToken) -> the tasks RunTask started for it: ECS's idempotency.
+        self.by_token: dict[tuple[str, str], list[Task]] = {}
 
     def set_default(self, scenario: TaskScenario) -> None:
         """The scenario for every cluster without one of its own."""
@@ -139,6 +142,7 @@ class TaskController:
             self._default = TaskScenario()
             self._scenarios.clear()
             self._started.clear()
+            self.by_token.clear()
 
     def serving(self) -> AbstractContextManager[None]:
         """Apply task lifecycles to the moto calls made inside this block (one request)."""
@@ -444,18 +448,30 @@ def _stop_task(
 
 
 @_PATCHES.around(EC2ContainerServiceResponse, "run_task")
-def _answer_failures(
+def _answer_run_task(
     controller: TaskController,
     original: Callable[..., Any],
     response: EC2ContainerServiceResponse,
 ) -> Any:
-    """moto's RunTask answer always has `failures: []`; ECS lists why it started nothing."""
+    """RunTask as ECS answers it: a clientToken seen before gets the task it started then
+    (moto ignores the token and starts another), and `failures` say why nothing started
+    (moto's are always empty)."""
+    token = response._get_param("clientToken")
+    cluster = _cluster_name(str(response._get_param("cluster", "default")))
+    if token:
+        with controller.lock:
+            known = controller.by_token.get((cluster, str(token)))
+        if known is not None:
+            return ActionResult({"tasks": list(known), "failures": []})
     failures: list[dict[str, str]] = []
-    token = _FAILURES.set(failures)
+    reset = _FAILURES.set(failures)
     try:
         result = original(response)
     finally:
-        _FAILURES.reset(token)
+        _FAILURES.reset(reset)
     if failures:
         result.result["failures"] = failures
+    elif token:
+        with controller.lock:
+            controller.by_token[(cluster, str(token))] = list(result.result["tasks"])
     return result

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.sandbox.tasks import TaskScenario
+from tests.support.aws_proxy import AwsProxy
 from tests.support.daemon_process import DaemonProcess
+from tests.support.probes import eventually
 from tests.support.world import World
 
 pytestmark = [pytest.mark.slow]
@@ -220,6 +222,10 @@ async def test_killed_while_the_pre_deploy_task_runs_the_restart_awaits_it(
     try:
         await first.start()
         await first.wait_for(world.name, lambda s: s["phase"] == "Migrating", what="migrating")
+        # Killed once the task runs (killed before RunTask, a restart starts it afresh).
+        await eventually(
+            lambda: len(world.aws.tasks.started(world.cluster)) == 1, what="the task started"
+        )
         first.kill()
         assert world.updates() == 0
         await second.start()
@@ -257,3 +263,32 @@ async def test_a_pre_deploy_task_past_its_timeout_is_stopped(world: World) -> No
     assert "did not finish within 2s and was stopped" in status["last_error"]
     assert world.aws.calls.count("StopTask") >= 1
     assert world.updates() == 0
+
+
+async def test_a_runtask_whose_answers_are_lost_runs_one_task(world: World, tmp_path: Path) -> None:
+    """RunTask reaches ECS but its answer is lost, for botocore's attempts and then for the
+    daemon's own retry: every attempt carries the same clientToken, so one task runs."""
+    world.aws.tasks.set_scenario(world.cluster, TaskScenario(exit_code=0, after=0.1))
+    world.app_overrides["pre_deploy"] = {"command": ["migrate"]}
+    async with AwsProxy.serving(world.aws.endpoint_url) as proxy:
+        proxy.lose_answers("RunTask", times=3)
+        config = tmp_path / "proxied.toml"
+        config.write_text(world.config_text().replace(world.aws.endpoint_url, proxy.url))
+        daemon = DaemonProcess(config, tmp_path / "run.log")
+        try:
+            await daemon.start()
+            await daemon.wait_for(
+                world.name,
+                lambda s: (
+                    s["phase"] == "InSync" and s["live"]["image"] == world.image(world.first_commit)
+                ),
+                what="in sync",
+                timeout=120,
+            )
+        finally:
+            daemon.kill()
+    calls = [c for c in world.aws.calls.logged("RunTask") if c.get("cluster") == world.cluster]
+    assert len(calls) >= 4, calls  # the three lost, and the one answered
+    assert len({c.get("clientToken") for c in calls}) == 1
+    assert len(world.aws.tasks.started(world.cluster)) == 1
+    assert world.updates() == 1

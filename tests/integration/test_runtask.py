@@ -45,7 +45,9 @@ class App:
     def scenario(self, scenario: TaskScenario) -> None:
         self.aws.tasks.set_scenario(self.cluster, scenario)
 
-    async def run(self, *, started_by: str = STARTED_BY, launch: TaskLaunch | None = None) -> str:
+    async def run(
+        self, *, started_by: str = STARTED_BY, launch: TaskLaunch | None = None, token: str = ""
+    ) -> str:
         if launch is None:
             launch = (await self.service()).launch
         request = TaskRunRequest(
@@ -55,6 +57,7 @@ class App:
             command=COMMAND,
             started_by=started_by,
             launch=launch,
+            client_token=token,
         )
         return await self.ecs.run_task(request)
 
@@ -308,3 +311,16 @@ async def test_a_batch_still_waiting_when_the_client_closes_is_not_sent(
     assert not ecs._services.busy
     await asyncio.sleep(0.05)
     assert aws.calls.count("DescribeServices") == calls
+
+
+async def test_runtask_again_with_its_client_token_answers_with_the_task_it_started(
+    app: App,
+) -> None:
+    """As ECS does: the same clientToken is the same request, even after the task stopped."""
+    app.scenario(TaskScenario(exit_code=0, after=0.0))
+    first = await app.run(token="t" * 32)
+    await app.until(first, "STOPPED")
+    assert await app.run(token="t" * 32) == first
+    other = await app.run(token="u" * 32)
+    assert other != first
+    assert len(app.aws.tasks.started(app.cluster)) == 2

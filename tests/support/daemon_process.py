@@ -103,6 +103,17 @@ class DaemonProcess:
                     found.append(item)
         return found
 
+    async def exited(self, *, timeout: float = 60) -> int:
+        """Wait until the daemon exits by itself; its exit code."""
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while (code := self._process.poll()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"daemon still running: {self.text()[-2000:]}")
+            await asyncio.sleep(0.1)
+        self._process = None
+        return code
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut or the OOM killer."""
         process, self._process = self._process, None

@@ -66,20 +66,36 @@ class Fleet:
         async with self._table() as table:
             return await table.view()
 
-    def config_for(self, index: int) -> Path:
+    def config_for(
+        self, index: int, *, host_id: str | None = None, endpoint_url: str | None = None
+    ) -> Path:
+        """Daemon `index`'s config: its own state_dir, host id d<index> unless given, and
+        the sandbox AWS (or `endpoint_url`, e.g. a proxy in front of it)."""
         settings = self.worlds[0].settings()
         settings["daemon"] = {**settings["daemon"], "state_dir": self.root / f"d{index}" / "state"}
-        cluster = {"lease_table": self.table, "lease_ttl": f"{self.ttl}s", "host_id": f"d{index}"}
+        if endpoint_url is not None:
+            settings["aws"] = {**settings["aws"], "endpoint_url": endpoint_url}
+        host = host_id or f"d{index}"
+        cluster = {"lease_table": self.table, "lease_ttl": f"{self.ttl}s", "host_id": host}
         text = config_text(**settings, cluster=cluster, apps=[w.app_table() for w in self.worlds])
         path = self.root / f"d{index}.toml"
         path.write_text(text)
         return path
 
-    async def start(self, index: int) -> DaemonProcess:
+    async def start(
+        self,
+        index: int,
+        *,
+        env: dict[str, str] | None = None,
+        host_id: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> DaemonProcess:
+        """Daemon `index`, its calls signed as d<index> in the sandbox's log; `env` adds to
+        its environment (e.g. a faked clock)."""
         process = DaemonProcess(
-            self.config_for(index),
+            self.config_for(index, host_id=host_id, endpoint_url=endpoint_url),
             self.root / f"d{index}.log",
-            env={"AWS_SDK_UA_APP_ID": f"d{index}"},
+            env={"AWS_SDK_UA_APP_ID": f"d{index}", **(env or {})},
         )
         self.daemons.append(process)
         await process.start()

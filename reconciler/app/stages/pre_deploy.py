@@ -7,11 +7,13 @@ Awaited until STOPPED; success is that container's exit code 0. Anything else (a
 exit, a task that never started, the timeout, after which the task is stopped) holds the
 revision and leaves the service untouched. A success is remembered per revision, so a
 restart between it and the service update does not run it again; a task found running after
-a restart is awaited, not started twice.
+a restart is awaited, not started twice, and RunTask carries a clientToken kept with the
+attempt, so a retry or a new owner's RunTask answers with the task already started.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -19,8 +21,17 @@ import structlog
 
 from reconciler.adapters.values import TaskRunRequest
 from reconciler.aio import backoff
+from reconciler.app.host import this_host
 from reconciler.app.stages.context import PassContext
-from reconciler.decisions.model import Hold, Phase, PreDeployRun, Result, TaskState, utcnow
+from reconciler.decisions.model import (
+    Hold,
+    Phase,
+    PreDeployRun,
+    Result,
+    TaskState,
+    run_token,
+    utcnow,
+)
 from reconciler.errors import ManifestError, TransientError
 
 log = structlog.get_logger("reconciler.pass")
@@ -74,7 +85,7 @@ async def pre_deploy(ctx: PassContext, *, task_definition: str) -> bool:
 
 def _elapsed(ctx: PassContext) -> float:
     run = ctx.memory.pre_deploy_run
-    if run is None or run.revision != ctx.revision:
+    if run is None or run.revision != ctx.revision or run.host != this_host():
         return 0.0
     return max(0.0, (utcnow() - run.at).total_seconds())
 
@@ -83,6 +94,7 @@ async def _start_or_find(ctx: PassContext, *, task_definition: str, container: s
     app, memory, io = ctx.app, ctx.memory, ctx.io
     run = memory.pre_deploy_run
     if run is not None and run.revision == ctx.revision:
+        run = await _adopt(ctx, run)
         if run.task is not None:
             log.info("pre_deploy_found", task=run.task)
             return run.task
@@ -90,11 +102,21 @@ async def _start_or_find(ctx: PassContext, *, task_definition: str, container: s
         found = await io.ecs.find_tasks(cluster=app.cluster, started_by=started_by(app.name))
         if found:
             log.info("pre_deploy_found", task=found[0])
-            memory.pre_deploy_run = PreDeployRun(revision=ctx.revision, task=found[0], at=run.at)
+            memory.pre_deploy_run = dataclasses.replace(run, task=found[0])
             await ctx.session.save()
             return found[0]
-    memory.pre_deploy_run = PreDeployRun(revision=ctx.revision)
-    await ctx.session.save()
+        # Not running (any more): RunTask again with the same token answers with the task
+        # it started, if it did, instead of starting a second.
+    else:
+        at = utcnow()
+        run = PreDeployRun(
+            revision=ctx.revision,
+            at=at,
+            token=run_token(app.name, ctx.revision, at),
+            host=this_host(),
+        )
+        memory.pre_deploy_run = run
+        await ctx.session.save()
     spec = app.pre_deploy
     assert spec is not None
     request = TaskRunRequest(
@@ -104,14 +126,27 @@ async def _start_or_find(ctx: PassContext, *, task_definition: str, container: s
         command=spec.command,
         started_by=started_by(app.name),
         launch=ctx.observed.live.service.launch,
+        client_token=run.token,
     )
     task = await io.ecs.run_task(request)
-    memory.pre_deploy_run = PreDeployRun(
-        revision=ctx.revision, task=task, at=memory.pre_deploy_run.at
-    )
+    memory.pre_deploy_run = dataclasses.replace(run, task=task)
     await ctx.session.save()
     log.info("pre_deploy_started", task=task, command=list(spec.command), container=container)
     return task
+
+
+async def _adopt(ctx: PassContext, run: PreDeployRun) -> PreDeployRun:
+    """The run as this daemon goes on with it: its timeout counted on this host's clock from
+    now when another host began it, and a token for a run noted before tokens were kept."""
+    adopted = run
+    if run.host != this_host():
+        adopted = dataclasses.replace(adopted, at=utcnow(), host=this_host())
+    if not run.token:
+        adopted = dataclasses.replace(adopted, token=run_token(ctx.app.name, run.revision, run.at))
+    if adopted != run:
+        ctx.memory.pre_deploy_run = adopted
+        await ctx.session.save()
+    return adopted
 
 
 async def _await_stopped(ctx: PassContext, task: str, *, limit: float) -> TaskState | None:

@@ -307,7 +307,11 @@ class StandInCluster:
         return name in self.held
 
     def guard(self, name: str, adapters: Adapters) -> Adapters:
-        fence = Fence(name, valid=self.holds, why_not=lambda app: f"{app} is not held here")
+        fence = Fence(
+            name,
+            left=lambda app: 3600.0 if self.holds(app) else 0.0,
+            why_not=lambda app: f"{app} is not held here",
+        )
         return fenced(adapters, fence)
 
     def ownership(self, name: str) -> dict[str, Any]:

@@ -5,11 +5,13 @@ revision with why."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from reconciler.app.host import this_host
 from reconciler.app.stages.pre_deploy import DONE_REMEMBERED, pre_deploy
 from reconciler.decisions.model import Phase, PreDeployRun, TaskState, utcnow
 from reconciler.errors import AwsUnavailable, ManifestError
@@ -141,7 +143,7 @@ async def test_a_task_whose_run_task_answer_was_lost_is_found_by_who_started_it(
     run, arn = await migrating(timeout=60)
     task = running_task(run)
     run.memory.pre_deploy_run = PreDeployRun(
-        revision=REVISION, task=None, at=utcnow() - timedelta(minutes=5)
+        revision=REVISION, task=None, at=utcnow() - timedelta(minutes=5), host=this_host()
     )
     # Not another 60s: the deadline passed while the daemon was down.
     assert await asyncio.wait_for(pre_deploy(run.ctx, task_definition=arn), 5) is False
@@ -150,6 +152,36 @@ async def test_a_task_whose_run_task_answer_was_lost_is_found_by_who_started_it(
     hold = run.written.hold
     assert hold is not None
     assert f"pre-deploy task {task} did not finish within 60s and was stopped" in hold.reason
+
+
+async def test_a_run_begun_on_another_host_is_timed_from_its_takeover_here() -> None:
+    """Another host's wall clock may be minutes off: its stamp is not compared with ours."""
+    run, arn = await migrating(timeout=60)
+    task = running_task(run)
+    run.memory.pre_deploy_run = PreDeployRun(
+        revision=REVISION, task=task, at=utcnow() - timedelta(minutes=5), host="elsewhere"
+    )
+    waiting = asyncio.create_task(pre_deploy(run.ctx, task_definition=arn))
+    await asyncio.sleep(0.2)
+    assert not waiting.done() and run.ecs.stopped == []
+    adopted = run.written.pre_deploy_run
+    assert adopted is not None and adopted.host == this_host() and adopted.token
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+
+
+async def test_runtask_sent_again_for_one_attempt_carries_the_same_token() -> None:
+    """Noted, RunTask's answer lost, nothing running found: RunTask again with the token
+    the attempt was noted with (ECS answers with the task it started, if it did)."""
+    run, arn = await migrating()
+    run.ecs.fail_next("run_task", AwsUnavailable("answer lost"))
+    with pytest.raises(AwsUnavailable):
+        await pre_deploy(run.ctx, task_definition=arn)
+    noted = run.written.pre_deploy_run
+    assert noted is not None and noted.task is None and len(noted.token) == 32
+    assert await pre_deploy(run.ctx, task_definition=arn) is True
+    assert [r.client_token for r in run.ecs.task_requests] == [noted.token]
 
 
 async def test_a_note_for_another_revision_starts_a_task_of_this_one() -> None:
