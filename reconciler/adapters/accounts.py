@@ -16,7 +16,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import aioboto3
 from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
@@ -60,7 +59,7 @@ def assume_role_fetcher(account: Account, *, endpoint_url: str) -> Any:
         if account.external_id:
             request["ExternalId"] = account.external_id
         try:
-            async with aioboto3.Session().client(
+            async with AioSession().create_client(
                 "sts",
                 region_name=account.region,
                 endpoint_url=endpoint_url or None,
@@ -86,17 +85,18 @@ def assume_role_fetcher(account: Account, *, endpoint_url: str) -> Any:
     return fetch
 
 
-def session_for(account: Account, *, endpoint_url: str) -> aioboto3.Session:
+def session_for(account: Account, *, endpoint_url: str) -> AioSession:
+    """A session of its own for the account: with `role_arn`, credentials of that role."""
+    session = AioSession()
     if not account.role_arn:
-        return aioboto3.Session()
-    botocore_session = AioSession()
+        return session
     # Deferred: nothing is asked of STS until the first call that needs credentials, so a
     # role that cannot be assumed fails that app's pass, not the daemon's start.
-    botocore_session._credentials = AioDeferredRefreshableCredentials(
+    session._credentials = AioDeferredRefreshableCredentials(
         refresh_using=assume_role_fetcher(account, endpoint_url=endpoint_url),
         method="sts-assume-role",
     )
-    return aioboto3.Session(botocore_session=botocore_session)
+    return session
 
 
 class Accounts:
@@ -108,7 +108,7 @@ class Accounts:
         self._registry_override = registry_override
         self._stack = AsyncExitStack()
         self._opened: dict[Account, tuple[Ecs, Ecr]] = {}
-        self._sessions: dict[Account, aioboto3.Session] = {}
+        self._sessions: dict[Account, AioSession] = {}
         self._housekeeping: dict[Account, Housekeeping] = {}
 
     @classmethod
@@ -152,7 +152,7 @@ class Accounts:
             self._housekeeping[account] = found
         return found
 
-    def _session(self, account: Account) -> aioboto3.Session:
+    def _session(self, account: Account) -> AioSession:
         """One session per account, so its assumed credentials are fetched once for all."""
         session = self._sessions.get(account)
         if session is None:

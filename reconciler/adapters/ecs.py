@@ -1,4 +1,4 @@
-"""ECS through aioboto3: batched DescribeServices, DescribeTasks and
+"""ECS through aiobotocore: batched DescribeServices, DescribeTasks and
 DescribeServiceDeployments, cached task definitions and service revisions, the writes, and
 one-off tasks.
 
@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-import aioboto3
+from aiobotocore.session import AioSession
 from botocore.config import Config as BotoConfig
 
 from reconciler.adapters.aws import aws_errors
@@ -90,12 +90,12 @@ class Ecs:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, *, region: str, endpoint_url: str = "", session: aioboto3.Session | None = None
+        cls, *, region: str, endpoint_url: str = "", session: AioSession | None = None
     ) -> AsyncIterator[Ecs]:
         """A client for `region`; with `session`, that session's credentials (an assumed
         role's)."""
-        session = session or aioboto3.Session()
-        async with session.client(
+        session = session or AioSession()
+        async with session.create_client(
             "ecs", region_name=region, endpoint_url=endpoint_url or None, config=boto_config()
         ) as client:
             ecs = cls(client)
