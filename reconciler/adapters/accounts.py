@@ -92,7 +92,9 @@ def session_for(account: Account, *, endpoint_url: str) -> AioSession:
         return session
     # Deferred: nothing is asked of STS until the first call that needs credentials, so a
     # role that cannot be assumed fails that app's pass, not the daemon's start.
-    session._credentials = AioDeferredRefreshableCredentials(
+    # The session has no public setter for refreshable credentials; botocore's own
+    # assume-role provider sets this attribute the same way.
+    session._credentials = AioDeferredRefreshableCredentials(  # type: ignore[attr-defined]
         refresh_using=assume_role_fetcher(account, endpoint_url=endpoint_url),
         method="sts-assume-role",
     )

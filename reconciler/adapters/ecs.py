@@ -21,8 +21,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from botocore.config import Config as BotoConfig
 
 from reconciler.adapters.aws import aws_errors
 from reconciler.adapters.ecs_answers import (
@@ -48,10 +48,10 @@ from reconciler.errors import AwsRejected
 TaskDefinition = dict[str, Any]
 
 
-def boto_config() -> BotoConfig:
+def boto_config() -> AioConfig:
     # One quick retry inside botocore; anything longer is the app loop's backoff, which
     # knows about jitter across apps and never blocks other apps.
-    return BotoConfig(
+    return AioConfig(
         retries={"mode": "standard", "max_attempts": 2},
         connect_timeout=5,
         read_timeout=20,
