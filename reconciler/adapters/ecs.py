@@ -41,6 +41,7 @@ from reconciler.aio.batching import Batcher
 from reconciler.decisions.model import (
     ServiceDeployment,
     ServiceState,
+    Started,
     TaskState,
 )
 from reconciler.errors import AwsRejected
@@ -214,8 +215,10 @@ class Ecs:
         self._task_definitions[arn] = done
         return arn
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
-        """Point the service at `task_definition`; returns the id of the deployment it started."""
+    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
+        """Point the service at `task_definition`; the deployment it started and, where the
+        answer names it, that deployment's service deployment record (so the watch needs no
+        ListServiceDeployments to find it)."""
         async with aws_errors():
             answer = await self._client.update_service(
                 cluster=cluster, service=service, taskDefinition=task_definition
@@ -227,7 +230,7 @@ class Ecs:
             raise AwsRejected(
                 f"UpdateService of {service!r} did not start a deployment of {task_definition}"
             )
-        return primary.id
+        return Started(primary.id, state.current_service_deployment)
 
     # One-off tasks --------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 from reconciler.adapters.ports import Adapters, EcsPort, HousekeepingPort
 from reconciler.adapters.values import TaskRunRequest
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
-from reconciler.decisions.model import ServiceDeployment, ServiceState, TaskState
+from reconciler.decisions.model import ServiceDeployment, ServiceState, Started, TaskState
 from reconciler.errors import LeaseNotHeld
 
 TaskDefinition = dict[str, Any]
@@ -55,7 +55,7 @@ class FencedEcs:
         self._fence.check("RegisterTaskDefinition")
         return await self._inner.register_task_definition(definition, tags)
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
+    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
         self._fence.check("UpdateService")
         return await self._inner.update_service(
             cluster=cluster, service=service, task_definition=task_definition
