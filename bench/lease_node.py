@@ -2,7 +2,7 @@
 
     python -m bench.lease_node --endpoint URL --table NAME --host ID --ttl S --apps N
 
-A LeaseManager with production timings over the real LeaseTable (aioboto3 to the sandbox),
+A LeaseManager with production timings over the real LeaseTable (aiobotocore to the sandbox),
 its tenant a stand-in that starts no app loop: the figures are the cost of the leases alone.
 A process of its own so that the benchmark can SIGKILL it, as a host dies: no `leave`, no
 `finally`, the heartbeat just stops.
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aioboto3
+from aiobotocore.session import AioSession
 
 from reconciler import logs
 from reconciler.adapters.ecs import boto_config
@@ -137,8 +137,7 @@ async def serve(args: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # The client is opened as LeaseTable.connect opens it (same botocore config), here so
     # that the before-send hook can count what goes on the wire.
-    session = aioboto3.Session()
-    async with session.client(
+    async with AioSession().create_client(
         "dynamodb", region_name=REGION, endpoint_url=args.endpoint, config=boto_config()
     ) as client:
         client.meta.events.register("before-send.dynamodb", count)

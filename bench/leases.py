@@ -2,7 +2,7 @@
 dead daemon's apps stay without an owner.
 
 Each daemon is a `python -m bench.lease_node` process: the real LeaseManager and LeaseTable
-(aioboto3 to the sandbox's DynamoDB) with production timings, a stand-in for the app loops.
+(aiobotocore to the sandbox's DynamoDB) with production timings, a stand-in for the app loops.
 - Steady state: three daemons, ttl 30 s and a look every 1.5 s (the defaults); once the
   spread `assign` gives has settled, a window in which each daemon's requests are counted (by
   the daemon, at botocore's before-send) and all DynamoDB calls the sandbox saw (the total).

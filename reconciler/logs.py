@@ -143,7 +143,7 @@ def configure(
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries chatter at INFO about every request; keep their warnings and errors.
-    for noisy in ("botocore", "aiobotocore", "aioboto3", "aiohttp.access", "urllib3", "asyncio"):
+    for noisy in ("botocore", "aiobotocore", "aiohttp.access", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.captureWarnings(True)
     warnings.simplefilter("default")

@@ -17,7 +17,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import aioboto3
 from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
@@ -62,7 +61,7 @@ def assume_role_fetcher(account: Account, *, endpoint_url: str) -> Any:
         if account.external_id:
             request["ExternalId"] = account.external_id
         try:
-            async with aioboto3.Session().client(
+            async with AioSession().create_client(
                 "sts",
                 region_name=account.region,
                 endpoint_url=endpoint_url or None,
@@ -88,17 +87,20 @@ def assume_role_fetcher(account: Account, *, endpoint_url: str) -> Any:
     return fetch
 
 
-def session_for(account: Account, *, endpoint_url: str) -> aioboto3.Session:
+def session_for(account: Account, *, endpoint_url: str) -> AioSession:
+    """A session of its own for the account: with `role_arn`, credentials of that role."""
+    session = AioSession()
     if not account.role_arn:
-        return aioboto3.Session()
-    botocore_session = AioSession()
+        return session
     # Deferred: nothing is asked of STS until the first call that needs credentials, so a
     # role that cannot be assumed fails that app's pass, not the daemon's start.
-    botocore_session._credentials = AioDeferredRefreshableCredentials(
+    # The session has no public setter for refreshable credentials; botocore's own
+    # assume-role provider sets this attribute the same way.
+    session._credentials = AioDeferredRefreshableCredentials(  # type: ignore[attr-defined]
         refresh_using=assume_role_fetcher(account, endpoint_url=endpoint_url),
         method="sts-assume-role",
     )
-    return aioboto3.Session(botocore_session=botocore_session)
+    return session
 
 
 class Accounts:
@@ -110,7 +112,7 @@ class Accounts:
         self._registry_override = registry_override
         self._stack = AsyncExitStack()
         self._opened: dict[Account, tuple[Ecs, Ecr]] = {}
-        self._sessions: dict[Account, aioboto3.Session] = {}
+        self._sessions: dict[Account, AioSession] = {}
         self._housekeeping: dict[Account, Housekeeping] = {}
 
     @classmethod
@@ -163,7 +165,7 @@ class Accounts:
             endpoint_url=self._endpoint_url,
         )
 
-    def _session(self, account: Account) -> aioboto3.Session:
+    def _session(self, account: Account) -> AioSession:
         """One session per account, so its assumed credentials are fetched once for all."""
         session = self._sessions.get(account)
         if session is None:

@@ -21,7 +21,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import aioboto3
+from aiobotocore.session import AioSession
 
 from reconciler import logs
 from reconciler.adapters.aws import aws_errors
@@ -43,14 +43,24 @@ class BuildSecrets:
         self,
         *,
         region: str,
-        session: aioboto3.Session | None = None,
+        session: AioSession | None = None,
         endpoint_url: str = "",
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self._session = session or aioboto3.Session()
+        self._session = session or AioSession()
         self._region = region
         self._endpoint_url = endpoint_url
         self._environ = os.environ if environ is None else environ
+
+    def _client(self, service: str) -> Any:
+        options: dict[str, Any] = {
+            "region_name": self._region,
+            "endpoint_url": self._endpoint_url or None,
+            "config": boto_config(),
+        }
+        if service == "ssm":
+            return self._session.create_client("ssm", **options)
+        return self._session.create_client("secretsmanager", **options)
 
     async def read(self, secrets: Mapping[str, BuildSecretSource]) -> dict[str, bytes]:
         """Key -> value for every secret, each registered for scrubbing before it is returned.
@@ -96,14 +106,7 @@ class BuildSecrets:
             return value.encode()
         service = source.kind
         if service not in clients:
-            clients[service] = await stack.enter_async_context(
-                self._session.client(
-                    service,
-                    region_name=self._region,
-                    endpoint_url=self._endpoint_url or None,
-                    config=boto_config(),
-                )
-            )
+            clients[service] = await stack.enter_async_context(self._client(service))
         try:
             async with aws_errors():
                 return await _fetch(clients[service], source)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
 
-import aioboto3
+from aiobotocore.session import AioSession
 
 from reconciler import logs
 from reconciler.adapters.aws import aws_errors
@@ -43,10 +43,10 @@ class Ecr:
         region: str,
         endpoint_url: str = "",
         registry_override: str = "",
-        session: aioboto3.Session | None = None,
+        session: AioSession | None = None,
     ) -> AsyncIterator[Ecr]:
-        session = session or aioboto3.Session()
-        async with session.client(
+        session = session or AioSession()
+        async with session.create_client(
             "ecr", region_name=region, endpoint_url=endpoint_url or None, config=boto_config()
         ) as client:
             yield cls(client, registry_override=registry_override)

@@ -1,4 +1,4 @@
-"""ECS through aioboto3: batched DescribeServices, DescribeTasks and
+"""ECS through aiobotocore: batched DescribeServices, DescribeTasks and
 DescribeServiceDeployments, cached task definitions and service revisions, the writes, and
 one-off tasks.
 
@@ -21,8 +21,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-import aioboto3
-from botocore.config import Config as BotoConfig
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
 
 from reconciler.adapters.aws import aws_errors
 from reconciler.adapters.ecs_answers import (
@@ -41,6 +41,7 @@ from reconciler.aio.batching import Batcher
 from reconciler.decisions.model import (
     ServiceDeployment,
     ServiceState,
+    Started,
     TaskState,
 )
 from reconciler.errors import AwsRejected
@@ -48,10 +49,10 @@ from reconciler.errors import AwsRejected
 TaskDefinition = dict[str, Any]
 
 
-def boto_config() -> BotoConfig:
+def boto_config() -> AioConfig:
     # One quick retry inside botocore; anything longer is the app loop's backoff, which
     # knows about jitter across apps and never blocks other apps.
-    return BotoConfig(
+    return AioConfig(
         retries={"mode": "standard", "max_attempts": 2},
         connect_timeout=5,
         read_timeout=20,
@@ -90,12 +91,12 @@ class Ecs:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, *, region: str, endpoint_url: str = "", session: aioboto3.Session | None = None
+        cls, *, region: str, endpoint_url: str = "", session: AioSession | None = None
     ) -> AsyncIterator[Ecs]:
         """A client for `region`; with `session`, that session's credentials (an assumed
         role's)."""
-        session = session or aioboto3.Session()
-        async with session.client(
+        session = session or AioSession()
+        async with session.create_client(
             "ecs", region_name=region, endpoint_url=endpoint_url or None, config=boto_config()
         ) as client:
             ecs = cls(client)
@@ -214,8 +215,10 @@ class Ecs:
         self._task_definitions[arn] = done
         return arn
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
-        """Point the service at `task_definition`; returns the id of the deployment it started."""
+    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
+        """Point the service at `task_definition`; the deployment it started and, where the
+        answer names it, that deployment's service deployment record (so the watch needs no
+        ListServiceDeployments to find it)."""
         async with aws_errors():
             answer = await self._client.update_service(
                 cluster=cluster, service=service, taskDefinition=task_definition
@@ -227,7 +230,7 @@ class Ecs:
             raise AwsRejected(
                 f"UpdateService of {service!r} did not start a deployment of {task_definition}"
             )
-        return primary.id
+        return Started(primary.id, state.current_service_deployment)
 
     # One-off tasks --------------------------------------------------------------------
 

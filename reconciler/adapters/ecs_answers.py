@@ -97,8 +97,8 @@ def rollout_settings(raw: Mapping[str, Any]) -> RolloutSettings:
 
 
 def service_state(cluster: str, raw: Mapping[str, Any]) -> ServiceState:
-    # Newer ECS answers name the service deployment in flight; this botocore's model may not
-    # know the field, so it is read where present and never required.
+    # The newest service deployment; absent where the region or the deployment controller
+    # keeps none (or an older API answers), so it is read where present and never required.
     current = raw.get("currentServiceDeployment")
     return ServiceState(
         cluster=cluster,

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-import aioboto3
+from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors
@@ -88,17 +88,17 @@ class Housekeeping:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, *, region: str, endpoint_url: str = "", session: aioboto3.Session | None = None
+        cls, *, region: str, endpoint_url: str = "", session: AioSession | None = None
     ) -> AsyncIterator[Housekeeping]:
         """Clients for `region`; with `session`, that session's credentials (an assumed
         role's)."""
-        session = session or aioboto3.Session()
+        session = session or AioSession()
         endpoint = endpoint_url or None
         async with (
-            session.client(
+            session.create_client(
                 "ecs", region_name=region, endpoint_url=endpoint, config=boto_config()
             ) as ecs,
-            session.client(
+            session.create_client(
                 "ecr", region_name=region, endpoint_url=endpoint, config=boto_config()
             ) as ecr,
         ):

@@ -23,6 +23,7 @@ from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefiniti
 from reconciler.decisions.model import (
     ServiceDeployment,
     ServiceState,
+    Started,
     TaskState,
     TestRun,
 )
@@ -107,8 +108,9 @@ class EcsPort(Protocol):
     async def register_task_definition(self, definition: TaskDefinition, tags: list[Any]) -> str:
         """Register a copy of `definition`; its ARN."""
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
-        """Point the service at `task_definition`; the id of the deployment it started."""
+    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
+        """Point the service at `task_definition`; the deployment it started (and its service
+        deployment record, where ECS names it)."""
 
     async def run_task(self, request: TaskRunRequest) -> str:
         """Start the one task `request` describes; its ARN."""

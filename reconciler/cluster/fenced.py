@@ -27,7 +27,13 @@ from reconciler.adapters.ports import Adapters, DockerPort, EcsPort, Housekeepin
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun, TaskRunRequest
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
-from reconciler.decisions.model import ServiceDeployment, ServiceState, TaskState, TestRun
+from reconciler.decisions.model import (
+    ServiceDeployment,
+    ServiceState,
+    Started,
+    TaskState,
+    TestRun,
+)
 from reconciler.errors import LeaseNotHeld
 
 TaskDefinition = dict[str, Any]
@@ -100,7 +106,7 @@ class FencedEcs:
         async with self._fence.held("RegisterTaskDefinition"):
             return await self._inner.register_task_definition(definition, tags)
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
+    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
         async with self._fence.held("UpdateService"):
             return await self._inner.update_service(
                 cluster=cluster, service=service, task_definition=task_definition

@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aioboto3
+from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors, describe
@@ -136,7 +136,7 @@ class Taken:
 
 
 class LeaseTable:
-    """The table through one aioboto3 client. Conditions that fail return False or None;
+    """The table through one aiobotocore client. Conditions that fail return False or None;
     everything else AWS says becomes AwsUnavailable or AwsRejected."""
 
     def __init__(self, client: Any, name: str) -> None:
@@ -148,8 +148,7 @@ class LeaseTable:
     async def connect(
         cls, *, name: str, region: str, endpoint_url: str = ""
     ) -> AsyncIterator[LeaseTable]:
-        session = aioboto3.Session()
-        async with session.client(
+        async with AioSession().create_client(
             "dynamodb", region_name=region, endpoint_url=endpoint_url or None, config=boto_config()
         ) as client:
             yield cls(client, name)

@@ -65,6 +65,15 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class Started:
+    """What an UpdateService started: its entry in the service's `deployments`, and ECS's
+    service deployment record of it where the answer names one (`currentServiceDeployment`)."""
+
+    deployment_id: str
+    service_deployment: str | None = None
+
+
+@dataclass(frozen=True)
 class TaskLaunch:
     """How the service launches its tasks; a one-off task of the app is launched the same way."""
 
@@ -144,7 +153,8 @@ class ServiceState:
     status: str = "ACTIVE"
     launch: TaskLaunch = field(default_factory=TaskLaunch)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
-    # The service deployment UpdateService started, where the answer names it.
+    # The service's newest service deployment (the one an UpdateService just started), where
+    # the answer names it.
     current_service_deployment: str | None = None
 
     @property

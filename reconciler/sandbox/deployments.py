@@ -48,7 +48,9 @@ A decision that changed that list (a failure, an alarm, a stop) is kept even if 
 changes later; until then the scenario is read afresh at every look.
 
 Records live on moto's Service objects, so moto's reset drops them. Services with a
-deployment controller other than ECS get no visible records, as in ECS.
+deployment controller other than ECS get no visible records, as in ECS. A service names its
+newest visible record as `currentServiceDeployment`, so UpdateService's answer names the
+deployment it started.
 """
 
 from __future__ import annotations
@@ -523,6 +525,7 @@ def record_creation(backend: EC2ContainerServiceBackend, service: Service, clock
     record.phase = Phase("CLEAN_UP", last.test_weight, last.production_weight)
     record._finish("SUCCESSFUL", 0.0)
     found.records.append(record)
+    _name_current(service, record)
 
 
 def start_deployment(
@@ -558,7 +561,16 @@ def start_deployment(
     for older in in_flight:
         older.supersede(record.arn, clock)
     found.records.append(record)
+    _name_current(service, record)
     return record
+
+
+def _name_current(service: Service, record: Record) -> None:
+    """The service names its newest service deployment (`currentServiceDeployment` in the
+    answers of CreateService, UpdateService and DescribeServices), as ECS does; moto's
+    serializer reads the attribute by the model's field name."""
+    if record.visible:
+        setattr(service, "current_service_deployment", record.arn)  # noqa: B010
 
 
 def failed_task_threshold(desired: int) -> int:

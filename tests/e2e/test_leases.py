@@ -1,4 +1,4 @@
-"""Lease managers sharing apps through the sandbox's DynamoDB, over the real aioboto3 wire
+"""Lease managers sharing apps through the sandbox's DynamoDB, over the real aiobotocore wire
 path; the tenants are stand-ins that record what they were handed."""
 
 from __future__ import annotations

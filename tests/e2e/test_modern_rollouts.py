@@ -194,9 +194,16 @@ async def test_throttled_service_deployment_reads_are_retried_never_a_verdict(
 async def test_denied_service_deployments_fall_back_to_the_deployments_list(
     world: World,
 ) -> None:
-    world.aws.faults.inject(
-        "ListServiceDeployments", times=1000, status=400, code="AccessDeniedException"
-    )
+    """The record UpdateService names cannot be read, nor looked for: the deployments list
+    judges the rollouts."""
+    for action in ("DescribeServiceDeployments", "ListServiceDeployments"):
+        world.aws.faults.inject(
+            action,
+            times=1000,
+            status=400,
+            code="AccessDeniedException",
+            message=f"User is not authorized to perform: ecs:{action}",
+        )
     async with world.daemon() as daemon:
         second = await second_commit(world, daemon, Scenario("complete", after=0.3))
         await daemon.wait_phase("InSync", revision=second)

@@ -142,6 +142,25 @@ async def watch(ecs: Ecs, app: App, arn: str) -> list[ServiceDeployment]:
 # --- finding and watching ------------------------------------------------------------------
 
 
+async def test_update_service_names_the_deployment_it_started(
+    sandbox: SandboxAws, adapter: Ecs
+) -> None:
+    """currentServiceDeployment in UpdateService's answer: the record, with no call to find it."""
+    app = make_app(sandbox)
+    app.scenario(Scenario("stick"))
+    target = app.new_revision("registry.local/web:v2")
+    sandbox.calls.reset()
+    started = await adapter.update_service(
+        cluster=app.cluster, service=SERVICE, task_definition=target
+    )
+    assert sandbox.calls.snapshot() == {"UpdateService": 1}
+    assert started.service_deployment == app.arns()[0]
+    record = await adapter.describe_service_deployment(
+        cluster=app.cluster, arn=started.service_deployment
+    )
+    assert record.status == "IN_PROGRESS"
+
+
 async def test_find_the_deployment_update_service_started_and_watch_it(
     sandbox: SandboxAws, adapter: Ecs
 ) -> None:
@@ -387,7 +406,9 @@ async def test_rollout_settings_are_read_from_the_service(
     app = make_app(sandbox, **settings)  # type: ignore[arg-type]
     state = await adapter.describe_service(app.cluster, SERVICE)
     assert state.rollout == expected
-    assert state.current_service_deployment is None  # this botocore's answers never name it
+    # The creation's record, except where another controller keeps none.
+    named = app.arns()[0] if expected.controller == "ECS" else None
+    assert state.current_service_deployment == named
 
 
 def test_current_service_deployment_is_read_where_an_answer_has_it() -> None:

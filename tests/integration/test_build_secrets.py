@@ -111,7 +111,7 @@ async def test_a_secret_reaches_its_run_step_and_nothing_the_image_keeps(
     assert any(tag.encode() in args for args in seen)  # the CLI was running and was seen
     assert not any(value in arg for args in seen for arg in args)
     output = "\n".join(result.log_tail)
-    assert "printed: ***" in output and "\n#7 0." in output  # the step's lines are there
+    assert "printed: ***" in output  # the step's lines are there, the value scrubbed
     assert value.decode() not in output and encoded.decode() not in output
     saved = tmp_path / "image.tar"
     docker("image", "save", "-o", str(saved), tag)

@@ -1,6 +1,6 @@
 """One-off tasks through the real ECS adapter, against the sandbox's task lifecycles.
 
-Every call goes over HTTP through aioboto3 to the moto server, as the daemon's do; the
+Every call goes over HTTP through aiobotocore to the moto server, as the daemon's do; the
 sandbox's `TaskScenario` decides how each task ends, and its records show what RunTask was
 asked for.
 """

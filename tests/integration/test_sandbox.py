@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aioboto3
 import boto3
 import pytest
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto.core.models import DEFAULT_ACCOUNT_ID
@@ -454,14 +455,20 @@ def test_in_process_moto_keeps_its_own_behaviour(web: Harness) -> None:
 
 
 async def test_aiobotocore_sees_the_rollout(sandbox: SandboxAws, web: Harness) -> None:
-    session = aioboto3.Session(region_name=REGION, **CREDENTIALS)
-    config = Config(retries={"mode": "standard", "total_max_attempts": 1})
+    config = AioConfig(retries={"mode": "standard", "total_max_attempts": 1})
     target = web.new_revision("registry.local/web:v2")
-    async with session.client("ecs", endpoint_url=sandbox.endpoint_url, config=config) as ecs:
+    async with AioSession().create_client(
+        "ecs",
+        region_name=REGION,
+        endpoint_url=sandbox.endpoint_url,
+        config=config,
+        aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+    ) as ecs:
         answer = await ecs.update_service(
             cluster=web.cluster, service=SERVICE, taskDefinition=target
         )
-        started = primary(answer["service"])
+        started = primary(dict(answer["service"]))
         assert started["rolloutState"] == "IN_PROGRESS"
 
         sandbox.faults.inject("DescribeServices")

@@ -227,6 +227,23 @@ def test_create_service_is_one_successful_deployment(aws: SandboxAws, web: App) 
     assert aws.calls.count("DescribeServiceRevisions") == 1
 
 
+def test_the_service_names_its_newest_deployment(web: App) -> None:
+    """currentServiceDeployment, as ECS answers it: the creation's record, then the one each
+    UpdateService starts, in UpdateService's own answer too; a change that starts no
+    deployment (desiredCount) leaves it."""
+    web.scenario(Scenario("stick"))
+    [created] = web.listed()
+    assert web.service()["currentServiceDeployment"] == created["serviceDeploymentArn"]
+    target = web.new_revision("registry.local/web:v2")
+    answer = web.ecs.update_service(cluster=web.cluster, service=SERVICE, taskDefinition=target)
+    newest = web.listed()[0]["serviceDeploymentArn"]
+    assert newest != created["serviceDeploymentArn"]
+    assert answer["service"]["currentServiceDeployment"] == newest
+    assert web.service()["currentServiceDeployment"] == newest
+    web.ecs.update_service(cluster=web.cluster, service=SERVICE, desiredCount=DESIRED + 1)
+    assert web.service()["currentServiceDeployment"] == newest
+
+
 def test_revisions_name_the_task_definitions_deployed(web: App) -> None:
     web.scenario(Scenario("complete", after=AFTER))
     [created] = web.listed()
@@ -735,9 +752,11 @@ def test_other_deployment_controllers_keep_no_service_deployments(
     assert service["deploymentConfiguration"]["strategy"] == "BLUE_GREEN"
     assert app.listed() == []
     target = app.new_revision("registry.local/web:v2")
-    app.ecs.update_service(cluster=app.cluster, service=SERVICE, taskDefinition=target)
+    answer = app.ecs.update_service(cluster=app.cluster, service=SERVICE, taskDefinition=target)
     assert app.listed() == []
+    assert "currentServiceDeployment" not in answer["service"]
     assert app.service()["taskDefinition"] == target
+    assert "currentServiceDeployment" not in app.service()
 
 
 def test_scenario_rejects_negative_times() -> None:

@@ -32,6 +32,7 @@ from reconciler.decisions.model import (
     Deployment,
     ServiceDeployment,
     ServiceState,
+    Started,
     TaskState,
     TestRun,
 )
@@ -196,6 +197,10 @@ class FakeEcs(_Failures):
     stopped: list[str] = field(default_factory=list)  # StopTask calls
     # Service deployment records by the task definition they deploy.
     service_deployments: dict[str, ServiceDeployment] = field(default_factory=dict)
+    # The record the next UpdateService starts (then kept under its task definition), and
+    # whether UpdateService's answer names it (currentServiceDeployment), as ECS's does.
+    next_record: ServiceDeployment | None = None
+    names_records: bool = True
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -251,7 +256,7 @@ class FakeEcs(_Failures):
         self.registered.append(arn)
         return arn
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> str:
+    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
         await asyncio.sleep(0)
         self.check("update_service")
         if self.during_update is not None:
@@ -267,7 +272,11 @@ class FakeEcs(_Failures):
         self.state = replace(
             self.state, task_definition=task_definition, deployments=tuple(deployments)
         )
-        return deployment_id
+        record, self.next_record = self.next_record, None
+        if record is not None:
+            self.service_deployments[task_definition] = record
+        named = record.arn if record is not None and self.names_records else None
+        return Started(deployment_id, named)
 
     async def run_task(self, request: TaskRunRequest) -> str:
         """A task that is STOPPED with `task_exit_code` when first described."""

@@ -154,11 +154,15 @@ class Pass:
             {"family": "web", "containerDefinitions": [{"name": "app", "image": self.image()}]},
             [],
         )
-        deployment = await self.ecs.update_service(
+        started = await self.ecs.update_service(
             cluster=self.app.cluster, service=self.app.service, task_definition=arn
         )
         return Rollout(
-            deployment_id=deployment, task_definition=arn, previous=previous, since=utcnow()
+            deployment_id=started.deployment_id,
+            task_definition=arn,
+            previous=previous,
+            since=utcnow(),
+            service_deployment=started.service_deployment,
         )
 
     def results(self) -> list[tuple[str, str]]:

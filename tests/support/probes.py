@@ -21,6 +21,7 @@ import pytest
 
 from reconciler.adapters.ecs import Ecs
 from reconciler.aio import backoff
+from reconciler.decisions.model import Started
 from tests.support.metrics import passes_of
 from tests.support.world import RunningDaemon, World
 
@@ -79,12 +80,12 @@ def record_updates(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = Ecs.update_service
 
-    async def recording(self: Ecs, *, cluster: str, service: str, task_definition: str) -> str:
-        deployment = await real(
+    async def recording(self: Ecs, *, cluster: str, service: str, task_definition: str) -> Started:
+        started = await real(
             self, cluster=cluster, service=service, task_definition=task_definition
         )
         seen.append(task_definition)
-        return deployment
+        return started
 
     monkeypatch.setattr(Ecs, "update_service", recording)
     return seen

@@ -1,9 +1,10 @@
 """Register, then update: a task definition that changes only the image, then UpdateService.
 
 The attempt (revision, registered task definition, what ran before, when) is written to the
-app's state before UpdateService and the deployment id after it. A pass that later finds the
-attempt, with the revision neither live nor rolling out, knows it failed unwatched and holds
-it; if the attempt cannot be written, UpdateService is not sent.
+app's state before UpdateService, and after it the deployment id with the service deployment
+record ECS names in its answer (where it names one, the watch need not look for it). A pass
+that later finds the attempt, with the revision neither live nor rolling out, knows it failed
+unwatched and holds it; if the attempt cannot be written, UpdateService is not sent.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ async def update(ctx: PassContext, registered: Registered) -> Rollout | None:
     async with session.critical:
         attempt = await _record_attempt(ctx, arn, previous)
         try:
-            deployment_id = await io.ecs.update_service(
+            started = await io.ecs.update_service(
                 cluster=ctx.app.cluster, service=ctx.app.service, task_definition=arn
             )
         except TransientError:
@@ -79,13 +80,26 @@ async def update(ctx: PassContext, registered: Registered) -> Rollout | None:
             session.registration = None
             raise
         session.registration = None
-        ctx.memory.attempt = dataclasses.replace(attempt, deployment_id=deployment_id)
+        deployment_id = started.deployment_id
+        ctx.memory.attempt = dataclasses.replace(
+            attempt, deployment_id=deployment_id, service_deployment=started.service_deployment
+        )
         # Best effort: the attempt alone already says UpdateService may be out.
         await session.save()
     ctx.report.service_updated(kind="deploy")
-    log.info("service_updated", task_definition=arn, deployment=deployment_id, previous=previous)
+    log.info(
+        "service_updated",
+        task_definition=arn,
+        deployment=deployment_id,
+        service_deployment=started.service_deployment,
+        previous=previous,
+    )
     return Rollout(
-        deployment_id=deployment_id, task_definition=arn, previous=previous, since=attempt.at
+        deployment_id=deployment_id,
+        task_definition=arn,
+        previous=previous,
+        since=attempt.at,
+        service_deployment=started.service_deployment,
     )
 
 

@@ -17,7 +17,7 @@ import structlog
 
 from reconciler.app.stages.context import PassContext
 from reconciler.app.stages.watch import Rollout, Watched, watch
-from reconciler.decisions.model import Hold, Phase, Result, utcnow
+from reconciler.decisions.model import Hold, Phase, Result, Started, utcnow
 
 log = structlog.get_logger("reconciler.pass")
 
@@ -42,15 +42,15 @@ async def hold_failed(ctx: PassContext, ended: Watched, *, previous: str | None)
     try:
         if owed:
             try:
-                deployment = await roll_back(ctx, owed)
+                started = await roll_back(ctx, owed)
             except BaseException:
                 # AWS down: nothing was rolled back yet. The hold still owes the rollback and
                 # the next pass plans RollBack; until then the outcome is a plain failure.
                 result = Result.FAILED
                 raise
             ctx.report.failed(reason)
-            if deployment is not None:
-                result, reason = await _watch_rollback(ctx, deployment, owed, reason)
+            if started is not None:
+                result, reason = await _watch_rollback(ctx, started, owed, reason)
     finally:
         # Failed is said once the rollback is out (or could not be): whoever waits for it
         # sees the service already on its way back.
@@ -82,12 +82,16 @@ def _result(ended: Watched, *, owed: str | None) -> Result:
 
 
 async def _watch_rollback(
-    ctx: PassContext, deployment: str, task_definition: str, reason: str
+    ctx: PassContext, started: Started, task_definition: str, reason: str
 ) -> tuple[Result, str]:
     ended = await watch(
         ctx,
         Rollout(
-            deployment_id=deployment, task_definition=task_definition, previous=None, since=utcnow()
+            deployment_id=started.deployment_id,
+            task_definition=task_definition,
+            previous=None,
+            since=utcnow(),
+            service_deployment=started.service_deployment,
         ),
         kind="rollback",
         supersedable=False,
@@ -100,23 +104,28 @@ async def _watch_rollback(
     )
 
 
-async def roll_back(ctx: PassContext, task_definition: str) -> str | None:
+async def roll_back(ctx: PassContext, task_definition: str) -> Started | None:
     """Point the service at `task_definition` unless it is there already; the debt is paid.
-    The id of the deployment it started, None when there was nothing to do."""
+    The deployment it started, None when there was nothing to do."""
     app, memory = ctx.app, ctx.memory
-    deployment: str | None = None
+    started: Started | None = None
     try:
         state = await ctx.io.ecs.describe_service(app.cluster, app.service)
         if state.task_definition != task_definition:
-            deployment = await ctx.io.ecs.update_service(
+            started = await ctx.io.ecs.update_service(
                 cluster=app.cluster, service=app.service, task_definition=task_definition
             )
             ctx.report.service_updated(kind="rollback")
-            log.warning("rollback_started", task_definition=task_definition, deployment=deployment)
+            log.warning(
+                "rollback_started",
+                task_definition=task_definition,
+                deployment=started.deployment_id,
+                service_deployment=started.service_deployment,
+            )
     finally:
         ctx.report.phase(Phase.FAILED)
     if memory.hold is not None:
         memory.hold = dataclasses.replace(memory.hold, rollback_to=None)
         await ctx.session.save()
     ctx.report.live(task_definition=task_definition, image=None)
-    return deployment
+    return started

@@ -1,12 +1,14 @@
 """Watch: follow a rollout (a deploy, or the daemon's own rollback) until it succeeded or failed.
 
 Where ECS keeps a service deployment record for it, that record's status is the verdict;
-elsewhere the service's `deployments` list is (see decisions/verdict.py). The deadline is
-`rollout_timeout` plus the service's bake time, so a bake never times out by itself; a watch
-picked up after a restart keeps the deadline of the deploy it watches. Losing sight of ECS
-for a while is not a failure of the rollout. A newer revision announced by a nudge ends the
-watch of a deploy (its UpdateService replaces the deployment in flight). Where the path
-shows, the status carries the rollout's strategy, stage, counts and alarms.
+elsewhere the service's `deployments` list is (see decisions/verdict.py). The record is the one
+UpdateService's answer named; where it named none, the watch looks for it
+(ListServiceDeployments). The deadline is `rollout_timeout` plus the service's bake time, so a
+bake never times out by itself; a watch picked up after a restart keeps the deadline of the
+deploy it watches. Losing sight of ECS for a while is not a failure of the rollout. A newer
+revision announced by a nudge ends the watch of a deploy (its UpdateService replaces the
+deployment in flight). Where the path shows, the status carries the rollout's strategy, stage,
+counts and alarms.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class _Record:
     arn: str | None
     finds: int = 0
     usable: bool = True
+    read: bool = False  # `arn` was described once: it is not just taken on trust
 
 
 async def watch(
@@ -169,8 +172,16 @@ async def _service_deployment(
             record.arn = found.arn
             await _remember(ctx, rollout, found.arn)
             return found
-        return await ecs.describe_service_deployment(cluster=app.cluster, arn=record.arn)
+        described = await ecs.describe_service_deployment(cluster=app.cluster, arn=record.arn)
+        record.read = True
+        return described
     except AwsRejected as exc:
+        if record.arn is not None and not record.read:
+            # An ARN taken on trust (UpdateService's answer, or the attempt's) that ECS will
+            # not describe: look for the record instead, as where the answer names none.
+            log.warning("service_deployment_unreadable", arn=record.arn, error=str(exc))
+            record.arn = None
+            return None
         # Said once per app: from here on its rollouts are judged by the deployments list.
         record.usable = ctx.session.service_deployments_usable = False
         log.warning("service_deployments_unavailable", error=str(exc))

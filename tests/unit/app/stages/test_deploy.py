@@ -18,7 +18,13 @@ from reconciler.app.stages.deploy import (
     with_image,
 )
 from reconciler.decisions.housekeeping import APP_TAG
-from reconciler.decisions.model import Attempt, Deployment, Phase, ServiceState
+from reconciler.decisions.model import (
+    Attempt,
+    Deployment,
+    Phase,
+    ServiceDeployment,
+    ServiceState,
+)
 from reconciler.errors import AwsRejected, AwsUnavailable, ReconcilerError, StateUnwritable
 from tests.support.fakes import REGISTRY
 from tests.support.passes import NEWER, REVISION, Pass, a_pass
@@ -167,6 +173,19 @@ async def test_update_writes_the_attempt_and_starts_the_rollout() -> None:
     assert rollout.since == attempt.at
     assert run.session.registration is None  # used up
     assert run.sample("reconciler_deploys_total", app="web", kind="deploy") == 1
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named", "not named"])
+async def test_the_record_update_service_names_is_kept_with_the_attempt(named: bool) -> None:
+    """So the watch, and a daemon that restarts mid-rollout, read it without looking for it."""
+    run = observed()
+    run.ecs.next_record, run.ecs.names_records = ServiceDeployment("arn:sd/1", "PENDING"), named
+    registered = await register(run.ctx)
+    assert registered is not None
+    rollout = await update(run.ctx, registered)
+    assert rollout is not None and run.written.attempt is not None
+    expected = "arn:sd/1" if named else None
+    assert rollout.service_deployment == run.written.attempt.service_deployment == expected
 
 
 async def test_an_attempt_that_cannot_be_written_sends_no_update_service() -> None:

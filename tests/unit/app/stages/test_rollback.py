@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.app.stages.rollback import hold_failed, roll_back
 from reconciler.app.stages.watch import Watched
-from reconciler.decisions.model import Attempt, Hold, Phase, Result
+from reconciler.decisions.model import Attempt, Hold, Phase, Result, ServiceDeployment
 from reconciler.errors import AwsUnavailable
 from tests.support.passes import REVISION, Pass, a_pass
 
@@ -157,6 +157,24 @@ async def test_a_rollback_that_does_not_complete_either_is_rollback_failed() -> 
     assert run.status.history[0].error == reason
     assert run.status.rollout is not None and run.status.rollout.kind == "rollback"
     assert rollbacks(run, "rollback_failed") == 1
+
+
+async def test_the_rollback_is_judged_by_the_record_update_service_named() -> None:
+    """The record of the daemon's own rollback is read without looking for it; a rollback
+    that ECS stopped is rollback_failed, whatever the deployments list says."""
+    run = a_pass()
+    stable = run.live_task_definition()
+    await run.roll_out()
+    run.ecs.next_record = ServiceDeployment("arn:sd/back", "STOPPED", status_reason="stopped")
+    run.ecs.fail_next("find_service_deployment", AssertionError("looked for a named record"))
+    assert await hold_failed(run.ctx, Watched(reason=FAILED), previous=stable) is (
+        Result.ROLLBACK_FAILED
+    )
+    assert run.status.rollout is not None
+    assert (run.status.rollout.kind, run.status.rollout.service_deployment) == (
+        "rollback",
+        "arn:sd/back",
+    )
 
 
 async def test_a_rollback_that_cannot_be_sent_is_still_owed_and_the_failure_said() -> None:

@@ -97,6 +97,47 @@ async def test_the_service_deployment_record_is_the_verdict(
     assert view.failed_tasks == record.failed_tasks
 
 
+ALARMED = ServiceDeployment("arn:sd/7", "ROLLBACK_SUCCESSFUL", alarms_triggered=("web-5xx",))
+ROLLED_BACK = Watched(
+    reason="ECS rolled the deployment back: alarms web-5xx went off", rolled_back_by_ecs=True
+)
+
+
+async def test_the_record_update_service_named_is_watched_without_looking_for_it() -> None:
+    """UpdateService's answer names the service deployment it started: no
+    ListServiceDeployments, and the record is the verdict from the first poll."""
+    run = a_pass()
+    run.ecs.next_record = ALARMED
+    rollout = await run.roll_out()
+    assert rollout.service_deployment == ALARMED.arn
+    run.ecs.fail_next("find_service_deployment", AssertionError("looked for a named record"))
+    assert await watch(run.ctx, rollout) == ROLLED_BACK
+    assert run.status.rollout is not None
+    assert run.status.rollout.service_deployment == ALARMED.arn
+
+
+async def test_where_update_service_names_no_record_the_watch_looks_for_it() -> None:
+    """An older API, a region or a sandbox whose answer has no currentServiceDeployment."""
+    run = a_pass()
+    run.ecs.next_record, run.ecs.names_records = ALARMED, False
+    rollout = await run.roll_out()
+    assert rollout.service_deployment is None
+    assert await watch(run.ctx, rollout) == ROLLED_BACK
+
+
+async def test_a_named_record_that_cannot_be_described_is_looked_for_instead() -> None:
+    """An ARN taken on trust that DescribeServiceDeployments refuses is dropped, not the
+    records altogether: the watch looks the record up as if none had been named."""
+    run = a_pass()
+    run.ecs.next_record = ALARMED
+    rollout = await run.roll_out()
+    run.ecs.fail_next(
+        "describe_service_deployment", AwsRejected("ServiceDeploymentNotFoundException")
+    )
+    assert await watch(run.ctx, rollout) == ROLLED_BACK
+    assert run.session.service_deployments_usable is True
+
+
 TIMEOUTS = {
     "no bake": (0.0, "rollout did not complete within 0.1s"),
     "a bake extends the deadline": (
