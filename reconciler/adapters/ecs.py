@@ -184,7 +184,12 @@ class Ecs:
     # Service deployments ----------------------------------------------------------------
 
     async def find_service_deployment(
-        self, *, cluster: str, service: str, task_definition: str, created_after: datetime
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        created_after: datetime | None = None,
     ) -> ServiceDeployment | None:
         """See ServiceDeployments.find (ecs_deployments.py)."""
         return await self._service_deployments.find(

@@ -6,7 +6,7 @@ never changes)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -22,6 +22,8 @@ from reconciler.adapters.ecs_answers import (
 from reconciler.aio.batching import Batcher
 from reconciler.decisions.model import ServiceDeployment
 from reconciler.errors import AwsRejected
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # for a record without a creation time
 
 
 class ServiceDeployments:
@@ -42,17 +44,24 @@ class ServiceDeployments:
         await self._batch.close()
 
     async def find(
-        self, *, cluster: str, service: str, task_definition: str, created_after: datetime
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        created_after: datetime | None = None,
     ) -> ServiceDeployment | None:
-        """The service's newest service deployment created after `created_after` whose target
-        revision runs `task_definition`; None when there is none, or where the region or the
-        service keeps no service deployments. Raises AwsRejected when the calls are refused
-        (AccessDenied), so the caller can judge by the `deployments` list instead."""
-        request: dict[str, Any] = {
-            "cluster": cluster,
-            "service": service,
-            "createdAt": {"after": created_after},
-        }
+        """The service's newest service deployment (created after `created_after`, if given)
+        whose target revision runs `task_definition`; None when there is none, or where the
+        region or the service keeps no service deployments. Raises AwsRejected when the calls
+        are refused (AccessDenied), so the caller can judge by the `deployments` list instead.
+
+        The daemon passes no `created_after`: a task definition is registered for one deploy,
+        so it names the record alone, and a bound from this host's clock could miss a record
+        stamped by AWS's clock when the two differ."""
+        request: dict[str, Any] = {"cluster": cluster, "service": service}
+        if created_after is not None:
+            request["createdAt"] = {"after": created_after}
         while True:
             async with aws_errors():
                 try:
@@ -65,7 +74,7 @@ class ServiceDeployments:
             # older deployment of the same task definition.
             briefs = sorted(
                 answer.get("serviceDeployments") or [],
-                key=lambda b: moment_of(b.get("createdAt")) or created_after,
+                key=lambda b: moment_of(b.get("createdAt")) or _EPOCH,
                 reverse=True,
             )
             revisions = [str(b.get("targetServiceRevisionArn") or "") for b in briefs]

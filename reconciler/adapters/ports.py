@@ -125,11 +125,16 @@ class EcsPort(Protocol):
         """ARNs of the cluster's tasks started by `started_by` that have not stopped."""
 
     async def find_service_deployment(
-        self, *, cluster: str, service: str, task_definition: str, created_after: datetime
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        created_after: datetime | None = None,
     ) -> ServiceDeployment | None:
-        """The service's newest service deployment created after `created_after` whose target
-        revision runs `task_definition`; None where ECS keeps none (or none matches yet).
-        Raises AwsRejected when the API is refused (access denied)."""
+        """The service's newest service deployment (created after `created_after`, if
+        given) whose target revision runs `task_definition`; None where ECS keeps none (or
+        none matches yet). Raises AwsRejected when the API is refused (access denied)."""
 
     async def describe_service_deployment(self, *, cluster: str, arn: str) -> ServiceDeployment:
         """One service deployment's record; concurrent callers share batched calls."""

@@ -212,11 +212,12 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
             entry.pop("by", None)
     if dumped.get("pin") is not None and dumped["pin"].get("asked_by") is None:
         dumped["pin"].pop("asked_by", None)
-    run = dumped.get("pre_deploy_run")
-    if run is not None:
-        for key in ("token", "host"):  # likewise, only once a run has them
-            if not run.get(key):
-                run.pop(key, None)
+    for name, keys in (("pre_deploy_run", ("token", "host")), ("attempt", ("host",))):
+        record = dumped.get(name)
+        if record is not None:
+            for key in keys:  # likewise, only once a record has them
+                if not record.get(key):
+                    record.pop(key, None)
     return dumped
 
 

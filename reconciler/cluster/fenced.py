@@ -127,7 +127,12 @@ class FencedEcs:
         return await self._inner.find_tasks(cluster=cluster, started_by=started_by)
 
     async def find_service_deployment(
-        self, *, cluster: str, service: str, task_definition: str, created_after: datetime
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        created_after: datetime | None = None,
     ) -> ServiceDeployment | None:
         return await self._inner.find_service_deployment(
             cluster=cluster,

@@ -235,6 +235,7 @@ class Attempt:
     at: datetime = field(default_factory=utcnow)
     deployment_id: str | None = None  # set once UpdateService answered
     service_deployment: str | None = None  # ECS's record of it, once found
+    host: str = ""  # the machine whose wall clock `at` is by (a rollout is timed there only)
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,7 @@ class AwaitRollout:
     previous_task_definition: str | None
     since: datetime | None = None  # when the deploy was started, where the daemon knows it
     service_deployment: str | None = None  # ECS's record of it, where the daemon knows it
+    since_host: str = ""  # the machine whose wall clock `since` is by
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,7 @@ def _attempt_of_desired(obs: Observation) -> Action | None:
                 previous_task_definition=attempt.previous,
                 since=attempt.at,
                 service_deployment=attempt.service_deployment,
+                since_host=attempt.host,
             )
         # UpdateService was sent if ECS answered it, or if ECS lists a deployment of the
         # task definition it named; else the daemon stopped before sending it.

@@ -299,7 +299,12 @@ class FakeEcs(_Failures):
         return [arn for arn, state in self.tasks.items() if not state.stopped]
 
     async def find_service_deployment(
-        self, *, cluster: str, service: str, task_definition: str, created_after: datetime
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        created_after: datetime | None = None,
     ) -> ServiceDeployment | None:
         """Like a region without service deployment records, unless a test gives some."""
         self.check("find_service_deployment")

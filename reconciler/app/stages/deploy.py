@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from reconciler.app.host import this_host
 from reconciler.app.stages.context import PassContext, Registration
 from reconciler.app.stages.supersede import superseded
 from reconciler.app.stages.watch import Rollout
@@ -137,6 +138,7 @@ async def _record_attempt(ctx: PassContext, arn: str, previous: str) -> Attempt:
         task_definition=arn,
         previous=previous,
         config_fingerprint=ctx.app.fingerprint(),
+        host=this_host(),
     )
     memory.attempt = attempt
     if not await ctx.session.save():

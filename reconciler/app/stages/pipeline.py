@@ -21,6 +21,7 @@ import enum
 
 import structlog
 
+from reconciler.app.host import this_host
 from reconciler.app.stages.build import build
 from reconciler.app.stages.context import AppSession, PassContext
 from reconciler.app.stages.deploy import register, update
@@ -142,6 +143,8 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
                 previous=action.previous_task_definition,
                 since=action.since or utcnow(),
                 service_deployment=action.service_deployment,
+                # Another host's stamp is shown, never compared with this host's clock.
+                timed_here=action.since is None or action.since_host == this_host(),
             )
             return await _watch(ctx, rollout)
         case Deploy(build=needs_build):

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
@@ -41,9 +41,6 @@ log = structlog.get_logger("reconciler.pass")
 # alone may declare success: ECS creates the record with the UpdateService, so only a region
 # or account without records gets this far.
 FIND_ATTEMPTS = 3
-# A service deployment is looked for from a little before the UpdateService was sent, since
-# the two clocks are not the same.
-CLOCK_SLACK = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,9 @@ class Rollout:
     previous: str | None
     since: datetime
     service_deployment: str | None = None  # ECS's record, when already known
+    # `since` is by this host's wall clock: the time before this watch counts against the
+    # timeout. False for a rollout another host started: timed from this watch's start.
+    timed_here: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,9 @@ async def watch(
     if kind == "deploy":
         ctx.report.phase(Phase.DEPLOYING)
     began = time.monotonic()
-    elapsed_before = max(0.0, (utcnow() - rollout.since).total_seconds())
+    elapsed_before = (
+        max(0.0, (utcnow() - rollout.since).total_seconds()) if rollout.timed_here else 0.0
+    )
     record = _Record(arn=rollout.service_deployment, usable=session.service_deployments_usable)
     view = RolloutView(
         deployment=rollout.deployment_id,
@@ -165,7 +167,6 @@ async def _service_deployment(
                 cluster=app.cluster,
                 service=app.service,
                 task_definition=rollout.task_definition,
-                created_after=rollout.since - CLOCK_SLACK,
             )
             if found is None:
                 return None

@@ -85,7 +85,9 @@ AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def attempt(*, deployment_id: str | None = "ecs-svc/2", fingerprint: str = FP) -> Attempt:
-    return Attempt(NEW, TD_NEW, TD_OLD, fingerprint, at=AT, deployment_id=deployment_id)
+    return Attempt(
+        NEW, TD_NEW, TD_OLD, fingerprint, at=AT, deployment_id=deployment_id, host="build-1"
+    )
 
 
 CASES = {
@@ -193,7 +195,7 @@ CASES = {
     ),
     "attempt of the desired revision still rolling out: await it from its start": (
         Case(NEW, NEW, td=TD_NEW, deployments=rolling(TD_NEW, TD_OLD), attempt=attempt()),
-        AwaitRollout("ecs-svc/2", TD_NEW, TD_OLD, since=AT),
+        AwaitRollout("ecs-svc/2", TD_NEW, TD_OLD, since=AT, since_host="build-1"),
     ),
     "attempt never sent (stopped before UpdateService): deploy": (
         Case(NEW, OLD, in_registry=True, attempt=attempt(deployment_id=None)),

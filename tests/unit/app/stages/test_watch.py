@@ -167,6 +167,17 @@ async def test_a_watch_picked_up_after_a_restart_keeps_the_deploys_deadline() ->
     assert time.monotonic() - began < 2
 
 
+async def test_a_rollout_another_host_started_is_timed_from_this_watch() -> None:
+    """That host's wall clock may be minutes ahead: its stamp would fail the rollout at once."""
+    run = a_pass(rollout_timeout=0.3)
+    rollout = await run.roll_out(settle_after=STUCK)
+    rollout = dataclasses.replace(rollout, since=utcnow() - timedelta(minutes=10), timed_here=False)
+    began = time.monotonic()
+    watched = await watch(run.ctx, rollout)
+    assert watched == Watched(reason="rollout did not complete within 0.3s")
+    assert time.monotonic() - began >= 0.3
+
+
 async def test_an_access_denied_service_deployments_api_falls_back_to_the_list() -> None:
     """Said once per app: the session remembers, and later watches do not ask again."""
     run = a_pass()
