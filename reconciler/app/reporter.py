@@ -48,13 +48,16 @@ class Reporter:
         """The revision the app should run, known as soon as git answered."""
         self.status.desired_revision = revision
         self.status.desired_image = image
+        self._no_longer_in_sync()
 
     def observed(self, observation: Observation) -> None:
         live = observation.live
-        self.desired(revision=observation.desired.revision, image=str(observation.desired.image))
+        self.status.desired_revision = observation.desired.revision
+        self.status.desired_image = str(observation.desired.image)
         self.status.live_image = live.image
         self.status.live_task_definition = live.task_definition
         self.status.observed = True
+        self._no_longer_in_sync()
 
     def pinned(self, *, revision: str | None, by: str | None) -> None:
         self.status.pinned_revision = revision
@@ -186,6 +189,17 @@ class Reporter:
     def state_unwritable(self, reason: str | None) -> None:
         """Whether the app's state file can be written now, as a metric."""
         self._metrics.state_write_failing.labels(app=self.app).set(0 if reason is None else 1)
+
+    def _no_longer_in_sync(self) -> None:
+        """InSync never stands beside a desired image that the live one (as last seen) is
+        not: the phase leaves it in the same step that sets the new desired revision, with
+        no await between, so no reader of the status (/status, the lease table's copy, the
+        event stream) sees the old phase with the new revision. The pass then says what the
+        app is (back to InSync if ECS turns out to run it already)."""
+        if self.status.phase is Phase.IN_SYNC and self.status.desired_image != (
+            self.status.live_image
+        ):
+            self.phase(Phase.PENDING)
 
     def _behind(self) -> bool:
         desired, live = self.status.desired_image, self.status.live_image
