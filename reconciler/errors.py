@@ -13,6 +13,8 @@
     │   ├── GitRevisionNotFound    branch deleted, pin names no commit
     │   ├── GitAuthError           wrong credential, unknown host key
     │   ├── AwsRejected            access denied, service or cluster missing, bad request
+    │   │   └── ServiceDeploymentsUnreadable  refused or not kept in this region:
+    │   │                          the service's `deployments` list says what is in use
     │   ├── ManifestError          the live task definition cannot be updated as asked
     │   └── StateUnwritable        the app's state cannot be written, so no deploy may start
     ├── BuildFailed            the build itself failed (bad Dockerfile); retried a few times
@@ -81,6 +83,12 @@ class GitAuthError(StalledError):
 
 class AwsRejected(StalledError):
     """AWS refused the request for a reason that retrying does not fix."""
+
+
+class ServiceDeploymentsUnreadable(AwsRejected):
+    """ECS's service deployments cannot be read for a service: access denied, or a region
+    or API that keeps none. Housekeeping then judges what is in use from the service's
+    `deployments` list, as rollouts do."""
 
 
 class ManifestError(StalledError):

@@ -18,11 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from aiobotocore.session import AioSession
-from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors
 from reconciler.adapters.ecs import boto_config
-from reconciler.adapters.ecs_answers import UNSUPPORTED_CODES, service_state
+from reconciler.adapters.ecs_answers import service_state
 from reconciler.decisions.housekeeping import (
     APP_TAG,
     Deleted,
@@ -31,7 +30,7 @@ from reconciler.decisions.housekeeping import (
     family_of,
 )
 from reconciler.decisions.model import ServiceState
-from reconciler.errors import AwsRejected, ReconcilerError
+from reconciler.errors import AwsRejected, ReconcilerError, ServiceDeploymentsUnreadable
 
 LIST_PAGE = 100  # ListTaskDefinitions and ListServiceDeployments answer at most 100 per page
 IMAGES_PAGE = 1000  # DescribeImages answers at most 1000 per page
@@ -117,19 +116,20 @@ class Housekeeping:
 
     async def in_flight_task_definitions(self, *, cluster: str, service: str) -> dict[str, str]:
         """Task definition ARN -> why, for every revision a service deployment in flight
-        deploys, rolls from or would roll back to; empty where ECS keeps no service
-        deployments. Raises AwsRejected when the calls are refused (access denied)."""
+        deploys, rolls from or would roll back to. Raises ServiceDeploymentsUnreadable when
+        the calls are refused (access denied) or ECS keeps no service deployments here (an
+        older region or API), and AwsRejected when a revision named cannot be read."""
         arns = await self._in_flight_deployments(cluster=cluster, service=service)
         revisions: dict[str, str] = {}  # service revision ARN -> why
         for chunk in _chunks(arns, DESCRIBE_BATCH):
-            async with aws_errors():
+            async with _service_deployments_read():
                 answer = await self._ecs.describe_service_deployments(serviceDeploymentArns=chunk)
             for raw in answer.get("serviceDeployments") or []:
                 for arn, why in deployment_revisions(raw).items():
                     revisions.setdefault(arn, why)
         found: dict[str, str] = {}
         for chunk in _chunks(list(revisions), DESCRIBE_BATCH):
-            async with aws_errors():
+            async with _service_deployments_read():
                 answer = await self._ecs.describe_service_revisions(serviceRevisionArns=chunk)
             for raw in answer.get("serviceRevisions") or []:
                 arn, definition = raw.get("serviceRevisionArn"), raw.get("taskDefinition")
@@ -145,7 +145,7 @@ class Housekeeping:
         return found
 
     async def _in_flight_deployments(self, *, cluster: str, service: str) -> list[str]:
-        """ARNs of the service's service deployments in flight; none where ECS keeps none."""
+        """ARNs of the service's service deployments in flight."""
         arns: list[str] = []
         request: dict[str, Any] = {
             "cluster": cluster,
@@ -153,14 +153,9 @@ class Housekeeping:
             "status": list(IN_FLIGHT),
             "maxResults": LIST_PAGE,
         }
-        async with aws_errors():
+        async with _service_deployments_read():
             while True:
-                try:
-                    answer = await self._ecs.list_service_deployments(**request)
-                except ClientError as exc:
-                    if str(exc.response.get("Error", {}).get("Code", "")) in UNSUPPORTED_CODES:
-                        return []
-                    raise
+                answer = await self._ecs.list_service_deployments(**request)
                 arns += [
                     str(d["serviceDeploymentArn"]) for d in answer.get("serviceDeployments") or []
                 ]
@@ -255,6 +250,19 @@ class Housekeeping:
                 failed[digest] = f"{code}: {failure.get('failureReason') or ''}".strip(": ")
             results += [Deleted(d, failed.get(d)) for d in chunk]
         return results
+
+
+@asynccontextmanager
+async def _service_deployments_read() -> AsyncIterator[None]:
+    """As aws_errors, but a refusal, or an answer that this region or API keeps no service
+    deployments (UnsupportedFeatureException and the like), is ServiceDeploymentsUnreadable:
+    neither is fixed by asking again, and both leave the service's `deployments` list as
+    what tells which revisions are in use."""
+    try:
+        async with aws_errors():
+            yield
+    except AwsRejected as exc:
+        raise ServiceDeploymentsUnreadable(str(exc)) from exc
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

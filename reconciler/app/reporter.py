@@ -36,6 +36,8 @@ class Reporter:
         self.status = status
         # Who asked for the pass under way (a sync, rollback or unpin); its outcome says so.
         self.asked_by: str | None = None
+        # Why the app's state cannot be written now: said in last_error while it lasts.
+        self._unwritable: str | None = None
         self._metrics = metrics
         self._store = store
         self._bus = bus or EventBus()
@@ -48,13 +50,16 @@ class Reporter:
         """The revision the app should run, known as soon as git answered."""
         self.status.desired_revision = revision
         self.status.desired_image = image
+        self._no_longer_in_sync()
 
     def observed(self, observation: Observation) -> None:
         live = observation.live
-        self.desired(revision=observation.desired.revision, image=str(observation.desired.image))
+        self.status.desired_revision = observation.desired.revision
+        self.status.desired_image = str(observation.desired.image)
         self.status.live_image = live.image
         self.status.live_task_definition = live.task_definition
         self.status.observed = True
+        self._no_longer_in_sync()
 
     def pinned(self, *, revision: str | None, by: str | None) -> None:
         self.status.pinned_revision = revision
@@ -85,12 +90,12 @@ class Reporter:
         self._metrics.app_in_sync.labels(app=self.app).set(1 if phase is Phase.IN_SYNC else 0)
 
     def in_sync(self) -> None:
-        self.status.last_error = None
+        self.status.last_error = self._unwritable
         self.phase(Phase.IN_SYNC)
         self.count("in_sync")
 
     def deployed(self) -> None:
-        self.status.last_error = None
+        self.status.last_error = self._unwritable
         self.phase(Phase.IN_SYNC)
         self.count("deployed")
 
@@ -99,13 +104,13 @@ class Reporter:
         self.count("suspended")
 
     def held(self, reason: str) -> None:
-        self.status.last_error = redact(reason)
+        self.status.last_error = self._with_unwritable(redact(reason))
         self.phase(Phase.FAILED)
         self.count("held")
 
     def failed(self, reason: str) -> None:
         """The app is Failed for `reason` (no pass result counted: the outcome says it)."""
-        self.status.last_error = redact(reason)
+        self.status.last_error = self._with_unwritable(redact(reason))
         self.phase(Phase.FAILED)
 
     # What the pass did -----------------------------------------------------------------
@@ -129,6 +134,7 @@ class Reporter:
         memory.history.insert(0, entry)
         del memory.history[HISTORY_LIMIT:]
         await self._store.save(self.app)
+        self.state_unwritable(self._store.write_error(self.app))
         self.status.history.appendleft(entry)
         self._bus.publish(
             Finished(
@@ -176,7 +182,7 @@ class Reporter:
         message = redact(str(exc) or type(exc).__name__)
         if detail:
             message = message + "\n" + "\n".join(redact(line) for line in detail[-10:])
-        self.status.last_error = message
+        self.status.last_error = self._with_unwritable(message)
         getattr(log, level)("pass_failed", error=message, kind=type(exc).__name__)
         self.count(result)
         busy = self.status.phase in BUSY
@@ -184,9 +190,42 @@ class Reporter:
             self.phase(Phase.PENDING)
 
     def state_unwritable(self, reason: str | None) -> None:
-        """Whether the app's state file can be written now, as a metric."""
+        """Whether the app's state can be written now (told after every write), as a metric
+        and in `last_error`: a failed write is said there at once, not at the next pass, and
+        stays there, beside whatever else the pass says, until a write goes again."""
         self._metrics.state_write_failing.labels(app=self.app).set(0 if reason is None else 1)
+        reason = None if reason is None else redact(reason)
+        before, self._unwritable = self._unwritable, reason
+        if reason != before:
+            self.status.last_error = self._with_unwritable(_without(self.status.last_error, before))
+
+    def _with_unwritable(self, message: str | None) -> str | None:
+        """`message` with the reason the state cannot be written, unless it says it already."""
+        unwritable = self._unwritable
+        if unwritable is None or (message is not None and unwritable in message):
+            return message
+        return unwritable if message is None else f"{message}\n{unwritable}"
+
+    def _no_longer_in_sync(self) -> None:
+        """InSync never stands beside a desired image that the live one (as last seen) is
+        not: the phase leaves it in the same step that sets the new desired revision, with
+        no await between, so no reader of the status (/status, the lease table's copy, the
+        event stream) sees the old phase with the new revision. The pass then says what the
+        app is (back to InSync if ECS turns out to run it already)."""
+        if self.status.phase is Phase.IN_SYNC and self.status.desired_image != (
+            self.status.live_image
+        ):
+            self.phase(Phase.PENDING)
 
     def _behind(self) -> bool:
         desired, live = self.status.desired_image, self.status.live_image
         return desired is not None and live is not None and desired != live
+
+
+def _without(message: str | None, part: str | None) -> str | None:
+    """`message` without the line `part` that _with_unwritable added (None if it was all)."""
+    if message is None or part is None:
+        return message
+    if message == part:
+        return None
+    return message.removesuffix(f"\n{part}")

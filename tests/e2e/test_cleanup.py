@@ -28,6 +28,7 @@ from reconciler.decisions.model import Hold
 from reconciler.errors import ConfigError
 from reconciler.sandbox import Scenario
 from reconciler.sandbox.aws import SandboxAws
+from tests.support.cli import reconciler
 from tests.support.world import World
 
 if TYPE_CHECKING:
@@ -452,3 +453,55 @@ async def test_cleanup_rows_keep_a_holds_rollback_target(tmp_path: Path, app: Ap
     assert {r["action"] for r in rows} >= {"deregistered", "keep"}
     with pytest.raises(ConfigError, match="unknown app 'nope'"):
         await cleanup_rows(config, ["nope"])
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("AccessDeniedException", "User is not authorized to perform: ecs:ListServiceDeployments"),
+        ("UnsupportedFeatureException", "service deployments are not available in this region"),
+    ],
+)
+async def test_cleanup_falls_back_to_the_services_deployments_when_ecs_refuses_service_deployments(
+    sandbox: SandboxAws, app: App, code: str, message: str
+) -> None:
+    """`reconciler cleanup` where ListServiceDeployments is refused (access denied, or an
+    older region or API) while a rollout is in flight: what is in use is judged from the
+    service's `deployments`, as rollouts judge then; the output says so, every revision
+    listed there stays, the surplus goes, and the command exits 0."""
+    arns = app.revisions(count=4)  # 2..5
+    app.deploy(arns[3])
+    sandbox.rollouts.set_scenario(app.cluster, app.name, Scenario(outcome="stick"))
+    app.ecs.update_service(cluster=app.cluster, service=app.name, taskDefinition=arns[4])
+    listed = {d["taskDefinition"]: d["status"] for d in app.world.service()["deployments"]}
+    assert listed == {arns[4]: "PRIMARY", arns[3]: "ACTIVE"}
+    sandbox.faults.inject("ListServiceDeployments", times=100, code=code, message=message)
+    app.config(task_definitions=1)
+    ran = await reconciler("cleanup", "--config", str(app.world.write_config()))
+    assert ran.code == 0, ran
+    rows = table_rows(ran.stdout)
+    notes = [r for r in rows if r["ACTION"] == "fallback"]
+    assert len(notes) == 1 and code in notes[0]["DETAIL"], ran.stdout
+    assert "the service's deployments" in notes[0]["DETAIL"]
+    # 5 is the newest; 4 rolls out and 3 is what it rolls from (both in the deployments
+    # list); 1 was not registered by reconciler. Only 2 may go.
+    assert app.active() == [1, 3, 4, 5]
+    actions = {r["ITEM"]: r["ACTION"] for r in rows}
+    assert actions[arns[2]] == "deregistered"
+    assert {actions[arns[n]] for n in (3, 4, 5)} == {"keep"}
+    assert sandbox.calls.count("ListServiceDeployments") >= 1
+
+
+def table_rows(out: str) -> list[dict[str, str]]:
+    """The rows of the table `reconciler cleanup` prints, by column name; the columns are
+    cut where the header's names start (the last one runs to the end of the line)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("APP "))
+    header = lines[start]
+    names = header.split()
+    edges = [header.index(name) for name in names] + [None]
+    return [
+        {name: line[edges[i] : edges[i + 1]].strip() for i, name in enumerate(names)}
+        for line in lines[start + 1 :]
+        if line.strip()
+    ]

@@ -126,3 +126,32 @@ async def test_stuck_rollout_times_out_and_rolls_back(world: World) -> None:
     assert status["history"][0]["result"] == "rolled_back"
     assert world.service()["taskDefinition"] == first_td
     assert world.live_image() == world.image(world.first_commit)
+
+
+# Polls of /status while a push is picked up: enough to cover git, the look at ECS and the
+# start of the build many times over (each answers in about a millisecond in process).
+STATUS_POLLS = 3000
+
+
+async def test_status_never_says_in_sync_beside_a_revision_ecs_does_not_run(world: World) -> None:
+    """/status polled as fast as it answers while a pushed commit is picked up never shows
+    phase InSync beside a desired image other than the live one; the app then converges."""
+    async with world.daemon() as daemon:
+        await daemon.wait_phase("InSync", revision=world.first_commit)
+        second = world.repo.commit({"app.txt": "version 2\n"}, "second")
+        assert (await daemon.github_push()).status == 202
+        seen = []
+        for _ in range(STATUS_POLLS):
+            status = await daemon.status()
+            seen.append(status)
+            if status["phase"] != "InSync":
+                break  # the pass left InSync: what follows is the rollout's own phases
+        await daemon.wait_phase("InSync", revision=second)
+    false_in_sync = [
+        (s["desired"]["revision"], s["live"]["image"])
+        for s in seen
+        if s["phase"] == "InSync" and s["desired"]["image"] != s["live"]["image"]
+    ]
+    assert false_in_sync == []
+    assert seen[-1]["phase"] != "InSync", f"the pass never left InSync in {len(seen)} polls"
+    assert world.live_image() == world.image(second)

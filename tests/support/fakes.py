@@ -386,6 +386,13 @@ class FakeWorld:
         )
         return value or 0.0
 
+    def state_write_failing(self) -> float:
+        """`reconciler_state_write_failing` of the app: 1 while its state cannot be written."""
+        value = self.metrics.registry.get_sample_value(
+            "reconciler_state_write_failing", {"app": self.app.name}
+        )
+        return value or 0.0
+
     def passes(self) -> float:
         """The passes finished so far, as the metrics count them (one result each)."""
         return passes_of(self.metrics, self.app.name)

@@ -32,7 +32,7 @@ from reconciler.decisions.housekeeping import (
     revision_key,
 )
 from reconciler.decisions.model import ServiceState
-from reconciler.errors import ReconcilerError, TransientError
+from reconciler.errors import ReconcilerError, ServiceDeploymentsUnreadable, TransientError
 
 if TYPE_CHECKING:
     from reconciler.app.stages.context import PassContext
@@ -97,6 +97,9 @@ class CleanupReport:
     kept: tuple[Kept, ...] = ()
     # What went wrong as a whole (a listing that failed, a step skipped as unsafe).
     errors: tuple[str, ...] = ()
+    # How what is in use was judged, when not as usual (from the service's deployments
+    # list, service deployments being unreadable); not a failure.
+    fallbacks: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -105,6 +108,10 @@ class CleanupReport:
     def rows(self) -> list[dict[str, str]]:
         """One printable row per removal, kept item and error: app, action, item, detail."""
         rows = [{"app": self.app, "action": "error", "item": "-", "detail": e} for e in self.errors]
+        rows += [
+            {"app": self.app, "action": "fallback", "item": "-", "detail": f}
+            for f in self.fallbacks
+        ]
         for removal in self.removed:
             rows.append(
                 {
@@ -143,6 +150,7 @@ class _Run:
     removed: list[Removal] = dataclasses.field(default_factory=list)
     kept: list[Kept] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
+    fallbacks: list[str] = dataclasses.field(default_factory=list)
 
     def report(self) -> CleanupReport:
         return CleanupReport(
@@ -151,6 +159,7 @@ class _Run:
             removed=tuple(self.removed),
             kept=tuple(self.kept),
             errors=tuple(self.errors),
+            fallbacks=tuple(self.fallbacks),
         )
 
     def error(self, event: str, message: str) -> None:
@@ -244,12 +253,30 @@ async def _in_flight(
     housekeeping: HousekeepingPort, run: _Run, service: ServiceState, shielded: dict[str, str]
 ) -> bool:
     """Add what service deployments in flight deploy to `shielded`; False (nothing may be
-    removed) when that cannot be told and it matters: AWS is busy, or the deployments list
-    says something is moving."""
+    removed) when that cannot be told and it matters: AWS is busy, or a revision named by a
+    service deployment cannot be read while the deployments list says something moves.
+
+    Where service deployments cannot be read at all (access denied, or a region that keeps
+    none), what is in use is judged as rollouts judge it then: from the service's
+    `deployments` list (PRIMARY and ACTIVE, the one rolled from included), every entry of
+    which is in `shielded` already; the report says so."""
     try:
         found = await housekeeping.in_flight_task_definitions(
             cluster=service.cluster, service=service.service
         )
+    except ServiceDeploymentsUnreadable as exc:
+        listed = ", ".join(
+            f"{d.status} {d.task_definition.rsplit('/', 1)[-1]}"
+            for d in service.deployments
+            if d.task_definition
+        )
+        message = (
+            f"in use judged from the service's deployments ({listed or 'none listed'}): "
+            f"service deployments unreadable: {exc}"
+        )
+        log.warning("cleanup_fallback", app=run.app.name, detail=message)
+        run.fallbacks.append(message)
+        return True
     except ReconcilerError as exc:
         if isinstance(exc, TransientError) or service.in_flight:
             run.error(
@@ -257,8 +284,8 @@ async def _in_flight(
                 f"nothing removed: service deployments unreadable: {exc}",
             )
             return False
-        # Refused (access denied) while nothing moves: the deployments list names every
-        # revision the service runs, and that list is protected already.
+        # Unreadable while nothing moves: the deployments list names every revision the
+        # service runs, and that list is protected already.
         log.info("cleanup_service_deployments_unreadable", app=run.app.name, error=str(exc))
         return True
     for arn, why in found.items():

@@ -128,10 +128,8 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
             await roll_back(ctx, previous)
             return Next.WAIT
         case Held(reason=reason, transient=transient):
-            reason = _with_build_output(reason, ctx)
-            if unwritable and unwritable not in reason:
-                reason = f"{reason}\n{unwritable}"
-            ctx.report.held(reason)
+            # The reporter adds why the state cannot be written, if it cannot.
+            ctx.report.held(_with_build_output(reason, ctx))
             return Next.RETRY if transient else Next.WAIT
         case FailedUnwatched(reason=reason):
             return await _failed_unwatched(ctx, reason)

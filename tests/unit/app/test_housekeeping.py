@@ -37,7 +37,7 @@ from reconciler.decisions.housekeeping import (
     revision_key,
 )
 from reconciler.decisions.model import Attempt, Deployment, Hold, ServiceState
-from reconciler.errors import AwsRejected, AwsUnavailable
+from reconciler.errors import AwsRejected, AwsUnavailable, ServiceDeploymentsUnreadable
 from tests.support.fakes import FakeWorld
 
 APP = "web"
@@ -523,17 +523,19 @@ async def test_the_images_of_an_inactive_live_revision_stay() -> None:
 
 
 async def test_refused_service_deployments_while_nothing_moves_still_clean() -> None:
+    """Judged from the deployments list instead, and the report says so (no failure)."""
     aws = aws_with([rev(n) for n in range(1, 4)], [])
-    aws.fail("in_flight", AwsRejected("ListServiceDeployments: AccessDeniedException"))
+    refused = "ListServiceDeployments: AccessDeniedException"
+    aws.fail("in_flight", ServiceDeploymentsUnreadable(refused))
     report = await clean_up(aws, app=keeps(task_definitions=1), service=running(3))
     assert left(aws) == [3]
-    assert not report.errors
+    assert not report.errors and not report.failed
+    assert len(report.fallbacks) == 1 and refused in report.fallbacks[0]
 
 
-async def test_refused_service_deployments_while_a_rollout_moves_clean_nothing() -> None:
-    aws = aws_with([rev(n) for n in range(1, 5)], [])
-    aws.fail("in_flight", AwsRejected("ListServiceDeployments: AccessDeniedException"))
-    moving = ServiceState(
+def moving() -> ServiceState:
+    """A rollout from 3 to 4 in flight, as the service's deployments list shows it."""
+    return ServiceState(
         "cluster",
         APP,
         arn(4),
@@ -542,9 +544,30 @@ async def test_refused_service_deployments_while_a_rollout_moves_clean_nothing()
             Deployment("ecs-svc/1", "ACTIVE", arn(3), "COMPLETED", 1, 1),
         ),
     )
-    report = await clean_up(aws, app=keeps(task_definitions=1), service=moving)
+
+
+async def test_refused_service_deployments_mid_rollout_keep_the_listed_ones() -> None:
+    """As rollouts do then, every revision in the service's deployments list (the one rolled
+    to and the one rolled from) is in use; the rest is judged as usual, and the report's
+    rows say the fallback was used, naming the list and the refusal."""
+    aws = aws_with([rev(n) for n in range(1, 6)], [])
+    refused = "ListServiceDeployments: AccessDeniedException: not authorized"
+    aws.fail("in_flight", ServiceDeploymentsUnreadable(refused))
+    report = await clean_up(aws, app=keeps(task_definitions=1), service=moving())
+    assert left(aws) == [3, 4, 5]
+    assert not report.failed
+    (row,) = [r for r in report.rows() if r["action"] == "fallback"]
+    assert "PRIMARY web:4, ACTIVE web:3" in row["detail"] and refused in row["detail"]
+
+
+async def test_an_unreadable_revision_mid_rollout_cleans_nothing() -> None:
+    """Service deployments were read, but a revision one of them names could not be: it may
+    run anything, so nothing is judged safe while a rollout moves."""
+    aws = aws_with([rev(n) for n in range(1, 5)], [])
+    aws.fail("in_flight", AwsRejected("DescribeServiceRevisions: cannot read arn:rev/9: MISSING"))
+    report = await clean_up(aws, app=keeps(task_definitions=1), service=moving())
     assert left(aws) == [1, 2, 3, 4]
-    assert report.errors
+    assert report.errors and report.fallbacks == ()
 
 
 async def test_revisions_of_another_account_are_never_touched() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.aio import backoff
+from reconciler.app.state import FileStateStore
 from reconciler.decisions.model import Phase
 from reconciler.errors import AwsUnavailable, BuildFailed, GitRevisionNotFound
 from tests.support.fakes import FakeWorld
@@ -314,6 +315,40 @@ async def test_a_full_disk_stops_a_deploy_before_update_service_and_a_later_writ
         full["on"] = False
         await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync")
     assert len(world.ecs.updates) == 1
+
+
+async def test_a_state_write_that_fails_mid_pass_is_in_last_error_at_once(tmp_path: Path) -> None:
+    """A state write that fails in a pass that goes on (here the state file cannot be replaced
+    once UpdateService is out; the rollout then succeeds) is said in `last_error` by the
+    time the pass ends, not at the next pass: the app is InSync on the new revision and
+    `last_error` names the state file and why. Once the file can be written again, the next pass
+    writes what was kept in memory and the error goes."""
+    world = FakeWorld.create(tmp_path, head=A)
+    state_file = tmp_path / "apps" / "web.json"  # where FileStateStore keeps the app's state
+
+    def state_dir_breaks(task_definition: str) -> None:
+        # A real failure, for root as for anyone (file modes would not stop root): a
+        # directory where the file is renamed to.
+        state_file.unlink()
+        state_file.mkdir()
+
+    async with running(world):
+        await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="A live")
+        passes = world.passes()
+        world.ecs.during_update = state_dir_breaks
+        world.git.head = B
+        world.loop.nudge()
+        await eventually(lambda: world.passes() > passes, what="the pass that deploys B")
+        assert (world.status.phase, world.live_image()) == (Phase.IN_SYNC, world.image(B))
+        error = world.status.last_error or ""
+        assert error == f"cannot write state file {state_file}: Is a directory", error
+        assert world.state_write_failing() == 1
+        state_file.rmdir()
+        world.loop.nudge()
+        await eventually(lambda: world.status.last_error is None, what="the error cleared")
+    assert world.state_write_failing() == 0
+    written = FileStateStore(tmp_path).peek("web")
+    assert [(h.revision, h.result.value) for h in written.history][:1] == [(B, "deployed")]
 
 
 # --- who asked ----------------------------------------------------------------------------

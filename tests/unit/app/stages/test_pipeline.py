@@ -3,6 +3,8 @@ loop is told to do next."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from reconciler.decisions.model import (
 )
 from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
 from reconciler.errors import GitUnavailable, StalledError
+from tests.support.fakes import REGISTRY
 from tests.support.passes import NEWER, REVISION, Pass, a_pass
 
 Arrange = Callable[[Pass], Awaitable[None]]
@@ -239,3 +242,38 @@ async def test_a_revision_held_for_its_builds_shows_the_last_build_output() -> N
     assert await run_pass(run.session, woken=True) is Next.WAIT
     assert "make: *** [all] 2" in (run.status.last_error or "")
     assert run.docker.builds == []
+
+
+async def test_a_new_revision_never_stands_beside_in_sync_while_ecs_runs_the_old_one() -> None:
+    """A poller reading the status at every point a pass waits, while the pass moves the app
+    from a live revision to a newer one, never sees phase InSync beside a desired revision
+    that ECS does not run: the new revision and the phase it leaves InSync for are set
+    together. The pass still ends InSync on the new revision."""
+    run = a_pass()
+    assert await run_pass(run.session, woken=True) is Next.WAIT
+    assert (run.status.phase, run.status.desired_revision) == (Phase.IN_SYNC, REVISION)
+    run.git.head = NEWER
+    seen: list[tuple[dict[str, Any], str]] = []
+
+    async def poll() -> None:
+        while True:
+            running = run.ecs.image_of(run.live_task_definition())
+            seen.append((run.status.to_json(), running))
+            await asyncio.sleep(0)
+
+    poller = asyncio.create_task(poll())
+    try:
+        assert await run_pass(run.session, woken=True) is Next.WAIT
+    finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+    false_in_sync = [
+        (document["phase"], document["desired"]["revision"], running)
+        for document, running in seen
+        if document["phase"] == "InSync" and document["desired"]["image"] != running
+    ]
+    assert false_in_sync == []
+    assert any(document["desired"]["revision"] == NEWER for document, _ in seen)
+    assert (run.status.phase, run.status.desired_revision) == (Phase.IN_SYNC, NEWER)
+    assert run.status.live_image == f"{REGISTRY}/web:{NEWER}"
