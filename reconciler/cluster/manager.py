@@ -201,9 +201,13 @@ class LeaseManager:
         await self._join()
         await self._heartbeat()
         self._beating = True
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._beat(), name="heartbeat")
-            group.create_task(self._look(), name="look")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._beat(), name="heartbeat")
+                group.create_task(self._look(), name="look")
+        except* HostIdInUse as lost:
+            # Said as itself, not inside a group: the daemon exits 2 on it.
+            raise lost.exceptions[0] from None
 
     async def _beat(self) -> None:
         while True:

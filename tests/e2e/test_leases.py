@@ -18,7 +18,7 @@ from reconciler.cluster.ownership import ClusterOwnership, TableHealth
 from reconciler.cluster.store import TableStateStore
 from reconciler.cluster.table import LeaseTable, Member
 from reconciler.decisions.model import Hold
-from reconciler.errors import LeaseNotHeld, NotForwarded
+from reconciler.errors import HostIdInUse, LeaseNotHeld, NotForwarded
 from reconciler.metrics import Metrics
 from reconciler.sandbox.aws import SandboxAws
 from tests.support.probes import eventually
@@ -402,3 +402,28 @@ async def test_a_status_published_under_an_older_lease_is_not_shown(cluster: Clu
     reader.ownership._statuses_read_at = float("-inf")
     await reader.ownership.read_statuses()
     assert reader.ownership.remote_status("web") == {"phase": "InSync"}
+
+
+async def test_a_daemon_whose_host_id_is_taken_while_it_runs_stops_its_apps_and_says_so(
+    cluster: Cluster,
+) -> None:
+    """Another process writes under its host id: its next heartbeat is refused, every loop
+    stops, and run() ends with HostIdInUse itself (the daemon exits 2 on it)."""
+    node = await cluster.node("a")
+    node.start()
+    await eventually(lambda: len(node.manager.leases.held) == len(APPS), timeout=20)
+    table = await cluster.table()
+    intruder = Member(host_id="a", expires_at=1e12, url="http://elsewhere", instance="other")
+    for _ in range(5):  # its own heartbeat may change the item between the read and the write
+        mine = await table.member("a")
+        assert mine is not None and mine.instance == node.ownership.instance
+        if await table.heartbeat(intruder, replacing=mine):
+            break
+    else:
+        raise AssertionError("the member item kept changing")
+    assert node.task is not None
+    with pytest.raises(HostIdInUse, match="in use by a running daemon at http://elsewhere"):
+        await asyncio.wait_for(node.task, timeout=TTL * 2)
+    node.task = None
+    # Whatever its loops were doing, no write of theirs passes the fence any more.
+    assert not any(node.manager.leases.valid(app) for app in APPS)
