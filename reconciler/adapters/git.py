@@ -33,7 +33,7 @@ from typing import BinaryIO, TypeVar, cast
 import pygit2
 from pygit2.enums import CredentialType, FetchPrune, Option
 
-from reconciler.adapters.buildcontext import write_context_tar
+from reconciler.adapters.buildcontext import ContextLimits, write_context_tar
 from reconciler.config import AppConfig
 from reconciler.decisions.repourl import redact_url, redact_urls_in
 from reconciler.errors import GitAuthError, GitRevisionNotFound, GitUnavailable, ReconcilerError
@@ -88,9 +88,17 @@ class GitMirrors:
     `ls_remote_count` counts the ls-remote calls made (the benchmark reads it).
     """
 
-    def __init__(self, state_dir: Path, *, timeout: float = 60.0, heads_ttl: float = 1.0) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        timeout: float = 60.0,
+        heads_ttl: float = 1.0,
+        context_limits: ContextLimits | None = None,
+    ) -> None:
         self.root = state_dir / "git"
         self.timeout = timeout
+        self.context_limits = context_limits or ContextLimits()
         self.heads_ttl = heads_ttl
         self.ls_remote_count = 0
         self._locks: dict[str, asyncio.Lock] = {}
@@ -174,18 +182,26 @@ class GitMirrors:
     ) -> BinaryIO:
         """The build context of `commit` as an uncompressed tar, rewound to the start.
 
-        Built from the commit's tree in the mirror, never from a working copy. The caller
-        closes the file. Raises ManifestError for a bad context or Dockerfile path.
+        Built from the commit's tree in the mirror, never from a working copy. A small one
+        stays in memory; past _SPOOL_BYTES it goes to a file under `state_dir` (not /tmp,
+        often a tmpfs, which is memory again), deleted when the caller closes it.
+        Raises ManifestError for a bad context or Dockerfile path, BuildContextRefused for a
+        context that cannot be sent (over `context_limits`, a bad `.dockerignore`).
         """
         full = await self._commit(source, commit, f"commit '{commit}'")
-        out = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 -- returned
-        try:
-            await self._read(
-                source.url,
-                lambda repo: write_context_tar(
-                    repo, full, context=context, dockerfile=dockerfile, out=out
-                ),
+        spool = self.root / "spool"
+        # Returned to the caller, who closes it: no `with` here.
+        out = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, dir=str(spool))  # noqa: SIM115
+        limits = self.context_limits
+
+        def export(repo: pygit2.Repository) -> None:
+            spool.mkdir(exist_ok=True)
+            write_context_tar(
+                repo, full, context=context, dockerfile=dockerfile, out=out, limits=limits
             )
+
+        try:
+            await self._read(source.url, export)
             out.seek(0)
         except BaseException:
             out.close()

@@ -42,6 +42,9 @@ class ReloadApplier:
             log.warning("config_change_needs_restart", section="aws")
         if old.cluster != new.cluster:
             log.warning("config_change_needs_restart", section="cluster")
+        if old.build != new.build:
+            # The engines and the git mirrors take [build] when they are opened.
+            log.warning("config_change_needs_restart", section="build")
         fixed = ("listen", "state_dir", "docker_host", "log_format")
         moved = [k for k in fixed if getattr(old.daemon, k) != getattr(new.daemon, k)]
         if moved:

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from reconciler import logs
 from reconciler.adapters.accounts import Accounts
+from reconciler.adapters.buildcontext import ContextLimits
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs
@@ -97,7 +98,12 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
         stack.push_async_callback(docker.close)
         registry = Registry()
         stack.push_async_callback(registry.close)
-        git = GitMirrors(config.daemon.state_dir)
+        git = GitMirrors(
+            config.daemon.state_dir,
+            context_limits=ContextLimits(
+                max_context_mb=config.build.max_context_mb, max_file_mb=config.build.max_file_mb
+            ),
+        )
         stack.callback(git.close)
         housekeeping = await stack.enter_async_context(
             Housekeeping.connect(region=config.aws.region, endpoint_url=config.aws.endpoint_url)

@@ -72,6 +72,7 @@ class FakeGit(_Failures):
     async def export_context(
         self, source: GitSource, *, commit: str, context: str, dockerfile: str
     ) -> BinaryIO:
+        self.check("export_context")
         return io.BytesIO(b"tar of " + commit.encode())
 
     async def commit_subject(self, source: GitSource, commit: str) -> str:

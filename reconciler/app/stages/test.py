@@ -87,10 +87,11 @@ async def _build_test_stage(ctx: PassContext, target: str) -> str | None:
         target=target,
         labels={"org.opencontainers.image.revision": revision},
     )
-    context = await ctx.io.git.export_context(
-        ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
-    )
+    context = None
     try:
+        context = await ctx.io.git.export_context(
+            ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
+        )
         async with ctx.session.build_slots:
             await ctx.io.docker.build(context, request)
     except BuildFailed as exc:
@@ -99,7 +100,8 @@ async def _build_test_stage(ctx: PassContext, target: str) -> str | None:
         await _hold(ctx, reason="\n".join([reason, *exc.log_tail[-TAIL_IN_ERROR:]]))
         return None
     finally:
-        context.close()
+        if context is not None:
+            context.close()
     return tag
 
 
