@@ -31,7 +31,7 @@ from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs
 from reconciler.adapters.engines import EnginePool
-from reconciler.adapters.git import GitMirrors
+from reconciler.adapters.git import GitMirrors, source_of
 from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.adapters.ports import Adapters, GitPort
 from reconciler.adapters.registry import Registry
@@ -104,6 +104,7 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
                 max_context_mb=config.build.max_context_mb, max_file_mb=config.build.max_file_mb
             ),
         )
+        git.track(source_of(app) for app in config.apps)
         stack.callback(git.close)
         housekeeping = await stack.enter_async_context(
             Housekeeping.connect(region=config.aws.region, endpoint_url=config.aws.endpoint_url)

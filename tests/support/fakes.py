@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +59,7 @@ class FakeGit(_Failures):
         super().__init__()
         self.head = head
         self.resolves = 0
+        self.tracked: list[GitSource] = []
 
     async def resolve(self, source: GitSource) -> str:
         self.resolves += 1
@@ -68,6 +69,9 @@ class FakeGit(_Failures):
 
     def forget_heads(self, url: str) -> None:
         pass
+
+    def track(self, sources: Iterable[GitSource]) -> None:
+        self.tracked = list(sources)
 
     async def export_context(
         self, source: GitSource, *, commit: str, context: str, dockerfile: str
