@@ -108,6 +108,7 @@ def write_context_tar(
             assert isinstance(entry, pygit2.Blob)
             data = memoryview(entry)
             tar.add(path, header(path, kind=kind, mode=mode, size=len(data)), data)
+            del data  # before the next blob is inflated, not after
         elif kind == tarfile.SYMTYPE:
             assert entry is not None
             link = _decode(entry.peel(pygit2.Blob).data)

@@ -384,3 +384,18 @@ async def test_a_large_context_is_spooled_to_state_dir_not_held_in_memory(
 def where(file: BinaryIO) -> Path:
     """The path of the file behind an open file object (deleted or not)."""
     return Path(f"/proc/self/fd/{file.fileno()}").readlink()
+
+
+async def test_the_mirrors_apply_their_limits_and_leave_no_spool_behind(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    """The daemon's limits reach the export through GitMirrors; a refused context leaves
+    nothing in state_dir."""
+    commit = repo.commit({"Dockerfile": "FROM scratch\n", "big.bin": b"x" * (2 * MIB)})
+    git = GitMirrors(tmp_path / "state", context_limits=ContextLimits(max_file_mb=1))
+    app = GitSource(url=repo.url, branch="main")
+
+    with pytest.raises(BuildContextRefused, match=r"'big\.bin' is 2,097,152 bytes"):
+        await git.export_context(app, commit=commit, context=".", dockerfile="Dockerfile")
+
+    assert list((tmp_path / "state" / "git" / "spool").iterdir()) == []
