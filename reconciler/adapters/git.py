@@ -5,10 +5,10 @@ apps track it. A pass costs one ls-remote per repository (shared by the apps on 
 happens only when the remote points at a commit the mirror lacks. The remote's answer is the
 truth: the mirror's own refs are a cache of objects and are never consulted for a branch.
 
-A fetch brings only the refs the apps on the repository track (`track`): each app's branch,
-or its pinned tag (and the branch too when the pin could be an abbreviated commit, so that
-a tag spelt like one can be told from it). Other branches and tags, however many and however
-big, are never downloaded; a ref no app tracks any more is dropped from the mirror.
+A fetch brings only the refs the apps on the repository track (`track`): each app's branch
+(a pinned commit is reached through it) and, for a pin that is not a full SHA, the tag of
+that name. Other branches and tags, however many and however big, are never downloaded; a
+ref no app tracks any more is dropped from the mirror at its next fetch.
 
 pygit2 blocks, so every call runs in a thread. A thread cannot be interrupted, so remote
 calls are bounded three ways: the awaiting coroutine gives up after `timeout` seconds without
@@ -324,7 +324,7 @@ class GitMirrors:
         """Fetch the refs the apps on `source.url` track, then drop the mirror's other
         branches and tags. `source` is the app asking (its credentials are used)."""
         tracked = self._tracked.get(source.url, set()) | {(source.branch, source.revision)}
-        wanted = {ref for branch, pin in tracked for ref in tracked_refs(branch, pin)}
+        wanted = {ref for branch, pin in tracked for ref in _tracked_refs(branch, pin)}
         refspecs = [f"+{ref}:{ref}" for ref in sorted(wanted)]
         self.fetch_count += 1
         await self._remote(source, lambda remote, calls: _fetch(remote, calls, refspecs))
@@ -492,7 +492,7 @@ def _ls_remote(remote: pygit2.Remote, callbacks: _Callbacks) -> dict[str, str]:
     return {h.name: str(h.oid) for h in remote.list_heads(callbacks=callbacks) if h.name}
 
 
-def tracked_refs(branch: str, pin: str) -> set[str]:
+def _tracked_refs(branch: str, pin: str) -> set[str]:
     """The refs an app following `branch`, maybe pinned to `pin`, needs in the mirror.
 
     Its branch always: a pinned commit is reached through the branch it is on, and a tag
@@ -507,9 +507,8 @@ def tracked_refs(branch: str, pin: str) -> set[str]:
 
 
 def _fetch(remote: pygit2.Remote, callbacks: _Callbacks, refspecs: list[str]) -> None:
-    # PRUNE drops a fetched ref the remote no longer has (a deleted branch). libgit2 also
-    # writes the refs of tags on the commits it fetched (it asks for no other tag's
-    # objects); _drop_refs removes those.
+    # PRUNE drops a fetched ref the remote no longer has (a deleted branch). Any ref of a
+    # tag libgit2 follows on its own (tags on what it fetched) is left to _drop_refs.
     remote.fetch(refspecs, callbacks=callbacks, prune=FetchPrune.PRUNE)
 
 
