@@ -19,18 +19,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import pygit2
 from prometheus_client import CollectorRegistry
 
 from reconciler import logs
-from reconciler.adapters import git as git_module
 from reconciler.adapters.ecs import Ecs
-from reconciler.adapters.git import GitMirrors, GitSource
+from reconciler.adapters.git import GitMirrors
 from reconciler.adapters.ports import Adapters, TaskDefinition
 from reconciler.config import Config, load_config
 from reconciler.daemon import root as daemon_module
@@ -62,22 +60,11 @@ class CountedEcs(Ecs):
         return await super().task_definition(arn)
 
 
-class CountedGit(GitMirrors):
-    """The daemon's git mirrors, counting the fetches they make from the remotes."""
-
-    fetches = 0
-
-    async def _remote(self, source: GitSource, operation: Callable[[pygit2.Remote, Any], _T]) -> _T:
-        if operation is git_module._fetch:
-            self.fetches += 1
-        return await super()._remote(source, operation)
-
-
 class Instrumented:
     """Keeps the git mirrors and the ECS client the daemon opens, to read their counters."""
 
     def __init__(self) -> None:
-        self.git: CountedGit | None = None
+        self.git: GitMirrors | None = None
         self.ecs: CountedEcs | None = None
 
     def install(self) -> None:
@@ -87,8 +74,6 @@ class Instrumented:
         async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
             async with opened(config) as adapters:
                 if isinstance(adapters.git, GitMirrors):
-                    adapters.git.__class__ = CountedGit  # as the ECS client below
-                if isinstance(adapters.git, CountedGit):
                     self.git = adapters.git
                 ecs: object = adapters.ecs
                 if isinstance(ecs, Ecs):
@@ -104,7 +89,7 @@ class Instrumented:
     def counts(self) -> dict[str, int]:
         return {
             "ls_remote_count": self.git.ls_remote_count if self.git else 0,
-            "fetch_count": self.git.fetches if self.git else 0,
+            "fetch_count": self.git.fetch_count if self.git else 0,
             "describe_requests": self.ecs.describe_requests if self.ecs else 0,
             "task_definition_requests": self.ecs.task_definition_requests if self.ecs else 0,
         }

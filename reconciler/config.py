@@ -244,6 +244,11 @@ class BuildSettings(_Section):
     # A build running longer is stopped and counts as a failed build: a RUN step that never
     # ends must not hold a build slot forever.
     timeout: Duration = 1800.0
+    # Whoever pushes decides how big the build context is: past these (the tar in all, and
+    # any one file of it, in MiB) the export stops and the build fails, before the spool
+    # under state_dir fills the disk.
+    max_context_mb: int = Field(default=2048, ge=1)
+    max_file_mb: int = Field(default=512, ge=1)
 
     @field_validator("engines")
     @classmethod

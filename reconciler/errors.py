@@ -18,6 +18,8 @@
     │   ├── ManifestError          the live task definition cannot be updated as asked
     │   └── StateUnwritable        the app's state cannot be written, so no deploy may start
     ├── BuildFailed            the build itself failed (bad Dockerfile); retried a few times
+    │   └── BuildContextRefused    the commit's context cannot be sent (too big, a bad
+    │                              .dockerignore, a tree entry no checkout can hold)
     ├── NotForwarded           a nudge or sync for an app another daemon owns did not reach
     │                          the lease table (the request that asked for it is told)
     └── HostIdInUse            another running daemon has this daemon's [cluster].host_id
@@ -105,6 +107,11 @@ class BuildFailed(ReconcilerError):
     def __init__(self, message: str, *, log_tail: list[str] | None = None) -> None:
         self.log_tail = log_tail or []
         super().__init__(message)
+
+
+class BuildContextRefused(BuildFailed):
+    """The commit's build context cannot be sent as committed: over a size limit, a bad
+    `.dockerignore`, a tree entry no checkout can hold. A failed build of that revision."""
 
 
 class NotForwarded(ReconcilerError):

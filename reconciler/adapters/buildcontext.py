@@ -10,13 +10,18 @@ layer cache can reuse earlier builds.
 name with '/' or NUL, which only a hand-made tree has) fails the export rather than reaching
 Docker as a path that climbs out of, or into the git directory of, the context.
 
+Whoever pushes decides how big the context is, so it is bounded (ContextLimits) and never
+held whole in memory: the tree is walked twice, first reading only object headers to add up
+the sizes (a context or a file over its limit fails before a byte is written), then writing
+one blob at a time.
+
 Plain functions over a `pygit2.Repository`; callers run them in a thread.
 """
 
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -24,15 +29,35 @@ import pygit2
 from pygit2.enums import FileMode
 
 from reconciler.adapters.dockerignore import DockerIgnore
-from reconciler.errors import GitRevisionNotFound, ManifestError
+from reconciler.adapters.tarheader import header
+from reconciler.errors import BuildContextRefused, GitRevisionNotFound, ManifestError
 
-# Entries carry this mtime instead of the commit time: the same tree then gives the same tar
-# even across commits, which is what lets Docker's cache hit after an unrelated commit.
-_MTIME = 0
 # POSIX allows 40 symlink hops; git trees can be built with cycles, so the bound matters.
 _MAX_LINK_HOPS = 40
 _DOCKERIGNORE = ".dockerignore"
 _REFUSED_NAMES = frozenset({"", ".", "..", ".git"})
+_MIB = 1024 * 1024
+_BLOCK = tarfile.BLOCKSIZE
+_NULS = bytes(_BLOCK)
+# Small members are gathered and written this many bytes at a time; a file at least this
+# big is written straight from the blob's memory, without a copy.
+_WRITE_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ContextLimits:
+    """How big a build context may be (`[build]` max_context_mb and max_file_mb)."""
+
+    max_context_mb: int = 2048
+    max_file_mb: int = 512
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_context_mb * _MIB
+
+    @property
+    def max_file_bytes(self) -> int:
+        return self.max_file_mb * _MIB
 
 
 def write_context_tar(
@@ -42,12 +67,15 @@ def write_context_tar(
     context: str,
     dockerfile: str,
     out: IO[bytes],
-) -> None:
-    """Write the build context at `context` in commit `commit_sha` to `out` as a tar.
+    limits: ContextLimits | None = None,
+) -> int:
+    """Write the build context at `context` in commit `commit_sha` to `out` as a tar; the
+    number of bytes written.
 
     Raises ManifestError, naming the path, when the context or Dockerfile is missing, is not
-    what it should be, or escapes its bounds (`..`, absolute paths, symlinks pointing out),
-    when a tree entry has a name no checkout can hold, or when `.dockerignore` is invalid.
+    what it should be, or escapes its bounds (`..`, absolute paths, symlinks pointing out).
+    Raises BuildContextRefused when a tree entry has a name no checkout can hold, when
+    `.dockerignore` is invalid, or when the context or one of its files is over `limits`.
     """
     commit = _commit(repo, commit_sha)
     short = commit_sha[:12]
@@ -69,87 +97,166 @@ def write_context_tar(
 
     ignore = DockerIgnore.parse(_read_dockerignore(repo, found))
     # A symlinked Dockerfile is sent together with the file it points to.
-    always_sent = {"/".join(dockerfile_parts), "/".join(target_parts), _DOCKERIGNORE}
-    tar = _TarWriter(out)
-    _Walk(repo=repo, tar=tar, ignore=ignore, always_sent=always_sent).tree(found, "")
-    tar.close()
+    always_sent = frozenset({"/".join(dockerfile_parts), "/".join(target_parts), _DOCKERIGNORE})
+    limits = limits or ContextLimits()
+    _check_sizes(repo, _Walk(ignore=ignore, always_sent=always_sent).members(found), limits)
+    tar = _TarWriter(out, limits=limits)
+    for path, kind, mode, entry in _Walk(ignore=ignore, always_sent=always_sent).members(found):
+        if kind == tarfile.REGTYPE:
+            # One blob in memory at a time (libgit2 inflates whole objects), written from
+            # the blob's own buffer.
+            assert isinstance(entry, pygit2.Blob)
+            data = memoryview(entry)
+            tar.add(path, header(path, kind=kind, mode=mode, size=len(data)), data)
+            del data  # before the next blob is inflated, not after
+        elif kind == tarfile.SYMTYPE:
+            assert entry is not None
+            link = _decode(entry.peel(pygit2.Blob).data)
+            tar.add(path, header(path, kind=kind, mode=mode, linkname=link))
+        else:
+            tar.add(path, header(path, kind=kind, mode=mode))
+    return tar.close()
+
+
+# One member of the context: its path, tar type, mode, and the blob for a file or link.
+_Member = tuple[str, bytes, int, pygit2.Object | None]
+
+
+def _check_sizes(
+    repo: pygit2.Repository, members: Iterable[_Member], limits: ContextLimits
+) -> None:
+    """Fail before anything is written when a file or the whole context is over `limits`.
+
+    Sizes come from the objects' headers, which libgit2 reads without inflating the objects,
+    so a tree of gigabytes is refused in the time it takes to list it. The sum counts a
+    header block per member and each file padded to whole blocks, as the tar holds them (a
+    long name's extra header is counted when the tar is written).
+    """
+    odb = repo.odb
+    total = 2 * _BLOCK
+    for path, kind, _, entry in members:
+        total += _BLOCK
+        if kind != tarfile.REGTYPE:
+            continue
+        assert entry is not None
+        size = odb.read_header(entry.id)[1]
+        if size > limits.max_file_bytes:
+            raise BuildContextRefused(
+                f"build context file {path!r} is {_size(size)}, over build.max_file_mb"
+                f" = {limits.max_file_mb}"
+            )
+        total += size + (-size % _BLOCK)
+        if total > limits.max_bytes:
+            raise _too_big(limits, counted=total, at=path)
+
+
+def _too_big(limits: ContextLimits, *, counted: int, at: str) -> BuildContextRefused:
+    return BuildContextRefused(
+        f"build context over build.max_context_mb = {limits.max_context_mb}:"
+        f" {_size(counted)} counted up to {at!r}"
+    )
+
+
+def _size(size: int) -> str:
+    # Bytes, not rounded megabytes: "2.0 MB, over max_file_mb = 2" would read as no excess.
+    return f"{size:,} bytes"
 
 
 class _TarWriter:
     """The bytes `tarfile.open(mode="w|", format=PAX_FORMAT)` writes, without its per-member
-    copies: the header from `TarInfo.tobuf`, the data as it is, NUL padding, two NUL blocks
-    and a padded record at the end."""
+    copies: each header, the data as it is, NUL padding, two NUL blocks and a padded record
+    at the end. Small members are gathered into writes of about _WRITE_SIZE; the tar never
+    grows past the limit, whatever the headers of long names add."""
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes], *, limits: ContextLimits) -> None:
         self._out = out
-        self._offset = 0
+        self._limits = limits
+        self._buffer = bytearray()
+        self.size = 0
 
-    def add(self, info: tarfile.TarInfo, data: bytes) -> None:
-        header = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
-        padding = -len(data) % tarfile.BLOCKSIZE
-        self._out.write(header)
-        if data:
-            self._out.write(data)
-            self._out.write(tarfile.NUL * padding)
-        self._offset += len(header) + len(data) + padding
+    def add(self, path: str, head: bytes, data: memoryview | None = None) -> None:
+        length = len(data) if data is not None else 0
+        padding = -length % _BLOCK
+        self.size += len(head) + length + padding
+        if self.size > self._limits.max_bytes:
+            raise _too_big(self._limits, counted=self.size, at=path)
+        buffer = self._buffer
+        buffer += head
+        if data is not None and length:
+            if length >= _WRITE_SIZE:
+                self._flush()
+                self._out.write(data)
+            else:
+                buffer += data
+            buffer += _NULS[:padding]
+        if len(buffer) >= _WRITE_SIZE:
+            self._flush()
 
-    def close(self) -> None:
-        end = tarfile.NUL * (2 * tarfile.BLOCKSIZE)
-        self._offset += len(end)
-        self._out.write(end + tarfile.NUL * (-self._offset % tarfile.RECORDSIZE))
+    def close(self) -> int:
+        """Write the end of the archive; the tar's size in bytes."""
+        end = 2 * _BLOCK
+        end += -(self.size + end) % tarfile.RECORDSIZE
+        self._buffer += bytes(end)
+        self.size += end
+        self._flush()
+        return self.size
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._out.write(self._buffer)
+            self._buffer.clear()
 
 
 @dataclass
 class _Walk:
-    """One depth-first pass over the context tree, writing entries as it goes."""
+    """One depth-first pass over the context tree, yielding the members to send in order."""
 
-    repo: pygit2.Repository
-    tar: _TarWriter
     ignore: DockerIgnore
-    always_sent: set[str]
-    # Excluded directories already written because something inside them is sent.
+    always_sent: frozenset[str]
+    # Excluded directories already yielded because something inside them is sent.
     written: set[str] = field(default_factory=set)
 
-    def tree(self, tree: pygit2.Tree, prefix: str, pending: tuple[str, ...] = ()) -> None:
-        """Write the entries under `tree`.
+    def members(
+        self, tree: pygit2.Tree, prefix: str = "", pending: tuple[str, ...] = ()
+    ) -> Iterator[_Member]:
+        """The members under `tree`.
 
-        `pending` are excluded parent directories not written yet: they are written only
+        `pending` are excluded parent directories not yielded yet: they are yielded only
         when something inside them is sent, so the files re-included by `!` have a parent.
         """
+        matching = bool(self.ignore.patterns)
         for entry in tree:
             name = entry.name
             assert name is not None  # tree entries always have a name
             path = prefix + name
             if name in _REFUSED_NAMES or "/" in name or "\0" in name:
-                raise ManifestError(
+                raise BuildContextRefused(
                     f"build context entry {path!r} has a name no checkout can hold"
                     " ('.', '..', '.git', '/' or NUL in it)"
                 )
             mode = entry.filemode
-            excluded = path not in self.always_sent and self.ignore.excludes(path)
+            excluded = matching and path not in self.always_sent and self.ignore.excludes(path)
             if mode == FileMode.TREE:
                 if not excluded:
-                    self._flush(pending)
-                    self._add(path, tarfile.DIRTYPE, 0o755)
-                    self.tree(entry.peel(pygit2.Tree), path + "/")
+                    yield from self._flush(pending)
+                    yield path, tarfile.DIRTYPE, 0o755, None
+                    yield from self.members(entry.peel(pygit2.Tree), path + "/")
                 elif self._may_send_below(path):
-                    self.tree(entry.peel(pygit2.Tree), path + "/", (*pending, path))
+                    yield from self.members(entry.peel(pygit2.Tree), path + "/", (*pending, path))
                 continue
             if excluded:
                 continue
-            self._flush(pending)
+            yield from self._flush(pending)
             if mode == FileMode.LINK:
-                target = entry.peel(pygit2.Blob).data
-                self._add(path, tarfile.SYMTYPE, 0o777, linkname=_decode(target))
+                yield path, tarfile.SYMTYPE, 0o777, entry
             elif mode == FileMode.COMMIT:
                 # A submodule: like an un-initialised checkout, an empty directory.
-                self._add(path, tarfile.DIRTYPE, 0o755)
+                yield path, tarfile.DIRTYPE, 0o755, None
             else:
-                # One blob in memory at a time: libgit2 inflates whole objects anyway. A tree
-                # yields its entries as objects: no second lookup by id.
-                data = entry.peel(pygit2.Blob).data
+                # A tree yields its entries as objects, loaded when first read: no second
+                # lookup by id.
                 file_mode = 0o755 if mode == FileMode.BLOB_EXECUTABLE else 0o644
-                self._add(path, tarfile.REGTYPE, file_mode, data=data)
+                yield path, tarfile.REGTYPE, file_mode, entry
 
     def _may_send_below(self, directory: str) -> bool:
         """Whether anything under an excluded directory can still be sent.
@@ -160,24 +267,11 @@ class _Walk:
         below = directory + "/"
         return self.ignore.has_exceptions or any(p.startswith(below) for p in self.always_sent)
 
-    def _flush(self, pending: tuple[str, ...]) -> None:
+    def _flush(self, pending: tuple[str, ...]) -> Iterator[_Member]:
         for directory in pending:
             if directory not in self.written:
                 self.written.add(directory)
-                self._add(directory, tarfile.DIRTYPE, 0o755)
-
-    def _add(
-        self, path: str, kind: bytes, mode: int, *, linkname: str = "", data: bytes = b""
-    ) -> None:
-        info = tarfile.TarInfo(path)
-        info.type = kind
-        info.mode = mode
-        info.mtime = _MTIME
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.linkname = linkname
-        info.size = len(data)
-        self.tar.add(info, data)
+                yield directory, tarfile.DIRTYPE, 0o755, None
 
 
 def _commit(repo: pygit2.Repository, sha: str) -> pygit2.Commit:

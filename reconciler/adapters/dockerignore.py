@@ -17,15 +17,20 @@ most len(pattern) characters at each '/' of the path, in C.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from reconciler.errors import ManifestError
+from reconciler.errors import BuildContextRefused
 
 MAX_PATTERN = 1024
 # Steps are cached per distinct path character; a tree can hold many distinct characters,
 # so the cache is emptied when it grows past this.
 _STEP_CACHE = 4096
+# States after a directory's path, kept for the entries of that directory; emptied past this.
+_DIRECTORY_CACHE = 4096
+# What _Glob._read says when a parent directory of the path is matched (states are >= 0).
+_COVERED = -1
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,8 @@ class DockerIgnore:
 
     @classmethod
     def parse(cls, text: str) -> DockerIgnore:
-        """Read a `.dockerignore` the way Docker does; a bad pattern is a ManifestError."""
+        """Read a `.dockerignore` the way Docker does; a bad pattern fails the build
+        (BuildContextRefused)."""
         patterns = []
         for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
             if raw.startswith("#"):
@@ -46,11 +52,11 @@ class DockerIgnore:
             if exception:
                 line = line[1:].strip()
                 if not line:
-                    raise ManifestError(f".dockerignore line {number}: '!' without a pattern")
+                    raise BuildContextRefused(f".dockerignore line {number}: '!' without a pattern")
             if not line:
                 continue
             if len(line) > MAX_PATTERN:
-                raise ManifestError(
+                raise BuildContextRefused(
                     f".dockerignore line {number}: the pattern is {len(line)} characters long,"
                     f" over the limit of {MAX_PATTERN}"
                 )
@@ -59,8 +65,8 @@ class DockerIgnore:
                 line = line[1:]
             try:
                 matcher = _compile(line)
-            except ManifestError as exc:
-                raise ManifestError(
+            except BuildContextRefused as exc:
+                raise BuildContextRefused(
                     f".dockerignore line {number}: bad pattern {raw!r}: {exc}"
                 ) from exc
             patterns.append(_Pattern(matcher=matcher, exception=exception))
@@ -194,15 +200,24 @@ class _Glob:
     Bit j of a state means "the path read so far matches the first j positions". Each path
     character costs a few operations on ints of len(positions) + 1 bits and one dictionary
     look-up, and no character is read twice: O(len(path) * len(pattern) / 64) words.
+
+    Most paths of a tree are settled before that, in C: whatever the pattern matches starts
+    with its leading literal characters, ends with its trailing ones (`.md` in `**/*.md`) and
+    holds its longest run of them (`.sw` in `*.sw?`), so a path that does not start with the
+    head, neither ends with the tail nor has it before a '/', or lacks the run, is not covered.
     """
 
     positions: tuple[_Position, ...]
+    _head: str = field(init=False)
+    _tail: str = field(init=False)
+    _needle: str = field(init=False)
     _accept: int = field(init=False)
     _skip_one: int = field(init=False)
     _skip_three: int = field(init=False)
     _rounds: int = field(init=False)
     _start: int = field(init=False)
     _steps: dict[str, tuple[int, int]] = field(init=False, default_factory=dict)
+    _directories: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         forks = [j for j, p in enumerate(self.positions) if isinstance(p, _Fork)]
@@ -220,17 +235,53 @@ class _Glob:
                 chain[j] = 1 + chain[j + 1]
         self._rounds = max(chain)
         self._start = self._close(1)
+        runs = _literal_runs(self.positions)
+        self._head = next((chars for start, chars in runs if start == 0), "")
+        self._tail = next(
+            (chars for start, chars in runs if start + len(chars) == len(self.positions)), ""
+        )
+        self._needle = max((chars for _, chars in runs), key=len, default="")
 
     def covers(self, path: str) -> bool:
-        state = self._start
-        for char in path:
-            if char == "/" and state & self._accept:
-                return True  # the path up to here is a parent the pattern matches
-            advance, stay = self._steps.get(char) or self._step(char)
-            state = self._close(((state & advance) << 1) | (state & stay))
+        tail = self._tail
+        if (
+            not path.startswith(self._head)
+            or (tail and not path.endswith(tail) and tail + "/" not in path)
+            or self._needle not in path
+        ):
+            return False
+        # The entries of one directory share its path up to the last '/': the state after
+        # it is kept, so each entry costs the characters of its own name.
+        cut = path.rfind("/") + 1
+        if cut:
+            directory = path[:cut]
+            state = self._directories.get(directory)
+            if state is None:
+                state = self._read(self._start, directory)
+                if len(self._directories) >= _DIRECTORY_CACHE:
+                    self._directories.clear()
+                self._directories[directory] = state
+            if state > 0:
+                state = self._read(state, path[cut:])
+        else:
+            state = self._read(self._start, path)
+        return state == _COVERED or bool(state & self._accept)
+
+    def _read(self, state: int, text: str) -> int:
+        """The state after reading `text` from `state`: 0 once nothing can match, _COVERED
+        at a '/' reached with the text so far matched (a parent directory is covered)."""
+        accept, steps, one, three = self._accept, self._steps, self._skip_one, self._skip_three
+        rounds = range(self._rounds)
+        for char in text:
+            if char == "/" and state & accept:
+                return _COVERED
+            advance, stay = steps.get(char) or self._step(char)
+            state = ((state & advance) << 1) | (state & stay)
+            for _ in rounds:
+                state |= ((state & one) << 1) | ((state & three) << 3)
             if not state:
-                return False
-        return bool(state & self._accept)
+                return 0
+        return state
 
     def _close(self, state: int) -> int:
         for _ in range(self._rounds):
@@ -254,11 +305,25 @@ class _Glob:
         return advance, stay
 
 
+def _literal_runs(positions: Sequence[_Position]) -> list[tuple[int, str]]:
+    """The runs of literal positions, each as (where it starts, its characters). The '/' of
+    a `**` (a fork, a loop, then '/') is no literal: the fork may skip it."""
+    runs: list[tuple[int, str]] = []
+    for j, position in enumerate(positions):
+        if not isinstance(position, _Literal) or (j >= 2 and isinstance(positions[j - 2], _Fork)):
+            continue
+        if runs and runs[-1][0] + len(runs[-1][1]) == j:
+            runs[-1] = (runs[-1][0], runs[-1][1] + position.char)
+        else:
+            runs.append((j, position.char))
+    return runs
+
+
 def _compile(pattern: str) -> _Matcher:
     """One cleaned pattern, scanned as moby/patternmatcher scans it to pick its kind.
 
     Classes follow Go's filepath.Match syntax, which Docker checks every pattern against.
-    Raises ManifestError (the reason only) for a pattern Docker refuses.
+    Raises BuildContextRefused (the reason only) for a pattern Docker refuses.
     """
     positions: list[_Position] = []
     kind = "exact"
@@ -308,7 +373,7 @@ def _position(pattern: str, char: str, i: int) -> tuple[_Position, int]:
         return _class(pattern, i)
     if char == "\\":
         if i == len(pattern):
-            raise ManifestError("a trailing '\\' escapes nothing")
+            raise BuildContextRefused("a trailing '\\' escapes nothing")
         return _Literal(pattern[i]), i + 1
     return _Literal(char), i
 
@@ -329,20 +394,20 @@ def _class(pattern: str, i: int) -> tuple[_Class, int]:
         if pattern.startswith("-", i):
             hi, i = _class_char(pattern, i + 1)
         if hi < lo:
-            raise ManifestError(f"the range '{lo}-{hi}' is reversed")
+            raise BuildContextRefused(f"the range '{lo}-{hi}' is reversed")
         ranges.append((lo, hi))
     return _Class(tuple(ranges), negated=negated), i + 1
 
 
 def _class_char(pattern: str, i: int) -> tuple[str, int]:
     if i == len(pattern):
-        raise ManifestError("a '[' without its ']'")
+        raise BuildContextRefused("a '[' without its ']'")
     char = pattern[i]
     if char in "-]":
-        raise ManifestError(f"a '{char}' where a character class needs a character")
+        raise BuildContextRefused(f"a '{char}' where a character class needs a character")
     if char == "\\":
         i += 1
         if i == len(pattern):
-            raise ManifestError("a '[' without its ']'")
+            raise BuildContextRefused("a '[' without its ']'")
         char = pattern[i]
     return char, i + 1

@@ -5,6 +5,11 @@ apps track it. A pass costs one ls-remote per repository (shared by the apps on 
 happens only when the remote points at a commit the mirror lacks. The remote's answer is the
 truth: the mirror's own refs are a cache of objects and are never consulted for a branch.
 
+A fetch brings only the refs the apps on the repository track (`track`): each app's branch
+(a pinned commit is reached through it) and, for a pin that is not a full SHA, the tag of
+that name. Other branches and tags, however many and however big, are never downloaded; a
+ref no app tracks any more is dropped from the mirror at its next fetch.
+
 pygit2 blocks, so every call runs in a thread. A thread cannot be interrupted, so remote
 calls are bounded three ways: the awaiting coroutine gives up after `timeout` seconds without
 progress (not total time: a first clone of a big repository may take minutes); libgit2's
@@ -25,7 +30,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
@@ -33,15 +38,15 @@ from typing import BinaryIO, TypeVar, cast
 import pygit2
 from pygit2.enums import CredentialType, FetchPrune, Option
 
-from reconciler.adapters.buildcontext import write_context_tar
+from reconciler.adapters.buildcontext import ContextLimits, write_context_tar
 from reconciler.config import AppConfig
 from reconciler.decisions.repourl import redact_url, redact_urls_in
 from reconciler.errors import GitAuthError, GitRevisionNotFound, GitUnavailable, ReconcilerError
 
 _T = TypeVar("_T")
 
-# Heads and tags are mirrored as they are on the remote; PRUNE drops deleted ones.
-_REFSPECS = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+# The refs a mirror keeps; anything else under them that no app tracks is dropped.
+_MIRRORED = ("refs/heads/", "refs/tags/")
 _SPOOL_BYTES = 8 * 1024 * 1024
 _FULL_SHA = re.compile(r"[0-9a-fA-F]{40}")
 _SHORT_SHA = re.compile(r"[0-9a-fA-F]{4,39}")
@@ -85,14 +90,27 @@ class GitMirrors:
     """Bare mirrors under `state_dir/git`, shared by every app tracking the same URL.
 
     One asyncio.Lock per URL, so apps sharing a repository never fetch it twice at once.
-    `ls_remote_count` counts the ls-remote calls made (the benchmark reads it).
+    `ls_remote_count` and `fetch_count` count the network calls made (the benchmark reads
+    them).
     """
 
-    def __init__(self, state_dir: Path, *, timeout: float = 60.0, heads_ttl: float = 1.0) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        timeout: float = 60.0,
+        heads_ttl: float = 1.0,
+        context_limits: ContextLimits | None = None,
+    ) -> None:
         self.root = state_dir / "git"
         self.timeout = timeout
+        self.context_limits = context_limits or ContextLimits()
         self.heads_ttl = heads_ttl
         self.ls_remote_count = 0
+        self.fetch_count = 0
+        # (branch, pin) each app follows, per URL: set by `track`, and added to by every
+        # source asked about (so a caller that never calls `track` fetches what it asks).
+        self._tracked: dict[str, set[tuple[str, str]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._heads: dict[_HeadsKey, tuple[float, dict[str, str]]] = {}
         self._heads_calls: dict[_HeadsKey, asyncio.Task[dict[str, str]]] = {}
@@ -132,6 +150,14 @@ class GitMirrors:
             call.add_done_callback(lambda done: self._heads_call_done(key, done))
         # Shielded: one caller giving up must not cancel the call the others await.
         return dict(await asyncio.shield(call))
+
+    def track(self, sources: Iterable[GitSource]) -> None:
+        """The sources every app of the daemon follows (its config): from now on a fetch
+        brings their branches and tags and drops the refs of any other."""
+        tracked: dict[str, set[tuple[str, str]]] = {}
+        for source in sources:
+            tracked.setdefault(source.url, set()).add((source.branch, source.revision))
+        self._tracked = tracked
 
     def forget_heads(self, url: str) -> None:
         """Drop cached heads of `url`, e.g. when a webhook says it changed."""
@@ -174,18 +200,26 @@ class GitMirrors:
     ) -> BinaryIO:
         """The build context of `commit` as an uncompressed tar, rewound to the start.
 
-        Built from the commit's tree in the mirror, never from a working copy. The caller
-        closes the file. Raises ManifestError for a bad context or Dockerfile path.
+        Built from the commit's tree in the mirror, never from a working copy. A small one
+        stays in memory; past _SPOOL_BYTES it goes to a file under `state_dir` (not /tmp,
+        often a tmpfs, which is memory again), deleted when the caller closes it.
+        Raises ManifestError for a bad context or Dockerfile path, BuildContextRefused for a
+        context that cannot be sent (over `context_limits`, a bad `.dockerignore`).
         """
         full = await self._commit(source, commit, f"commit '{commit}'")
-        out = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 -- returned
-        try:
-            await self._read(
-                source.url,
-                lambda repo: write_context_tar(
-                    repo, full, context=context, dockerfile=dockerfile, out=out
-                ),
+        spool = self.root / "spool"
+        # Returned to the caller, who closes it: no `with` here.
+        out = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, dir=str(spool))  # noqa: SIM115
+        limits = self.context_limits
+
+        def export(repo: pygit2.Repository) -> None:
+            spool.mkdir(exist_ok=True)
+            write_context_tar(
+                repo, full, context=context, dockerfile=dockerfile, out=out, limits=limits
             )
+
+        try:
+            await self._read(source.url, export)
             out.seek(0)
         except BaseException:
             out.close()
@@ -278,12 +312,23 @@ class GitMirrors:
         """`find(mirror)`, fetching first when it finds nothing; None if it never does."""
         if (found := await self._read(source.url, find)) is not None:
             return found
+        self._tracked.setdefault(source.url, set()).add((source.branch, source.revision))
         async with self._locks.setdefault(source.url, asyncio.Lock()):
             # Another app on this repository may have fetched while this one waited.
             if (found := await self._read(source.url, find)) is not None:
                 return found
-            await self._remote(source, _fetch)
+            await self._fetch_tracked(source)
             return await self._read(source.url, find)
+
+    async def _fetch_tracked(self, source: GitSource) -> None:
+        """Fetch the refs the apps on `source.url` track, then drop the mirror's other
+        branches and tags. `source` is the app asking (its credentials are used)."""
+        tracked = self._tracked.get(source.url, set()) | {(source.branch, source.revision)}
+        wanted = {ref for branch, pin in tracked for ref in _tracked_refs(branch, pin)}
+        refspecs = [f"+{ref}:{ref}" for ref in sorted(wanted)]
+        self.fetch_count += 1
+        await self._remote(source, lambda remote, calls: _fetch(remote, calls, refspecs))
+        await self._read(source.url, lambda repo: _drop_refs(repo, keep=wanted))
 
     async def _list_heads(self, source: GitSource, key: _HeadsKey) -> dict[str, str]:
         self.ls_remote_count += 1
@@ -447,8 +492,34 @@ def _ls_remote(remote: pygit2.Remote, callbacks: _Callbacks) -> dict[str, str]:
     return {h.name: str(h.oid) for h in remote.list_heads(callbacks=callbacks) if h.name}
 
 
-def _fetch(remote: pygit2.Remote, callbacks: _Callbacks) -> None:
-    remote.fetch(_REFSPECS, callbacks=callbacks, prune=FetchPrune.PRUNE)
+def _tracked_refs(branch: str, pin: str) -> set[str]:
+    """The refs an app following `branch`, maybe pinned to `pin`, needs in the mirror.
+
+    Its branch always: a pinned commit is reached through the branch it is on, and a tag
+    spelt like an abbreviated commit is told from that commit only when the mirror holds
+    it. A pin that is not a full SHA may be a tag: that tag too (a name the remote lacks
+    is fetched as nothing).
+    """
+    refs = {f"refs/heads/{branch}"}
+    if pin and not _FULL_SHA.fullmatch(pin):
+        refs.add(f"refs/tags/{pin}")
+    return refs
+
+
+def _fetch(remote: pygit2.Remote, callbacks: _Callbacks, refspecs: list[str]) -> None:
+    # PRUNE drops a fetched ref the remote no longer has (a deleted branch). Any ref of a
+    # tag libgit2 follows on its own (tags on what it fetched) is left to _drop_refs.
+    remote.fetch(refspecs, callbacks=callbacks, prune=FetchPrune.PRUNE)
+
+
+def _drop_refs(repo: pygit2.Repository, *, keep: set[str]) -> None:
+    """Delete the mirror's branches and tags but `keep`: those no app tracks any more, tags
+    libgit2 followed, and every ref of a mirror made before fetches were limited to tracked
+    refs. Their objects stay (the mirror is a cache, safe to delete); no fetch brings them
+    up to date again."""
+    for name in repo.references:
+        if name.startswith(_MIRRORED) and name not in keep:
+            repo.references.delete(name)
 
 
 def _peel(repo: pygit2.Repository, rev: str) -> str | None:

@@ -9,7 +9,7 @@ beside this module (git.py, docker.py, registry.py, ecr.py, ecs.py); the composi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
@@ -37,6 +37,9 @@ class GitPort(Protocol):
 
     def forget_heads(self, url: str) -> None:
         """Drop cached remote heads of `url`: the next resolve asks the remote."""
+
+    def track(self, sources: Iterable[GitSource]) -> None:
+        """What every app follows (the config in force): fetches bring only these refs."""
 
     async def export_context(
         self, source: GitSource, *, commit: str, context: str, dockerfile: str

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import structlog
 
+from reconciler.adapters.git import source_of
+from reconciler.adapters.ports import GitPort
 from reconciler.config import Config
 from reconciler.daemon.apps import AppLoops
 from reconciler.daemon.in_force import InForce
@@ -16,9 +18,16 @@ log = structlog.get_logger("reconciler.supervisor")
 
 class ReloadApplier:
     def __init__(
-        self, *, in_force: InForce, apps: AppLoops, ownership: Ownership, metrics: Metrics
+        self,
+        *,
+        in_force: InForce,
+        apps: AppLoops,
+        ownership: Ownership,
+        metrics: Metrics,
+        git: GitPort,
     ) -> None:
         self._in_force = in_force
+        self._git = git
         self._apps = apps
         self._ownership = ownership
         self._metrics = metrics
@@ -42,6 +51,9 @@ class ReloadApplier:
             log.warning("config_change_needs_restart", section="aws")
         if old.cluster != new.cluster:
             log.warning("config_change_needs_restart", section="cluster")
+        if old.build != new.build:
+            # The engines and the git mirrors take [build] when they are opened.
+            log.warning("config_change_needs_restart", section="build")
         fixed = ("listen", "state_dir", "docker_host", "log_format")
         moved = [k for k in fixed if getattr(old.daemon, k) != getattr(new.daemon, k)]
         if moved:
@@ -62,6 +74,8 @@ class ReloadApplier:
             # The loops started from now on share new build slots (daemon/wiring.py).
             changed = sorted(set(new_apps) - set(added))
         self._in_force.switch_to(new)
+        # Branches and tags no app follows any more are dropped at the next fetch.
+        self._git.track(source_of(app) for app in new.apps)
         await self._apps.stop(removed + changed)
         for name in removed:
             self._apps.forget(name)

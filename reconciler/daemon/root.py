@@ -27,11 +27,12 @@ from aiohttp import web
 from reconciler import logs
 from reconciler.adapters.accounts import Accounts
 from reconciler.adapters.build_secrets import BuildSecrets
+from reconciler.adapters.buildcontext import ContextLimits
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs
 from reconciler.adapters.engines import EnginePool
-from reconciler.adapters.git import GitMirrors
+from reconciler.adapters.git import GitMirrors, source_of
 from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.adapters.ports import Adapters, GitPort
 from reconciler.adapters.registry import Registry
@@ -98,7 +99,13 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
         stack.push_async_callback(docker.close)
         registry = Registry()
         stack.push_async_callback(registry.close)
-        git = GitMirrors(config.daemon.state_dir)
+        git = GitMirrors(
+            config.daemon.state_dir,
+            context_limits=ContextLimits(
+                max_context_mb=config.build.max_context_mb, max_file_mb=config.build.max_file_mb
+            ),
+        )
+        git.track(source_of(app) for app in config.apps)
         stack.callback(git.close)
         housekeeping = await stack.enter_async_context(
             Housekeeping.connect(region=config.aws.region, endpoint_url=config.aws.endpoint_url)

@@ -59,7 +59,7 @@ class Supervisor:
         )
         self.tenant = Tenancy(in_force=in_force, apps=self.apps, view=self.view)
         self.reload = ReloadApplier(
-            in_force=in_force, apps=self.apps, ownership=ownership, metrics=metrics
+            in_force=in_force, apps=self.apps, ownership=ownership, metrics=metrics, git=git
         )
         self._follower = PromotionFollower(in_force=in_force, apps=self.apps, bus=bus)
         self._following: asyncio.Task[None] | None = None

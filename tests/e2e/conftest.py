@@ -16,3 +16,9 @@ def world(tmp_path: Path, aws: SandboxAws, registry: str, docker_engine: str) ->
     aws.faults.clear()
     yield World.create(tmp_path, aws, registry)
     aws.faults.clear()
+
+
+@pytest.fixture
+def other(tmp_path: Path, aws: SandboxAws, registry: str, world: World) -> World:
+    """A second app with its own repository, cluster and service, in the same sandbox."""
+    return World.create(tmp_path / "other", aws, registry)

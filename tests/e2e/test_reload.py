@@ -8,14 +8,12 @@ and reported in /status while the last good config keeps running.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
 from reconciler.daemon import reload as reload_module
-from reconciler.sandbox.aws import SandboxAws
 from tests.support.multiapp import combined_config, daemon_for
 from tests.support.probes import eventually
 from tests.support.probes import passes as count_passes
@@ -48,12 +46,6 @@ async def document(daemon: RunningDaemon) -> dict[str, Any]:
     async with daemon.http.get(f"{daemon.url}/status") as answer:
         assert answer.status == 200
         return dict(await answer.json())
-
-
-@pytest.fixture
-def other(tmp_path: Path, aws: SandboxAws, registry: str, world: World) -> World:
-    """A second app with its own repository, cluster and service, in the same sandbox."""
-    return World.create(tmp_path / "other", aws, registry)
 
 
 async def test_an_added_app_starts_and_converges_and_the_other_is_not_disturbed(

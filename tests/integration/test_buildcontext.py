@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import BinaryIO
 
 import pygit2
 import pytest
 
-from reconciler.adapters.buildcontext import write_context_tar
+from reconciler.adapters.buildcontext import ContextLimits, write_context_tar
 from reconciler.adapters.git import GitMirrors, GitSource
-from reconciler.errors import ManifestError
+from reconciler.errors import BuildContextRefused, BuildFailed, ManifestError
 from tests.support.gitrepo import GitRepo
+from tests.support.memory import PeakRss, rss_kib
 
 
 @pytest.fixture
@@ -21,16 +23,24 @@ def repo(tmp_path: Path) -> GitRepo:
 
 
 def context_tar(
-    repo: GitRepo, commit: str, *, context: str = ".", dockerfile: str = "Dockerfile"
+    repo: GitRepo,
+    commit: str,
+    *,
+    context: str = ".",
+    dockerfile: str = "Dockerfile",
+    limits: ContextLimits | None = None,
+    out: io.BytesIO | None = None,
 ) -> bytes:
-    out = io.BytesIO()
-    write_context_tar(
+    out = out if out is not None else io.BytesIO()
+    written = write_context_tar(
         pygit2.Repository(str(repo.remote)),
         commit,
         context=context,
         dockerfile=dockerfile,
         out=out,
+        limits=limits,
     )
+    assert written == len(out.getvalue())
     return out.getvalue()
 
 
@@ -262,7 +272,7 @@ def test_a_tree_entry_no_checkout_can_hold_fails_the_export(repo: GitRepo, name:
     the path instead."""
     commit = hand_made_commit(repo, name)
 
-    with pytest.raises(ManifestError) as refused:
+    with pytest.raises(BuildContextRefused) as refused:
         context_tar(repo, commit)
 
     message = str(refused.value)
@@ -275,5 +285,117 @@ def test_a_dockerignore_pattern_over_the_limit_fails_the_export(repo: GitRepo) -
         {".dockerignore": "*.log\n" + "a" * 1025 + "\n", "Dockerfile": "FROM scratch\n"}
     )
 
-    with pytest.raises(ManifestError, match=r"^\.dockerignore line 2: .*1025 characters"):
+    with pytest.raises(BuildFailed, match=r"^\.dockerignore line 2: .*1025 characters"):
         context_tar(repo, commit)
+
+
+MIB = 1024 * 1024
+
+
+def test_a_file_over_max_file_mb_fails_naming_it_unless_dockerignore_leaves_it_out(
+    repo: GitRepo,
+) -> None:
+    """One file past `max_file_mb` fails the export with its path and size, before anything
+    is written; the same file left out by `.dockerignore` is never sent, so it is no reason
+    to fail."""
+    files: dict[str, str | bytes] = {
+        "Dockerfile": "FROM scratch\n",
+        "data/big.bin": b"x" * (2 * MIB + 1),
+    }
+    commit = repo.commit(files)
+    out = io.BytesIO()
+
+    with pytest.raises(BuildContextRefused) as refused:
+        context_tar(repo, commit, limits=ContextLimits(max_file_mb=2), out=out)
+
+    assert str(refused.value) == (
+        "build context file 'data/big.bin' is 2,097,153 bytes, over build.max_file_mb = 2"
+    )
+    assert out.getvalue() == b""
+    ignored = repo.commit({".dockerignore": "data\n"})
+    assert "data/big.bin" not in members(
+        context_tar(repo, ignored, limits=ContextLimits(max_file_mb=2))
+    )
+    assert "data/big.bin" in members(context_tar(repo, commit, limits=ContextLimits(max_file_mb=3)))
+
+
+def test_a_context_over_max_context_mb_fails_before_anything_is_written(repo: GitRepo) -> None:
+    """The sizes are added up from the objects' headers first: a context past
+    `max_context_mb` fails naming how much was counted, and not one byte reaches the tar."""
+    files: dict[str, str | bytes] = {"Dockerfile": "FROM scratch\n"}
+    files.update({f"part-{n}.bin": bytes([n]) * MIB for n in range(3)})
+    commit = repo.commit(files)
+    out = io.BytesIO()
+
+    with pytest.raises(BuildContextRefused) as refused:
+        context_tar(repo, commit, limits=ContextLimits(max_context_mb=2), out=out)
+
+    assert str(refused.value).startswith("build context over build.max_context_mb = 2: ")
+    assert str(refused.value).endswith(" bytes counted up to 'part-1.bin'")
+    assert out.getvalue() == b""
+    assert len(context_tar(repo, commit, limits=ContextLimits(max_context_mb=4))) > 3 * MIB
+
+
+def test_long_names_cannot_carry_a_context_past_its_limit(repo: GitRepo) -> None:
+    """A name over 100 characters takes an extended header the first count leaves out;
+    the tar is held to the limit while it is written all the same."""
+    name = "n" * 150
+    files: dict[str, str | bytes] = {"Dockerfile": "FROM scratch\n"}
+    files.update({f"{name}-{n:04d}": "" for n in range(800)})  # ~400 KiB counted, ~1.2 MiB sent
+    commit = repo.commit(files)
+
+    with pytest.raises(BuildContextRefused, match=r"over build\.max_context_mb = 1"):
+        context_tar(repo, commit, limits=ContextLimits(max_context_mb=1))
+
+    assert len(context_tar(repo, commit, limits=ContextLimits(max_context_mb=2))) > MIB
+
+
+@pytest.mark.slow
+async def test_a_large_context_is_spooled_to_state_dir_not_held_in_memory(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    """64 MiB of files: the export holds one file at a time, and the tar goes to a file
+    under state_dir (not /tmp, often memory itself), gone once the caller closes it."""
+    small = repo.commit({"Dockerfile": "FROM scratch\n", "part-0.bin": "small"})
+    files: dict[str, str | bytes] = {f"part-{n}.bin": bytes([n]) * 4 * MIB for n in range(16)}
+    commit = repo.commit(files)
+    git = GitMirrors(tmp_path / "state")
+    app = GitSource(url=repo.url, branch="main")
+    # A small export first, so that the mirror is fetched and the code paths are warm.
+    (await git.export_context(app, commit=small, context=".", dockerfile="Dockerfile")).close()
+    await git.resolve(app)
+
+    before = rss_kib()
+    with PeakRss() as peak:
+        exported = await git.export_context(
+            app, commit=commit, context=".", dockerfile="Dockerfile"
+        )
+    growth_mib = (peak.peak - before) / 1024
+
+    with exported:
+        assert where(exported).parent == tmp_path / "state" / "git" / "spool"
+        size = exported.seek(0, io.SEEK_END)
+        assert size > 64 * MIB
+    print(f"exported {size} bytes; peak RSS growth {growth_mib:.1f} MiB")
+    assert growth_mib < 40, f"RSS grew {growth_mib:.1f} MiB while a 64 MiB context was exported"
+    assert list((tmp_path / "state" / "git" / "spool").iterdir()) == []
+
+
+def where(file: BinaryIO) -> Path:
+    """The path of the file behind an open file object (deleted or not)."""
+    return Path(f"/proc/self/fd/{file.fileno()}").readlink()
+
+
+async def test_the_mirrors_apply_their_limits_and_leave_no_spool_behind(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    """The daemon's limits reach the export through GitMirrors; a refused context leaves
+    nothing in state_dir."""
+    commit = repo.commit({"Dockerfile": "FROM scratch\n", "big.bin": b"x" * (2 * MIB)})
+    git = GitMirrors(tmp_path / "state", context_limits=ContextLimits(max_file_mb=1))
+    app = GitSource(url=repo.url, branch="main")
+
+    with pytest.raises(BuildContextRefused, match=r"'big\.bin' is 2,097,152 bytes"):
+        await git.export_context(app, commit=commit, context=".", dockerfile="Dockerfile")
+
+    assert list((tmp_path / "state" / "git" / "spool").iterdir()) == []

@@ -8,10 +8,12 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import pygit2
 import pytest
 
 from reconciler.adapters.git import GitMirrors, GitSource
@@ -203,6 +205,149 @@ async def test_an_unknown_pin_is_not_found(repo: GitRepo, mirrors: GitMirrors, p
 
     with pytest.raises(GitRevisionNotFound, match=pin):
         await mirrors.resolve(source(repo, revision=pin))
+
+
+# --- only the tracked refs are fetched ------------------------------------------------
+# Over smart HTTP where objects matter: libgit2 copies every object of a file:// remote
+# whatever a fetch asks for, so only refs tell there.
+
+
+def other_refs(repo: GitRepo, count: int) -> list[str]:
+    """`count` branches (other-N) and as many tags (t-N), each on a commit of its own off
+    main holding 64 KiB no other commit has; written into the remote with pygit2, as a
+    busy repository's pull-request branches and release tags would be. Their commits."""
+    remote = pygit2.Repository(str(repo.remote))
+    main = remote.references["refs/heads/main"].target
+    who = pygit2.Signature("Other Author", "other@example.com", 1_700_000_000, 0)
+    made = []
+    for n in range(count):
+        blob = remote.create_blob(n.to_bytes(4, "big") * 16384)
+        builder = remote.TreeBuilder(remote[main].peel(pygit2.Commit).tree)
+        builder.insert(f"other-{n}.bin", blob, pygit2.enums.FileMode.BLOB)
+        commit = remote.create_commit(None, who, who, f"other {n}", builder.write(), [main])
+        remote.references.create(f"refs/heads/other-{n}", commit)
+        remote.references.create(f"refs/tags/t-{n}", commit)
+        made.append(str(commit))
+    return made
+
+
+@pytest.fixture
+def over_http(http_remote: str, tmp_path: Path) -> Callable[..., GitSource]:
+    """Sources on the repository served over smart HTTP, with the token they need."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+
+    def make(**fields: Any) -> GitSource:
+        return GitSource(url=http_remote, token_file=token_file, **{"branch": "main", **fields})
+
+    return make
+
+
+def mirror(mirrors: GitMirrors, url: str) -> pygit2.Repository:
+    return pygit2.Repository(str(mirrors.mirror_path(url)))
+
+
+def mirrored_refs(mirrors: GitMirrors, url: str) -> set[str]:
+    names = mirror(mirrors, url).references
+    return {name for name in names if name.startswith(("refs/heads/", "refs/tags/"))}
+
+
+async def test_only_the_tracked_branch_is_fetched_of_fifty_others_and_their_tags(
+    repo: GitRepo, mirrors: GitMirrors, over_http: Callable[..., GitSource]
+) -> None:
+    """A remote with 50 other branches and 50 tags: the mirror gets main and nothing of
+    theirs, not a ref and not an object; nor the ref of a tag on main."""
+    head = repo.commit({"a.txt": "1"})
+    repo.tag("v1.0", head, message="on main")
+    others = other_refs(repo, 50)
+    app = over_http()
+    mirrors.track([app])
+
+    assert await mirrors.resolve(app) == head
+
+    assert mirrored_refs(mirrors, app.url) == {"refs/heads/main"}
+    assert [commit for commit in others if commit in mirror(mirrors, app.url)] == []
+
+
+async def test_apps_sharing_a_mirror_fetch_their_branches_and_pinned_tags(
+    repo: GitRepo, mirrors: GitMirrors, over_http: Callable[..., GitSource]
+) -> None:
+    """Three apps on one repository: on main, on another branch, and pinned to a tag off
+    both. The mirror holds those three refs and the commits they need, no other."""
+    head = repo.commit({"a.txt": "1"})
+    others = other_refs(repo, 50)
+    apps = [over_http(), over_http(branch="other-7"), over_http(revision="t-9")]
+    mirrors.track(apps)
+
+    assert [await mirrors.resolve(app) for app in apps] == [head, others[7], others[9]]
+
+    url = apps[0].url
+    assert mirrored_refs(mirrors, url) == {"refs/heads/main", "refs/heads/other-7", "refs/tags/t-9"}
+    assert [n for n, commit in enumerate(others) if commit in mirror(mirrors, url)] == [7, 9]
+
+
+async def test_a_commit_pin_is_found_through_its_branch(
+    repo: GitRepo, mirrors: GitMirrors, over_http: Callable[..., GitSource]
+) -> None:
+    """A pinned commit is fetched with the branch it is on; a commit only another branch
+    holds is not found unless the app names that branch."""
+    old = repo.commit({"a.txt": "1"})
+    repo.commit({"a.txt": "2"})
+    others = other_refs(repo, 2)
+
+    assert await mirrors.resolve(over_http(revision=old[:12])) == old
+    with pytest.raises(GitRevisionNotFound, match=others[1][:12]):
+        await mirrors.resolve(over_http(revision=others[1][:12]))
+    assert await mirrors.resolve(over_http(branch="other-1", revision=others[1])) == others[1]
+
+
+async def test_a_branch_added_to_the_config_is_fetched_and_one_dropped_goes(
+    repo: GitRepo,
+    mirrors: GitMirrors,
+    fetches: Fetches,
+    over_http: Callable[..., GitSource],
+) -> None:
+    """A config edit that adds an app on another branch: its branch is fetched at its
+    first pass. An edit that drops main: main's ref leaves the mirror at the next fetch."""
+    head = repo.commit({"a.txt": "1"})
+    others = other_refs(repo, 3)
+    main, other = over_http(), over_http(branch="other-1")
+    mirrors.track([main])
+    assert await mirrors.resolve(main) == head
+    assert mirrored_refs(mirrors, main.url) == {"refs/heads/main"}
+
+    mirrors.track([main, other])
+    assert await mirrors.resolve(other) == others[1]
+    assert mirrored_refs(mirrors, main.url) == {"refs/heads/main", "refs/heads/other-1"}
+    assert fetches.refspecs[-1] == [
+        "+refs/heads/main:refs/heads/main",
+        "+refs/heads/other-1:refs/heads/other-1",
+    ]
+
+    mirrors.track([other])
+    newer = repo.commit({"b.txt": "2"}, branch="other-1")
+    assert await mirrors.resolve(other) == newer
+    assert mirrored_refs(mirrors, main.url) == {"refs/heads/other-1"}
+
+
+async def test_a_tracked_branch_deleted_on_the_remote_leaves_the_mirror(
+    repo: GitRepo, mirrors: GitMirrors
+) -> None:
+    """The remote is the truth for refs too: a deleted branch is pruned at the next fetch."""
+    repo.commit({"a.txt": "1"})
+    feature = repo.commit({"f.txt": "1"}, branch="feature")
+    apps = [source(repo), source(repo, branch="feature")]
+    mirrors.track(apps)
+    assert await mirrors.resolve(apps[1]) == feature
+    repo.checkout("main")
+    repo.delete_branch("feature")
+
+    newer = repo.commit({"a.txt": "2"})
+    assert await mirrors.resolve(apps[0]) == newer
+
+    assert mirrored_refs(mirrors, repo.url) == {"refs/heads/main"}
+    with pytest.raises(GitRevisionNotFound, match="branch 'feature' not found"):
+        await mirrors.resolve(apps[1])
 
 
 # --- paths (monorepo) -------------------------------------------------------------------

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import subprocess
-import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from yarl import URL
 
 from reconciler.adapters.registry import MANIFEST_MEDIA_TYPES, Registry, RegistryAuth
 from reconciler.errors import RegistryUnavailable, StalledError
+from tests.support.memory import PeakRss, rss_kib
 from tests.support.net import free_port
 from tests.support.registry_process import RegistryProcess
 
@@ -826,42 +826,6 @@ async def test_a_blob_redirected_to_storage_is_fetched_without_the_registry_cred
 
 
 # --- a large layer streams -----------------------------------------------------------------
-
-
-def rss_kib(field_name: str = "VmRSS") -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field_name} in /proc/self/status")
-
-
-class PeakRss:
-    """The largest resident set of this process while it runs: the kernel's high-water mark
-    reset at the start where it may be, else a sampling thread."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> PeakRss:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        except OSError:
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, rss_kib())
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is None:
-            self.peak = rss_kib("VmHWM")
-        else:
-            self._stop.set()
-            self._thread.join()
 
 
 @pytest.mark.slow

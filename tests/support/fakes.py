@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +61,7 @@ class FakeGit(_Failures):
         super().__init__()
         self.head = head
         self.resolves = 0
+        self.tracked: list[GitSource] = []
 
     async def resolve(self, source: GitSource) -> str:
         self.resolves += 1
@@ -71,9 +72,13 @@ class FakeGit(_Failures):
     def forget_heads(self, url: str) -> None:
         pass
 
+    def track(self, sources: Iterable[GitSource]) -> None:
+        self.tracked = list(sources)
+
     async def export_context(
         self, source: GitSource, *, commit: str, context: str, dockerfile: str
     ) -> BinaryIO:
+        self.check("export_context")
         return io.BytesIO(b"tar of " + commit.encode())
 
     async def commit_subject(self, source: GitSource, commit: str) -> str:

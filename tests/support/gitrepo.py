@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,7 @@ class Fetches:
     """The fetches GitMirrors made from the remotes, counted at the network call itself."""
 
     count: int = 0
+    refspecs: list[list[str]] = field(default_factory=list)  # what each fetch asked for
 
 
 def count_fetches(monkeypatch: pytest.MonkeyPatch) -> Fetches:
@@ -174,9 +175,10 @@ def count_fetches(monkeypatch: pytest.MonkeyPatch) -> Fetches:
     fetches = Fetches()
     real = git_module._fetch
 
-    def fetch(remote: pygit2.Remote, callbacks: Any) -> None:
+    def fetch(remote: pygit2.Remote, callbacks: Any, refspecs: list[str]) -> None:
         fetches.count += 1
-        real(remote, callbacks)
+        fetches.refspecs.append(refspecs)
+        real(remote, callbacks, refspecs)
 
     monkeypatch.setattr(git_module, "_fetch", fetch)
     return fetches

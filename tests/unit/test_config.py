@@ -62,6 +62,13 @@ def test_a_build_is_stopped_after_thirty_minutes_unless_the_config_says_otherwis
     assert parse_config(with_section(build={"timeout": "1h30m"})).build.timeout == 5400.0
 
 
+def test_a_build_context_is_bounded_at_2_gib_and_a_file_of_it_at_512_mib_by_default() -> None:
+    build = parse_config(APP).build
+    assert (build.max_context_mb, build.max_file_mb) == (2048, 512)
+    build = parse_config(with_section(build={"max_context_mb": 100, "max_file_mb": 10})).build
+    assert (build.max_context_mb, build.max_file_mb) == (100, 10)
+
+
 BAD = {
     "unknown app key": (app_with(colour="blue"), "apps[web].colour: unknown key"),
     "unknown section key": (
@@ -183,6 +190,11 @@ BAD = {
         with_section(build={"timeout": "forever"}),
         "build.timeout: invalid duration 'forever'",
     ),
+    "zero context limit": (
+        with_section(build={"max_context_mb": 0}),
+        "build.max_context_mb: Input should be greater than or equal to 1",
+    ),
+    "file limit not a number": (with_section(build={"max_file_mb": "big"}), "build.max_file_mb"),
     "zero build timeout": (
         with_section(build={"timeout": 0}),
         "build.timeout: duration must be positive",

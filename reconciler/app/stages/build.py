@@ -32,10 +32,13 @@ async def build(ctx: PassContext) -> None:
         ctx.report.phase(Phase.BUILDING)
         log.info("build_started", image=image)
         began = time.monotonic()
-        context = await io.git.export_context(
-            ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
-        )
+        context = None
         try:
+            # A context that cannot be sent (too big, a bad .dockerignore) is a failed build
+            # of the revision like any other.
+            context = await io.git.export_context(
+                ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
+            )
             request = BuildRequest(
                 dockerfile=app.dockerfile,
                 tag=image,
@@ -54,7 +57,8 @@ async def build(ctx: PassContext) -> None:
             await _count_failure(ctx, exc)
             raise
         finally:
-            context.close()
+            if context is not None:
+                context.close()
     ctx.report.build_took(time.monotonic() - began)
     log.info(
         "build_finished", image=image, image_id=result.image_id, cached_steps=result.cached_steps

@@ -89,10 +89,11 @@ async def _build_test_stage(ctx: PassContext, target: str) -> str | None:
         labels={"org.opencontainers.image.revision": revision},
         secrets=await read_secrets(ctx),
     )
-    context = await ctx.io.git.export_context(
-        ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
-    )
+    context = None
     try:
+        context = await ctx.io.git.export_context(
+            ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
+        )
         async with ctx.session.build_slots:
             await build_image(ctx, context, request)
     except BuildFailed as exc:
@@ -101,7 +102,8 @@ async def _build_test_stage(ctx: PassContext, target: str) -> str | None:
         await _hold(ctx, reason="\n".join([reason, *exc.log_tail[-TAIL_IN_ERROR:]]))
         return None
     finally:
-        context.close()
+        if context is not None:
+            context.close()
     return tag
 
 

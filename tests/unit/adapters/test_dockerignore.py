@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from reconciler.adapters.dockerignore import MAX_PATTERN, DockerIgnore
-from reconciler.errors import ManifestError
+from reconciler.errors import BuildContextRefused
 
 FUZZ = settings(max_examples=400, deadline=None)
 ROOT = Path(__file__).parents[3]
@@ -99,7 +99,7 @@ def test_dockerignore_pattern_rules(patterns: list[str], path: str, excluded: bo
 
 
 def test_a_lone_exclamation_mark_is_refused() -> None:
-    with pytest.raises(ManifestError, match="line 2"):
+    with pytest.raises(BuildContextRefused, match="line 2"):
         DockerIgnore.parse("a\n!\n")
 
 
@@ -138,7 +138,7 @@ def test_a_hostile_pattern_is_answered_at_once(pattern: str, path: str) -> None:
 def test_a_pattern_over_the_limit_is_refused_naming_its_line() -> None:
     long = "a" * (MAX_PATTERN + 1)
 
-    with pytest.raises(ManifestError) as refused:
+    with pytest.raises(BuildContextRefused) as refused:
         DockerIgnore.parse(f"# notes\n*.log\n!{long}\n")
 
     message = str(refused.value)
@@ -161,7 +161,7 @@ def test_a_pattern_over_the_limit_is_refused_naming_its_line() -> None:
 )
 def test_patterns_docker_refuses_are_refused(pattern: str, reason: str) -> None:
     """The pattern syntax Docker checks (Go's filepath.Match): one line naming the line."""
-    with pytest.raises(ManifestError, match=re.escape(reason)) as refused:
+    with pytest.raises(BuildContextRefused, match=re.escape(reason)) as refused:
         DockerIgnore.parse(f"ok\n{pattern}\n")
 
     assert str(refused.value).startswith(".dockerignore line 2: bad pattern")
@@ -230,3 +230,24 @@ def test_wildcard_patterns_agree_with_dockers_regular_expression(pattern: str, p
     path = "/".join(part for part in path.split("/") if part) or "a"
 
     assert DockerIgnore.parse(pattern).excludes(path) is reference_excludes(pattern, path)
+
+
+@FUZZ
+@given(
+    st.lists(segments, min_size=1, max_size=3).map("/".join),
+    st.lists(
+        # Few names, so that paths often share their directories.
+        st.lists(st.sampled_from(["a", "b", "ab", "ba", ".a"]), min_size=1, max_size=4).map(
+            "/".join
+        ),
+        min_size=2,
+        max_size=12,
+    ),
+)
+def test_one_matcher_answers_each_path_as_a_fresh_one_would(pattern: str, paths: list[str]) -> None:
+    """A matcher keeps what it read of each directory for the next entry of that directory:
+    the answer for a path never depends on the paths asked about before it."""
+    assume(not (pattern.startswith("**") and not any(c in pattern[2:] for c in "*?[")))
+    shared = DockerIgnore.parse(pattern)
+    for path in paths:
+        assert shared.excludes(path) is reference_excludes(pattern, path)

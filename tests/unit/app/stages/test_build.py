@@ -14,7 +14,7 @@ from reconciler.adapters.docker import SecretsNeedBuildKit
 from reconciler.app.stages.build import _cache_sources, build
 from reconciler.decisions.model import Live, Phase
 from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
-from reconciler.errors import BuildFailed, DockerUnavailable, StalledError
+from reconciler.errors import BuildContextRefused, BuildFailed, DockerUnavailable, StalledError
 from tests.support.fakes import REGISTRY
 from tests.support.passes import NEWER, REVISION, Pass, a_pass
 
@@ -59,6 +59,23 @@ async def test_a_failed_build_is_counted_and_recorded_with_its_output(
     assert "step 04" not in error
     assert run.status.phase is phase
     assert run.timed(BUILD_SECONDS) == 0
+
+
+async def test_a_context_that_cannot_be_sent_is_a_failed_build() -> None:
+    """Too big, or a .dockerignore Docker would refuse: counted like any failed build (the
+    revision is held after its attempts), and nothing reaches the engine."""
+    run = a_pass()
+    run.memory.build_failures[REVISION] = MAX_BUILD_ATTEMPTS - 1
+    run.observe()
+    refused = BuildContextRefused("build context over build.max_context_mb = 1: ...")
+    run.git.fail_next("export_context", refused)
+    with pytest.raises(BuildContextRefused):
+        await build(run.ctx)
+    assert run.docker.builds == []
+    assert run.written.build_failures == {REVISION: MAX_BUILD_ATTEMPTS}
+    assert run.results() == [(REVISION, "build_failed")]
+    assert (run.status.history[0].error or "").startswith("build context over")
+    assert run.status.phase is Phase.FAILED
 
 
 async def test_an_unreachable_engine_counts_for_nothing() -> None:
