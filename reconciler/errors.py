@@ -14,6 +14,7 @@
     │   ├── GitAuthError           wrong credential, unknown host key
     │   ├── AwsRejected            access denied, service or cluster missing, bad request
     │   ├── ManifestError          the live task definition cannot be updated as asked
+    │   ├── DefinitionError        the app's definition files do not render, parse or verify
     │   └── StateUnwritable        the app's state cannot be written, so no deploy may start
     ├── BuildFailed            the build itself failed (bad Dockerfile); retried a few times
     ├── NotForwarded           a nudge or sync for an app another daemon owns did not reach
@@ -85,6 +86,12 @@ class AwsRejected(StalledError):
 
 class ManifestError(StalledError):
     """The live task definition cannot be changed as the config asks."""
+
+
+class DefinitionError(StalledError):
+    """The app's definitions (SPEC 19) cannot be rendered, do not fit the ECS API, or name
+    something that does not exist: one line naming the file and the JSON path, or the
+    missing thing. Nothing is registered for the revision."""
 
 
 class StateUnwritable(StalledError):

@@ -46,6 +46,9 @@ class GitPort(Protocol):
     async def commit_subject(self, source: GitSource, commit: str) -> str:
         """The first line of `commit`'s message (untrusted text), from the mirror."""
 
+    async def read_file(self, source: GitSource, *, commit: str, path: str) -> bytes | None:
+        """The bytes of `path` in `commit`'s tree, or None when there is no such file."""
+
 
 class DockerPort(Protocol):
     async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
@@ -141,6 +144,12 @@ class SecretsPort(Protocol):
         is registered for scrubbing before it is returned."""
 
 
+class LookupsPort(Protocol):
+    async def look_up(self, function: str, name: str) -> str:
+        """What a definition template's `function(name)` (env, ssm, secret_arn) renders as;
+        DefinitionError when it has no value the template may see."""
+
+
 class HousekeepingPort(Protocol):
     """The AWS calls housekeeping needs (adapters/housekeeping.py has the real ones)."""
 
@@ -180,3 +189,5 @@ class Adapters:
     secrets: SecretsPort
     # Deregistering old task definitions and deleting old images; None where not opened.
     housekeeping: HousekeepingPort | None = None
+    # What definition templates read (env, ssm, secret_arn); None where not opened.
+    lookups: LookupsPort | None = None

@@ -61,6 +61,11 @@ class FakeGit(_Failures):
         super().__init__()
         self.head = head
         self.resolves = 0
+        self.files: dict[str, bytes] = {}  # path -> bytes, at every commit
+
+    async def read_file(self, source: GitSource, *, commit: str, path: str) -> bytes | None:
+        await asyncio.sleep(0)
+        return self.files.get(path)
 
     async def resolve(self, source: GitSource) -> str:
         self.resolves += 1
