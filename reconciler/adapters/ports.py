@@ -111,9 +111,17 @@ class EcsPort(Protocol):
     async def register_task_definition(self, definition: TaskDefinition, tags: list[Any]) -> str:
         """Register a copy of `definition`; its ARN."""
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
-        """Point the service at `task_definition`; the deployment it started (and its service
-        deployment record, where ECS names it)."""
+    async def update_service(
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        settings: Mapping[str, Any] | None = None,
+    ) -> Started:
+        """Point the service at `task_definition` (and, with `definitions`, set the service
+        settings of service.json); the deployment it started (and its service deployment
+        record, where ECS names it)."""
 
     async def run_task(self, request: TaskRunRequest) -> str:
         """Start the one task `request` describes; its ARN."""

@@ -15,7 +15,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.decisions.model import image_repository
+from reconciler.decisions.definition_diff import service_changes, task_definition_changes
+from reconciler.decisions.model import DefinitionMark, DefinitionState, image_repository
 from reconciler.decisions.service_fields import SERVICE_FIELDS
 from reconciler.decisions.shapes import Shapes, check_shape
 from reconciler.errors import DefinitionError
@@ -114,3 +115,28 @@ def _owned_shape(shapes: Shapes, root: str) -> dict[str, Mapping[str, Any]]:
     members = shapes[root]["members"]
     owned = {"type": "structure", "members": {k: members[k] for k in SERVICE_FIELDS}}
     return {**shapes, "ServiceSettings": owned}
+
+
+def definition_state(
+    desired: DesiredDefinition,
+    *,
+    live_definition: Mapping[str, Any],
+    live_tags: list[Any],
+    live_arn: str,
+    live_settings: Mapping[str, Any],
+    mark: DefinitionMark | None,
+    fields: Collection[str],
+    heal: bool,
+) -> DefinitionState:
+    """How what runs differs from `desired`. The task definition a mark of this very
+    definition names is the definition (ARNs are immutable): only the service's settings
+    are compared then, so no quirk of a comparison can make the daemon deploy in a loop."""
+    fingerprint = desired.fingerprint
+    ours = mark is not None and mark.fingerprint == fingerprint
+    changes = []
+    if not (ours and mark is not None and mark.task_definition == live_arn):
+        changes = task_definition_changes(
+            desired.task_definition, live_definition, live_tags=live_tags, fields=fields
+        )
+    changes.extend(service_changes(desired.service, live_settings))
+    return DefinitionState(fingerprint, tuple(changes), deployed=ours, heal=heal)
