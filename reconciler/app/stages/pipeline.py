@@ -127,6 +127,9 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
         )
     ctx.report.observed(ctx.observation)
     action = plan(ctx.observation)
+    if ctx.definition is not None:
+        state = ctx.observation.definition
+        ctx.report.drift(state.changes if state is not None and state.drifted else ())
 
     match action:
         case ReportOnly():

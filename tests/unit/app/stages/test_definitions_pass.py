@@ -99,8 +99,14 @@ async def test_a_console_edit_is_shown_as_drift_and_nothing_is_written_with_aler
     await run_pass(run.session, woken=True)
     assert run.ecs.registered == registered
     assert live_app(run)["memory"] == 4096
-    observed = run.ctx.session.memory  # the mark still names the definition deployed
-    assert observed.definition is not None
+    assert run.status.drift is not None
+    assert run.status.drift.fields == ("containerDefinitions[app].memory",)
+    assert run.status.drift.changes == ("containerDefinitions[app].memory: 4096 -> 512",)
+    assert run.status.to_json()["drift"]["fields"] == ["containerDefinitions[app].memory"]
+    assert run.sample("reconciler_drift", app="web") == 1
+    since = run.status.drift.since
+    await run_pass(run.session, woken=True)
+    assert run.status.drift.since == since  # the same drift, seen since then
 
 
 async def test_a_console_edit_is_reverted_with_heal() -> None:
@@ -110,6 +116,9 @@ async def test_a_console_edit_is_reverted_with_heal() -> None:
     await run_pass(run.session, woken=True)
     assert live_app(run)["memory"] == 512
     assert len(run.ecs.registered) == 3  # ours, the console's, ours again
+    await run_pass(run.session, woken=True)
+    assert run.status.drift is None
+    assert run.sample("reconciler_drift", app="web") == 0
 
 
 async def test_ignored_service_fields_are_never_sent() -> None:
