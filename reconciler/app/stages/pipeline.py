@@ -212,6 +212,7 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
         memory.build_failures.pop(ctx.revision, None)
         if ctx.registered_definition is not None:
             await _mark_definition(ctx, rollout.task_definition)
+            ctx.report.drift(())  # what runs now is the definition
         await _settled(ctx)
         await ctx.report.outcome(
             revision=ctx.revision, result=Result.DEPLOYED, started_at=ctx.started_at, error=None
