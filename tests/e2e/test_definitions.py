@@ -63,7 +63,7 @@ def console_edit(world: World, **changes: Any) -> str:
     """What an edit in the console does: a new revision of the live task definition, and
     the service pointed at it."""
     definition, _ = world.task_definition()
-    edited = {
+    edited: dict[str, Any] = {
         k: v
         for k, v in definition.items()
         if k in {"family", "containerDefinitions", "networkMode", "cpu", "memory", "volumes"}
@@ -71,7 +71,8 @@ def console_edit(world: World, **changes: Any) -> str:
     for container in edited["containerDefinitions"]:
         if container["name"] == "app":
             container.update(changes)
-    arn = world.ecs().register_task_definition(**edited)["taskDefinition"]["taskDefinitionArn"]
+    registered = world.ecs().register_task_definition(**edited)
+    arn = registered["taskDefinition"]["taskDefinitionArn"]
     world.ecs().update_service(cluster=world.cluster, service=world.name, taskDefinition=arn)
     return str(arn)
 
