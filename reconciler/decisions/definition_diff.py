@@ -117,6 +117,12 @@ def normal_task_definition(doc: Mapping[str, Any], fields: Collection[str]) -> d
     return cleaned
 
 
+def strip_filled(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """`doc` without nulls and empty lists or objects (what ECS answers with, unasked)."""
+    cleaned: dict[str, Any] = _clean(dict(doc))
+    return cleaned
+
+
 def _container(container: dict[str, Any], network: str) -> dict[str, Any]:
     container = _without_defaults(container, _CONTAINER_DEFAULTS)
     if isinstance(container.get("healthCheck"), dict):

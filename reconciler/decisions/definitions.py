@@ -15,7 +15,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.decisions.definition_diff import service_changes, task_definition_changes
+from reconciler.decisions.definition_diff import (
+    RESERVED_TAG_PREFIX,
+    service_changes,
+    strip_filled,
+    task_definition_changes,
+)
 from reconciler.decisions.model import DefinitionMark, DefinitionState, image_repository
 from reconciler.decisions.service_fields import SERVICE_FIELDS
 from reconciler.decisions.shapes import Shapes, check_shape
@@ -140,3 +145,26 @@ def definition_state(
         )
     changes.extend(service_changes(desired.service, live_settings))
     return DefinitionState(fingerprint, tuple(changes), deployed=ours, heal=heal)
+
+
+def starting_files(
+    live: Mapping[str, Any],
+    *,
+    tags: list[Any],
+    managed: Collection[str],
+    settings: Mapping[str, Any],
+    fields: Collection[str],
+    ignore: Collection[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The live task definition and service settings as files to start `definitions` from:
+    only what RegisterTaskDefinition takes, nothing ECS fills in, the managed containers'
+    image `{{ image }}`, the daemon's own tags left out, the `ignore`d settings too."""
+    task = {k: copy.deepcopy(v) for k, v in live.items() if k in fields}
+    for container in task.get("containerDefinitions") or []:
+        if container.get("name") in managed:
+            container["image"] = "{{ image }}"
+    kept = [t for t in tags if not str(t.get("key", "")).startswith(RESERVED_TAG_PREFIX)]
+    if kept:
+        task["tags"] = kept
+    service = {k: copy.deepcopy(v) for k, v in settings.items() if k not in ignore}
+    return strip_filled(task), strip_filled(service)

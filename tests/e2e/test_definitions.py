@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.support.cli import reconciler
 from tests.support.metrics import passes_of
 from tests.support.world import DOCKERFILE, RunningDaemon, World
 
@@ -130,3 +131,46 @@ async def test_a_console_edit_is_drift_shown_and_left_with_alert_and_reverted_wi
         await daemon.wait_for(lambda s: "drift" not in s, what="drift healed", timeout=120)
     assert app_container(world)["memory"] == 256
     assert world.service()["taskDefinition"] != edited
+
+
+async def test_diff_is_silent_in_sync_and_names_a_console_edit_and_render_shows_the_files(
+    world: World,
+) -> None:
+    """`reconciler diff` on an unchanged service prints nothing and exits 0 (no noise from
+    what ECS fills in); after a console edit it prints the path with both values and exits 1.
+    `render` prints what would be deployed; `render --from-live` writes starting files that,
+    deployed as they are, would change nothing."""
+    defined(world)
+    async with world.daemon() as daemon:
+        head = world.repo.head()
+        await daemon.wait_phase("InSync", revision=head)
+        config = str(daemon.config_path)
+
+        same = await reconciler("diff", world.name, "--config", config)
+        assert (same.code, same.stdout, same.stderr) == (0, "", "")
+
+        rendered = await reconciler("render", world.name, "--config", config)
+        assert rendered.code == 0, rendered.stderr
+        files = json.loads(rendered.stdout)
+        assert set(files) == {"deploy/ecs/task-definition.json", "deploy/ecs/service.json"}
+        app = files["deploy/ecs/task-definition.json"]["containerDefinitions"][0]
+        assert app["image"] == world.image(head)
+        assert files["deploy/ecs/service.json"] == {"healthCheckGracePeriodSeconds": 15}
+
+        out = world.root / "from-live"
+        written = await reconciler(
+            "render", "--from-live", world.name, "--config", config, "--out", str(out)
+        )
+        assert written.code == 0, written.stderr
+        start = json.loads((out / "task-definition.json").read_text())
+        assert start["containerDefinitions"][0]["image"] == "{{ image }}"
+        assert "taskDefinitionArn" not in start and "revision" not in start
+        again = await reconciler(
+            "render", "--from-live", world.name, "--config", config, "--out", str(out)
+        )
+        assert again.code == 1 and "exists; not overwritten" in again.stderr
+
+        console_edit(world, memory=2048)
+        edited = await reconciler("diff", world.name, "--config", config)
+    assert edited.code == 1
+    assert edited.stdout.splitlines() == ["containerDefinitions[app].memory: 2048 -> 256"]

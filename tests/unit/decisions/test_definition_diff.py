@@ -8,6 +8,7 @@ from typing import Any
 
 from reconciler.adapters.ecs_shapes import input_shapes
 from reconciler.decisions.definition_diff import service_changes, task_definition_changes
+from reconciler.decisions.definitions import starting_files
 
 SHAPES, ROOT = input_shapes("RegisterTaskDefinition")
 FIELDS = SHAPES[ROOT]["members"]
@@ -196,3 +197,25 @@ def test_service_settings_compare_only_what_service_json_says() -> None:
     assert [c.describe() for c in service_changes(desired, live)] == [
         "healthCheckGracePeriodSeconds: 0 -> 60"
     ]
+
+
+def test_starting_files_from_live_would_deploy_as_no_change() -> None:
+    """`render --from-live`: only what RegisterTaskDefinition takes, the managed image a
+    template, the daemon's tag left out; rendered back, they equal what runs."""
+    live = described()
+    tags = [{"key": "reconciler:app", "value": "web"}, {"key": "team", "value": "payments"}]
+    task, service = starting_files(
+        live,
+        tags=tags,
+        managed={"web"},
+        settings={"desiredCount": 4, "enableExecuteCommand": False, "loadBalancers": []},
+        fields=FIELDS,
+        ignore=("desiredCount",),
+    )
+    assert task["containerDefinitions"][0]["image"] == "{{ image }}"
+    assert not {"taskDefinitionArn", "revision", "status", "compatibilities"} & set(task)
+    assert task["tags"] == [{"key": "team", "value": "payments"}]
+    assert service == {"enableExecuteCommand": False}
+    task["containerDefinitions"][0]["image"] = live["containerDefinitions"][0]["image"]
+    found = task_definition_changes(task, live, live_tags=tags, fields=FIELDS)
+    assert found == []
