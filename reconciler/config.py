@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from reconciler.aio.loopback import is_loopback
 from reconciler.decisions.durations import parse_duration
 from reconciler.decisions.repourl import has_credentials, normalise_repo_url
+from reconciler.decisions.service_fields import SERVICE_FIELDS
 from reconciler.errors import ConfigError
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -295,6 +296,23 @@ DYNAMODB_TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 HOST_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 
 
+class DefinitionsSettings(_Section):
+    """What the templates of `definitions` may read from the daemon."""
+
+    # The daemon's environment variables env() may read, as globs ("APP_*"); empty: none.
+    # Whoever can push to a tracked branch writes the templates, and a rendered value lands
+    # in a task definition they can read back, so env() reaches only what is listed here.
+    env_allow: tuple[str, ...] = ()
+
+    @field_validator("env_allow")
+    @classmethod
+    def _env_allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            if not re.fullmatch(r"[A-Za-z0-9_*?]+", pattern):
+                raise ValueError(f"not an environment variable name or glob: {pattern!r}")
+        return value
+
+
 class ClusterSettings(_Section):
     # The DynamoDB table the daemons share; empty: this daemon owns every app (state in
     # state_dir).
@@ -508,6 +526,31 @@ class AppConfig(_Section):
     test: AppTest | None = None
     pre_deploy: AppPreDeploy | None = None
     cleanup: AppCleanup = AppCleanup()
+    # A folder of the repository holding task-definition.json (and service.json): the whole
+    # service definition as code; empty: a copy of the live task definition, image changed.
+    definitions: str = ""
+    # Live differing from the definition without a deploy of ours: "alert" shows it,
+    # "heal" deploys the definition again.
+    drift: Literal["alert", "heal"] = "alert"
+    # Service fields left to others (autoscaling, Terraform): never sent, never compared.
+    ignore: tuple[str, ...] = ("desiredCount",)
+
+    @field_validator("definitions")
+    @classmethod
+    def _definitions(cls, value: str) -> str:
+        if not value:
+            return value
+        return _relative_inside(value, key="definitions").rstrip("/") or "."
+
+    @field_validator("ignore")
+    @classmethod
+    def _ignore(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [field for field in value if field not in SERVICE_FIELDS]
+        if unknown:
+            raise ValueError(
+                f"unknown service field {unknown[0]!r}; known: {', '.join(SERVICE_FIELDS)}"
+            )
+        return value
 
     @field_validator("region")
     @classmethod
@@ -639,6 +682,7 @@ class Config(BaseSettings):
     notify: NotifySettings = NotifySettings()
     github: GithubSettings = GithubSettings()
     gitlab: GitlabSettings = GitlabSettings()
+    definitions: DefinitionsSettings = DefinitionsSettings()
     apps: tuple[AppConfig, ...] = ()
 
     @classmethod

@@ -16,6 +16,7 @@
     │   │   └── ServiceDeploymentsUnreadable  refused or not kept in this region:
     │   │                          the service's `deployments` list says what is in use
     │   ├── ManifestError          the live task definition cannot be updated as asked
+    │   ├── DefinitionError        the app's definition files do not render, parse or verify
     │   └── StateUnwritable        the app's state cannot be written, so no deploy may start
     ├── BuildFailed            the build itself failed (bad Dockerfile); retried a few times
     │   └── BuildContextRefused    the commit's context cannot be sent (too big, a bad
@@ -95,6 +96,12 @@ class ServiceDeploymentsUnreadable(AwsRejected):
 
 class ManifestError(StalledError):
     """The live task definition cannot be changed as the config asks."""
+
+
+class DefinitionError(StalledError):
+    """The app's definitions (SPEC 19) cannot be rendered, do not fit the ECS API, or name
+    something that does not exist: one line naming the file and the JSON path, or the
+    missing thing. Nothing is registered for the revision."""
 
 
 class StateUnwritable(StalledError):

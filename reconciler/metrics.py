@@ -19,6 +19,13 @@ class Metrics:
             ["app"],
             registry=self.registry,
         )
+        self.drift = Gauge(
+            "reconciler_drift",
+            "1 when the app's live service differs from its definitions without a deploy of"
+            " the daemon's (SPEC 19), else 0.",
+            ["app"],
+            registry=self.registry,
+        )
         self.reconcile_total = Counter(
             "reconciler_reconcile_total",
             "Reconcile passes by outcome.",
@@ -107,6 +114,7 @@ class Metrics:
         """Drop every series of an app removed from the config, so none goes stale."""
         per_app: tuple[tuple[Gauge | Counter, tuple[str, ...]], ...] = (
             (self.app_in_sync, ("app",)),
+            (self.drift, ("app",)),
             (self.state_write_failing, ("app",)),
             (self.reconcile_total, ("app", "result")),
             (self.deploys_total, ("app", "kind")),

@@ -25,6 +25,7 @@ from reconciler.adapters.build_secrets import BuildSecrets
 from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs, boto_config
 from reconciler.adapters.housekeeping import Housekeeping
+from reconciler.adapters.lookups import TemplateLookups
 from reconciler.config import AppConfig
 from reconciler.errors import AwsRejected, AwsUnavailable
 
@@ -163,6 +164,16 @@ class Accounts:
             session=self._session(account),
             region=account.region,
             endpoint_url=self._endpoint_url,
+        )
+
+    def lookups(self, account: Account, *, env_allow: tuple[str, ...]) -> TemplateLookups:
+        """What definition templates read, with the account's identity for ssm() and
+        secret_arn(), and only the `env_allow` variables for env()."""
+        return TemplateLookups(
+            session=self._session(account),
+            region=account.region,
+            endpoint_url=self._endpoint_url,
+            env_allow=env_allow,
         )
 
     def _session(self, account: Account) -> AioSession:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -220,13 +220,20 @@ class Ecs:
         self._task_definitions[arn] = done
         return arn
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
+    async def update_service(
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        settings: Mapping[str, Any] | None = None,
+    ) -> Started:
         """Point the service at `task_definition`; the deployment it started and, where the
         answer names it, that deployment's service deployment record (so the watch needs no
         ListServiceDeployments to find it)."""
         async with aws_errors():
             answer = await self._client.update_service(
-                cluster=cluster, service=service, taskDefinition=task_definition
+                **(settings or {}), cluster=cluster, service=service, taskDefinition=task_definition
             )
         state = service_state(cluster, answer["service"])
         self._answers[(cluster, service)] = (time.monotonic(), state)

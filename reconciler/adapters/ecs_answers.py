@@ -19,6 +19,7 @@ from reconciler.decisions.model import (
     TaskLaunch,
     TaskState,
 )
+from reconciler.decisions.service_fields import SERVICE_FIELDS
 
 DESCRIBE_BATCH = 10  # DescribeServices accepts at most 10 services per call
 DESCRIBE_TASKS_BATCH = 100  # DescribeTasks accepts at most 100 tasks per call
@@ -109,7 +110,21 @@ def service_state(cluster: str, raw: Mapping[str, Any]) -> ServiceState:
         launch=task_launch(raw),
         rollout=rollout_settings(raw),
         current_service_deployment=str(current) if current else None,
+        settings=service_settings(raw),
     )
+
+
+def service_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields service.json may hold, as the service has them. Service Connect is told
+    only on its deployments: the PRIMARY one's is the service's."""
+    settings = {key: raw[key] for key in SERVICE_FIELDS if key in raw}
+    if "serviceConnectConfiguration" not in settings:
+        primary: Mapping[str, Any] = next(
+            (d for d in raw.get("deployments") or [] if d.get("status") == "PRIMARY"), {}
+        )
+        if primary.get("serviceConnectConfiguration"):
+            settings["serviceConnectConfiguration"] = primary["serviceConnectConfiguration"]
+    return settings
 
 
 def service_deployment(raw: Mapping[str, Any]) -> ServiceDeployment:

@@ -41,7 +41,13 @@ from pygit2.enums import CredentialType, FetchPrune, Option
 from reconciler.adapters.buildcontext import ContextLimits, write_context_tar
 from reconciler.config import AppConfig
 from reconciler.decisions.repourl import redact_url, redact_urls_in
-from reconciler.errors import GitAuthError, GitRevisionNotFound, GitUnavailable, ReconcilerError
+from reconciler.errors import (
+    DefinitionError,
+    GitAuthError,
+    GitRevisionNotFound,
+    GitUnavailable,
+    ReconcilerError,
+)
 
 _T = TypeVar("_T")
 
@@ -54,6 +60,8 @@ _SHORT_SHA = re.compile(r"[0-9a-fA-F]{4,39}")
 _CREDENTIAL_TRIES = 3
 _MEMO_SIZE = 1024
 SUBJECT_LIMIT = 200
+# A definition file read from a commit is a few kilobytes; a pusher's huge one is refused.
+MAX_READ_BYTES = 1_000_000
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _AUTH_HINTS = re.compile(
     r"authenticat|permission denied|unknown host|host ?key|certificate|credential"
@@ -237,6 +245,12 @@ class GitMirrors:
         if subject is None:
             raise GitRevisionNotFound(f"commit '{commit}' not found in {redact_url(source.url)}")
         return subject
+
+    async def read_file(self, source: GitSource, *, commit: str, path: str) -> bytes | None:
+        """The bytes of `path` in `commit`'s tree (at most MAX_READ_BYTES), or None when the
+        tree has no file there; fetches the commit when the mirror lacks it."""
+        full = await self._commit(source, commit, f"commit '{commit}'")
+        return await self._read(source.url, lambda repo: _blob(repo, full, path))
 
     def close(self) -> None:
         """Abort remote calls still running in threads and drop cached answers."""
@@ -548,6 +562,20 @@ def _subject(repo: pygit2.Repository, rev: str) -> str | None:
     if len(cleaned) > SUBJECT_LIMIT:
         cleaned = cleaned[: SUBJECT_LIMIT - 1].rstrip() + "\u2026"
     return cleaned
+
+
+def _blob(repo: pygit2.Repository, commit: str, path: str) -> bytes | None:
+    tree = repo[commit].peel(pygit2.Commit).tree
+    try:
+        entry = tree[_normal_path(path)]
+    except KeyError:
+        return None
+    blob = repo[entry.id]
+    if not isinstance(blob, pygit2.Blob):
+        return None
+    if blob.size > MAX_READ_BYTES:
+        raise DefinitionError(f"{path}: larger than {MAX_READ_BYTES} bytes")
+    return bytes(blob.data)
 
 
 def _touches(tree: pygit2.Tree, parent: pygit2.Tree | None, paths: tuple[str, ...]) -> bool:

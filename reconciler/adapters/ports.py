@@ -49,6 +49,9 @@ class GitPort(Protocol):
     async def commit_subject(self, source: GitSource, commit: str) -> str:
         """The first line of `commit`'s message (untrusted text), from the mirror."""
 
+    async def read_file(self, source: GitSource, *, commit: str, path: str) -> bytes | None:
+        """The bytes of `path` in `commit`'s tree, or None when there is no such file."""
+
 
 class DockerPort(Protocol):
     async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
@@ -111,9 +114,17 @@ class EcsPort(Protocol):
     async def register_task_definition(self, definition: TaskDefinition, tags: list[Any]) -> str:
         """Register a copy of `definition`; its ARN."""
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
-        """Point the service at `task_definition`; the deployment it started (and its service
-        deployment record, where ECS names it)."""
+    async def update_service(
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        settings: Mapping[str, Any] | None = None,
+    ) -> Started:
+        """Point the service at `task_definition` (and, with `definitions`, set the service
+        settings of service.json); the deployment it started (and its service deployment
+        record, where ECS names it)."""
 
     async def run_task(self, request: TaskRunRequest) -> str:
         """Start the one task `request` describes; its ARN."""
@@ -147,6 +158,12 @@ class SecretsPort(Protocol):
     async def read(self, secrets: Mapping[str, BuildSecretSource]) -> dict[str, bytes]:
         """Key -> value of each build secret, read now with the app's identity; every value
         is registered for scrubbing before it is returned."""
+
+
+class LookupsPort(Protocol):
+    async def look_up(self, function: str, name: str) -> str:
+        """What a definition template's `function(name)` (env, ssm, secret_arn) renders as;
+        DefinitionError when it has no value the template may see."""
 
 
 class HousekeepingPort(Protocol):
@@ -188,3 +205,5 @@ class Adapters:
     secrets: SecretsPort
     # Deregistering old task definitions and deleting old images; None where not opened.
     housekeeping: HousekeepingPort | None = None
+    # What definition templates read (env, ssm, secret_arn); None where not opened.
+    lookups: LookupsPort | None = None

@@ -7,18 +7,22 @@ and the history kept in the app's state. Nothing else writes those.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import structlog
 
 from reconciler.app.events import EventBus, Finished, PhaseChanged
 from reconciler.app.state import HISTORY_LIMIT, StateStore
-from reconciler.app.status import AppStatus, RolloutView
+from reconciler.app.status import AppStatus, DriftView, RolloutView
+from reconciler.decisions.definition_diff import Change
 from reconciler.decisions.model import HistoryEntry, Observation, Phase, Result, utcnow
 from reconciler.logs import redact
 from reconciler.metrics import Metrics
 
 log = structlog.get_logger("reconciler.pass")
+# What the app's page shows of a drift: the first lines, each cut short.
+DRIFT_LINES, DRIFT_LINE = 50, 300
 BUSY = frozenset({Phase.BUILDING, Phase.TESTING, Phase.PUSHING, Phase.MIGRATING, Phase.DEPLOYING})
 
 
@@ -88,6 +92,18 @@ class Reporter:
                 )
             )
         self._metrics.app_in_sync.labels(app=self.app).set(1 if phase is Phase.IN_SYNC else 0)
+
+    def drift(self, changes: Sequence[Change]) -> None:
+        """Live differs from the definition (empty: it does not, or no longer)."""
+        self._metrics.drift.labels(app=self.app).set(1 if changes else 0)
+        if not changes:
+            self.status.drift = None
+            return
+        fields = tuple(change.path for change in changes)
+        before = self.status.drift
+        since = before.since if before is not None and before.fields == fields else utcnow()
+        shown = tuple(redact(change.describe())[:DRIFT_LINE] for change in changes[:DRIFT_LINES])
+        self.status.drift = DriftView(fields=fields, since=since, changes=shown)
 
     def in_sync(self) -> None:
         self.status.last_error = self._unwritable

@@ -32,7 +32,14 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from reconciler.adapters.files import set_aside, write_atomically
 from reconciler.app.cache import PerAppCache
-from reconciler.decisions.model import Attempt, HistoryEntry, Hold, Pin, PreDeployRun
+from reconciler.decisions.model import (
+    Attempt,
+    DefinitionMark,
+    HistoryEntry,
+    Hold,
+    Pin,
+    PreDeployRun,
+)
 
 HISTORY_LIMIT = 20
 log = structlog.get_logger("reconciler.state")
@@ -49,6 +56,8 @@ class AppMemory:
     pre_deploy_run: PreDeployRun | None = None
     tagged: str | None = None  # the revision the extra tags name
     pin: Pin | None = None  # an operator's rollback, kept across restarts
+    # With `definitions`: the definition last seen live and the task definition carrying it.
+    definition: DefinitionMark | None = None
     # Set when the file on disk could not be read: the one-line reason shown to operators.
     damaged: str | None = None
 
@@ -196,6 +205,7 @@ class _MemoryFile(BaseModel):
     pre_deploy_run: Annotated[PreDeployRun | None, requiring("at")] = None
     tagged: str | None = None
     pin: Annotated[Pin | None, requiring("since")] = None
+    definition: DefinitionMark | None = None
     history: list[HistoryEntry]  # newest first, HISTORY_LIMIT at most
 
 
@@ -210,6 +220,8 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
     for entry in dumped["history"]:
         if entry.get("by") is None:
             entry.pop("by", None)
+    if dumped.get("definition") is None:  # only apps with `definitions` write it
+        dumped.pop("definition", None)
     if dumped.get("pin") is not None and dumped["pin"].get("asked_by") is None:
         dumped["pin"].pop("asked_by", None)
     for name, keys in (("pre_deploy_run", ("token", "host")), ("attempt", ("host",))):

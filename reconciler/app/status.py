@@ -50,6 +50,15 @@ class RolloutView:
 
 
 @dataclass
+class DriftView:
+    """Live differing from the app's definition without a deploy of ours (SPEC 19)."""
+
+    fields: tuple[str, ...]  # the JSON paths that differ
+    since: Time  # when this daemon first saw it
+    changes: tuple[str, ...] = ()  # `path: live -> desired`, for the app's page
+
+
+@dataclass
 class AppStatus:
     name: str
     phase: Phase = Phase.PENDING
@@ -65,6 +74,7 @@ class AppStatus:
     promoted_from: str | None = None  # the app whose proved revisions this one follows
     pinned_by: str | None = None  # "rollback" while an operator's rollback pin holds
     pinned_revision: str | None = None
+    drift: DriftView | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = _StatusDocument.model_construct(
@@ -84,9 +94,12 @@ class AppStatus:
             else _Promotion.model_construct(app=self.promoted_from, revision=self.desired_revision),
             pinned_by=self.pinned_by,
             pinned_revision=self.pinned_revision,
+            drift=self.drift,
             history=list(self.history),
         )
         dumped = document.model_dump(mode="json")
+        if dumped.get("drift") is None:
+            dumped.pop("drift", None)  # said only while live differs from the definitions
         for entry in dumped["history"]:
             if entry.get("by") is None:
                 entry.pop("by", None)  # said only when someone asked
@@ -118,6 +131,7 @@ class AppStatus:
             promoted_from=None if read.promoted_from is None else read.promoted_from.app,
             pinned_by=read.pinned_by,
             pinned_revision=read.pinned_revision,
+            drift=read.drift,
         )
 
 
@@ -169,6 +183,7 @@ class _StatusDocument(BaseModel):
     promoted_from: _Promotion | None = None
     pinned_by: str | None = None
     pinned_revision: str | None = None
+    drift: DriftView | None = None
     history: list[Annotated[HistoryEntry, AfterValidator(_history_entry)]] = Field(
         default_factory=list
     )

@@ -11,11 +11,22 @@ import argparse
 import sys
 
 from reconciler import __version__
-from reconciler.cli import audit, cleanup, cluster, plan, run, sandbox, status, steer, token
+from reconciler.cli import (
+    audit,
+    cleanup,
+    cluster,
+    definitions,
+    plan,
+    run,
+    sandbox,
+    status,
+    steer,
+    token,
+)
 from reconciler.cli.common import EXIT_FAILURE, CliError
 from reconciler.errors import ReconcilerError
 
-GROUPS = (run, plan, status, steer, audit, cleanup, cluster, token, sandbox)
+GROUPS = (run, plan, definitions, status, steer, audit, cleanup, cluster, token, sandbox)
 
 
 def parser() -> argparse.ArgumentParser:

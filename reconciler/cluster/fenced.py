@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -106,10 +106,17 @@ class FencedEcs:
         async with self._fence.held("RegisterTaskDefinition"):
             return await self._inner.register_task_definition(definition, tags)
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
+    async def update_service(
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        settings: Mapping[str, Any] | None = None,
+    ) -> Started:
         async with self._fence.held("UpdateService"):
             return await self._inner.update_service(
-                cluster=cluster, service=service, task_definition=task_definition
+                cluster=cluster, service=service, task_definition=task_definition, settings=settings
             )
 
     async def run_task(self, request: TaskRunRequest) -> str:

@@ -34,6 +34,7 @@ from reconciler.adapters.ecs import Ecs
 from reconciler.adapters.engines import EnginePool
 from reconciler.adapters.git import GitMirrors, source_of
 from reconciler.adapters.housekeeping import Housekeeping
+from reconciler.adapters.lookups import TemplateLookups
 from reconciler.adapters.ports import Adapters, GitPort
 from reconciler.adapters.registry import Registry
 from reconciler.aio import backoff
@@ -111,6 +112,11 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
             Housekeeping.connect(region=config.aws.region, endpoint_url=config.aws.endpoint_url)
         )
         secrets = BuildSecrets(region=config.aws.region, endpoint_url=config.aws.endpoint_url)
+        lookups = TemplateLookups(
+            region=config.aws.region,
+            endpoint_url=config.aws.endpoint_url,
+            env_allow=config.definitions.env_allow,
+        )
         yield Adapters(
             git=git,
             docker=docker,
@@ -119,6 +125,7 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
             ecs=ecs,
             secrets=secrets,
             housekeeping=housekeeping,
+            lookups=lookups,
         )
 
 

@@ -10,7 +10,14 @@ import dataclasses
 from typing import Protocol
 
 from reconciler.adapters.accounts import Account, account_of
-from reconciler.adapters.ports import Adapters, EcrPort, EcsPort, HousekeepingPort, SecretsPort
+from reconciler.adapters.ports import (
+    Adapters,
+    EcrPort,
+    EcsPort,
+    HousekeepingPort,
+    LookupsPort,
+    SecretsPort,
+)
 from reconciler.aio import backoff
 from reconciler.app.events import EventBus
 from reconciler.app.loop import AppLoop
@@ -32,6 +39,8 @@ class AccountClients(Protocol):
     async def housekeeping(self, account: Account) -> HousekeepingPort: ...
 
     def secrets(self, account: Account) -> SecretsPort: ...
+
+    def lookups(self, account: Account, *, env_allow: tuple[str, ...]) -> LookupsPort: ...
 
 
 class LoopMaker:
@@ -88,10 +97,13 @@ class LoopMaker:
         return self._ownership.guard(app.name, await self._account_adapters(app))
 
     async def _account_adapters(self, app: AppConfig) -> Adapters:
-        region = self._in_force.config.aws.region
+        config = self._in_force.config
+        region = config.aws.region
         account = account_of(app, default_region=region)
+        # Made afresh for each loop, so a reload that changes env_allow takes effect.
+        lookups = self._accounts.lookups(account, env_allow=config.definitions.env_allow)
         if account == Account(region=region):
-            return self._adapters
+            return dataclasses.replace(self._adapters, lookups=lookups)
         ecs, ecr = await self._accounts.clients(account)
         housekeeping = await self._accounts.housekeeping(account)
         return dataclasses.replace(
@@ -100,6 +112,7 @@ class LoopMaker:
             ecr=ecr,
             secrets=self._accounts.secrets(account),
             housekeeping=housekeeping,
+            lookups=lookups,
         )
 
     async def _promotion_of(self, app: AppConfig) -> PromotionSource | None:

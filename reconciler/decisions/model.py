@@ -10,6 +10,9 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.decisions.definition_diff import Change
 
 
 def utcnow() -> datetime:
@@ -156,6 +159,8 @@ class ServiceState:
     # The service's newest service deployment (the one an UpdateService just started), where
     # the answer names it.
     current_service_deployment: str | None = None
+    # The settings service.json may hold (SERVICE_FIELDS), as DescribeServices gives them.
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def primary(self) -> Deployment | None:
@@ -275,6 +280,36 @@ def run_token(app: str, revision: str, attempt: datetime) -> str:
 
 
 @dataclass(frozen=True)
+class DefinitionMark:
+    """The definition (by fingerprint) this daemon last saw live, and the task definition
+    that carried it: a task definition never changes, so while the service runs that one,
+    its fields are the definition's, whatever a comparison of the two documents says."""
+
+    fingerprint: str
+    task_definition: str
+
+
+@dataclass(frozen=True)
+class DefinitionState:
+    """An app with `definitions`: how what runs differs from its files, in this pass."""
+
+    fingerprint: str
+    changes: tuple[Change, ...]  # empty: live is the definition
+    # This very definition was live before (the mark's): a difference now is drift, made
+    # without a deploy of ours, not a change of the files.
+    deployed: bool
+    heal: bool  # drift = "heal": deploy the definition again
+
+    @property
+    def drifted(self) -> bool:
+        return self.deployed and bool(self.changes)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(change.path for change in self.changes)
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything the planner may look at for one app in one pass."""
 
@@ -290,6 +325,8 @@ class Observation:
     state_unwritable: str | None = None
     suspended: bool = False
     config_fingerprint: str = ""
+    # With `definitions`: desired against live; None for an app without them.
+    definition: DefinitionState | None = None
 
 
 # Actions ------------------------------------------------------------------------------
@@ -297,7 +334,9 @@ class Observation:
 
 @dataclass(frozen=True)
 class InSync:
-    pass
+    # Fields where live differs from the definition without a deploy of ours, shown and
+    # left alone (drift = "alert").
+    drift: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -351,6 +390,7 @@ class Deploy:
 
     image: ImageRef
     build: bool  # build and push first; False when the registry already has the tag
+    heal: bool = False  # the definition again, over drift (drift = "heal")
 
 
 Action = InSync | ReportOnly | Refused | Held | RollBack | FailedUnwatched | AwaitRollout | Deploy

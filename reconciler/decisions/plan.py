@@ -7,7 +7,11 @@ tests/unit/test_plan.py. The rules, in the order they apply:
 1. Suspended: report only.
    A service another deployment controller drives (CODE_DEPLOY, EXTERNAL): refused, no write.
 2. Damaged state: nothing is known about holds, so nothing is deployed until `sync`.
-3. In sync (the desired image live, nothing rolling out): nothing to do.
+3. In sync (the desired image live, nothing rolling out, and with `definitions` live equal
+   to the files): nothing to do. Live differing from a definition that was live before is
+   drift: shown and left (drift = "alert"), or deployed again (drift = "heal"); differing
+   from a definition never live (the files changed) deploys it, with no build when the
+   image is live or in the registry.
 4. A hold on the desired revision (same config): pay a rollback still owed, else stay held.
 5. A deploy of the desired revision that was started and is neither live nor rolling out:
    it failed while unwatched; hold it, never start it again.
@@ -53,13 +57,9 @@ def plan(obs: Observation) -> Action:
     runs_desired = obs.live.runs(obs.desired.image)
     primary = service.primary
 
-    if (
-        runs_desired
-        and not service.in_flight
-        and primary is not None
-        and primary.task_definition == service.task_definition
-    ):
-        return InSync()
+    settled = _in_sync(obs)
+    if settled is not None:
+        return settled
 
     # A failed revision stays failed (even if its deployment is still listed) until a new
     # revision, a config change or an explicit sync clears the hold.
@@ -95,10 +95,31 @@ def plan(obs: Observation) -> Action:
 
     if runs_desired:
         # The task definition already names the image but the service is not settled on it
-        # (a PRIMARY pointing elsewhere): point the service at it again.
-        return Deploy(image=obs.desired.image, build=False)
+        # (a PRIMARY pointing elsewhere), or the definition changed or drifted: deploy it.
+        heal = obs.definition is not None and obs.definition.drifted
+        return Deploy(image=obs.desired.image, build=False, heal=heal)
 
     return Deploy(image=obs.desired.image, build=not obs.image_in_registry)
+
+
+def _in_sync(obs: Observation) -> InSync | None:
+    """InSync when the desired image is live and settled, and (with `definitions`) live is
+    the definition or has drifted from it with drift = "alert"; else None."""
+    service = obs.live.service
+    primary = service.primary
+    if not (
+        obs.live.runs(obs.desired.image)
+        and not service.in_flight
+        and primary is not None
+        and primary.task_definition == service.task_definition
+    ):
+        return None
+    definition = obs.definition
+    if definition is None or not definition.changes:
+        return InSync()
+    if definition.drifted and not definition.heal:
+        return InSync(drift=definition.fields)
+    return None
 
 
 def _attempt_of_desired(obs: Observation) -> Action | None:

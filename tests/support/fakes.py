@@ -62,6 +62,11 @@ class FakeGit(_Failures):
         self.head = head
         self.resolves = 0
         self.tracked: list[GitSource] = []
+        self.files: dict[str, bytes] = {}  # path -> bytes, at every commit
+
+    async def read_file(self, source: GitSource, *, commit: str, path: str) -> bytes | None:
+        await asyncio.sleep(0)
+        return self.files.get(path)
 
     async def resolve(self, source: GitSource) -> str:
         self.resolves += 1
@@ -192,6 +197,7 @@ class FakeEcs(_Failures):
     definitions: dict[str, dict[str, Any]] = field(default_factory=dict)
     registered: list[str] = field(default_factory=list)  # ARNs, in order
     updates: list[str] = field(default_factory=list)  # task definitions, in order
+    settings_sent: list[dict[str, Any]] = field(default_factory=list)  # service.json's, in order
     state: ServiceState | None = None
     before_register: Callable[[], Any] | None = None
     during_update: Callable[[str], Any] | None = None  # called with the task definition
@@ -261,8 +267,16 @@ class FakeEcs(_Failures):
         self.registered.append(arn)
         return arn
 
-    async def update_service(self, *, cluster: str, service: str, task_definition: str) -> Started:
+    async def update_service(
+        self,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        settings: Mapping[str, Any] | None = None,
+    ) -> Started:
         await asyncio.sleep(0)
+        self.settings_sent.append(dict(settings or {}))
         self.check("update_service")
         if self.during_update is not None:
             self.during_update(task_definition)
@@ -275,7 +289,10 @@ class FakeEcs(_Failures):
         if old is not None:
             deployments.append(replace(old, status="ACTIVE"))
         self.state = replace(
-            self.state, task_definition=task_definition, deployments=tuple(deployments)
+            self.state,
+            task_definition=task_definition,
+            deployments=tuple(deployments),
+            settings={**self.state.settings, **(settings or {})},
         )
         record, self.next_record = self.next_record, None
         if record is not None:

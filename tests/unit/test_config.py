@@ -310,6 +310,23 @@ BAD = {
         app_with(build_secrets={"key": {"secretsmanager": "prod api key"}}),
         "apps[web].build_secrets.key.secretsmanager: not a Secrets Manager secret name or ARN",
     ),
+    "definitions outside the repository": (
+        app_with(definitions="../deploy"),
+        "apps[web].definitions: definitions must stay inside the repository",
+    ),
+    "definitions as an absolute path": (
+        app_with(definitions="/deploy/ecs"),
+        "apps[web].definitions: definitions must be relative to the repository",
+    ),
+    "an unknown drift mode": (app_with(drift="fix"), "apps[web].drift: Input should be"),
+    "ignore of a field service.json cannot hold": (
+        app_with(ignore=["taskDefinition"]),
+        "apps[web].ignore: unknown service field 'taskDefinition'",
+    ),
+    "env_allow with a bad glob": (
+        with_section(definitions={"env_allow": ["APP-*"]}),
+        "definitions.env_allow: not an environment variable name or glob: 'APP-*'",
+    ),
     "not TOML": ("[[apps]\nname=", "not valid TOML"),
     "empty file": ("", "file is empty"),
 }
@@ -454,3 +471,14 @@ def test_an_app_is_found_by_its_name() -> None:
     assert config.app("web") is config.apps[0]
     assert config.app("billing") is None
     assert parse_config(APP).app("api") is None
+
+
+def test_definitions_are_off_by_default_and_leave_desired_count_to_others() -> None:
+    """Without `definitions` an app copies the live task definition; when set, drift is
+    shown, not healed, and desiredCount belongs to autoscaling unless said otherwise."""
+    app = parse_config(APP).apps[0]
+    assert (app.definitions, app.drift, app.ignore) == ("", "alert", ("desiredCount",))
+    app = parse_config(app_with(definitions="deploy/ecs/", drift="heal", ignore=[])).apps[0]
+    assert (app.definitions, app.drift, app.ignore) == ("deploy/ecs", "heal", ())
+    assert parse_config(app_with(definitions=".")).apps[0].definitions == "."
+    assert parse_config(APP).definitions.env_allow == ()

@@ -204,6 +204,9 @@ class AppView:
     history: list[HistoryRow]
     rollout: list[tuple[str, str]] | None
     owner: Owner | None  # None without a cluster
+    # Live differing from the app's definitions: `path: live -> desired` lines, and since.
+    drift: tuple[str, ...] = ()
+    drift_since: Moment | None = None
 
 
 def revisions_of(status: AppStatus | None, *, history: bool) -> list[str]:
@@ -256,4 +259,6 @@ def app_view(
         history=[history_row(repo, entry, now, subjects, links) for entry in status.history],
         rollout=fields_of(status.rollout) if status.rollout is not None else None,
         owner=owner,
+        drift=status.drift.changes if status.drift is not None else (),
+        drift_since=Moment.of(status.drift.since, now) if status.drift is not None else None,
     )

@@ -18,6 +18,7 @@ from reconciler.aio.backoff import Timings
 from reconciler.app.reporter import Reporter
 from reconciler.app.state import AppMemory, StateStore
 from reconciler.config import AppConfig
+from reconciler.decisions.definitions import DesiredDefinition
 from reconciler.decisions.model import Observation, utcnow
 
 
@@ -51,6 +52,7 @@ class Registration:
     live: str
     image: str
     arn: str
+    definition: str = ""  # with `definitions`: the fingerprint of what was registered
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,11 @@ class PassContext:
     revision: str
     started_at: datetime = field(default_factory=utcnow)
     observation: Observation | None = None
+    # With `definitions`: the files of this revision, rendered for its image.
+    definition: DesiredDefinition | None = None
+    # The fingerprint of the definition this pass registered (its rollout, once it
+    # succeeds, marks it as live).
+    registered_definition: str | None = None
 
     @property
     def app(self) -> AppConfig:

@@ -50,8 +50,13 @@ async def register(ctx: PassContext) -> Registered | None:
     when a newer revision turned up first."""
     live, image = ctx.observed.live, str(ctx.observed.desired.image)
     ctx.report.phase(Phase.DEPLOYING)
-    template, tags = await ctx.io.ecs.task_definition(live.task_definition)
-    definition = with_image(template, set(live.images), image)
+    if ctx.definition is not None:
+        # The files say everything: the live task definition is not copied.
+        definition = dict(ctx.definition.task_definition)
+        tags = list(definition.pop("tags", None) or [])
+    else:
+        template, tags = await ctx.io.ecs.task_definition(live.task_definition)
+        definition = with_image(template, set(live.images), image)
     # A webhook since the last look at git may announce a newer revision: drop the older
     # one before it leaves any trace in ECS.
     if ctx.session.nudges.since_resolve and await superseded(ctx):
@@ -73,7 +78,10 @@ async def update(ctx: PassContext, registered: Registered) -> Rollout | None:
         attempt = await _record_attempt(ctx, arn, previous)
         try:
             started = await io.ecs.update_service(
-                cluster=ctx.app.cluster, service=ctx.app.service, task_definition=arn
+                cluster=ctx.app.cluster,
+                service=ctx.app.service,
+                task_definition=arn,
+                settings=ctx.definition.service if ctx.definition is not None else None,
             )
         except TransientError:
             raise  # the registration is reused by the retry
@@ -121,12 +129,24 @@ async def _register(
     ctx: PassContext, live_arn: str, definition: dict[str, Any], tags: list[Any], image: str
 ) -> str:
     session = ctx.session
+    fingerprint = ctx.definition.fingerprint if ctx.definition is not None else ""
     known = session.registration
-    if known is not None and (known.live, known.image) == (live_arn, image):
+    if known is not None and (known.live, known.image, known.definition) == (
+        live_arn,
+        image,
+        fingerprint,
+    ):
+        ctx.registered_definition = fingerprint or None
         return known.arn
     arn = await ctx.io.ecs.register_task_definition(definition, with_app_tag(tags, ctx.app.name))
-    session.registration = Registration(live=live_arn, image=image, arn=arn)
-    log.info("task_definition_registered", task_definition=arn, image=image)
+    session.registration = Registration(live=live_arn, image=image, arn=arn, definition=fingerprint)
+    ctx.registered_definition = fingerprint or None
+    log.info(
+        "task_definition_registered",
+        task_definition=arn,
+        image=image,
+        definition=fingerprint or None,
+    )
     return arn
 
 

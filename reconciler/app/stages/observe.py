@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from reconciler.adapters.ecs_shapes import input_shapes
 from reconciler.adapters.ports import Adapters
 from reconciler.app.state import AppMemory
 from reconciler.config import AppConfig
+from reconciler.decisions.definitions import DesiredDefinition, definition_state
 from reconciler.decisions.model import Desired, ImageRef, Live, Observation, image_repository
 from reconciler.errors import ManifestError
 
@@ -57,11 +59,26 @@ async def observe(
     memory: AppMemory,
     unwritable: str | None = None,
     max_age: float = 0.0,
+    wanted: DesiredDefinition | None = None,
 ) -> Observation:
-    """With `max_age`, a DescribeServices answer up to that many seconds old will do."""
+    """With `max_age`, a DescribeServices answer up to that many seconds old will do; with
+    `wanted` (an app with `definitions`), live is compared with it."""
     service = await io.ecs.describe_service(app.cluster, app.service, max_age=max_age)
-    definition, _tags = await io.ecs.task_definition(service.task_definition)
+    definition, tags = await io.ecs.task_definition(service.task_definition)
     live = Live(service=service, images=managed_images(app, definition))
+    state = None
+    if wanted is not None:
+        shapes, root = input_shapes("RegisterTaskDefinition")
+        state = definition_state(
+            wanted,
+            live_definition=definition,
+            live_tags=tags,
+            live_arn=service.task_definition,
+            live_settings=service.settings,
+            mark=memory.definition,
+            fields=shapes[root]["members"],
+            heal=app.drift == "heal",
+        )
     image_in_registry: bool | None = None
     if not live.runs(desired.image):
         image_in_registry = await io.registry.has_tag(
@@ -81,4 +98,5 @@ async def observe(
         config_fingerprint=app.fingerprint(),
         state_damaged=memory.damaged,
         state_unwritable=unwritable,
+        definition=state,
     )

@@ -24,6 +24,7 @@ import structlog
 from reconciler.app.host import this_host
 from reconciler.app.stages.build import build
 from reconciler.app.stages.context import AppSession, PassContext
+from reconciler.app.stages.definitions import desired_definition
 from reconciler.app.stages.deploy import register, update
 from reconciler.app.stages.housekeeping import after_rollout
 from reconciler.app.stages.observe import desired_of, observe
@@ -38,6 +39,7 @@ from reconciler.app.stages.test import run_test
 from reconciler.app.stages.watch import Rollout, watch
 from reconciler.decisions.model import (
     AwaitRollout,
+    DefinitionMark,
     Deploy,
     FailedUnwatched,
     Held,
@@ -96,20 +98,39 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
     session, app = ctx.session, ctx.app
     desired = await desired_of(app, ctx.io, revision=ctx.revision)
     ctx.report.desired(revision=ctx.revision, image=str(desired.image))
+    # With `definitions`, a file that does not render, parse or fit the API stops the pass
+    # here (DefinitionError): nothing is written for the revision.
+    ctx.definition = await desired_definition(
+        app, git=ctx.io.git, lookups=ctx.io.lookups, revision=ctx.revision, image=str(desired.image)
+    )
     # A nudged pass reads ECS afresh; a polling pass may use a neighbour's answer.
     max_age = 0.0 if woken else min(OBSERVE_MAX_AGE, session.poll_interval / 2)
     unwritable = session.store.write_error(app.name)
     ctx.observation = await observe(
-        app, ctx.io, desired=desired, memory=ctx.memory, unwritable=unwritable, max_age=max_age
+        app,
+        ctx.io,
+        desired=desired,
+        memory=ctx.memory,
+        unwritable=unwritable,
+        max_age=max_age,
+        wanted=ctx.definition,
     )
     if max_age and not isinstance(plan(ctx.observation), InSync | ReportOnly | Held):
         # About to write: the copy must be of the task definition live now, not of one a few
         # seconds ago.
         ctx.observation = await observe(
-            app, ctx.io, desired=desired, memory=ctx.memory, unwritable=unwritable
+            app,
+            ctx.io,
+            desired=desired,
+            memory=ctx.memory,
+            unwritable=unwritable,
+            wanted=ctx.definition,
         )
     ctx.report.observed(ctx.observation)
     action = plan(ctx.observation)
+    if ctx.definition is not None:
+        state = ctx.observation.definition
+        ctx.report.drift(state.changes if state is not None and state.drifted else ())
 
     match action:
         case ReportOnly():
@@ -117,13 +138,8 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
             return Next.WAIT
         case Refused(reason=reason):
             raise StalledError(reason)
-        case InSync():
-            # The attempt stays: a restarted daemon can find a rollout in sync that ECS may
-            # still roll back (an alarm during its bake); the attempt then tells it so.
-            await _settled(ctx, keep_attempt=True)
-            await move_extra_tags(ctx)
-            ctx.report.in_sync()
-            return Next.WAIT
+        case InSync(drift=drift):
+            return await _in_sync(ctx, drift)
         case RollBack(task_definition=previous):
             await roll_back(ctx, previous)
             return Next.WAIT
@@ -145,9 +161,24 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
                 timed_here=action.since is None or action.since_host == this_host(),
             )
             return await _watch(ctx, rollout)
-        case Deploy(build=needs_build):
+        case Deploy(build=needs_build, heal=heal):
+            if heal and ctx.observed.definition is not None:
+                log.warning("drift_healing", fields=list(ctx.observed.definition.fields))
             return await _deploy(ctx, needs_build=needs_build)
     raise AssertionError(f"unplanned action {action!r}")  # pragma: no cover
+
+
+async def _in_sync(ctx: PassContext, drift: tuple[str, ...]) -> Next:
+    # The attempt stays: a restarted daemon can find a rollout in sync that ECS may still
+    # roll back (an alarm during its bake); the attempt then tells it so.
+    await _settled(ctx, keep_attempt=True)
+    if drift:
+        log.warning("drift", fields=list(drift))
+    else:
+        await _mark_definition(ctx, ctx.observed.live.task_definition)
+    await move_extra_tags(ctx)
+    ctx.report.in_sync()
+    return Next.WAIT
 
 
 async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
@@ -180,6 +211,9 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
     if ended.succeeded:
         memory = ctx.memory
         memory.build_failures.pop(ctx.revision, None)
+        if ctx.registered_definition is not None:
+            await _mark_definition(ctx, rollout.task_definition)
+            ctx.report.drift(())  # what runs now is the definition
         await _settled(ctx)
         await ctx.report.outcome(
             revision=ctx.revision, result=Result.DEPLOYED, started_at=ctx.started_at, error=None
@@ -194,6 +228,17 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
         return Next.WAIT
     await hold_failed(ctx, ended, previous=rollout.previous)
     return Next.WAIT
+
+
+async def _mark_definition(ctx: PassContext, task_definition: str) -> None:
+    """Remember that the definition of this pass is live in `task_definition`: from now on
+    a difference from it is drift."""
+    if ctx.definition is None:
+        return
+    mark = DefinitionMark(fingerprint=ctx.definition.fingerprint, task_definition=task_definition)
+    if ctx.memory.definition != mark:
+        ctx.memory.definition = mark
+        await ctx.session.save()
 
 
 async def _settled(ctx: PassContext, *, keep_attempt: bool = False) -> None:

@@ -32,7 +32,7 @@ from reconciler.api.web.dashboard import content_security_policy
 from reconciler.api.web.links import Links, commit_url
 from reconciler.api.web.present import app_view
 from reconciler.app.events import QUEUE_LIMIT, Event, EventBus, Finished, PhaseChanged
-from reconciler.app.status import AppStatus, RolloutView
+from reconciler.app.status import AppStatus, DriftView, RolloutView
 from reconciler.cluster.fenced import Fence, fenced
 from reconciler.cluster.manager import PUBLISHED_HISTORY
 from reconciler.config import Config, parse_config
@@ -1140,3 +1140,24 @@ async def test_a_daemon_that_runs_every_app_reads_no_statuses_for_its_pages(
         code, _, _, _ = await page(face, "/")
     assert code == 200
     assert cluster.status_reads == 0
+
+
+async def test_drift_from_the_definition_is_shown_on_the_app_page_escaped(face: HttpFace) -> None:
+    """Each differing path with live and desired values; a value is the console's (anyone
+    with ECS access wrote it), so it is escaped like any other text."""
+    status = face.statuses["by-clone-url"]
+    status.drift = DriftView(
+        fields=("memory", "containerDefinitions[web].environment[X].value"),
+        since=AT,
+        changes=(
+            'memory: "1024" -> "512"',
+            'containerDefinitions[web].environment[X].value: "<b>x</b>" -> "1"',
+        ),
+    )
+    _, doc, _, _ = await page(face, "/apps/by-clone-url")
+    section = doc.one("section", **{"class": "drift"})
+    lines = section.one("pre").text.splitlines()
+    assert lines == list(status.drift.changes)
+    face.statuses["by-clone-url"].drift = None
+    _, doc, _, _ = await page(face, "/apps/by-clone-url")
+    assert not doc.all("section", **{"class": "drift"})

@@ -283,7 +283,7 @@ async def test_status_lists_every_app_with_the_documented_fields(daemon: HttpFac
         "promoted_from",
         "pinned_by",
         "pinned_revision",
-    }
+    }  # and `drift`, while live differs from the app's definitions
     assert app["phase"] == "Failed"
     assert app["desired"] == {"revision": "a" * 40, "image": status.desired_image}
     assert app["live"] == {"image": None, "task_definition": None}

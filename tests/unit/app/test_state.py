@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.app.state import AppMemory, FileStateStore, cleared
-from reconciler.decisions.model import Attempt, Hold
+from reconciler.decisions.model import Attempt, DefinitionMark, Hold
 
 REV = "c" * 40
 
@@ -118,3 +118,20 @@ def test_peek_reads_without_moving_a_damaged_file(tmp_path: Path) -> None:
     path.write_text("{")
     assert FileStateStore(tmp_path).peek("web").damaged
     assert path.exists()
+
+
+def test_the_definition_last_live_survives_a_restart_and_older_files_read_without_it(
+    tmp_path: Path,
+) -> None:
+    """Without it a restarted daemon would take drift for a change of the files (and deploy
+    over a console edit with drift = "alert")."""
+    store = FileStateStore(tmp_path)
+    store.load("web").definition = DefinitionMark("fp", "arn:task-definition/web:7")
+    assert store.save_now("web")
+    assert FileStateStore(tmp_path).load("web").definition == DefinitionMark(
+        "fp", "arn:task-definition/web:7"
+    )
+    store.load("api")
+    assert store.save_now("api")
+    assert "definition" not in json.loads((tmp_path / "apps" / "api.json").read_text())
+    assert FileStateStore(tmp_path).load("api").definition is None

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from reconciler.decisions.definition_diff import Change
 from reconciler.decisions.model import (
     Attempt,
     AwaitRollout,
+    DefinitionState,
     Deploy,
     Deployment,
     Desired,
@@ -62,6 +64,7 @@ class Case:
     attempt: Attempt | None = None
     damaged: str | None = None
     unwritable: str | None = None
+    definition: DefinitionState | None = None
 
 
 def observe(case: Case) -> Observation:
@@ -78,6 +81,7 @@ def observe(case: Case) -> Observation:
         attempt=case.attempt,
         state_damaged=case.damaged,
         state_unwritable=case.unwritable,
+        definition=case.definition,
     )
 
 
@@ -90,7 +94,44 @@ def attempt(*, deployment_id: str | None = "ecs-svc/2", fingerprint: str = FP) -
     )
 
 
+MEMORY = Change("containerDefinitions[app].memory", 1024, 512)
+
+
+def definition(*changes: Change, deployed: bool = False, heal: bool = False) -> DefinitionState:
+    return DefinitionState("def-fp", changes, deployed=deployed, heal=heal)
+
+
 CASES = {
+    "definitions: live equal to the files is in sync": (
+        Case(OLD, OLD, definition=definition()),
+        InSync(),
+    ),
+    "definitions: a change of the files deploys without a build": (
+        Case(OLD, OLD, definition=definition(MEMORY)),
+        Deploy(image(OLD), build=False),
+    ),
+    "definitions: drift from a definition that was live is shown, not written": (
+        Case(OLD, OLD, definition=definition(MEMORY, deployed=True)),
+        InSync(drift=("containerDefinitions[app].memory",)),
+    ),
+    "definitions: drift with heal deploys the definition again": (
+        Case(OLD, OLD, definition=definition(MEMORY, deployed=True, heal=True)),
+        Deploy(image(OLD), build=False, heal=True),
+    ),
+    "definitions: an image and a definition change in one commit: one build and deploy": (
+        Case(NEW, OLD, in_registry=False, definition=definition(MEMORY)),
+        Deploy(image(NEW), build=True),
+    ),
+    "definitions: a held revision stays held though its definition differs": (
+        Case(OLD, OLD, hold=Hold(OLD, "circuit breaker", FP), definition=definition(MEMORY)),
+        Held("revision aaaaaaaaaaaa failed: circuit breaker"),
+    ),
+    "definitions: a rollout in flight is awaited, never a second started": (
+        Case(
+            NEW, NEW, td=TD_NEW, deployments=rolling(TD_NEW, TD_OLD), definition=definition(MEMORY)
+        ),
+        AwaitRollout("ecs-svc/2", TD_NEW, TD_OLD),
+    ),
     "in sync: nothing to do": (Case(OLD, OLD), InSync()),
     "suspended: observe only, even when out of sync": (
         Case(NEW, OLD, in_registry=False, suspended=True),

@@ -1,0 +1,173 @@
+"""`reconciler render` and `reconciler diff`: an app's definitions (SPEC 19) as the daemon
+would deploy them, and how live differs from them. Both read only: git mirrors go to a
+scratch directory, and nothing is written to AWS or state_dir.
+
+    reconciler render APP [--revision REV]   the rendered files, as one JSON object by path
+    reconciler render --from-live APP [--out DIR]   the live service as starting files
+    reconciler diff APP                     `path: live -> desired` lines; none: exit 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from reconciler.adapters.ports import Adapters
+from reconciler.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, load, with_config
+from reconciler.config import AppConfig, Config
+
+# `diff` exits with this when live differs (as diff(1) does); errors print `error:` lines.
+EXIT_DIFFERS = 1
+
+
+def register(sub: Any) -> None:
+    render = sub.add_parser(
+        "render", help="print an app's definitions rendered as the daemon would deploy them"
+    )
+    with_config(render)
+    render.add_argument("app")
+    render.add_argument("--revision", help="a commit SHA or tag (default: the desired revision)")
+    render.add_argument(
+        "--from-live",
+        action="store_true",
+        help="write the live task definition and service settings as starting files",
+    )
+    render.add_argument("--out", help="with --from-live: a folder to write the two files into")
+    render.set_defaults(func=cmd_render)
+    diff = sub.add_parser("diff", help="show how the live service differs from its definitions")
+    with_config(diff)
+    diff.add_argument("app")
+    diff.set_defaults(func=cmd_diff)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    config, app = _app(args)
+    if args.from_live:
+        files = asyncio.run(_from_live(config, app))
+        if args.out:
+            return _write(Path(args.out), files)
+    else:
+        if not app.definitions:
+            raise CliError(f"app {app.name!r} has no `definitions` folder", EXIT_USAGE)
+        files = asyncio.run(_render(config, app, revision=args.revision))
+    print(json.dumps(files, indent=2))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    config, app = _app(args)
+    if not app.definitions:
+        raise CliError(f"app {app.name!r} has no `definitions` folder", EXIT_USAGE)
+    lines = asyncio.run(_diff(config, app))
+    for line in lines:
+        print(line)
+    return EXIT_DIFFERS if lines else EXIT_OK
+
+
+def _app(args: argparse.Namespace) -> tuple[Config, AppConfig]:
+    _, config = load(args)
+    app = config.app(args.app)
+    if app is None:
+        raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
+    return config, app
+
+
+@asynccontextmanager
+async def _adapters(config: Config) -> AsyncIterator[Adapters]:
+    from reconciler.daemon.root import open_adapters
+
+    # Git mirrors go to a scratch directory: these commands write nothing, not even there.
+    with tempfile.TemporaryDirectory(prefix="reconciler-render-") as scratch:
+        daemon = config.daemon.model_copy(update={"state_dir": Path(scratch)})
+        async with open_adapters(config.model_copy(update={"daemon": daemon})) as io:
+            yield io
+
+
+async def _desired(config: Config, app: AppConfig, io: Adapters, *, revision: str | None) -> Any:
+    from reconciler.app.stages.definitions import desired_definition
+    from reconciler.app.stages.observe import desired_of
+    from reconciler.app.stages.resolve import resolve
+    from reconciler.cluster.admin import memories
+
+    if revision:
+        app = app.model_copy(update={"revision": revision})
+    resolved = await resolve(app, memory_of=await memories(config), git=io.git)
+    desired = await desired_of(app, io, revision=resolved)
+    return await desired_definition(
+        app, git=io.git, lookups=io.lookups, revision=resolved, image=str(desired.image)
+    )
+
+
+async def _render(config: Config, app: AppConfig, *, revision: str | None) -> dict[str, Any]:
+    from reconciler.app.stages.definitions import definition_path
+    from reconciler.decisions.definitions import SERVICE_FILE, TASK_FILE
+
+    async with _adapters(config) as io:
+        wanted = await _desired(config, app, io, revision=revision)
+    files = {definition_path(app, TASK_FILE): wanted.task_definition}
+    if wanted.service:
+        files[definition_path(app, SERVICE_FILE)] = wanted.service
+    return files
+
+
+async def _diff(config: Config, app: AppConfig) -> list[str]:
+    from reconciler.adapters.ecs_shapes import input_shapes
+    from reconciler.decisions.definitions import definition_state
+
+    async with _adapters(config) as io:
+        wanted = await _desired(config, app, io, revision=None)
+        service = await io.ecs.describe_service(app.cluster, app.service)
+        definition, tags = await io.ecs.task_definition(service.task_definition)
+    shapes, root = input_shapes("RegisterTaskDefinition")
+    state = definition_state(
+        wanted,
+        live_definition=definition,
+        live_tags=tags,
+        live_arn=service.task_definition,
+        live_settings=service.settings,
+        mark=None,  # compare everything, whoever registered it
+        fields=shapes[root]["members"],
+        heal=False,
+    )
+    return [change.describe() for change in state.changes]
+
+
+async def _from_live(config: Config, app: AppConfig) -> dict[str, Any]:
+    from reconciler.adapters.ecs_shapes import input_shapes
+    from reconciler.app.stages.definitions import definition_path
+    from reconciler.app.stages.observe import managed_images
+    from reconciler.decisions.definitions import SERVICE_FILE, TASK_FILE, starting_files
+
+    async with _adapters(config) as io:
+        service = await io.ecs.describe_service(app.cluster, app.service)
+        definition, tags = await io.ecs.task_definition(service.task_definition)
+    shapes, root = input_shapes("RegisterTaskDefinition")
+    task, settings = starting_files(
+        definition,
+        tags=tags,
+        managed=set(managed_images(app, definition)),
+        settings=service.settings,
+        fields=shapes[root]["members"],
+        ignore=app.ignore,
+    )
+    folder = app.definitions or "deploy/ecs"
+    named = app.model_copy(update={"definitions": folder})
+    return {definition_path(named, TASK_FILE): task, definition_path(named, SERVICE_FILE): settings}
+
+
+def _write(folder: Path, files: dict[str, Any]) -> int:
+    targets = {folder / Path(path).name: document for path, document in files.items()}
+    existing = [str(path) for path in targets if path.exists()]
+    if existing:
+        raise CliError(f"{existing[0]} exists; not overwritten", EXIT_FAILURE)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, document in targets.items():
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(path)
+    return EXIT_OK
