@@ -43,6 +43,10 @@ _VERSION = re.compile(r"^Docker version (\d+)\.")
 _STEP = re.compile(r"^\[(?:[^\]\s]+ )?\d+/\d+\] (\S+)")
 # Vertices that fetch a base image: their failure can be a registry out of reach.
 _PULL = re.compile(r"^\[internal\] load metadata for |^resolve image config for |^\[.*\] FROM ")
+# The engine reading the context the CLI streams it: a failure there is the transfer's (the
+# engine lost the CLI's session, seen under heavy load as "context not found"), never the
+# commit's, whose context was checked before it was sent.
+_CONTEXT_UPLOAD = re.compile(r"^\[internal\] load remote build context")
 # The CLI's own words for "there is no engine to talk to" or "the engine went away".
 ENGINE_UNREACHABLE = re.compile(
     r"cannot connect to the docker daemon|error during connect|failed to dial grpc"
@@ -421,6 +425,10 @@ class PlainProgress:
     @property
     def failed_is_pull(self) -> bool:
         return self.failed is not None and bool(_PULL.match(self.failed[0]))
+
+    @property
+    def failed_is_context_upload(self) -> bool:
+        return self.failed is not None and bool(_CONTEXT_UPLOAD.match(self.failed[0]))
 
     def failure_tail(self) -> list[str]:
         """The tail for a BuildFailed: the last lines, always with the failing step's error."""

@@ -438,6 +438,10 @@ def _buildkit_failure(tag: str, ended: buildkit.CliExit, *, cli: buildkit.Docker
         if progress.failed_is_pull and _REGISTRY_DOWN.search(error):
             # As with the classic builder: the registry is down, the Dockerfile is fine.
             return RegistryUnavailable(f"build of {tag} could not pull: {step}: {error}")
+        if progress.failed_is_context_upload:
+            return DockerUnavailable(
+                f"the engine did not get the build context of {tag}: {step}: {error}"
+            )
         if buildkit.ENGINE_UNREACHABLE.search(final):
             return DockerUnavailable(f"Docker engine went away during the build of {tag}: {final}")
         return BuildFailed(

@@ -500,8 +500,25 @@ executor failed running [/bin/sh -c make]: exit code: 2
         ),
         ("#1 [internal] load remote build context\n", "kill -9 $$", DockerUnavailable, "signal 9"),
         ("", "exit 0", DockerUnavailable, "without an image"),
+        (
+            "#1 [internal] load remote build context\n"
+            '#1 ERROR: Get "http://build-context-aagy6ky04jaeu": context not found\n'
+            "------\n > [internal] load remote build context:\n------\n"
+            "failed to solve with frontend dockerfile.v0: failed to read downloaded context\n",
+            "exit 1",
+            DockerUnavailable,
+            "did not get the build context",
+        ),
     ],
-    ids=["step", "engine-gone", "engine-refused", "cli-refused", "killed", "no-image"],
+    ids=[
+        "step",
+        "engine-gone",
+        "engine-refused",
+        "cli-refused",
+        "killed",
+        "no-image",
+        "context-lost",
+    ],
 )
 async def test_cli_failures_are_typed_by_what_helps(
     fake_cli: Path, transcript: str, finish: str, expected: type[Exception], words: str
