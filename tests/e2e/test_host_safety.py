@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from reconciler.sandbox.aws import SandboxAws
 from tests.support.daemon_process import DaemonProcess
 from tests.support.multiapp import combined_config, daemon_for
 from tests.support.probes import eventually
@@ -166,3 +167,64 @@ async def test_a_build_past_its_timeout_frees_the_only_build_slot_for_another_ap
 
 def results(status: dict[str, Any]) -> list[str]:
     return [h["result"] for h in status["history"]]
+
+
+def rss_kib(pid: int) -> int:
+    """The process's resident memory, as the kernel counts it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+async def test_hostile_tests_fail_alone_and_the_daemon_and_other_apps_carry_on(
+    tmp_path: Path, aws: SandboxAws, registry: str, base_image: str
+) -> None:
+    """A test that forks without end, one that allocates past `memory_mb` and one that
+    writes to / each fail their own test; a healthy app beside them deploys, and the
+    daemon's memory does not move with theirs."""
+    commands = {
+        "fork": "while true; do sleep 600 & done",
+        "hog": "busybox head -c 300m /dev/zero | busybox tail",
+        "root": "echo x > /written && echo wrote",
+        "healthy": "true",
+    }
+    worlds = {name: World.create(tmp_path / name, aws, registry) for name in commands}
+    for name, world in worlds.items():
+        world.sections["build"] = {"network": "none"}
+        world.first_commit = world.repo.commit(
+            {"Dockerfile": f"FROM {base_image}\nCOPY app.txt /app.txt\n"}, "on busybox"
+        )
+        world.app_overrides["test"] = {
+            "command": ["sh", "-c", commands[name]],
+            "timeout": "120s",
+            **({"memory_mb": 64} if name == "hog" else {}),
+        }
+    config = tmp_path / "reconciler.toml"
+    config.write_text(combined_config(list(worlds.values())))
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    await daemon.start()
+    try:
+        before = rss_kib(daemon.pid)
+        for name, world in worlds.items():
+            wanted = "InSync" if name == "healthy" else "Failed"
+
+            def reached(status: dict[str, Any], phase: str = wanted) -> bool:
+                return bool(status["phase"] == phase)
+
+            status = await daemon.wait_for(
+                world.name, reached, what=f"{name} {wanted}", timeout=180
+            )
+            if name != "healthy":
+                assert status["history"][0]["result"] == "test_failed", (name, status)
+        assert "can't fork" in (await daemon.status(worlds["fork"].name))["last_error"]
+        assert "memory" in (await daemon.status(worlds["hog"].name))["last_error"].lower()
+        assert "Read-only file system" in (await daemon.status(worlds["root"].name))["last_error"]
+        after = rss_kib(daemon.pid)
+    finally:
+        daemon.kill()
+    # The hog asked for 300 MB; the daemon grew by a small fraction of that at most.
+    assert after - before < 64 * 1024, (before, after)
+    assert worlds["healthy"].updates() == 1
+    for name in ("fork", "hog", "root"):
+        assert worlds[name].updates() == 0
