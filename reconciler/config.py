@@ -657,6 +657,11 @@ class AppConfig(_Section):
         return value
 
     @property
+    def service_names(self) -> tuple[str, ...]:
+        """The app's services, in the order a release updates them."""
+        return (self.service,)
+
+    @property
     def environment_name(self) -> str:
         return self.environment or self.name
 
