@@ -494,6 +494,9 @@ def _relative_inside(value: str, *, key: str) -> str:
     return str(path)
 
 
+ADDED_KEYS = ("services",)  # app keys the fingerprint leaves out while unset
+
+
 class AppConfig(_Section):
     name: str
     repo: str
@@ -508,7 +511,10 @@ class AppConfig(_Section):
     target: str = ""
     ecr_repository: str
     cluster: str
-    service: str
+    service: str  # with `services`: their first (and may be left out)
+    # Several services of one release, updated in this order, each rollout awaited before
+    # the next starts (SPEC 20); default: [service].
+    services: tuple[str, ...] = ()
     containers: tuple[str, ...] = ()
     rollout_timeout: Duration = 600.0
     rollback: bool = True
@@ -534,6 +540,35 @@ class AppConfig(_Section):
     drift: Literal["alert", "heal"] = "alert"
     # Service fields left to others (autoscaling, Terraform): never sent, never compared.
     ignore: tuple[str, ...] = ("desiredCount",)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _service_from_services(cls, value: object) -> object:
+        """`services` alone names `service` too: its first."""
+        if isinstance(value, dict) and "service" not in value:
+            services = value.get("services")
+            if isinstance(services, list | tuple) and services and isinstance(services[0], str):
+                return {**value, "service": services[0]}
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _services(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            cls._ecs_name(name)
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"service {repeated[0]!r} is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _service_first(self) -> AppConfig:
+        if self.services and self.services[0] != self.service:
+            raise ValueError(
+                f"service {self.service!r} must be the first of services "
+                f"({', '.join(self.services)}), or left out"
+            )
+        return self
 
     @field_validator("definitions")
     @classmethod
@@ -657,12 +692,25 @@ class AppConfig(_Section):
         return value
 
     @property
+    def service_names(self) -> tuple[str, ...]:
+        """The app's services, in the order a release updates them."""
+        return self.services or (self.service,)
+
+    @property
+    def releases_parts(self) -> bool:
+        """More than one service: a revision is a release of several parts (SPEC 20)."""
+        return len(self.service_names) > 1
+
+    @property
     def environment_name(self) -> str:
         return self.environment or self.name
 
     def fingerprint(self) -> str:
         """Changes whenever any key of this app changes (a config change clears a Failed hold)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        # Keys added since, left at their default, are left out: an upgrade changes no
+        # fingerprint (and so clears no hold).
+        unset = {key for key in ADDED_KEYS if not getattr(self, key)}
+        return hashlib.sha256(self.model_dump_json(exclude=unset).encode()).hexdigest()[:16]
 
 
 class Config(BaseSettings):

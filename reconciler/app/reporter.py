@@ -14,7 +14,7 @@ import structlog
 
 from reconciler.app.events import EventBus, Finished, PhaseChanged
 from reconciler.app.state import HISTORY_LIMIT, StateStore
-from reconciler.app.status import AppStatus, DriftView, RolloutView
+from reconciler.app.status import AppStatus, DriftView, PartView, RolloutView
 from reconciler.decisions.definition_diff import Change
 from reconciler.decisions.model import HistoryEntry, Observation, Phase, Result, utcnow
 from reconciler.logs import redact
@@ -104,6 +104,17 @@ class Reporter:
         since = before.since if before is not None and before.fields == fields else utcnow()
         shown = tuple(redact(change.describe())[:DRIFT_LINE] for change in changes[:DRIFT_LINES])
         self.status.drift = DriftView(fields=fields, since=since, changes=shown)
+
+    def part(
+        self, name: str, *, task_definition: str | None, phase: Phase, kind: str = "service"
+    ) -> None:
+        """Where one part of the app's release stands (its task definition kept when None)."""
+        for index, known in enumerate(self.status.parts):
+            if (known.kind, known.name) == (kind, name):
+                td = task_definition or known.task_definition
+                self.status.parts[index] = PartView(kind, name, td, phase)
+                return
+        self.status.parts.append(PartView(kind, name, task_definition, phase))
 
     def in_sync(self) -> None:
         self.status.last_error = self._unwritable

@@ -39,6 +39,7 @@ from reconciler.decisions.model import (
     Hold,
     Pin,
     PreDeployRun,
+    Release,
 )
 
 HISTORY_LIMIT = 20
@@ -58,6 +59,8 @@ class AppMemory:
     pin: Pin | None = None  # an operator's rollback, kept across restarts
     # With `definitions`: the definition last seen live and the task definition carrying it.
     definition: DefinitionMark | None = None
+    # An app with several services: the release under way (or the last), part by part.
+    release: Release | None = None
     # Set when the file on disk could not be read: the one-line reason shown to operators.
     damaged: str | None = None
 
@@ -176,6 +179,7 @@ def cleared(memory: AppMemory) -> AppMemory:
     memory.attempt = None
     memory.build_failures.clear()
     memory.damaged = None
+    memory.release = None
     return memory
 
 
@@ -206,6 +210,7 @@ class _MemoryFile(BaseModel):
     tagged: str | None = None
     pin: Annotated[Pin | None, requiring("since")] = None
     definition: DefinitionMark | None = None
+    release: Release | None = None
     history: list[HistoryEntry]  # newest first, HISTORY_LIMIT at most
 
 
@@ -220,8 +225,9 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
     for entry in dumped["history"]:
         if entry.get("by") is None:
             entry.pop("by", None)
-    if dumped.get("definition") is None:  # only apps with `definitions` write it
-        dumped.pop("definition", None)
+    for key in ("definition", "release"):  # only apps with `definitions`, `services` write them
+        if dumped.get(key) is None:
+            dumped.pop(key, None)
     if dumped.get("pin") is not None and dumped["pin"].get("asked_by") is None:
         dumped["pin"].pop("asked_by", None)
     for name, keys in (("pre_deploy_run", ("token", "host")), ("attempt", ("host",))):

@@ -59,6 +59,17 @@ class DriftView:
 
 
 @dataclass
+class PartView:
+    """One part of an app's release (SPEC 20): a service or a schedule, the task definition
+    it runs (or names) and where it stands."""
+
+    kind: str  # service | schedule
+    name: str
+    task_definition: str | None = None
+    phase: Phase = Phase.PENDING
+
+
+@dataclass
 class AppStatus:
     name: str
     phase: Phase = Phase.PENDING
@@ -75,6 +86,8 @@ class AppStatus:
     pinned_by: str | None = None  # "rollback" while an operator's rollback pin holds
     pinned_revision: str | None = None
     drift: DriftView | None = None
+    # Apps with several services (or schedules): one entry per part, in release order.
+    parts: list[PartView] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         document = _StatusDocument.model_construct(
@@ -95,11 +108,14 @@ class AppStatus:
             pinned_by=self.pinned_by,
             pinned_revision=self.pinned_revision,
             drift=self.drift,
+            parts=list(self.parts),
             history=list(self.history),
         )
         dumped = document.model_dump(mode="json")
         if dumped.get("drift") is None:
             dumped.pop("drift", None)  # said only while live differs from the definitions
+        if not dumped.get("parts"):
+            dumped.pop("parts", None)  # said only by an app of several parts
         for entry in dumped["history"]:
             if entry.get("by") is None:
                 entry.pop("by", None)  # said only when someone asked
@@ -132,6 +148,7 @@ class AppStatus:
             pinned_by=read.pinned_by,
             pinned_revision=read.pinned_revision,
             drift=read.drift,
+            parts=list(read.parts),
         )
 
 
@@ -184,6 +201,7 @@ class _StatusDocument(BaseModel):
     pinned_by: str | None = None
     pinned_revision: str | None = None
     drift: DriftView | None = None
+    parts: list[PartView] = Field(default_factory=list)
     history: list[Annotated[HistoryEntry, AfterValidator(_history_entry)]] = Field(
         default_factory=list
     )

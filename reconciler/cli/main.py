@@ -23,7 +23,7 @@ from reconciler.cli import (
     steer,
     token,
 )
-from reconciler.cli.common import EXIT_FAILURE, CliError
+from reconciler.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError
 from reconciler.errors import ReconcilerError
 
 GROUPS = (run, plan, definitions, status, steer, audit, cleanup, cluster, token, sandbox)
@@ -41,7 +41,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # What follows the first `--` is a command to run (`reconciler run APP -- COMMAND...`),
+    # never parsed as options of ours.
+    head, dashes, tail = _split(argv)
+    args = parser().parse_args(head)
+    if dashes:
+        if getattr(args, "task_command", False) is False:
+            print(f"error: {args.command} takes no `--`", file=sys.stderr)
+            return EXIT_USAGE
+        args.task_command = tail
     try:
         return int(args.func(args))
     except CliError as exc:
@@ -57,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         # An operator gets one line, not a traceback; `run` logs its crashes in full itself.
         print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _split(argv: list[str]) -> tuple[list[str], bool, list[str]]:
+    if "--" not in argv:
+        return argv, False, []
+    at = argv.index("--")
+    return argv[:at], True, argv[at + 1 :]
 
 
 if __name__ == "__main__":

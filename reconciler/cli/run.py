@@ -1,4 +1,5 @@
-"""`reconciler run` and `reconciler validate`: the daemon in the foreground, a config checked."""
+"""`reconciler run` and `reconciler validate`: the daemon in the foreground (or, given an
+APP, a one-off task of it: cli/one_off.py), a config checked."""
 
 from __future__ import annotations
 
@@ -11,16 +12,26 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from reconciler.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, load, with_config
+from reconciler.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, load, with_config
 from reconciler.errors import HostIdInUse, ReconcilerError
 
 THREAD_GRACE = 1.0  # after the daemon stopped, worker threads get this long to return
 
 
 def register(sub: Any) -> None:
-    run = sub.add_parser("run", help="run the daemon")
+    run = sub.add_parser(
+        "run",
+        help="run the daemon; with APP -- COMMAND..., a one-off task of the app",
+        usage="%(prog)s [--config PATH] [APP [--service S] [--container C] [--timeout T]"
+        " -- COMMAND...]",
+    )
     with_config(run)
-    run.set_defaults(func=cmd_run)
+    run.add_argument("app", nargs="?", help="a one-off task of this app instead of the daemon")
+    run.add_argument("--service", help="the service whose task definition and launch to use")
+    run.add_argument("--container", help="the container COMMAND runs in (default: managed)")
+    run.add_argument("--timeout", help="stop the task after this long (default: wait)")
+    # COMMAND is what follows `--` (main.py splits it off before parsing).
+    run.set_defaults(func=cmd_run, task_command=None)
     validate = sub.add_parser("validate", help="check a config file")
     with_config(validate)
     validate.set_defaults(func=cmd_validate)
@@ -35,6 +46,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.app is not None:
+        from reconciler.cli.one_off import cmd_one_off
+
+        return cmd_one_off(args)
+    task_only = [f"--{k}" for k in ("service", "container", "timeout") if getattr(args, k)]
+    if task_only or args.task_command is not None:
+        raise CliError(
+            f"{' '.join(task_only) or 'COMMAND'} needs an APP: reconciler run APP -- COMMAND...",
+            EXIT_USAGE,
+        )
     from reconciler import logs
     from reconciler.daemon.root import Daemon
 

@@ -244,6 +244,48 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class ReleasePart:
+    """One service of a release of several (SPEC 20): what it ran before the release
+    changed it and what the release pointed it at (both None while untouched), and the
+    deployment that started; `done` once its rollout succeeded (or it ran the revision
+    already)."""
+
+    service: str
+    previous: str | None = None
+    task_definition: str | None = None
+    deployment_id: str | None = None
+    service_deployment: str | None = None
+    at: datetime | None = None  # when its UpdateService went out, by `host`'s wall clock
+    host: str = ""
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class Release:
+    """A revision going out to an app's services in order, remembered part by part, so a
+    restart between two services goes on with the next (or pays the rollbacks owed)
+    instead of leaving them on different revisions. `owed`: after a failure, the services
+    (in the order to do it) still to be put back on their `previous`."""
+
+    revision: str
+    config_fingerprint: str
+    parts: tuple[ReleasePart, ...] = ()
+    owed: tuple[str, ...] = ()
+
+    def part(self, service: str) -> ReleasePart:
+        return next((p for p in self.parts if p.service == service), ReleasePart(service))
+
+    def with_part(self, part: ReleasePart) -> Release:
+        others = tuple(p for p in self.parts if p.service != part.service)
+        return Release(
+            revision=self.revision,
+            config_fingerprint=self.config_fingerprint,
+            parts=(*others, part),
+            owed=self.owed,
+        )
+
+
+@dataclass(frozen=True)
 class Pin:
     """An operator's rollback: the app runs `revision` instead of following git, until
     `reconciler unpin` or a change of the app's config."""

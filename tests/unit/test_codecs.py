@@ -13,7 +13,7 @@ import pytest
 
 from reconciler.app.state import AppMemory, FileStateStore, decode_memory, encode_memory
 from reconciler.app.status import AppStatus
-from reconciler.decisions.model import Phase, Result
+from reconciler.decisions.model import Phase, Release, ReleasePart, Result
 from reconciler.feedback.record import Records
 from tests.fixtures.state import make
 
@@ -85,6 +85,35 @@ def test_a_memory_round_trips_and_keeps_only_the_newest_history() -> None:
     assert len(again.history) == 20
     assert again.history == memory.history[:20]
     assert decode_memory(encode_memory(AppMemory())) == AppMemory()
+
+
+def test_a_release_of_several_services_round_trips_and_older_files_have_none(
+    tmp_path: Path,
+) -> None:
+    """The progress of a release (SPEC 20) survives a restart, part by part; a file written
+    before releases existed reads as no release, and a memory without one is written
+    without the key (an older daemon reads it)."""
+    memory = make.memory()
+    memory.release = Release(
+        revision=make.REV,
+        config_fingerprint="f" * 16,
+        parts=(
+            ReleasePart("web", previous=f"{make.TD}:6", task_definition=f"{make.TD}:7", done=True),
+            ReleasePart(
+                "worker",
+                previous="arn:td/worker:3",
+                task_definition="arn:td/worker:4",
+                deployment_id="ecs-svc/1",
+                at=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+                host="h1",
+            ),
+        ),
+        owed=("worker", "web"),
+    )
+    assert decode_memory(encode_memory(memory)) == memory
+    _placed(tmp_path, "memory.json", "apps")
+    assert FileStateStore(tmp_path).load("web").release is None
+    assert '"release"' not in encode_memory(make.memory())
 
 
 def test_a_feedback_record_on_disk_is_read_and_written_as_it_was(tmp_path: Path) -> None:

@@ -7,6 +7,10 @@
         | [build -> test -> push ->] register -> pre-deploy task -> update service -> watch
           -> (succeeded -> extra tags | hold and roll back)
 
+An app of several services (`services`) runs that for its first; once the first runs the
+revision (after its watch, or found in sync), the others follow in order (release.py), and
+the release is deployed, or held and rolled back, as one.
+
 A pass that deploys an image already in the registry skips build and test: that image passed
 them when it was pushed.
 
@@ -31,6 +35,7 @@ from reconciler.app.stages.observe import desired_of, observe
 from reconciler.app.stages.pre_deploy import pre_deploy
 from reconciler.app.stages.promote import promote
 from reconciler.app.stages.push import push
+from reconciler.app.stages.release import Went, for_service, held, pay_owed, rest_of_release
 from reconciler.app.stages.resolve import desired_revision, pinned
 from reconciler.app.stages.rollback import hold_failed, roll_back
 from reconciler.app.stages.supersede import superseded
@@ -86,6 +91,11 @@ async def run_pass(session: AppSession, *, woken: bool, clear_hold: bool = False
         # asking the remote, so an unreachable git server cannot keep a failed revision live.
         with structlog.contextvars.bound_contextvars(revision=hold.revision):
             await roll_back(PassContext(session, revision=hold.revision), hold.rollback_to)
+    release = memory.release
+    if release is not None and release.owed:
+        # Likewise the rollbacks a failed release of several services still owes.
+        with structlog.contextvars.bound_contextvars(revision=release.revision):
+            await pay_owed(PassContext(session, revision=release.revision))
 
     revision = await desired_revision(session)
     pin = memory.pin if pinned(session) else None
@@ -101,7 +111,11 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
     # With `definitions`, a file that does not render, parse or fit the API stops the pass
     # here (DefinitionError): nothing is written for the revision.
     ctx.definition = await desired_definition(
-        app, git=ctx.io.git, lookups=ctx.io.lookups, revision=ctx.revision, image=str(desired.image)
+        for_service(app, app.service),
+        git=ctx.io.git,
+        lookups=ctx.io.lookups,
+        revision=ctx.revision,
+        image=str(desired.image),
     )
     # A nudged pass reads ECS afresh; a polling pass may use a neighbour's answer.
     max_age = 0.0 if woken else min(OBSERVE_MAX_AGE, session.poll_interval / 2)
@@ -169,15 +183,35 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
 
 
 async def _in_sync(ctx: PassContext, drift: tuple[str, ...]) -> Next:
+    went = Went.ALREADY
+    if ctx.app.releases_parts:
+        # The first service runs the revision: the others follow (a restart between two
+        # services goes on here), unless the release failed and is held.
+        reason = held(ctx)
+        if reason is not None:
+            ctx.report.held(reason)
+            return Next.WAIT
+        went = await rest_of_release(ctx, first=None)
+        if went is Went.SUPERSEDED:
+            return Next.AGAIN
+        if went is Went.FAILED:
+            return Next.WAIT
     # The attempt stays: a restarted daemon can find a rollout in sync that ECS may still
     # roll back (an alarm during its bake); the attempt then tells it so.
     await _settled(ctx, keep_attempt=True)
+    if went is Went.DEPLOYED:
+        await ctx.report.outcome(
+            revision=ctx.revision, result=Result.DEPLOYED, started_at=ctx.started_at, error=None
+        )
     if drift:
         log.warning("drift", fields=list(drift))
     else:
         await _mark_definition(ctx, ctx.observed.live.task_definition)
     await move_extra_tags(ctx)
-    ctx.report.in_sync()
+    if went is Went.DEPLOYED:
+        ctx.report.deployed()
+    else:
+        ctx.report.in_sync()
     return Next.WAIT
 
 
@@ -209,6 +243,11 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
     if ended.superseded:
         return Next.AGAIN
     if ended.succeeded:
+        went = await rest_of_release(ctx, first=rollout)
+        if went is Went.SUPERSEDED:
+            return Next.AGAIN
+        if went is Went.FAILED:
+            return Next.WAIT
         memory = ctx.memory
         memory.build_failures.pop(ctx.revision, None)
         if ctx.registered_definition is not None:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
 
 import structlog
 
 from reconciler.adapters.values import TaskRunRequest
-from reconciler.aio import backoff
+from reconciler.app import tasks
 from reconciler.app.host import this_host
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.model import (
@@ -28,19 +27,17 @@ from reconciler.decisions.model import (
     Phase,
     PreDeployRun,
     Result,
-    TaskState,
     run_token,
     utcnow,
 )
-from reconciler.errors import ManifestError, TransientError
+from reconciler.errors import ManifestError
 
 log = structlog.get_logger("reconciler.pass")
 DONE_REMEMBERED = 20  # revisions whose pre-deploy success is kept
-STARTED_BY_LIMIT = 36  # ECS refuses a longer startedBy
 
 
 def started_by(app: str) -> str:
-    return f"reconciler/{app}"[:STARTED_BY_LIMIT]
+    return tasks.started_by("reconciler", app)
 
 
 async def pre_deploy(ctx: PassContext, *, task_definition: str) -> bool:
@@ -50,15 +47,22 @@ async def pre_deploy(ctx: PassContext, *, task_definition: str) -> bool:
     if spec is None or revision in memory.pre_deploy_done:
         return True
     definition, _tags = await ctx.io.ecs.task_definition(task_definition)
-    container = spec.container or next(iter(ctx.observed.live.images))
-    if container not in {c.get("name") for c in definition.get("containerDefinitions", [])}:
-        raise ManifestError(
-            f"pre_deploy.container {container!r} is not a container of {task_definition}"
-        )
+    wanted = spec.container or next(iter(ctx.observed.live.images))
+    try:
+        container = tasks.container_of(definition, wanted=wanted, arn=task_definition)
+    except ManifestError as exc:
+        raise ManifestError(f"pre_deploy.container {exc}") from exc
     ctx.report.phase(Phase.MIGRATING)
     began = time.monotonic()
     task = await _start_or_find(ctx, task_definition=task_definition, container=container)
-    state = await _await_stopped(ctx, task, limit=spec.timeout - _elapsed(ctx))
+    state = await tasks.await_stopped(
+        ctx.io.ecs,
+        cluster=ctx.app.cluster,
+        task=task,
+        limit=spec.timeout - _elapsed(ctx),
+        polls=ctx.session.timings.rollout_polls,
+        reason="reconciler: pre-deploy task timed out",
+    )
     ctx.report.pre_deploy_took(time.monotonic() - began)
     memory.pre_deploy_run = None
     if state is not None and state.exit_codes.get(container) == 0:
@@ -70,8 +74,12 @@ async def pre_deploy(ctx: PassContext, *, task_definition: str) -> bool:
         await ctx.session.save()
         log.info("pre_deploy_succeeded", task=task)
         return True
-    reason = _failure(state, task=task, container=container, timeout=spec.timeout)
-    reason += _logs_hint(definition, container=container, task=task)
+    reason = tasks.failure(
+        state, what="pre-deploy task", task=task, container=container, timeout=spec.timeout
+    )
+    where = tasks.log_location(definition, container=container, task=task)
+    if where is not None:
+        reason += f"; logs: {where}"
     log.error("pre_deploy_failed", task=task, reason=reason)
     memory.hold = Hold(revision=revision, reason=reason, config_fingerprint=ctx.app.fingerprint())
     await ctx.session.save()
@@ -147,58 +155,3 @@ async def _adopt(ctx: PassContext, run: PreDeployRun) -> PreDeployRun:
         ctx.memory.pre_deploy_run = adopted
         await ctx.session.save()
     return adopted
-
-
-async def _await_stopped(ctx: PassContext, task: str, *, limit: float) -> TaskState | None:
-    """The task once STOPPED; None when it did not stop within `limit` seconds (it is
-    stopped then)."""
-    app, timings = ctx.app, ctx.session.timings
-    began = time.monotonic()
-    deadline = began + max(0.0, limit)
-    while True:
-        try:
-            state = await ctx.io.ecs.describe_task(cluster=app.cluster, task=task)
-        except TransientError as exc:
-            log.warning("pre_deploy_watch_error", error=str(exc))
-        else:
-            if state.stopped:
-                return state
-        if time.monotonic() >= deadline:
-            await ctx.io.ecs.stop_task(
-                cluster=app.cluster, task=task, reason="reconciler: pre-deploy task timed out"
-            )
-            return None
-        step = backoff.rollout_step(time.monotonic() - began, timings.rollout_polls)
-        await backoff.sleep(min(step, max(0.0, deadline - time.monotonic()) + 0.01))
-
-
-def _failure(state: TaskState | None, *, task: str, container: str, timeout: float) -> str:
-    if state is None:
-        return f"pre-deploy task {task} did not finish within {timeout:g}s and was stopped"
-    code = state.exit_codes.get(container)
-    if code is None:
-        why = ": ".join(p for p in (state.stop_code, state.stopped_reason) if p) or "no exit code"
-        extra = state.container_reasons.get(container)
-        return f"pre-deploy task {task} stopped before {container} ran: {why}" + (
-            f" ({extra})" if extra else ""
-        )
-    return f"pre-deploy task {task}: {container} exited {code}" + (
-        f" ({state.stopped_reason})" if state.stopped_reason else ""
-    )
-
-
-def _logs_hint(definition: dict[str, Any], *, container: str, task: str) -> str:
-    """Where CloudWatch keeps the task's output, when the container logs there."""
-    for entry in definition.get("containerDefinitions", []):
-        if entry.get("name") != container:
-            continue
-        config = entry.get("logConfiguration") or {}
-        options = config.get("options") or {}
-        if config.get("logDriver") != "awslogs" or "awslogs-group" not in options:
-            return ""
-        hint = f"; logs: CloudWatch group {options['awslogs-group']}"
-        prefix = options.get("awslogs-stream-prefix")
-        if prefix:
-            hint += f", stream {prefix}/{container}/{task.rsplit('/', 1)[-1]}"
-        return hint
-    return ""

@@ -71,6 +71,27 @@ async def hold_failed(ctx: PassContext, ended: Watched, *, previous: str | None)
     return result
 
 
+async def put_back(ctx: PassContext, service: str, task_definition: str) -> Started | None:
+    """UpdateService of `service` to `task_definition` unless it runs it already; the
+    deployment it started, None when there was nothing to do."""
+    cluster = ctx.app.cluster
+    state = await ctx.io.ecs.describe_service(cluster, service)
+    if state.task_definition == task_definition:
+        return None
+    started = await ctx.io.ecs.update_service(
+        cluster=cluster, service=service, task_definition=task_definition
+    )
+    ctx.report.service_updated(kind="rollback")
+    log.warning(
+        "rollback_started",
+        service=service,
+        task_definition=task_definition,
+        deployment=started.deployment_id,
+        service_deployment=started.service_deployment,
+    )
+    return started
+
+
 def _result(ended: Watched, *, owed: str | None) -> Result:
     if owed:
         return Result.ROLLED_BACK  # until the watch of the rollback says otherwise
@@ -82,7 +103,7 @@ def _result(ended: Watched, *, owed: str | None) -> Result:
 
 
 async def _watch_rollback(
-    ctx: PassContext, started: Started, task_definition: str, reason: str
+    ctx: PassContext, started: Started, task_definition: str, reason: str, *, service: str = ""
 ) -> tuple[Result, str]:
     ended = await watch(
         ctx,
@@ -92,6 +113,7 @@ async def _watch_rollback(
             previous=None,
             since=utcnow(),
             service_deployment=started.service_deployment,
+            service=service,
         ),
         kind="rollback",
         supersedable=False,
@@ -108,20 +130,8 @@ async def roll_back(ctx: PassContext, task_definition: str) -> Started | None:
     """Point the service at `task_definition` unless it is there already; the debt is paid.
     The deployment it started, None when there was nothing to do."""
     app, memory = ctx.app, ctx.memory
-    started: Started | None = None
     try:
-        state = await ctx.io.ecs.describe_service(app.cluster, app.service)
-        if state.task_definition != task_definition:
-            started = await ctx.io.ecs.update_service(
-                cluster=app.cluster, service=app.service, task_definition=task_definition
-            )
-            ctx.report.service_updated(kind="rollback")
-            log.warning(
-                "rollback_started",
-                task_definition=task_definition,
-                deployment=started.deployment_id,
-                service_deployment=started.service_deployment,
-            )
+        started = await put_back(ctx, app.service, task_definition)
     finally:
         ctx.report.phase(Phase.FAILED)
     if memory.hold is not None:

@@ -55,6 +55,11 @@ class Rollout:
     # `since` is by this host's wall clock: the time before this watch counts against the
     # timeout. False for a rollout another host started: timed from this watch's start.
     timed_here: bool = True
+    service: str = ""  # of a release of several services (SPEC 20); "": the app's service
+
+    def of(self, ctx: PassContext) -> str:
+        """The service this rollout moves."""
+        return self.service or ctx.app.service
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ async def watch(
     bake: float | None = None
     session.nudges.during_rollout.clear()
     while True:
-        state = await _service(ctx)
+        state = await _service(ctx, rollout.of(ctx))
         if state is not None and bake is None:
             bake = state.rollout.bake_seconds
         limit = app.rollout_timeout + (bake or 0.0)
@@ -144,9 +149,9 @@ async def watch(
         )
 
 
-async def _service(ctx: PassContext) -> ServiceState | None:
+async def _service(ctx: PassContext, service: str) -> ServiceState | None:
     try:
-        return await ctx.io.ecs.describe_service(ctx.app.cluster, ctx.app.service)
+        return await ctx.io.ecs.describe_service(ctx.app.cluster, service)
     except TransientError as exc:
         log.warning("rollout_watch_error", error=str(exc))
         return None
@@ -165,7 +170,7 @@ async def _service_deployment(
             record.finds += 1
             found = await ecs.find_service_deployment(
                 cluster=app.cluster,
-                service=app.service,
+                service=rollout.of(ctx),
                 task_definition=rollout.task_definition,
             )
             if found is None:
