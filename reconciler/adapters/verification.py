@@ -54,6 +54,9 @@ DENIED_CODES = frozenset(
 CREDENTIAL_CODES = frozenset(
     {"UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException"}
 )
+# Calls in flight at once for one verification: a real definition needs fewer, so all of
+# its checks run together; the limit only spares AWS a definition written to flood it.
+CONCURRENT = 16
 # DescribeLogGroups lists by prefix in name order, so the exact name, the smallest string
 # with that prefix, is on the first page; a few more in case a service orders otherwise.
 LOG_GROUPS_PAGE = 50
@@ -82,13 +85,16 @@ class Verifier:
                 key = (SERVICES[lookup.kind], lookup.region or self._region)
                 if key not in clients:
                     clients[key] = await stack.enter_async_context(self._client(*key))
+            slots = asyncio.Semaphore(CONCURRENT)
+
+            async def ask(lookup: Lookup) -> Answer:
+                async with slots:
+                    key = (SERVICES[lookup.kind], lookup.region or self._region)
+                    return await _ask(clients[key], lookup)
+
             # Every question runs to its end before the clients close; then the first error.
             results = await asyncio.gather(
-                *(
-                    _ask(clients[(SERVICES[lookup.kind], lookup.region or self._region)], lookup)
-                    for lookup in unique
-                ),
-                return_exceptions=True,
+                *(ask(lookup) for lookup in unique), return_exceptions=True
             )
         for result in results:
             if isinstance(result, BaseException):

@@ -35,6 +35,10 @@ PERMISSIONS: Mapping[Kind, str] = {
     "capacity_provider": "ecs:DescribeCapacityProviders",
 }
 ECS_TASKS = "ecs-tasks.amazonaws.com"
+# A pusher writes the definition: past this many distinct things to look up it is refused
+# unasked, so a definition cannot make the daemon send thousands of calls. ECS's own limit
+# (64 KiB a task definition) keeps a real one far below.
+MAX_LOOKUPS = 200
 # Capacity providers every account has; DescribeCapacityProviders does not list them.
 BUILT_IN_PROVIDERS = frozenset({"FARGATE", "FARGATE_SPOT"})
 
@@ -86,6 +90,14 @@ def checks_of(definition: DesiredDefinition, *, cluster: str) -> tuple[Check, ..
         *_target_groups(service),
         *_capacity_providers(service),
     )
+
+
+def too_many(checks: Sequence[Check]) -> str | None:
+    """Why the checks are not made at all, if there are too many to make."""
+    count = len({check.lookup for check in checks})
+    if count > MAX_LOOKUPS:
+        return f"the definition names {count} things to verify, more than {MAX_LOOKUPS}"
+    return None
 
 
 def findings(

@@ -15,7 +15,7 @@ from reconciler.adapters.ports import VerifierPort
 from reconciler.app.stages.context import PassContext
 from reconciler.config import AppConfig
 from reconciler.decisions.definitions import DesiredDefinition
-from reconciler.decisions.verification import checks_of, findings
+from reconciler.decisions.verification import checks_of, findings, too_many
 from reconciler.errors import DefinitionError
 
 log = structlog.get_logger("reconciler.pass")
@@ -26,6 +26,9 @@ async def verify(
 ) -> tuple[int, list[str]]:
     """How many checks were made, and one line per problem (none: verified)."""
     checks = checks_of(definition, cluster=app.cluster)
+    refused = too_many(checks)
+    if refused:
+        return len(checks), [refused]
     answers = await verifier.answers([check.lookup for check in checks])
     return len(checks), findings(definition, checks, answers)
 

@@ -12,6 +12,7 @@ import pytest
 from reconciler.decisions.definitions import DesiredDefinition
 from reconciler.decisions.verification import (
     ECS_TASKS,
+    MAX_LOOKUPS,
     Answer,
     Check,
     Lookup,
@@ -20,6 +21,7 @@ from reconciler.decisions.verification import (
     findings,
     role_name,
     secret_lookup,
+    too_many,
     trusts,
 )
 
@@ -299,3 +301,12 @@ def test_a_trust_policy_that_lets_ecs_tasks_assume_the_role(document: Any) -> No
 )
 def test_a_trust_policy_that_does_not(document: Any) -> None:
     assert not trusts(document, ECS_TASKS)
+
+
+def test_a_definition_naming_too_many_things_is_refused_unasked() -> None:
+    """A pusher cannot make one verification send thousands of calls."""
+    secrets = [{"name": f"S{n}", "valueFrom": f"/web/{n}"} for n in range(MAX_LOOKUPS)]
+    task = {"containerDefinitions": [{"name": "web", "secrets": secrets}]}
+    checks = checks_of(definition(task=task, service={}), cluster="prod")
+    assert too_many(checks) == f"the definition names 201 things to verify, more than {MAX_LOOKUPS}"
+    assert too_many(checks[:MAX_LOOKUPS]) is None
