@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -17,7 +18,10 @@ from reconciler.config import AppConfig
 from reconciler.decisions.definitions import DesiredDefinition
 from reconciler.errors import AwsUnavailable
 from reconciler.sandbox.aws import SandboxAws
+from tests.support.accounts import OTHER_ACCOUNT_ROLE, OTHER_REGION, assumed, in_account
+from tests.support.cli import reconciler
 from tests.support.passes import app_config
+from tests.support.world import World
 
 
 def trust(service: str) -> str:
@@ -223,3 +227,50 @@ async def test_throttling_is_transient_not_a_finding(account: Account) -> None:
     finally:
         account.aws.faults.clear()
     assert await account.findings(account.definition()) == []
+
+
+async def test_reconciler_verify_asks_in_the_apps_own_account_and_region(
+    aws: SandboxAws, tmp_path: Path
+) -> None:
+    """An app in another account and region: `reconciler verify` finds its cluster and task
+    role there (the daemon's own identity knows no such role) and names what is missing."""
+    world = World.create(tmp_path, aws, "127.0.0.1:5000", sidecar=False)
+    in_account(world)
+    key, secret, token = assumed(aws, OTHER_ACCOUNT_ROLE)
+    role = boto3.client(
+        "iam",
+        region_name=OTHER_REGION,
+        endpoint_url=aws.endpoint_url,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
+    ).create_role(
+        RoleName=f"{world.name}-task", AssumeRolePolicyDocument=trust("ecs-tasks.amazonaws.com")
+    )["Role"]["Arn"]
+    group = f"/ecs/{world.name}"
+    task = {
+        "family": world.name,
+        "taskRoleArn": role,
+        "containerDefinitions": [
+            {
+                "name": "app",
+                "image": "{{ image }}",
+                "memory": 128,
+                "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": group}},
+            }
+        ],
+    }
+    world.app_overrides["definitions"] = "deploy/ecs"
+    world.repo.commit({"deploy/ecs/task-definition.json": json.dumps(task)}, "definitions")
+    config = str(world.write_config())
+
+    ran = await reconciler("verify", world.name, "--config", config)
+    assert (ran.code, ran.stdout, ran.stderr) == (
+        1,
+        f"log group {group} does not exist (set awslogs-create-group or create it)\n",
+        "",
+    )
+    task["containerDefinitions"][0]["logConfiguration"]["options"]["awslogs-create-group"] = "true"
+    world.repo.commit({"deploy/ecs/task-definition.json": json.dumps(task)}, "ECS makes it")
+    ran = await reconciler("verify", world.name, "--config", config)
+    assert (ran.code, ran.stdout, ran.stderr) == (0, "verified (2 checks)\n", "")
