@@ -1,5 +1,7 @@
 """The demo: a git commit becomes a running ECS deployment, then a webhook redeploys, then a
-commit whose test fails is held and the next one that passes goes live.
+commit whose test fails is held and the next one that passes goes live; then a change of the
+`api` app's task definition file is deployed, and an edit of it in the "console" is shown as
+drift.
 
 Runs everything on this machine: the sandbox AWS (moto with rolling updates and one-off
 tasks), the local registry and dockerd (started by scripts/demo), a git repository it makes,
@@ -78,11 +80,39 @@ def make_repo(workdir: Path) -> tuple[Path, Path]:
         f"FROM {ensure_base_image()}\nCOPY index.html /srv/index.html\n"
     )
     (work / "index.html").write_text("<h1>hello, version 1</h1>\n")
+    (work / "deploy" / "api").mkdir(parents=True)
+    (work / API_DEFINITION).write_text(api_definition(memory="512", level="info"))
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", "First version")
     git(work, "remote", "add", "origin", str(remote))
     git(work, "push", "-q", "origin", "main")
     return remote, work
+
+
+API_DEFINITION = "deploy/api/task-definition.json"
+
+
+def api_definition(*, memory: str, level: str) -> str:
+    """The `api` app's task definition as its repository holds it (a Jinja2 template)."""
+    container = {
+        "name": "app",
+        "image": "{{ image }}",
+        "essential": True,
+        "portMappings": [{"containerPort": 8080}],
+        "environment": [
+            {"name": "LOG_LEVEL", "value": level},
+            {"name": "REVISION", "value": "{{ revision }}"},
+        ],
+    }
+    definition = {
+        "family": "api",
+        "requiresCompatibilities": ["FARGATE"],
+        "networkMode": "awsvpc",
+        "cpu": "256",
+        "memory": memory,
+        "containerDefinitions": [container],
+    }
+    return json.dumps(definition, indent=2) + "\n"
 
 
 def write_config(
@@ -140,6 +170,7 @@ ecr_repository = "demo/api"
 cluster = "demo"
 service = "api"
 rollout_timeout = "2m"
+definitions = "deploy/api"
 """)
     return config
 
@@ -210,10 +241,10 @@ def failed_at(admin: Admin, revision: str) -> Any:
     return status if failed(status, revision) else None
 
 
-def in_sync_at(admin: Admin, revision: str) -> Any:
-    status = admin.get_json("/status/web")
+def in_sync_at(admin: Admin, revision: str, app: str = "web") -> Any:
+    status = admin.get_json(f"/status/{app}")
     if failed(status, revision):
-        raise SystemExit(f"demo failed: the app is Failed: {status['last_error']}")
+        raise SystemExit(f"demo failed: {app} is Failed: {status['last_error']}")
     return (
         status
         if status["phase"] == "InSync" and status["desired"]["revision"] == revision
@@ -260,6 +291,68 @@ def hold_a_failing_test_then_deploy_the_fix(
     signed_push(base, remote, fixed)
     status = wait_for(f"web to run {fixed[:12]}", lambda: in_sync_at(admin, fixed))
     say(f"Fixed commit deployed: web is InSync, running {status['live']['image']}")
+
+
+def sandbox_ecs(aws_port: int) -> Any:
+    import boto3
+
+    return boto3.client(
+        "ecs",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{aws_port}",
+        aws_access_key_id=SANDBOX_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=SANDBOX_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def live_api(ecs: Any) -> dict[str, Any]:
+    arn = ecs.describe_services(cluster="demo", services=["api"])["services"][0]["taskDefinition"]
+    return dict(ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"])
+
+
+def level_of(definition: dict[str, Any]) -> str:
+    environment = definition["containerDefinitions"][0].get("environment", [])
+    return next((e["value"] for e in environment if e["name"] == "LOG_LEVEL"), "?")
+
+
+def deploy_a_definition_change_then_detect_a_console_edit(
+    base: str, admin: Admin, remote: Path, work: Path, *, config: Path, aws_port: int
+) -> None:
+    (work / API_DEFINITION).write_text(api_definition(memory="1024", level="debug"))
+    git(work, "commit", "-q", "-am", "api: more memory, debug logs")
+    git(work, "push", "-q", "origin", "main")
+    changed = git(work, "rev-parse", "HEAD")
+    say(f"Pushed {changed[:12]}, changing only {API_DEFINITION} (memory, LOG_LEVEL)")
+    signed_push(base, remote, changed)
+    wait_for(f"api to run {changed[:12]}", lambda: in_sync_at(admin, changed, "api"))
+    ecs = sandbox_ecs(aws_port)
+    live = live_api(ecs)
+    say(
+        f"Definition change deployed: api runs {live['taskDefinitionArn'].rsplit('/', 1)[-1]}"
+        f" with memory {live['memory']} and LOG_LEVEL={level_of(live)}"
+    )
+
+    # What an edit in the console does: a new revision of the live one, the service on it.
+    edited = {
+        key: live[key]
+        for key in ("family", "containerDefinitions", "requiresCompatibilities", "networkMode")
+    }
+    edited.update(cpu=live["cpu"], memory=live["memory"])
+    for variable in edited["containerDefinitions"][0]["environment"]:
+        if variable["name"] == "LOG_LEVEL":
+            variable["value"] = "trace"
+    registered = ecs.register_task_definition(**edited)["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(cluster="demo", service="api", taskDefinition=registered)
+    say("Edited api in the 'console': LOG_LEVEL=trace; asking for a pass (reconciler sync api)")
+    reconciler = str(VENV_BIN / "reconciler")
+    subprocess.run([reconciler, "sync", "api", "--config", str(config)], check=False)
+    drift = wait_for("api to show drift", lambda: admin.get_json("/status/api").get("drift"))
+    say(
+        f'Console edit detected as drift, nothing written (drift = "alert"): '
+        f"{'; '.join(drift['changes'])}"
+    )
+    diff = [reconciler, "diff", "api", "--config", str(config)]
+    subprocess.run(diff, check=False, env=SANDBOX_ENV)
 
 
 def cluster_status(config: Path) -> dict[str, Any]:
@@ -421,6 +514,9 @@ def main() -> int:
         say(f"Webhook redeploy done: web is InSync, running {status['live']['image']}")
 
         hold_a_failing_test_then_deploy_the_fix(base, admin, remote, work)
+        deploy_a_definition_change_then_detect_a_console_edit(
+            base, admin, remote, work, config=config, aws_port=aws_port
+        )
         subprocess.run([reconciler, "status", "--config", str(config)], check=False)
 
         if args.once:

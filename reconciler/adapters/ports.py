@@ -9,7 +9,7 @@ beside this module (git.py, docker.py, registry.py, ecr.py, ecs.py); the composi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
@@ -27,6 +27,7 @@ from reconciler.decisions.model import (
     TaskState,
     TestRun,
 )
+from reconciler.decisions.verification import Answer, Lookup
 
 TaskDefinition = dict[str, Any]
 
@@ -166,6 +167,12 @@ class LookupsPort(Protocol):
         DefinitionError when it has no value the template may see."""
 
 
+class VerifierPort(Protocol):
+    async def answers(self, lookups: Collection[Lookup]) -> Mapping[Lookup, Answer]:
+        """What AWS says of each thing a definition names (SPEC 19), asked with the app's
+        identity, all at once; AwsUnavailable when AWS is busy or out of reach."""
+
+
 class HousekeepingPort(Protocol):
     """The AWS calls housekeeping needs (adapters/housekeeping.py has the real ones)."""
 
@@ -207,3 +214,5 @@ class Adapters:
     housekeeping: HousekeepingPort | None = None
     # What definition templates read (env, ssm, secret_arn); None where not opened.
     lookups: LookupsPort | None = None
+    # Whether what a definition names exists; None where not opened (nothing verified).
+    verifier: VerifierPort | None = None

@@ -1,16 +1,19 @@
-"""`reconciler render` and `reconciler diff`: an app's definitions (SPEC 19) as the daemon
-would deploy them, and how live differs from them. Both read only: git mirrors go to a
-scratch directory, and nothing is written to AWS or state_dir.
+"""`reconciler render`, `diff` and `verify`: an app's definitions (SPEC 19) as the daemon
+would deploy them, how live differs from them, and whether what they name exists. All read
+only, with the app's own AWS identity (its region and role): git mirrors go to a scratch
+directory, and nothing is written to AWS or state_dir.
 
     reconciler render APP [--revision REV]   the rendered files, as one JSON object by path
     reconciler render --from-live APP [--out DIR]   the live service as starting files
     reconciler diff APP                     `path: live -> desired` lines; none: exit 0
+    reconciler verify APP [--revision REV]  one line per problem (exit 1), or `verified`
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import tempfile
 from collections.abc import AsyncIterator
@@ -22,7 +25,8 @@ from reconciler.adapters.ports import Adapters
 from reconciler.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, load, with_config
 from reconciler.config import AppConfig, Config
 
-# `diff` exits with this when live differs (as diff(1) does); errors print `error:` lines.
+# `diff` exits with this when live differs (as diff(1) does), `verify` when it found a
+# problem; errors print `error:` lines.
 EXIT_DIFFERS = 1
 
 
@@ -44,6 +48,14 @@ def register(sub: Any) -> None:
     with_config(diff)
     diff.add_argument("app")
     diff.set_defaults(func=cmd_diff)
+    verify = sub.add_parser(
+        "verify",
+        help="check that the roles, secrets, log groups... an app's definitions name exist",
+    )
+    with_config(verify)
+    verify.add_argument("app")
+    verify.add_argument("--revision", help="a commit SHA or tag (default: the desired revision)")
+    verify.set_defaults(func=cmd_verify)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -70,6 +82,18 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_DIFFERS if lines else EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    config, app = _app(args)
+    if not app.definitions:
+        raise CliError(f"app {app.name!r} has no `definitions` folder", EXIT_USAGE)
+    count, found = asyncio.run(_verify(config, app, revision=args.revision))
+    for line in found:
+        print(line)
+    if not found:
+        print(f"verified ({count} checks)")
+    return EXIT_DIFFERS if found else EXIT_OK
+
+
 def _app(args: argparse.Namespace) -> tuple[Config, AppConfig]:
     _, config = load(args)
     app = config.app(args.app)
@@ -79,13 +103,31 @@ def _app(args: argparse.Namespace) -> tuple[Config, AppConfig]:
 
 
 @asynccontextmanager
-async def _adapters(config: Config) -> AsyncIterator[Adapters]:
+async def _adapters(config: Config, app: AppConfig) -> AsyncIterator[Adapters]:
+    """The adapters `app`'s passes use: its own account's ECS, ECR, lookups and verifier."""
+    from reconciler.adapters.accounts import Account, Accounts, account_of
     from reconciler.daemon.root import open_adapters
 
     # Git mirrors go to a scratch directory: these commands write nothing, not even there.
     with tempfile.TemporaryDirectory(prefix="reconciler-render-") as scratch:
         daemon = config.daemon.model_copy(update={"state_dir": Path(scratch)})
-        async with open_adapters(config.model_copy(update={"daemon": daemon})) as io:
+        async with (
+            open_adapters(config.model_copy(update={"daemon": daemon})) as opened,
+            Accounts.open(
+                endpoint_url=config.aws.endpoint_url, registry_override=config.aws.registry
+            ) as accounts,
+        ):
+            io = opened
+            account = account_of(app, default_region=config.aws.region)
+            if account != Account(region=config.aws.region):
+                ecs, ecr = await accounts.clients(account)
+                io = dataclasses.replace(
+                    opened,
+                    ecs=ecs,
+                    ecr=ecr,
+                    lookups=accounts.lookups(account, env_allow=config.definitions.env_allow),
+                    verifier=accounts.verifier(account),
+                )
             yield io
 
 
@@ -108,7 +150,7 @@ async def _render(config: Config, app: AppConfig, *, revision: str | None) -> di
     from reconciler.app.stages.definitions import definition_path
     from reconciler.decisions.definitions import SERVICE_FILE, TASK_FILE
 
-    async with _adapters(config) as io:
+    async with _adapters(config, app) as io:
         wanted = await _desired(config, app, io, revision=revision)
     files = {definition_path(app, TASK_FILE): wanted.task_definition}
     if wanted.service:
@@ -116,11 +158,21 @@ async def _render(config: Config, app: AppConfig, *, revision: str | None) -> di
     return files
 
 
+async def _verify(config: Config, app: AppConfig, *, revision: str | None) -> tuple[int, list[str]]:
+    from reconciler.app.stages.verify import verify
+
+    async with _adapters(config, app) as io:
+        wanted = await _desired(config, app, io, revision=revision)
+        if io.verifier is None:
+            raise CliError("no verifier opened", EXIT_FAILURE)
+        return await verify(app, wanted, io.verifier)
+
+
 async def _diff(config: Config, app: AppConfig) -> list[str]:
     from reconciler.adapters.ecs_shapes import input_shapes
     from reconciler.decisions.definitions import definition_state
 
-    async with _adapters(config) as io:
+    async with _adapters(config, app) as io:
         wanted = await _desired(config, app, io, revision=None)
         service = await io.ecs.describe_service(app.cluster, app.service)
         definition, tags = await io.ecs.task_definition(service.task_definition)
@@ -144,7 +196,7 @@ async def _from_live(config: Config, app: AppConfig) -> dict[str, Any]:
     from reconciler.app.stages.observe import managed_images
     from reconciler.decisions.definitions import SERVICE_FILE, TASK_FILE, starting_files
 
-    async with _adapters(config) as io:
+    async with _adapters(config, app) as io:
         service = await io.ecs.describe_service(app.cluster, app.service)
         definition, tags = await io.ecs.task_definition(service.task_definition)
     shapes, root = input_shapes("RegisterTaskDefinition")

@@ -17,6 +17,7 @@ from reconciler.adapters.ports import (
     HousekeepingPort,
     LookupsPort,
     SecretsPort,
+    VerifierPort,
 )
 from reconciler.aio import backoff
 from reconciler.app.events import EventBus
@@ -41,6 +42,8 @@ class AccountClients(Protocol):
     def secrets(self, account: Account) -> SecretsPort: ...
 
     def lookups(self, account: Account, *, env_allow: tuple[str, ...]) -> LookupsPort: ...
+
+    def verifier(self, account: Account) -> VerifierPort: ...
 
 
 class LoopMaker:
@@ -102,8 +105,9 @@ class LoopMaker:
         account = account_of(app, default_region=region)
         # Made afresh for each loop, so a reload that changes env_allow takes effect.
         lookups = self._accounts.lookups(account, env_allow=config.definitions.env_allow)
+        verifier = self._accounts.verifier(account)
         if account == Account(region=region):
-            return dataclasses.replace(self._adapters, lookups=lookups)
+            return dataclasses.replace(self._adapters, lookups=lookups, verifier=verifier)
         ecs, ecr = await self._accounts.clients(account)
         housekeeping = await self._accounts.housekeeping(account)
         return dataclasses.replace(
@@ -113,6 +117,7 @@ class LoopMaker:
             secrets=self._accounts.secrets(account),
             housekeeping=housekeeping,
             lookups=lookups,
+            verifier=verifier,
         )
 
     async def _promotion_of(self, app: AppConfig) -> PromotionSource | None:

@@ -5,7 +5,10 @@ nothing written with drift = "alert", and reverted with "heal"; desiredCount is 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+
+import boto3
 
 from tests.support.cli import reconciler
 from tests.support.metrics import passes_of
@@ -174,3 +177,159 @@ async def test_diff_is_silent_in_sync_and_names_a_console_edit_and_render_shows_
         edited = await reconciler("diff", world.name, "--config", config)
     assert edited.code == 1
     assert edited.stdout.splitlines() == ["containerDefinitions[app].memory: 2048 -> 256"]
+
+
+class Named:
+    """What a definition of `world` may name, made on the sandbox: two roles ECS tasks may
+    assume and one only EC2 may, a secret and one deleted, a log group, a target group."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        name = world.name
+        self.task_role = self.role(f"{name}-task", "ecs-tasks.amazonaws.com")
+        self.execution_role = self.role(f"{name}-execution", "ecs-tasks.amazonaws.com")
+        self.ec2_role = self.role(f"{name}-ec2", "ec2.amazonaws.com")
+        secrets = self.client("secretsmanager")
+        self.secret = str(secrets.create_secret(Name=f"{name}/db", SecretString="pw")["ARN"])
+        self.deleted = str(secrets.create_secret(Name=f"{name}/old", SecretString="pw")["ARN"])
+        secrets.delete_secret(SecretId=self.deleted, ForceDeleteWithoutRecovery=True)
+        self.log_group = f"/ecs/{name}"
+        self.client("logs").create_log_group(logGroupName=self.log_group)
+        vpc = self.client("ec2").describe_vpcs()["Vpcs"][0]["VpcId"]
+        group = self.client("elbv2").create_target_group(
+            Name=name, Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="ip"
+        )
+        self.target_group = str(group["TargetGroups"][0]["TargetGroupArn"])
+
+    def client(self, service: str) -> Any:
+        world = self.world
+        return boto3.client(  # type: ignore[call-overload]
+            service, region_name=world.aws.region, endpoint_url=world.aws.endpoint_url
+        )
+
+    def role(self, name: str, service: str) -> str:
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+            ],
+        }
+        answer = self.client("iam").create_role(
+            RoleName=name, AssumeRolePolicyDocument=json.dumps(trust)
+        )
+        return str(answer["Role"]["Arn"])
+
+    def files(self, **changes: Any) -> dict[str, str]:
+        """task-definition.json and service.json naming all of the above; `changes` replace
+        the task's fields, the container's (`container`) and the load balancer's (`balancer`)."""
+        container = {
+            "name": "app",
+            "image": "{{ image }}",
+            "memory": 256,
+            "portMappings": [{"containerPort": 8080}],
+            "secrets": [{"name": "DB_PASSWORD", "valueFrom": self.secret}],
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {"awslogs-group": self.log_group, "awslogs-stream-prefix": "app"},
+            },
+            **changes.pop("container", {}),
+        }
+        balancer = {
+            "targetGroupArn": self.target_group,
+            "containerName": "app",
+            "containerPort": 8080,
+            **changes.pop("balancer", {}),
+        }
+        task = {
+            "family": self.world.name,
+            "taskRoleArn": self.task_role,
+            "executionRoleArn": self.execution_role,
+            "containerDefinitions": [container],
+            **changes,
+        }
+        return {
+            "deploy/ecs/task-definition.json": json.dumps(task, indent=1),
+            "deploy/ecs/service.json": json.dumps({"loadBalancers": [balancer]}),
+        }
+
+
+async def pushed(daemon: RunningDaemon) -> list[str]:
+    """The tags of the app's repository in the registry."""
+    world = daemon.world
+    async with daemon.http.get(f"http://{world.registry}/v2/{world.name}/tags/list") as answer:
+        if answer.status == 404:
+            return []
+        return list((await answer.json()).get("tags") or [])
+
+
+def showing(revision: str, finding: str) -> Callable[[dict[str, Any]], bool]:
+    """A status that wants `revision` and says `finding` in `last_error`."""
+    return lambda status: (
+        status["desired"]["revision"] == revision and finding in (status.get("last_error") or "")
+    )
+
+
+def registered(world: World) -> int:
+    """RegisterTaskDefinition calls for the app's family, whoever made them."""
+    calls = world.aws.calls.logged("RegisterTaskDefinition")
+    return sum(1 for call in calls if call.get("family") == world.name)
+
+
+async def test_a_definition_naming_what_does_not_exist_is_held_before_anything_is_written(
+    world: World,
+) -> None:
+    """Each of a missing role, a role ECS tasks may not assume, a missing secret, a missing
+    log group and a target group naming another container holds the revision with one line
+    naming it in `last_error`: nothing built, pushed or registered, the service untouched.
+    `reconciler verify` prints the same lines (exit 1), or `verified` (exit 0) once the
+    definition names what exists, and that revision then deploys."""
+    named = Named(world)
+    world.app_overrides.update(definitions="deploy/ecs")
+    gone = f"{named.task_role}-gone"
+    steps: list[tuple[dict[str, Any], str]] = [
+        ({"taskRoleArn": gone}, f"task role {gone} does not exist"),
+        (
+            {"executionRoleArn": named.ec2_role},
+            f"execution role {named.ec2_role} is not trusted by ecs-tasks.amazonaws.com",
+        ),
+        (
+            {"container": {"secrets": [{"name": "DB_PASSWORD", "valueFrom": named.deleted}]}},
+            f"secret {named.deleted} (container app, DB_PASSWORD) does not exist",
+        ),
+        (
+            {"container": {"logConfiguration": {"logDriver": "awslogs",
+                                                "options": {"awslogs-group": "/ecs/nowhere"}}}},
+            "log group /ecs/nowhere does not exist (set awslogs-create-group or create it)",
+        ),
+        (
+            {"balancer": {"containerName": "api"}},
+            f"target group {named.target_group} names container api:8080, which the task"
+            " definition does not have",
+        ),
+    ]  # fmt: skip
+    world.repo.commit(named.files(**steps[0][0]), "a task role that does not exist")
+    before, updates = registered(world), world.updates()
+    async with world.daemon() as daemon:
+        config = str(daemon.config_path)
+        for number, (changes, finding) in enumerate(steps):
+            if number:
+                world.repo.commit(named.files(**changes), finding)
+                await daemon.github_push()
+            head = world.repo.head()
+            status = await daemon.wait_for(showing(head, finding), what=finding)
+            assert status["last_error"] == f"not deploying {head[:12]}: {finding}"
+            assert (registered(world), world.updates()) == (before, updates)
+            assert await pushed(daemon) == []
+            if number == len(steps) - 1:
+                found = await reconciler("verify", world.name, "--config", config)
+                assert (found.code, found.stdout, found.stderr) == (1, finding + "\n", "")
+
+        good = world.repo.commit(named.files(), "everything it names exists")
+        await daemon.github_push()
+        await daemon.wait_phase("InSync", revision=good)
+        verified = await reconciler("verify", world.name, "--config", config)
+    assert (verified.code, verified.stderr) == (0, "")
+    assert verified.stdout.startswith("verified")
+    assert registered(world) == before + 1
+    container = app_container(world)
+    assert container["secrets"] == [{"name": "DB_PASSWORD", "valueFrom": named.secret}]

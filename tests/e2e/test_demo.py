@@ -1,5 +1,6 @@
 """The README's first command works: the demo deploys, redeploys through a webhook, holds a
-commit whose test fails and deploys the fix."""
+commit whose test fails and deploys the fix, deploys a change of a definition file and shows
+an edit in the console as drift."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def test_demo_once_deploys_and_redeploys_through_a_webhook(
     assert "Dashboard: http://127.0.0.1:" in output
     assert "Held: test_failed: test failed" in output
     assert "Fixed commit deployed: web is InSync" in output
+    assert re.search(r"Definition change deployed: api runs api:\d+ with memory 1024", output)
+    assert "LOG_LEVEL=debug" in output
+    assert "Console edit detected as drift, nothing written" in output
+    assert "LOG_LEVEL" in output.split("Console edit detected as drift")[1]
     assert "pre_deploy_succeeded" in output
     assert "extra_tag_moved" in output
     assert "Traceback" not in output

@@ -4,7 +4,8 @@
     ->  observe  ->  plan  ->  one of:
         in sync (-> extra tags) | suspended | held | roll back | failed unwatched
         | watch a rollout in flight
-        | [build -> test -> push ->] register -> pre-deploy task -> update service -> watch
+        | [verify ->] [build -> test -> push ->] register -> pre-deploy task -> update service
+          -> watch
           -> (succeeded -> extra tags | hold and roll back)
 
 An app of several services (`services`) runs that for its first; once the first runs the
@@ -41,6 +42,7 @@ from reconciler.app.stages.rollback import hold_failed, roll_back
 from reconciler.app.stages.supersede import superseded
 from reconciler.app.stages.tags import move_extra_tags
 from reconciler.app.stages.test import run_test
+from reconciler.app.stages.verify import verified
 from reconciler.app.stages.watch import Rollout, watch
 from reconciler.decisions.model import (
     AwaitRollout,
@@ -216,6 +218,8 @@ async def _in_sync(ctx: PassContext, drift: tuple[str, ...]) -> Next:
 
 
 async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
+    # What the definition names must exist before anything is built or written for it.
+    await verified(ctx)
     if needs_build and ctx.session.promotion is not None:
         await promote(ctx)
     elif needs_build:

@@ -5,10 +5,12 @@ are never sent, and a bad file writes nothing."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
 from reconciler.app.stages.pipeline import Next, run_pass
+from reconciler.decisions.verification import Answer, Lookup, State
 from reconciler.errors import DefinitionError
 from tests.support.passes import Pass, a_pass
 
@@ -156,3 +158,57 @@ async def test_a_bad_file_writes_nothing() -> None:
     else:  # pragma: no cover
         raise AssertionError("a bad definition was accepted")
     assert (run.ecs.registered, run.ecs.updates, run.docker.builds) == ([], [], [])
+
+
+class Verifier:
+    """AWS as the verification sees it: everything found, roles trusting ecs-tasks, but
+    for what `missing` names; every question kept."""
+
+    def __init__(self, *missing: str) -> None:
+        self.missing = set(missing)
+        self.asked: list[Lookup] = []
+
+    async def answers(self, lookups: Collection[Lookup]) -> dict[Lookup, Answer]:
+        self.asked.extend(lookups)
+        trust = {
+            "Statement": {
+                "Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        }
+        return {
+            lookup: Answer(State.MISSING)
+            if lookup.name in self.missing
+            else Answer(State.FOUND, trust_policy=trust)
+            for lookup in lookups
+        }
+
+
+async def test_a_definition_that_does_not_verify_builds_registers_and_updates_nothing() -> None:
+    run = with_files()
+    verifier = Verifier("cluster")
+    run.session.io = replace(run.session.io, verifier=verifier)
+    try:
+        await run_pass(run.session, woken=True)
+    except DefinitionError as exc:
+        assert str(exc) == f"not deploying {run.ctx.revision[:12]}: cluster cluster does not exist"
+    else:  # pragma: no cover
+        raise AssertionError("a definition naming a missing cluster was deployed")
+    assert (run.ecs.registered, run.ecs.updates, run.docker.builds) == ([], [], [])
+    assert run.memory.attempt is None
+
+    verifier.missing.clear()  # the cluster made
+    assert await run_pass(run.session, woken=True) is Next.WAIT
+    assert len(run.ecs.registered) == 1
+
+
+async def test_only_a_deploy_is_verified_not_a_pass_in_sync() -> None:
+    run = with_files()
+    verifier = Verifier()
+    run.session.io = replace(run.session.io, verifier=verifier)
+    await run_pass(run.session, woken=True)
+    asked = len(verifier.asked)
+    assert asked == 1  # the cluster: the files name nothing else
+    await run_pass(run.session, woken=True)
+    assert len(verifier.asked) == asked

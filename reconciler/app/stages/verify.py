@@ -1,0 +1,44 @@
+"""Verify a definition before anything is written for it (SPEC 19): the cluster, the roles
+and their trust, the secrets and parameters, the log groups, the target groups and capacity
+providers it names, asked of AWS with the app's identity, all at once.
+
+A deploy verifies before it builds, promotes or registers, so a definition naming a missing
+role costs neither a build nor a task definition revision, and the rollout that ECS would
+fail with `ResourceInitializationError` never starts.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from reconciler.adapters.ports import VerifierPort
+from reconciler.app.stages.context import PassContext
+from reconciler.config import AppConfig
+from reconciler.decisions.definitions import DesiredDefinition
+from reconciler.decisions.verification import checks_of, findings, too_many
+from reconciler.errors import DefinitionError
+
+log = structlog.get_logger("reconciler.pass")
+
+
+async def verify(
+    app: AppConfig, definition: DesiredDefinition, verifier: VerifierPort
+) -> tuple[int, list[str]]:
+    """How many checks were made, and one line per problem (none: verified)."""
+    checks = checks_of(definition, cluster=app.cluster)
+    refused = too_many(checks)
+    if refused:
+        return len(checks), [refused]
+    answers = await verifier.answers([check.lookup for check in checks])
+    return len(checks), findings(definition, checks, answers)
+
+
+async def verified(ctx: PassContext) -> None:
+    """Raise DefinitionError, one line naming every problem, unless the pass's definition
+    verifies (or the app has none)."""
+    if ctx.definition is None or ctx.io.verifier is None:
+        return
+    _, found = await verify(ctx.app, ctx.definition, ctx.io.verifier)
+    if found:
+        log.error("definition_unverified", findings=found)
+        raise DefinitionError(f"not deploying {ctx.revision[:12]}: {'; '.join(found)}")
