@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import re
 import tomllib
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from reconciler.aio.loopback import is_loopback
 from reconciler.decisions.durations import parse_duration
+from reconciler.decisions.freeze import FreezeWindow, parse_cron, zone
 from reconciler.decisions.repourl import has_credentials, normalise_repo_url
 from reconciler.decisions.service_fields import SERVICE_FIELDS
 from reconciler.errors import ConfigError
@@ -713,6 +715,41 @@ class AppConfig(_Section):
         return hashlib.sha256(self.model_dump_json(exclude=unset).encode()).hexdigest()[:16]
 
 
+MAX_FREEZE = 31 * 24 * 3600.0  # a longer freeze is a suspension: `suspended = true` says so
+
+
+class FreezeConfig(_Section):
+    """A `[[freeze]]` table (SPEC 21): no new release of the apps its globs name starts
+    during each window, from each time `cron` names (in `timezone`), for `duration`."""
+
+    apps: tuple[str, ...] = Field(min_length=1)
+    cron: str
+    duration: Duration = Field(le=MAX_FREEZE)
+    timezone: str = "UTC"
+    reason: str = Field(min_length=1, max_length=200)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        parse_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        zone(value)
+        return value
+
+    def window(self) -> FreezeWindow:
+        return FreezeWindow(
+            apps=self.apps,
+            cron=parse_cron(self.cron),
+            duration=timedelta(seconds=self.duration),
+            timezone=self.timezone,
+            reason=self.reason,
+        )
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RECONCILER_",
@@ -732,6 +769,7 @@ class Config(BaseSettings):
     gitlab: GitlabSettings = GitlabSettings()
     definitions: DefinitionsSettings = DefinitionsSettings()
     apps: tuple[AppConfig, ...] = ()
+    freeze: tuple[FreezeConfig, ...] = ()
 
     @classmethod
     def settings_customise_sources(
@@ -744,6 +782,9 @@ class Config(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first: it overrides what the file says.
         return (env_settings, init_settings)
+
+    def freeze_windows(self) -> tuple[FreezeWindow, ...]:
+        return tuple(f.window() for f in self.freeze)
 
     def app(self, name: str) -> AppConfig | None:
         """The app called `name`; None when the config has none (a reload may take an app

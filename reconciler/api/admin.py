@@ -54,6 +54,12 @@ async def sync_app(request: web.Request) -> web.Response:
         return web.json_response({"error": message}, status=status, headers=headers)
 
     name = request.match_info["name"]
+    if request.content_type == "application/json":
+        # `{"override_freeze": true, "reason": ...}`: an admin lets one release through a
+        # freeze (SPEC 21), audited with the reason.
+        body = await _json_body(request)
+        if body.get("override_freeze"):
+            return await _override_freeze(request, body.get("reason"))
     refusal = allowed(request, Action.SYNC, name)
     if refusal is not None:
         log.warning("sync_refused", app=name, status=refusal.status, remote=request.remote)
@@ -75,6 +81,29 @@ async def sync_app(request: web.Request) -> web.Response:
     if page:
         return await dashboard.back_after_sync(request, name)
     return web.json_response({"syncing": name}, status=202)
+
+
+MAX_REASON = 200
+
+
+async def _override_freeze(request: web.Request, reason: object) -> web.Response:
+    """A sync that lets one release of the app through a freeze: admins only, with a reason
+    (printable, at most MAX_REASON characters), at the app's owner only (the lease table
+    does not carry the reason)."""
+    name = request.match_info["name"]
+    if not isinstance(reason, str) or not reason.strip():
+        audited_as(request, Action.OVERRIDE_FREEZE.label, name)
+        return error(400, "an override of a freeze needs a reason")
+    if len(reason) > MAX_REASON or not reason.isprintable():
+        audited_as(request, Action.OVERRIDE_FREEZE.label, name, reason=reason[:MAX_REASON])
+        return error(400, f"the reason must be printable text of at most {MAX_REASON} characters")
+    steered = _steered_app(request, Action.OVERRIDE_FREEZE, reason=reason)
+    if isinstance(steered, web.Response):
+        return steered
+    started = await request.app[STEERING].sync(name, by=_who(request), override_freeze=reason)
+    if not started:
+        return _restarting(name)
+    return web.json_response({"syncing": name, "override_freeze": reason}, status=202)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -56,8 +56,11 @@ class Steering(Protocol):
 
     async def nudge_matching(self, event: PushEvent) -> Nudged: ...
 
-    async def sync(self, name: str, *, by: str | None = None) -> bool:
-        """Clear the app's Failed hold and start a pass; False when it has no loop now.
+    async def sync(
+        self, name: str, *, by: str | None = None, override_freeze: str | None = None
+    ) -> bool:
+        """Clear the app's Failed hold and start a pass (with `override_freeze`, an admin's
+        reason, one release goes through a freeze); False when it has no loop now.
         Raises NotForwarded."""
 
     async def rollback(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -22,9 +23,12 @@ from reconciler.app.stages.context import AppSession, PromotionSource
 from reconciler.app.stages.pipeline import Next, run_pass
 from reconciler.app.state import StateStore
 from reconciler.config import AppConfig
+from reconciler.decisions.freeze import FreezeWindow
+from reconciler.decisions.model import utcnow
 from reconciler.errors import BuildFailed, ReconcilerError, StalledError, TransientError
 
 log = structlog.get_logger("reconciler.loop")
+WAKE_MARGIN = 0.05  # seconds
 
 
 class AppLoop:
@@ -39,6 +43,7 @@ class AppLoop:
         reporter: Reporter,
         timings: backoff.Timings,
         promotion: PromotionSource | None = None,
+        freezes: Callable[[], Sequence[FreezeWindow]] = tuple,
     ) -> None:
         self.app = app
         self.status = reporter.status
@@ -51,6 +56,7 @@ class AppLoop:
             build_slots=build_slots,
             poll_interval=poll_interval,
             promotion=promotion,
+            freezes=freezes,
         )
         self._wakeup = asyncio.Event()
         self._clear_hold_requested = False
@@ -67,9 +73,12 @@ class AppLoop:
         self._session.nudges.bump()
         self._wakeup.set()
 
-    def sync(self, *, by: str | None = None) -> None:
-        """Operator's `reconciler sync`: clear a Failed hold and start a pass now."""
+    def sync(self, *, by: str | None = None, override_freeze: str | None = None) -> None:
+        """Operator's `reconciler sync`: clear a Failed hold and start a pass now; with
+        `override_freeze` (an admin's reason), one release goes through a freeze."""
         self._clear_hold_requested = True
+        if override_freeze is not None:
+            self._session.override_freeze = override_freeze
         self.asked(by=by)
 
     def asked(self, *, by: str | None) -> None:
@@ -91,6 +100,10 @@ class AppLoop:
             # Cleared before the pass, so a nudge that arrives during it starts one more.
             self._wakeup.clear()
             outcome = await self._pass()
+            if outcome is Next.WAIT:
+                # An override lets through the release its sync asked for (kept over a retry,
+                # or a newer revision turning up mid-pass), never a later one.
+                self._session.override_freeze = None
             if outcome is Next.AGAIN:
                 continue
             if outcome is Next.RETRY:
@@ -109,7 +122,17 @@ class AppLoop:
                 # the apps of a repository share one ls-remote.
                 delay = backoff.aligned(self._session.poll_interval)
                 self._attempt = 0
+            delay = self._until_wake(delay)
             self._woken = await backoff.sleep(delay, wakeup=self._wakeup)
+
+    def _until_wake(self, delay: float) -> float:
+        """`delay`, or less when the pass asked to look again sooner (a freeze ends): a
+        release waiting for the end of a window starts then, never a poll later."""
+        wake_at, self._session.wake_at = self._session.wake_at, None
+        if wake_at is None:
+            return delay
+        # A little past it: a wake a hair early would find the window still closing.
+        return max(0.0, min(delay, (wake_at - utcnow()).total_seconds() + WAKE_MARGIN))
 
     async def _pass(self) -> Next:
         report = self._session.report

@@ -14,7 +14,7 @@ import structlog
 
 from reconciler.app.events import EventBus, Finished, PhaseChanged
 from reconciler.app.state import HISTORY_LIMIT, StateStore
-from reconciler.app.status import AppStatus, DriftView, PartView, RolloutView
+from reconciler.app.status import AppStatus, DriftView, FrozenView, PartView, RolloutView
 from reconciler.decisions.definition_diff import Change
 from reconciler.decisions.model import HistoryEntry, Observation, Phase, Result, utcnow
 from reconciler.logs import redact
@@ -77,6 +77,8 @@ class Reporter:
     # Where the app stands --------------------------------------------------------------
 
     def phase(self, phase: Phase) -> None:
+        if phase is not Phase.FROZEN:
+            self.status.frozen = None
         if self.status.phase != phase:
             previous = self.status.phase
             log.info("phase_changed", phase=phase.value, previous=previous.value)
@@ -129,6 +131,13 @@ class Reporter:
     def suspended(self) -> None:
         self.phase(Phase.SUSPENDED)
         self.count("suspended")
+
+    def frozen(self, reason: str, *, until: datetime) -> None:
+        """A freeze keeps the release of the desired revision from starting until `until`."""
+        self.status.frozen = FrozenView(reason=reason, until=until)
+        self.status.last_error = self._unwritable
+        self.phase(Phase.FROZEN)
+        self.count("frozen")
 
     def held(self, reason: str) -> None:
         self.status.last_error = self._with_unwritable(redact(reason))

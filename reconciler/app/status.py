@@ -59,6 +59,14 @@ class DriftView:
 
 
 @dataclass
+class FrozenView:
+    """The freeze that keeps a new release from starting (SPEC 21), and when it ends."""
+
+    reason: str
+    until: Time
+
+
+@dataclass
 class PartView:
     """One part of an app's release (SPEC 20): a service or a schedule, the task definition
     it runs (or names) and where it stands."""
@@ -88,6 +96,7 @@ class AppStatus:
     drift: DriftView | None = None
     # Apps with several services (or schedules): one entry per part, in release order.
     parts: list[PartView] = field(default_factory=list)
+    frozen: FrozenView | None = None  # while a freeze holds a release back
 
     def to_json(self) -> dict[str, Any]:
         document = _StatusDocument.model_construct(
@@ -109,11 +118,14 @@ class AppStatus:
             pinned_revision=self.pinned_revision,
             drift=self.drift,
             parts=list(self.parts),
+            frozen=self.frozen,
             history=list(self.history),
         )
         dumped = document.model_dump(mode="json")
         if dumped.get("drift") is None:
             dumped.pop("drift", None)  # said only while live differs from the definitions
+        if dumped.get("frozen") is None:
+            dumped.pop("frozen", None)  # said only while a freeze holds a release back
         if not dumped.get("parts"):
             dumped.pop("parts", None)  # said only by an app of several parts
         for entry in dumped["history"]:
@@ -149,6 +161,7 @@ class AppStatus:
             pinned_revision=read.pinned_revision,
             drift=read.drift,
             parts=list(read.parts),
+            frozen=read.frozen,
         )
 
 
@@ -202,6 +215,7 @@ class _StatusDocument(BaseModel):
     pinned_revision: str | None = None
     drift: DriftView | None = None
     parts: list[PartView] = Field(default_factory=list)
+    frozen: FrozenView | None = None
     history: list[Annotated[HistoryEntry, AfterValidator(_history_entry)]] = Field(
         default_factory=list
     )

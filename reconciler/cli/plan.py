@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from reconciler.cli.common import (
     with_config,
 )
 from reconciler.config import Config
+from reconciler.decisions.model import utcnow
 from reconciler.errors import ReconcilerError
 
 
@@ -38,10 +40,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.app and not apps:
         raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
     rows = asyncio.run(_plan_rows(config, apps))
+    freezes = _freeze_rows(config, utcnow())
     if args.json:
-        print(json.dumps({"apps": rows}, indent=2))
+        print(json.dumps({"apps": rows, "freezes": freezes}, indent=2))
     else:
         print_table(rows, ["app", "desired", "live", "action"])
+        if freezes:
+            print()
+            print_table(freezes, ["freeze", "apps", "when", "now"])
     return EXIT_FAILURE if any(r.get("error") for r in rows) else EXIT_OK
 
 
@@ -72,10 +78,52 @@ async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
                         task_definition=obs.live.task_definition,
                         action=_describe_action(action),
                     )
+                    _say_frozen(row, action, config=config, app=app.name)
                 except ReconcilerError as exc:
                     row.update(desired="-", live="-", action=f"error: {exc}", error=str(exc))
                 rows.append(row)
     return rows
+
+
+def _say_frozen(row: dict[str, Any], action: object, *, config: Config, app: str) -> None:
+    """A release a freeze keeps from starting is said as such (SPEC 21)."""
+    from reconciler.decisions.freeze import covering
+    from reconciler.decisions.model import Deploy
+
+    found = covering(config.freeze_windows(), app, utcnow())
+    if found is None:
+        return
+    row["frozen"] = {"reason": found.reason, "until": _when(found.until)}
+    if isinstance(action, Deploy):
+        row["action"] = f"nothing (frozen until {_when(found.until)}: {found.reason})"
+
+
+def _freeze_rows(config: Config, now: datetime) -> list[dict[str, Any]]:
+    """Each [[freeze]]: whom it covers, when, and whether it is in force now."""
+    rows: list[dict[str, Any]] = []
+    for freeze in config.freeze:
+        window = freeze.window()
+        end = window.end_of_window_covering(now)
+        start = window.next_start(now)
+        if end is not None:
+            state = f"in force until {_when(end)}"
+        else:
+            state = f"next at {_when(start)}" if start else "no start within a year"
+        rows.append(
+            {
+                "freeze": freeze.reason,
+                "apps": " ".join(freeze.apps),
+                "when": f"{freeze.cron} {freeze.timezone} for {window.duration}",
+                "now": state,
+                "until": _when(end) if end else None,
+                "next_start": _when(start) if start else None,
+            }
+        )
+    return rows
+
+
+def _when(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _describe_action(action: object) -> str:

@@ -6,12 +6,18 @@ import argparse
 from typing import Any
 
 from reconciler.cli.client import steer
-from reconciler.cli.common import EXIT_OK
+from reconciler.cli.common import EXIT_OK, EXIT_USAGE, CliError
 
 
 def register(sub: Any) -> None:
     sync = sub.add_parser("sync", help="start a pass now and clear a Failed hold")
     sync.add_argument("app")
+    sync.add_argument(
+        "--override-freeze",
+        action="store_true",
+        help="let one release through a freeze window (admin; needs --reason; audited)",
+    )
+    sync.add_argument("--reason", help="why the freeze is overridden (kept in the audit log)")
     rollback = sub.add_parser(
         "rollback", help="deploy an earlier successful revision now and keep it until unpin"
     )
@@ -27,8 +33,18 @@ def register(sub: Any) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    steer(args, "sync")
-    print(f"sync of {args.app} started")
+    if args.reason is not None and not args.override_freeze:
+        raise CliError("--reason goes with --override-freeze", EXIT_USAGE)
+    if not args.override_freeze:
+        steer(args, "sync")
+        print(f"sync of {args.app} started")
+        return EXIT_OK
+    if not (args.reason or "").strip():
+        raise CliError(
+            "--override-freeze needs --reason TEXT (it goes in the audit log)", EXIT_USAGE
+        )
+    steer(args, "sync", {"override_freeze": True, "reason": args.reason})
+    print(f"sync of {args.app} started; one release may go through the freeze")
     return EXIT_OK
 
 

@@ -62,20 +62,22 @@ class Steering:
             return False
         return True
 
-    async def sync(self, name: str, *, by: str | None = None) -> bool:
+    async def sync(
+        self, name: str, *, by: str | None = None, override_freeze: str | None = None
+    ) -> bool:
         """Clear the app's Failed hold and start a pass (at its owner, with a cluster); False
         if it has no loop right now (unknown, or restarting after a config change).
         NotForwarded when its owner is another daemon and the lease table did not take the
         sync: unlike a nudge, nothing else would clear the hold."""
         loop = self._apps.loops.get(name)
         if loop is None:
-            if self._ownership.holds(name):
+            if self._ownership.holds(name) or override_freeze is not None:
                 return False
             await self._ownership.forward_sync(name)
             log.info("sync_forwarded", app=name)
             return True
-        log.info("sync_requested", app=name, by=by)
-        loop.sync(by=by)
+        log.info("sync_requested", app=name, by=by, override_freeze=override_freeze)
+        loop.sync(by=by, override_freeze=override_freeze)
         return True
 
     async def rollback(

@@ -85,6 +85,8 @@ class LoopMaker:
             ),
             timings=self._timings,
             promotion=await self._promotion_of(app),
+            # The windows of the config in force at each pass: a reload changes them at once.
+            freezes=self._in_force.config.freeze_windows,
         )
 
     def _slots(self) -> asyncio.Semaphore:

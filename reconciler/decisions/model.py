@@ -451,6 +451,7 @@ class Phase(enum.StrEnum):
     DEPLOYING = "Deploying"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    FROZEN = "Frozen"  # a freeze window covers the app: no new release starts (SPEC 21)
 
 
 class Result(enum.StrEnum):

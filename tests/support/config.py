@@ -66,18 +66,25 @@ def app_table(name: str, repo: str, *, cluster: str = "prod", **settings: TomlVa
     }
 
 
-def config_text(*, apps: Sequence[Table] = (), **sections: Table) -> str:
+def config_text(*, apps: Sequence[Table] = (), **sections: Table | Sequence[Table]) -> str:
     """The TOML text of a config with these sections (`daemon={...}`, `aws={...}`,
     `build={...}`, any top-level table) and apps. `[daemon]`, `[aws]` and `[webhook]` come
     first, the others in the order given. An app's value that is a table (`test`,
-    `pre_deploy`), other than `build_args`, is written as a sub-table of the app."""
+    `pre_deploy`), other than `build_args`, is written as a sub-table of the app. A section
+    given as a list of tables (`freeze=[{...}]`) is an array of tables (`[[freeze]]`)."""
     lines: list[str] = []
-    if "daemon" in sections and "admin_listen" not in sections["daemon"]:
+    daemon = sections.get("daemon")
+    if isinstance(daemon, Mapping) and "admin_listen" not in daemon:
         # Tests run many daemons at once: each admin listener takes a free port.
-        sections = {**sections, "daemon": {**sections["daemon"], "admin_listen": "127.0.0.1:0"}}
+        sections = {**sections, "daemon": {**daemon, "admin_listen": "127.0.0.1:0"}}
     first = [name for name in ("daemon", "aws", "webhook") if name in sections]
     for name in first + [name for name in sections if name not in first]:
-        lines += toml_lines(f"[{name}]", sections[name])
+        section = sections[name]
+        if isinstance(section, Mapping):
+            lines += toml_lines(f"[{name}]", section)
+        else:
+            for table in section:
+                lines += toml_lines(f"[[{name}]]", table)
     for app in apps:
         plain = {k: v for k, v in app.items() if not isinstance(v, Mapping) or k == "build_args"}
         lines += toml_lines("[[apps]]", plain)

@@ -70,14 +70,16 @@ class FakeLoop:
     nudges: int = 0
     syncs: int = 0
     asked_by: str | None = None  # who asked for the last sync, rollback or unpin
+    override_freeze: str | None = None  # the reason of the last override of a freeze
     _ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def nudge(self) -> None:
         self.nudges += 1
 
-    def sync(self, *, by: str | None = None) -> None:
+    def sync(self, *, by: str | None = None, override_freeze: str | None = None) -> None:
         self.syncs += 1
         self.asked_by = by
+        self.override_freeze = override_freeze
 
     def asked(self, *, by: str | None) -> None:
         self.nudges += 1

@@ -59,6 +59,7 @@ class World:
     daemon_overrides: dict[str, TomlValue] = field(default_factory=dict)
     # Further top-level tables of the config, e.g. {"build": {"network": "host"}}.
     sections: dict[str, Table] = field(default_factory=dict)
+    freezes: list[Table] = field(default_factory=list)  # `[[freeze]]` tables
 
     @classmethod
     def create(
@@ -134,7 +135,8 @@ class World:
         }
 
     def config_text(self) -> str:
-        return config_text(**self.settings(), **self.sections, apps=[self.app_table()])
+        freezes = {"freeze": self.freezes} if self.freezes else {}
+        return config_text(**self.settings(), **self.sections, **freezes, apps=[self.app_table()])
 
     def config(self) -> Config:
         return parse_config(self.config_text())
@@ -173,9 +175,17 @@ class World:
         return self.aws.rollouts.update_service_count(self.cluster, self.name)
 
     @asynccontextmanager
-    async def daemon(self, *, timings: Timings = FAST) -> AsyncIterator[RunningDaemon]:
+    async def daemon(
+        self, *, timings: Timings = FAST, token: str | None = None
+    ) -> AsyncIterator[RunningDaemon]:
+        """The daemon on this World's config; its `http` calls it with `token` (default: the
+        admin token it made in its state_dir)."""
         path = self.write_config()
-        async with serving(self.config(), path, timings=timings) as (daemon, url, http):
+        async with serving(self.config(), path, timings=timings, token=token) as (
+            daemon,
+            url,
+            http,
+        ):
             yield RunningDaemon(self, daemon, url, http, path)
 
 

@@ -14,6 +14,28 @@ WEB = app_table("web", "https://github.com/acme/web.git")
 APP = config_text(apps=[WEB])
 
 
+_FREEZE = """
+[[freeze]]
+apps = ["*-production"]
+cron = "0 17 * * FRI"
+duration = "64h"
+timezone = "Europe/Berlin"
+reason = "weekend"
+"""
+
+
+def test_a_freeze_table_is_read_as_a_window() -> None:
+    """`[[freeze]]` tables become the windows the apps' passes consult."""
+    (window,) = parse_config(APP + _FREEZE).freeze_windows()
+    assert (window.apps, window.timezone, window.reason) == (
+        ("*-production",),
+        "Europe/Berlin",
+        "weekend",
+    )
+    assert window.duration.total_seconds() == 64 * 3600
+    assert window.cron.hours == {17}
+
+
 def problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
@@ -326,6 +348,22 @@ BAD = {
     "env_allow with a bad glob": (
         with_section(definitions={"env_allow": ["APP-*"]}),
         "definitions.env_allow: not an environment variable name or glob: 'APP-*'",
+    ),
+    "a freeze with a bad cron": (
+        APP + _FREEZE.replace("0 17 * * FRI", "0 17 * FRI"),
+        "freeze.0.cron: cron '0 17 * FRI' needs 5 fields",
+    ),
+    "a freeze in an unknown time zone": (
+        APP + _FREEZE.replace("Europe/Berlin", "Europe/Atlantis"),
+        "freeze.0.timezone: unknown time zone 'Europe/Atlantis'",
+    ),
+    "a freeze without a reason": (
+        APP + _FREEZE.replace('reason = "weekend"', ""),
+        "freeze.0.reason: missing required key",
+    ),
+    "a freeze longer than a month": (
+        APP + _FREEZE.replace('"64h"', '"800h"'),
+        "freeze.0.duration: Input should be less than or equal to 2678400",
     ),
     "not TOML": ("[[apps]\nname=", "not valid TOML"),
     "empty file": ("", "file is empty"),

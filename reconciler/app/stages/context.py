@@ -9,6 +9,7 @@ happened.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -19,6 +20,7 @@ from reconciler.app.reporter import Reporter
 from reconciler.app.state import AppMemory, StateStore
 from reconciler.config import AppConfig
 from reconciler.decisions.definitions import DesiredDefinition
+from reconciler.decisions.freeze import FreezeWindow
 from reconciler.decisions.model import Observation, utcnow
 
 
@@ -81,6 +83,13 @@ class AppSession:
     # False once ECS refused the service deployments API for this app (access denied):
     # its rollouts are judged by the deployments list from then on, and that is said once.
     service_deployments_usable: bool = True
+    # The freeze windows of the config in force (read at each pass, so a reload applies).
+    freezes: Callable[[], Sequence[FreezeWindow]] = tuple
+    # An admin's override of a freeze for the next release (its reason), until a pass uses
+    # it or ends without needing it.
+    override_freeze: str | None = None
+    # When the loop must look again whatever the poll interval says (a freeze's end).
+    wake_at: datetime | None = None
 
     @property
     def source(self) -> GitSource:

@@ -4,6 +4,7 @@
     ->  observe  ->  plan  ->  one of:
         in sync (-> extra tags) | suspended | held | roll back | failed unwatched
         | watch a rollout in flight
+        | frozen (a freeze window: no new release starts)
         | [verify ->] [build -> test -> push ->] register -> pre-deploy task -> update service
           -> watch
           -> (succeeded -> extra tags | hold and roll back)
@@ -31,6 +32,7 @@ from reconciler.app.stages.build import build
 from reconciler.app.stages.context import AppSession, PassContext
 from reconciler.app.stages.definitions import desired_definition
 from reconciler.app.stages.deploy import register, update
+from reconciler.app.stages.freeze import frozen
 from reconciler.app.stages.housekeeping import after_rollout
 from reconciler.app.stages.observe import desired_of, observe
 from reconciler.app.stages.pre_deploy import pre_deploy
@@ -178,6 +180,8 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
             )
             return await _watch(ctx, rollout)
         case Deploy(build=needs_build, heal=heal):
+            if frozen(ctx):
+                return Next.WAIT
             if heal and ctx.observed.definition is not None:
                 log.warning("drift_healing", fields=list(ctx.observed.definition.fields))
             return await _deploy(ctx, needs_build=needs_build)

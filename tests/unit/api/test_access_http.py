@@ -202,3 +202,33 @@ async def next_data(answer: aiohttp.ClientResponse) -> dict[str, Any]:
                 event: dict[str, Any] = json.loads(line.removeprefix("data:").strip())
                 return event
     raise AssertionError("the stream ended before an event")
+
+
+async def test_an_override_of_a_freeze_needs_an_admin_and_a_reason(tmp_path: Path) -> None:
+    """`{"override_freeze": true, "reason": ...}` on sync: an operator gets 403, a missing or
+    unprintable reason 400, an admin 202 with the reason handed to the app's loop; each is
+    audited as override_freeze."""
+    async with serve(tmp_path, roles=ROLES) as face:
+
+        async def override(who: str, reason: object) -> int:
+            body = {"override_freeze": True, "reason": reason}
+            async with face.anonymous.post(
+                f"/apps/{APP}/sync", json=body, headers=face.bearer(who)
+            ) as answer:
+                return answer.status
+
+        assert await override("otto", "hotfix") == 403
+        assert await override("face-admin", "") == 400
+        assert await override("face-admin", "a\x1b[2Jb") == 400
+        assert face.loops[APP].syncs == 0
+        assert await override("face-admin", "hotfix INC-7") == 202
+        assert face.loops[APP].override_freeze == "hotfix INC-7"
+        lines = (tmp_path / "state" / AUDIT_LOG).read_text().splitlines()
+        entries = [json.loads(line) for line in lines]
+        assert [(e["identity"], e["action"], e["result"][:12]) for e in entries] == [
+            ("otto", "override_freeze", "refused: 403"),
+            ("face-admin", "override_freeze", "refused: 400"),
+            ("face-admin", "override_freeze", "refused: 400"),
+            ("face-admin", "override_freeze", "accepted"),
+        ]
+        assert entries[-1]["args"] == {"reason": "hotfix INC-7"}
