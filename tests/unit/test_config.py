@@ -327,6 +327,15 @@ BAD = {
         with_section(definitions={"env_allow": ["APP-*"]}),
         "definitions.env_allow: not an environment variable name or glob: 'APP-*'",
     ),
+    "a schedule of neither shape": (
+        app_with(schedules=["nightly-report"]),
+        "apps[web].schedules: not a schedule: 'nightly-report' (expected "
+        "rule/<name> or schedule/<group>/<name>)",
+    ),
+    "a schedule listed twice": (
+        app_with(schedules=["rule/nightly", "rule/nightly"]),
+        "apps[web].schedules: schedule 'rule/nightly' is listed twice",
+    ),
     "not TOML": ("[[apps]\nname=", "not valid TOML"),
     "empty file": ("", "file is empty"),
 }
