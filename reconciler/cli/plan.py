@@ -72,10 +72,26 @@ async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
                         task_definition=obs.live.task_definition,
                         action=_describe_action(action),
                     )
+                    if app.schedules:
+                        row["schedules"] = await _schedules(io, app, obs.live.task_definition)
+                        row["action"] += f"; then schedules: {', '.join(app.schedules)}"
                 except ReconcilerError as exc:
                     row.update(desired="-", live="-", action=f"error: {exc}", error=str(exc))
                 rows.append(row)
     return rows
+
+
+async def _schedules(io: Any, app: Any, first: str) -> dict[str, str]:
+    """Task definition -> the schedule naming it, for the targets a release would move
+    (those of the app's families)."""
+    from reconciler.app.stages.schedules import named_by_schedules
+    from reconciler.decisions.schedules import family_of
+
+    families = {family_of(first)} if first else set()
+    for service in app.service_names[1:]:
+        state = await io.ecs.describe_service(app.cluster, service)
+        families.add(family_of(state.task_definition))
+    return await named_by_schedules(io.schedules, app.schedules, families)
 
 
 def _describe_action(action: object) -> str:
