@@ -284,7 +284,7 @@ class Release:
     revision: str
     config_fingerprint: str
     parts: tuple[ReleasePart, ...] = ()
-    owed: tuple[str, ...] = ()  # services, and schedules (the names with a "/")
+    owed: tuple[str, ...] = ()  # services, and schedules (those named in `schedules`)
     # The schedules' targets moved to this release, and whether every schedule was seen to.
     schedules: tuple[ScheduleMove, ...] = ()
     schedules_done: bool = False

@@ -95,12 +95,6 @@ def note_first(ctx: PassContext, rollout: Rollout | None) -> Release:
     return release.with_part(dataclasses.replace(first, done=True))
 
 
-def is_schedule(name: str) -> bool:
-    """Whether a part's name is a schedule's (`rule/x`, `schedule/g/x`): service names
-    have no "/"."""
-    return "/" in name
-
-
 def held(ctx: PassContext) -> str | None:
     """Why the release of this pass's revision is held (it failed), or None."""
     hold = ctx.memory.hold
@@ -297,7 +291,7 @@ async def _failed(ctx: PassContext, release: Release, service: str, ended: Watch
     memory.hold = Hold(revision=ctx.revision, reason=reason, config_fingerprint=app.fingerprint())
     memory.attempt = None
     await _remember(ctx, dataclasses.replace(release, owed=tuple(owed)))
-    if is_schedule(service):
+    if service in app.schedules:
         ctx.report.part(service, task_definition=None, phase=Phase.FAILED, kind=KIND)
     else:
         failed_part = release.part(service)
@@ -347,7 +341,7 @@ async def pay_owed(ctx: PassContext) -> list[str]:
     failed: list[str] = []
     while (release := ctx.memory.release) is not None and release.owed:
         service = release.owed[0]
-        if is_schedule(service):
+        if service in {move.schedule for move in release.schedules}:
             await put_back_schedule(ctx, service)
             await _remember(ctx, dataclasses.replace(release, owed=release.owed[1:]))
             continue
