@@ -32,6 +32,7 @@ from reconciler.aio.loopback import is_loopback
 from reconciler.decisions.durations import parse_duration
 from reconciler.decisions.freeze import FreezeWindow, parse_cron, zone
 from reconciler.decisions.repourl import has_credentials, normalise_repo_url
+from reconciler.decisions.schedules import parse_ref
 from reconciler.decisions.service_fields import SERVICE_FIELDS
 from reconciler.errors import ConfigError
 
@@ -496,7 +497,7 @@ def _relative_inside(value: str, *, key: str) -> str:
     return str(path)
 
 
-ADDED_KEYS = ("services",)  # app keys the fingerprint leaves out while unset
+ADDED_KEYS = ("services", "schedules")  # app keys the fingerprint leaves out while unset
 
 
 class AppConfig(_Section):
@@ -517,6 +518,9 @@ class AppConfig(_Section):
     # Several services of one release, updated in this order, each rollout awaited before
     # the next starts (SPEC 20); default: [service].
     services: tuple[str, ...] = ()
+    # EventBridge rules (`rule/<name>`) and Scheduler schedules (`schedule/<group>/<name>`)
+    # whose ECS targets follow a release onto the new task definition of their family.
+    schedules: tuple[str, ...] = ()
     containers: tuple[str, ...] = ()
     rollout_timeout: Duration = 600.0
     rollback: bool = True
@@ -561,6 +565,16 @@ class AppConfig(_Section):
         repeated = sorted({name for name in value if value.count(name) > 1})
         if repeated:
             raise ValueError(f"service {repeated[0]!r} is listed twice")
+        return value
+
+    @field_validator("schedules")
+    @classmethod
+    def _schedules(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            parse_ref(text)
+        repeated = sorted({text for text in value if value.count(text) > 1})
+        if repeated:
+            raise ValueError(f"schedule {repeated[0]!r} is listed twice")
         return value
 
     @model_validator(mode="after")
@@ -697,6 +711,11 @@ class AppConfig(_Section):
     def service_names(self) -> tuple[str, ...]:
         """The app's services, in the order a release updates them."""
         return self.services or (self.service,)
+
+    @property
+    def release_follows(self) -> bool:
+        """Something follows the first service in a release: more services, or schedules."""
+        return self.releases_parts or bool(self.schedules)
 
     @property
     def releases_parts(self) -> bool:

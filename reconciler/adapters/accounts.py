@@ -26,6 +26,7 @@ from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs, boto_config
 from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.adapters.lookups import TemplateLookups
+from reconciler.adapters.schedules import Schedules
 from reconciler.adapters.verification import Verifier
 from reconciler.config import AppConfig
 from reconciler.errors import AwsRejected, AwsUnavailable
@@ -180,6 +181,12 @@ class Accounts:
     def verifier(self, account: Account) -> Verifier:
         """Whether what a definition names exists, asked with the account's identity."""
         return Verifier(
+            session=self._session(account), region=account.region, endpoint_url=self._endpoint_url
+        )
+
+    def schedules(self, account: Account) -> Schedules:
+        """EventBridge rules and Scheduler schedules, moved with the account's identity."""
+        return Schedules(
             session=self._session(account), region=account.region, endpoint_url=self._endpoint_url
         )
 

@@ -199,6 +199,25 @@ class HousekeepingPort(Protocol):
         """Delete images by digest; one result per digest."""
 
 
+class SchedulesPort(Protocol):
+    """EventBridge rules and Scheduler schedules (adapters/schedules.py has the real ones)."""
+
+    async def rule_targets(self, rule: str) -> list[dict[str, Any]]:
+        """Every target of the rule, as ListTargetsByRule gives them."""
+
+    async def put_targets(self, rule: str, targets: Sequence[dict[str, Any]]) -> None:
+        """Write `targets` (whole) to the rule; AwsRejected when any was refused."""
+
+    async def schedule(self, *, group: str, name: str) -> dict[str, Any]:
+        """The schedule as GetSchedule gives it."""
+
+    async def update_schedule(self, request: dict[str, Any]) -> None:
+        """UpdateSchedule with every field in `request`."""
+
+    def update_fields(self) -> frozenset[str]:
+        """The fields of GetSchedule's answer that UpdateSchedule takes."""
+
+
 @dataclass(frozen=True)
 class Adapters:
     """The seams a pass uses, one of each."""
@@ -216,3 +235,5 @@ class Adapters:
     lookups: LookupsPort | None = None
     # Whether what a definition names exists; None where not opened (nothing verified).
     verifier: VerifierPort | None = None
+    # EventBridge rules and Scheduler schedules a release moves; None where not opened.
+    schedules: SchedulesPort | None = None

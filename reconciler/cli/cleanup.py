@@ -11,8 +11,15 @@ from typing import Any
 
 from reconciler.adapters.accounts import Account, account_of, session_for
 from reconciler.adapters.housekeeping import Housekeeping
-from reconciler.adapters.ports import HousekeepingPort
-from reconciler.app.stages.housekeeping import clean_up, enabled, pinned_image, protected_by
+from reconciler.adapters.ports import HousekeepingPort, SchedulesPort
+from reconciler.adapters.schedules import Schedules
+from reconciler.app.stages.housekeeping import (
+    clean_up,
+    enabled,
+    named_by_schedules_of,
+    pinned_image,
+    protected_by,
+)
 from reconciler.app.state import AppMemory
 from reconciler.cli.common import (
     EXIT_FAILURE,
@@ -88,7 +95,16 @@ async def cleanup_rows(
             return opened[account]
 
         for app in chosen:
-            rows += await _rows_of(app, memory_of(app.name), housekeeping_for, dry_run=dry_run)
+            account = account_of(app, default_region=config.aws.region)
+            # The task definitions the app's schedules name are kept (read with its identity).
+            schedules = Schedules(
+                region=account.region,
+                endpoint_url=endpoint_url,
+                session=session_for(account, endpoint_url=endpoint_url),
+            )
+            rows += await _rows_of(
+                app, memory_of(app.name), housekeeping_for, schedules=schedules, dry_run=dry_run
+            )
     return rows
 
 
@@ -97,6 +113,7 @@ async def _rows_of(
     memory: AppMemory,
     housekeeping_for: Callable[[AppConfig], Awaitable[HousekeepingPort]],
     *,
+    schedules: SchedulesPort | None = None,
     dry_run: bool,
 ) -> list[dict[str, str]]:
     def row(action: str, detail: str) -> dict[str, str]:
@@ -112,11 +129,14 @@ async def _rows_of(
     try:
         housekeeping = await housekeeping_for(app)
         service = await housekeeping.service(cluster=app.cluster, service=app.service)
+        protected = protected_by(memory)
+        for arn, why in (await named_by_schedules_of(schedules, app.schedules, service)).items():
+            protected.setdefault(arn, why)
         report = await clean_up(
             housekeeping,
             app=app,
             service=service,
-            protected=protected_by(memory),
+            protected=protected,
             referenced=pinned_image(app, memory),
             dry_run=dry_run or app.suspended or memory.damaged is not None,
         )

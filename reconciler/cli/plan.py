@@ -79,6 +79,9 @@ async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
                         action=_describe_action(action),
                     )
                     _say_frozen(row, action, config=config, app=app.name)
+                    if app.schedules:
+                        row["schedules"] = await _schedules(io, app, obs.live.task_definition)
+                        row["action"] += f"; then schedules: {', '.join(app.schedules)}"
                 except ReconcilerError as exc:
                     row.update(desired="-", live="-", action=f"error: {exc}", error=str(exc))
                 rows.append(row)
@@ -124,6 +127,19 @@ def _freeze_rows(config: Config, now: datetime) -> list[dict[str, Any]]:
 
 def _when(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def _schedules(io: Any, app: Any, first: str) -> dict[str, str]:
+    """Task definition -> the schedule naming it, for the targets a release would move
+    (those of the app's families)."""
+    from reconciler.app.stages.schedules import named_by_schedules
+    from reconciler.decisions.schedules import family_of
+
+    families = {family_of(first)} if first else set()
+    for service in app.service_names[1:]:
+        state = await io.ecs.describe_service(app.cluster, service)
+        families.add(family_of(state.task_definition))
+    return await named_by_schedules(io.schedules, app.schedules, families)
 
 
 def _describe_action(action: object) -> str:

@@ -1,16 +1,16 @@
-"""AWS and registry writes that belong to an app go out only while its lease is valid,
-and are cut off when it stops being valid.
+"""AWS and registry writes that belong to an app go out only while its lease is valid, and are
+cut off when it stops being valid.
 
-The wrappers stand in for the app's EcsPort, HousekeepingPort, RegistryPort and the push of
-its DockerPort: reads pass through, and each write (RegisterTaskDefinition, UpdateService,
-RunTask, StopTask, deregistering and deleting, pushes, tag moves and copies) first asks the
-lease and then runs inside a scope that ends the moment the lease does (lease.py: TTL minus
-a margin after its last renewal, on this daemon's monotonic clock). ECS and the registry
-cannot check a fencing token themselves, so this is the fence: a daemon paused past its
-lease and resumed sends nothing, and a write that hangs (a slow answer, botocore retrying
-after a read timeout, a credential refresh inside the call) is abandoned before any other
-daemon may count the lease as expired, a margin later. A long push goes on as long as the
-lease keeps being renewed.
+The wrappers stand in for the app's EcsPort, HousekeepingPort, RegistryPort, SchedulesPort
+and the push of its DockerPort: reads pass through, and each write (RegisterTaskDefinition,
+UpdateService, RunTask, StopTask, PutTargets, UpdateSchedule, deregistering and deleting,
+pushes, tag moves and copies) first asks the lease and then runs inside a scope that ends
+the moment the lease does (lease.py: TTL minus a margin after its last renewal, on this
+daemon's monotonic clock). ECS and the registry cannot check a fencing token themselves, so
+this is the fence: a daemon paused past its lease and resumed sends nothing, and a write
+that hangs (a slow answer, botocore retrying after a read timeout, a credential refresh
+inside the call) is abandoned before any other daemon may count the lease as expired, a
+margin later. A long push goes on as long as the lease keeps being renewed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from reconciler.adapters.docker import BuildResult
-from reconciler.adapters.ports import Adapters, DockerPort, EcsPort, HousekeepingPort, RegistryPort
+from reconciler.adapters.ports import (
+    Adapters,
+    DockerPort,
+    EcsPort,
+    HousekeepingPort,
+    RegistryPort,
+    SchedulesPort,
+)
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun, TaskRunRequest
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
@@ -244,13 +251,41 @@ class FencedRegistry:
             )
 
 
+class FencedSchedules:
+    """A schedule moved by a daemon that lost the app could name a revision another daemon
+    already put back."""
+
+    def __init__(self, inner: SchedulesPort, fence: Fence) -> None:
+        self._inner = inner
+        self._fence = fence
+
+    async def rule_targets(self, rule: str) -> list[dict[str, Any]]:
+        return await self._inner.rule_targets(rule)
+
+    async def put_targets(self, rule: str, targets: Sequence[dict[str, Any]]) -> None:
+        async with self._fence.held("PutTargets"):
+            await self._inner.put_targets(rule, targets)
+
+    async def schedule(self, *, group: str, name: str) -> dict[str, Any]:
+        return await self._inner.schedule(group=group, name=name)
+
+    async def update_schedule(self, request: dict[str, Any]) -> None:
+        async with self._fence.held("UpdateSchedule"):
+            await self._inner.update_schedule(request)
+
+    def update_fields(self) -> frozenset[str]:
+        return self._inner.update_fields()
+
+
 def fenced(adapters: Adapters, fence: Fence) -> Adapters:
     """`adapters` with the app's AWS and registry writes held to its lease by `fence`."""
     housekeeping = adapters.housekeeping
+    schedules = adapters.schedules
     return dataclasses.replace(
         adapters,
         docker=FencedDocker(adapters.docker, fence),
         registry=FencedRegistry(adapters.registry, fence),
         ecs=FencedEcs(adapters.ecs, fence),
         housekeeping=None if housekeeping is None else FencedHousekeeping(housekeeping, fence),
+        schedules=None if schedules is None else FencedSchedules(schedules, fence),
     )

@@ -37,6 +37,7 @@ from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.adapters.lookups import TemplateLookups
 from reconciler.adapters.ports import Adapters, GitPort
 from reconciler.adapters.registry import Registry
+from reconciler.adapters.schedules import Schedules
 from reconciler.adapters.verification import Verifier
 from reconciler.aio import backoff
 from reconciler.api.admin import build_admin_app
@@ -128,6 +129,7 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
             housekeeping=housekeeping,
             lookups=lookups,
             verifier=Verifier(region=config.aws.region, endpoint_url=config.aws.endpoint_url),
+            schedules=Schedules(region=config.aws.region, endpoint_url=config.aws.endpoint_url),
         )
 
 

@@ -16,6 +16,7 @@ from reconciler.adapters.ports import (
     EcsPort,
     HousekeepingPort,
     LookupsPort,
+    SchedulesPort,
     SecretsPort,
     VerifierPort,
 )
@@ -44,6 +45,8 @@ class AccountClients(Protocol):
     def lookups(self, account: Account, *, env_allow: tuple[str, ...]) -> LookupsPort: ...
 
     def verifier(self, account: Account) -> VerifierPort: ...
+
+    def schedules(self, account: Account) -> SchedulesPort: ...
 
 
 class LoopMaker:
@@ -108,8 +111,11 @@ class LoopMaker:
         # Made afresh for each loop, so a reload that changes env_allow takes effect.
         lookups = self._accounts.lookups(account, env_allow=config.definitions.env_allow)
         verifier = self._accounts.verifier(account)
+        schedules = self._accounts.schedules(account)
         if account == Account(region=region):
-            return dataclasses.replace(self._adapters, lookups=lookups, verifier=verifier)
+            return dataclasses.replace(
+                self._adapters, lookups=lookups, verifier=verifier, schedules=schedules
+            )
         ecs, ecr = await self._accounts.clients(account)
         housekeeping = await self._accounts.housekeeping(account)
         return dataclasses.replace(
@@ -120,6 +126,7 @@ class LoopMaker:
             housekeeping=housekeeping,
             lookups=lookups,
             verifier=verifier,
+            schedules=schedules,
         )
 
     async def _promotion_of(self, app: AppConfig) -> PromotionSource | None:

@@ -5,6 +5,7 @@ Frozen values only; no I/O. The planner (plan.py) turns an Observation into an A
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 from collections.abc import Mapping
@@ -261,6 +262,19 @@ class ReleasePart:
 
 
 @dataclass(frozen=True)
+class ScheduleMove:
+    """One ECS target of a schedule a release moved (or is moving): the schedule as
+    configured (`rule/x`, `schedule/g/x`), the target's id ("" for a schedule's one
+    target), what it ran before and what the release gave it. Written before the write
+    goes out, so a rollback (or a restart) knows what to put back."""
+
+    schedule: str
+    target: str
+    previous: str
+    task_definition: str
+
+
+@dataclass(frozen=True)
 class Release:
     """A revision going out to an app's services in order, remembered part by part, so a
     restart between two services goes on with the next (or pays the rollbacks owed)
@@ -270,19 +284,17 @@ class Release:
     revision: str
     config_fingerprint: str
     parts: tuple[ReleasePart, ...] = ()
-    owed: tuple[str, ...] = ()
+    owed: tuple[str, ...] = ()  # services, and schedules (those named in `schedules`)
+    # The schedules' targets moved to this release, and whether every schedule was seen to.
+    schedules: tuple[ScheduleMove, ...] = ()
+    schedules_done: bool = False
 
     def part(self, service: str) -> ReleasePart:
         return next((p for p in self.parts if p.service == service), ReleasePart(service))
 
     def with_part(self, part: ReleasePart) -> Release:
         others = tuple(p for p in self.parts if p.service != part.service)
-        return Release(
-            revision=self.revision,
-            config_fingerprint=self.config_fingerprint,
-            parts=(*others, part),
-            owed=self.owed,
-        )
+        return dataclasses.replace(self, parts=(*others, part))
 
 
 @dataclass(frozen=True)

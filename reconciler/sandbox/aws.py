@@ -56,6 +56,9 @@ def request_action(environ: WSGIEnvironment) -> str:
     actions = parse_qs(str(environ.get("QUERY_STRING", ""))).get("Action")
     if actions:
         return actions[0]
+    scheduler = _scheduler_action(environ)
+    if scheduler:
+        return scheduler
     length = int(environ.get("CONTENT_LENGTH") or 0)
     if length and str(environ.get("CONTENT_TYPE", "")).startswith(_FORM):
         # Query-protocol calls (EC2) carry Action in a form body: read it, then hand moto a
@@ -66,6 +69,24 @@ def request_action(environ: WSGIEnvironment) -> str:
         if actions:
             return actions[0]
     return ""
+
+
+_SCHEDULER_ACTIONS = {
+    "GET": "GetSchedule",
+    "PUT": "UpdateSchedule",
+    "POST": "CreateSchedule",
+    "DELETE": "DeleteSchedule",
+}
+
+
+def _scheduler_action(environ: WSGIEnvironment) -> str:
+    """EventBridge Scheduler speaks REST (`PUT /schedules/<name>` is UpdateSchedule): its
+    action is the method on a schedule, told apart by the signing scope."""
+    signed = str(environ.get("HTTP_AUTHORIZATION", ""))
+    path = str(environ.get("PATH_INFO", ""))
+    if "/scheduler/aws4_request" not in signed or not path.startswith("/schedules/"):
+        return ""
+    return _SCHEDULER_ACTIONS.get(str(environ.get("REQUEST_METHOD", "")), "")
 
 
 _APP_ID = re.compile(r"\bapp/(\S+)")
@@ -111,7 +132,9 @@ class _Middleware:
         self._calls.record(action, _params(environ) if action in LOGGED_ACTIONS else None)
         fault = self._faults.take(action)
         if fault is not None:
-            status, headers, body = fault.response(query=not environ.get("HTTP_X_AMZ_TARGET"))
+            # JSON for the JSON protocols and Scheduler's REST-JSON, XML for query calls.
+            query = not environ.get("HTTP_X_AMZ_TARGET") and not _scheduler_action(environ)
+            status, headers, body = fault.response(query=query)
             start_response(status, headers)
             return [body]
         if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):

@@ -110,8 +110,11 @@ class FaultInjector:
 
 
 # Writes whose parameters are kept, so a test can tell which service got which revision
-# from whom (UpdateService per service and task definition, across daemons).
-LOGGED_ACTIONS = frozenset({"UpdateService", "RegisterTaskDefinition", "RunTask"})
+# from whom (UpdateService per service and task definition, across daemons), and in which
+# order a release moved services and schedules.
+LOGGED_ACTIONS = frozenset(
+    {"UpdateService", "RegisterTaskDefinition", "RunTask", "PutTargets", "UpdateSchedule"}
+)
 
 
 class CallCounter:
@@ -133,6 +136,11 @@ class CallCounter:
         """The parameters of every `action` request seen (a LOGGED_ACTIONS one), in order."""
         with self._lock:
             return [params for name, params in self._log if name == action]
+
+    def sequence(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every logged request (action, parameters), in the order seen."""
+        with self._lock:
+            return list(self._log)
 
     def count(self, action: str) -> int:
         with self._lock:

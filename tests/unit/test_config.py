@@ -365,6 +365,15 @@ BAD = {
         APP + _FREEZE.replace('"64h"', '"800h"'),
         "freeze.0.duration: Input should be less than or equal to 2678400",
     ),
+    "a schedule of neither shape": (
+        app_with(schedules=["nightly-report"]),
+        "apps[web].schedules: not a schedule: 'nightly-report' (expected "
+        "rule/<name> or schedule/<group>/<name>)",
+    ),
+    "a schedule listed twice": (
+        app_with(schedules=["rule/nightly", "rule/nightly"]),
+        "apps[web].schedules: schedule 'rule/nightly' is listed twice",
+    ),
     "not TOML": ("[[apps]\nname=", "not valid TOML"),
     "empty file": ("", "file is empty"),
 }

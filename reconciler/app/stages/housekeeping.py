@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import structlog
 
-from reconciler.adapters.ports import HousekeepingPort
+from reconciler.adapters.ports import HousekeepingPort, SchedulesPort
+from reconciler.app.stages.schedules import named_by_schedules
 from reconciler.decisions.housekeeping import (
     Deleted,
     Plan,
@@ -422,7 +423,21 @@ def protected_by(memory: AppMemory) -> dict[str, str]:
         protected[memory.attempt.task_definition] = "an attempted deploy"
         if memory.attempt.previous:
             protected.setdefault(memory.attempt.previous, "what ran before an attempted deploy")
+    if memory.release is not None:
+        for move in memory.release.schedules:  # a rollback may put a schedule back on it
+            protected.setdefault(move.previous, f"what {move.schedule} ran before a release")
+            protected.setdefault(move.task_definition, f"named by {move.schedule}")
     return protected
+
+
+async def named_by_schedules_of(
+    schedules: SchedulesPort | None, names: Sequence[str], service: ServiceState
+) -> dict[str, str]:
+    """Every task definition of the service's family the schedules `names` name now (a
+    scheduled run of a deregistered revision fails)."""
+    if schedules is None or not names:
+        return {}
+    return await named_by_schedules(schedules, names, {family_of(service.task_definition)})
 
 
 def pinned_image(app: CleanupApp, memory: AppMemory) -> list[str]:
@@ -446,6 +461,10 @@ async def after_rollout(
         protected.setdefault(previous, "what ran before this rollout")
     try:
         service = await ctx.io.ecs.describe_service(app.cluster, app.service)
+        for arn, why in (
+            await named_by_schedules_of(ctx.io.schedules, app.schedules, service)
+        ).items():
+            protected.setdefault(arn, why)
         report = await clean_up(
             housekeeping,
             app=app,

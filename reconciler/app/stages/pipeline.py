@@ -190,7 +190,7 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
 
 async def _in_sync(ctx: PassContext, drift: tuple[str, ...]) -> Next:
     went = Went.ALREADY
-    if ctx.app.releases_parts:
+    if ctx.app.release_follows:
         # The first service runs the revision: the others follow (a restart between two
         # services goes on here), unless the release failed and is held.
         reason = held(ctx)

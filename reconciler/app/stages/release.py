@@ -31,6 +31,8 @@ from reconciler.app.stages.definitions import desired_definition
 from reconciler.app.stages.deploy import with_app_tag, with_image
 from reconciler.app.stages.observe import managed_images
 from reconciler.app.stages.rollback import put_back
+from reconciler.app.stages.schedules import KIND, move_schedules
+from reconciler.app.stages.schedules import put_back as put_back_schedule
 from reconciler.app.stages.watch import Rollout, Watched, watch
 from reconciler.config import AppConfig
 from reconciler.decisions.model import (
@@ -43,6 +45,7 @@ from reconciler.decisions.model import (
     ServiceState,
     utcnow,
 )
+from reconciler.decisions.schedules import family_of
 from reconciler.errors import StateUnwritable
 
 log = structlog.get_logger("reconciler.pass")
@@ -107,7 +110,7 @@ def held(ctx: PassContext) -> str | None:
 async def rest_of_release(ctx: PassContext, *, first: Rollout | None) -> Went:
     """Every service after the first, in order, on the revision; the first runs it now."""
     app = ctx.app
-    if not app.releases_parts:
+    if not app.release_follows:
         return Went.ALREADY
     release = note_first(ctx, first)
     went = Went.ALREADY
@@ -132,6 +135,15 @@ async def rest_of_release(ctx: PassContext, *, first: Rollout | None) -> Went:
         went = Went.DEPLOYED
     if ctx.memory.release != release:
         await _remember(ctx, release)
+    if app.schedules and not release.schedules_done:
+        # Every service runs the revision: the scheduled tasks follow.
+        running = [live, *(release.part(s).task_definition for s in app.service_names[1:])]
+        new = {family_of(arn): arn for arn in running if arn}
+        refused = await move_schedules(ctx, release, new)
+        if refused is not None:
+            release = ctx.memory.release or release
+            await _failed(ctx, release, refused.schedule, Watched(reason=refused.reason))
+            return Went.FAILED
     return went
 
 
@@ -163,6 +175,8 @@ async def _part(
                 )
             ), part
     if live.runs(ctx.observed.desired.image) and settled:
+        if part.task_definition is None:  # ran it already: what it runs, for the schedules
+            part = dataclasses.replace(part, task_definition=state.task_definition, done=True)
         return None, part
     if live.runs(ctx.observed.desired.image) and state.primary is not None:
         # Rolling out already (someone else's deploy of this image): await it.
@@ -271,21 +285,17 @@ async def _failed(ctx: PassContext, release: Release, service: str, ended: Watch
     app, memory = ctx.app, ctx.memory
     reason = f"release of {', '.join(app.service_names)}: {service}: {ended.reason}"
     log.error("release_failed", service=service, reason=ended.reason)
-    owed: list[str] = []
-    if app.rollback:
-        for part in reversed(release.parts):
-            if part.previous is None or part.previous == part.task_definition:
-                continue  # this release did not change it
-            if part.service == service and ended.rolled_back_by_ecs:
-                continue
-            owed.append(part.service)
+    owed = _owed(release, service, ended) if app.rollback else []
     # Held before the first rollback goes out: a daemon killed in between finds the hold
     # (never deploys the revision again) and the rollbacks still owed.
     memory.hold = Hold(revision=ctx.revision, reason=reason, config_fingerprint=app.fingerprint())
     memory.attempt = None
     await _remember(ctx, dataclasses.replace(release, owed=tuple(owed)))
-    failed_part = release.part(service)
-    ctx.report.part(service, task_definition=failed_part.task_definition, phase=Phase.FAILED)
+    if service in app.schedules:
+        ctx.report.part(service, task_definition=None, phase=Phase.FAILED, kind=KIND)
+    else:
+        failed_part = release.part(service)
+        ctx.report.part(service, task_definition=failed_part.task_definition, phase=Phase.FAILED)
     ctx.report.failed(reason)
     result = Result.ROLLED_BACK if owed or ended.rolled_back_by_ecs else Result.FAILED
     try:
@@ -308,6 +318,22 @@ async def _failed(ctx: PassContext, release: Release, service: str, ended: Watch
     ctx.report.count(result.value)
 
 
+def _owed(release: Release, failed: str, ended: Watched) -> list[str]:
+    """What to put back, in order: the schedules (moved last, so first back), then every
+    service the release changed, in reverse order (the failed one unless ECS did it)."""
+    owed: list[str] = []
+    for move in reversed(release.schedules):
+        if move.schedule not in owed:
+            owed.append(move.schedule)
+    for part in reversed(release.parts):
+        if part.previous is None or part.previous == part.task_definition:
+            continue  # this release did not change it
+        if part.service == failed and ended.rolled_back_by_ecs:
+            continue
+        owed.append(part.service)
+    return owed
+
+
 async def pay_owed(ctx: PassContext) -> list[str]:
     """Put back, in order, every service a failed release still owes a rollback, each
     watched to its end; the services whose rollback did not complete. A rollback is paid
@@ -315,6 +341,10 @@ async def pay_owed(ctx: PassContext) -> list[str]:
     failed: list[str] = []
     while (release := ctx.memory.release) is not None and release.owed:
         service = release.owed[0]
+        if service in {move.schedule for move in release.schedules}:
+            await put_back_schedule(ctx, service)
+            await _remember(ctx, dataclasses.replace(release, owed=release.owed[1:]))
+            continue
         part = release.part(service)
         assert part.previous is not None
         started = await put_back(ctx, service, part.previous)

@@ -45,12 +45,14 @@ async def test_a_write_that_outlasts_its_lease_is_abandoned() -> None:
 
 
 async def test_a_write_goes_on_while_the_lease_is_renewed() -> None:
-    lease = Lease(0.1)
+    lease = Lease(0.5)
 
     async def renew() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0.05)
-            lease.renew(0.1)
+        # Outlasts the first lease by far, each renewal well before the last one runs out
+        # (a loaded machine may stall the loop for a while).
+        for _ in range(8):
+            await asyncio.sleep(0.1)
+            lease.renew(0.5)
 
     renewing = asyncio.create_task(renew())
     async with fence_of(lease).held("push"):
