@@ -387,7 +387,9 @@ class AppPreDeploy(_Section):
     timeout: Duration = 900.0
 
 
-MAX_APPROVAL_WAIT = 30 * 24 * 3600.0  # a request older than a month is not a decision anyone recalls
+MAX_APPROVAL_WAIT = (
+    30 * 24 * 3600.0
+)  # a request older than a month is not a decision anyone recalls
 APPROVER_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
 
 
