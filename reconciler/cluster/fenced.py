@@ -243,6 +243,13 @@ class FencedRegistry:
                 registry=registry, repository=repository, tag=tag, new_tag=new_tag, auth=auth
             )
 
+    async def digest(
+        self, *, registry: str, repository: str, tag: str, auth: RegistryAuth | None
+    ) -> str | None:
+        return await self._inner.digest(
+            registry=registry, repository=repository, tag=tag, auth=auth
+        )
+
 
 def fenced(adapters: Adapters, fence: Fence) -> Adapters:
     """`adapters` with the app's AWS and registry writes held to its lease by `fence`."""
