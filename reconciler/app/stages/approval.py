@@ -33,11 +33,13 @@ async def approved(ctx: PassContext) -> bool:
     spec = ctx.app.approval
     if spec is None:
         return True
+    digest = await _digest(ctx)
+    # Read after the await: a vote the API added meanwhile must not be written over.
     memory, now = ctx.memory, utcnow()
     request = request_for(
         memory.approval,
         revision=ctx.revision,
-        digest=await _digest(ctx),
+        digest=digest,
         required=spec.required,
         expire_after=timedelta(seconds=spec.expire_after),
         now=now,
