@@ -185,7 +185,12 @@ async def _vote(request: web.Request, *, approve: bool) -> web.Response:
     for anything else is 409 naming what waits. At the app's owner only (the vote lives in
     the app's state, which only its lease holder writes)."""
     action = Action.APPROVE if approve else Action.REJECT
-    body = await _json_body(request)
+    page = request.content_type == "application/x-www-form-urlencoded"
+    # The app page's forms post as a form (the session cookie is SameSite=Strict and the
+    # guard checks Origin, as for the sync form); API clients post JSON.
+    body = dict(await request.post()) if page else await _json_body(request)
+    if page and not body.get("digest"):
+        body.pop("digest", None)
     revision, digest, comment = body.get("revision"), body.get("digest"), body.get("comment", "")
     if not (
         isinstance(revision, str)
@@ -214,6 +219,8 @@ async def _vote(request: web.Request, *, approve: bool) -> web.Response:
         return error(exc.status, str(exc))
     if voted is None:
         return _restarting(name)
+    if page:
+        return web.Response(status=303, headers={"Location": dashboard.app_url(request, name)})
     answer = {
         "app": name,
         "revision": voted.revision,

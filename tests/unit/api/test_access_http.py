@@ -16,6 +16,7 @@ import pytest
 from reconciler.adapters.tokens import revoke_token
 from reconciler.api.web import stream
 from reconciler.app.events import PhaseChanged
+from reconciler.app.status import ApprovalView
 from reconciler.daemon.access import AUDIT_LOG
 from reconciler.decisions.approval import ApprovalRequest
 from reconciler.decisions.model import Phase
@@ -321,3 +322,37 @@ async def test_a_rejection_is_kept_with_who_said_it(tmp_path: Path) -> None:
         ) as answer:
             assert answer.status == 409
             assert "was rejected by olga" in (await answer.json())["error"]
+
+
+async def test_the_app_page_shows_the_waiting_release_and_its_forms_vote(tmp_path: Path) -> None:
+    """While a release waits, the app's page shows its revision, digest and deadline with
+    Approve and Reject forms (operators only); a posted form votes as the caller and sends the
+    browser back to the page."""
+    async with serve(tmp_path, roles=APPROVERS, approval={"approvers": ["otto"]}) as face:
+        assert face.store is not None
+        now = datetime.now(UTC)
+        face.store.load(APP).approval = ApprovalRequest(
+            revision=REV, digest=DIGEST, required=1, requested_at=now, expires_at=now + DAY
+        )
+        status = face.statuses[APP]
+        status.phase = Phase.AWAITING_APPROVAL
+        status.approval = ApprovalView(
+            revision=REV, digest=DIGEST, required=1, expires_at=now + DAY
+        )
+        _, page = await call(face, "GET", f"/apps/{APP}", "otto")
+        assert "Waiting for approval" in page and DIGEST in page
+        assert f'action="/apps/{APP}/approve"' in page
+        _, seen = await call(face, "GET", f"/apps/{APP}", "vera")
+        assert DIGEST in seen and "/approve" not in seen
+        form = {"revision": REV, "digest": DIGEST, "comment": "from the page"}
+        async with face.anonymous.post(
+            f"/apps/{APP}/approve",
+            data=form,
+            headers={**face.bearer("otto"), "Accept": "text/html"},
+            allow_redirects=False,
+        ) as answer:
+            assert answer.status == 303
+            assert answer.headers["Location"].endswith(f"/apps/{APP}")
+        request = face.store.load(APP).approval
+        assert request is not None and request.approved
+        assert request.approvals[0].comment == "from the page"
