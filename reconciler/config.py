@@ -388,6 +388,40 @@ class AppPreDeploy(_Section):
     timeout: Duration = 900.0
 
 
+MAX_APPROVAL_WAIT = (
+    30 * 24 * 3600.0
+)  # a request older than a month is not a decision anyone recalls
+APPROVER_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
+
+
+class AppApproval(_Section):
+    """A release of the app waits for `required` approvals (SPEC 21) after its image is pushed
+    and its task definition registered, before its service is updated."""
+
+    required: int = Field(default=1, ge=1, le=10)
+    # Token or user names allowed to approve; empty: any operator (or admin) of the app.
+    approvers: tuple[str, ...] = ()
+    expire_after: Duration = Field(default=24 * 3600.0, le=MAX_APPROVAL_WAIT)
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not APPROVER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a token or user name")
+        if len(set(value)) != len(value):
+            raise ValueError("an approver is named twice")
+        return value
+
+    @model_validator(mode="after")
+    def _reachable(self) -> AppApproval:
+        if self.approvers and self.required > len(self.approvers):
+            raise ValueError(
+                f"required = {self.required} but only {len(self.approvers)} approvers are named"
+            )
+        return self
+
+
 class AppCleanup(_Section):
     """How many of the app's own task definitions and SHA images to keep; 0: never clean."""
 
@@ -537,6 +571,7 @@ class AppConfig(_Section):
     url: str = ""  # where the app answers, shown with its deployments
     test: AppTest | None = None
     pre_deploy: AppPreDeploy | None = None
+    approval: AppApproval | None = None  # a person approves each release before it goes out
     cleanup: AppCleanup = AppCleanup()
     # A folder of the repository holding task-definition.json (and service.json): the whole
     # service definition as code; empty: a copy of the live task definition, image changed.

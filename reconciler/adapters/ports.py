@@ -74,6 +74,11 @@ class RegistryPort(Protocol):
     ) -> bool:
         """Whether the registry already has `repository:tag`."""
 
+    async def digest(
+        self, *, registry: str, repository: str, tag: str, auth: RegistryAuth | None
+    ) -> str | None:
+        """The manifest digest `repository:tag` names now; None when the tag is not there."""
+
     async def copy(
         self,
         *,

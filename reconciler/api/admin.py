@@ -29,6 +29,7 @@ from reconciler.api.guard import (
 )
 from reconciler.api.web import dashboard
 from reconciler.decisions.access import Action, Role
+from reconciler.decisions.approval import MAX_COMMENT, ApprovalRefused
 from reconciler.decisions.pins import RollbackRefused
 from reconciler.errors import NotForwarded
 
@@ -163,6 +164,73 @@ async def unpin_app(request: web.Request) -> web.Response:
     if was is None:
         return _restarting(name)
     return web.json_response({"unpinned": was, "app": name}, status=202)
+
+
+MAX_REVISION = 64  # a SHA-256 object name; anything longer is not a revision
+
+
+async def approve_app(request: web.Request) -> web.Response:
+    """`{"revision", "digest"?, "comment"?}`: approve the release waiting for approval."""
+    return await _vote(request, approve=True)
+
+
+async def reject_app(request: web.Request) -> web.Response:
+    """`{"revision", "digest"?, "comment"?}`: reject it; the revision is held."""
+    return await _vote(request, approve=False)
+
+
+async def _vote(request: web.Request, *, approve: bool) -> web.Response:
+    """An operator of the app whom its `approvers` name votes on the release waiting for
+    approval, naming its revision (and digest): audited with both and the comment; a vote
+    for anything else is 409 naming what waits. At the app's owner only (the vote lives in
+    the app's state, which only its lease holder writes)."""
+    action = Action.APPROVE if approve else Action.REJECT
+    page = request.content_type == "application/x-www-form-urlencoded"
+    # The app page's forms post as a form (the session cookie is SameSite=Strict and the
+    # guard checks Origin, as for the sync form); API clients post JSON.
+    body = dict(await request.post()) if page else await _json_body(request)
+    if page and not body.get("digest"):
+        body.pop("digest", None)
+    revision, digest, comment = body.get("revision"), body.get("digest"), body.get("comment", "")
+    if not (
+        isinstance(revision, str)
+        and 0 < len(revision) <= MAX_REVISION
+        and (digest is None or (isinstance(digest, str) and len(digest) <= 2 * MAX_REVISION + 8))
+        and isinstance(comment, str)
+    ):
+        audited_as(request, action.label, request.match_info["name"])
+        return error(
+            400,
+            'the body is {"revision": SHA, "digest": "sha256:..." (optional), '
+            '"comment": TEXT (optional)}',
+        )
+    args = {"revision": revision, "digest": digest or "", "comment": comment[:MAX_COMMENT]}
+    name = _steered_app(request, action, **args)
+    if isinstance(name, web.Response):
+        return name
+    who = identity_of(request)
+    assert who is not None, "the guard lets no anonymous state change through"
+    try:
+        voted = await request.app[STEERING].vote(
+            name, approve=approve, revision=revision, digest=digest, comment=comment, by=who.name
+        )
+    except ApprovalRefused as exc:
+        log.warning(f"{action.label}_refused", app=name, status=exc.status, error=str(exc))
+        return error(exc.status, str(exc))
+    if voted is None:
+        return _restarting(name)
+    if page:
+        return web.Response(status=303, headers={"Location": dashboard.app_url(request, name)})
+    answer = {
+        "app": name,
+        "revision": voted.revision,
+        "digest": voted.digest,
+        "required": voted.required,
+        "approvals": [v.by for v in voted.approvals],
+        "approved": voted.approved,
+        "rejected_by": voted.rejected.by if voted.rejected is not None else None,
+    }
+    return web.json_response(answer, status=202)
 
 
 def _restarting(name: str) -> web.Response:
@@ -310,6 +378,8 @@ def build_admin_app(daemon: DaemonView, steering: Steering, access: Access) -> w
     app.router.add_post("/apps/{name}/sync", sync_app)
     app.router.add_post("/apps/{name}/rollback", rollback_app)
     app.router.add_post("/apps/{name}/unpin", unpin_app)
+    app.router.add_post("/apps/{name}/approve", approve_app)
+    app.router.add_post("/apps/{name}/reject", reject_app)
     app.router.add_get("/status", status_all)
     app.router.add_get("/status/{name}", status_one)
     app.router.add_get("/audit", audit)

@@ -13,6 +13,7 @@ from reconciler.api.webhooks import Nudged, PushEvent
 from reconciler.app.events import EventBus
 from reconciler.app.status import AppStatus
 from reconciler.config import Config
+from reconciler.decisions.approval import ApprovalRequest
 from reconciler.metrics import Metrics
 
 log = structlog.get_logger("reconciler.http")
@@ -71,6 +72,19 @@ class Steering(Protocol):
 
     async def unpin(self, name: str, *, by: str | None = None) -> bool | None:
         """Back to following git; whether a pin was there, None when the app has no loop."""
+
+    async def vote(
+        self,
+        name: str,
+        *,
+        approve: bool,
+        revision: str,
+        digest: str | None,
+        comment: str,
+        by: str,
+    ) -> ApprovalRequest | None:
+        """Approve (or reject) the release waiting for approval; the request as it is now,
+        None when the app has no loop right now. Raises ApprovalRefused."""
 
 
 DAEMON: web.AppKey[DaemonView] = web.AppKey("daemon")

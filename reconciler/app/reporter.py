@@ -14,7 +14,14 @@ import structlog
 
 from reconciler.app.events import EventBus, Finished, PhaseChanged
 from reconciler.app.state import HISTORY_LIMIT, StateStore
-from reconciler.app.status import AppStatus, DriftView, FrozenView, PartView, RolloutView
+from reconciler.app.status import (
+    ApprovalView,
+    AppStatus,
+    DriftView,
+    FrozenView,
+    PartView,
+    RolloutView,
+)
 from reconciler.decisions.definition_diff import Change
 from reconciler.decisions.model import HistoryEntry, Observation, Phase, Result, utcnow
 from reconciler.logs import redact
@@ -79,6 +86,8 @@ class Reporter:
     def phase(self, phase: Phase) -> None:
         if phase is not Phase.FROZEN:
             self.status.frozen = None
+        if phase is not Phase.AWAITING_APPROVAL:
+            self.status.approval = None
         if self.status.phase != phase:
             previous = self.status.phase
             log.info("phase_changed", phase=phase.value, previous=previous.value)
@@ -138,6 +147,12 @@ class Reporter:
         self.status.last_error = self._unwritable
         self.phase(Phase.FROZEN)
         self.count("frozen")
+
+    def awaiting_approval(self, view: ApprovalView) -> None:
+        """The release is pushed and registered and waits for people (SPEC 21)."""
+        self.status.approval = view
+        self.status.last_error = self._unwritable
+        self.phase(Phase.AWAITING_APPROVAL)
 
     def held(self, reason: str) -> None:
         self.status.last_error = self._with_unwritable(redact(reason))

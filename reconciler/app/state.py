@@ -32,6 +32,7 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from reconciler.adapters.files import set_aside, write_atomically
 from reconciler.app.cache import PerAppCache
+from reconciler.decisions.approval import ApprovalRequest
 from reconciler.decisions.model import (
     Attempt,
     DefinitionMark,
@@ -61,6 +62,9 @@ class AppMemory:
     definition: DefinitionMark | None = None
     # An app with several services: the release under way (or the last), part by part.
     release: Release | None = None
+    # An app with `approval`: the release waiting for (or given) approval, and who said what,
+    # so a restart or a new owner keeps the wait and its votes.
+    approval: ApprovalRequest | None = None
     # Set when the file on disk could not be read: the one-line reason shown to operators.
     damaged: str | None = None
 
@@ -180,6 +184,7 @@ def cleared(memory: AppMemory) -> AppMemory:
     memory.build_failures.clear()
     memory.damaged = None
     memory.release = None
+    memory.approval = None  # a sync starts over: the release asks again
     return memory
 
 
@@ -211,6 +216,7 @@ class _MemoryFile(BaseModel):
     pin: Annotated[Pin | None, requiring("since")] = None
     definition: DefinitionMark | None = None
     release: Release | None = None
+    approval: ApprovalRequest | None = None
     history: list[HistoryEntry]  # newest first, HISTORY_LIMIT at most
 
 
@@ -225,9 +231,12 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
     for entry in dumped["history"]:
         if entry.get("by") is None:
             entry.pop("by", None)
-    for key in ("definition", "release"):  # only apps with `definitions`, `services` write them
+    # Only apps with `definitions`, `services`, `approval` write them.
+    for key in ("definition", "release", "approval"):
         if dumped.get(key) is None:
             dumped.pop(key, None)
+    if dumped.get("approval") is not None and dumped["approval"].get("rejected") is None:
+        dumped["approval"].pop("rejected", None)
     if dumped.get("pin") is not None and dumped["pin"].get("asked_by") is None:
         dumped["pin"].pop("asked_by", None)
     for name, keys in (("pre_deploy_run", ("token", "host")), ("attempt", ("host",))):

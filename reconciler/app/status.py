@@ -67,6 +67,26 @@ class FrozenView:
 
 
 @dataclass
+class VoteView:
+    by: str
+    at: Time
+    comment: str = ""
+
+
+@dataclass
+class ApprovalView:
+    """The release waiting for approval (SPEC 21): what it would put live (revision, image
+    digest and, with `definitions`, the definition's changes) and who approved it so far."""
+
+    revision: str
+    digest: str
+    required: int
+    expires_at: Time
+    approvals: list[VoteView] = field(default_factory=list)
+    changes: tuple[str, ...] = ()  # `path: live -> desired`, with `definitions`
+
+
+@dataclass
 class PartView:
     """One part of an app's release (SPEC 20): a service or a schedule, the task definition
     it runs (or names) and where it stands."""
@@ -97,6 +117,7 @@ class AppStatus:
     # Apps with several services (or schedules): one entry per part, in release order.
     parts: list[PartView] = field(default_factory=list)
     frozen: FrozenView | None = None  # while a freeze holds a release back
+    approval: ApprovalView | None = None  # while a release waits for approval
 
     def to_json(self) -> dict[str, Any]:
         document = _StatusDocument.model_construct(
@@ -119,6 +140,7 @@ class AppStatus:
             drift=self.drift,
             parts=list(self.parts),
             frozen=self.frozen,
+            approval=self.approval,
             history=list(self.history),
         )
         dumped = document.model_dump(mode="json")
@@ -126,6 +148,8 @@ class AppStatus:
             dumped.pop("drift", None)  # said only while live differs from the definitions
         if dumped.get("frozen") is None:
             dumped.pop("frozen", None)  # said only while a freeze holds a release back
+        if dumped.get("approval") is None:
+            dumped.pop("approval", None)  # said only while a release waits for approval
         if not dumped.get("parts"):
             dumped.pop("parts", None)  # said only by an app of several parts
         for entry in dumped["history"]:
@@ -162,6 +186,7 @@ class AppStatus:
             drift=read.drift,
             parts=list(read.parts),
             frozen=read.frozen,
+            approval=read.approval,
         )
 
 
@@ -216,6 +241,7 @@ class _StatusDocument(BaseModel):
     drift: DriftView | None = None
     parts: list[PartView] = Field(default_factory=list)
     frozen: FrozenView | None = None
+    approval: ApprovalView | None = None
     history: list[Annotated[HistoryEntry, AfterValidator(_history_entry)]] = Field(
         default_factory=list
     )

@@ -104,3 +104,21 @@ def steer(args: argparse.Namespace, action: str, body: Any = None) -> Any:
         f"{action} of {args.app} refused: HTTP {code}: {message or 'no detail'}",
         EXIT_USAGE if code in {400, 401, 403, 404, 409, 421} else EXIT_FAILURE,
     )
+
+
+def waiting_approval(args: argparse.Namespace) -> dict[str, Any]:
+    """The approval the app's release waits for, as its status shows it now: what an approve
+    or reject without --revision names (revision and digest, so a newer release that turns
+    up meanwhile is not approved unseen)."""
+    base = daemon_url(args)
+    app = urllib.parse.quote(args.app, safe="")
+    code, answer = request(f"{base}/status/{app}", token=token_of(args))
+    refused(code, answer, base)
+    if code == 404:
+        raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
+    if code != 200 or not isinstance(answer, dict):
+        raise CliError(f"{base} answered HTTP {code} to a status of {args.app}")
+    waiting = answer.get("approval")
+    if not isinstance(waiting, dict):
+        raise CliError(f"no release of {args.app} waits for approval", EXIT_USAGE)
+    return waiting

@@ -1,11 +1,12 @@
-"""`reconciler sync`, `rollback` and `unpin`: an operator steering one app."""
+"""`reconciler sync`, `rollback`, `unpin`, `approve` and `reject`: an operator steering one
+app."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from reconciler.cli.client import steer
+from reconciler.cli.client import steer, waiting_approval
 from reconciler.cli.common import EXIT_OK, EXIT_USAGE, CliError
 
 
@@ -25,7 +26,21 @@ def register(sub: Any) -> None:
     rollback.add_argument("--to", help="the revision (full or short SHA); default: the one before")
     unpin = sub.add_parser("unpin", help="end a rollback pin: follow git again")
     unpin.add_argument("app")
-    for command, func in ((sync, cmd_sync), (rollback, cmd_rollback), (unpin, cmd_unpin)):
+    votes = []
+    for verb, said in (("approve", "approve"), ("reject", "reject (and hold)")):
+        vote = sub.add_parser(verb, help=f"{said} the release of APP waiting for approval")
+        vote.add_argument("app")
+        vote.add_argument(
+            "--revision", help="the revision (full or short SHA); default: the one waiting now"
+        )
+        vote.add_argument("--comment", default="", help="kept in the audit log and the status")
+        votes.append((vote, cmd_approve if verb == "approve" else cmd_reject))
+    for command, func in (
+        (sync, cmd_sync),
+        (rollback, cmd_rollback),
+        (unpin, cmd_unpin),
+        *votes,
+    ):
         command.add_argument("--url")
         command.add_argument("--config")
         command.add_argument("--token-file")
@@ -59,3 +74,28 @@ def cmd_unpin(args: argparse.Namespace) -> int:
     said = "back to following git" if answer.get("unpinned") else "was not pinned"
     print(f"{args.app}: {said}")
     return EXIT_OK
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    answer = _vote(args, "approve")
+    have, needed = len(answer.get("approvals") or []), answer.get("required")
+    state = "approved: it goes out now" if answer.get("approved") else f"{have} of {needed}"
+    print(f"{args.app} {answer['revision'][:12]} ({answer['digest']}): {state}")
+    return EXIT_OK
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    answer = _vote(args, "reject")
+    print(f"{args.app} {answer['revision'][:12]} rejected: held until a newer revision or sync")
+    return EXIT_OK
+
+
+def _vote(args: argparse.Namespace, verb: str) -> Any:
+    body: dict[str, str] = {"comment": args.comment}
+    if args.revision:
+        body["revision"] = args.revision
+    else:
+        # Bound to what waits now, digest included: never a release that turned up unseen.
+        waiting = waiting_approval(args)
+        body["revision"], body["digest"] = waiting["revision"], waiting["digest"]
+    return steer(args, verb, body)

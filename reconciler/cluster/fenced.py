@@ -250,6 +250,13 @@ class FencedRegistry:
                 registry=registry, repository=repository, tag=tag, new_tag=new_tag, auth=auth
             )
 
+    async def digest(
+        self, *, registry: str, repository: str, tag: str, auth: RegistryAuth | None
+    ) -> str | None:
+        return await self._inner.digest(
+            registry=registry, repository=repository, tag=tag, auth=auth
+        )
+
 
 class FencedSchedules:
     """A schedule moved by a daemon that lost the app could name a revision another daemon

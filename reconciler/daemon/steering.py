@@ -1,7 +1,7 @@
 """What the HTTP layer asks the daemon to do: nudge the apps a push concerns, sync, roll
-back to an earlier revision and unpin. An app another daemon of the cluster runs is nudged
-or synced through the lease table; rollback and unpin go to its owner (the HTTP layer says
-where)."""
+back to an earlier revision, unpin, approve and reject. An app another daemon of the cluster
+runs is nudged or synced through the lease table; rollback, unpin and votes go to its owner
+(the HTTP layer says where)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from reconciler.app.state import StateStore
 from reconciler.daemon.apps import AppLoops
 from reconciler.daemon.in_force import InForce
 from reconciler.daemon.ownership import Ownership
-from reconciler.decisions.model import Pin
+from reconciler.decisions.approval import ApprovalRefused, ApprovalRequest, decide
+from reconciler.decisions.model import Pin, utcnow
 from reconciler.decisions.pins import rollback_target
 from reconciler.errors import NotForwarded
 
@@ -111,3 +112,50 @@ class Steering:
         log.info("unpinned", app=name, was_pinned=was, by=by)
         loop.asked(by=by)
         return was
+
+    async def vote(
+        self,
+        name: str,
+        *,
+        approve: bool,
+        revision: str,
+        digest: str | None,
+        comment: str,
+        by: str,
+    ) -> ApprovalRequest | None:
+        """Add `by`'s approval or rejection to the release of the app waiting for one and
+        start a pass, which goes on or holds it; None when the app has no loop right now.
+        Raises ApprovalRefused (403: not an approver; 409: nothing waits for what it names)."""
+        loop, app = self._apps.loops.get(name), self._in_force.app(name)
+        if loop is None or app is None:
+            return None
+        if app.approval is None:
+            raise ApprovalRefused(409, f"app {name!r} needs no approval ([apps.approval])")
+        memory = self._store.load(name)
+        request = decide(
+            memory.approval,
+            app=name,
+            by=by,
+            approvers=app.approval.approvers,
+            revision=revision,
+            digest=digest,
+            comment=comment,
+            approve=approve,
+            now=utcnow(),
+        )
+        if request != memory.approval:
+            memory.approval = request
+            if not await self._store.save(name):
+                # The pass acts on it from memory; a restart before the disk takes it would
+                # ask again, so the caller hears it.
+                log.error("vote_unwritten", app=name, error=self._store.write_error(name))
+        log.warning(
+            "approved" if approve else "rejected",
+            app=name,
+            revision=request.revision,
+            digest=request.digest,
+            by=by,
+            comment=comment,
+        )
+        loop.asked(by=by)
+        return request

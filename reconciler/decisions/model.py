@@ -464,6 +464,7 @@ class Phase(enum.StrEnum):
     FAILED = "Failed"
     SUSPENDED = "Suspended"
     FROZEN = "Frozen"  # a freeze window covers the app: no new release starts (SPEC 21)
+    AWAITING_APPROVAL = "AwaitingApproval"  # pushed and registered, not yet approved
 
 
 class Result(enum.StrEnum):
@@ -475,6 +476,8 @@ class Result(enum.StrEnum):
     BUILD_FAILED = "build_failed"
     TEST_FAILED = "test_failed"
     PRE_DEPLOY_FAILED = "pre_deploy_failed"
+    REJECTED = "rejected"  # an approver said no (SPEC 21)
+    APPROVAL_EXPIRED = "approval_expired"  # no one approved in time
 
 
 @dataclass(frozen=True)

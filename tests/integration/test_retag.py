@@ -119,6 +119,27 @@ async def test_retagging_after_a_second_push_moves_latest(
     assert again == second
 
 
+async def test_the_digest_a_tag_names_is_read_and_follows_a_push_over_it(
+    registry: str, repository: str, registry_client: Registry
+) -> None:
+    """An approval binds the digest (SPEC 21): it is the registry's, and a tag pushed over
+    names another; a tag not there has none."""
+    push_tiny_image(registry, repository, "one")
+    first = await registry_client.digest(
+        registry=registry, repository=repository, tag="one", auth=None
+    )
+    assert first == (await head(registry, repository, "one"))[0]
+    push_tiny_image(registry, repository, "one")
+    second = await registry_client.digest(
+        registry=registry, repository=repository, tag="one", auth=None
+    )
+    assert second is not None and second != first
+    assert (
+        await registry_client.digest(registry=registry, repository=repository, tag="no", auth=None)
+        is None
+    )
+
+
 async def test_an_index_stays_an_index(
     registry: str, repository: str, registry_client: Registry
 ) -> None:

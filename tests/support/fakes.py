@@ -9,6 +9,7 @@ AwsUnavailable("..."))` makes the next call raise.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -155,6 +156,17 @@ class FakeRegistry(_Failures):
     ) -> bool:
         self.check("has_tag")
         return f"{registry}/{repository}:{tag}" in self._docker.pushes
+
+    async def digest(
+        self, *, registry: str, repository: str, tag: str, auth: RegistryAuth | None
+    ) -> str | None:
+        """A digest per image pushed: pushing the same tag again names another."""
+        self.check("digest")
+        image = f"{registry}/{repository}:{tag}"
+        if image not in self._docker.pushes:
+            return None
+        count = self._docker.pushes.count(image)
+        return "sha256:" + hashlib.sha256(f"{image}#{count}".encode()).hexdigest()
 
     async def copy(
         self,

@@ -37,7 +37,7 @@ from reconciler.daemon.in_force import InForce
 from reconciler.daemon.ownership import Alone, Ownership
 from reconciler.daemon.supervisor import Supervisor
 from reconciler.metrics import Metrics
-from tests.support.config import app_table, config_text
+from tests.support.config import Table, app_table, config_text
 from tests.support.webhooks import github_headers, gitlab_headers, signature
 
 SECRET = "hook-secret-for-tests"
@@ -120,6 +120,7 @@ class HttpFace:
     admin_token: str
     loops: dict[str, FakeLoop] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)  # by name, those `roles` asked for
+    store: FileStateStore | None = None  # the apps' memories, as the supervisor holds them
 
     @property
     def tokens_file(self) -> Path:
@@ -181,8 +182,10 @@ def face_config(
     apps: Mapping[str, tuple[str, str]] = APPS,
     tokens_file: Path | None = None,
     trusted_proxies: Sequence[str] = (),
+    approval: Table | None = None,
 ) -> str:
-    """The face's config; writes the secret and API token files it names into `tmp_path`."""
+    """The face's config (every app with `approval`, when given); writes the secret and API
+    token files it names into `tmp_path`."""
     (tmp_path / "secret").write_text(SECRET + "\n")
     (tmp_path / "api-token").write_text(API_TOKEN + "\n")
     secret_files = {
@@ -200,7 +203,10 @@ def face_config(
             **({"tokens_file": tokens_file} if tokens_file is not None else {}),
             "trusted_proxies": list(trusted_proxies),
         },
-        apps=[app_table(name, repo, branch=branch) for name, (repo, branch) in apps.items()],
+        apps=[
+            {**app_table(name, repo, branch=branch), **({"approval": approval} if approval else {})}
+            for name, (repo, branch) in apps.items()
+        ],
     )
 
 
@@ -219,6 +225,7 @@ def supervisor_for(
     loops: FakeLoops | None = None,
     ownership: Ownership | None = None,
     bus: EventBus | None = None,
+    store: FileStateStore | None = None,
 ) -> Supervisor:
     """A Supervisor on the config `in_force` holds whose loops `loops` makes (not started);
     commit subjects come from real mirrors in its state_dir (empty until something fetches)."""
@@ -227,7 +234,7 @@ def supervisor_for(
         in_force=in_force,
         maker=loops or FakeLoops(),
         ownership=ownership or Alone(),
-        store=FileStateStore(state_dir),
+        store=store or FileStateStore(state_dir),
         git=GitMirrors(state_dir),
         metrics=Metrics(),
         bus=bus or EventBus(),
@@ -245,6 +252,7 @@ async def serve(
     ownership: Ownership | None = None,
     roles: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     trusted_proxies: Sequence[str] = (),
+    approval: Table | None = None,
 ) -> AsyncIterator[HttpFace]:
     """The HTTP face on the config `face_config` writes, with a FakeLoop per app it runs.
     With `roles` (name: (role, app globs)), a tokens file holds a token of each, and one of
@@ -262,10 +270,12 @@ async def serve(
             apps=apps,
             tokens_file=tokens_file,
             trusted_proxies=trusted_proxies,
+            approval=approval,
         )
     )
     in_force, loops = InForce(config), FakeLoops()
-    supervisor = supervisor_for(in_force, loops=loops, ownership=ownership)
+    store = FileStateStore(config.daemon.state_dir)
+    supervisor = supervisor_for(in_force, loops=loops, ownership=ownership, store=store)
     await supervisor.start()
     admin_server: TestServer | None = None
 
@@ -288,7 +298,7 @@ async def serve(
             aiohttp.ClientSession(base_url=str(admin_server.make_url("/"))) as anonymous,
         ):
             yield HttpFace(
-                supervisor, in_force, client, anonymous, hooks, token, loops.loops, tokens
+                supervisor, in_force, client, anonymous, hooks, token, loops.loops, tokens, store
             )
     finally:
         await supervisor.stop()

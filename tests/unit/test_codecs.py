@@ -4,6 +4,7 @@ were made from, and written again byte for byte as they were."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ import pytest
 
 from reconciler.app.state import AppMemory, FileStateStore, decode_memory, encode_memory
 from reconciler.app.status import AppStatus
+from reconciler.decisions.approval import ApprovalRequest, Vote
 from reconciler.decisions.model import Phase, Release, ReleasePart, Result
 from reconciler.feedback.record import Records
 from tests.fixtures.state import make
@@ -114,6 +116,30 @@ def test_a_release_of_several_services_round_trips_and_older_files_have_none(
     _placed(tmp_path, "memory.json", "apps")
     assert FileStateStore(tmp_path).load("web").release is None
     assert '"release"' not in encode_memory(make.memory())
+
+
+def test_an_approval_request_round_trips_and_older_files_have_none(tmp_path: Path) -> None:
+    """A release waiting for approval (SPEC 21) keeps its votes and deadline across a restart
+    or a takeover; a file written before approvals existed reads as no request, and a memory
+    without one is written without the key (an older daemon reads it)."""
+    at = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    memory = make.memory()
+    memory.approval = ApprovalRequest(
+        revision=make.REV,
+        digest="sha256:" + "1" * 64,
+        required=2,
+        requested_at=at,
+        expires_at=datetime(2024, 5, 2, 12, 0, tzinfo=UTC),
+        approvals=(Vote("alice", at, "looks good"),),
+    )
+    assert decode_memory(encode_memory(memory)) == memory
+    assert '"rejected"' not in encode_memory(memory)
+    rejected = Vote("bob", at, "not today")
+    memory.approval = dataclasses.replace(memory.approval, rejected=rejected)
+    assert decode_memory(encode_memory(memory)) == memory
+    _placed(tmp_path, "memory.json", "apps")
+    assert FileStateStore(tmp_path).load("web").approval is None
+    assert '"approval"' not in encode_memory(make.memory())
 
 
 def test_a_feedback_record_on_disk_is_read_and_written_as_it_was(tmp_path: Path) -> None:

@@ -36,6 +36,16 @@ def test_a_freeze_table_is_read_as_a_window() -> None:
     assert window.cron.hours == {17}
 
 
+def test_an_approval_table_is_read_with_its_defaults() -> None:
+    """`[apps.approval]` with only `required`: any operator approves, requests lapse in 24h."""
+    (app,) = parse_config(app_with(approval={"required": 2})).apps
+    assert app.approval is not None
+    assert (app.approval.required, app.approval.approvers) == (2, ())
+    assert app.approval.expire_after == 24 * 3600
+    (plain,) = parse_config(APP).apps
+    assert plain.approval is None
+
+
 def problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
@@ -373,6 +383,26 @@ BAD = {
     "a schedule listed twice": (
         app_with(schedules=["rule/nightly", "rule/nightly"]),
         "apps[web].schedules: schedule 'rule/nightly' is listed twice",
+    ),
+    "an approval that needs none": (
+        app_with(approval={"required": 0}),
+        "apps[web].approval.required: Input should be greater than or equal to 1",
+    ),
+    "an approval needing more approvers than named": (
+        app_with(approval={"required": 2, "approvers": ["alice"]}),
+        "apps[web].approval: required = 2 but only 1 approvers are named",
+    ),
+    "an approver that is no name": (
+        app_with(approval={"approvers": ["alice bob"]}),
+        "apps[web].approval.approvers: 'alice bob' is not a token or user name",
+    ),
+    "an approval that never lapses": (
+        app_with(approval={"expire_after": "0s"}),
+        "apps[web].approval.expire_after: duration must be positive, got '0s'",
+    ),
+    "an approval key misspelt": (
+        app_with(approval={"approver": ["alice"]}),
+        "apps[web].approval.approver: unknown key",
     ),
     "not TOML": ("[[apps]\nname=", "not valid TOML"),
     "empty file": ("", "file is empty"),

@@ -34,6 +34,12 @@ class Registry:
             registry=registry, repository=repository, tag=tag, auth=auth
         )
 
+    async def digest(
+        self, *, registry: str, repository: str, tag: str, auth: RegistryAuth | None
+    ) -> str | None:
+        """The digest `repository:tag` names now, None without it (see `Tags.digest`)."""
+        return await self._tags.digest(registry=registry, repository=repository, tag=tag, auth=auth)
+
     async def retag(
         self, *, registry: str, repository: str, tag: str, new_tag: str, auth: RegistryAuth | None
     ) -> str:

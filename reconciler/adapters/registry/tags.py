@@ -97,6 +97,25 @@ class Tags:
             or "sha256:" + hashlib.sha256(got.body).hexdigest()
         )
 
+    async def digest(
+        self, *, registry: str, repository: str, tag: str, auth: RegistryAuth | None
+    ) -> str | None:
+        """The digest of the manifest `repository:tag` names now, None when there is none.
+
+        One HEAD where the registry names the digest (the distribution spec's
+        Docker-Content-Digest); else the manifest's bytes, hashed here. Raises as `has_tag`.
+        """
+        side = Side(registry, repository, auth, "pull")
+        found, digest = await self._manifests.head(side, tag)
+        if not found:
+            return None
+        if digest:
+            return digest
+        got, _ = await self._manifests.get(
+            side, tag, missing=f"registry {registry} has no {repository}:{tag}"
+        )
+        return "sha256:" + hashlib.sha256(got.body).hexdigest()
+
     @staticmethod
     def _answer(registry: str, status: int) -> bool:
         if status == 200:

@@ -322,6 +322,11 @@ async def app_page(request: web.Request) -> web.Response:
     )
 
 
+def app_url(request: web.Request, name: str) -> str:
+    """The app's page, as this request's links name it."""
+    return links_of(request).app(name)
+
+
 async def back_after_sync(request: web.Request, name: str) -> web.Response:
     """303 to the page the sync form was on (its `back` field), so a reload does not post
     again; the page then says the sync was asked for."""

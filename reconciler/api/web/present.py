@@ -207,6 +207,37 @@ class AppView:
     # Live differing from the app's definitions: `path: live -> desired` lines, and since.
     drift: tuple[str, ...] = ()
     drift_since: Moment | None = None
+    approval: Approval | None = None  # the release waiting for approval
+
+
+@dataclass(frozen=True)
+class Approval:
+    """The release waiting for approval, as the app's page shows it (with its two forms)."""
+
+    revision: str
+    digest: str
+    required: int
+    approvals: list[tuple[str, str]]  # (who, what they said)
+    expires: Moment
+    changes: tuple[str, ...]
+    approve_url: str
+    reject_url: str
+
+
+def approval_of(status: AppStatus, links: Links, name: str, now: datetime) -> Approval | None:
+    waiting = status.approval
+    if waiting is None or status.phase is not Phase.AWAITING_APPROVAL:
+        return None
+    return Approval(
+        revision=waiting.revision,
+        digest=waiting.digest,
+        required=waiting.required,
+        approvals=[(v.by, v.comment) for v in waiting.approvals],
+        expires=Moment.of(waiting.expires_at, now),
+        changes=waiting.changes,
+        approve_url=links.app(name) + "/approve",
+        reject_url=links.app(name) + "/reject",
+    )
 
 
 def revisions_of(status: AppStatus | None, *, history: bool) -> list[str]:
@@ -261,4 +292,5 @@ def app_view(
         owner=owner,
         drift=status.drift.changes if status.drift is not None else (),
         drift_since=Moment.of(status.drift.since, now) if status.drift is not None else None,
+        approval=approval_of(status, links, name, now),
     )

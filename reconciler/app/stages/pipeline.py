@@ -5,7 +5,8 @@
         in sync (-> extra tags) | suspended | held | roll back | failed unwatched
         | watch a rollout in flight
         | frozen (a freeze window: no new release starts)
-        | [verify ->] [build -> test -> push ->] register -> pre-deploy task -> update service
+        | [verify ->] [build -> test -> push ->] register -> [approval ->] pre-deploy task
+          -> update service
           -> watch
           -> (succeeded -> extra tags | hold and roll back)
 
@@ -28,6 +29,7 @@ import enum
 import structlog
 
 from reconciler.app.host import this_host
+from reconciler.app.stages.approval import approved
 from reconciler.app.stages.build import build
 from reconciler.app.stages.context import AppSession, PassContext
 from reconciler.app.stages.definitions import desired_definition
@@ -238,6 +240,8 @@ async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
     registered = await register(ctx)
     if registered is None:
         return Next.AGAIN
+    if not await approved(ctx):
+        return Next.WAIT
     if not await pre_deploy(ctx, task_definition=registered.arn):
         return Next.WAIT
     started = await update(ctx, registered)

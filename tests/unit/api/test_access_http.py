@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import pytest
 from reconciler.adapters.tokens import revoke_token
 from reconciler.api.web import stream
 from reconciler.app.events import PhaseChanged
+from reconciler.app.status import ApprovalView
 from reconciler.daemon.access import AUDIT_LOG
+from reconciler.decisions.approval import ApprovalRequest
 from reconciler.decisions.model import Phase
 from tests.support.http_face import HttpFace, serve
 
@@ -232,3 +235,124 @@ async def test_an_override_of_a_freeze_needs_an_admin_and_a_reason(tmp_path: Pat
             ("face-admin", "override_freeze", "accepted"),
         ]
         assert entries[-1]["args"] == {"reason": "hotfix INC-7"}
+
+
+APPROVERS = {**ROLES, "olga": ("operator", ())}  # olga operates every app but approves none
+REV = "c" * 40
+DAY = timedelta(days=1)
+DIGEST = "sha256:" + "d" * 64
+
+
+async def test_approvals_need_an_operator_the_app_names_and_the_waiting_release(
+    tmp_path: Path,
+) -> None:
+    """approve/reject: a viewer 403, an identity outside the app's globs 404, an operator the
+    app's `approvers` does not name 403, a revision or digest that is not the waiting one 409
+    naming it; an approver's vote lands in the app's memory, wakes its loop as theirs, and
+    every call is one audit line with revision, digest and comment."""
+    async with serve(tmp_path, roles=APPROVERS, approval={"approvers": ["otto"]}) as face:
+        assert face.store is not None
+
+        async def vote(who: str, verb: str, **body: object) -> tuple[int, Any]:
+            async with face.anonymous.post(
+                f"/apps/{APP}/{verb}", json=body, headers=face.bearer(who)
+            ) as answer:
+                return answer.status, await answer.json()
+
+        nothing = await vote("otto", "approve", revision=REV)
+        assert nothing == (409, {"error": f"no release of app {APP!r} waits for approval"})
+        now = datetime.now(UTC)
+        face.store.load(APP).approval = ApprovalRequest(
+            revision=REV, digest=DIGEST, required=1, requested_at=now, expires_at=now + DAY
+        )
+        assert (await vote("vera", "approve", revision=REV))[0] == 403
+        assert (await vote("sam", "approve", revision=REV))[0] == 404
+        status, said = await vote("olga", "approve", revision=REV, comment="ok")
+        assert (status, said["error"]) == (403, f"olga is not an approver of app {APP!r}")
+        assert (await vote("otto", "approve", revision=REV[:6]))[0] == 409
+        status, said = await vote("otto", "approve", revision=REV, digest="sha256:" + "e" * 64)
+        assert status == 409
+        assert f"waiting for approval is {REV} (digest {DIGEST})" in said["error"]
+        assert (await vote("otto", "approve", revision=["x"]))[0] == 400
+        assert face.loops[APP].nudges == 0
+        status, said = await vote("otto", "approve", revision=REV[:12], comment="ship it")
+        assert status == 202
+        assert (said["approved"], said["approvals"]) == (True, ["otto"])
+        request = face.store.load(APP).approval
+        assert request is not None and request.approvals[0].comment == "ship it"
+        assert (face.loops[APP].nudges, face.loops[APP].asked_by) == (1, "otto")
+        entries = [
+            json.loads(line)
+            for line in (tmp_path / "state" / AUDIT_LOG).read_text().splitlines()
+            if '"approve"' in line
+        ]
+        assert [(e["identity"], e["result"][:12]) for e in entries] == [
+            ("otto", "refused: 409"),
+            ("vera", "refused: 403"),
+            ("sam", "refused: 404"),
+            ("olga", "refused: 403"),
+            ("otto", "refused: 409"),
+            ("otto", "refused: 409"),
+            ("otto", "refused: 400"),
+            ("otto", "accepted"),
+        ]
+        assert entries[-1]["args"] == {"revision": REV[:12], "digest": "", "comment": "ship it"}
+
+
+async def test_a_rejection_is_kept_with_who_said_it(tmp_path: Path) -> None:
+    """A reject by an approver marks the waiting request rejected (the pass then holds the
+    revision); a later approval of it is 409."""
+    async with serve(tmp_path, roles=APPROVERS, approval={"required": 2}) as face:
+        assert face.store is not None
+        now = datetime.now(UTC)
+        face.store.load(APP).approval = ApprovalRequest(
+            revision=REV, digest=DIGEST, required=2, requested_at=now, expires_at=now + DAY
+        )
+        body = {"revision": REV, "digest": DIGEST, "comment": "not on a Friday"}
+        async with face.anonymous.post(
+            f"/apps/{APP}/reject", json=body, headers=face.bearer("olga")
+        ) as answer:
+            assert answer.status == 202
+            assert (await answer.json())["rejected_by"] == "olga"
+        request = face.store.load(APP).approval
+        assert request is not None and request.rejected is not None
+        assert (request.rejected.by, request.rejected.comment) == ("olga", "not on a Friday")
+        async with face.anonymous.post(
+            f"/apps/{APP}/approve", json={"revision": REV}, headers=face.bearer("otto")
+        ) as answer:
+            assert answer.status == 409
+            assert "was rejected by olga" in (await answer.json())["error"]
+
+
+async def test_the_app_page_shows_the_waiting_release_and_its_forms_vote(tmp_path: Path) -> None:
+    """While a release waits, the app's page shows its revision, digest and deadline with
+    Approve and Reject forms (operators only); a posted form votes as the caller and sends the
+    browser back to the page."""
+    async with serve(tmp_path, roles=APPROVERS, approval={"approvers": ["otto"]}) as face:
+        assert face.store is not None
+        now = datetime.now(UTC)
+        face.store.load(APP).approval = ApprovalRequest(
+            revision=REV, digest=DIGEST, required=1, requested_at=now, expires_at=now + DAY
+        )
+        status = face.statuses[APP]
+        status.phase = Phase.AWAITING_APPROVAL
+        status.approval = ApprovalView(
+            revision=REV, digest=DIGEST, required=1, expires_at=now + DAY
+        )
+        _, page = await call(face, "GET", f"/apps/{APP}", "otto")
+        assert "Waiting for approval" in page and DIGEST in page
+        assert f'action="/apps/{APP}/approve"' in page
+        _, seen = await call(face, "GET", f"/apps/{APP}", "vera")
+        assert DIGEST in seen and "/approve" not in seen
+        form = {"revision": REV, "digest": DIGEST, "comment": "from the page"}
+        async with face.anonymous.post(
+            f"/apps/{APP}/approve",
+            data=form,
+            headers={**face.bearer("otto"), "Accept": "text/html"},
+            allow_redirects=False,
+        ) as answer:
+            assert answer.status == 303
+            assert answer.headers["Location"].endswith(f"/apps/{APP}")
+        request = face.store.load(APP).approval
+        assert request is not None and request.approved
+        assert request.approvals[0].comment == "from the page"
