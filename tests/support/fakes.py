@@ -61,6 +61,7 @@ class FakeGit(_Failures):
         super().__init__()
         self.head = head
         self.resolves = 0
+        self.exports = 0
         self.tracked: list[GitSource] = []
 
     async def resolve(self, source: GitSource) -> str:
@@ -79,6 +80,7 @@ class FakeGit(_Failures):
         self, source: GitSource, *, commit: str, context: str, dockerfile: str
     ) -> BinaryIO:
         self.check("export_context")
+        self.exports += 1
         return io.BytesIO(b"tar of " + commit.encode())
 
     async def commit_subject(self, source: GitSource, commit: str) -> str:
@@ -95,13 +97,19 @@ class FakeDocker(_Failures):
         self.runs: list[str] = []
         self.test_result = TestRun(exit_code=0, timed_out=False, tail=("ok",))
         self.during_build: Callable[[str], Any] | None = None
+        self.context_of: dict[str, bytes] = {}  # tag -> the context its build read
 
     async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+        """Reads the whole context, then waits on `during_build`; `fail_next("build", ...)`
+        fails the next build, `fail_next("build test", ...)` the next of target `test`."""
         self.builds.append(request.tag)
         self.requests.append(request)
+        self.context_of[request.tag] = context.read()
         if self.during_build is not None:
             await self.during_build(request.tag)
         self.check("build")
+        if request.target:
+            self.check(f"build {request.target}")
         return BuildResult(image_id="sha256:" + "0" * 64, log_tail=(), cached_steps=0)
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:

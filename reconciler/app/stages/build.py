@@ -1,19 +1,28 @@
-"""Build: the image of the desired commit, from its tree in the mirror, on the Docker engine.
+"""Build: the image of the desired commit, from its tree in the mirror, on the Docker engine;
+beside it, from the same export of the commit, the test stage (`test.target`) when the app's
+test runs in one.
 
-Bounded by the daemon's build slots. A failed build counts towards the revision's
-MAX_BUILD_ATTEMPTS and is recorded with its last output lines; an engine that cannot be
-reached is transient and counts for nothing.
+Both builds run at once, within one of the daemon's build slots: BuildKit does the steps the
+two stages share once (the second build finds them in flight and waits for them). A failed
+production build counts towards the revision's MAX_BUILD_ATTEMPTS and is recorded with its
+last output lines, whatever the test stage did; a test stage that does not build holds the
+revision at its test (test.py), as a failed test does. An engine that cannot be reached is
+transient and counts for nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import structlog
 
 from reconciler.adapters.docker import BuildResult, SecretsNeedBuildKit
+from reconciler.adapters.registry import RegistryAuth
+from reconciler.adapters.sharedfile import SharedFile
 from reconciler.adapters.values import BuildRequest
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.model import Phase, Result
@@ -24,14 +33,32 @@ from reconciler.errors import BuildFailed
 log = structlog.get_logger("reconciler.pass")
 
 
-async def build(ctx: PassContext) -> None:
+def stage_image(app: str, revision: str) -> str:
+    """The local tag of a test stage's image."""
+    return f"reconciler-test/{app}:{revision}"
+
+
+@dataclass(frozen=True)
+class TestStage:
+    """The test stage built beside the production image: its local tag, or the failure that
+    holds the revision at its test."""
+
+    __test__ = False  # not a pytest test class
+
+    image: str
+    failure: BuildFailed | None = None
+
+
+async def build(ctx: PassContext) -> TestStage | None:
+    """Build the desired image (and the test stage, when the test has a target); the test
+    stage's outcome, None without one."""
     app, io, revision = ctx.app, ctx.io, ctx.revision
     image = str(ctx.observed.desired.image)
     secrets = await read_secrets(ctx)
+    target = app.test.target if app.test is not None else ""
     async with ctx.session.build_slots:
         ctx.report.phase(Phase.BUILDING)
-        log.info("build_started", image=image)
-        began = time.monotonic()
+        log.info("build_started", image=image, test_target=target or None)
         context = None
         try:
             # A context that cannot be sent (too big, a bad .dockerignore) is a failed build
@@ -39,30 +66,94 @@ async def build(ctx: PassContext) -> None:
             context = await io.git.export_context(
                 ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
             )
-            request = BuildRequest(
-                dockerfile=app.dockerfile,
-                tag=image,
-                build_args=app.build_args,
-                target=app.target,
-                labels={
-                    "org.opencontainers.image.revision": revision,
-                    "org.opencontainers.image.source": redact_url(app.repo),
-                },
-                cache_from=_cache_sources(ctx),
-                cache_auth=await io.ecr.auth(),
-                secrets=secrets,
+            common = _common(ctx, secrets=secrets, cache_auth=await io.ecr.auth())
+            production = replace(common, tag=image, target=app.target)
+            stage = replace(common, tag=stage_image(app.name, revision), target=target)
+            result, seconds, tested = await _build_beside(
+                ctx, context, production, stage if target else None
             )
-            result = await build_image(ctx, context, request)
         except BuildFailed as exc:
             await _count_failure(ctx, exc)
             raise
         finally:
             if context is not None:
                 context.close()
-    ctx.report.build_took(time.monotonic() - began)
+    ctx.report.build_took(seconds)
     log.info(
-        "build_finished", image=image, image_id=result.image_id, cached_steps=result.cached_steps
+        "build_finished",
+        image=image,
+        image_id=result.image_id,
+        cached_steps=result.cached_steps,
+        seconds=round(seconds, 3),
     )
+    return tested
+
+
+def _common(
+    ctx: PassContext, *, secrets: Mapping[str, bytes], cache_auth: RegistryAuth
+) -> BuildRequest:
+    """What the production build and the test stage's have in common (all but the tag and
+    the target)."""
+    app = ctx.app
+    return BuildRequest(
+        dockerfile=app.dockerfile,
+        tag="",
+        build_args=app.build_args,
+        target="",
+        labels={
+            "org.opencontainers.image.revision": ctx.revision,
+            "org.opencontainers.image.source": redact_url(app.repo),
+        },
+        cache_from=_cache_sources(ctx),
+        cache_auth=cache_auth,
+        secrets=secrets,
+    )
+
+
+async def _build_beside(
+    ctx: PassContext, context: BinaryIO, production: BuildRequest, stage: BuildRequest | None
+) -> tuple[BuildResult, float, TestStage | None]:
+    """The production image and the test stage built at once from one context: the
+    production build's result and seconds, and the test stage's outcome.
+
+    The production build decides the pass as it did when the test stage came after it: when
+    it fails, the test stage is stopped and its outcome is not wanted; when it builds, the
+    test stage's own error (an engine gone) is the pass's. A test stage that does not
+    build is an outcome, not an error.
+    """
+    shared = SharedFile(context)
+    beside = None
+    if stage is not None:
+        beside = asyncio.create_task(_test_stage(ctx, shared.reader(), stage))
+    began = time.monotonic()
+    try:
+        result = await build_image(ctx, shared.reader(), production)
+    except BaseException:
+        if beside is not None:
+            beside.cancel()
+            await asyncio.wait([beside])
+            if not beside.cancelled():
+                beside.exception()  # retrieved: the production build's error is the one told
+        raise
+    seconds = time.monotonic() - began
+    return result, seconds, None if beside is None else await beside
+
+
+async def _test_stage(ctx: PassContext, context: BinaryIO, request: BuildRequest) -> TestStage:
+    began = time.monotonic()
+    try:
+        result = await build_image(ctx, context, request)
+    except BuildFailed as exc:
+        log.warning("test_build_failed", image=request.tag, target=request.target, error=str(exc))
+        return TestStage(image=request.tag, failure=exc)
+    log.info(
+        "test_build_finished",
+        image=request.tag,
+        image_id=result.image_id,
+        cached_steps=result.cached_steps,
+        seconds=round(time.monotonic() - began, 3),
+    )
+    return TestStage(image=request.tag)
 
 
 async def read_secrets(ctx: PassContext) -> Mapping[str, bytes]:

@@ -154,8 +154,8 @@ async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
     if needs_build and ctx.session.promotion is not None:
         await promote(ctx)
     elif needs_build:
-        await build(ctx)
-        if not await run_test(ctx):
+        tested = await build(ctx)
+        if not await run_test(ctx, tested):
             return Next.WAIT
         await push(ctx)
         # A newer commit may have landed while we built. Never deploy an older revision
