@@ -170,7 +170,13 @@ class EnginePool:
         }
         return cls(engines, max_per_engine=max_per_engine)
 
-    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+    async def build(
+        self,
+        context: BinaryIO,
+        request: BuildRequest,
+        *,
+        on_first_step: Callable[[], None] | None = None,
+    ) -> BuildResult:
         """Build on the least busy engine; again on another when that one goes away.
 
         `context` must be seekable: a build started again reads it again from where it was.
@@ -183,22 +189,25 @@ class EnginePool:
             tried.add(index)
             slot = self._slots[index]
             try:
-                result = await slot.engine.build(context, request)
+                result = await slot.engine.build(context, request, on_first_step=on_first_step)
             except DockerUnavailable as exc:
                 self._down(slot, exc)
                 context.seek(start)
                 continue
             finally:
                 self._release(slot)
-            self._built[request.tag] = slot
-            self._built.move_to_end(request.tag)
-            while len(self._built) > REMEMBERED_IMAGES:
-                self._built.popitem(last=False)
+            self._remember(request.tag, slot)
             return result
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         """Push `image` from the engine that built it."""
         return await self._holder(image, "push").push(image, auth=auth)
+
+    async def tag(self, image: str, new: str) -> None:
+        """Tag `image` on the engine that built it; `new` is pushed from there too."""
+        slot = self._slot_of(image, "tag")
+        await slot.engine.tag(image, new)
+        self._remember(new, slot)
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         """Run the test command on the engine that built its image."""
@@ -208,14 +217,23 @@ class EnginePool:
         for slot in self._slots:
             await slot.engine.close()
 
+    def _remember(self, image: str, slot: _Slot) -> None:
+        self._built[image] = slot
+        self._built.move_to_end(image)
+        while len(self._built) > REMEMBERED_IMAGES:
+            self._built.popitem(last=False)
+
     def _holder(self, image: str, action: str) -> Engine:
+        return self._slot_of(image, action).engine
+
+    def _slot_of(self, image: str, action: str) -> _Slot:
         slot = self._built.get(image)
         if slot is None:
             raise DockerUnavailable(
                 f"{action} of {image}: no engine of the pool built it since the daemon started;"
                 " the next pass builds it again"
             )
-        return slot.engine
+        return slot
 
     async def _take(self, tag: str, *, skip: Collection[int]) -> int:
         """The engine the build of `tag` goes to, its place taken; waits while all are full."""

@@ -13,7 +13,7 @@ import asyncio
 import io
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -162,10 +162,16 @@ class MemoryEngine(FakeDocker):
         self.contexts: list[bytes] = []
         self.during_build = self._building
 
-    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+    async def build(
+        self,
+        context: BinaryIO,
+        request: BuildRequest,
+        *,
+        on_first_step: Callable[[], None] | None = None,
+    ) -> BuildResult:
         self._answer()
         self.contexts.append(context.read())
-        return await super().build(context, request)
+        return await super().build(context, request, on_first_step=on_first_step)
 
     async def _building(self, tag: str) -> None:
         await self.finish.wait()
@@ -238,6 +244,21 @@ async def test_a_build_moved_to_another_engine_reads_its_context_from_the_start(
     assert b.contexts == [b"the whole context"]
     await pool.push("app:1", auth=None)
     assert (a.pushes, b.pushes) == ([], ["app:1"])  # pushed from where it was built
+
+
+async def test_a_tag_goes_to_the_engine_that_built_the_image_and_so_does_its_push() -> None:
+    pool, (a, b) = memory_pool("a", "b")
+    builds = [asyncio.create_task(build(pool, f"app:{n}", io.BytesIO(b"tar"))) for n in (1, 2)]
+    await eventually(lambda: (a.builds, b.builds) == (["app:1"], ["app:2"]), what="spread")
+    a.finish.set()
+    b.finish.set()
+    await asyncio.gather(*builds)
+    await pool.tag("app:2", "registry.test/app:cache-test")
+    await pool.push("registry.test/app:cache-test", auth=None)
+    assert (a.tags, b.tags) == ({}, {"registry.test/app:cache-test": "app:2"})
+    assert (a.pushes, b.pushes) == ([], ["registry.test/app:cache-test"])
+    with pytest.raises(DockerUnavailable, match="no engine of the pool built it"):
+        await pool.tag("app:never-built", "registry.test/app:cache-test")
 
 
 async def test_an_image_no_engine_of_the_pool_built_is_docker_unavailable() -> None:

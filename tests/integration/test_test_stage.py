@@ -21,7 +21,8 @@ from structlog.testing import capture_logs
 
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.git import GitMirrors, GitSource
-from reconciler.app.stages.build import TestStage, build, stage_image
+from reconciler.app.stages.build import TestStage, build, cache_image, stage_image
+from reconciler.app.stages.push import push
 from reconciler.decisions.model import Desired, ImageRef, Live
 from tests.support.gitrepo import GitRepo
 from tests.support.passes import Pass, a_pass
@@ -30,13 +31,15 @@ pytestmark = [pytest.mark.slow]
 
 
 def dockerfile(base_image: str) -> str:
-    """Two stages on one `deps` stage, whose RUN step writes random bytes: a step run twice
-    leaves two different layers."""
+    """Two stages on one `deps` stage; the test stage installs more of its own, as dev
+    dependencies are. Each RUN step writes random bytes: a step run twice leaves two
+    different layers."""
     return f"""\
 FROM {base_image} AS deps
 COPY deps.txt /deps.txt
 RUN head -c 16 /dev/urandom > /installed && sleep 1
 FROM deps AS test
+RUN head -c 16 /dev/urandom > /dev-installed
 COPY app.txt /app.txt
 COPY test.txt /test.txt
 FROM deps AS production
@@ -96,12 +99,14 @@ def real_pass(
     repo: GitRepo,
     engine: DockerEngine,
     *,
+    name: str = "",
     registry: str = "127.0.0.1:5000",
     live: dict[str, str] | None = None,
 ) -> Pass:
-    """A pass of the repository's head with the real mirrors and engine, its image named in
-    `registry`; `live` is what the service runs (container -> image)."""
-    name = f"stage-{uuid.uuid4().hex[:10]}"
+    """A pass of app `name` on the repository's head with the real mirrors (under
+    `tmp_path`) and engine, its image named in `registry`; `live` is what the service runs
+    (container -> image)."""
+    name = name or f"stage-{uuid.uuid4().hex[:10]}"
     head = repo.git("rev-parse", "HEAD")
     run = a_pass(
         revision=head,
@@ -150,3 +155,43 @@ async def test_the_test_stage_builds_beside_the_production_image_sharing_its_ste
     assert beside["image"] == local
     assert beside["seconds"] > 0 and finished["seconds"] > 0
     assert {"cached_steps", "image_id"} <= beside.keys() & finished.keys()
+
+
+def as_a_new_host(*images: str) -> None:
+    """Forget every local trace of the builds: their images and the builder's cache."""
+    remove_images(*images)
+    subprocess.run(["docker", "builder", "prune", "-af"], capture_output=True, check=True)
+
+
+async def test_a_new_host_finds_the_test_stages_layers_in_the_registry(
+    tmp_path: Path, repo: GitRepo, engine: DockerEngine, registry: str, cleanup: list[str]
+) -> None:
+    """The test stage's image is pushed under the app's cache tag; a host with an empty
+    builder cache, building the next commit, takes the dev dependencies' step from it
+    instead of running it again (same layer of random bytes)."""
+    first = real_pass(tmp_path / "host-1", repo, engine, registry=registry)
+    stage = await build(first.ctx)
+    assert stage is not None and stage.failure is None
+    await push(first.ctx, stage)
+    image, cache = str(first.ctx.observed.desired.image), cache_image(first.ctx)
+    assert cache == f"{registry}/{first.app.name}:cache-test"
+    installed = layers(stage.image)[:4]  # base, COPY deps.txt, RUN deps, RUN dev deps
+    cleanup += [image, stage.image, cache]
+    as_a_new_host(image, stage.image, cache)
+
+    repo.commit({"app.txt": "v2\n"}, "second")
+    second = real_pass(
+        tmp_path / "host-2",
+        repo,
+        engine,
+        name=first.app.name,
+        registry=registry,
+        live={"app": image},
+    )
+    with capture_logs() as logged:
+        again = await build(second.ctx)
+    assert again is not None and again.failure is None
+    cleanup += [str(second.ctx.observed.desired.image), again.image]
+    assert layers(again.image)[:4] == installed
+    [beside] = [e for e in logged if e["event"] == "test_build_finished"]
+    assert beside["cached_steps"] >= 3

@@ -94,17 +94,31 @@ class FakeDocker(_Failures):
         self.requests: list[BuildRequest] = []  # every build asked for, in order
         self.run_requests: list[ContainerRun] = []  # every test container asked for
         self.pushes: list[str] = []
+        self.tags: dict[str, str] = {}  # local tag -> the image it was put on
         self.runs: list[str] = []
         self.test_result = TestRun(exit_code=0, timed_out=False, tail=("ok",))
         self.during_build: Callable[[str], Any] | None = None
         self.context_of: dict[str, bytes] = {}  # tag -> the context its build read
+        # tag -> an event the build waits for before its first step starts
+        self.first_step_after: dict[str, asyncio.Event] = {}
 
-    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
-        """Reads the whole context, then waits on `during_build`; `fail_next("build", ...)`
+    async def build(
+        self,
+        context: BinaryIO,
+        request: BuildRequest,
+        *,
+        on_first_step: Callable[[], None] | None = None,
+    ) -> BuildResult:
+        """Reads the whole context, says its first step started (once `first_step_after[tag]`
+        is set, if there is one), then waits on `during_build`. `fail_next("build", ...)`
         fails the next build, `fail_next("build test", ...)` the next of target `test`."""
         self.builds.append(request.tag)
         self.requests.append(request)
         self.context_of[request.tag] = context.read()
+        if request.tag in self.first_step_after:
+            await self.first_step_after[request.tag].wait()
+        if on_first_step is not None:
+            on_first_step()
         if self.during_build is not None:
             await self.during_build(request.tag)
         self.check("build")
@@ -113,9 +127,16 @@ class FakeDocker(_Failures):
         return BuildResult(image_id="sha256:" + "0" * 64, log_tail=(), cached_steps=0)
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
+        """`fail_next("push", ...)` fails the next push, `fail_next(f"push {image}", ...)`
+        the next of `image`."""
         self.check("push")
+        self.check(f"push {image}")
         self.pushes.append(image)
         return "sha256:" + "1" * 64
+
+    async def tag(self, image: str, new: str) -> None:
+        self.check("tag")
+        self.tags[new] = image
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         """Runs nothing: answers `test_result` and prints its tail through `on_line`."""

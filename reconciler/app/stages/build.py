@@ -13,8 +13,9 @@ transient and counts for nothing.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
@@ -24,6 +25,7 @@ from reconciler.adapters.docker import BuildResult, SecretsNeedBuildKit
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.sharedfile import SharedFile
 from reconciler.adapters.values import BuildRequest
+from reconciler.aio.tasks import stop
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.model import Phase, Result
 from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
@@ -31,11 +33,26 @@ from reconciler.decisions.repourl import redact_url
 from reconciler.errors import BuildFailed
 
 log = structlog.get_logger("reconciler.pass")
+CACHE_PREFIX = "cache-"
+# A Docker tag; a test target that makes no valid tag gets no cache image.
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 def stage_image(app: str, revision: str) -> str:
     """The local tag of a test stage's image."""
     return f"reconciler-test/{app}:{revision}"
+
+
+def cache_image(ctx: PassContext) -> str | None:
+    """Where the test stage's image is kept as build cache for every build host:
+    `<registry>/<repository>:cache-<target>` in the app's own repository (its inline cache
+    holds the test stage's layers, which the production image lacks: the dev dependencies).
+    None without a test target, or for one no tag can be named after."""
+    test = ctx.app.test
+    if test is None or not test.target or not _TAG.fullmatch(CACHE_PREFIX + test.target):
+        return None
+    image = ctx.observed.desired.image
+    return f"{image.registry}/{image.repository}:{CACHE_PREFIX}{test.target}"
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,15 @@ async def _build_beside(
     """The production image and the test stage built at once from one context: the
     production build's result and seconds, and the test stage's outcome.
 
+    The test stage leads: the production build starts once the test stage's first step past
+    FROM has (or it has ended). BuildKit (the engine's, release 20.10 at least) merges the
+    steps two builds share into the build that reached them first, and then looks the first
+    build's later steps up in that build's cache sources only. Led by the test stage, the
+    shared steps and the test stage's own (the dev dependencies, which no deployed image
+    holds) are found in the app's cache image on a host that never built the app; the
+    production build's own steps after the shared ones come from the engine's cache or are
+    done again.
+
     The production build decides the pass as it did when the test stage came after it: when
     it fails, the test stage is stopped and its outcome is not wanted; when it builds, the
     test stage's own error (an engine gone) is the pass's. A test stage that does not
@@ -123,29 +149,33 @@ async def _build_beside(
     """
     shared = SharedFile(context)
     beside = None
-    if stage is not None:
-        beside = asyncio.create_task(_test_stage(ctx, shared.reader(), stage))
     began = time.monotonic()
     try:
+        if stage is not None:
+            led = asyncio.Event()
+            beside = asyncio.create_task(_test_stage(ctx, shared.reader(), stage, led=led))
+            await led.wait()
         result = await build_image(ctx, shared.reader(), production)
     except BaseException:
         if beside is not None:
-            beside.cancel()
-            await asyncio.wait([beside])
-            if not beside.cancelled():
-                beside.exception()  # retrieved: the production build's error is the one told
+            await stop(beside)
         raise
     seconds = time.monotonic() - began
     return result, seconds, None if beside is None else await beside
 
 
-async def _test_stage(ctx: PassContext, context: BinaryIO, request: BuildRequest) -> TestStage:
+async def _test_stage(
+    ctx: PassContext, context: BinaryIO, request: BuildRequest, *, led: asyncio.Event
+) -> TestStage:
+    """The test stage's build; `led` is set once the build that follows may start."""
     began = time.monotonic()
     try:
-        result = await build_image(ctx, context, request)
+        result = await build_image(ctx, context, request, on_first_step=led.set)
     except BuildFailed as exc:
         log.warning("test_build_failed", image=request.tag, target=request.target, error=str(exc))
         return TestStage(image=request.tag, failure=exc)
+    finally:
+        led.set()
     log.info(
         "test_build_finished",
         image=request.tag,
@@ -163,22 +193,31 @@ async def read_secrets(ctx: PassContext) -> Mapping[str, bytes]:
     return await ctx.io.secrets.read(ctx.app.build_secrets)
 
 
-async def build_image(ctx: PassContext, context: BinaryIO, request: BuildRequest) -> BuildResult:
+async def build_image(
+    ctx: PassContext,
+    context: BinaryIO,
+    request: BuildRequest,
+    *,
+    on_first_step: Callable[[], None] | None = None,
+) -> BuildResult:
     """`request` built on the engine; a build whose secrets the engine's builder cannot mount
     needs a human, and says which app."""
     try:
-        return await ctx.io.docker.build(context, request)
+        return await ctx.io.docker.build(context, request, on_first_step=on_first_step)
     except SecretsNeedBuildKit as exc:
         raise SecretsNeedBuildKit(f"app {ctx.app.name}: {exc}") from exc
 
 
 def _cache_sources(ctx: PassContext) -> list[str]:
-    """The images this app runs now, which any host built and pushed: their inline build
-    cache lets a host that never built the app reuse their layers."""
+    """The images this app runs now, which any host built and pushed, and its test stage's
+    cache image: their inline build cache lets a host that never built the app reuse their
+    layers."""
     desired = ctx.observed.desired.image
     running = {image for image in ctx.observed.live.images.values() if image != str(desired)}
     prefix = f"{desired.registry}/{desired.repository}:"
-    return sorted(image for image in running if image.startswith(prefix))
+    sources = sorted(image for image in running if image.startswith(prefix))
+    cache = cache_image(ctx)
+    return sources if cache is None else [*sources, cache]
 
 
 async def _count_failure(ctx: PassContext, exc: BuildFailed) -> None:

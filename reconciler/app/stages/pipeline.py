@@ -157,7 +157,7 @@ async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
         tested = await build(ctx)
         if not await run_test(ctx, tested):
             return Next.WAIT
-        await push(ctx)
+        await push(ctx, tested)
         # A newer commit may have landed while we built. Never deploy an older revision
         # after a newer one: if the desired revision moved, start over.
         if await superseded(ctx):

@@ -13,7 +13,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.adapters.docker import SecretsNeedBuildKit
-from reconciler.app.stages.build import TestStage, _cache_sources, build, stage_image
+from reconciler.app.stages.build import (
+    TestStage,
+    _cache_sources,
+    build,
+    cache_image,
+    stage_image,
+)
 from reconciler.decisions.model import Live, Phase
 from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
 from reconciler.errors import BuildContextRefused, BuildFailed, DockerUnavailable, StalledError
@@ -217,7 +223,7 @@ async def test_the_test_stage_is_built_beside_the_production_image_from_one_expo
     assert run.docker.context_of == {run.image(): b"tar of " + REVISION.encode()} | {
         local: b"tar of " + REVISION.encode()
     }
-    production, tested = run.docker.requests
+    tested, production = run.docker.requests
     assert (production.tag, production.target) == (run.image(), "")
     assert (tested.tag, tested.target) == (local, "test")
     events = {e["event"]: e for e in logged}
@@ -225,6 +231,20 @@ async def test_the_test_stage_is_built_beside_the_production_image_from_one_expo
     assert {"cached_steps", "seconds"} <= events["test_build_finished"].keys()
     assert {"cached_steps", "seconds"} <= events["build_finished"].keys()
     assert run.timed(BUILD_SECONDS) == 1
+
+
+async def test_the_production_build_starts_once_the_test_stages_first_step_has() -> None:
+    """The test stage leads, so the steps both share are looked up in its cache sources."""
+    run = with_test_stage()
+    local = stage_image("web", REVISION)
+    first_step = run.docker.first_step_after[local] = asyncio.Event()
+    building = asyncio.create_task(build(run.ctx))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert run.docker.builds == [local]
+    first_step.set()
+    assert await asyncio.wait_for(building, 5) == TestStage(image=local)
+    assert run.docker.builds == [local, run.image()]
 
 
 async def test_both_builds_take_one_build_slot() -> None:
@@ -285,3 +305,18 @@ async def test_without_a_test_target_only_the_production_image_is_built() -> Non
     run.observe()
     assert await build(run.ctx) is None
     assert run.docker.builds == [run.image()]
+
+
+async def test_both_builds_take_the_test_stages_cache_image_as_cache_too() -> None:
+    run = with_test_stage()
+    await build(run.ctx)
+    cache = f"{REGISTRY}/web:cache-test"
+    assert [list(r.cache_from)[-1] for r in run.docker.requests] == [cache, cache]
+
+
+async def test_a_test_target_no_tag_can_be_named_after_gets_no_cache_image() -> None:
+    run = a_pass(test={"command": ["npm", "test"], "target": "Test Stage!"})
+    run.observe()
+    assert cache_image(run.ctx) is None
+    await build(run.ctx)
+    assert all(not r.cache_from or "cache-" not in r.cache_from[-1] for r in run.docker.requests)
