@@ -39,6 +39,7 @@ from reconciler.adapters.containers import run_container
 from reconciler.adapters.engine_api import LOG_TAIL_LINES, engine_errors, one_line
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun
+from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import TestRun
 from reconciler.errors import (
     BuildFailed,
@@ -401,6 +402,30 @@ class DockerEngine:
         repository, tag = split_image(new)
         with engine_errors(f"tag of {image} as {new}"):
             await self._client().images.tag(image, repository, tag=tag)
+
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        """The images carrying `label` (`key=value`); DockerUnavailable when the engine
+        cannot be reached."""
+        with engine_errors("list images"):
+            listed = await self._client().images.list(filters={"label": [label]})
+        return [
+            LocalImage(
+                image_id=str(image.get("Id") or ""),
+                tags=tuple(str(t) for t in image.get("RepoTags") or () if t != "<none>:<none>"),
+            )
+            for image in listed
+        ]
+
+    async def remove_image(self, tag: str) -> None:
+        """Untag `tag` (the engine deletes the image and its unused layers with its last
+        tag). A tag that is not there is fine; an image a container still uses stays, and
+        that is DockerUnavailable like the engine being away."""
+        with engine_errors(f"removal of {tag}"):
+            try:
+                await self._client().images.delete(tag)
+            except DockerError as exc:
+                if exc.status != 404:
+                    raise
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         """Run `request.command` in a new container of its image until it exits or its timeout

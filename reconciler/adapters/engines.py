@@ -34,6 +34,7 @@ from reconciler.adapters.ports import DockerPort
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun
 from reconciler.aio.backoff import backoff_delay
+from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import TestRun
 from reconciler.errors import DockerUnavailable
 
@@ -208,6 +209,29 @@ class EnginePool:
         slot = self._slot_of(image, "tag")
         await slot.engine.tag(image, new)
         self._remember(new, slot)
+
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        """The images carrying `label` on every engine that answers (one that does not is
+        left out: its images are judged when it answers again)."""
+        found: list[LocalImage] = []
+        for slot in self._slots:
+            try:
+                found += await slot.engine.local_images(label=label)
+            except DockerUnavailable as exc:
+                log.warning("engine_images_not_listed", engine=slot.url, error=str(exc))
+        return found
+
+    async def remove_image(self, tag: str) -> None:
+        """Remove `tag` from every engine; the first failure is raised once all were tried."""
+        failures: list[DockerUnavailable] = []
+        for slot in self._slots:
+            try:
+                await slot.engine.remove_image(tag)
+            except DockerUnavailable as exc:
+                failures.append(exc)
+        self._built.pop(tag, None)
+        if failures:
+            raise failures[0]
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         """Run the test command on the engine that built its image."""

@@ -27,6 +27,7 @@ from reconciler.adapters.ports import Adapters, DockerPort, EcsPort, Housekeepin
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun, TaskRunRequest
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
+from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import (
     ServiceDeployment,
     ServiceState,
@@ -175,7 +176,8 @@ class FencedHousekeeping:
 
 
 class FencedDocker:
-    """Builds, local tags and test runs pass through; a push is a registry write."""
+    """Builds, local tags and images, and test runs pass through; a push is a registry
+    write."""
 
     def __init__(self, inner: DockerPort, fence: Fence) -> None:
         self._inner = inner
@@ -196,6 +198,12 @@ class FencedDocker:
 
     async def tag(self, image: str, new: str) -> None:
         await self._inner.tag(image, new)  # a local tag: nothing leaves the host
+
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        return await self._inner.local_images(label=label)
+
+    async def remove_image(self, tag: str) -> None:
+        await self._inner.remove_image(tag)  # local: nothing leaves the host
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         return await self._inner.run(request, on_line=on_line)

@@ -36,6 +36,7 @@ from reconciler.adapters.engines import (
 from reconciler.adapters.registry import Registry, RegistryAuth
 from reconciler.adapters.values import BuildRequest
 from reconciler.config import parse_config
+from reconciler.decisions.local_images import LocalImage
 from reconciler.errors import ConfigError, DockerUnavailable
 from tests.support.engines import Certificates, Dockerd, docker, has_image, make_certificates
 from tests.support.fakes import FakeDocker
@@ -181,6 +182,14 @@ class MemoryEngine(FakeDocker):
         self._answer()
         return await super().push(image, auth=auth)
 
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        self._answer()
+        return await super().local_images(label=label)
+
+    async def remove_image(self, tag: str) -> None:
+        self._answer()
+        await super().remove_image(tag)
+
     async def ping(self) -> None:
         self._answer()
 
@@ -259,6 +268,26 @@ async def test_a_tag_goes_to_the_engine_that_built_the_image_and_so_does_its_pus
     assert (a.pushes, b.pushes) == ([], ["registry.test/app:cache-test"])
     with pytest.raises(DockerUnavailable, match="no engine of the pool built it"):
         await pool.tag("app:never-built", "registry.test/app:cache-test")
+
+
+async def test_local_images_are_listed_on_every_engine_that_answers_and_removed_from_all() -> None:
+    pool, (a, b) = memory_pool("a", "b")
+    a.images["app:1"] = ("sha256:1", {"reconciler.app": "web"})
+    b.images["app:1"] = ("sha256:1", {"reconciler.app": "web"})
+    b.images["app:2"] = ("sha256:2", {"reconciler.app": "web"})
+    assert sorted(i.tags for i in await pool.local_images(label="reconciler.app=web")) == [
+        ("app:1",),
+        ("app:1",),
+        ("app:2",),
+    ]
+    a.down = True
+    assert [i.tags for i in await pool.local_images(label="reconciler.app=web")] == [
+        ("app:1",),
+        ("app:2",),
+    ]
+    with pytest.raises(DockerUnavailable, match="a is gone"):
+        await pool.remove_image("app:1")  # tried on b all the same
+    assert (sorted(a.images), sorted(b.images)) == (["app:1"], ["app:2"])
 
 
 async def test_an_image_no_engine_of_the_pool_built_is_docker_unavailable() -> None:

@@ -1,5 +1,6 @@
 """The test stage on the real engine: built beside the production image from one export of
-the commit, the steps both stages share done once.
+the commit, the steps both stages share done once, its image pushed as the app's cache
+image for new hosts; and the images of older revisions removed after a rollout.
 
 The build stage runs as the daemon runs it, with the real git mirrors and the real Docker
 engine (BuildKit through the CLI, RUN steps on the host network: the test engine has no
@@ -22,6 +23,7 @@ from structlog.testing import capture_logs
 from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.app.stages.build import TestStage, build, cache_image, stage_image
+from reconciler.app.stages.local_images import remove_old_local_images
 from reconciler.app.stages.push import push
 from reconciler.decisions.model import Desired, ImageRef, Live
 from tests.support.gitrepo import GitRepo
@@ -195,3 +197,53 @@ async def test_a_new_host_finds_the_test_stages_layers_in_the_registry(
     assert layers(again.image)[:4] == installed
     [beside] = [e for e in logged if e["event"] == "test_build_finished"]
     assert beside["cached_steps"] >= 3
+
+
+def build_by_hand(tag: str) -> None:
+    """An image nobody labelled for an app, under a revision-like tag of its repository."""
+    subprocess.run(
+        ["docker", "build", "-q", "-t", tag, "-"],
+        input=b"FROM scratch\nLABEL made=by-hand\n",
+        capture_output=True,
+        check=True,
+    )
+
+
+def present(image: str) -> bool:
+    found = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
+    return found.returncode == 0
+
+
+async def test_after_a_rollout_the_images_of_older_revisions_leave_the_engine(
+    tmp_path: Path, repo: GitRepo, engine: DockerEngine, cleanup: list[str]
+) -> None:
+    """Three revisions built, the third rolled out over the second: the first's production
+    image and test stage are removed; the second's and the third's stay, and so do the cache
+    image and an image of the same repository nobody labelled for the app."""
+    runs: list[Pass] = []
+    for number in (1, 2, 3):
+        if number > 1:
+            repo.commit({"app.txt": f"v{number}\n"}, f"commit {number}")
+        run = real_pass(
+            tmp_path / f"pass-{number}",
+            repo,
+            engine,
+            name=runs[0].app.name if runs else "",
+        )
+        stage = await build(run.ctx)
+        assert stage is not None
+        cleanup += [str(run.ctx.observed.desired.image), stage.image]
+        runs.append(run)
+    first, second, third = (str(r.ctx.observed.desired.image) for r in runs)
+    tests = [stage_image(r.app.name, r.ctx.revision) for r in runs]
+    cache = cache_image(third_ctx := runs[2].ctx)
+    assert cache is not None
+    await engine.tag(tests[2], cache)
+    by_hand = first.rsplit(":", 1)[0] + ":" + "f" * 40
+    build_by_hand(by_hand)
+    cleanup += [cache, by_hand]
+
+    await remove_old_local_images(third_ctx, previous=[second])
+
+    assert [present(i) for i in (first, tests[0])] == [False, False]
+    assert all(present(i) for i in (second, tests[1], third, tests[2], cache, by_hand))

@@ -28,6 +28,7 @@ from reconciler.app.reporter import Reporter
 from reconciler.app.state import FileStateStore
 from reconciler.app.status import AppStatus
 from reconciler.config import AppConfig, BuildSecretSource
+from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import (
     Deployment,
     ServiceDeployment,
@@ -101,6 +102,9 @@ class FakeDocker(_Failures):
         self.context_of: dict[str, bytes] = {}  # tag -> the context its build read
         # tag -> an event the build waits for before its first step starts
         self.first_step_after: dict[str, asyncio.Event] = {}
+        # The engine's images: tag -> (image id, labels); builds and tags add to it.
+        self.images: dict[str, tuple[str, Mapping[str, str]]] = {}
+        self.removed: list[str] = []  # tags removed, in order
 
     async def build(
         self,
@@ -124,7 +128,9 @@ class FakeDocker(_Failures):
         self.check("build")
         if request.target:
             self.check(f"build {request.target}")
-        return BuildResult(image_id="sha256:" + "0" * 64, log_tail=(), cached_steps=0)
+        image_id = f"sha256:{len(self.builds):064x}"
+        self.images[request.tag] = (image_id, dict(request.labels))
+        return BuildResult(image_id=image_id, log_tail=(), cached_steps=0)
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         """`fail_next("push", ...)` fails the next push, `fail_next(f"push {image}", ...)`
@@ -137,6 +143,23 @@ class FakeDocker(_Failures):
     async def tag(self, image: str, new: str) -> None:
         self.check("tag")
         self.tags[new] = image
+        if image in self.images:
+            self.images[new] = self.images[image]
+
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        self.check("local_images")
+        key, _, value = label.partition("=")
+        by_id: dict[str, list[str]] = {}
+        for tag, (image_id, labels) in self.images.items():
+            if labels.get(key) == value:
+                by_id.setdefault(image_id, []).append(tag)
+        return [LocalImage(image_id, tuple(tags)) for image_id, tags in by_id.items()]
+
+    async def remove_image(self, tag: str) -> None:
+        self.check("remove_image")
+        self.check(f"remove_image {tag}")
+        self.images.pop(tag, None)
+        self.removed.append(tag)
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         """Runs nothing: answers `test_result` and prints its tail through `on_line`."""

@@ -27,6 +27,7 @@ from reconciler.adapters.sharedfile import SharedFile
 from reconciler.adapters.values import BuildRequest
 from reconciler.aio.tasks import stop
 from reconciler.app.stages.context import PassContext
+from reconciler.decisions.local_images import APP_LABEL
 from reconciler.decisions.model import Phase, Result
 from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
 from reconciler.decisions.repourl import redact_url
@@ -120,6 +121,8 @@ def _common(
         labels={
             "org.opencontainers.image.revision": ctx.revision,
             "org.opencontainers.image.source": redact_url(app.repo),
+            # Which app's images a build host may remove after its rollouts.
+            APP_LABEL: app.name,
         },
         cache_from=_cache_sources(ctx),
         cache_auth=cache_auth,

@@ -5,7 +5,8 @@
         in sync (-> extra tags) | suspended | held | roll back | failed unwatched
         | watch a rollout in flight
         | [build -> test -> push ->] register -> pre-deploy task -> update service -> watch
-          -> (succeeded -> extra tags | hold and roll back)
+          -> (succeeded -> extra tags -> housekeeping [-> older local images removed]
+              | hold and roll back)
 
 A pass that deploys an image already in the registry skips build and test: that image passed
 them when it was pushed.
@@ -26,6 +27,7 @@ from reconciler.app.stages.build import build
 from reconciler.app.stages.context import AppSession, PassContext
 from reconciler.app.stages.deploy import register, update
 from reconciler.app.stages.housekeeping import after_rollout
+from reconciler.app.stages.local_images import remove_old_local_images
 from reconciler.app.stages.observe import desired_of, observe
 from reconciler.app.stages.pre_deploy import pre_deploy
 from reconciler.app.stages.promote import promote
@@ -170,10 +172,15 @@ async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
     started = await update(ctx, registered)
     if started is None:
         return Next.AGAIN
-    return await _watch(ctx, started)
+    # What ran before this rollout, as observed before it started: its images stay.
+    built = needs_build and ctx.session.promotion is None
+    ran_before = list(ctx.observed.live.images.values()) if built else None
+    return await _watch(ctx, started, ran_before=ran_before)
 
 
-async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
+async def _watch(
+    ctx: PassContext, rollout: Rollout, *, ran_before: list[str] | None = None
+) -> Next:
     ended = await watch(ctx, rollout)
     if ended.superseded:
         return Next.AGAIN
@@ -191,6 +198,8 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
         await move_extra_tags(ctx)
         ctx.report.deployed()
         await after_rollout(ctx, ctx.io.housekeeping, previous=rollout.previous)
+        if ran_before is not None:
+            await remove_old_local_images(ctx, previous=ran_before)
         return Next.WAIT
     await hold_failed(ctx, ended, previous=rollout.previous)
     return Next.WAIT
