@@ -4,6 +4,7 @@
     ├── ConfigError            the config file is invalid; carries one line per problem
     ├── TransientError         retry with backoff; never marks a revision as failed
     │   ├── PromotionWaiting       the source of a promotion has proved no revision yet
+    │   ├── BranchEmpty            the repository has no commit yet: waiting for a push
     │   ├── GitUnavailable         remote unreachable, fetch failed
     │   ├── DockerUnavailable      engine socket down or not answering
     │   ├── RegistryUnavailable    registry down, push interrupted
@@ -50,6 +51,11 @@ class TransientError(ReconcilerError):
 
 class PromotionWaiting(TransientError):
     """The app a promoted app follows has not kept a revision live long enough yet."""
+
+
+class BranchEmpty(TransientError):
+    """The app's repository has no branch at all yet (created, never pushed to): nothing to
+    deploy and nothing wrong. The loop waits for a push instead of retrying."""
 
 
 class GitUnavailable(TransientError):

@@ -19,7 +19,7 @@ import os
 import re
 import signal
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -358,8 +358,10 @@ class PlainProgress:
     so output printed after it (the CLI's summary, a Dockerfile excerpt) cannot push it out.
     """
 
-    def __init__(self, *, tail_lines: int) -> None:
+    def __init__(self, *, tail_lines: int, on_first_step: Callable[[], None] | None = None) -> None:
         self.tail: deque[str] = deque(maxlen=tail_lines)
+        # Called when the first Dockerfile step other than FROM shows up, then forgotten.
+        self._on_first_step = on_first_step
         self._names: dict[str, str] = {}
         self._cached: set[str] = set()
         # (step name, its error, the line that said so) for the first vertex that failed.
@@ -383,6 +385,10 @@ class PlainProgress:
     def _vertex(self, vertex: str, text: str, line: str) -> None:
         if vertex not in self._names:
             self._names[vertex] = text
+            step = _STEP.match(text)
+            if step is not None and step.group(1).upper() != "FROM" and self._on_first_step:
+                called, self._on_first_step = self._on_first_step, None
+                called()
         elif text == "CACHED":
             self._cached.add(vertex)
         elif (

@@ -39,6 +39,7 @@ from reconciler.adapters.containers import run_container
 from reconciler.adapters.engine_api import LOG_TAIL_LINES, engine_errors, one_line
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun
+from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import TestRun
 from reconciler.errors import (
     BuildFailed,
@@ -195,9 +196,17 @@ class DockerEngine:
         with engine_errors("ping"):
             await self._client().version()
 
-    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+    async def build(
+        self,
+        context: BinaryIO,
+        request: BuildRequest,
+        *,
+        on_first_step: Callable[[], None] | None = None,
+    ) -> BuildResult:
         """Build the uncompressed tar `context` (read from its current position) as
-        `request.tag`.
+        `request.tag`. With BuildKit, `on_first_step` is called when the build's first
+        Dockerfile step past FROM starts (see ports.DockerPort.build); the classic builder
+        shares no step between builds and never calls it.
 
         With BuildKit, images in `request.cache_from` (pulled with `request.cache_auth`) serve
         as build cache, so a host that never built the app reuses what another host pushed.
@@ -212,7 +221,9 @@ class DockerEngine:
         """
         cli = await self._buildkit_cli()
         if cli is not None:
-            return await self._build_with_cli(context, request, cli=cli)
+            return await self._build_with_cli(
+                context, request, cli=cli, on_first_step=on_first_step
+            )
         if request.secrets:
             raise SecretsNeedBuildKit(
                 f"build_secrets ({', '.join(sorted(request.secrets))}) need BuildKit, and "
@@ -265,7 +276,12 @@ class DockerEngine:
         return self._fallback_network
 
     async def _build_with_cli(
-        self, context: BinaryIO, request: BuildRequest, *, cli: buildkit.DockerCli
+        self,
+        context: BinaryIO,
+        request: BuildRequest,
+        *,
+        cli: buildkit.DockerCli,
+        on_first_step: Callable[[], None] | None,
     ) -> BuildResult:
         with tempfile.TemporaryDirectory(prefix="reconciler-build-") as scratch:
             iidfile = Path(scratch, "iid")
@@ -284,7 +300,9 @@ class DockerEngine:
                 tls=self._tls,
                 secret_files=secret_files,
             )
-            progress = buildkit.PlainProgress(tail_lines=LOG_TAIL_LINES)
+            progress = buildkit.PlainProgress(
+                tail_lines=LOG_TAIL_LINES, on_first_step=on_first_step
+            )
             ended = await buildkit.run(
                 argv, env=env, context=context, progress=progress, time_limit=self._build_timeout
             )
@@ -377,6 +395,37 @@ class DockerEngine:
                     # HTTP status instead of a stream line; it reads the same either way.
                     raise _push_error(image, exc.message, secret=secret) from exc
                 raise
+
+    async def tag(self, image: str, new: str) -> None:
+        """Tag the local image `image` as `new` too. DockerUnavailable when the engine cannot
+        be reached or has no such image (the next pass builds it again)."""
+        repository, tag = split_image(new)
+        with engine_errors(f"tag of {image} as {new}"):
+            await self._client().images.tag(image, repository, tag=tag)
+
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        """The images carrying `label` (`key=value`); DockerUnavailable when the engine
+        cannot be reached."""
+        with engine_errors("list images"):
+            listed = await self._client().images.list(filters={"label": [label]})
+        return [
+            LocalImage(
+                image_id=str(image.get("Id") or ""),
+                tags=tuple(str(t) for t in image.get("RepoTags") or () if t != "<none>:<none>"),
+            )
+            for image in listed
+        ]
+
+    async def remove_image(self, tag: str) -> None:
+        """Untag `tag` (the engine deletes the image and its unused layers with its last
+        tag). A tag that is not there is fine; an image a container still uses stays, and
+        that is DockerUnavailable like the engine being away."""
+        with engine_errors(f"removal of {tag}"):
+            try:
+                await self._client().images.delete(tag)
+            except DockerError as exc:
+                if exc.status != 404:
+                    raise
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         """Run `request.command` in a new container of its image until it exits or its timeout

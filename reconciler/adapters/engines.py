@@ -34,6 +34,7 @@ from reconciler.adapters.ports import DockerPort
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun
 from reconciler.aio.backoff import backoff_delay
+from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import TestRun
 from reconciler.errors import DockerUnavailable
 
@@ -170,7 +171,13 @@ class EnginePool:
         }
         return cls(engines, max_per_engine=max_per_engine)
 
-    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+    async def build(
+        self,
+        context: BinaryIO,
+        request: BuildRequest,
+        *,
+        on_first_step: Callable[[], None] | None = None,
+    ) -> BuildResult:
         """Build on the least busy engine; again on another when that one goes away.
 
         `context` must be seekable: a build started again reads it again from where it was.
@@ -183,22 +190,48 @@ class EnginePool:
             tried.add(index)
             slot = self._slots[index]
             try:
-                result = await slot.engine.build(context, request)
+                result = await slot.engine.build(context, request, on_first_step=on_first_step)
             except DockerUnavailable as exc:
                 self._down(slot, exc)
                 context.seek(start)
                 continue
             finally:
                 self._release(slot)
-            self._built[request.tag] = slot
-            self._built.move_to_end(request.tag)
-            while len(self._built) > REMEMBERED_IMAGES:
-                self._built.popitem(last=False)
+            self._remember(request.tag, slot)
             return result
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         """Push `image` from the engine that built it."""
         return await self._holder(image, "push").push(image, auth=auth)
+
+    async def tag(self, image: str, new: str) -> None:
+        """Tag `image` on the engine that built it; `new` is pushed from there too."""
+        slot = self._slot_of(image, "tag")
+        await slot.engine.tag(image, new)
+        self._remember(new, slot)
+
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        """The images carrying `label` on every engine that answers (one that does not is
+        left out: its images are judged when it answers again)."""
+        found: list[LocalImage] = []
+        for slot in self._slots:
+            try:
+                found += await slot.engine.local_images(label=label)
+            except DockerUnavailable as exc:
+                log.warning("engine_images_not_listed", engine=slot.url, error=str(exc))
+        return found
+
+    async def remove_image(self, tag: str) -> None:
+        """Remove `tag` from every engine; the first failure is raised once all were tried."""
+        failures: list[DockerUnavailable] = []
+        for slot in self._slots:
+            try:
+                await slot.engine.remove_image(tag)
+            except DockerUnavailable as exc:
+                failures.append(exc)
+        self._built.pop(tag, None)
+        if failures:
+            raise failures[0]
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         """Run the test command on the engine that built its image."""
@@ -208,14 +241,23 @@ class EnginePool:
         for slot in self._slots:
             await slot.engine.close()
 
+    def _remember(self, image: str, slot: _Slot) -> None:
+        self._built[image] = slot
+        self._built.move_to_end(image)
+        while len(self._built) > REMEMBERED_IMAGES:
+            self._built.popitem(last=False)
+
     def _holder(self, image: str, action: str) -> Engine:
+        return self._slot_of(image, action).engine
+
+    def _slot_of(self, image: str, action: str) -> _Slot:
         slot = self._built.get(image)
         if slot is None:
             raise DockerUnavailable(
                 f"{action} of {image}: no engine of the pool built it since the daemon started;"
                 " the next pass builds it again"
             )
-        return slot.engine
+        return slot
 
     async def _take(self, tag: str, *, skip: Collection[int]) -> int:
         """The engine the build of `tag` goes to, its place taken; waits while all are full."""

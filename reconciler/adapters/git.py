@@ -42,6 +42,7 @@ from reconciler.adapters.buildcontext import ContextLimits, write_context_tar
 from reconciler.config import AppConfig
 from reconciler.decisions.repourl import redact_url, redact_urls_in
 from reconciler.errors import (
+    BranchEmpty,
     DefinitionError,
     GitAuthError,
     GitRevisionNotFound,
@@ -179,12 +180,19 @@ class GitMirrors:
         `paths`: the newest commit on the branch's first-parent chain whose tree differs from
         its first parent's at one of the paths, so a merge counts as the commit that brought
         a change onto the branch. Otherwise the branch head.
-        Raises GitRevisionNotFound, GitUnavailable or GitAuthError.
+        Raises BranchEmpty for a repository without any branch yet (a branch missing from a
+        repository that has others is GitRevisionNotFound), GitRevisionNotFound,
+        GitUnavailable or GitAuthError.
         """
         if source.revision:
             return await self._resolve_pin(source)
         heads = await self.remote_heads(source)
         head = heads.get(f"refs/heads/{source.branch}")
+        if head is None and not any(ref.startswith("refs/heads/") for ref in heads):
+            raise BranchEmpty(
+                f"branch '{source.branch}' of {redact_url(source.url)} has no commit yet (the"
+                " repository has no branch); waiting for the first push"
+            )
         if head is None:
             raise GitRevisionNotFound(
                 f"branch '{source.branch}' not found in {redact_url(source.url)}"

@@ -20,6 +20,7 @@ from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun, TaskRunRequest
 from reconciler.config import BuildSecretSource
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
+from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import (
     ServiceDeployment,
     ServiceState,
@@ -55,12 +56,32 @@ class GitPort(Protocol):
 
 
 class DockerPort(Protocol):
-    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+    async def build(
+        self,
+        context: BinaryIO,
+        request: BuildRequest,
+        *,
+        on_first_step: Callable[[], None] | None = None,
+    ) -> BuildResult:
         """Build the tar `context` as `request.tag`; images in `request.cache_from` may serve
-        as cache."""
+        as cache. `on_first_step` is called once the build's first Dockerfile step past FROM
+        has started (BuildKit only): by then its cache sources are read and the keys of the
+        steps before it are known, so a build of the same Dockerfile started after it joins
+        those steps rather than leading them."""
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         """Push `image`; the manifest digest it got."""
+
+    async def tag(self, image: str, new: str) -> None:
+        """Put the local tag `new` (`<registry>/<repository>:<tag>`) on the image `image`
+        names, on the engine that has it."""
+
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        """The engine's images that carry `label` (`key=value`), with their tags."""
+
+    async def remove_image(self, tag: str) -> None:
+        """Remove the local tag `tag` (the image goes with its last tag); a tag that is gone
+        already is fine."""
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         """Run `request.command` in a new container of `request.image` until it exits or its

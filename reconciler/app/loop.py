@@ -25,7 +25,13 @@ from reconciler.app.state import StateStore
 from reconciler.config import AppConfig
 from reconciler.decisions.freeze import FreezeWindow
 from reconciler.decisions.model import utcnow
-from reconciler.errors import BuildFailed, ReconcilerError, StalledError, TransientError
+from reconciler.errors import (
+    BranchEmpty,
+    BuildFailed,
+    ReconcilerError,
+    StalledError,
+    TransientError,
+)
 
 log = structlog.get_logger("reconciler.loop")
 WAKE_MARGIN = 0.05  # seconds
@@ -143,6 +149,11 @@ class AppLoop:
         with structlog.contextvars.bound_contextvars(app=self.app.name):
             try:
                 return await run_pass(self._session, woken=self._woken, clear_hold=clear)
+            except BranchEmpty as exc:
+                # Nothing to deploy and nothing wrong: a push (its webhook, or the next poll)
+                # brings the first commit.
+                report.branch_empty(str(exc))
+                return Next.WAIT
             except TransientError as exc:
                 report.pass_failed(exc, result="retry", level="warning")
             except StalledError as exc:

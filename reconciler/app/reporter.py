@@ -225,6 +225,17 @@ class Reporter:
     def rollout_took(self, seconds: float) -> None:
         self._metrics.rollout_seconds.observe(seconds)
 
+    def branch_empty(self, reason: str) -> None:
+        """The app's repository has no commit yet: a warning when that is first seen (and
+        `reason` in `last_error`, so a status says why nothing happens), at debug level while
+        it lasts. The app counts as observed: there is nothing more to look at."""
+        reason = redact(reason)
+        said = self.status.last_error == self._with_unwritable(reason)
+        (log.debug if said else log.warning)("branch_empty", reason=reason)
+        self.status.last_error = self._with_unwritable(reason)
+        self.status.observed = True
+        self.count("branch_empty")
+
     def pass_failed(
         self, exc: BaseException, *, result: str, level: str, detail: list[str] | None = None
     ) -> None:

@@ -34,6 +34,7 @@ from reconciler.adapters.ports import (
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun, TaskRunRequest
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
+from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import (
     ServiceDeployment,
     ServiceState,
@@ -189,18 +190,34 @@ class FencedHousekeeping:
 
 
 class FencedDocker:
-    """Builds and test runs pass through; a push is a registry write."""
+    """Builds, local tags and images, and test runs pass through; a push is a registry
+    write."""
 
     def __init__(self, inner: DockerPort, fence: Fence) -> None:
         self._inner = inner
         self._fence = fence
 
-    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
-        return await self._inner.build(context, request)
+    async def build(
+        self,
+        context: BinaryIO,
+        request: BuildRequest,
+        *,
+        on_first_step: Callable[[], None] | None = None,
+    ) -> BuildResult:
+        return await self._inner.build(context, request, on_first_step=on_first_step)
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         async with self._fence.held("push"):
             return await self._inner.push(image, auth=auth)
+
+    async def tag(self, image: str, new: str) -> None:
+        await self._inner.tag(image, new)  # a local tag: nothing leaves the host
+
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        return await self._inner.local_images(label=label)
+
+    async def remove_image(self, tag: str) -> None:
+        await self._inner.remove_image(tag)  # local: nothing leaves the host
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         return await self._inner.run(request, on_line=on_line)

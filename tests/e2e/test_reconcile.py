@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from reconciler.sandbox.scenario import Scenario
+from tests.support.gitrepo import GitRepo
 from tests.support.probes import passes as count_passes
-from tests.support.world import World
+from tests.support.probes import reconcile_count
+from tests.support.world import DOCKERFILE, World
 
 
 def labels(image: str) -> dict[str, str]:
@@ -155,3 +158,25 @@ async def test_status_never_says_in_sync_beside_a_revision_ecs_does_not_run(worl
     assert false_in_sync == []
     assert seen[-1]["phase"] != "InSync", f"the pass never left InSync in {len(seen)} polls"
     assert world.live_image() == world.image(second)
+
+
+async def test_a_repository_with_no_commit_yet_waits_for_its_first_push(
+    world: World, tmp_path: Path
+) -> None:
+    """Not an error: the daemon is ready, the status says why nothing happens and no pass
+    fails; the first push's webhook deploys the first commit."""
+    world.repo = GitRepo(tmp_path / "empty")
+    async with world.daemon() as daemon:
+        status = await daemon.wait_for(
+            lambda s: "has no commit yet" in (s["last_error"] or ""), what="branch_empty"
+        )
+        assert status["phase"] == "Pending" and status["history"] == []
+        async with daemon.http.get(f"{daemon.url}/readyz") as ready:
+            assert ready.status == 200  # nothing more to look at
+        assert reconcile_count(daemon, "branch_empty") >= 1
+        assert [reconcile_count(daemon, r) for r in ("error", "stalled", "retry")] == [0, 0, 0]
+        first = world.repo.commit({"Dockerfile": DOCKERFILE, "app.txt": "first\n"}, "first")
+        assert (await daemon.github_push()).status == 202
+        status = await daemon.wait_phase("InSync", revision=first)
+    assert status["last_error"] is None
+    assert world.live_image() == world.image(first)

@@ -768,3 +768,20 @@ def test_cached_steps_count_dockerfile_steps_but_not_from() -> None:
         "#7 0.5 built",
         "#7 DONE 0.6s",
     ]
+
+
+def test_the_first_step_past_from_is_told_once() -> None:
+    """BuildKit's own vertices and FROM come before it; later steps are not told again."""
+    told: list[str] = []
+    progress = buildkit.PlainProgress(tail_lines=5, on_first_step=lambda: told.append("now"))
+    for line in [
+        "#1 [internal] load build definition from Dockerfile",
+        "#3 importing cache manifest from 127.0.0.1:5000/web:cache-test",
+        "#4 [deps 1/3] FROM docker.io/library/node:20",
+        "#4 CACHED",
+    ]:
+        progress.feed(line)
+    assert told == []
+    for line in ["#5 [deps 2/3] COPY package.json .", "#5 CACHED", "#6 [deps 3/3] RUN npm ci"]:
+        progress.feed(line)
+    assert told == ["now"]

@@ -352,6 +352,47 @@ async def test_push_of_an_image_the_engine_does_not_have(
         await engine.push(image, auth=None)
 
 
+def image_id(image: str) -> str:
+    return subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", image],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.strip()
+
+
+async def test_a_tag_names_the_same_image_and_one_of_an_image_not_there_is_transient(
+    engine: DockerEngine, image_name: str, registry: str, tmp_path: Path
+) -> None:
+    await build_scratch(engine, tmp_path, image_name)
+    also = f"{registry}/reconciler-test/{uuid.uuid4().hex[:12]}:cache-test"
+    try:
+        await engine.tag(image_name, also)
+        assert image_id(also) == image_id(image_name)
+    finally:
+        remove_image(also)
+    with pytest.raises(DockerUnavailable, match="No such image"):
+        await engine.tag(f"{registry}/reconciler-test/never-built:{REVISION}", also)
+
+
+async def test_images_are_listed_by_label_and_a_tag_removed_goes_once(
+    engine: DockerEngine, image_name: str, tmp_path: Path
+) -> None:
+    """Removing a tag that is not there (any more) is fine."""
+    label = f"reconciler.app=test-{uuid.uuid4().hex[:8]}"
+    with tar_context(tmp_path, {"Dockerfile": b"FROM scratch\nCOPY f /f\n", "f": b"x"}) as ctx:
+        name, value = label.split("=")
+        request = BuildRequest(
+            dockerfile="Dockerfile", tag=image_name, build_args={}, target="", labels={name: value}
+        )
+        await engine.build(ctx, request)
+    [listed] = await engine.local_images(label=label)
+    assert listed.tags == (image_name,) and listed.image_id.startswith("sha256:")
+    await engine.remove_image(image_name)
+    assert await engine.local_images(label=label) == []
+    await engine.remove_image(image_name)
+
+
 @pytest.fixture
 def dead_engine(tmp_path: Path) -> Iterator[DockerEngine]:
     yield DockerEngine(url=f"unix://{tmp_path}/nonexistent.sock")

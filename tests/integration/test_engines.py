@@ -13,7 +13,7 @@ import asyncio
 import io
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,6 +36,7 @@ from reconciler.adapters.engines import (
 from reconciler.adapters.registry import Registry, RegistryAuth
 from reconciler.adapters.values import BuildRequest
 from reconciler.config import parse_config
+from reconciler.decisions.local_images import LocalImage
 from reconciler.errors import ConfigError, DockerUnavailable
 from tests.support.engines import Certificates, Dockerd, docker, has_image, make_certificates
 from tests.support.fakes import FakeDocker
@@ -162,10 +163,16 @@ class MemoryEngine(FakeDocker):
         self.contexts: list[bytes] = []
         self.during_build = self._building
 
-    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+    async def build(
+        self,
+        context: BinaryIO,
+        request: BuildRequest,
+        *,
+        on_first_step: Callable[[], None] | None = None,
+    ) -> BuildResult:
         self._answer()
         self.contexts.append(context.read())
-        return await super().build(context, request)
+        return await super().build(context, request, on_first_step=on_first_step)
 
     async def _building(self, tag: str) -> None:
         await self.finish.wait()
@@ -174,6 +181,14 @@ class MemoryEngine(FakeDocker):
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
         self._answer()
         return await super().push(image, auth=auth)
+
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        self._answer()
+        return await super().local_images(label=label)
+
+    async def remove_image(self, tag: str) -> None:
+        self._answer()
+        await super().remove_image(tag)
 
     async def ping(self) -> None:
         self._answer()
@@ -238,6 +253,41 @@ async def test_a_build_moved_to_another_engine_reads_its_context_from_the_start(
     assert b.contexts == [b"the whole context"]
     await pool.push("app:1", auth=None)
     assert (a.pushes, b.pushes) == ([], ["app:1"])  # pushed from where it was built
+
+
+async def test_a_tag_goes_to_the_engine_that_built_the_image_and_so_does_its_push() -> None:
+    pool, (a, b) = memory_pool("a", "b")
+    builds = [asyncio.create_task(build(pool, f"app:{n}", io.BytesIO(b"tar"))) for n in (1, 2)]
+    await eventually(lambda: (a.builds, b.builds) == (["app:1"], ["app:2"]), what="spread")
+    a.finish.set()
+    b.finish.set()
+    await asyncio.gather(*builds)
+    await pool.tag("app:2", "registry.test/app:cache-test")
+    await pool.push("registry.test/app:cache-test", auth=None)
+    assert (a.tags, b.tags) == ({}, {"registry.test/app:cache-test": "app:2"})
+    assert (a.pushes, b.pushes) == ([], ["registry.test/app:cache-test"])
+    with pytest.raises(DockerUnavailable, match="no engine of the pool built it"):
+        await pool.tag("app:never-built", "registry.test/app:cache-test")
+
+
+async def test_local_images_are_listed_on_every_engine_that_answers_and_removed_from_all() -> None:
+    pool, (a, b) = memory_pool("a", "b")
+    a.images["app:1"] = ("sha256:1", {"reconciler.app": "web"})
+    b.images["app:1"] = ("sha256:1", {"reconciler.app": "web"})
+    b.images["app:2"] = ("sha256:2", {"reconciler.app": "web"})
+    assert sorted(i.tags for i in await pool.local_images(label="reconciler.app=web")) == [
+        ("app:1",),
+        ("app:1",),
+        ("app:2",),
+    ]
+    a.down = True
+    assert [i.tags for i in await pool.local_images(label="reconciler.app=web")] == [
+        ("app:1",),
+        ("app:2",),
+    ]
+    with pytest.raises(DockerUnavailable, match="a is gone"):
+        await pool.remove_image("app:1")  # tried on b all the same
+    assert (sorted(a.images), sorted(b.images)) == (["app:1"], ["app:2"])
 
 
 async def test_an_image_no_engine_of_the_pool_built_is_docker_unavailable() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.decisions.repourl import redact_url
-from reconciler.errors import GitAuthError, GitRevisionNotFound, GitUnavailable
+from reconciler.errors import BranchEmpty, GitAuthError, GitRevisionNotFound, GitUnavailable
 from tests.support.gitrepo import Fetches, GitRepo, count_fetches
 
 TOKEN = "s3cr3t-token-value"
@@ -118,6 +118,26 @@ async def test_a_deleted_branch_is_not_found(repo: GitRepo, mirrors: GitMirrors)
 
     with pytest.raises(GitRevisionNotFound, match="branch 'feature' not found"):
         await mirrors.resolve(source(repo, branch="feature"))
+
+
+async def test_a_repository_with_no_commit_yet_is_branch_empty_until_its_first_push(
+    repo: GitRepo, mirrors: GitMirrors
+) -> None:
+    """Created and never pushed to: nothing wrong, a wait; its first push is resolved."""
+    with pytest.raises(BranchEmpty, match=r"branch 'main' of file://.* has no commit yet"):
+        await mirrors.resolve(source(repo))
+    with pytest.raises(BranchEmpty):
+        await mirrors.resolve(source(repo, paths=("web/",)))
+    first = repo.commit({"a.txt": "1"})
+    assert await mirrors.resolve(source(repo)) == first
+
+
+async def test_a_branch_missing_beside_others_is_not_found_not_empty(
+    repo: GitRepo, mirrors: GitMirrors
+) -> None:
+    repo.commit({"a.txt": "1"})
+    with pytest.raises(GitRevisionNotFound, match="branch 'release' not found"):
+        await mirrors.resolve(source(repo, branch="release"))
 
 
 async def test_a_deleted_or_damaged_mirror_is_rebuilt(

@@ -29,6 +29,7 @@ from reconciler.app.reporter import Reporter
 from reconciler.app.state import FileStateStore
 from reconciler.app.status import AppStatus
 from reconciler.config import AppConfig, BuildSecretSource
+from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import (
     Deployment,
     ServiceDeployment,
@@ -62,6 +63,7 @@ class FakeGit(_Failures):
         super().__init__()
         self.head = head
         self.resolves = 0
+        self.exports = 0
         self.tracked: list[GitSource] = []
         self.files: dict[str, bytes] = {}  # path -> bytes, at every commit
 
@@ -85,6 +87,7 @@ class FakeGit(_Failures):
         self, source: GitSource, *, commit: str, context: str, dockerfile: str
     ) -> BinaryIO:
         self.check("export_context")
+        self.exports += 1
         return io.BytesIO(b"tar of " + commit.encode())
 
     async def commit_subject(self, source: GitSource, commit: str) -> str:
@@ -98,22 +101,71 @@ class FakeDocker(_Failures):
         self.requests: list[BuildRequest] = []  # every build asked for, in order
         self.run_requests: list[ContainerRun] = []  # every test container asked for
         self.pushes: list[str] = []
+        self.tags: dict[str, str] = {}  # local tag -> the image it was put on
         self.runs: list[str] = []
         self.test_result = TestRun(exit_code=0, timed_out=False, tail=("ok",))
         self.during_build: Callable[[str], Any] | None = None
+        self.context_of: dict[str, bytes] = {}  # tag -> the context its build read
+        # tag -> an event the build waits for before its first step starts
+        self.first_step_after: dict[str, asyncio.Event] = {}
+        # The engine's images: tag -> (image id, labels); builds and tags add to it.
+        self.images: dict[str, tuple[str, Mapping[str, str]]] = {}
+        self.removed: list[str] = []  # tags removed, in order
 
-    async def build(self, context: BinaryIO, request: BuildRequest) -> BuildResult:
+    async def build(
+        self,
+        context: BinaryIO,
+        request: BuildRequest,
+        *,
+        on_first_step: Callable[[], None] | None = None,
+    ) -> BuildResult:
+        """Reads the whole context, says its first step started (once `first_step_after[tag]`
+        is set, if there is one), then waits on `during_build`. `fail_next("build", ...)`
+        fails the next build, `fail_next("build test", ...)` the next of target `test`."""
         self.builds.append(request.tag)
         self.requests.append(request)
+        self.context_of[request.tag] = context.read()
+        if request.tag in self.first_step_after:
+            await self.first_step_after[request.tag].wait()
+        if on_first_step is not None:
+            on_first_step()
         if self.during_build is not None:
             await self.during_build(request.tag)
         self.check("build")
-        return BuildResult(image_id="sha256:" + "0" * 64, log_tail=(), cached_steps=0)
+        if request.target:
+            self.check(f"build {request.target}")
+        image_id = f"sha256:{len(self.builds):064x}"
+        self.images[request.tag] = (image_id, dict(request.labels))
+        return BuildResult(image_id=image_id, log_tail=(), cached_steps=0)
 
     async def push(self, image: str, *, auth: RegistryAuth | None) -> str:
+        """`fail_next("push", ...)` fails the next push, `fail_next(f"push {image}", ...)`
+        the next of `image`."""
         self.check("push")
+        self.check(f"push {image}")
         self.pushes.append(image)
         return "sha256:" + "1" * 64
+
+    async def tag(self, image: str, new: str) -> None:
+        self.check("tag")
+        self.tags[new] = image
+        if image in self.images:
+            self.images[new] = self.images[image]
+
+    async def local_images(self, *, label: str) -> list[LocalImage]:
+        self.check("local_images")
+        key, _, value = label.partition("=")
+        by_id: dict[str, list[str]] = {}
+        for tag, (image_id, labels) in self.images.items():
+            if labels.get(key) == value:
+                by_id.setdefault(image_id, []).append(tag)
+        return [LocalImage(image_id, tuple(tags)) for image_id, tags in by_id.items()]
+
+    async def remove_image(self, tag: str) -> None:
+        self.check("remove_image")
+        self.check(f"remove_image {tag}")
+        self.images.pop(tag, None)
+        self.removed.append(tag)
 
     async def run(self, request: ContainerRun, *, on_line: Callable[[str], None]) -> TestRun:
         """Runs nothing: answers `test_result` and prints its tail through `on_line`."""

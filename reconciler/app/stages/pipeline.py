@@ -8,7 +8,8 @@
         | [verify ->] [build -> test -> push ->] register -> [approval ->] pre-deploy task
           -> update service
           -> watch
-          -> (succeeded -> extra tags | hold and roll back)
+          -> (succeeded -> extra tags -> housekeeping [-> older local images removed]
+              | hold and roll back)
 
 An app of several services (`services`) runs that for its first; once the first runs the
 revision (after its watch, or found in sync), the others follow in order (release.py), and
@@ -36,6 +37,7 @@ from reconciler.app.stages.definitions import desired_definition
 from reconciler.app.stages.deploy import register, update
 from reconciler.app.stages.freeze import frozen
 from reconciler.app.stages.housekeeping import after_rollout
+from reconciler.app.stages.local_images import remove_old_local_images
 from reconciler.app.stages.observe import desired_of, observe
 from reconciler.app.stages.pre_deploy import pre_deploy
 from reconciler.app.stages.promote import promote
@@ -229,10 +231,10 @@ async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
     if needs_build and ctx.session.promotion is not None:
         await promote(ctx)
     elif needs_build:
-        await build(ctx)
-        if not await run_test(ctx):
+        tested = await build(ctx)
+        if not await run_test(ctx, tested):
             return Next.WAIT
-        await push(ctx)
+        await push(ctx, tested)
         # A newer commit may have landed while we built. Never deploy an older revision
         # after a newer one: if the desired revision moved, start over.
         if await superseded(ctx):
@@ -247,10 +249,15 @@ async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
     started = await update(ctx, registered)
     if started is None:
         return Next.AGAIN
-    return await _watch(ctx, started)
+    # What ran before this rollout, as observed before it started: its images stay.
+    built = needs_build and ctx.session.promotion is None
+    ran_before = list(ctx.observed.live.images.values()) if built else None
+    return await _watch(ctx, started, ran_before=ran_before)
 
 
-async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
+async def _watch(
+    ctx: PassContext, rollout: Rollout, *, ran_before: list[str] | None = None
+) -> Next:
     ended = await watch(ctx, rollout)
     if ended.superseded:
         return Next.AGAIN
@@ -276,6 +283,8 @@ async def _watch(ctx: PassContext, rollout: Rollout) -> Next:
         await move_extra_tags(ctx)
         ctx.report.deployed()
         await after_rollout(ctx, ctx.io.housekeeping, previous=rollout.previous)
+        if ran_before is not None:
+            await remove_old_local_images(ctx, previous=ran_before)
         return Next.WAIT
     await hold_failed(ctx, ended, previous=rollout.previous)
     return Next.WAIT

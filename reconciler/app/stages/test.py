@@ -1,7 +1,8 @@
 """Test: the app's test command, in a container of the built image, before anything is pushed.
 
 With `test.target`, the command runs in an image of that Dockerfile stage instead (built
-locally, never pushed), so dev dependencies stay out of the production image. Output goes
+beside the production image by build.py), so dev dependencies stay out of the production
+image; a test stage that did not build holds the revision as a failed test does. Output goes
 to the log line by line (`test_output`); its tail is kept for status and history. A failed
 or timed-out test holds the revision at once: tests are not retried automatically.
 """
@@ -12,34 +13,33 @@ import time
 
 import structlog
 
-from reconciler.adapters.values import BuildRequest, ContainerRun
-from reconciler.app.stages.build import build_image, read_secrets
+from reconciler.adapters.values import ContainerRun
+from reconciler.app.stages.build import TestStage
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.model import Hold, Phase, Result
-from reconciler.errors import BuildFailed
 
 log = structlog.get_logger("reconciler.pass")
 TAIL_IN_ERROR = 20
 
 
-def stage_image(app: str, revision: str) -> str:
-    """The local tag of a test stage's image (never pushed)."""
-    return f"reconciler-test/{app}:{revision}"
-
-
-async def run_test(ctx: PassContext) -> bool:
+async def run_test(ctx: PassContext, stage: TestStage | None = None) -> bool:
     """True when there is no test or it passed; False when it failed (and the revision is
-    held)."""
+    held). `stage` is what build() made of the test stage, for a test with a target."""
     gate = ctx.app.test
     if gate is None:
         return True
     image = str(ctx.observed.desired.image)
     ctx.report.phase(Phase.TESTING)
     if gate.target:
-        built = await _build_test_stage(ctx, gate.target)
-        if built is None:
+        if stage is None:
+            raise AssertionError(f"test.target {gate.target!r}: the build made no test stage")
+        if stage.failure is not None:
+            exc = stage.failure
+            reason = f"test.target {gate.target!r} did not build: {exc}"
+            log.error("test_failed", reason=reason)
+            await _hold(ctx, reason="\n".join([reason, *exc.log_tail[-TAIL_IN_ERROR:]]))
             return False
-        image = built
+        image = stage.image
     log.info("test_started", image=image, command=list(gate.command))
     began = time.monotonic()
     run = await ctx.io.docker.run(
@@ -75,36 +75,6 @@ async def run_test(ctx: PassContext) -> bool:
     log.error("test_failed", reason=reason)
     await _hold(ctx, reason=detail)
     return False
-
-
-async def _build_test_stage(ctx: PassContext, target: str) -> str | None:
-    """The test stage's image; None when it does not build (the revision is then held)."""
-    app, revision = ctx.app, ctx.revision
-    tag = stage_image(app.name, revision)
-    request = BuildRequest(
-        dockerfile=app.dockerfile,
-        tag=tag,
-        build_args=app.build_args,
-        target=target,
-        labels={"org.opencontainers.image.revision": revision},
-        secrets=await read_secrets(ctx),
-    )
-    context = None
-    try:
-        context = await ctx.io.git.export_context(
-            ctx.session.source, commit=revision, context=app.context, dockerfile=app.dockerfile
-        )
-        async with ctx.session.build_slots:
-            await build_image(ctx, context, request)
-    except BuildFailed as exc:
-        reason = f"test.target {target!r} did not build: {exc}"
-        log.error("test_failed", reason=reason)
-        await _hold(ctx, reason="\n".join([reason, *exc.log_tail[-TAIL_IN_ERROR:]]))
-        return None
-    finally:
-        if context is not None:
-            context.close()
-    return tag
 
 
 async def _hold(ctx: PassContext, *, reason: str) -> None:

@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from reconciler.aio import backoff
 from reconciler.app.state import FileStateStore
 from reconciler.decisions.model import Phase
-from reconciler.errors import AwsUnavailable, BuildFailed, GitRevisionNotFound
+from reconciler.errors import AwsUnavailable, BranchEmpty, BuildFailed, GitRevisionNotFound
 from tests.support.fakes import FakeWorld
 from tests.support.probes import eventually, record_delays
 
@@ -82,6 +83,32 @@ async def test_a_stalled_error_is_retried_with_backoff_without_a_nudge(
     assert [a for a, _ in delays] == [0, 1, 2, 3]
     assert world.status.last_error is None
     assert world.ecs.updates and world.live_image() == world.image(A)
+
+
+async def test_a_repository_with_no_commit_yet_is_a_warning_and_a_wait_for_a_push(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No backoff, no pass_failed: said once as a warning and in last_error; the app counts
+    as observed; the push's nudge deploys its first commit."""
+    delays = record_delays(monkeypatch)
+    world = FakeWorld.create(tmp_path, head=A, poll_interval=3600.0)
+    empty = BranchEmpty("branch 'main' of file:///srv/web.git has no commit yet")
+    world.git.fail_next("resolve", empty, empty)
+    with capture_logs() as logged:
+        async with running(world):
+            await eventually(lambda: world.git.resolves == 1, what="the first look")
+            await eventually(lambda: world.status.observed, what="observed")
+            assert world.status.last_error == str(empty)
+            world.loop.nudge()  # a push that is not there yet: still empty, said again quietly
+            await eventually(lambda: world.git.resolves == 2, what="the second look")
+            world.loop.nudge()  # the first commit
+            await eventually(lambda: world.status.phase is Phase.IN_SYNC, what="in sync")
+    said = [(e["event"], e["log_level"]) for e in logged if e["event"] == "branch_empty"]
+    assert said == [("branch_empty", "warning"), ("branch_empty", "debug")]
+    assert not [e for e in logged if e["event"] == "pass_failed"]
+    assert delays == []
+    assert world.status.last_error is None
+    assert world.count("branch_empty") == 2
 
 
 async def test_no_retry_waits_longer_than_the_poll_interval(

@@ -1,5 +1,6 @@
-"""Build: the desired image, within the daemon's build slots; a failed build counts towards
-the revision's limit and is recorded with its output, an unreachable engine counts nothing.
+"""Build: the desired image, within the daemon's build slots, and beside it the test stage
+from the same export; a failed build counts towards the revision's limit and is recorded
+with its output, an unreachable engine counts nothing.
 The app's build secrets are read for each build; one that cannot be read, or an engine that
 cannot mount them, needs a human."""
 
@@ -9,9 +10,16 @@ import asyncio
 import dataclasses
 
 import pytest
+from structlog.testing import capture_logs
 
 from reconciler.adapters.docker import SecretsNeedBuildKit
-from reconciler.app.stages.build import _cache_sources, build
+from reconciler.app.stages.build import (
+    TestStage,
+    _cache_sources,
+    build,
+    cache_image,
+    stage_image,
+)
 from reconciler.decisions.model import Live, Phase
 from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
 from reconciler.errors import BuildContextRefused, BuildFailed, DockerUnavailable, StalledError
@@ -180,3 +188,135 @@ async def test_secrets_on_a_classic_builder_need_a_human_and_name_the_app() -> N
     assert str(raised.value) == f"app web: {refused}"
     assert run.memory.build_failures == {}
     assert run.results() == []
+
+
+def with_test_stage() -> Pass:
+    run = a_pass(test={"command": ["npm", "test"], "target": "test"})
+    run.observe()
+    return run
+
+
+def both_at_once(run: Pass) -> asyncio.Event:
+    """Builds wait, once started, until both are under way (the event is set then)."""
+    both = asyncio.Event()
+
+    async def during(tag: str) -> None:
+        if len(run.docker.builds) == 2:
+            both.set()
+        await asyncio.wait_for(both.wait(), 5)
+
+    run.docker.during_build = during
+    return both
+
+
+async def test_the_test_stage_is_built_beside_the_production_image_from_one_export() -> None:
+    """Both builds run at once from one export of the commit, each reading all of it; the
+    test stage gets its own log line, like the production build's."""
+    run = with_test_stage()
+    both = both_at_once(run)
+    with capture_logs() as logged:
+        stage = await build(run.ctx)
+    assert both.is_set()
+    local = stage_image("web", REVISION)
+    assert stage == TestStage(image=local)
+    assert run.git.exports == 1
+    assert run.docker.context_of == {run.image(): b"tar of " + REVISION.encode()} | {
+        local: b"tar of " + REVISION.encode()
+    }
+    tested, production = run.docker.requests
+    assert (production.tag, production.target) == (run.image(), "")
+    assert (tested.tag, tested.target) == (local, "test")
+    events = {e["event"]: e for e in logged}
+    assert events["test_build_finished"]["image"] == local
+    assert {"cached_steps", "seconds"} <= events["test_build_finished"].keys()
+    assert {"cached_steps", "seconds"} <= events["build_finished"].keys()
+    assert run.timed(BUILD_SECONDS) == 1
+
+
+async def test_the_production_build_starts_once_the_test_stages_first_step_has() -> None:
+    """The test stage leads, so the steps both share are looked up in its cache sources."""
+    run = with_test_stage()
+    local = stage_image("web", REVISION)
+    first_step = run.docker.first_step_after[local] = asyncio.Event()
+    building = asyncio.create_task(build(run.ctx))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert run.docker.builds == [local]
+    first_step.set()
+    assert await asyncio.wait_for(building, 5) == TestStage(image=local)
+    assert run.docker.builds == [local, run.image()]
+
+
+async def test_both_builds_take_one_build_slot() -> None:
+    run = a_pass(build_slots=1, test={"command": ["npm", "test"], "target": "test"})
+    run.observe()
+    both_at_once(run)
+    assert await asyncio.wait_for(build(run.ctx), 5) is not None
+
+
+async def test_a_failed_production_build_stops_the_test_stage_and_is_counted() -> None:
+    """As when the test stage came after it: the production build's failure is the pass's."""
+    run = with_test_stage()
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def during(tag: str) -> None:
+        if tag == run.image():
+            await started.wait()  # fails once the test stage is under way
+            return
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    run.docker.during_build = during
+    run.docker.fail_next("build", BuildFailed("RUN npm ci exited 1", log_tail=["npm ERR!"]))
+    with pytest.raises(BuildFailed, match="npm ci"):
+        await asyncio.wait_for(build(run.ctx), 5)
+    assert stopped.is_set()
+    assert run.written.build_failures == {REVISION: 1}
+    assert run.results() == [(REVISION, "build_failed")]
+
+
+async def test_a_test_stage_that_does_not_build_is_its_outcome_not_a_failed_build() -> None:
+    """The production image is built; the test (test.py) holds the revision for it."""
+    run = with_test_stage()
+    failure = BuildFailed("RUN npm ci exited 1", log_tail=["npm ERR!"])
+    run.docker.fail_next("build test", failure)
+    stage = await build(run.ctx)
+    assert stage == TestStage(image=stage_image("web", REVISION), failure=failure)
+    assert run.memory.build_failures == {}
+    assert run.results() == []
+    assert run.timed(BUILD_SECONDS) == 1
+
+
+async def test_an_engine_gone_during_the_test_stage_is_the_passs_error_and_counts_nothing() -> None:
+    run = with_test_stage()
+    run.docker.fail_next("build test", DockerUnavailable("docker.sock: connection refused"))
+    with pytest.raises(DockerUnavailable):
+        await build(run.ctx)
+    assert run.memory.build_failures == {}
+    assert run.results() == []
+
+
+async def test_without_a_test_target_only_the_production_image_is_built() -> None:
+    run = a_pass(test={"command": ["npm", "test"]})
+    run.observe()
+    assert await build(run.ctx) is None
+    assert run.docker.builds == [run.image()]
+
+
+async def test_both_builds_take_the_test_stages_cache_image_as_cache_too() -> None:
+    run = with_test_stage()
+    await build(run.ctx)
+    cache = f"{REGISTRY}/web:cache-test"
+    assert [list(r.cache_from)[-1] for r in run.docker.requests] == [cache, cache]
+
+
+async def test_a_test_target_no_tag_can_be_named_after_gets_no_cache_image() -> None:
+    run = a_pass(test={"command": ["npm", "test"], "target": "Test Stage!"})
+    run.observe()
+    assert cache_image(run.ctx) is None
+    await build(run.ctx)
+    assert all(not r.cache_from or "cache-" not in r.cache_from[-1] for r in run.docker.requests)

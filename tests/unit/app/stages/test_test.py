@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 from structlog.testing import capture_logs
 
-from reconciler.app.stages.test import run_test, stage_image
+from reconciler.app.stages.build import TestStage, stage_image
+from reconciler.app.stages.test import run_test
 from reconciler.decisions.model import Phase, TestRun
 from reconciler.errors import BuildFailed, DockerUnavailable
 from tests.support.passes import REVISION, Pass, a_pass
@@ -80,34 +81,25 @@ async def test_the_test_container_gets_the_configured_limits() -> None:
     assert limits == (256, 0.5, 64, False, "1000")
 
 
-async def test_a_test_target_is_built_locally_and_the_test_runs_in_it() -> None:
+async def test_a_test_target_runs_the_test_in_the_stage_the_build_made() -> None:
     run = gated(target="test")
-    assert await run_test(run.ctx) is True
     local = stage_image("web", REVISION)
-    assert run.docker.builds == [local]
+    assert await run_test(run.ctx, TestStage(image=local)) is True
     assert run.docker.runs == [local]
     assert run.docker.pushes == []
 
 
-async def test_a_test_target_is_built_with_the_apps_build_secrets() -> None:
-    run = a_pass(test=GATE | {"target": "test"}, build_secrets={"t": {"env": "TOKEN"}})
-    run.secrets.values["env TOKEN"] = b"token-value"
-    run.observe()
-    assert await run_test(run.ctx) is True
-    [request] = run.docker.requests
-    assert request.target == "test"
-    assert dict(request.secrets) == {"t": b"token-value"}
-
-
-async def test_a_test_target_that_does_not_build_holds_the_revision_without_a_run() -> None:
+async def test_a_test_target_that_did_not_build_holds_the_revision_without_a_run() -> None:
     run = gated(target="test")
-    run.docker.fail_next("build", BuildFailed("no stage test", log_tail=["ERROR: target"]))
-    assert await run_test(run.ctx) is False
+    failure = BuildFailed("no stage test", log_tail=["ERROR: target"])
+    stage = TestStage(image=stage_image("web", REVISION), failure=failure)
+    assert await run_test(run.ctx, stage) is False
     assert run.docker.runs == []
     hold = run.written.hold
     assert hold is not None
     assert hold.reason == "test.target 'test' did not build: no stage test\nERROR: target"
     assert run.results() == [(REVISION, "test_failed")]
+    assert run.status.phase is Phase.FAILED
 
 
 async def test_an_engine_that_cannot_be_reached_holds_nothing() -> None:
