@@ -181,14 +181,21 @@ class GitMirrors:
         its first parent's at one of the paths, so a merge counts as the commit that brought
         a change onto the branch. Otherwise the branch head.
         Raises BranchEmpty for a repository without any branch yet (a branch missing from a
-        repository that has others is GitRevisionNotFound), GitRevisionNotFound,
+        repository that has others, or that this mirror fetched before, is
+        GitRevisionNotFound), GitRevisionNotFound,
         GitUnavailable or GitAuthError.
         """
         if source.revision:
             return await self._resolve_pin(source)
         heads = await self.remote_heads(source)
         head = heads.get(f"refs/heads/{source.branch}")
-        if head is None and not any(ref.startswith("refs/heads/") for ref in heads):
+        ref = f"refs/heads/{source.branch}"
+        if (
+            head is None
+            and not any(name.startswith("refs/heads/") for name in heads)
+            # A branch this mirror has fetched before was deleted: that needs a human.
+            and not await self._read(source.url, lambda repo: ref in repo.references)
+        ):
             raise BranchEmpty(
                 f"branch '{source.branch}' of {redact_url(source.url)} has no commit yet (the"
                 " repository has no branch); waiting for the first push"
