@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -80,9 +80,20 @@ def record_updates(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = Ecs.update_service
 
-    async def recording(self: Ecs, *, cluster: str, service: str, task_definition: str) -> Started:
+    async def recording(
+        self: Ecs,
+        *,
+        cluster: str,
+        service: str,
+        task_definition: str,
+        settings: Mapping[str, Any] | None = None,
+    ) -> Started:
         started = await real(
-            self, cluster=cluster, service=service, task_definition=task_definition
+            self,
+            cluster=cluster,
+            service=service,
+            task_definition=task_definition,
+            settings=settings,
         )
         seen.append(task_definition)
         return started
