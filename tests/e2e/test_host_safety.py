@@ -29,6 +29,9 @@ LONG_NAME = "a" * 255
 # /healthz must answer each probe within this. A bound on a freeze, not a speed claim: an
 # answer takes a few milliseconds; a stalled event loop takes seconds.
 ANSWER_WITHIN = 0.1
+# A shared 2-core host may hold the daemon off the CPU for a moment now and then; a stalled
+# event loop holds every probe for seconds. One probe in twenty may take up to this long.
+STRAGGLER_WITHIN = 0.5
 PROBES = 50
 MAX_PROBES = 200  # about ten seconds of probing: bounds the test, whatever the build takes
 PROBE_EVERY = 0.05
@@ -96,7 +99,10 @@ async def test_a_pathological_dockerignore_stalls_nothing_while_it_builds(
     assert building_at_first_probe
     assert logged(daemon, "build_finished", world.name), f"the build outlasted {MAX_PROBES} probes"
     slow = [f"{t * 1000:.0f} ms" for t in latencies if t >= ANSWER_WITHIN]
-    assert not slow, f"/healthz answered slower than {ANSWER_WITHIN * 1000:.0f} ms: {slow}"
+    stalled = [t for t in latencies if t >= STRAGGLER_WITHIN]
+    assert not stalled and len(slow) <= len(latencies) // 20, (
+        f"/healthz answered slower than {ANSWER_WITHIN * 1000:.0f} ms: {slow}"
+    )
     assert {e["app"] for e in building} == {world.name, other.name}
     assert world.live_image() == world.image(hostile)
     assert other.live_image() == other.image(other.first_commit)
