@@ -55,20 +55,23 @@ def writers(fleet: Fleet) -> dict[str, set[str]]:
 async def test_clocks_a_minute_ahead_or_behind_take_nothing_early_and_lose_nothing(
     tmp_path: Path, aws: SandboxAws, registry: str, docker_engine: str
 ) -> None:
-    fleet = await Fleet.create(tmp_path, aws, registry, apps=6)
+    # A margin (ttl / 5) of 1.6 s: the sandbox on a loaded 2-core host must apply a write
+    # its client gave up on within it, the assumption the README states for AWS.
+    fleet = await Fleet.create(tmp_path, aws, registry, apps=6, ttl=8.0)
     async with fleet.running(2) as daemons:
         ahead = await fleet.start(2, env=clock_off_by("+60s"))
         daemons.append(ahead)
         await fleet.wait_all(daemons[0], fleet.in_sync_at(lambda w: w.first_commit), timeout=120)
         # Several TTLs with everyone heartbeating: the daemon whose clock is a minute ahead
         # sees the others' wall-clock expiries long past, and still takes nothing.
-        await asyncio.sleep(fleet.ttl * 3)
+        await asyncio.sleep(fleet.ttl * 2)
         assert takeovers(daemons) == []
         owners = {s["owner"] for s in (await fleet.statuses(daemons[0])).values()}
         assert owners == {"d0", "d1", "d2"}
         # One daemon sent each app's UpdateService. (A RegisterTaskDefinition may come from
         # two in turn: a deploy that failed before its UpdateService, then handed over.)
-        assert all(len(callers) == 1 for callers in writers(fleet).values()), writers(fleet)
+        shared = {app: sorted(c) for app, c in writers(fleet).items() if len(c) > 1}
+        assert not shared, (shared, [fleet.updates(w) for w in fleet.worlds if w.name in shared])
         # When it dies its apps move as fast as anyone's: the TTL on the others' clocks.
         ahead.kill()
         killed_at = time.monotonic()
@@ -91,7 +94,7 @@ async def test_clocks_a_minute_ahead_or_behind_take_nothing_early_and_lose_nothi
             timeout=90,
             what="the daemon a minute behind taking its share",
         )
-        await asyncio.sleep(fleet.ttl * 2)
+        await asyncio.sleep(fleet.ttl)
         assert all(p != "d3" for _, p in takeovers(daemons)), takeovers(daemons)
         for world in fleet.worlds:
             assert sorted(fleet.updates_per_revision(world).values()) == [1], world.name
