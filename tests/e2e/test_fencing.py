@@ -43,11 +43,13 @@ def takeovers(daemons: list[DaemonProcess]) -> list[tuple[str, str]]:
 
 
 def writers(fleet: Fleet) -> dict[str, set[str]]:
-    """The daemons that sent each app's UpdateService (not the test's own set-up)."""
+    """The daemons that sent each of this fleet's UpdateServices (not the test's own set-up;
+    the sandbox is shared with earlier tests, whose fleets have daemons of the same names)."""
+    ours = {world.name for world in fleet.worlds}
     found: dict[str, set[str]] = {}
     for write in fleet.writes_since(dict.fromkeys(WRITES, 0)):
-        if write["_caller"] and write["_action"] == "UpdateService":
-            app = str(write.get("service") or write.get("family") or "")
+        app = str(write.get("service") or "")
+        if write["_caller"] and write["_action"] == "UpdateService" and app in ours:
             found.setdefault(app, set()).add(str(write["_caller"]))
     return found
 
