@@ -19,6 +19,7 @@ into retry-with-backoff or wait.
 from __future__ import annotations
 
 import enum
+import functools
 
 import structlog
 
@@ -36,7 +37,7 @@ from reconciler.app.stages.resolve import desired_revision, pinned
 from reconciler.app.stages.rollback import hold_failed, roll_back
 from reconciler.app.stages.supersede import superseded
 from reconciler.app.stages.tags import move_extra_tags
-from reconciler.app.stages.test import run_test
+from reconciler.app.stages.test import run_beside, run_test
 from reconciler.app.stages.watch import Rollout, watch
 from reconciler.decisions.model import (
     AwaitRollout,
@@ -156,10 +157,11 @@ async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
     if needs_build and ctx.session.promotion is not None:
         await promote(ctx)
     elif needs_build:
-        tested = await build(ctx)
+        # The test stage's test runs beside the production build, as soon as it is built.
+        tested = await build(ctx, then=functools.partial(run_beside, ctx))
         if not await run_test(ctx, tested):
             return Next.WAIT
-        await push(ctx, tested)
+        await push(ctx)
         # A newer commit may have landed while we built. Never deploy an older revision
         # after a newer one: if the desired revision moved, start over.
         if await superseded(ctx):

@@ -125,6 +125,24 @@ CASES = {
         updates=1,
         app={"test": {"command": ["t"]}},
     ),
+    "build with the test stage beside, test, push, deploy": Case(
+        nothing,
+        Next.WAIT,
+        Phase.IN_SYNC,
+        "deployed",
+        built=True,
+        pushed=True,
+        updates=1,
+        app={"test": {"command": ["t"], "target": "test"}},
+    ),
+    "a failed test in the test stage stops before any push": Case(
+        failing_test,
+        Next.WAIT,
+        Phase.FAILED,
+        "test_failed",
+        built=True,
+        app={"test": {"command": ["t"], "target": "test"}},
+    ),
     "an image in the registry is deployed without a build": Case(
         already_pushed, Next.WAIT, Phase.IN_SYNC, "deployed", pushed=True, updates=1
     ),
@@ -176,6 +194,8 @@ async def test_run_pass(case: Case) -> None:
     assert newest == case.result
     assert (run.docker.builds != []) is case.built
     assert (run.image() in run.docker.pushes) is case.pushed
+    if not case.pushed:
+        assert run.docker.pushes == []  # not the test stage's cache image either
     assert len(run.ecs.updates) == case.updates
 
 
