@@ -25,7 +25,7 @@ from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.app.stages.build import TestStage, build, cache_image, stage_image
 from reconciler.app.stages.local_images import remove_old_local_images
-from reconciler.app.stages.push import push
+from reconciler.app.stages.push import keeping_as_cache, push
 from reconciler.app.stages.test import run_beside
 from reconciler.decisions.model import Desired, ImageRef, Live
 from tests.support.gitrepo import GitRepo
@@ -177,8 +177,11 @@ async def test_a_new_host_finds_the_test_stages_layers_in_the_registry(
     first = real_pass(tmp_path / "host-1", repo, engine, registry=registry)
     stage = await build(first.ctx, then=functools.partial(run_beside, first.ctx))
     assert stage is not None and stage.failure is None
-    assert stage.run is not None and stage.run.passed  # beside the build; kept as cache
+    assert stage.run is not None and stage.run.passed  # beside the build
+    cache_push = keeping_as_cache(first.ctx, stage)
+    assert cache_push is not None
     await push(first.ctx)
+    await cache_push
     image, cache = str(first.ctx.observed.desired.image), cache_image(first.ctx)
     assert cache == f"{registry}/{first.app.name}:cache-test"
     installed = layers(stage.image)[:4]  # base, COPY deps.txt, RUN deps, RUN dev deps

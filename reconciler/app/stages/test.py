@@ -4,9 +4,10 @@ With `test.target`, the command runs in an image of that Dockerfile stage instea
 dependencies stay out of the production image. That stage is built beside the production
 image (build.py), and its test runs as soon as it is built, while the production build goes
 on (`run_beside`); once it passed, the stage's image is pushed as the app's cache image
-(push.keep_as_cache). Its verdict is judged only once the production image is built, so a
-failed production build is counted as one whatever the test said, as when the test came
-after it. A test stage that did not build holds the revision as a failed test does.
+(push.keeping_as_cache, beside the rest of the deploy). Its verdict is judged only once the
+production image is built, so a failed production build is counted as one whatever the test
+said, as when the test came after it. A test stage that did not build holds the revision as
+a failed test does.
 
 Output goes to the log line by line (`test_output`); its tail is kept for status and
 history. A failed or timed-out test holds the revision at once: tests are not retried
@@ -23,7 +24,6 @@ import structlog
 from reconciler.adapters.values import ContainerRun
 from reconciler.app.stages.build import TestStage
 from reconciler.app.stages.context import PassContext
-from reconciler.app.stages.push import keep_as_cache
 from reconciler.decisions.model import Hold, Phase, Result, TestRun
 
 log = structlog.get_logger("reconciler.pass")
@@ -31,12 +31,9 @@ TAIL_IN_ERROR = 20
 
 
 async def run_beside(ctx: PassContext, stage: TestStage) -> TestStage:
-    """The test run in the test stage's image, as soon as that is built; once it passed, the
-    image is kept as the app's cache image. `run_test` judges the run."""
-    run = await _run(ctx, stage.image)
-    if run.passed:
-        await keep_as_cache(ctx, stage.image)
-    return dataclasses.replace(stage, run=run)
+    """The test run in the test stage's image, as soon as that is built; `run_test` judges
+    it."""
+    return dataclasses.replace(stage, run=await _run(ctx, stage.image))
 
 
 async def run_test(ctx: PassContext, stage: TestStage | None = None) -> bool:
