@@ -365,3 +365,24 @@ async def test_a_failed_production_build_stops_what_is_done_with_the_test_stage(
         await asyncio.wait_for(build(run.ctx, then=then), 5)
     assert stopped.is_set()
     assert run.written.build_failures == {REVISION: 1}
+
+
+async def test_the_build_slot_is_given_back_once_both_images_are_built() -> None:
+    """The test stage's test run beside the build needs no build slot: another app's build
+    may start while it runs."""
+    run = a_pass(build_slots=1, test={"command": ["npm", "test"], "target": "test"})
+    run.observe()
+    slots, testing, tested = run.session.build_slots, asyncio.Event(), asyncio.Event()
+
+    async def then(stage: TestStage) -> TestStage:
+        testing.set()
+        await tested.wait()
+        return stage
+
+    building = asyncio.create_task(build(run.ctx, then=then))
+    await asyncio.wait_for(testing.wait(), 5)
+    await asyncio.wait_for(slots.acquire(), 5)  # free while the test runs
+    slots.release()
+    tested.set()
+    assert await asyncio.wait_for(building, 5) == TestStage(image=stage_image("web", REVISION))
+    assert not slots.locked()
