@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import context, events, leases, peer, steady
+from bench.race import race
 from bench.registry import Registry
 from bench.sandbox import AppSpec, provision_apps, running_sandbox
 from bench.stats import Row, render_table
@@ -31,10 +32,11 @@ from reconciler.errors import ReconcilerError
 from reconciler.sandbox import SandboxAws
 
 OUT = Path(__file__).resolve().parent / "out"
-# events: webhook latency, rollout detection, deploys (with the peer), builds.
-SCENARIOS = ("events", "steady", "leases", "context")
+# events: webhook latency, rollout detection, deploys (with the peer), builds; race: push to
+# live both ways (SPEC 22).
+SCENARIOS = ("events", "steady", "leases", "context", "race")
 # Scenarios that need dockerd and the registry (the leases need neither).
-NEEDS_DOCKER = frozenset(("events", "steady", "context"))
+NEEDS_DOCKER = frozenset(("events", "steady", "context", "race"))
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,17 @@ async def run(options: Options) -> list[Row]:
                 lease_results = await leases.run_leases(aws, root / "leases", lease_sizes, log=log)
                 raw["leases"] = asdict(lease_results)
                 rows += leases.lease_rows(lease_results)
+            if "race" in options.only:
+                race_sizes = race.QUICK if options.quick else race.FULL
+                race_results = await race.run_race(
+                    aws, registry, root / "race", race_sizes, log=log
+                )
+                raw["race"] = asdict(race_results)
+                rows += race.race_rows(race_results, quick=options.quick)
+                name = "quick" if options.quick else "full"
+                (options.out / f"race-stages-{name}.md").write_text(
+                    race.stage_table(race_results) + "\n"
+                )
         if "context" in options.only:
             log("build context export")
             context_sizes = context.QUICK if options.quick else context.FULL

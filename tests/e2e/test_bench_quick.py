@@ -40,6 +40,11 @@ FIGURES = {
     "lease takeover after a daemon dies": False,
     "build context of a": True,
     "second commit touching one file": False,
+    "race, cold push -> live": True,
+    "race, warm push -> live": True,
+    "race, new host push -> live": True,
+    "same: the daemon's new-host push vs its own cold push": False,
+    "same: the daemon's warm push vs the sum of its build": False,
 }
 NUMBER = re.compile(r"\d")
 

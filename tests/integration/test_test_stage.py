@@ -10,6 +10,7 @@ bridge); the other seams are the in-memory fakes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import subprocess
 import uuid
@@ -24,7 +25,8 @@ from reconciler.adapters.docker import DockerEngine
 from reconciler.adapters.git import GitMirrors, GitSource
 from reconciler.app.stages.build import TestStage, build, cache_image, stage_image
 from reconciler.app.stages.local_images import remove_old_local_images
-from reconciler.app.stages.push import push
+from reconciler.app.stages.push import keeping_as_cache, push
+from reconciler.app.stages.test import run_beside
 from reconciler.decisions.model import Desired, ImageRef, Live
 from tests.support.gitrepo import GitRepo
 from tests.support.passes import Pass, a_pass
@@ -168,13 +170,18 @@ def as_a_new_host(*images: str) -> None:
 async def test_a_new_host_finds_the_test_stages_layers_in_the_registry(
     tmp_path: Path, repo: GitRepo, engine: DockerEngine, registry: str, cleanup: list[str]
 ) -> None:
-    """The test stage's image is pushed under the app's cache tag; a host with an empty
+    """The test stage's image is pushed under the app's cache tag once its test passed
+    (beside the production build); a host with an empty
     builder cache, building the next commit, takes the dev dependencies' step from it
     instead of running it again (same layer of random bytes)."""
     first = real_pass(tmp_path / "host-1", repo, engine, registry=registry)
-    stage = await build(first.ctx)
+    stage = await build(first.ctx, then=functools.partial(run_beside, first.ctx))
     assert stage is not None and stage.failure is None
-    await push(first.ctx, stage)
+    assert stage.run is not None and stage.run.passed  # beside the build
+    cache_push = keeping_as_cache(first.ctx, stage)
+    assert cache_push is not None
+    await push(first.ctx)
+    await cache_push
     image, cache = str(first.ctx.observed.desired.image), cache_image(first.ctx)
     assert cache == f"{registry}/{first.app.name}:cache-test"
     installed = layers(stage.image)[:4]  # base, COPY deps.txt, RUN deps, RUN dev deps

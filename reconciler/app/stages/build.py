@@ -1,9 +1,10 @@
 """Build: the image of the desired commit, from its tree in the mirror, on the Docker engine;
 beside it, from the same export of the commit, the test stage (`test.target`) when the app's
-test runs in one.
+test runs in one, and what the caller does with that stage once it is built (its test run).
 
-Both builds run at once, within one of the daemon's build slots: BuildKit does the steps the
-two stages share once (the second build finds them in flight and waits for them). A failed
+Both builds run at once, within one of the daemon's build slots (given back once both are
+built: the test stage's test run needs none): BuildKit does the steps the two stages share
+once (the second build finds them in flight and waits for them). A failed
 production build counts towards the revision's MAX_BUILD_ATTEMPTS and is recorded with its
 last output lines, whatever the test stage did; a test stage that does not build holds the
 revision at its test (test.py), as a failed test does. An engine that cannot be reached is
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
@@ -25,10 +26,11 @@ from reconciler.adapters.docker import BuildResult, SecretsNeedBuildKit
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.sharedfile import SharedFile
 from reconciler.adapters.values import BuildRequest
+from reconciler.aio.places import Place
 from reconciler.aio.tasks import stop
 from reconciler.app.stages.context import PassContext
 from reconciler.decisions.local_images import APP_LABEL
-from reconciler.decisions.model import Phase, Result
+from reconciler.decisions.model import Phase, Result, TestRun
 from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
 from reconciler.decisions.repourl import redact_url
 from reconciler.errors import BuildFailed
@@ -59,22 +61,29 @@ def cache_image(ctx: PassContext) -> str | None:
 @dataclass(frozen=True)
 class TestStage:
     """The test stage built beside the production image: its local tag, or the failure that
-    holds the revision at its test."""
+    holds the revision at its test; and its test run, when one was made beside the build."""
 
     __test__ = False  # not a pytest test class
 
     image: str
     failure: BuildFailed | None = None
+    run: TestRun | None = None
 
 
-async def build(ctx: PassContext) -> TestStage | None:
+# What is done with the test stage once it is built, beside the rest of the production build.
+Then = Callable[[TestStage], Awaitable[TestStage]]
+
+
+async def build(ctx: PassContext, *, then: Then | None = None) -> TestStage | None:
     """Build the desired image (and the test stage, when the test has a target); the test
-    stage's outcome, None without one."""
+    stage's outcome, None without one. `then` is done with the test stage as soon as it is
+    built (its test run: test.run_beside), while the production build goes on; what it
+    returns is the outcome."""
     app, io, revision = ctx.app, ctx.io, ctx.revision
     image = str(ctx.observed.desired.image)
     secrets = await read_secrets(ctx)
     target = app.test.target if app.test is not None else ""
-    async with ctx.session.build_slots:
+    async with Place(ctx.session.build_slots) as place:
         ctx.report.phase(Phase.BUILDING)
         log.info("build_started", image=image, test_target=target or None)
         context = None
@@ -88,7 +97,12 @@ async def build(ctx: PassContext) -> TestStage | None:
             production = replace(common, tag=image, target=app.target)
             stage = replace(common, tag=stage_image(app.name, revision), target=target)
             result, seconds, tested = await _build_beside(
-                ctx, context, production, stage if target else None
+                ctx,
+                context,
+                production,
+                stage if target else None,
+                then=then,
+                built=place.give_back,
             )
         except BuildFailed as exc:
             await _count_failure(ctx, exc)
@@ -131,7 +145,13 @@ def _common(
 
 
 async def _build_beside(
-    ctx: PassContext, context: BinaryIO, production: BuildRequest, stage: BuildRequest | None
+    ctx: PassContext,
+    context: BinaryIO,
+    production: BuildRequest,
+    stage: BuildRequest | None,
+    *,
+    then: Then | None,
+    built: Callable[[], None],
 ) -> tuple[BuildResult, float, TestStage | None]:
     """The production image and the test stage built at once from one context: the
     production build's result and seconds, and the test stage's outcome.
@@ -148,29 +168,44 @@ async def _build_beside(
     The production build decides the pass as it did when the test stage came after it: when
     it fails, the test stage is stopped and its outcome is not wanted; when it builds, the
     test stage's own error (an engine gone) is the pass's. A test stage that does not
-    build is an outcome, not an error.
+    build is an outcome, not an error. What `then` does with the test stage counts as its
+    build: it is stopped with it and its error is the pass's. `built` is called once both
+    images are built, before `then` is done (the build slot is not needed for a test run).
     """
     shared = SharedFile(context)
     beside = None
+    led, stage_built = asyncio.Event(), asyncio.Event()
     began = time.monotonic()
     try:
         if stage is not None:
-            led = asyncio.Event()
-            beside = asyncio.create_task(_test_stage(ctx, shared.reader(), stage, led=led))
+            beside = asyncio.create_task(
+                _test_stage(ctx, shared.reader(), stage, led=led, built=stage_built, then=then)
+            )
             await led.wait()
         result = await build_image(ctx, shared.reader(), production)
+        seconds = time.monotonic() - began
+        if beside is not None:
+            await stage_built.wait()
+        built()
+        tested = None if beside is None else await beside
     except BaseException:
         if beside is not None:
             await stop(beside)
         raise
-    seconds = time.monotonic() - began
-    return result, seconds, None if beside is None else await beside
+    return result, seconds, tested
 
 
 async def _test_stage(
-    ctx: PassContext, context: BinaryIO, request: BuildRequest, *, led: asyncio.Event
+    ctx: PassContext,
+    context: BinaryIO,
+    request: BuildRequest,
+    *,
+    led: asyncio.Event,
+    built: asyncio.Event,
+    then: Then | None,
 ) -> TestStage:
-    """The test stage's build; `led` is set once the build that follows may start."""
+    """The test stage's build, then `then`; `led` is set once the build that follows may
+    start, `built` once this build is over (built or not)."""
     began = time.monotonic()
     try:
         result = await build_image(ctx, context, request, on_first_step=led.set)
@@ -179,6 +214,7 @@ async def _test_stage(
         return TestStage(image=request.tag, failure=exc)
     finally:
         led.set()
+        built.set()
     log.info(
         "test_build_finished",
         image=request.tag,
@@ -186,7 +222,8 @@ async def _test_stage(
         cached_steps=result.cached_steps,
         seconds=round(time.monotonic() - began, 3),
     )
-    return TestStage(image=request.tag)
+    made = TestStage(image=request.tag)
+    return made if then is None else await then(made)
 
 
 async def read_secrets(ctx: PassContext) -> Mapping[str, bytes]:

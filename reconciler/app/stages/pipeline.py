@@ -5,9 +5,9 @@
         in sync (-> extra tags) | suspended | held | roll back | failed unwatched
         | watch a rollout in flight
         | frozen (a freeze window: no new release starts)
-        | [verify ->] [build -> test -> push ->] register -> [approval ->] pre-deploy task
-          -> update service
-          -> watch
+        | [verify ->] [build (test stage beside: its test) -> test -> push (then the test
+          stage as cache, beside the rest) ->] register -> [approval ->] pre-deploy task
+          -> update service -> watch
           -> (succeeded -> extra tags -> housekeeping [-> older local images removed]
               | hold and roll back)
 
@@ -26,9 +26,11 @@ into retry-with-backoff or wait.
 from __future__ import annotations
 
 import enum
+import functools
 
 import structlog
 
+from reconciler.aio.tasks import stop
 from reconciler.app.host import this_host
 from reconciler.app.stages.approval import approved
 from reconciler.app.stages.build import build
@@ -41,13 +43,13 @@ from reconciler.app.stages.local_images import remove_old_local_images
 from reconciler.app.stages.observe import desired_of, observe
 from reconciler.app.stages.pre_deploy import pre_deploy
 from reconciler.app.stages.promote import promote
-from reconciler.app.stages.push import push
+from reconciler.app.stages.push import keeping_as_cache, push
 from reconciler.app.stages.release import Went, for_service, held, pay_owed, rest_of_release
 from reconciler.app.stages.resolve import desired_revision, pinned
 from reconciler.app.stages.rollback import hold_failed, roll_back
 from reconciler.app.stages.supersede import superseded
 from reconciler.app.stages.tags import move_extra_tags
-from reconciler.app.stages.test import run_test
+from reconciler.app.stages.test import run_beside, run_test
 from reconciler.app.stages.verify import verified
 from reconciler.app.stages.watch import Rollout, watch
 from reconciler.decisions.model import (
@@ -228,17 +230,36 @@ async def _in_sync(ctx: PassContext, drift: tuple[str, ...]) -> Next:
 async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
     # What the definition names must exist before anything is built or written for it.
     await verified(ctx)
-    if needs_build and ctx.session.promotion is not None:
+    built = needs_build and ctx.session.promotion is None
+    cache = None
+    if needs_build and not built:
         await promote(ctx)
-    elif needs_build:
-        tested = await build(ctx)
+    elif built:
+        # The test stage's test runs beside the production build, as soon as it is built.
+        tested = await build(ctx, then=functools.partial(run_beside, ctx))
         if not await run_test(ctx, tested):
             return Next.WAIT
-        await push(ctx, tested)
-        # A newer commit may have landed while we built. Never deploy an older revision
-        # after a newer one: if the desired revision moved, start over.
-        if await superseded(ctx):
-            return Next.AGAIN
+        await push(ctx)
+        # The test stage goes to the registry as the app's cache image while the deploy goes
+        # on: a deploy never waits for it. Only now, so the layers both images share go up
+        # once, with the image the deploy needs.
+        cache = keeping_as_cache(ctx, tested)
+    try:
+        outcome = await _roll_out(ctx, built=built)
+    except BaseException:
+        if cache is not None:
+            await stop(cache)
+        raise
+    if cache is not None:
+        await cache
+    return outcome
+
+
+async def _roll_out(ctx: PassContext, *, built: bool) -> Next:
+    # A newer commit may have landed while we built. Never deploy an older revision after a
+    # newer one: if the desired revision moved, start over.
+    if built and await superseded(ctx):
+        return Next.AGAIN
     registered = await register(ctx)
     if registered is None:
         return Next.AGAIN
@@ -250,7 +271,6 @@ async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
     if started is None:
         return Next.AGAIN
     # What ran before this rollout, as observed before it started: its images stay.
-    built = needs_build and ctx.session.promotion is None
     ran_before = list(ctx.observed.live.images.values()) if built else None
     return await _watch(ctx, started, ran_before=ran_before)
 

@@ -103,6 +103,14 @@ async def watch(
     ctx.report.rollout(view)
     bake: float | None = None
     session.nudges.during_rollout.clear()
+    first = session.timings.rollout_polls[0]
+    if elapsed_before < first:
+        # Just started: ECS cannot have finished it in the instant since, and the first look
+        # on the grid every poll keeps is shared with the apps that started theirs a moment
+        # apart (one DescribeServices for ten services), instead of one call each.
+        await backoff.sleep(
+            backoff.aligned(first), wakeup=session.nudges.during_rollout if supersedable else None
+        )
     while True:
         state = await _service(ctx, rollout.of(ctx))
         if state is not None and bake is None:

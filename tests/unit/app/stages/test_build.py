@@ -20,7 +20,7 @@ from reconciler.app.stages.build import (
     cache_image,
     stage_image,
 )
-from reconciler.decisions.model import Live, Phase
+from reconciler.decisions.model import Live, Phase, TestRun
 from reconciler.decisions.plan import MAX_BUILD_ATTEMPTS
 from reconciler.errors import BuildContextRefused, BuildFailed, DockerUnavailable, StalledError
 from tests.support.fakes import REGISTRY
@@ -320,3 +320,69 @@ async def test_a_test_target_no_tag_can_be_named_after_gets_no_cache_image() -> 
     assert cache_image(run.ctx) is None
     await build(run.ctx)
     assert all(not r.cache_from or "cache-" not in r.cache_from[-1] for r in run.docker.requests)
+
+
+async def test_what_is_done_with_the_test_stage_runs_while_the_production_build_goes_on() -> None:
+    """`then` gets the stage as soon as it is built; its result is the build's outcome."""
+    run = with_test_stage()
+    local = stage_image("web", REVISION)
+    production_started, done_with_stage = asyncio.Event(), asyncio.Event()
+
+    async def during(tag: str) -> None:
+        if tag == run.image():
+            production_started.set()
+            await asyncio.wait_for(done_with_stage.wait(), 5)  # still building meanwhile
+
+    async def then(stage: TestStage) -> TestStage:
+        await asyncio.wait_for(production_started.wait(), 5)
+        done_with_stage.set()
+        return dataclasses.replace(stage, run=TestRun(exit_code=0, timed_out=False, tail=()))
+
+    run.docker.during_build = during
+    stage = await build(run.ctx, then=then)
+    assert stage == TestStage(image=local, run=TestRun(exit_code=0, timed_out=False, tail=()))
+
+
+async def test_a_failed_production_build_stops_what_is_done_with_the_test_stage() -> None:
+    run = with_test_stage()
+    stopped = asyncio.Event()
+
+    async def then(stage: TestStage) -> TestStage:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+        return stage
+
+    async def during(tag: str) -> None:
+        if tag == run.image():
+            await asyncio.sleep(0.05)  # the test stage is done with by now
+            raise BuildFailed("COPY failed")
+
+    run.docker.during_build = during
+    with pytest.raises(BuildFailed, match="COPY failed"):
+        await asyncio.wait_for(build(run.ctx, then=then), 5)
+    assert stopped.is_set()
+    assert run.written.build_failures == {REVISION: 1}
+
+
+async def test_the_build_slot_is_given_back_once_both_images_are_built() -> None:
+    """The test stage's test run beside the build needs no build slot: another app's build
+    may start while it runs."""
+    run = a_pass(build_slots=1, test={"command": ["npm", "test"], "target": "test"})
+    run.observe()
+    slots, testing, tested = run.session.build_slots, asyncio.Event(), asyncio.Event()
+
+    async def then(stage: TestStage) -> TestStage:
+        testing.set()
+        await tested.wait()
+        return stage
+
+    building = asyncio.create_task(build(run.ctx, then=then))
+    await asyncio.wait_for(testing.wait(), 5)
+    await asyncio.wait_for(slots.acquire(), 5)  # free while the test runs
+    slots.release()
+    tested.set()
+    assert await asyncio.wait_for(building, 5) == TestStage(image=stage_image("web", REVISION))
+    assert not slots.locked()

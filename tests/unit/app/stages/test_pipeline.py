@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from reconciler.app.stages.pipeline import Next, run_pass
 from reconciler.decisions.model import (
@@ -125,6 +126,24 @@ CASES = {
         updates=1,
         app={"test": {"command": ["t"]}},
     ),
+    "build with the test stage beside, test, push, deploy": Case(
+        nothing,
+        Next.WAIT,
+        Phase.IN_SYNC,
+        "deployed",
+        built=True,
+        pushed=True,
+        updates=1,
+        app={"test": {"command": ["t"], "target": "test"}},
+    ),
+    "a failed test in the test stage stops before any push": Case(
+        failing_test,
+        Next.WAIT,
+        Phase.FAILED,
+        "test_failed",
+        built=True,
+        app={"test": {"command": ["t"], "target": "test"}},
+    ),
     "an image in the registry is deployed without a build": Case(
         already_pushed, Next.WAIT, Phase.IN_SYNC, "deployed", pushed=True, updates=1
     ),
@@ -176,6 +195,8 @@ async def test_run_pass(case: Case) -> None:
     assert newest == case.result
     assert (run.docker.builds != []) is case.built
     assert (run.image() in run.docker.pushes) is case.pushed
+    cache = f"{REGISTRY}/web:cache-test"
+    assert (cache in run.docker.pushes) is (case.pushed and "target" in case.app.get("test", {}))
     assert len(run.ecs.updates) == case.updates
 
 
@@ -277,3 +298,41 @@ async def test_a_new_revision_never_stands_beside_in_sync_while_ecs_runs_the_old
     assert any(document["desired"]["revision"] == NEWER for document, _ in seen)
     assert (run.status.phase, run.status.desired_revision) == (Phase.IN_SYNC, NEWER)
     assert run.status.live_image == f"{REGISTRY}/web:{NEWER}"
+
+
+def slow_cache_push(run: Pass) -> tuple[asyncio.Event, asyncio.Event]:
+    """The cache image's push takes longer than the rest of the deploy; (pushed, stopped)."""
+    cache = f"{REGISTRY}/web:cache-test"
+    pushed, stopped = asyncio.Event(), asyncio.Event()
+    real_push = run.docker.push
+
+    async def push(image: str, *, auth: Any) -> str:
+        if image == cache:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                stopped.set()
+                raise
+            pushed.set()
+        return await real_push(image, auth=auth)
+
+    run.docker.push = push  # type: ignore[method-assign]
+    return pushed, stopped
+
+
+async def test_the_cache_image_goes_beside_the_deploy_and_a_failed_deploy_stops_it() -> None:
+    """The deploy does not wait for it; the pass ends with it, unless the pass failed."""
+    run = a_pass(test={"command": ["t"], "target": "test"})
+    pushed, _ = slow_cache_push(run)
+    with capture_logs() as logged:
+        assert await run_pass(run.session, woken=True) is Next.WAIT
+    assert pushed.is_set() and run.status.phase is Phase.IN_SYNC
+    said = [e.get("phase") or e["event"] for e in logged]
+    assert said.index("InSync") < said.index("cache_pushed")
+
+    failing = a_pass(test={"command": ["t"], "target": "test"})
+    pushed, stopped = slow_cache_push(failing)
+    failing.ecs.fail_next("register_task_definition", StalledError("AccessDenied"))
+    with pytest.raises(StalledError):
+        await run_pass(failing.session, woken=True)
+    assert stopped.is_set() and not pushed.is_set()

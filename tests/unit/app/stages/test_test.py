@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reconciler.app.stages.build import TestStage, stage_image
-from reconciler.app.stages.test import run_test
+from reconciler.app.stages.test import run_beside, run_test
 from reconciler.decisions.model import Phase, TestRun
 from reconciler.errors import BuildFailed, DockerUnavailable
 from tests.support.passes import REVISION, Pass, a_pass
@@ -82,11 +82,36 @@ async def test_the_test_container_gets_the_configured_limits() -> None:
 
 
 async def test_a_test_target_runs_the_test_in_the_stage_the_build_made() -> None:
+    """Run now when it was not beside the build."""
     run = gated(target="test")
     local = stage_image("web", REVISION)
     assert await run_test(run.ctx, TestStage(image=local)) is True
     assert run.docker.runs == [local]
     assert run.docker.pushes == []
+
+
+async def test_a_test_run_beside_the_build_is_judged_not_run_again() -> None:
+    run = gated(target="test")
+    local = stage_image("web", REVISION)
+    failed = TestRun(exit_code=1, timed_out=False, tail=("1 failing",))
+    assert await run_test(run.ctx, TestStage(image=local, run=failed)) is False
+    assert run.docker.runs == []
+    hold = run.written.hold
+    assert hold is not None and hold.reason == "test failed: npm test exited 1\n1 failing"
+    assert run.results() == [(REVISION, "test_failed")]
+
+
+@pytest.mark.parametrize("passes", [True, False], ids=["passed", "failed"])
+async def test_beside_the_build_the_stage_is_tested_and_nothing_judged(passes: bool) -> None:
+    """Nothing is held or pushed there: run_test judges once the production image is built."""
+    run = gated(target="test")
+    local = stage_image("web", REVISION)
+    run.docker.test_result = TestRun(exit_code=0 if passes else 1, timed_out=False, tail=())
+    stage = await run_beside(run.ctx, TestStage(image=local))
+    assert stage == TestStage(image=local, run=run.docker.test_result)
+    assert run.docker.runs == [local]
+    assert run.docker.pushes == []
+    assert run.memory.hold is None and run.results() == []
 
 
 async def test_a_test_target_that_did_not_build_holds_the_revision_without_a_run() -> None:

@@ -4,6 +4,7 @@ revision, and never failed by a passing AWS error."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from datetime import timedelta
@@ -11,7 +12,14 @@ from datetime import timedelta
 import pytest
 
 from reconciler.app.stages.watch import Watched, watch
-from reconciler.decisions.model import Attempt, Phase, RolloutSettings, ServiceDeployment, utcnow
+from reconciler.decisions.model import (
+    Attempt,
+    Phase,
+    RolloutSettings,
+    ServiceDeployment,
+    ServiceState,
+    utcnow,
+)
 from reconciler.errors import AwsRejected, AwsUnavailable, GitUnavailable
 from tests.support.passes import NEWER, REVISION, Pass, a_pass
 
@@ -227,3 +235,39 @@ async def test_git_failing_during_a_watch_only_means_no_newer_revision_is_known(
     assert await watch(run.ctx, rollout) == Watched(succeeded=True)
     assert run.git.resolves == 1
     assert run.results() == []
+
+
+def counting_describes(run: Pass) -> list[str]:
+    described: list[str] = []
+    real = run.ecs.describe_service
+
+    async def describe(cluster: str, service: str, *, max_age: float = 0.0) -> ServiceState:
+        described.append(service)
+        return await real(cluster, service, max_age=max_age)
+
+    run.ecs.describe_service = describe  # type: ignore[method-assign]
+    return described
+
+
+async def test_a_rollout_just_started_is_first_looked_at_on_the_shared_grid() -> None:
+    """Not at once: ECS cannot have finished it in the instant since, and apps that started
+    theirs a moment apart share that first DescribeServices. A nudge ends the wait as it
+    ends any other; a rollout found under way is looked at at once."""
+    run = a_pass()
+    run.session.timings = dataclasses.replace(run.session.timings, rollout_polls=(3600.0,))
+    rollout = await run.roll_out()
+    run.ecs.service_deployments[rollout.task_definition] = ServiceDeployment(
+        "arn:sd/1", "SUCCESSFUL"
+    )
+    described = counting_describes(run)
+    watching = asyncio.create_task(watch(run.ctx, rollout))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert described == [] and not watching.done()
+    run.session.nudges.bump()  # a push: the wait ends, the newer revision is looked for
+    assert await asyncio.wait_for(watching, 5) == Watched(succeeded=True)
+    assert described == ["web"]
+
+    found = dataclasses.replace(rollout, since=utcnow() - timedelta(hours=2))
+    assert await asyncio.wait_for(watch(run.ctx, found), 5) == Watched(succeeded=True)
+    assert described == ["web", "web"]

@@ -1,0 +1,5 @@
+"use strict";
+
+const server = require("./app")();
+
+server.listen(Number(process.env.PORT || 3000));
