@@ -129,8 +129,9 @@ class _Middleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         action = request_action(environ)
-        self._calls.record(action, _params(environ) if action in LOGGED_ACTIONS else None)
-        fault = self._faults.take(action)
+        params = _params(environ) if action in LOGGED_ACTIONS else None
+        self._calls.record(action, params)
+        fault = self._faults.take(action, params)
         if fault is not None:
             # JSON for the JSON protocols and Scheduler's REST-JSON, XML for query calls.
             query = not environ.get("HTTP_X_AMZ_TARGET") and not _scheduler_action(environ)

@@ -11,6 +11,7 @@ import json
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -59,6 +60,12 @@ class _Armed:
     action: str
     remaining: int
     fault: Fault
+    where: dict[str, str]
+
+    def matches(self, action: str, params: Mapping[str, Any] | None) -> bool:
+        if self.action not in (action, ANY_ACTION):
+            return False
+        return all(str((params or {}).get(key)) == value for key, value in self.where.items())
 
 
 class FaultInjector:
@@ -79,29 +86,36 @@ class FaultInjector:
         status: int = 400,
         code: str = "ThrottlingException",
         message: str = "Rate exceeded",
+        where: Mapping[str, str] | None = None,
     ) -> None:
-        """Fail the next `times` requests for `action` ("*": any action) with this error.
+        """Fail the next `times` requests for `action` ("*": any action) with this error;
+        with `where`, only those whose parameters have these values (for the actions whose
+        parameters are logged, e.g. {"service": "worker"} for UpdateService).
 
         Injections for the same action queue up: the earlier one is used up first.
         """
+        if where and action not in LOGGED_ACTIONS:
+            raise ValueError(f"the parameters of {action} are not read: no `where` for it")
         if times < 1:
             raise ValueError("times must be at least 1")
         if not 400 <= status <= 599:
             raise ValueError("an injected fault needs an error status (4xx or 5xx)")
         with self._lock:
-            self._armed.append(_Armed(action, times, Fault(status, code, message)))
+            self._armed.append(
+                _Armed(action, times, Fault(status, code, message), dict(where or {}))
+            )
 
     def clear(self) -> None:
         with self._lock:
             self._armed.clear()
 
-    def take(self, action: str) -> Fault | None:
+    def take(self, action: str, params: Mapping[str, Any] | None = None) -> Fault | None:
         """The fault for this request, if one is armed for its action (using one up)."""
         if not action:
             return None  # not an AWS API call (moto's own endpoints, health probes)
         with self._lock:
             for armed in self._armed:
-                if armed.action in (action, ANY_ACTION):
+                if armed.matches(action, params):
                     armed.remaining -= 1
                     if armed.remaining == 0:
                         self._armed.remove(armed)

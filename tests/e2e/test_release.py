@@ -108,6 +108,40 @@ async def test_one_push_moves_web_then_worker_and_a_failing_worker_takes_the_web
     assert parts(status)[worker] == "Failed"
 
 
+async def test_a_worker_update_refused_for_good_fails_the_release_and_puts_the_web_back(
+    world: World,
+) -> None:
+    """The worker's UpdateService is refused (AccessDenied): retrying does not fix that, so
+    the release fails at once, the web goes back to what it ran, and the refused update is
+    not sent again."""
+    worker = add_worker(world)
+    before = world.service()["taskDefinition"]
+    world.aws.faults.inject(
+        "UpdateService",
+        times=1000,
+        code="AccessDeniedException",
+        message="not authorized to perform: ecs:UpdateService",
+        where={"service": worker},
+    )
+    try:
+        async with world.daemon() as daemon:
+            status = await daemon.wait_for(
+                lambda s: s["phase"] == "Failed" and bool(s["history"]),
+                what="the release failed on the worker",
+            )
+            await daemon.github_push()
+            await daemon.wait_for(lambda s: s["phase"] == "Failed", what="still Failed")
+    finally:
+        world.aws.faults.clear()
+    assert [s for s, _ in updates_since(world, 0)] == [world.name, worker, world.name]
+    assert world.service()["taskDefinition"] == before
+    entry = status["history"][0]
+    assert entry["result"] == "rolled_back"
+    assert entry["error"].startswith(f"release of {world.name}, {worker}: {worker}: ")
+    assert "AccessDenied" in entry["error"]
+    assert parts(status)[worker] == "Failed"
+
+
 async def test_a_daemon_killed_between_web_and_worker_goes_on_with_the_release(
     world: World, tmp_path: Any
 ) -> None:
@@ -126,8 +160,9 @@ async def test_a_daemon_killed_between_web_and_worker_goes_on_with_the_release(
             timeout=90,
             what="the web's UpdateService",
         )
-        # Every UpdateService is refused from now on: the worker's cannot go out.
-        world.aws.faults.inject("UpdateService", times=1000, code="AccessDeniedException")
+        # Every UpdateService is throttled from now on: the worker's cannot go out (and,
+        # throttling being what retrying fixes, the release waits rather than fails).
+        world.aws.faults.inject("UpdateService", times=1000, code="ThrottlingException")
         await eventually(
             lambda: len(updates_since(world, 0)) > 1, timeout=60, what="the worker's refused"
         )

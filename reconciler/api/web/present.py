@@ -44,11 +44,14 @@ def first_line(text: str | None) -> str | None:
 
 
 def ago(moment: datetime, now: datetime) -> str:
+    """How long ago `moment` was, or how long until it (a freeze's end, an expiry)."""
     seconds = int((now - moment).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds // size} {unit} ago"
-    return "just now"
+        if -seconds >= size:
+            return f"in {-seconds // size} {unit}"
+    return "just now" if seconds >= 0 else "in under a minute"
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,25 @@ class AppView:
     drift: tuple[str, ...] = ()
     drift_since: Moment | None = None
     approval: Approval | None = None  # the release waiting for approval
+    parts: list[Part] = dataclasses.field(default_factory=list)  # a release of several
+    frozen: Frozen | None = None  # the freeze holding the release back
+
+
+@dataclass(frozen=True)
+class Part:
+    """A service or schedule of a release of several parts, as the app's page lists it."""
+
+    kind: str
+    name: str
+    phase: str
+    phase_class: str
+    task_definition: str | None
+
+
+@dataclass(frozen=True)
+class Frozen:
+    reason: str
+    until: Moment
 
 
 @dataclass(frozen=True)
@@ -293,4 +315,13 @@ def app_view(
         drift=status.drift.changes if status.drift is not None else (),
         drift_since=Moment.of(status.drift.since, now) if status.drift is not None else None,
         approval=approval_of(status, links, name, now),
+        parts=[
+            Part(p.kind, p.name, p.phase.value, phase_class(p.phase.value), p.task_definition)
+            for p in status.parts
+        ],
+        frozen=(
+            Frozen(status.frozen.reason, Moment.of(status.frozen.until, now))
+            if status.frozen is not None and status.phase is Phase.FROZEN
+            else None
+        ),
     )

@@ -46,7 +46,7 @@ from reconciler.decisions.model import (
     utcnow,
 )
 from reconciler.decisions.schedules import family_of
-from reconciler.errors import StateUnwritable
+from reconciler.errors import AwsRejected, DefinitionError, ManifestError, StateUnwritable
 
 log = structlog.get_logger("reconciler.pass")
 
@@ -118,7 +118,15 @@ async def rest_of_release(ctx: PassContext, *, first: Rollout | None) -> Went:
     ctx.report.part(app.service, task_definition=live, phase=Phase.IN_SYNC)
     for service in app.service_names[1:]:
         part = release.part(service)
-        ended, part = await _part(ctx, release, part)
+        try:
+            ended, part = await _part(ctx, release, part)
+        except (AwsRejected, DefinitionError, ManifestError) as exc:
+            # What retrying does not fix (AccessDenied, a definition that cannot be made)
+            # fails the release with the services before it still on the revision: they
+            # go back, rather than the release standing half-done until someone looks.
+            log.error("release_part_refused", service=service, error=str(exc))
+            await _failed(ctx, ctx.memory.release or release, service, Watched(reason=str(exc)))
+            return Went.FAILED
         release = release.with_part(part)
         if ended is None:
             ctx.report.part(service, task_definition=part.task_definition, phase=Phase.IN_SYNC)

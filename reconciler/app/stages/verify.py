@@ -4,7 +4,9 @@ providers it names, asked of AWS with the app's identity, all at once.
 
 A deploy verifies before it builds, promotes or registers, so a definition naming a missing
 role costs neither a build nor a task definition revision, and the rollout that ECS would
-fail with `ResourceInitializationError` never starts.
+fail with `ResourceInitializationError` never starts. A release of several services renders
+and verifies every service's definition then: a worker's folder naming a missing secret
+stops the release before the web has moved, rather than half-way through it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import structlog
 
 from reconciler.adapters.ports import VerifierPort
 from reconciler.app.stages.context import PassContext
+from reconciler.app.stages.definitions import desired_definition
+from reconciler.app.stages.release import for_service
 from reconciler.config import AppConfig
 from reconciler.decisions.definitions import DesiredDefinition
 from reconciler.decisions.verification import checks_of, findings, too_many
@@ -36,9 +40,29 @@ async def verify(
 async def verified(ctx: PassContext) -> None:
     """Raise DefinitionError, one line naming every problem, unless the pass's definition
     verifies (or the app has none)."""
-    if ctx.definition is None or ctx.io.verifier is None:
+    if ctx.definition is None:
         return
-    _, found = await verify(ctx.app, ctx.definition, ctx.io.verifier)
+    app = ctx.app
+    definitions = {app.service: ctx.definition}
+    for service in app.service_names[1:]:
+        # Rendered now, so a file of a later service that does not render stops the
+        # release before its first service moves (DefinitionError naming the file).
+        rendered = await desired_definition(
+            for_service(app, service),
+            git=ctx.io.git,
+            lookups=ctx.io.lookups,
+            revision=ctx.revision,
+            image=str(ctx.observed.desired.image),
+        )
+        assert rendered is not None
+        definitions[service] = rendered
+    if ctx.io.verifier is None:
+        return
+    found: list[str] = []
+    for service, definition in definitions.items():
+        _, problems = await verify(app, definition, ctx.io.verifier)
+        named = len(definitions) > 1
+        found += [f"{service}: {problem}" if named else problem for problem in problems]
     if found:
         log.error("definition_unverified", findings=found)
         raise DefinitionError(f"not deploying {ctx.revision[:12]}: {'; '.join(found)}")

@@ -32,7 +32,7 @@ from reconciler.api.web.dashboard import content_security_policy
 from reconciler.api.web.links import Links, commit_url
 from reconciler.api.web.present import app_view
 from reconciler.app.events import QUEUE_LIMIT, Event, EventBus, Finished, PhaseChanged
-from reconciler.app.status import AppStatus, DriftView, RolloutView
+from reconciler.app.status import AppStatus, DriftView, FrozenView, PartView, RolloutView
 from reconciler.cluster.fenced import Fence, fenced
 from reconciler.cluster.manager import PUBLISHED_HISTORY
 from reconciler.config import Config, parse_config
@@ -240,6 +240,42 @@ async def test_a_rollout_on_the_status_gets_its_own_section(face: HttpFace) -> N
     assert shown["deployment"] == "ecs-svc/1"
     assert (shown["running"], shown["desired"]) == ("2", "3")
     assert (shown["started at"], shown["finished at"]) == ("2024-05-01T12:00:00Z", "—")
+
+
+async def test_a_release_of_several_parts_lists_each_with_its_phase(face: HttpFace) -> None:
+    """Services and schedules in release order, each with its phase and task definition."""
+    status = face.statuses["by-clone-url"]
+    status.parts = [
+        PartView("service", "web", "web:4", Phase.IN_SYNC),
+        PartView("service", "worker", "worker:4", Phase.FAILED),
+        PartView("schedule", "rule/default/nightly", None, Phase.PENDING),
+    ]
+    _, doc, _, _ = await page(face, "/apps/by-clone-url")
+    rows = doc.one("section", **{"class": "parts"}).one("tbody").all("tr")
+    cells = [[cell.text for cell in row.all("td")] for row in rows]
+    assert cells == [
+        ["web", "service", "InSync", "web:4"],
+        ["worker", "service", "Failed", "worker:4"],
+        ["rule/default/nightly", "schedule", "Pending", "-"],
+    ]
+
+
+async def test_an_app_of_one_service_has_no_parts_section(face: HttpFace) -> None:
+    _, doc, _, _ = await page(face, "/apps/by-clone-url")
+    assert doc.all("section", **{"class": "parts"}) == []
+
+
+async def test_a_frozen_app_says_why_and_until_when(face: HttpFace) -> None:
+    status = face.statuses["by-clone-url"]
+    until = datetime.now(UTC) + timedelta(hours=3, minutes=5)
+    status.phase = Phase.FROZEN
+    status.frozen = FrozenView(reason="weekend <b>freeze</b>", until=until)
+    _, doc, body, _ = await page(face, "/apps/by-clone-url")
+    text = " ".join(doc.one("section", **{"class": "frozen"}).text.split())
+    assert "weekend <b>freeze</b>" in text  # shown as text
+    assert "<b>freeze" not in body
+    assert until.strftime("%Y-%m-%d %H:%M:%S UTC") in text
+    assert "(in 3 h)" in text
 
 
 async def test_an_unknown_app_is_an_html_404_page(face: HttpFace) -> None:

@@ -212,3 +212,35 @@ async def test_only_a_deploy_is_verified_not_a_pass_in_sync() -> None:
     assert asked == 1  # the cluster: the files name nothing else
     await run_pass(run.session, woken=True)
     assert len(verifier.asked) == asked
+
+
+async def test_a_release_verifies_every_service_before_its_first_moves() -> None:
+    """web and worker, each with its folder: the worker's names a missing role, so the
+    release stops before anything is built, registered or updated, with the service named;
+    a worker file that does not render stops it the same way."""
+    run = a_pass(definitions=FOLDER, services=["web", "worker"])
+    run.git.files[f"{FOLDER}/web/task-definition.json"] = task_file()
+    worker = json.loads(task_file())
+    worker["family"] = "worker"
+    worker["executionRoleArn"] = "arn:aws:iam::123456789012:role/worker-exec"
+    run.git.files[f"{FOLDER}/worker/task-definition.json"] = json.dumps(worker).encode()
+    run.session.io = replace(run.session.io, verifier=Verifier("worker-exec"))
+    try:
+        await run_pass(run.session, woken=True)
+    except DefinitionError as exc:
+        assert str(exc) == (
+            f"not deploying {run.ctx.revision[:12]}: worker: execution role "
+            "arn:aws:iam::123456789012:role/worker-exec does not exist"
+        )
+    else:  # pragma: no cover
+        raise AssertionError("a release whose worker names a missing role was deployed")
+    assert (run.ecs.registered, run.ecs.updates, run.docker.builds) == ([], [], [])
+
+    run.git.files[f"{FOLDER}/worker/task-definition.json"] = b'{"family": "worker", "cpu": 1}'
+    try:
+        await run_pass(run.session, woken=True)
+    except DefinitionError as exc:
+        assert str(exc).startswith(f"{FOLDER}/worker/task-definition.json: cpu:"), str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("a release whose worker file is bad was deployed")
+    assert (run.ecs.registered, run.ecs.updates, run.docker.builds) == ([], [], [])
