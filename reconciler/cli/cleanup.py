@@ -128,14 +128,18 @@ async def _rows_of(
         rows.append(row("dry run", "suspended: only reported on"))
     try:
         housekeeping = await housekeeping_for(app)
-        service = await housekeeping.service(cluster=app.cluster, service=app.service)
+        services = [
+            await housekeeping.service(cluster=app.cluster, service=name)
+            for name in app.service_names
+        ]
         protected = protected_by(memory)
-        for arn, why in (await named_by_schedules_of(schedules, app.schedules, service)).items():
+        for arn, why in (await named_by_schedules_of(schedules, app.schedules, services)).items():
             protected.setdefault(arn, why)
         report = await clean_up(
             housekeeping,
             app=app,
-            service=service,
+            service=services[0],
+            others=services[1:],
             protected=protected,
             referenced=pinned_image(app, memory),
             dry_run=dry_run or app.suspended or memory.damaged is not None,

@@ -173,6 +173,7 @@ async def clean_up(
     *,
     app: CleanupApp,
     service: ServiceState,
+    others: Sequence[ServiceState] = (),
     protected: Mapping[str, str] | Iterable[str] = (),
     referenced: Iterable[str] = (),
     dry_run: bool = False,
@@ -180,24 +181,49 @@ async def clean_up(
     """Deregister the app's surplus task definition revisions and delete its surplus images
     (or, with `dry_run`, only say which); never raises the project's errors.
 
-    `protected` names task definitions that must stay besides those the service runs or
-    deploys (a hold's rollback target), as ARNs or as a mapping of ARN to why; `referenced`
-    names image references that must stay besides those of the task definitions that stay.
+    `service` is the app's (first) service, `others` the further services of its releases:
+    each has its own family, and the images are judged once, against what every family
+    keeps (the services run the same images). `protected` names task definitions that must
+    stay besides those the services run or deploy (a hold's rollback target), as ARNs or as
+    a mapping of ARN to why; `referenced` names image references that must stay besides
+    those of the task definitions that stay.
     """
     run = _Run(app=app, dry_run=dry_run)
     keep_revisions, keep_images = app.cleanup.keep_task_definitions, app.cleanup.keep_images
     if keep_revisions <= 0 and keep_images <= 0:
         return run.report()
+    staying: list[TaskDefinitionRevision] = []
+    for each in (service, *others):
+        kept = await _clean_family(housekeeping, run, each, protected, keep=keep_revisions)
+        if kept is None:
+            return run.report()  # what is in use is unknown: no image may go either
+        staying += kept
+    if keep_images > 0:
+        extra = [*referenced_images(staying), *referenced]
+        await _delete_images(housekeeping, run, keep=keep_images, referenced=extra)
+    return run.report()
+
+
+async def _clean_family(
+    housekeeping: HousekeepingPort,
+    run: _Run,
+    service: ServiceState,
+    protected: Mapping[str, str] | Iterable[str],
+    *,
+    keep: int,
+) -> list[TaskDefinitionRevision] | None:
+    """Deregister the surplus revisions of the family `service` runs; the revisions that
+    stay (with the protected ones of other families), or None when nothing could be told."""
     shielded = _shielded(service, protected)
     if not await _in_flight(housekeeping, run, service, shielded):
-        return run.report()
+        return None
     family = family_of(service.task_definition)
     try:
         revisions = await housekeeping.task_definitions(family)
     except ReconcilerError as exc:
         # Without the revisions nothing is known about what the images are used by either.
         run.error("cleanup_failed", f"listing task definitions of {family!r}: {exc}")
-        return run.report()
+        return None
     scope = _scope(service.task_definition)
     strangers = [r.arn for r in revisions if scope and _scope(r.arn) != scope]
     if strangers:
@@ -208,19 +234,19 @@ async def clean_up(
             f"nothing removed: {strangers[0]} is not in the account and region of "
             f"{service.task_definition}",
         )
-        return run.report()
+        return None
     plan = choose_task_definitions(
-        revisions, app=app.name, keep=keep_revisions, protected=shielded, family=family
+        revisions, app=run.app.name, keep=keep, protected=shielded, family=family
     )
     _keep(run, "task_definition", ((r.arn, why) for r, why in plan.keep))
     gone = await _deregister(housekeeping, run, plan)
-    if keep_images > 0:
-        staying = [r for r in revisions if r.arn not in gone]
-        others = await _protected_outside(housekeeping, run, revisions, shielded)
-        if others is not None:
-            extra = [*referenced_images([*staying, *others]), *referenced]
-            await _delete_images(housekeeping, run, keep=keep_images, referenced=extra)
-    return run.report()
+    staying = [r for r in revisions if r.arn not in gone]
+    if run.app.cleanup.keep_images <= 0:
+        return staying
+    others = await _protected_outside(housekeeping, run, revisions, shielded)
+    if others is None:
+        return None
+    return [*staying, *others]
 
 
 def _scope(arn: str) -> str:
@@ -424,6 +450,11 @@ def protected_by(memory: AppMemory) -> dict[str, str]:
         if memory.attempt.previous:
             protected.setdefault(memory.attempt.previous, "what ran before an attempted deploy")
     if memory.release is not None:
+        for part in memory.release.parts:  # a failed release puts the services back on these
+            if part.previous:
+                protected.setdefault(part.previous, f"what {part.service} ran before a release")
+            if part.task_definition:
+                protected.setdefault(part.task_definition, f"released to {part.service}")
         for move in memory.release.schedules:  # a rollback may put a schedule back on it
             protected.setdefault(move.previous, f"what {move.schedule} ran before a release")
             protected.setdefault(move.task_definition, f"named by {move.schedule}")
@@ -431,13 +462,14 @@ def protected_by(memory: AppMemory) -> dict[str, str]:
 
 
 async def named_by_schedules_of(
-    schedules: SchedulesPort | None, names: Sequence[str], service: ServiceState
+    schedules: SchedulesPort | None, names: Sequence[str], services: Sequence[ServiceState]
 ) -> dict[str, str]:
-    """Every task definition of the service's family the schedules `names` name now (a
+    """Every task definition of the services' families the schedules `names` name now (a
     scheduled run of a deregistered revision fails)."""
     if schedules is None or not names:
         return {}
-    return await named_by_schedules(schedules, names, {family_of(service.task_definition)})
+    families = {family_of(service.task_definition) for service in services}
+    return await named_by_schedules(schedules, names, families)
 
 
 def pinned_image(app: CleanupApp, memory: AppMemory) -> list[str]:
@@ -460,15 +492,16 @@ async def after_rollout(
     if previous:
         protected.setdefault(previous, "what ran before this rollout")
     try:
-        service = await ctx.io.ecs.describe_service(app.cluster, app.service)
+        services = [await ctx.io.ecs.describe_service(app.cluster, s) for s in app.service_names]
         for arn, why in (
-            await named_by_schedules_of(ctx.io.schedules, app.schedules, service)
+            await named_by_schedules_of(ctx.io.schedules, app.schedules, services)
         ).items():
             protected.setdefault(arn, why)
         report = await clean_up(
             housekeeping,
             app=app,
-            service=service,
+            service=services[0],
+            others=services[1:],
             protected=protected,
             referenced=pinned_image(app, ctx.memory),
         )

@@ -14,7 +14,13 @@ from structlog.testing import capture_logs
 
 from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.app.stages.context import PassContext
-from reconciler.app.stages.housekeeping import CleanupReport, after_rollout, clean_up, protected_by
+from reconciler.app.stages.housekeeping import (
+    CleanupReport,
+    after_rollout,
+    clean_up,
+    named_by_schedules_of,
+    protected_by,
+)
 from reconciler.app.state import AppMemory
 from reconciler.decisions.housekeeping import (
     APP_TAG,
@@ -429,6 +435,71 @@ async def test_rollback_history_keeps_the_running_revision_and_the_target() -> N
     events = [e["event"] for e in logged]
     assert events.count("task_definition_deregistered") == 2
     assert events.count("image_deleted") == 2
+
+
+async def test_each_service_of_a_release_keeps_its_newest_and_the_images_of_every_family() -> None:
+    """web and worker, revisions 1..5 each in its own family: each family keeps its newest
+    two; the worker's live revision 3 (a rolled-back worker) keeps image 3 as well, though
+    the web's family no longer names it."""
+    worker = "web-worker"
+    revisions = [rev(n) for n in range(1, 6)] + [rev(n, family=worker) for n in range(1, 6)]
+    aws = aws_with(revisions, [img(n) for n in range(1, 6)])
+    worker_live = ServiceState(
+        "cluster",
+        worker,
+        arn(3, worker),
+        (Deployment("ecs-svc/9", "PRIMARY", arn(3, worker), "COMPLETED", 1, 1),),
+    )
+    report = await clean_up(
+        aws, app=keeps(task_definitions=2, images=1), service=running(5), others=[worker_live]
+    )
+    assert not report.failed
+    assert sorted(aws.revisions) == sorted(
+        [arn(4), arn(5), arn(3, worker), arn(4, worker), arn(5, worker)]
+    )
+    assert images_left(aws) == [3, 4, 5]
+
+
+@dataclass
+class RuleTargets:
+    """EventBridge as the cleanup reads it: rules and their targets, nothing written."""
+
+    rules: dict[str, list[dict[str, Any]]]
+
+    async def rule_targets(self, rule: str) -> list[dict[str, Any]]:
+        return self.rules[rule]
+
+    async def put_targets(self, rule: str, targets: Sequence[dict[str, Any]]) -> None:
+        raise AssertionError("cleanup writes no schedule")
+
+    async def schedule(self, *, group: str, name: str) -> dict[str, Any]:
+        raise AssertionError("no schedule named")
+
+    async def update_schedule(self, request: dict[str, Any]) -> None:
+        raise AssertionError("cleanup writes no schedule")
+
+    def update_fields(self) -> frozenset[str]:
+        return frozenset()
+
+
+async def test_a_revision_a_schedule_still_names_stays() -> None:
+    """A nightly rule still runs revision 2 (its move was refused, say): cleanup keeping one
+    revision keeps 2 beside the live 5, since a scheduled run of a deregistered revision
+    fails; a rule target of another family protects nothing of this one."""
+    rules = RuleTargets(
+        {
+            "nightly": [
+                {"Id": "a", "Arn": "cluster", "EcsParameters": {"TaskDefinitionArn": arn(2)}},
+                {"Id": "b", "Arn": "cluster", "EcsParameters": {"TaskDefinitionArn": arn(3, "x")}},
+            ]
+        }
+    )
+    service = running(5)
+    named = await named_by_schedules_of(rules, ["rule/nightly"], [service])
+    assert named == {arn(2): "named by rule/nightly"}
+    aws = aws_with([rev(n) for n in range(1, 6)], [])
+    await clean_up(aws, app=keeps(task_definitions=1), service=service, protected=named)
+    assert left(aws) == [2, 5]
 
 
 async def test_every_deployment_and_service_deployment_in_flight_stays() -> None:
