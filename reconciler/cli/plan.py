@@ -56,6 +56,7 @@ async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
     from reconciler.app.stages.resolve import resolve
     from reconciler.cluster.admin import memories
     from reconciler.daemon.root import open_adapters
+    from reconciler.decisions.model import Deploy
     from reconciler.decisions.plan import plan
 
     memory_of = await memories(config)
@@ -79,6 +80,12 @@ async def _plan_rows(config: Config, apps: list[Any]) -> list[dict[str, Any]]:
                         action=_describe_action(action),
                     )
                     _say_frozen(row, action, config=config, app=app.name)
+                    if app.releases_parts:
+                        row["services"] = await _services(io, app)
+                        rest = list(app.service_names[1:])
+                        behind = [n for n in rest if row["services"][n] != row["desired"]]
+                        if behind or isinstance(action, Deploy):
+                            row["action"] += f"; then services: {', '.join(behind or rest)}"
                     if app.schedules:
                         row["schedules"] = await _schedules(io, app, obs.live.task_definition)
                         row["action"] += f"; then schedules: {', '.join(app.schedules)}"
@@ -127,6 +134,19 @@ def _freeze_rows(config: Config, now: datetime) -> list[dict[str, Any]]:
 
 def _when(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def _services(io: Any, app: Any) -> dict[str, str]:
+    """Each service of a release of several, with the image it runs now."""
+    from reconciler.app.stages.observe import managed_images
+    from reconciler.decisions.model import Live
+
+    found: dict[str, str] = {}
+    for service in app.service_names:
+        state = await io.ecs.describe_service(app.cluster, service)
+        definition, _ = await io.ecs.task_definition(state.task_definition)
+        found[service] = Live(service=state, images=managed_images(app, definition)).image or "-"
+    return found
 
 
 async def _schedules(io: Any, app: Any, first: str) -> dict[str, str]:

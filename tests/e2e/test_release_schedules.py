@@ -8,12 +8,14 @@ Real git, dockerd, registry and the sandbox AWS (moto's EventBridge and Schedule
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
 
 from reconciler.sandbox.scenario import Scenario
 from tests.e2e.test_release import add_worker, parts, updates_since
+from tests.support.cli import reconciler
 from tests.support.world import World
 
 ROLE = "arn:aws:iam::123456789012:role/events-run-task"
@@ -113,8 +115,21 @@ async def test_one_push_moves_web_worker_rule_and_schedule_and_a_failed_release_
     rule, schedule = add_schedules(world, worker)
     before_rule = rule_targets(world, rule)
     before_schedule = schedule_of(world, schedule)
-    since = len(world.aws.calls.sequence())
     first = world.first_commit
+    # `plan` says what the release will move: both services, then both schedules, each
+    # with what it runs now.
+    planned = await reconciler("plan", "--config", str(world.write_config()), "--json")
+    assert planned.code == 0, planned
+    (row,) = json.loads(planned.stdout)["apps"]
+    assert row["action"] == (
+        f"build, push, deploy; then services: {worker}; "
+        f"then schedules: rule/{rule}, schedule/default/{schedule}"
+    )
+    bootstrap = f"{world.registry}/{world.name}:bootstrap"
+    assert row["services"] == {world.name: bootstrap, worker: bootstrap}
+    worker_now = worker_td(world, worker)
+    assert row["schedules"] == {worker_now: f"named by rule/{rule}"}
+    since = len(world.aws.calls.sequence())
     async with world.daemon() as daemon:
         status = await daemon.wait_for(
             lambda s: (
