@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import posixpath
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,10 +44,12 @@ def register(sub: Any) -> None:
         help="write the live task definition and service settings as starting files",
     )
     render.add_argument("--out", help="with --from-live: a folder to write the two files into")
+    with_service(render)
     render.set_defaults(func=cmd_render)
     diff = sub.add_parser("diff", help="show how the live service differs from its definitions")
     with_config(diff)
     diff.add_argument("app")
+    with_service(diff)
     diff.set_defaults(func=cmd_diff)
     verify = sub.add_parser(
         "verify",
@@ -55,28 +58,40 @@ def register(sub: Any) -> None:
     with_config(verify)
     verify.add_argument("app")
     verify.add_argument("--revision", help="a commit SHA or tag (default: the desired revision)")
+    with_service(verify)
     verify.set_defaults(func=cmd_verify)
+
+
+def with_service(parser: Any) -> None:
+    parser.add_argument(
+        "--service", help="one service of an app of several (default: every one, in order)"
+    )
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     config, app = _app(args)
+    services = _services(app, args.service)
     if args.from_live:
-        files = asyncio.run(_from_live(config, app))
+        files = asyncio.run(_from_live(config, app, services))
         if args.out:
-            return _write(Path(args.out), files)
+            return _write(Path(args.out), files, root=_starting_folder(app))
     else:
-        if not app.definitions:
-            raise CliError(f"app {app.name!r} has no `definitions` folder", EXIT_USAGE)
-        files = asyncio.run(_render(config, app, revision=args.revision))
+        _need_definitions(app)
+        files = {}
+        for service in services:
+            files |= asyncio.run(_render(config, app, service, revision=args.revision))
     print(json.dumps(files, indent=2))
     return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     config, app = _app(args)
-    if not app.definitions:
-        raise CliError(f"app {app.name!r} has no `definitions` folder", EXIT_USAGE)
-    lines = asyncio.run(_diff(config, app))
+    _need_definitions(app)
+    lines: list[str] = []
+    services = _services(app, args.service)
+    for service in services:
+        found = asyncio.run(_diff(config, app, service))
+        lines += [f"{service}: {line}" if len(services) > 1 else line for line in found]
     for line in lines:
         print(line)
     return EXIT_DIFFERS if lines else EXIT_OK
@@ -84,14 +99,18 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     config, app = _app(args)
-    if not app.definitions:
-        raise CliError(f"app {app.name!r} has no `definitions` folder", EXIT_USAGE)
-    count, found = asyncio.run(_verify(config, app, revision=args.revision))
-    for line in found:
+    _need_definitions(app)
+    checks, lines = 0, []
+    services = _services(app, args.service)
+    for service in services:
+        count, found = asyncio.run(_verify(config, app, service, revision=args.revision))
+        checks += count
+        lines += [f"{service}: {line}" if len(services) > 1 else line for line in found]
+    for line in lines:
         print(line)
-    if not found:
-        print(f"verified ({count} checks)")
-    return EXIT_DIFFERS if found else EXIT_OK
+    if not lines:
+        print(f"verified ({checks} checks)")
+    return EXIT_DIFFERS if lines else EXIT_OK
 
 
 def _app(args: argparse.Namespace) -> tuple[Config, AppConfig]:
@@ -100,6 +119,21 @@ def _app(args: argparse.Namespace) -> tuple[Config, AppConfig]:
     if app is None:
         raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
     return config, app
+
+
+def _services(app: AppConfig, service: str | None) -> tuple[str, ...]:
+    """The services a command is about: the one asked for, or every one of the app."""
+    if service is None:
+        return app.service_names
+    if service not in app.service_names:
+        names = ", ".join(app.service_names)
+        raise CliError(f"app {app.name!r} has no service {service!r} (it has {names})", EXIT_USAGE)
+    return (service,)
+
+
+def _need_definitions(app: AppConfig) -> None:
+    if not app.definitions:
+        raise CliError(f"app {app.name!r} has no `definitions` folder", EXIT_USAGE)
 
 
 @asynccontextmanager
@@ -131,9 +165,12 @@ async def _adapters(config: Config, app: AppConfig) -> AsyncIterator[Adapters]:
             yield io
 
 
-async def _desired(config: Config, app: AppConfig, io: Adapters, *, revision: str | None) -> Any:
+async def _desired(
+    config: Config, app: AppConfig, service: str, io: Adapters, *, revision: str | None
+) -> Any:
     from reconciler.app.stages.definitions import desired_definition
     from reconciler.app.stages.observe import desired_of
+    from reconciler.app.stages.release import for_service
     from reconciler.app.stages.resolve import resolve
     from reconciler.cluster.admin import memories
 
@@ -142,84 +179,99 @@ async def _desired(config: Config, app: AppConfig, io: Adapters, *, revision: st
     resolved = await resolve(app, memory_of=await memories(config), git=io.git)
     desired = await desired_of(app, io, revision=resolved)
     return await desired_definition(
-        app, git=io.git, lookups=io.lookups, revision=resolved, image=str(desired.image)
+        for_service(app, service),
+        git=io.git,
+        lookups=io.lookups,
+        revision=resolved,
+        image=str(desired.image),
     )
 
 
-async def _render(config: Config, app: AppConfig, *, revision: str | None) -> dict[str, Any]:
+async def _render(
+    config: Config, app: AppConfig, service: str, *, revision: str | None
+) -> dict[str, Any]:
     from reconciler.app.stages.definitions import definition_path
+    from reconciler.app.stages.release import for_service
     from reconciler.decisions.definitions import SERVICE_FILE, TASK_FILE
 
     async with _adapters(config, app) as io:
-        wanted = await _desired(config, app, io, revision=revision)
-    files = {definition_path(app, TASK_FILE): wanted.task_definition}
+        wanted = await _desired(config, app, service, io, revision=revision)
+    scoped = for_service(app, service)
+    files = {definition_path(scoped, TASK_FILE): wanted.task_definition}
     if wanted.service:
-        files[definition_path(app, SERVICE_FILE)] = wanted.service
+        files[definition_path(scoped, SERVICE_FILE)] = wanted.service
     return files
 
 
-async def _verify(config: Config, app: AppConfig, *, revision: str | None) -> tuple[int, list[str]]:
+async def _verify(
+    config: Config, app: AppConfig, service: str, *, revision: str | None
+) -> tuple[int, list[str]]:
     from reconciler.app.stages.verify import verify
 
     async with _adapters(config, app) as io:
-        wanted = await _desired(config, app, io, revision=revision)
+        wanted = await _desired(config, app, service, io, revision=revision)
         if io.verifier is None:
             raise CliError("no verifier opened", EXIT_FAILURE)
         return await verify(app, wanted, io.verifier)
 
 
-async def _diff(config: Config, app: AppConfig) -> list[str]:
-    from reconciler.adapters.ecs_shapes import input_shapes
-    from reconciler.decisions.definitions import definition_state
+async def _diff(config: Config, app: AppConfig, service: str) -> list[str]:
+    from reconciler.app.stages.definitions import compared
 
     async with _adapters(config, app) as io:
-        wanted = await _desired(config, app, io, revision=None)
-        service = await io.ecs.describe_service(app.cluster, app.service)
-        definition, tags = await io.ecs.task_definition(service.task_definition)
-    shapes, root = input_shapes("RegisterTaskDefinition")
-    state = definition_state(
-        wanted,
-        live_definition=definition,
-        live_tags=tags,
-        live_arn=service.task_definition,
-        live_settings=service.settings,
-        mark=None,  # compare everything, whoever registered it
-        fields=shapes[root]["members"],
-        heal=False,
-    )
-    return [change.describe() for change in state.changes]
+        wanted = await _desired(config, app, service, io, revision=None)
+        state = await io.ecs.describe_service(app.cluster, service)
+        definition, tags = await io.ecs.task_definition(state.task_definition)
+    # Everything compared, whoever registered it (no mark).
+    found = compared(wanted, state, definition, tags, mark=None, heal=False)
+    return [change.describe() for change in found.changes]
 
 
-async def _from_live(config: Config, app: AppConfig) -> dict[str, Any]:
+def _starting_folder(app: AppConfig) -> str:
+    return app.definitions or "deploy/ecs"
+
+
+async def _from_live(config: Config, app: AppConfig, services: tuple[str, ...]) -> dict[str, Any]:
     from reconciler.adapters.ecs_shapes import input_shapes
     from reconciler.app.stages.definitions import definition_path
     from reconciler.app.stages.observe import managed_images
+    from reconciler.app.stages.release import for_service
     from reconciler.decisions.definitions import SERVICE_FILE, TASK_FILE, starting_files
 
+    files: dict[str, Any] = {}
+    named = app.model_copy(update={"definitions": _starting_folder(app)})
     async with _adapters(config, app) as io:
-        service = await io.ecs.describe_service(app.cluster, app.service)
-        definition, tags = await io.ecs.task_definition(service.task_definition)
-    shapes, root = input_shapes("RegisterTaskDefinition")
-    task, settings = starting_files(
-        definition,
-        tags=tags,
-        managed=set(managed_images(app, definition)),
-        settings=service.settings,
-        fields=shapes[root]["members"],
-        ignore=app.ignore,
-    )
-    folder = app.definitions or "deploy/ecs"
-    named = app.model_copy(update={"definitions": folder})
-    return {definition_path(named, TASK_FILE): task, definition_path(named, SERVICE_FILE): settings}
+        for service in services:
+            state = await io.ecs.describe_service(app.cluster, service)
+            definition, tags = await io.ecs.task_definition(state.task_definition)
+            shapes, root = input_shapes("RegisterTaskDefinition")
+            task, settings = starting_files(
+                definition,
+                tags=tags,
+                managed=set(managed_images(app, definition)),
+                settings=state.settings,
+                fields=shapes[root]["members"],
+                ignore=app.ignore,
+            )
+            # With several services, one folder each, as the daemon reads them.
+            scoped = for_service(named, service)
+            files[definition_path(scoped, TASK_FILE)] = task
+            files[definition_path(scoped, SERVICE_FILE)] = settings
+    return files
 
 
-def _write(folder: Path, files: dict[str, Any]) -> int:
-    targets = {folder / Path(path).name: document for path, document in files.items()}
+def _write(folder: Path, files: dict[str, Any], *, root: str) -> int:
+    """Write `files` (paths under the definitions folder `root`) into `folder`, keeping
+    the services' subfolders."""
+    targets = {
+        folder / posixpath.relpath(path, posixpath.normpath(root)): document
+        for path, document in files.items()
+    }
     existing = [str(path) for path in targets if path.exists()]
     if existing:
         raise CliError(f"{existing[0]} exists; not overwritten", EXIT_FAILURE)
-    folder.mkdir(parents=True, exist_ok=True)
     for path, document in targets.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(path)
     return EXIT_OK

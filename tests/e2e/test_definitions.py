@@ -333,3 +333,51 @@ async def test_a_definition_naming_what_does_not_exist_is_held_before_anything_i
     assert registered(world) == before + 1
     container = app_container(world)
     assert container["secrets"] == [{"name": "DB_PASSWORD", "valueFrom": named.secret}]
+
+
+async def test_render_diff_and_verify_speak_of_every_service_of_a_release(world: World) -> None:
+    """web and worker: `render --from-live` writes one folder per service (as the daemon
+    reads them), `render` and `diff` cover both (diff lines named by service), `--service`
+    narrows to one, and a service the app does not have is one line and exit 2."""
+    from tests.e2e.test_release import add_worker
+
+    worker = add_worker(world)
+    world.app_overrides.update(definitions="deploy/ecs")
+    config = str(world.write_config())
+    out = world.root / "from-live"
+    written = await reconciler(
+        "render", "--from-live", world.name, "--config", config, "--out", str(out)
+    )
+    assert written.code == 0, written.stderr
+    assert {str(p.relative_to(out)) for p in out.rglob("*.json")} == {
+        f"{world.name}/service.json",
+        f"{world.name}/task-definition.json",
+        f"{worker}/service.json",
+        f"{worker}/task-definition.json",
+    }
+    files = {f"deploy/ecs/{p.relative_to(out)}": p.read_text() for p in out.rglob("*.json")}
+    worker_task = json.loads(files[f"deploy/ecs/{worker}/task-definition.json"])
+    worker_task["containerDefinitions"][0]["memory"] = 300
+    files[f"deploy/ecs/{worker}/task-definition.json"] = json.dumps(worker_task)
+    world.repo.commit(files, "definitions from live, the worker's memory changed")
+
+    rendered = await reconciler("render", world.name, "--config", config)
+    assert rendered.code == 0, rendered.stderr
+    assert sorted(json.loads(rendered.stdout)) == sorted(files)
+    changed = await reconciler("diff", world.name, "--config", config)
+    assert changed.code == 1, changed.stderr
+    lines = changed.stdout.splitlines()
+    assert f"{worker}: containerDefinitions[app].memory: 256 -> 300" in lines, (lines, files)
+    assert any(line.startswith(f"{worker}: containerDefinitions[app].image: ") for line in lines), (
+        lines,
+        files,
+    )
+    assert all(line.startswith((f"{world.name}: ", f"{worker}: ")) for line in lines)
+    web_only = await reconciler("diff", world.name, "--service", world.name, "--config", config)
+    assert "memory" not in web_only.stdout
+    assert not any(line.startswith(f"{world.name}: ") for line in web_only.stdout.splitlines())
+    unknown = await reconciler("diff", world.name, "--service", "nope", "--config", config)
+    assert unknown.code == 2
+    assert unknown.stderr.strip().endswith(
+        f"app {world.name!r} has no service 'nope' (it has {world.name}, {worker})"
+    )

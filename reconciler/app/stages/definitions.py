@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+from collections.abc import Mapping
+from typing import Any
 
 from reconciler.adapters.ecs_shapes import input_shapes
 from reconciler.adapters.git import source_of
@@ -20,9 +22,11 @@ from reconciler.decisions.definitions import (
     SERVICE_FILE,
     TASK_FILE,
     DesiredDefinition,
+    definition_state,
     service_settings_of,
     task_definition_of,
 )
+from reconciler.decisions.model import DefinitionMark, DefinitionState, ServiceState
 from reconciler.decisions.templates import NeedLookup, TemplateError, render_template
 from reconciler.errors import DefinitionError
 
@@ -69,6 +73,30 @@ async def desired_definition(
             ignore=app.ignore,
         )
     return DesiredDefinition(task_definition=definition, service=service, managed=managed)
+
+
+def compared(
+    wanted: DesiredDefinition,
+    service: ServiceState,
+    live_definition: Mapping[str, Any],
+    live_tags: list[Any],
+    *,
+    mark: DefinitionMark | None,
+    heal: bool,
+) -> DefinitionState:
+    """How the live service and its task definition differ from `wanted`, over the fields
+    RegisterTaskDefinition takes (from the AWS SDK's model)."""
+    shapes, root = input_shapes("RegisterTaskDefinition")
+    return definition_state(
+        wanted,
+        live_definition=live_definition,
+        live_tags=live_tags,
+        live_arn=service.task_definition,
+        live_settings=service.settings,
+        mark=mark,
+        fields=shapes[root]["members"],
+        heal=heal,
+    )
 
 
 async def render(

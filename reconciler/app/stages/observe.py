@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.adapters.ecs_shapes import input_shapes
 from reconciler.adapters.ports import Adapters
+from reconciler.app.stages.definitions import compared
 from reconciler.app.state import AppMemory
 from reconciler.config import AppConfig
-from reconciler.decisions.definitions import DesiredDefinition, definition_state
+from reconciler.decisions.definitions import DesiredDefinition
 from reconciler.decisions.model import Desired, ImageRef, Live, Observation, image_repository
 from reconciler.errors import ManifestError
 
@@ -68,16 +68,8 @@ async def observe(
     live = Live(service=service, images=managed_images(app, definition))
     state = None
     if wanted is not None:
-        shapes, root = input_shapes("RegisterTaskDefinition")
-        state = definition_state(
-            wanted,
-            live_definition=definition,
-            live_tags=tags,
-            live_arn=service.task_definition,
-            live_settings=service.settings,
-            mark=memory.definition,
-            fields=shapes[root]["members"],
-            heal=app.drift == "heal",
+        state = compared(
+            wanted, service, definition, tags, mark=memory.definition, heal=app.drift == "heal"
         )
     image_in_registry: bool | None = None
     if not live.runs(desired.image):
