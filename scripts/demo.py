@@ -1,7 +1,8 @@
-"""The demo: a git commit becomes a running ECS deployment, then a webhook redeploys, then a
-commit whose test fails is held and the next one that passes goes live; then a change of the
-`api` app's task definition file is deployed, and an edit of it in the "console" is shown as
-drift.
+"""The demo: a git commit becomes a running ECS deployment (the `web` app's release: its web
+service, then its queue worker, then a nightly EventBridge rule and a Scheduler schedule
+that run the worker's task), then a webhook redeploys, then a commit whose test fails is
+held and the next one that passes goes live; then a change of the `api` app's task
+definition file is deployed, and an edit of it in the "console" is shown as drift.
 
 Runs everything on this machine: the sandbox AWS (moto with rolling updates and one-off
 tasks), the local registry and dockerd (started by scripts/demo), a git repository it makes,
@@ -150,7 +151,8 @@ repo = "{remote.as_uri()}"
 branch = "main"
 ecr_repository = "demo/web"
 cluster = "demo"
-service = "web"
+services = ["web", "worker"]    # one release: the web, then the queue worker
+schedules = ["rule/nightly-report", "schedule/default/cleanup"]   # follow each release
 rollout_timeout = "2m"
 extra_tags = ["latest"]
 
@@ -503,6 +505,8 @@ def main() -> int:
         status = wait_for(f"web to run {first[:12]}", lambda: in_sync_at(admin, first))
         say(f"Dashboard: {admin.url}/login?token={admin.token()}  (live; open it in a browser)")
         say(f"First deploy done: web is InSync, running {status['live']['image']}")
+        parts = ", ".join(f"{p['name']} {p['phase']}" for p in status.get("parts", []))
+        say(f"One release moved every part of the app, in order: {parts}")
 
         (work / "index.html").write_text("<h1>hello, version 2</h1>\n")
         git(work, "commit", "-q", "-am", "Second version")

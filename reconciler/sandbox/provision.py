@@ -6,6 +6,7 @@ server, not only an embedded `SandboxAws`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -227,3 +228,58 @@ def _default_network(ec2: Any) -> NetworkConfigurationTypeDef | None:
             "assignPublicIp": "DISABLED",
         }
     }
+
+
+# The role scheduled targets run with in the sandbox (moto does not check it).
+SCHEDULE_ROLE = "arn:aws:iam::123456789012:role/sandbox-scheduled-task"
+
+
+def provision_schedule(
+    *,
+    endpoint_url: str,
+    region: str,
+    schedule: str,
+    cluster_arn: str,
+    task_definition: str,
+) -> bool:
+    """Create the EventBridge rule (`rule/<name>`, nightly) or Scheduler schedule
+    (`schedule/<group>/<name>`, daily) `schedule` names, with one ECS target running
+    `task_definition`, unless it exists; True when it was created."""
+    from reconciler.decisions.schedules import parse_ref
+
+    ref = parse_ref(schedule)
+    session = _session()
+    config = Config(retries={"mode": "standard", "max_attempts": 5})
+    target = {
+        "Arn": cluster_arn,
+        "RoleArn": SCHEDULE_ROLE,
+        "EcsParameters": {"TaskDefinitionArn": task_definition, "TaskCount": 1},
+    }
+    if ref.kind == "rule":
+        events = session.client(
+            "events", region_name=region, endpoint_url=endpoint_url, config=config
+        )
+        if events.list_rules(NamePrefix=ref.name).get("Rules"):
+            return False
+        events.put_rule(Name=ref.name, ScheduleExpression="cron(0 3 * * ? *)")
+        events.put_targets(Rule=ref.name, Targets=[{"Id": "task", **target}])
+        return True
+    scheduler = session.client(
+        "scheduler", region_name=region, endpoint_url=endpoint_url, config=config
+    )
+    try:
+        scheduler.get_schedule(GroupName=ref.group, Name=ref.name)
+        return False
+    except scheduler.exceptions.ResourceNotFoundException:
+        pass
+    if ref.group != "default":
+        with contextlib.suppress(scheduler.exceptions.ConflictException):
+            scheduler.create_schedule_group(Name=ref.group)
+    scheduler.create_schedule(
+        Name=ref.name,
+        GroupName=ref.group,
+        ScheduleExpression="rate(1 day)",
+        FlexibleTimeWindow={"Mode": "OFF"},
+        Target={**target, "Input": "{}"},
+    )
+    return True

@@ -22,7 +22,7 @@ from reconciler.aio.loopback import is_loopback
 from reconciler.cluster import admin as cluster_admin
 from reconciler.config import Config
 from reconciler.sandbox.aws import SandboxAws
-from reconciler.sandbox.provision import provision_app
+from reconciler.sandbox.provision import provision_app, provision_schedule
 from reconciler.sandbox.scenario import Outcome, Scenario
 
 SANDBOX_ACCOUNT_REGISTRY = "123456789012.dkr.ecr.{region}.amazonaws.com"
@@ -53,20 +53,32 @@ def run_sandbox(config: Config, *, outcome: Outcome = "complete", after: float =
         aws.rollouts.set_default(Scenario(outcome=outcome, after=after))
         registry = config.aws.registry or SANDBOX_ACCOUNT_REGISTRY.format(region=config.aws.region)
         for app in config.apps:
-            provisioned = provision_app(
-                endpoint_url=aws.endpoint_url,
-                region=config.aws.region,
-                cluster=app.cluster,
-                service=app.service,
-                ecr_repository=app.ecr_repository,
-                family=app.service,
-                image=f"{registry}/{app.ecr_repository}:bootstrap",
-            )
-            print(
-                f"sandbox: app {app.name}: service {app.service} in cluster {app.cluster}, "
-                f"task definition {provisioned.task_definition_arn}",
-                flush=True,
-            )
+            for service in app.service_names:  # each in a family of its own
+                provisioned = provision_app(
+                    endpoint_url=aws.endpoint_url,
+                    region=config.aws.region,
+                    cluster=app.cluster,
+                    service=service,
+                    ecr_repository=app.ecr_repository,
+                    family=service,
+                    image=f"{registry}/{app.ecr_repository}:bootstrap",
+                )
+                print(
+                    f"sandbox: app {app.name}: service {service} in cluster {app.cluster}, "
+                    f"task definition {provisioned.task_definition_arn}",
+                    flush=True,
+                )
+            for schedule in app.schedules:
+                # Scheduled tasks run the last service's family (a worker's, typically).
+                created = provision_schedule(
+                    endpoint_url=aws.endpoint_url,
+                    region=config.aws.region,
+                    schedule=schedule,
+                    cluster_arn=provisioned.cluster_arn,
+                    task_definition=provisioned.task_definition_arn,
+                )
+                state = "created" if created else "exists"
+                print(f"sandbox: app {app.name}: {schedule} {state}", flush=True)
         if config.cluster.lease_table:
             # Daemons sharing the apps through the sandbox's DynamoDB find their table ready.
             created = asyncio.run(cluster_admin.init(config))

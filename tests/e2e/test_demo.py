@@ -40,6 +40,10 @@ def test_demo_once_deploys_and_redeploys_through_a_webhook(
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     assert "First deploy done: web is InSync" in output
+    assert (
+        "One release moved every part of the app, in order: web InSync, worker InSync, "
+        "rule/nightly-report InSync, schedule/default/cleanup InSync"
+    ) in output
     assert re.search(r'"nudged": \[[^\]]*"web"', output)
     assert "Webhook redeploy done: web is InSync" in output
     assert "Dashboard: http://127.0.0.1:" in output
