@@ -49,7 +49,6 @@ async def register(ctx: PassContext) -> Registered | None:
     """A task definition that differs from the live one only in the managed images; None
     when a newer revision turned up first."""
     live, image = ctx.observed.live, str(ctx.observed.desired.image)
-    ctx.report.phase(Phase.DEPLOYING)
     if ctx.definition is not None:
         # The files say everything: the live task definition is not copied.
         definition = dict(ctx.definition.task_definition)
@@ -136,8 +135,10 @@ async def _register(
         image,
         fingerprint,
     ):
+        # Registered by an earlier pass (one waiting for approval, say): its phase stands.
         ctx.registered_definition = fingerprint or None
         return known.arn
+    ctx.report.phase(Phase.DEPLOYING)
     arn = await ctx.io.ecs.register_task_definition(definition, with_app_tag(tags, ctx.app.name))
     session.registration = Registration(live=live_arn, image=image, arn=arn, definition=fingerprint)
     ctx.registered_definition = fingerprint or None
