@@ -193,6 +193,10 @@ NOTIFY_EVENTS = (
     "rollback_failed",
     "test_failed",
     "pre_deploy_failed",
+    # The approval gate (SPEC 21): a release waiting for people, and how it ended.
+    "approval_requested",
+    "rejected",
+    "approval_expired",
 )
 
 

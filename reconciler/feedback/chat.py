@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import apprise
 
 from reconciler.feedback.lane import Rejected, Retry
-from reconciler.feedback.translate import LABELS, Notice, clip
+from reconciler.feedback.translate import APPROVAL_REQUESTED, LABELS, Notice, clip
 from reconciler.logs import register_secret
 
 REASON_LINES = 5
@@ -54,8 +54,13 @@ def render(notice: Notice, *, environment: str, subject: str, dashboard: str) ->
         f"Environment: {environment}",
         f"Commit: {short} {clip(subject, 200)}".rstrip(),
         f"Outcome: {notice.outcome}",
-        f"Duration: {duration(notice.finished_at.timestamp() - notice.started_at.timestamp())}",
     ]
+    if notice.outcome == APPROVAL_REQUESTED:
+        lines.append(f"Approve or reject it: {dashboard}")
+        return Message(title=title, body="\n".join(lines), kind=apprise.NotifyType.INFO)
+    lines.append(
+        f"Duration: {duration(notice.finished_at.timestamp() - notice.started_at.timestamp())}"
+    )
     reason = [_line(line) for line in (notice.error or "").splitlines() if line.strip()]
     if reason:
         lines.append("Reason: " + reason[0].strip())

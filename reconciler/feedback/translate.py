@@ -15,6 +15,8 @@ implies, and the dispatcher turns those into requests. The rules:
 - Finished superseded: a newer revision replaced this one before it went live (`Ended`
   with state error: not a failure of the commit, and no longer pending either).
 - Every Finished whose result is one of the notify events: a chat message (`Notice`).
+- A phase entering AwaitingApproval: with `approval_requested` among the notify events, a
+  chat message asking for the approval, with the link to the app's page (`Notice`).
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ FAILURES = frozenset(
         Result.TEST_FAILED,
         Result.PRE_DEPLOY_FAILED,
         Result.BUILD_FAILED,
+        Result.REJECTED,
+        Result.APPROVAL_EXPIRED,
     }
 )
+APPROVAL_REQUESTED = "approval_requested"
 # Results reached only after the service update began, so a deployment exists for them.
 AFTER_DEPLOY = frozenset(
     {
@@ -61,6 +66,9 @@ LABELS: dict[str, str] = {
     Result.PRE_DEPLOY_FAILED.value: "Pre-deploy task failed",
     Result.BUILD_FAILED.value: "Build failed",
     Result.SUPERSEDED.value: "Superseded",
+    Result.REJECTED.value: "Rejected",
+    Result.APPROVAL_EXPIRED.value: "Approval expired",
+    APPROVAL_REQUESTED: "Approval requested",
 }
 
 State = Literal["pending", "success", "failure", "error"]
@@ -122,7 +130,7 @@ class Translator:
 
     def feed(self, event: Event, *, environment: str, notify: Collection[str] = ()) -> list[Intent]:
         if isinstance(event, PhaseChanged):
-            return self._phase_changed(event, environment)
+            return self._phase_changed(event, environment, notify)
         return self._finished(event, environment, notify)
 
     def forget(self, app: str) -> None:
@@ -130,10 +138,29 @@ class Translator:
         self._working.pop(app, None)
         self._failing.pop(app, None)
 
-    def _phase_changed(self, event: PhaseChanged, environment: str) -> list[Intent]:
+    def _phase_changed(
+        self, event: PhaseChanged, environment: str, notify: Collection[str]
+    ) -> list[Intent]:
         self._phase[event.app] = event.phase
         waiting = self._failing.pop(event.app, None)
         out: list[Intent] = []
+        if (
+            event.phase is Phase.AWAITING_APPROVAL
+            and event.revision is not None
+            and APPROVAL_REQUESTED in notify
+        ):
+            # Asked once per attempt at the revision (the records remember it), with the
+            # page where it is approved.
+            out.append(
+                Notice(
+                    app=event.app,
+                    revision=event.revision,
+                    outcome=APPROVAL_REQUESTED,
+                    started_at=event.at,
+                    finished_at=event.at,
+                    error=None,
+                )
+            )
         if event.phase is Phase.FAILED:
             self._working.pop(event.app, None)
             if waiting is not None:

@@ -113,6 +113,35 @@ async def test_one_message_per_outcome_through_apprise(tmp_path: Path) -> None:
     assert git.asked == [R1, R2]
 
 
+async def test_a_release_waiting_for_approval_is_announced_once_with_its_page(
+    tmp_path: Path,
+) -> None:
+    """AwaitingApproval asks the channel once per attempt (a phase heard again says
+    nothing new), with the page where it is approved; the rejection that ends it is told
+    as a failure."""
+    async with ChatReceiver() as receiver:
+        harness = Harness.make(
+            tmp_path,
+            apps=[app_table("web", "https://example.invalid/acme/web.git", environment="prod")],
+            chat=[receiver.apprise_url()],
+        )
+        async with running(harness.dispatcher()) as dispatcher:
+            harness.phases("web", R1, Phase.BUILDING, Phase.PUSHING, Phase.AWAITING_APPROVAL)
+            harness.phases("web", R1, Phase.DEPLOYING, Phase.AWAITING_APPROVAL)
+            harness.finished("web", R1, Result.REJECTED, "rejected by bob: not today")
+            harness.phases("web", R1, Phase.FAILED)
+            await eventually(lambda: len(receiver.messages) == 2)
+            await idle(dispatcher)
+    asked, rejected = receiver.messages
+    assert asked["title"] == f"web: Approval requested {R1[:7]} in prod"
+    assert asked["type"] == "info"
+    assert asked["message"].splitlines()[-1] == f"Approve or reject it: {PUBLIC}/apps/web"
+    assert "Duration" not in asked["message"]
+    assert rejected["title"] == f"web: Rejected {R1[:7]} in prod"
+    assert rejected["type"] == "failure"
+    assert "Reason: rejected by bob: not today" in rejected["message"]
+
+
 async def test_only_the_configured_events_are_told(tmp_path: Path) -> None:
     async with ChatReceiver() as receiver:
         harness = Harness.make(
