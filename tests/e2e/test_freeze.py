@@ -7,6 +7,7 @@ admin would send it.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from reconciler.adapters.tokens import add_token
@@ -81,4 +82,32 @@ async def test_a_freeze_holds_a_push_and_an_admin_override_deploys_it_once(
         ("otto", "refused: 40", REASON),
         ("ada", "accepted", REASON),
     }
+    assert world.updates() == 1
+
+
+async def test_a_release_held_by_a_freeze_starts_when_it_ends_without_a_push(
+    world: World,
+) -> None:
+    """A window that began this minute and ends 25 s from now: the first release waits in
+    Frozen, then goes out at the window's end by itself (the loop wakes at the end, no push,
+    no poll: the poll interval is an hour), once."""
+    now = datetime.now(UTC)
+    world.daemon_overrides["poll_interval"] = "1h"
+    world.freezes = [
+        {
+            "apps": [world.name],
+            "cron": f"{now.minute} {now.hour} * * *",
+            "duration": f"{now.second + 25}s",
+            "timezone": "UTC",
+            "reason": "release train",
+        }
+    ]
+    ends = now.replace(second=0, microsecond=0) + timedelta(seconds=now.second + 25)
+    async with world.daemon() as daemon:
+        frozen = await daemon.wait_for(lambda s: s["phase"] == "Frozen", what="Frozen")
+        assert frozen["frozen"]["until"] == ends.isoformat().replace("+00:00", "Z")
+        assert world.updates() == 0
+        deployed = await daemon.wait_phase("InSync", revision=world.first_commit, timeout=120)
+    started = datetime.fromisoformat(deployed["history"][0]["started_at"])
+    assert started >= ends
     assert world.updates() == 1
