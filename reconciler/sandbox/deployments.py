@@ -70,6 +70,8 @@ from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.models import EC2ContainerServiceBackend, Service, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
 
+from reconciler.sandbox.hooks import HookAction, Pause, PauseHook, pause_hooks, stop_points
+
 if TYPE_CHECKING:
     from reconciler.sandbox.scenario import Scenario
 
@@ -249,6 +251,10 @@ class Record:
     reason: str = ""
     # It goes back to the revision the service last completed (a rollback by UpdateService).
     reverts: bool = False
+    hooks: tuple[PauseHook, ...] = ()  # its PAUSE lifecycle hooks (hooks.py)
+    pause: Pause | None = None  # stopped at one of them now
+    passed: set[tuple[str, str]] = field(default_factory=set)  # (hook id, stage) continued
+    held: float = 0.0  # seconds it spent stopped at hooks: every later stage starts later
 
     @property
     def done(self) -> bool:
@@ -304,9 +310,18 @@ class Record:
         """Bring the record up to `now`, reading `scenario` until its ending is decided."""
         if self.done:
             return
-        elapsed = max(now - self.clock, 0.0)
+        if self.pause is not None:
+            if not self.pause.expired(now):
+                return  # it waits where the hook stopped it
+            hook = self.pause.point.hook
+            self.resume(hook.id, self.pause.since + (hook.timeout or 0.0))
+            if hook.timeout_action == "ROLLBACK":
+                self.stop("ROLLBACK", now, scenario.rollback)
+        elapsed = self._elapsed(now)
         if self.ending is None:
             ending = self._ending_for(scenario, breaker_rolls_back=breaker_rolls_back)
+            if self._stops_at_hook(scenario, elapsed, before=ending.at if ending else None):
+                return
             if ending is not None and elapsed >= ending.at:
                 self._decide(ending)
             elif scenario.outcome == "complete" and elapsed >= scenario.after + scenario.bake:
@@ -338,8 +353,10 @@ class Record:
             )
         if self.ending is not None:
             return  # already stopping or rolling back: it goes on doing so
+        if self.pause is not None:
+            self.resume(self.pause.point.hook.id, now)
         action: Action = "rollback" if stop_type == "ROLLBACK" and self.rollback_to else "halt"
-        at = max(now - self.clock, 0.0)
+        at = self._elapsed(now)
         self._decide(Ending("request", action, at, takes, self.phase, stop_type=stop_type))
         if takes == 0:
             self._finish("ROLLBACK_SUCCESSFUL" if action == "rollback" else "STOPPED", at)
@@ -348,8 +365,48 @@ class Record:
         """A newer deployment of the service started: this one stops where it is."""
         if self.done:
             return
-        self._finish("STOPPED", max(now - self.clock, 0.0))
+        if self.pause is not None:
+            self.resume(self.pause.point.hook.id, now)
+        self._finish("STOPPED", self._elapsed(now))
         self.reason = f"Superseded by service deployment {by}."
+
+    def resume(self, hook_id: str, now: float) -> None:
+        """ContinueServiceDeployment with CONTINUE (or a hook's timeout): it goes on where
+        the hook `hook_id` stopped it; ConflictException when it is not stopped there."""
+        pause = self.pause
+        if self.done or pause is None or pause.point.hook.id != hook_id:
+            where = f"at hook {pause.point.hook.id}" if pause is not None else "at no hook"
+            raise ConflictException(
+                f"The service deployment {self.arn} is not paused at hook {hook_id} "
+                f"(it is {self.status}, {where})."
+            )
+        self.held += max(now - pause.since, 0.0)
+        self.passed.add((pause.point.hook.id, pause.point.stage))
+        self.pause = None
+
+    def _elapsed(self, now: float) -> float:
+        """Seconds into its schedule: since it started, less the time it waited at hooks."""
+        return max(now - self.clock - self.held, 0.0)
+
+    def _stops_at_hook(self, scenario: Scenario, elapsed: float, *, before: float | None) -> bool:
+        """Stop at the first hook reached and not passed (before an ending decided at
+        `before`); True when it is stopped there now."""
+        schedule = self._schedule(scenario)
+        stages = [(start, phase.stage) for start, phase in schedule]
+        for point in stop_points(stages, self.hooks):
+            if (point.hook.id, point.stage) in self.passed:
+                continue
+            if point.offset > elapsed or (before is not None and point.offset >= before):
+                return False
+            self.pause = Pause(point, since=self.clock + self.held + point.offset)
+            # Traffic as the stage named has it, else as the stage before it left it.
+            named = [phase for _, phase in schedule if phase.stage == point.stage]
+            earlier = [phase for start, phase in schedule if start < point.offset]
+            shown = (named[:1] or earlier[-1:] or [schedule[0][1]])[0]
+            self.phase = Phase(point.stage, shown.test_weight, shown.production_weight)
+            self.updated = max(self.updated, point.offset)
+            return True
+        return False
 
     def _decide(self, ending: Ending) -> None:
         self.ending = ending
@@ -380,7 +437,7 @@ class Record:
     # --- answers ---
 
     def _at(self, offset: float) -> datetime:
-        return self.created + timedelta(seconds=offset)
+        return self.created + timedelta(seconds=offset + self.held)
 
     def brief(self) -> dict[str, Any]:
         """A ListServiceDeployments entry."""
@@ -428,6 +485,9 @@ class Record:
         if self.status == "STOPPED" and self.finished is not None:
             answer["stoppedAt"] = self._at(self.finished)
         answer["lifecycleStage"] = self.phase.stage
+        if self.pause is not None:
+            started = self._at(self.pause.point.offset)
+            answer["lifecycleHookDetails"] = [self.pause.details(started)]
         answer["deploymentConfiguration"] = copy.deepcopy(self.configuration)
         tripped = ending is not None and ending.cause == "breaker"
         if tripped:
@@ -553,6 +613,7 @@ def start_deployment(
         visible=_visible(service),
         clock=clock,
         phase=strategy_phases(getattr(service, "deployment_configuration", None) or {})[0],
+        hooks=pause_hooks(getattr(service, "deployment_configuration", None) or {}),
         reverts=(
             found.stable is not None
             and service.task_definition == found.stable.task_definition != previous
@@ -591,6 +652,16 @@ class Host(Protocol):
         self, backend: EC2ContainerServiceBackend, service: Service, record: Record, how: StopType
     ) -> None:
         """StopServiceDeployment of one of the service's records."""
+
+    def continue_deployment(
+        self,
+        backend: EC2ContainerServiceBackend,
+        service: Service,
+        record: Record,
+        hook_id: str,
+        action: HookAction,
+    ) -> None:
+        """ContinueServiceDeployment of one of the service's records."""
 
 
 def _parse_arn(arn: str, kind: str) -> tuple[str, str, str, str] | None:
@@ -747,6 +818,21 @@ def stop_service_deployment(host: Host, response: EC2ContainerServiceResponse) -
     return ActionResult({"serviceDeploymentArn": arn})
 
 
+def continue_service_deployment(host: Host, response: EC2ContainerServiceResponse) -> ActionResult:
+    arn = str(response._get_param("serviceDeploymentArn") or "")
+    hook_id = str(response._get_param("hookId") or "")
+    requested = response._get_param("action") or "CONTINUE"
+    if requested not in get_args(HookAction):
+        raise InvalidParameterException(f"action must be CONTINUE or ROLLBACK, not {requested!r}.")
+    action: HookAction = "CONTINUE" if requested == "CONTINUE" else "ROLLBACK"
+    owner = _grouped(host, [arn], "service-deployment")[arn]
+    record = _find_record(owner, arn)
+    if owner is None or record is None:
+        raise ServiceDeploymentNotFoundException(f"Service deployment {arn} not found.")
+    host.continue_deployment(*owner, record, hook_id, action)
+    return ActionResult({"serviceDeploymentArn": arn})
+
+
 # The calls moto lacks, by response method name; rollout.py adds them to moto's ECS responses,
 # where they run for the controller serving the request, under its lock.
 HANDLERS: dict[str, Callable[[Host, EC2ContainerServiceResponse], ActionResult]] = {
@@ -754,6 +840,7 @@ HANDLERS: dict[str, Callable[[Host, EC2ContainerServiceResponse], ActionResult]]
     "describe_service_deployments": describe_service_deployments,
     "describe_service_revisions": describe_service_revisions,
     "stop_service_deployment": stop_service_deployment,
+    "continue_service_deployment": continue_service_deployment,
 }
 
 

@@ -59,6 +59,7 @@ def provision_app(
     step_percent: float | None = None,
     step_bake_minutes: int | None = None,
     credentials: tuple[str, str, str] | None = None,
+    lifecycle_hooks: Sequence[dict[str, Any]] = (),
 ) -> ProvisionedApp:
     """Create the app's AWS resources that are missing; running it again changes nothing.
 
@@ -67,7 +68,8 @@ def provision_app(
     ROLLING, when None), baking `bake_minutes`, rolled back by the CloudWatch `alarms` named,
     under the deployment `controller` given; `step_percent` and `step_bake_minutes` are a
     LINEAR strategy's steps or a CANARY's canary. `credentials` (access key, secret, token,
-    e.g. of an assumed role) put everything in that account.
+    e.g. of an assumed role) put everything in that account. `lifecycle_hooks` are its
+    deploymentConfiguration.lifecycleHooks (a PAUSE hook stops its deployments: hooks.py).
     """
     session = _session(credentials)
     config = Config(retries={"mode": "standard", "max_attempts": 5})
@@ -109,6 +111,9 @@ def provision_app(
             strategy, bake_minutes, alarms, step_percent, step_bake_minutes
         ),
     }
+    if lifecycle_hooks:
+        hooks: Any = [dict(hook) for hook in lifecycle_hooks]
+        request["deploymentConfiguration"]["lifecycleHooks"] = hooks
     if controller is not None:
         request["deploymentController"] = {"type": controller}
     if network is not None:

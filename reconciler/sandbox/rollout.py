@@ -47,6 +47,7 @@ from moto.ecs.responses import EC2ContainerServiceResponse
 
 from reconciler.sandbox import deployments
 from reconciler.sandbox.deployments import Record, StopType
+from reconciler.sandbox.hooks import HookAction
 from reconciler.sandbox.patching import Patches, bound
 from reconciler.sandbox.scenario import Scenario
 
@@ -123,6 +124,23 @@ class RolloutController:
         """StopServiceDeployment: the record stops, then the service's deployments follow."""
         scenario = self.scenario_for(service.cluster_name, service.name)
         record.stop(how, self.clock(), scenario.rollback)
+        self.look(backend, service)
+
+    def continue_deployment(
+        self,
+        backend: EC2ContainerServiceBackend,
+        service: Service,
+        record: Record,
+        hook_id: str,
+        action: HookAction,
+    ) -> None:
+        """ContinueServiceDeployment: the record goes on from its hook, or rolls back."""
+        self.look(backend, service)
+        now = self.clock()
+        record.resume(hook_id, now)
+        if action == "ROLLBACK":
+            scenario = self.scenario_for(service.cluster_name, service.name)
+            record.stop("ROLLBACK", now, scenario.rollback)
         self.look(backend, service)
 
     def _count_update(self, cluster: str, service: str) -> None:

@@ -159,6 +159,7 @@ def make_app(
     controller: Controller | None = None,
     step_percent: float | None = None,
     step_bake_minutes: int | None = None,
+    lifecycle_hooks: Sequence[dict[str, Any]] = (),
 ) -> App:
     cluster = f"d-{uuid.uuid4().hex[:10]}"
     provisioned = provision_app(
@@ -176,6 +177,7 @@ def make_app(
         controller=controller,
         step_percent=step_percent,
         step_bake_minutes=step_bake_minutes,
+        lifecycle_hooks=lifecycle_hooks,
     )
     return App(aws, clock, ecs_client(aws), cluster, provisioned)
 
@@ -768,3 +770,106 @@ def test_scenario_rejects_negative_times() -> None:
         Scenario("explode")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="outcome"):
         Scenario(revert="explode")  # type: ignore[arg-type]
+
+
+# --- PAUSE lifecycle hooks ----------------------------------------------------------------
+
+
+def paused_app(aws: SandboxAws, clock: Clock, **timeout: Any) -> App:
+    """BLUE_GREEN, a PAUSE hook after the test traffic shift (at 8 virtual seconds: the
+    three stages before BAKE_TIME share AFTER)."""
+    hook: dict[str, Any] = {"targetType": "PAUSE", "lifecycleStages": ["POST_TEST_TRAFFIC_SHIFT"]}
+    if timeout:
+        hook["timeoutConfiguration"] = timeout
+    app = make_app(aws, clock, strategy="BLUE_GREEN", lifecycle_hooks=[hook])
+    app.scenario(Scenario("complete", after=AFTER, bake=BAKE, rollback=ROLLBACK))
+    return app
+
+
+def hook_of(record: dict[str, Any]) -> dict[str, Any]:
+    [hook] = record["lifecycleHookDetails"]
+    return dict(hook)
+
+
+def test_a_pause_hook_holds_the_deployment_until_it_is_continued(
+    aws: SandboxAws, clock: Clock
+) -> None:
+    app = paused_app(aws, clock)
+    _, arn = app.deploy()
+    seen = app.trace(arn, until=30.0)
+    assert seen == [
+        (0.0, "IN_PROGRESS", "SCALE_UP"),
+        (4.0, "IN_PROGRESS", "TEST_TRAFFIC_SHIFT"),
+        (8.0, "IN_PROGRESS", "POST_TEST_TRAFFIC_SHIFT"),
+    ]
+    record = app.describe(arn)
+    hook = hook_of(record)
+    assert (hook["targetType"], hook["status"]) == ("PAUSE", "AWAITING_ACTION")
+    assert record["targetServiceRevision"]["requestedProductionTrafficWeight"] == 0.0
+    assert primary(app.service())["rolloutState"] == "IN_PROGRESS"
+
+    app.ecs.continue_service_deployment(
+        serviceDeploymentArn=arn, hookId=hook["hookId"], action="CONTINUE"
+    )
+    # It goes on where it stopped, 22 s later: production traffic, the bake, done.
+    seen = app.trace(arn, since=30.0, until=40.0)
+    assert seen == [
+        (30.0, "IN_PROGRESS", "PRODUCTION_TRAFFIC_SHIFT"),
+        (34.0, "IN_PROGRESS", "BAKE_TIME"),
+        (38.0, "SUCCESSFUL", "CLEAN_UP"),
+    ]
+    assert "lifecycleHookDetails" not in app.describe(arn)
+    assert primary(app.service())["rolloutState"] == "COMPLETED"
+
+
+def test_a_pause_hook_continued_with_rollback_puts_the_previous_revision_back(
+    aws: SandboxAws, clock: Clock
+) -> None:
+    app = paused_app(aws, clock)
+    _, arn = app.deploy()
+    clock.now += 10.0
+    hook = hook_of(app.describe(arn))
+    app.ecs.continue_service_deployment(
+        serviceDeploymentArn=arn, hookId=hook["hookId"], action="ROLLBACK"
+    )
+    assert app.describe(arn)["status"] == "ROLLBACK_REQUESTED"
+    clock.now += ROLLBACK
+    assert app.describe(arn)["status"] == "ROLLBACK_SUCCESSFUL"
+    assert app.service()["taskDefinition"] == app.provisioned.task_definition_arn
+
+
+def test_a_pause_hook_past_its_timeout_takes_its_action(aws: SandboxAws, clock: Clock) -> None:
+    app = paused_app(aws, clock, timeoutInMinutes=1, action="ROLLBACK")
+    _, arn = app.deploy()
+    clock.now += 9.0
+    hook = hook_of(app.describe(arn))
+    assert hook["timeoutAction"] == "ROLLBACK"
+    assert hook["expiresAt"] > app.describe(arn)["createdAt"]
+    clock.now += 60.0
+    assert app.describe(arn)["status"] in ("ROLLBACK_REQUESTED", "ROLLBACK_IN_PROGRESS")
+    clock.now += ROLLBACK
+    assert app.describe(arn)["status"] == "ROLLBACK_SUCCESSFUL"
+
+
+def test_continue_names_the_hook_it_is_paused_at(aws: SandboxAws, clock: Clock) -> None:
+    app = paused_app(aws, clock)
+    _, arn = app.deploy()
+    with pytest.raises(ClientError) as raised:  # not paused yet
+        app.ecs.continue_service_deployment(serviceDeploymentArn=arn, hookId="nope")
+    assert raised.value.response["Error"]["Code"] == "ConflictException"
+    clock.now += 9.0
+    with pytest.raises(ClientError) as raised:
+        app.ecs.continue_service_deployment(serviceDeploymentArn=arn, hookId="nope")
+    assert raised.value.response["Error"]["Code"] == "ConflictException"
+    hook = hook_of(app.describe(arn))
+    with pytest.raises(ClientError) as raised:
+        app.ecs.continue_service_deployment(
+            serviceDeploymentArn=arn,
+            hookId=hook["hookId"],
+            action="SIDEWAYS",  # type: ignore[arg-type]
+        )
+    assert raised.value.response["Error"]["Code"] in (
+        "InvalidParameterException",
+        "ValidationError",
+    )
+    assert app.describe(arn)["status"] == "IN_PROGRESS"
