@@ -39,6 +39,7 @@ from reconciler.adapters.ecs_deployments import ServiceDeployments
 from reconciler.adapters.values import TaskRunRequest
 from reconciler.aio.batching import Batcher
 from reconciler.decisions.model import (
+    HookAction,
     ServiceDeployment,
     ServiceState,
     Started,
@@ -203,6 +204,12 @@ class Ecs:
         return await self._service_deployments.describe(cluster=cluster, arn=arn)
 
     # Writes ---------------------------------------------------------------------------
+
+    async def continue_service_deployment(self, *, arn: str, hook: str, action: HookAction) -> None:
+        async with aws_errors():
+            await self._client.continue_service_deployment(
+                serviceDeploymentArn=arn, hookId=hook, action=action
+            )
 
     async def register_task_definition(self, definition: TaskDefinition, tags: list[Any]) -> str:
         """Register a copy; every field the API accepts is carried over, read-only ones dropped."""

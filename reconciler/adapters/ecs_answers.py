@@ -94,7 +94,15 @@ def rollout_settings(raw: Mapping[str, Any]) -> RolloutSettings:
     elif strategy == "CANARY":
         canary = config.get("canaryConfiguration") or {}
         bake += 60.0 * float(canary.get("canaryBakeTimeInMinutes") or 0)
-    return RolloutSettings(controller=controller, strategy=strategy, bake_seconds=bake)
+    pauses = tuple(
+        str(stage)
+        for hook in config.get("lifecycleHooks") or ()
+        if hook.get("targetType") == "PAUSE"
+        for stage in hook.get("lifecycleStages") or ()
+    )
+    return RolloutSettings(
+        controller=controller, strategy=strategy, bake_seconds=bake, pause_stages=pauses
+    )
 
 
 def service_state(cluster: str, raw: Mapping[str, Any]) -> ServiceState:
@@ -145,6 +153,16 @@ def service_deployment(raw: Mapping[str, Any]) -> ServiceDeployment:
         failed_tasks=int(breaker.get("failureCount") or 0),
         alarms_triggered=tuple(str(n) for n in alarms.get("triggeredAlarmNames") or ()),
         rollback_reason=str(rollback.get("reason") or ""),
+        paused_hook=next(
+            (
+                str(hook["hookId"])
+                for hook in raw.get("lifecycleHookDetails") or ()
+                if hook.get("targetType") == "PAUSE"
+                and hook.get("status") == "AWAITING_ACTION"
+                and hook.get("hookId")
+            ),
+            None,
+        ),
     )
 
 

@@ -22,6 +22,7 @@ from reconciler.config import BuildSecretSource
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
 from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import (
+    HookAction,
     ServiceDeployment,
     ServiceState,
     Started,
@@ -179,6 +180,9 @@ class EcsPort(Protocol):
 
     async def describe_service_deployment(self, *, cluster: str, arn: str) -> ServiceDeployment:
         """One service deployment's record; concurrent callers share batched calls."""
+
+    async def continue_service_deployment(self, *, arn: str, hook: str, action: HookAction) -> None:
+        """Continue (or roll back) the service deployment `arn` stopped at PAUSE hook `hook`."""
 
 
 class SecretsPort(Protocol):

@@ -36,6 +36,7 @@ from reconciler.adapters.values import BuildRequest, ContainerRun, TaskRunReques
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
 from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import (
+    HookAction,
     ServiceDeployment,
     ServiceState,
     Started,
@@ -158,6 +159,10 @@ class FencedEcs:
 
     async def describe_service_deployment(self, *, cluster: str, arn: str) -> ServiceDeployment:
         return await self._inner.describe_service_deployment(cluster=cluster, arn=arn)
+
+    async def continue_service_deployment(self, *, arn: str, hook: str, action: HookAction) -> None:
+        async with self._fence.held("ContinueServiceDeployment"):
+            await self._inner.continue_service_deployment(arn=arn, hook=hook, action=action)
 
 
 class FencedHousekeeping:

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from reconciler.decisions.definition_diff import Change
 
@@ -120,6 +120,10 @@ class TestRun:
         return not self.timed_out and self.exit_code == 0
 
 
+# What ContinueServiceDeployment asks of a deployment stopped at a PAUSE lifecycle hook.
+HookAction = Literal["CONTINUE", "ROLLBACK"]
+
+
 @dataclass(frozen=True)
 class ServiceDeployment:
     """One ECS service deployment record (DescribeServiceDeployments)."""
@@ -135,6 +139,8 @@ class ServiceDeployment:
     failed_tasks: int = 0  # the circuit breaker's count
     alarms_triggered: tuple[str, ...] = ()  # names of the CloudWatch alarms that fired
     rollback_reason: str = ""
+    # The PAUSE lifecycle hook it waits at for ContinueServiceDeployment (its hookId).
+    paused_hook: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,8 @@ class RolloutSettings:
     controller: str = "ECS"  # ECS | CODE_DEPLOY | EXTERNAL
     strategy: str = "ROLLING"  # ROLLING | BLUE_GREEN | LINEAR | CANARY
     bake_seconds: float = 0.0  # bakeTimeInMinutes plus every linear/canary step's bake
+    # The lifecycle stages at which a PAUSE hook stops its deployments for the caller.
+    pause_stages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from reconciler.config import AppConfig, BuildSecretSource
 from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import (
     Deployment,
+    HookAction,
     ServiceDeployment,
     ServiceState,
     Started,
@@ -276,6 +277,7 @@ class FakeEcs(_Failures):
     # whether UpdateService's answer names it (currentServiceDeployment), as ECS's does.
     next_record: ServiceDeployment | None = None
     names_records: bool = True
+    continued: list[tuple[str, str, str]] = field(default_factory=list)  # (arn, hook, action)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -399,6 +401,15 @@ class FakeEcs(_Failures):
     async def describe_service_deployment(self, *, cluster: str, arn: str) -> ServiceDeployment:
         self.check("describe_service_deployment")
         return next(d for d in self.service_deployments.values() if d.arn == arn)
+
+    async def continue_service_deployment(self, *, arn: str, hook: str, action: HookAction) -> None:
+        """What ECS does: the record leaves its hook (rolled back when asked)."""
+        self.check("continue_service_deployment")
+        self.continued.append((arn, hook, action))
+        for key, record in self.service_deployments.items():
+            if record.arn == arn and record.paused_hook == hook:
+                status = "ROLLBACK_SUCCESSFUL" if action == "ROLLBACK" else record.status
+                self.service_deployments[key] = replace(record, paused_hook=None, status=status)
 
 
 @dataclass
