@@ -676,7 +676,8 @@ def _relative_inside(value: str, *, key: str) -> str:
     return str(path)
 
 
-ADDED_KEYS = ("services", "schedules", "analysis")  # app keys the fingerprint leaves out while unset
+# App keys the fingerprint leaves out while unset.
+ADDED_KEYS = ("services", "schedules", "analysis")
 
 
 class AppConfig(_Section):
@@ -1098,7 +1099,8 @@ def _location(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
             if isinstance(items, list) and position < len(items):
                 item = items[position]
             name = item.get("name") if isinstance(item, dict) else None
-            parts.append(f"{key}[{name}]" if isinstance(name, str) and name else f"{key}[{position}]")
+            said = name if isinstance(name, str) and name else position
+            parts.append(f"{key}[{said}]")
             table = item
             index += 2
             continue

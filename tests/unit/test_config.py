@@ -53,7 +53,7 @@ PROM: Table = {
     "interval": "30s",
     "count": 5,
 }
-CW_QUERIES = [
+CW_QUERIES: list[TomlValue] = [
     {
         "Id": "p99",
         "MetricStat": {
