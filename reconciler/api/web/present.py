@@ -208,6 +208,36 @@ class AppView:
     drift: tuple[str, ...] = ()
     drift_since: Moment | None = None
     approval: Approval | None = None  # the release waiting for approval
+    analysis: Analysis | None = None  # the latest release's metric analysis
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The latest release's metric analysis, as the app's page shows it: one row per check
+    (name, query, values so far, verdict) and the release's verdict."""
+
+    revision: str
+    state: str
+    rows: list[tuple[str, str, str, str]]
+    reason: str
+
+
+def analysis_of(status: AppStatus) -> Analysis | None:
+    found = status.analysis
+    if found is None:
+        return None
+    rows = [
+        (
+            c.name,
+            c.query,
+            ", ".join("no data" if v is None else f"{v:g}" for v in c.values) or "-",
+            c.verdict.value,
+        )
+        for c in found.checks
+    ]
+    return Analysis(
+        revision=short_sha(found.revision), state=found.state.value, rows=rows, reason=found.reason
+    )
 
 
 @dataclass(frozen=True)
@@ -293,4 +323,5 @@ def app_view(
         drift=status.drift.changes if status.drift is not None else (),
         drift_since=Moment.of(status.drift.since, now) if status.drift is not None else None,
         approval=approval_of(status, links, name, now),
+        analysis=analysis_of(status),
     )

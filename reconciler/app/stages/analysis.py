@@ -186,7 +186,8 @@ async def _measure(ctx: PassContext, check: AnalysisCheck, *, at: datetime) -> M
         except (MetricsUnavailable, TimeoutError) as exc:
             error = str(exc) or f"no answer within {check.interval * ASKING_SHARE:g}s"
             log.warning("analysis_source_unavailable", check=check.name, error=error)
-            delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+            # At least a few asks within a short interval.
+            delay = min(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)], check.interval / 4)
             attempt += 1
             if time.monotonic() + delay >= deadline:
                 break
