@@ -11,12 +11,14 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 
 from reconciler.sandbox.aws import SandboxAws
 from reconciler.sandbox.scenario import Scenario
+from tests.support.config import Table, TomlValue
 from tests.support.prometheus import Exporter, exporter, prometheus
 from tests.support.world import RunningDaemon, World
 
@@ -40,7 +42,7 @@ async def scraped(tmp_path: Path) -> AsyncIterator[tuple[Exporter, str]]:
             yield metrics, url
 
 
-def rate_check(url: str, **more: object) -> dict[str, object]:
+def rate_check(url: str, **more: TomlValue) -> Table:
     return {
         "name": "5xx-rate",
         "prometheus": {"url": url, "query": "max(e2e_error_rate)"},
@@ -58,7 +60,7 @@ async def release(world: World, daemon: RunningDaemon, text: str) -> str:
     return revision
 
 
-async def failed(daemon: RunningDaemon, revision: str) -> dict[str, object]:
+async def failed(daemon: RunningDaemon, revision: str) -> dict[str, Any]:
     return await daemon.wait_for(
         lambda s: (
             s["phase"] == "Failed"
@@ -110,7 +112,7 @@ async def test_no_data_fails_the_release_unless_the_check_lets_it_pass(
     """Two checks of a metric nobody exports: the one with on_no_data = "pass" passes, the
     one with "fail" fails the app's first release (rolled back, held, said why)."""
     _, url = scraped
-    missing = {"prometheus": {"url": url, "query": "max(e2e_nobody_exports_this)"}}
+    missing: Table = {"prometheus": {"url": url, "query": "max(e2e_nobody_exports_this)"}}
     baking.app_overrides["analysis"] = [
         rate_check(url, name="lenient", on_no_data="pass", count=2, **missing),
         rate_check(url, name="strict", count=2, **missing),
@@ -141,7 +143,7 @@ async def test_a_cloudwatch_metric_past_its_max_rolls_the_release_back(baking: W
             MetricData=[{"MetricName": "Latency", "Value": value, "Timestamp": datetime.now(UTC)}],
         )
 
-    query = {
+    query: Table = {
         "Id": "p99",
         "MetricStat": {
             "Metric": {"Namespace": namespace, "MetricName": "Latency"},
