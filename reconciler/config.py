@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from reconciler.aio.loopback import is_loopback
+from reconciler.decisions.analysis import Limits
 from reconciler.decisions.durations import parse_duration
 from reconciler.decisions.freeze import FreezeWindow, parse_cron, zone
 from reconciler.decisions.repourl import has_credentials, normalise_repo_url
@@ -426,6 +427,150 @@ class AppApproval(_Section):
         return self
 
 
+CHECK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_ANALYSIS = 24 * 3600.0  # interval x count: a longer analysis is a bake nobody waits for
+CLOUDWATCH_QUERY_ID = re.compile(r"[a-z][A-Za-z0-9_]{0,254}")
+
+
+class PrometheusSource(_Section):
+    """An instant query of Prometheus' HTTP API (`/api/v1/query`), asked from the build
+    host: a scalar, or a vector of at most one series."""
+
+    url: str
+    query: str = Field(min_length=1, max_length=10_000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        if parts.username is not None or parts.password is not None:
+            # It would be shown in status, history and logs with the query.
+            raise ValueError("must not carry credentials (user:password@)")
+        if parts.query or parts.fragment:
+            raise ValueError(f"expected the server's base URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class CloudWatchSource(_Section):
+    """GetMetricData's MetricDataQueries, as that call takes them, asked with the app's AWS
+    identity; exactly one of them returns data (ReturnData, true by default): its newest
+    value is the measurement."""
+
+    metric_data_queries: tuple[dict[str, Any], ...] = Field(min_length=1, max_length=100)
+
+    @field_validator("metric_data_queries")
+    @classmethod
+    def _queries(cls, value: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        ids = []
+        for query in value:
+            found = query.get("Id")
+            if not isinstance(found, str) or not CLOUDWATCH_QUERY_ID.fullmatch(found):
+                raise ValueError(
+                    f"each query needs an Id (a lowercase letter, then letters, digits, _),"
+                    f" got {found!r}"
+                )
+            if ("MetricStat" in query) == ("Expression" in query):
+                raise ValueError(f"query {found!r}: give exactly one of MetricStat, Expression")
+            ids.append(found)
+        if len(set(ids)) != len(ids):
+            raise ValueError("an Id is used twice")
+        returned = [q["Id"] for q in value if q.get("ReturnData", True)]
+        if len(returned) != 1:
+            raise ValueError(
+                f"exactly one query may return data (ReturnData = false on the others),"
+                f" got {len(returned)}"
+            )
+        return value
+
+    @property
+    def returned(self) -> dict[str, Any]:
+        """The query whose values are measured."""
+        return next(q for q in self.metric_data_queries if q.get("ReturnData", True))
+
+    def longest_period(self) -> int:
+        periods = [
+            int(q["MetricStat"].get("Period", 60))
+            for q in self.metric_data_queries
+            if isinstance(q.get("MetricStat"), dict)
+        ]
+        return max(periods, default=int(self.returned.get("Period", 60) or 60))
+
+
+class AnalysisCheck(_Section):
+    """One metric check of a release (SPEC 21): measured `count` times, `interval` apart,
+    from the start of the bake (or of the rollout); more than `failure_limit` values past
+    `max`/`min`, or no data with on_no_data = "fail", roll the release back."""
+
+    name: str
+    prometheus: PrometheusSource | None = None
+    cloudwatch: CloudWatchSource | None = None
+    max: float | None = None
+    min: float | None = None
+    interval: Duration = Field(ge=1.0, le=3600.0)
+    count: int = Field(ge=1, le=1000)
+    failure_limit: int = Field(default=0, ge=0)
+    on_no_data: Literal["fail", "pass"] = "fail"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not CHECK_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a check name: use letters, digits, -, _ and .")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> AnalysisCheck:
+        if (self.prometheus is None) == (self.cloudwatch is None):
+            raise ValueError("give exactly one of prometheus, cloudwatch")
+        if self.max is None and self.min is None:
+            raise ValueError("give max, min or both: the bounds a value must stay within")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        if self.failure_limit >= self.count:
+            raise ValueError(
+                f"failure_limit {self.failure_limit} of {self.count} measurements: it could"
+                " never fail"
+            )
+        if self.interval * self.count > MAX_ANALYSIS:
+            raise ValueError(f"interval x count is over {MAX_ANALYSIS / 3600:g}h")
+        return self
+
+    def limits(self) -> Limits:
+        """What judging the check's measurements needs."""
+        return Limits(
+            name=self.name,
+            query=self.describe(),
+            count=self.count,
+            minimum=self.min,
+            maximum=self.max,
+            failure_limit=self.failure_limit,
+            no_data_passes=self.on_no_data == "pass",
+        )
+
+    def describe(self) -> str:
+        """The query as people read it, in reasons, status and history."""
+        if self.prometheus is not None:
+            return f"prometheus {self.prometheus.query}"
+        assert self.cloudwatch is not None
+        returned = self.cloudwatch.returned
+        if "Expression" in returned:
+            return f"cloudwatch {returned['Expression']}"
+        stat = returned.get("MetricStat", {})
+        metric = stat.get("Metric", {}) if isinstance(stat, dict) else {}
+        dimensions = ",".join(
+            f"{d.get('Name')}={d.get('Value')}"
+            for d in metric.get("Dimensions", ())
+            if isinstance(d, dict)
+        )
+        where = f"{{{dimensions}}}" if dimensions else ""
+        return (
+            f"cloudwatch {metric.get('Namespace', '?')}/{metric.get('MetricName', '?')}{where}"
+            f" {stat.get('Stat', '?')}/{stat.get('Period', '?')}s"
+        )
+
+
 class AppCleanup(_Section):
     """How many of the app's own task definitions and SHA images to keep; 0: never clean."""
 
@@ -535,7 +680,8 @@ def _relative_inside(value: str, *, key: str) -> str:
     return str(path)
 
 
-ADDED_KEYS = ("services", "schedules")  # app keys the fingerprint leaves out while unset
+# App keys the fingerprint leaves out while unset.
+ADDED_KEYS = ("services", "schedules", "analysis")
 
 
 class AppConfig(_Section):
@@ -576,6 +722,8 @@ class AppConfig(_Section):
     test: AppTest | None = None
     pre_deploy: AppPreDeploy | None = None
     approval: AppApproval | None = None  # a person approves each release before it goes out
+    # Metric checks measured during the bake and after the rollout, before InSync (SPEC 21).
+    analysis: tuple[AnalysisCheck, ...] = ()
     cleanup: AppCleanup = AppCleanup()
     # A folder of the repository holding task-definition.json (and service.json): the whole
     # service definition as code; empty: a copy of the live task definition, image changed.
@@ -614,6 +762,15 @@ class AppConfig(_Section):
         repeated = sorted({text for text in value if value.count(text) > 1})
         if repeated:
             raise ValueError(f"schedule {repeated[0]!r} is listed twice")
+        return value
+
+    @field_validator("analysis")
+    @classmethod
+    def _analysis(cls, value: tuple[AnalysisCheck, ...]) -> tuple[AnalysisCheck, ...]:
+        names = [check.name for check in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"check {repeated[0]!r} is named twice")
         return value
 
     @model_validator(mode="after")
@@ -930,20 +1087,28 @@ def _problems(error: ValidationError, raw: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
+NAMED_LISTS = ("apps", "analysis")  # lists of tables with a `name`, said by it in errors
+
+
 def _location(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
     parts: list[str] = []
     index = 0
+    table: object = raw  # the raw table `loc` is in so far
     while index < len(loc):
         key = loc[index]
-        if key == "apps" and index + 1 < len(loc) and isinstance(loc[index + 1], int):
+        if key in NAMED_LISTS and index + 1 < len(loc) and isinstance(loc[index + 1], int):
             position = int(loc[index + 1])
-            apps = raw.get("apps")
-            name = None
-            if isinstance(apps, list) and position < len(apps) and isinstance(apps[position], dict):
-                name = apps[position].get("name")
-            parts.append(f"apps[{name}]" if isinstance(name, str) and name else f"apps[{position}]")
+            items = table.get(str(key)) if isinstance(table, dict) else None
+            item = None
+            if isinstance(items, list) and position < len(items):
+                item = items[position]
+            name = item.get("name") if isinstance(item, dict) else None
+            said = name if isinstance(name, str) and name else position
+            parts.append(f"{key}[{said}]")
+            table = item
             index += 2
             continue
+        table = table.get(str(key)) if isinstance(table, dict) else None
         if key != "[key]":  # pydantic's marker of a dict key's own error: the key says it
             parts.append(str(key))
         index += 1

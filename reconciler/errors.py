@@ -74,6 +74,11 @@ class AwsUnavailable(TransientError):
     """AWS answered with throttling or a server error, or could not be reached."""
 
 
+class MetricsUnavailable(TransientError):
+    """A metric source (Prometheus, CloudWatch) did not answer now: asked again within the
+    measurement's interval, never taken as a pass."""
+
+
 class LeaseNotHeld(TransientError):
     """A write for an app whose lease this daemon does not hold (or cannot vouch for now)."""
 
@@ -98,6 +103,11 @@ class ServiceDeploymentsUnreadable(AwsRejected):
     """ECS's service deployments cannot be read for a service: access denied, or a region
     or API that keeps none. Housekeeping then judges what is in use from the service's
     `deployments` list, as rollouts do."""
+
+
+class MetricsRefused(StalledError):
+    """A metric source refused the query (a bad query, several series where one is read):
+    the measurement fails, asking again would not help."""
 
 
 class ManifestError(StalledError):

@@ -29,6 +29,9 @@ command -v systemd-analyze >/dev/null || need_packages+=(systemd)
 [[ -d /usr/share/fonts/truetype/liberation ]] || need_packages+=(fonts-liberation)
 # tests/e2e/test_proxy.py: a real reverse proxy in front of the daemon's listeners.
 [[ -x /usr/sbin/nginx ]] || need_packages+=(nginx-light)
+# tests/e2e/test_analysis.py, tests/integration/test_metrics.py: a real Prometheus that
+# analysis checks query (each test starts its own on loopback; the system one is not started).
+[[ -x /usr/bin/prometheus ]] || need_packages+=(prometheus)
 # tests/e2e/test_fencing.py: daemons whose wall clocks run ahead or behind.
 command -v faketime >/dev/null || need_packages+=(faketime)
 if ((${#need_packages[@]})); then

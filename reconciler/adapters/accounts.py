@@ -26,6 +26,7 @@ from reconciler.adapters.ecr import Ecr
 from reconciler.adapters.ecs import Ecs, boto_config
 from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.adapters.lookups import TemplateLookups
+from reconciler.adapters.metrics import MetricSources
 from reconciler.adapters.schedules import Schedules
 from reconciler.adapters.verification import Verifier
 from reconciler.config import AppConfig
@@ -187,6 +188,12 @@ class Accounts:
     def schedules(self, account: Account) -> Schedules:
         """EventBridge rules and Scheduler schedules, moved with the account's identity."""
         return Schedules(
+            session=self._session(account), region=account.region, endpoint_url=self._endpoint_url
+        )
+
+    def metrics(self, account: Account) -> MetricSources:
+        """Analysis checks' sources: CloudWatch with the account's identity."""
+        return MetricSources(
             session=self._session(account), region=account.region, endpoint_url=self._endpoint_url
         )
 

@@ -18,7 +18,7 @@ from reconciler.adapters.docker import BuildResult
 from reconciler.adapters.git import GitSource
 from reconciler.adapters.registry import RegistryAuth
 from reconciler.adapters.values import BuildRequest, ContainerRun, TaskRunRequest
-from reconciler.config import BuildSecretSource
+from reconciler.config import AnalysisCheck, BuildSecretSource
 from reconciler.decisions.housekeeping import Deleted, StoredImage, TaskDefinitionRevision
 from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import (
@@ -203,6 +203,13 @@ class VerifierPort(Protocol):
         identity, all at once; AwsUnavailable when AWS is busy or out of reach."""
 
 
+class MetricsPort(Protocol):
+    async def measure(self, check: AnalysisCheck) -> float | None:
+        """An analysis check's value now (SPEC 21), None when its query has no data;
+        MetricsUnavailable when its source cannot answer now, MetricsRefused when it never
+        will (a bad query). The caller bounds the time it may take."""
+
+
 class HousekeepingPort(Protocol):
     """The AWS calls housekeeping needs (adapters/housekeeping.py has the real ones)."""
 
@@ -267,3 +274,6 @@ class Adapters:
     verifier: VerifierPort | None = None
     # EventBridge rules and Scheduler schedules a release moves; None where not opened.
     schedules: SchedulesPort | None = None
+    # Where analysis checks read their values (Prometheus, CloudWatch with the app's
+    # identity); None where not opened (an app with checks then fails their measurements).
+    metrics: MetricsPort | None = None

@@ -15,6 +15,7 @@ import structlog
 from reconciler.app.events import EventBus, Finished, PhaseChanged
 from reconciler.app.state import HISTORY_LIMIT, StateStore
 from reconciler.app.status import (
+    AnalysisView,
     ApprovalView,
     AppStatus,
     DriftView,
@@ -22,6 +23,7 @@ from reconciler.app.status import (
     PartView,
     RolloutView,
 )
+from reconciler.decisions.analysis import CheckResult
 from reconciler.decisions.definition_diff import Change
 from reconciler.decisions.model import HistoryEntry, Observation, Phase, Result, utcnow
 from reconciler.logs import redact
@@ -170,7 +172,13 @@ class Reporter:
         self._metrics.reconcile_total.labels(app=self.app, result=result).inc()
 
     async def outcome(
-        self, *, revision: str, result: Result, started_at: datetime, error: str | None
+        self,
+        *,
+        revision: str,
+        result: Result,
+        started_at: datetime,
+        error: str | None,
+        analysis: tuple[CheckResult, ...] | None = None,
     ) -> None:
         """One history entry, newest first, in the status and in the app's state."""
         entry = HistoryEntry(
@@ -180,6 +188,7 @@ class Reporter:
             finished_at=utcnow(),
             error=None if error is None else redact(error),
             by=self.asked_by,
+            analysis=analysis,
         )
         memory = self._store.load(self.app)
         memory.history.insert(0, entry)
@@ -197,6 +206,10 @@ class Reporter:
                 error=entry.error,
             )
         )
+
+    def analysis(self, view: AnalysisView) -> None:
+        """Where the release's metric analysis stands now; kept after it ends."""
+        self.status.analysis = view
 
     def rollout(self, view: RolloutView) -> None:
         """Where the watched rollout stands now; kept after it ends."""

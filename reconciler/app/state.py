@@ -32,6 +32,7 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from reconciler.adapters.files import set_aside, write_atomically
 from reconciler.app.cache import PerAppCache
+from reconciler.decisions.analysis import AnalysisRun
 from reconciler.decisions.approval import ApprovalRequest
 from reconciler.decisions.model import (
     Attempt,
@@ -65,6 +66,9 @@ class AppMemory:
     # An app with `approval`: the release waiting for (or given) approval, and who said what,
     # so a restart or a new owner keeps the wait and its votes.
     approval: ApprovalRequest | None = None
+    # An app with `analysis`: the metric analysis of its latest release, measurement by
+    # measurement, so a restart or a new owner goes on from what was really measured.
+    analysis: AnalysisRun | None = None
     # Set when the file on disk could not be read: the one-line reason shown to operators.
     damaged: str | None = None
 
@@ -185,6 +189,7 @@ def cleared(memory: AppMemory) -> AppMemory:
     memory.damaged = None
     memory.release = None
     memory.approval = None  # a sync starts over: the release asks again
+    memory.analysis = None  # ... and is measured again
     return memory
 
 
@@ -217,6 +222,7 @@ class _MemoryFile(BaseModel):
     definition: DefinitionMark | None = None
     release: Release | None = None
     approval: ApprovalRequest | None = None
+    analysis: AnalysisRun | None = None
     history: list[HistoryEntry]  # newest first, HISTORY_LIMIT at most
 
 
@@ -231,8 +237,10 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
     for entry in dumped["history"]:
         if entry.get("by") is None:
             entry.pop("by", None)
-    # Only apps with `definitions`, `services`, `approval` write them.
-    for key in ("definition", "release", "approval"):
+        if entry.get("analysis") is None:
+            entry.pop("analysis", None)
+    # Only apps with `definitions`, `services`, `approval`, `analysis` write them.
+    for key in ("definition", "release", "approval", "analysis"):
         if dumped.get(key) is None:
             dumped.pop(key, None)
     if dumped.get("approval") is not None and dumped["approval"].get("rejected") is None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
 
 from reconciler.app.state import HISTORY_LIMIT, why_unreadable
+from reconciler.decisions.analysis import CheckResult, State
 from reconciler.decisions.model import HistoryEntry, Phase, utcnow
 
 
@@ -87,6 +88,18 @@ class ApprovalView:
 
 
 @dataclass
+class AnalysisView:
+    """The metric analysis of the latest release (SPEC 21): each check's values and
+    verdict, and the release's; kept after it ends."""
+
+    revision: str
+    state: State
+    checks: list[CheckResult] = field(default_factory=list)
+    started_at: Time | None = None  # None until the bake (or the rollout) started
+    reason: str = ""  # why it failed
+
+
+@dataclass
 class PartView:
     """One part of an app's release (SPEC 20): a service or a schedule, the task definition
     it runs (or names) and where it stands."""
@@ -118,6 +131,7 @@ class AppStatus:
     parts: list[PartView] = field(default_factory=list)
     frozen: FrozenView | None = None  # while a freeze holds a release back
     approval: ApprovalView | None = None  # while a release waits for approval
+    analysis: AnalysisView | None = None  # the latest release's metric analysis
 
     def to_json(self) -> dict[str, Any]:
         document = _StatusDocument.model_construct(
@@ -141,6 +155,7 @@ class AppStatus:
             parts=list(self.parts),
             frozen=self.frozen,
             approval=self.approval,
+            analysis=self.analysis,
             history=list(self.history),
         )
         dumped = document.model_dump(mode="json")
@@ -150,11 +165,15 @@ class AppStatus:
             dumped.pop("frozen", None)  # said only while a freeze holds a release back
         if dumped.get("approval") is None:
             dumped.pop("approval", None)  # said only while a release waits for approval
+        if dumped.get("analysis") is None:
+            dumped.pop("analysis", None)  # said only by an app with `analysis` checks
         if not dumped.get("parts"):
             dumped.pop("parts", None)  # said only by an app of several parts
         for entry in dumped["history"]:
             if entry.get("by") is None:
                 entry.pop("by", None)  # said only when someone asked
+            if entry.get("analysis") is None:
+                entry.pop("analysis", None)  # said only of a release that was analysed
         return dumped
 
     @classmethod
@@ -187,6 +206,7 @@ class AppStatus:
             parts=list(read.parts),
             frozen=read.frozen,
             approval=read.approval,
+            analysis=read.analysis,
         )
 
 
@@ -242,6 +262,7 @@ class _StatusDocument(BaseModel):
     parts: list[PartView] = Field(default_factory=list)
     frozen: FrozenView | None = None
     approval: ApprovalView | None = None
+    analysis: AnalysisView | None = None
     history: list[Annotated[HistoryEntry, AfterValidator(_history_entry)]] = Field(
         default_factory=list
     )

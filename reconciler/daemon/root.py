@@ -35,6 +35,7 @@ from reconciler.adapters.engines import EnginePool
 from reconciler.adapters.git import GitMirrors, source_of
 from reconciler.adapters.housekeeping import Housekeeping
 from reconciler.adapters.lookups import TemplateLookups
+from reconciler.adapters.metrics import MetricSources
 from reconciler.adapters.ports import Adapters, GitPort
 from reconciler.adapters.registry import Registry
 from reconciler.adapters.schedules import Schedules
@@ -130,6 +131,7 @@ async def open_adapters(config: Config) -> AsyncIterator[Adapters]:
             lookups=lookups,
             verifier=Verifier(region=config.aws.region, endpoint_url=config.aws.endpoint_url),
             schedules=Schedules(region=config.aws.region, endpoint_url=config.aws.endpoint_url),
+            metrics=MetricSources(region=config.aws.region, endpoint_url=config.aws.endpoint_url),
         )
 
 

@@ -16,6 +16,7 @@ from reconciler.adapters.ports import (
     EcsPort,
     HousekeepingPort,
     LookupsPort,
+    MetricsPort,
     SchedulesPort,
     SecretsPort,
     VerifierPort,
@@ -47,6 +48,8 @@ class AccountClients(Protocol):
     def verifier(self, account: Account) -> VerifierPort: ...
 
     def schedules(self, account: Account) -> SchedulesPort: ...
+
+    def metrics(self, account: Account) -> MetricsPort: ...
 
 
 class LoopMaker:
@@ -112,9 +115,14 @@ class LoopMaker:
         lookups = self._accounts.lookups(account, env_allow=config.definitions.env_allow)
         verifier = self._accounts.verifier(account)
         schedules = self._accounts.schedules(account)
+        metrics = self._accounts.metrics(account)
         if account == Account(region=region):
             return dataclasses.replace(
-                self._adapters, lookups=lookups, verifier=verifier, schedules=schedules
+                self._adapters,
+                lookups=lookups,
+                verifier=verifier,
+                schedules=schedules,
+                metrics=metrics,
             )
         ecs, ecr = await self._accounts.clients(account)
         housekeeping = await self._accounts.housekeeping(account)

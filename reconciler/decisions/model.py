@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from reconciler.decisions.analysis import CheckResult
 from reconciler.decisions.definition_diff import Change
 
 
@@ -496,3 +497,5 @@ class HistoryEntry:
     finished_at: datetime
     error: str | None = None
     by: str | None = None  # the identity whose sync, rollback or unpin started the pass
+    # The release's metric analysis (SPEC 21): each check's values and verdict.
+    analysis: tuple[CheckResult, ...] | None = None

@@ -28,7 +28,7 @@ from reconciler.app.loop import AppLoop
 from reconciler.app.reporter import Reporter
 from reconciler.app.state import FileStateStore
 from reconciler.app.status import AppStatus
-from reconciler.config import AppConfig, BuildSecretSource
+from reconciler.config import AnalysisCheck, AppConfig, BuildSecretSource
 from reconciler.decisions.local_images import LocalImage
 from reconciler.decisions.model import (
     Deployment,
@@ -251,6 +251,27 @@ class FakeEcr:
 
     async def auth(self) -> RegistryAuth:
         return RegistryAuth(username="AWS", password="fake-ecr-password", server=REGISTRY)
+
+
+class FakeMetrics:
+    """Metric sources answering each check's queued answers in turn (a value, None for no
+    data, or an error to raise), then its `steady` answer; `asked` counts the asks."""
+
+    def __init__(self, steady: float | None = 0.0) -> None:
+        self.steady = steady
+        self.queued: dict[str, deque[float | BaseException | None]] = defaultdict(deque)
+        self.asked: dict[str, int] = defaultdict(int)
+
+    def answer(self, check: str, *answers: float | BaseException | None) -> None:
+        self.queued[check].extend(answers)
+
+    async def measure(self, check: AnalysisCheck) -> float | None:
+        self.asked[check.name] += 1
+        queued = self.queued[check.name]
+        answer = queued.popleft() if queued else self.steady
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
 
 @dataclass

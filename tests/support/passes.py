@@ -33,6 +33,7 @@ from tests.support.fakes import (
     FakeEcr,
     FakeEcs,
     FakeGit,
+    FakeMetrics,
     FakeRegistry,
     FakeSecrets,
 )
@@ -97,6 +98,7 @@ class Pass:
     status: AppStatus
     metrics: Metrics
     secrets: FakeSecrets
+    sources: FakeMetrics = field(default_factory=FakeMetrics)  # analysis checks' values
 
     @property
     def session(self) -> AppSession:
@@ -211,13 +213,19 @@ def a_pass(
     the app's config, e.g. extra_tags=["latest"]."""
     app = app_config(**app_keys)
     git = git or FakeGit(head or revision)
-    docker, ecs, secrets = FakeDocker(), FakeEcs(), FakeSecrets()
+    docker, ecs, secrets, sources = FakeDocker(), FakeEcs(), FakeSecrets(), FakeMetrics()
     registry_ = registry(docker)
     store, status, metrics = MemoryStore(), AppStatus(name=app.name), Metrics()
     session = AppSession(
         app=app,
         io=Adapters(
-            git=git, docker=docker, registry=registry_, ecr=FakeEcr(), ecs=ecs, secrets=secrets
+            git=git,
+            docker=docker,
+            registry=registry_,
+            ecr=FakeEcr(),
+            ecs=ecs,
+            secrets=secrets,
+            metrics=sources,
         ),
         store=store,
         report=Reporter(app=app.name, status=status, metrics=metrics, store=store),
@@ -236,4 +244,5 @@ def a_pass(
         status=status,
         metrics=metrics,
         secrets=secrets,
+        sources=sources,
     )

@@ -46,6 +46,61 @@ def test_an_approval_table_is_read_with_its_defaults() -> None:
     assert plain.approval is None
 
 
+PROM: Table = {
+    "name": "5xx-rate",
+    "prometheus": {"url": "http://prometheus:9090/", "query": "sum(rate(http_5xx[1m]))"},
+    "max": 0.5,
+    "interval": "30s",
+    "count": 5,
+}
+CW_QUERIES: list[TomlValue] = [
+    {
+        "Id": "p99",
+        "MetricStat": {
+            "Metric": {
+                "Namespace": "AWS/ApplicationELB",
+                "MetricName": "TargetResponseTime",
+                "Dimensions": [{"Name": "LoadBalancer", "Value": "app/web/1"}],
+            },
+            "Period": 60,
+            "Stat": "p99",
+        },
+    }
+]
+
+
+def test_analysis_checks_are_read_with_their_defaults() -> None:
+    """`[[apps.analysis]]`: failure_limit 0 and on_no_data "fail" unless said; the URL loses
+    its trailing slash; each check says its query in words."""
+    cw: Table = {"name": "latency", "cloudwatch": {"metric_data_queries": CW_QUERIES}}
+    both = [PROM, {**cw, "min": 0, "interval": 60, "count": 3}]
+    (app,) = parse_config(app_with(analysis=both)).apps
+    prom, latency = app.analysis
+    assert prom.prometheus is not None and prom.prometheus.url == "http://prometheus:9090"
+    assert (prom.max, prom.min, prom.interval, prom.count) == (0.5, None, 30.0, 5)
+    assert (prom.failure_limit, prom.on_no_data) == (0, "fail")
+    assert prom.describe() == "prometheus sum(rate(http_5xx[1m]))"
+    assert latency.describe() == (
+        "cloudwatch AWS/ApplicationELB/TargetResponseTime{LoadBalancer=app/web/1} p99/60s"
+    )
+    assert not latency.limits().no_data_passes
+    (plain,) = parse_config(APP).apps
+    assert plain.analysis == ()
+
+
+def test_an_app_without_analysis_keeps_its_fingerprint() -> None:
+    """The key's arrival changes no fingerprint (which would clear every hold on upgrade):
+    the minimal app's is the one daemons without `analysis` gave it; checks change it."""
+    (app,) = parse_config(APP).apps
+    assert app.fingerprint() == "2ace1e34a326eb76"
+    (checked,) = parse_config(app_with(analysis=[PROM])).apps
+    assert checked.fingerprint() != app.fingerprint()
+
+
+def _check(**changes: TomlValue) -> Table:
+    return {key: value for key, value in {**PROM, **changes}.items() if value != "-"}
+
+
 def problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
@@ -403,6 +458,96 @@ BAD = {
     "an approval key misspelt": (
         app_with(approval={"approver": ["alice"]}),
         "apps[web].approval.approver: unknown key",
+    ),
+    "an analysis with two sources": (
+        app_with(analysis=[_check(cloudwatch={"metric_data_queries": CW_QUERIES})]),
+        "apps[web].analysis[5xx-rate]: give exactly one of prometheus, cloudwatch",
+    ),
+    "an analysis with no source": (
+        app_with(analysis=[_check(prometheus="-")]),
+        "apps[web].analysis[5xx-rate]: give exactly one of prometheus, cloudwatch",
+    ),
+    "an analysis without bounds": (
+        app_with(analysis=[_check(max="-")]),
+        "apps[web].analysis[5xx-rate]: give max, min or both",
+    ),
+    "an analysis whose min is above its max": (
+        app_with(analysis=[_check(min=2)]),
+        "apps[web].analysis[5xx-rate]: min 2 is above max 0.5",
+    ),
+    "an analysis that can never fail": (
+        app_with(analysis=[_check(failure_limit=5)]),
+        "apps[web].analysis[5xx-rate]: failure_limit 5 of 5 measurements: it could never fail",
+    ),
+    "an analysis without an interval": (
+        app_with(analysis=[_check(interval="-")]),
+        "apps[web].analysis[5xx-rate].interval: missing required key",
+    ),
+    "an analysis interval that is no duration": (
+        app_with(analysis=[_check(interval="often")]),
+        "apps[web].analysis[5xx-rate].interval: invalid duration 'often'",
+    ),
+    "an analysis of no measurements": (
+        app_with(analysis=[_check(count=0)]),
+        "apps[web].analysis[5xx-rate].count: Input should be greater than or equal to 1",
+    ),
+    "an analysis lasting over a day": (
+        app_with(analysis=[_check(interval="1h", count=48)]),
+        "apps[web].analysis[5xx-rate]: interval x count is over 24h",
+    ),
+    "an analysis on_no_data neither fail nor pass": (
+        app_with(analysis=[_check(on_no_data="ignore")]),
+        "apps[web].analysis[5xx-rate].on_no_data: Input should be 'fail' or 'pass'",
+    ),
+    "a prometheus URL that is not http": (
+        app_with(analysis=[_check(prometheus={"url": "file:///etc/passwd", "query": "up"})]),
+        "apps[web].analysis[5xx-rate].prometheus.url: expected an http(s) URL, got "
+        "'file:///etc/passwd'",
+    ),
+    "a prometheus URL with credentials": (
+        app_with(analysis=[_check(prometheus={"url": "https://u:p@prom", "query": "up"})]),
+        "apps[web].analysis[5xx-rate].prometheus.url: must not carry credentials",
+    ),
+    "a prometheus query that is empty": (
+        app_with(analysis=[_check(prometheus={"url": "http://prom:9090", "query": ""})]),
+        "apps[web].analysis[5xx-rate].prometheus.query: String should have at least 1 character",
+    ),
+    "a cloudwatch query without an Id": (
+        app_with(
+            analysis=[
+                _check(prometheus="-", cloudwatch={"metric_data_queries": [{"Expression": "1"}]})
+            ]
+        ),
+        "apps[web].analysis[5xx-rate].cloudwatch.metric_data_queries: each query needs an Id",
+    ),
+    "cloudwatch queries that all return data": (
+        app_with(
+            analysis=[
+                _check(
+                    prometheus="-",
+                    cloudwatch={
+                        "metric_data_queries": [
+                            *CW_QUERIES,
+                            {"Id": "doubled", "Expression": "p99 * 2"},
+                        ]
+                    },
+                )
+            ]
+        ),
+        "apps[web].analysis[5xx-rate].cloudwatch.metric_data_queries: exactly one query may"
+        " return data (ReturnData = false on the others), got 2",
+    ),
+    "an analysis check named twice": (
+        app_with(analysis=[PROM, PROM]),
+        "apps[web].analysis: check '5xx-rate' is named twice",
+    ),
+    "an analysis check with a bad name": (
+        app_with(analysis=[_check(name="5xx rate")]),
+        "apps[web].analysis[5xx rate].name: '5xx rate' is not a check name",
+    ),
+    "an analysis key misspelt": (
+        app_with(analysis=[_check(maximum=1)]),
+        "apps[web].analysis[5xx-rate].maximum: unknown key",
     ),
     "not TOML": ("[[apps]\nname=", "not valid TOML"),
     "empty file": ("", "file is empty"),

@@ -213,6 +213,7 @@ class AppView:
     approval: Approval | None = None  # the release waiting for approval
     parts: list[Part] = dataclasses.field(default_factory=list)  # a release of several
     frozen: Frozen | None = None  # the freeze holding the release back
+    analysis: Analysis | None = None  # the latest release's metric analysis
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,35 @@ class Part:
 class Frozen:
     reason: str
     until: Moment
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The latest release's metric analysis, as the app's page shows it: one row per check
+    (name, query, values so far, verdict) and the release's verdict."""
+
+    revision: str
+    state: str
+    rows: list[tuple[str, str, str, str]]
+    reason: str
+
+
+def analysis_of(status: AppStatus) -> Analysis | None:
+    found = status.analysis
+    if found is None:
+        return None
+    rows = [
+        (
+            c.name,
+            c.query,
+            ", ".join("no data" if v is None else f"{v:g}" for v in c.values) or "-",
+            c.verdict.value,
+        )
+        for c in found.checks
+    ]
+    return Analysis(
+        revision=short_sha(found.revision), state=found.state.value, rows=rows, reason=found.reason
+    )
 
 
 @dataclass(frozen=True)
@@ -324,4 +354,5 @@ def app_view(
             if status.frozen is not None and status.phase is Phase.FROZEN
             else None
         ),
+        analysis=analysis_of(status),
     )

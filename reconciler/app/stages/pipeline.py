@@ -7,7 +7,7 @@
         | frozen (a freeze window: no new release starts)
         | [verify ->] [build (test stage beside: its test) -> test -> push (then the test
           stage as cache, beside the rest) ->] register -> [approval ->] pre-deploy task
-          -> update service -> watch
+          -> update service -> watch [beside it: analysis, from the bake or the rollout]
           -> (succeeded -> extra tags -> housekeeping [-> older local images removed]
               | hold and roll back)
 
@@ -32,6 +32,7 @@ import structlog
 
 from reconciler.aio.tasks import stop
 from reconciler.app.host import this_host
+from reconciler.app.stages.analysis import owed, previous_of, results_of, watched
 from reconciler.app.stages.approval import approved
 from reconciler.app.stages.build import build
 from reconciler.app.stages.context import AppSession, PassContext
@@ -51,7 +52,8 @@ from reconciler.app.stages.supersede import superseded
 from reconciler.app.stages.tags import move_extra_tags
 from reconciler.app.stages.test import run_beside, run_test
 from reconciler.app.stages.verify import verified
-from reconciler.app.stages.watch import Rollout, watch
+from reconciler.app.stages.watch import Rollout, Watched
+from reconciler.decisions.analysis import State
 from reconciler.decisions.model import (
     AwaitRollout,
     DefinitionMark,
@@ -195,7 +197,9 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
 
 
 async def _in_sync(ctx: PassContext, drift: tuple[str, ...]) -> Next:
-    went = Went.ALREADY
+    went = await _analysed(ctx)
+    if went is Went.FAILED:
+        return Next.WAIT
     if ctx.app.release_follows:
         # The first service runs the revision: the others follow (a restart between two
         # services goes on here), unless the release failed and is held.
@@ -203,17 +207,23 @@ async def _in_sync(ctx: PassContext, drift: tuple[str, ...]) -> Next:
         if reason is not None:
             ctx.report.held(reason)
             return Next.WAIT
-        went = await rest_of_release(ctx, first=None)
-        if went is Went.SUPERSEDED:
+        rest = await rest_of_release(ctx, first=None)
+        if rest is Went.SUPERSEDED:
             return Next.AGAIN
-        if went is Went.FAILED:
+        if rest is Went.FAILED:
             return Next.WAIT
+        if rest is Went.DEPLOYED:
+            went = rest
     # The attempt stays: a restarted daemon can find a rollout in sync that ECS may still
     # roll back (an alarm during its bake); the attempt then tells it so.
     await _settled(ctx, keep_attempt=True)
     if went is Went.DEPLOYED:
         await ctx.report.outcome(
-            revision=ctx.revision, result=Result.DEPLOYED, started_at=ctx.started_at, error=None
+            revision=ctx.revision,
+            result=Result.DEPLOYED,
+            started_at=ctx.started_at,
+            error=None,
+            analysis=results_of(ctx),
         )
     if drift:
         log.warning("drift", fields=list(drift))
@@ -225,6 +235,24 @@ async def _in_sync(ctx: PassContext, drift: tuple[str, ...]) -> Next:
     else:
         ctx.report.in_sync()
     return Next.WAIT
+
+
+async def _analysed(ctx: PassContext) -> Went:
+    """A release found live whose analysis is unfinished (a restart or a takeover during
+    it) is measured to its verdict now (DEPLOYED when it passed; FAILED, held and rolled
+    back, when not); one whose analysis failed with rollback = false stays held (FAILED);
+    ALREADY when nothing was owed."""
+    verdict = await owed(ctx)
+    if verdict is None:
+        return Went.ALREADY
+    if verdict.state is State.PASSED:
+        return Went.DEPLOYED  # its verdict is given now: the release's outcome with it
+    reason = held(ctx)
+    if reason is not None:
+        ctx.report.held(reason)
+    else:
+        await hold_failed(ctx, Watched(reason=verdict.reason), previous=previous_of(ctx))
+    return Went.FAILED
 
 
 async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
@@ -278,7 +306,7 @@ async def _roll_out(ctx: PassContext, *, built: bool) -> Next:
 async def _watch(
     ctx: PassContext, rollout: Rollout, *, ran_before: list[str] | None = None
 ) -> Next:
-    ended = await watch(ctx, rollout)
+    ended = await watched(ctx, rollout)
     if ended.superseded:
         return Next.AGAIN
     if ended.succeeded:
@@ -294,7 +322,11 @@ async def _watch(
             ctx.report.drift(())  # what runs now is the definition
         await _settled(ctx)
         await ctx.report.outcome(
-            revision=ctx.revision, result=Result.DEPLOYED, started_at=ctx.started_at, error=None
+            revision=ctx.revision,
+            result=Result.DEPLOYED,
+            started_at=ctx.started_at,
+            error=None,
+            analysis=results_of(ctx),
         )
         ctx.report.live(
             task_definition=rollout.task_definition, image=str(ctx.observed.desired.image)

@@ -15,6 +15,7 @@ import dataclasses
 
 import structlog
 
+from reconciler.app.stages.analysis import results_of
 from reconciler.app.stages.context import PassContext
 from reconciler.app.stages.watch import Rollout, Watched, watch
 from reconciler.decisions.model import Hold, Phase, Result, Started, utcnow
@@ -56,7 +57,11 @@ async def hold_failed(ctx: PassContext, ended: Watched, *, previous: str | None)
         # sees the service already on its way back.
         ctx.report.failed(reason)
         await ctx.report.outcome(
-            revision=ctx.revision, result=result, started_at=ctx.started_at, error=reason
+            revision=ctx.revision,
+            result=result,
+            started_at=ctx.started_at,
+            error=reason,
+            analysis=results_of(ctx),
         )
     if result in {Result.ROLLED_BACK, Result.ROLLBACK_FAILED}:
         ctx.report.rolled_back(outcome=result.value)

@@ -13,10 +13,11 @@ counts and alarms.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
@@ -74,6 +75,16 @@ class Watched:
 
 
 @dataclass
+class Sighting:
+    """What a watch tells whoever follows its rollout's stages (the analysis): the bake the
+    service has (once looked at), and that the bake began (ECS's lifecycle stage BAKE_TIME)."""
+
+    looked: asyncio.Event = field(default_factory=asyncio.Event)
+    baking: asyncio.Event = field(default_factory=asyncio.Event)
+    bake: float = 0.0
+
+
+@dataclass
 class _Record:
     """What the watch knows of ECS's service deployment record."""
 
@@ -84,7 +95,12 @@ class _Record:
 
 
 async def watch(
-    ctx: PassContext, rollout: Rollout, *, kind: str = "deploy", supersedable: bool = True
+    ctx: PassContext,
+    rollout: Rollout,
+    *,
+    kind: str = "deploy",
+    supersedable: bool = True,
+    sighting: Sighting | None = None,
 ) -> Watched:
     session, app = ctx.session, ctx.app
     if kind == "deploy":
@@ -115,6 +131,9 @@ async def watch(
         state = await _service(ctx, rollout.of(ctx))
         if state is not None and bake is None:
             bake = state.rollout.bake_seconds
+            if sighting is not None:
+                sighting.bake = bake or 0.0
+                sighting.looked.set()
         limit = app.rollout_timeout + (bake or 0.0)
         deadline = began + max(0.0, limit - elapsed_before)
         found = await _service_deployment(ctx, rollout, record) if state is not None else None
@@ -122,6 +141,8 @@ async def watch(
         if state is not None:
             view = _seen(view, state, found, rollout)
             ctx.report.rollout(view)
+            if sighting is not None and view.stage == "BAKE_TIME":
+                sighting.baking.set()
         if isinstance(verdict, RolloutSucceeded | RolloutFailed):
             ctx.report.rollout_took(time.monotonic() - began)
             ctx.report.rollout(dataclasses.replace(view, finished_at=utcnow()))

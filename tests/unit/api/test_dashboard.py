@@ -32,13 +32,21 @@ from reconciler.api.web.dashboard import content_security_policy
 from reconciler.api.web.links import Links, commit_url
 from reconciler.api.web.present import app_view
 from reconciler.app.events import QUEUE_LIMIT, Event, EventBus, Finished, PhaseChanged
-from reconciler.app.status import AppStatus, DriftView, FrozenView, PartView, RolloutView
+from reconciler.app.status import (
+    AnalysisView,
+    AppStatus,
+    DriftView,
+    FrozenView,
+    PartView,
+    RolloutView,
+)
 from reconciler.cluster.fenced import Fence, fenced
 from reconciler.cluster.manager import PUBLISHED_HISTORY
 from reconciler.config import Config, parse_config
 from reconciler.daemon.access import admin_token_path, open_access
 from reconciler.daemon.in_force import InForce
 from reconciler.daemon.supervisor import Supervisor
+from reconciler.decisions.analysis import CheckResult, State
 from reconciler.decisions.model import HistoryEntry, Phase, Result
 from reconciler.errors import NotForwarded
 from tests.support.config import app_table, config_text
@@ -1197,3 +1205,31 @@ async def test_drift_from_the_definition_is_shown_on_the_app_page_escaped(face: 
     face.statuses["by-clone-url"].drift = None
     _, doc, _, _ = await page(face, "/apps/by-clone-url")
     assert not doc.all("section", **{"class": "drift"})
+
+
+async def test_the_latest_releases_analysis_is_shown_on_the_app_page_escaped(
+    face: HttpFace,
+) -> None:
+    """One row per check: its name, query (escaped: operators wrote it), values so far (no
+    data said so) and verdict; the failure's reason below; no section without analysis."""
+    status = face.statuses["by-clone-url"]
+    _, doc, _, _ = await page(face, "/apps/by-clone-url")
+    assert not doc.all("section", **{"class": "analysis"})
+    status.analysis = AnalysisView(
+        revision="c" * 40,
+        state=State.FAILED,
+        checks=[
+            CheckResult("5xx", 'prometheus sum(x{a="<b>"})', (0.1, None, 2.5), State.FAILED),
+            CheckResult("rps", "cloudwatch AWS/ELB/RequestCount Sum/60s", (), State.RUNNING),
+        ],
+        started_at=AT,
+        reason="analysis 5xx failed: 2 of 3 measurements failed",
+    )
+    _, doc, _, _ = await page(face, "/apps/by-clone-url")
+    section = doc.one("section", **{"class": "analysis"})
+    rows = [[cell.text for cell in row.all("td")] for row in section.all("tr")[1:]]
+    assert rows == [
+        ["5xx", 'prometheus sum(x{a="<b>"})', "0.1, no data, 2.5", "failed"],
+        ["rps", "cloudwatch AWS/ELB/RequestCount Sum/60s", "-", "running"],
+    ]
+    assert section.one("pre").text == "analysis 5xx failed: 2 of 3 measurements failed"
