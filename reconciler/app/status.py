@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
 
-from reconciler.app.state import HISTORY_LIMIT, why_unreadable
+from reconciler.app.state import HISTORY_LIMIT, compact_entry, why_unreadable
 from reconciler.decisions.model import HistoryEntry, Phase, utcnow
+from reconciler.decisions.timeline import StageTime
 
 
 def _utc(moment: datetime) -> datetime:
@@ -118,6 +119,9 @@ class AppStatus:
     parts: list[PartView] = field(default_factory=list)
     frozen: FrozenView | None = None  # while a freeze holds a release back
     approval: ApprovalView | None = None  # while a release waits for approval
+    # The stages of the release under way (empty once it is a history entry, or when the
+    # pass has nothing to release).
+    timeline: list[StageTime] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         document = _StatusDocument.model_construct(
@@ -142,6 +146,7 @@ class AppStatus:
             frozen=self.frozen,
             approval=self.approval,
             history=list(self.history),
+            timeline=list(self.timeline),
         )
         dumped = document.model_dump(mode="json")
         if dumped.get("drift") is None:
@@ -150,11 +155,16 @@ class AppStatus:
             dumped.pop("frozen", None)  # said only while a freeze holds a release back
         if dumped.get("approval") is None:
             dumped.pop("approval", None)  # said only while a release waits for approval
+        if not dumped.get("timeline"):
+            dumped.pop("timeline", None)  # said only while a release is under way
+        for stage in dumped.get("timeline", ()):
+            for key in ("part", "step"):
+                if not stage.get(key):
+                    stage.pop(key, None)
         if not dumped.get("parts"):
             dumped.pop("parts", None)  # said only by an app of several parts
         for entry in dumped["history"]:
-            if entry.get("by") is None:
-                entry.pop("by", None)  # said only when someone asked
+            compact_entry(entry)  # who asked, the commit time and stages only when known
         return dumped
 
     @classmethod
@@ -187,6 +197,7 @@ class AppStatus:
             parts=list(read.parts),
             frozen=read.frozen,
             approval=read.approval,
+            timeline=list(read.timeline),
         )
 
 
@@ -245,3 +256,4 @@ class _StatusDocument(BaseModel):
     history: list[Annotated[HistoryEntry, AfterValidator(_history_entry)]] = Field(
         default_factory=list
     )
+    timeline: list[StageTime] = Field(default_factory=list)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.decisions.definition_diff import Change
+from reconciler.decisions.timeline import StageTime
 
 
 def utcnow() -> datetime:
@@ -488,3 +489,6 @@ class HistoryEntry:
     finished_at: datetime
     error: str | None = None
     by: str | None = None  # the identity whose sync, rollback or unpin started the pass
+    # When the revision was committed (git's committer time), for the lead time.
+    committed_at: datetime | None = None
+    stages: tuple[StageTime, ...] = ()  # the pass's stages, in the order they began
