@@ -1,10 +1,12 @@
 """How much of an app's history is kept. Pure: no I/O.
 
-The history is bounded three ways, so an app that releases all day keeps a state of a fixed
-size (it is written whole on every change, to a file or to one lease-table item, which
-DynamoDB caps at 400 KB): RELEASES_KEPT entries; stage lists only on the newest STAGES_KEPT,
-each at most MAX_STAGES long; a full error only on the newest ERRORS_KEPT (older ones keep
-its first line). What the four keys need (result, times, commit time) stays on every entry.
+The history is bounded, so an app that releases all day keeps a state of a fixed size (it
+is written whole on every change, to a file or to one lease-table item, which DynamoDB caps
+at 400 KB): RELEASES_KEPT entries; stage lists on the newest ones only, at most STAGES_KEPT
+entries and STAGE_BUDGET stages in all (each list at most MAX_STAGES long); an error of at
+most ERROR_CHARS on the newest ERRORS_KEPT, its first line (ERROR_LINE) on older ones. What
+the four keys need (result, times, commit time) stays on every entry. The worst case (every
+bound full) is about 330 KB; a typical release of ten stages keeps stages on 80 entries.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from reconciler.decisions.model import HistoryEntry
 from reconciler.decisions.timeline import MAX_STAGES, bounded_stages
 
 RELEASES_KEPT = 500  # history entries an app keeps
-STAGES_KEPT = 100  # the newest entries that keep their stage lists
+STAGES_KEPT = 100  # the newest entries that may keep their stage lists
+STAGE_BUDGET = 800  # stages kept over all entries
 ERRORS_KEPT = 20  # the newest entries that keep their error in full
-ERROR_LINE = 200  # characters of an older entry's error kept
+ERROR_CHARS = 2000  # characters of an error kept in full (its first line and its end)
+ERROR_LINE = 120  # characters of an older entry's error kept
 
 
 def first_line(text: str) -> str:
@@ -28,18 +32,32 @@ def first_line(text: str) -> str:
     return line if len(line) <= ERROR_LINE else line[: ERROR_LINE - 1] + "…"
 
 
-def kept(entry: HistoryEntry, index: int) -> HistoryEntry:
-    """The entry as kept at `index` (0: the newest)."""
-    changes: dict[str, Any] = {}
-    if index >= STAGES_KEPT and entry.stages:
-        changes["stages"] = ()
-    elif len(entry.stages) > MAX_STAGES:
-        changes["stages"] = bounded_stages(entry.stages)
-    if index >= ERRORS_KEPT and entry.error and entry.error != first_line(entry.error):
-        changes["error"] = first_line(entry.error)
-    return dataclasses.replace(entry, **changes) if changes else entry
+def _error(error: str | None, index: int) -> str | None:
+    if not error:
+        return error
+    if index >= ERRORS_KEPT:
+        return first_line(error)
+    if len(error) <= ERROR_CHARS:
+        return error
+    # The first line says what failed, the end of the output why: the middle goes.
+    head = first_line(error) + "\n…\n"
+    return head + error[-(ERROR_CHARS - len(head)) :]
 
 
 def trimmed(history: Sequence[HistoryEntry]) -> list[HistoryEntry]:
     """`history` (newest first) as kept."""
-    return [kept(entry, index) for index, entry in enumerate(history[:RELEASES_KEPT])]
+    kept: list[HistoryEntry] = []
+    budget = STAGE_BUDGET
+    for index, entry in enumerate(history[:RELEASES_KEPT]):
+        changes: dict[str, Any] = {}
+        stages = bounded_stages(entry.stages) if len(entry.stages) > MAX_STAGES else entry.stages
+        if index >= STAGES_KEPT or len(stages) > budget:
+            stages, budget = (), 0  # older entries keep none: the newest are what is drawn
+        budget -= len(stages)
+        if stages != entry.stages:
+            changes["stages"] = stages
+        error = _error(entry.error, index)
+        if error != entry.error:
+            changes["error"] = error
+        kept.append(dataclasses.replace(entry, **changes) if changes else entry)
+    return kept

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-MAX_STAGES = 48  # stages one release keeps
+MAX_STAGES = 40  # stages one release keeps
 
 
 @dataclass(frozen=True)
