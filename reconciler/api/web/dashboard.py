@@ -39,7 +39,7 @@ from reconciler.api.web.present import Owner, app_view, owner_of, revisions_of
 from reconciler.app.events import EventBus
 from reconciler.app.status import AppStatus
 from reconciler.config import Config
-from reconciler.decisions.model import utcnow
+from reconciler.decisions.model import HistoryEntry, utcnow
 
 log = structlog.get_logger("reconciler.web")
 
@@ -67,6 +67,9 @@ class DashboardSource(Protocol):
     def app_document(self, name: str) -> dict[str, Any] | None: ...
 
     async def refresh_remote(self) -> None: ...
+
+    def releases(self, name: str) -> Sequence[HistoryEntry]:
+        """The app's kept releases, newest first."""
 
     async def commit_subject(self, name: str, revision: str) -> str | None: ...
 
