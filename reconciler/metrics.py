@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 BUILD_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800)
 ROLLOUT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800)
+# Commit to live: minutes to weeks.
+LEAD_TIME_BUCKETS = (300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 259200, 604800, 2592000)
 
 
 class Metrics:
@@ -74,6 +76,22 @@ class Metrics:
             ["app", "kind"],
             registry=self.registry,
         )
+        self.deployments_total = Counter(
+            "reconciler_deployments_total",
+            "Releases that reached production, by app and result (deployed, failed,"
+            " rolled_back, rollback_failed, pre_deploy_failed); the four keys' gauges"
+            " (reconciler_four_keys_*) are computed from the kept history instead.",
+            ["app", "result"],
+            registry=self.registry,
+        )
+        self.lead_time_seconds = Histogram(
+            "reconciler_lead_time_seconds",
+            "Lead time for changes: from the revision's commit (git's committer time) to its"
+            " release being live, per deployed release.",
+            ["app"],
+            buckets=LEAD_TIME_BUCKETS,
+            registry=self.registry,
+        )
         self.rollbacks_total = Counter(
             "reconciler_rollbacks_total",
             "Rollbacks after a failed rollout, by app and how they ended (rolled_back or "
@@ -112,7 +130,9 @@ class Metrics:
 
     def forget_app(self, app: str) -> None:
         """Drop every series of an app removed from the config, so none goes stale."""
-        per_app: tuple[tuple[Gauge | Counter, tuple[str, ...]], ...] = (
+        per_app: tuple[tuple[Gauge | Counter | Histogram, tuple[str, ...]], ...] = (
+            (self.deployments_total, ("app", "result")),
+            (self.lead_time_seconds, ("app",)),
             (self.app_in_sync, ("app",)),
             (self.drift, ("app",)),
             (self.state_write_failing, ("app",)),

@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
@@ -260,6 +261,15 @@ class GitMirrors:
         if subject is None:
             raise GitRevisionNotFound(f"commit '{commit}' not found in {redact_url(source.url)}")
         return subject
+
+    async def commit_time(self, source: GitSource, commit: str) -> datetime:
+        """When `commit` was committed (its committer time, as UTC), read from the mirror
+        (no network call); raises GitRevisionNotFound when the mirror lacks the commit. The
+        committer's clock says it: a commit made on a skewed clock has a skewed time."""
+        seconds = await self._read(source.url, lambda repo: _committed(repo, commit))
+        if seconds is None:
+            raise GitRevisionNotFound(f"commit '{commit}' not found in {redact_url(source.url)}")
+        return datetime.fromtimestamp(seconds, UTC)
 
     async def read_file(self, source: GitSource, *, commit: str, path: str) -> bytes | None:
         """The bytes of `path` in `commit`'s tree (at most MAX_READ_BYTES), or None when the
@@ -577,6 +587,13 @@ def _subject(repo: pygit2.Repository, rev: str) -> str | None:
     if len(cleaned) > SUBJECT_LIMIT:
         cleaned = cleaned[: SUBJECT_LIMIT - 1].rstrip() + "\u2026"
     return cleaned
+
+
+def _committed(repo: pygit2.Repository, rev: str) -> int | None:
+    full = _peel(repo, rev)
+    if full is None:
+        return None
+    return int(repo[full].peel(pygit2.Commit).commit_time)
 
 
 def _blob(repo: pygit2.Repository, commit: str, path: str) -> bytes | None:

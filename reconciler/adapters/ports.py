@@ -52,6 +52,9 @@ class GitPort(Protocol):
     async def commit_subject(self, source: GitSource, commit: str) -> str:
         """The first line of `commit`'s message (untrusted text), from the mirror."""
 
+    async def commit_time(self, source: GitSource, commit: str) -> datetime:
+        """When `commit` was committed (its committer time, UTC), from the mirror."""
+
     async def read_file(self, source: GitSource, *, commit: str, path: str) -> bytes | None:
         """The bytes of `path` in `commit`'s tree, or None when there is no such file."""
 

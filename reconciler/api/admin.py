@@ -27,6 +27,7 @@ from reconciler.api.guard import (
     may,
     visible_to,
 )
+from reconciler.api.report import report
 from reconciler.api.web import dashboard
 from reconciler.decisions.access import Action, Role
 from reconciler.decisions.approval import MAX_COMMENT, ApprovalRefused
@@ -383,6 +384,7 @@ def build_admin_app(daemon: DaemonView, steering: Steering, access: Access) -> w
     app.router.add_get("/status", status_all)
     app.router.add_get("/status/{name}", status_one)
     app.router.add_get("/audit", audit)
+    app.router.add_get("/report", report)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -3,7 +3,7 @@ the keys they are kept under, and JSON errors that never leak a traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -14,6 +14,7 @@ from reconciler.app.events import EventBus
 from reconciler.app.status import AppStatus
 from reconciler.config import Config
 from reconciler.decisions.approval import ApprovalRequest
+from reconciler.decisions.model import HistoryEntry
 from reconciler.metrics import Metrics
 
 log = structlog.get_logger("reconciler.http")
@@ -47,6 +48,9 @@ class DaemonView(Protocol):
     def app_document(self, name: str) -> dict[str, Any] | None: ...
 
     async def refresh_remote(self) -> None: ...
+
+    def releases(self, name: str) -> Sequence[HistoryEntry]:
+        """The app's kept releases, newest first."""
 
     def owner_elsewhere(self, name: str) -> str | None:
         """Who reconciles the app when another daemon of the cluster does."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from reconciler.decisions.model import Phase, Result, utcnow
+from reconciler.decisions.timeline import StageTime
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,19 @@ class Finished:
     error: str | None
 
 
-Event = PhaseChanged | Finished
+@dataclass(frozen=True)
+class StagesChanged:
+    """The release under way began or ended a stage: its stages so far (`done` once the
+    release is a history entry), for the timeline on the app's page."""
+
+    app: str
+    revision: str | None
+    stages: tuple[StageTime, ...]
+    done: bool = False
+    at: datetime = field(default_factory=utcnow)
+
+
+Event = PhaseChanged | Finished | StagesChanged
 QUEUE_LIMIT = 1000
 
 

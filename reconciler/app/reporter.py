@@ -7,12 +7,14 @@ and the history kept in the app's state. Nothing else writes those.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 import structlog
 
-from reconciler.app.events import EventBus, Finished, PhaseChanged
+from reconciler.app.events import EventBus, Finished, PhaseChanged, StagesChanged
 from reconciler.app.state import HISTORY_LIMIT, StateStore
 from reconciler.app.status import (
     AnalysisView,
@@ -23,9 +25,13 @@ from reconciler.app.status import (
     PartView,
     RolloutView,
 )
+from reconciler.app.timeline import StageClock
 from reconciler.decisions.analysis import CheckResult
 from reconciler.decisions.definition_diff import Change
+from reconciler.decisions.four_keys import RELEASED
+from reconciler.decisions.kept import trimmed
 from reconciler.decisions.model import HistoryEntry, Observation, Phase, Result, utcnow
+from reconciler.decisions.timeline import StageTime, bounded_stages
 from reconciler.logs import redact
 from reconciler.metrics import Metrics
 
@@ -33,6 +39,14 @@ log = structlog.get_logger("reconciler.pass")
 # What the app's page shows of a drift: the first lines, each cut short.
 DRIFT_LINES, DRIFT_LINE = 50, 300
 BUSY = frozenset({Phase.BUILDING, Phase.TESTING, Phase.PUSHING, Phase.MIGRATING, Phase.DEPLOYING})
+# The stage of a release each phase begins (its end is told by the stage's duration).
+PHASE_STAGES = {
+    Phase.BUILDING: "build",
+    Phase.TESTING: "test",
+    Phase.PUSHING: "push",
+    Phase.MIGRATING: "pre_deploy",
+    Phase.AWAITING_APPROVAL: "approval",
+}
 
 
 class Reporter:
@@ -54,16 +68,34 @@ class Reporter:
         self._metrics = metrics
         self._store = store
         self._bus = bus or EventBus()
+        # The stages of the release under way; the commit time of the revision last asked.
+        self._clock = StageClock()
+        self._committed: tuple[str, datetime | None] | None = None
+        self._written: HistoryEntry | None = None  # the last entry written, until a new pass
         if not status.history:
             status.history.extend(store.load(app).history[:HISTORY_LIMIT])
 
     # What the pass found --------------------------------------------------------------
 
+    def pass_began(self) -> None:
+        """A pass starts: it asks git first (the `fetch` stage, if it becomes a release)."""
+        self._clock.pass_began()
+        self._written = None
+
     def desired(self, *, revision: str, image: str) -> None:
         """The revision the app should run, known as soon as git answered."""
         self.status.desired_revision = revision
         self.status.desired_image = image
+        self._clock.revision_known(revision)
         self._no_longer_in_sync()
+        self._stages_changed()
+
+    def committed(self, *, revision: str, at: datetime | None) -> None:
+        """When `revision` was committed (None: git could not say), for its lead time."""
+        self._committed = (revision, at)
+
+    def commit_time_known(self, revision: str) -> bool:
+        return self._committed is not None and self._committed[0] == revision
 
     def observed(self, observation: Observation) -> None:
         live = observation.live
@@ -92,6 +124,7 @@ class Reporter:
             self.status.approval = None
         if self.status.phase != phase:
             previous = self.status.phase
+            self._timed_phase(phase, previous)
             log.info("phase_changed", phase=phase.value, previous=previous.value)
             self.status.phase = phase
             self.status.last_transition = utcnow()
@@ -168,6 +201,66 @@ class Reporter:
 
     # What the pass did -----------------------------------------------------------------
 
+    # The release's stages --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def stage(self, name: str, *, part: str = "") -> Iterator[None]:
+        """A stage with no phase or duration of its own (verify, register, tags), timed from
+        entering to leaving the block, however it is left. After the release's entry was
+        written (the extra tags move once it is live), the stage is added to that entry."""
+        if self._clock.revision is None and self._written is not None:
+            began = utcnow()
+            try:
+                yield
+            finally:
+                self._amend(StageTime(name, began, utcnow(), part=part))
+            return
+        self._clock.begin(name, part=part)
+        self._stages_changed()
+        try:
+            yield
+        finally:
+            self._clock.end(name, part=part)
+            self._stages_changed()
+
+    def _amend(self, stage: StageTime) -> None:
+        """Add `stage` to the entry the last release wrote, where it is still the newest
+        (it is saved with the app's next write)."""
+        written = self._written
+        memory = self._store.load(self.app)
+        if written is None or not memory.history or memory.history[0] is not written:
+            return
+        amended = dataclasses.replace(written, stages=bounded_stages((*written.stages, stage)))
+        memory.history[0] = self._written = amended
+        if self.status.history and self.status.history[0] is written:
+            self.status.history[0] = amended
+
+    def _timed_phase(self, phase: Phase, previous: Phase) -> None:
+        changed = False
+        if previous is Phase.AWAITING_APPROVAL:
+            changed = self._clock.end("approval")
+        name = PHASE_STAGES.get(phase)
+        if name is not None:
+            changed = self._clock.begin(name) or changed
+        if changed:
+            self._stages_changed()
+
+    def _took(self, name: str, seconds: float) -> None:
+        if self._clock.end(name, seconds=seconds):
+            self._stages_changed()
+
+    def _stages_changed(self, *, done: bool = False) -> None:
+        """The app's status and the event stream learn the release's stages so far."""
+        if not self._clock.worth_showing:
+            if self.status.timeline:
+                self.status.timeline = []
+            return
+        stages = self._clock.stages
+        self.status.timeline = [] if done else list(stages)
+        self._bus.publish(
+            StagesChanged(app=self.app, revision=self._clock.revision, stages=stages, done=done)
+        )
+
     def count(self, result: str) -> None:
         self._metrics.reconcile_total.labels(app=self.app, result=result).inc()
 
@@ -180,19 +273,30 @@ class Reporter:
         error: str | None,
         analysis: tuple[CheckResult, ...] | None = None,
     ) -> None:
-        """One history entry, newest first, in the status and in the app's state."""
+        """One history entry, newest first, in the status and in the app's state, with the
+        stages of the pass (or passes: an approval wait spans several) that made it."""
+        finished = utcnow()
+        self._clock.end_all(finished)
+        known = self._committed
+        committed = known[1] if known is not None and known[0] == revision else None
         entry = HistoryEntry(
             revision=revision,
             result=result,
             started_at=started_at,
-            finished_at=utcnow(),
+            finished_at=finished,
             error=None if error is None else redact(error),
             by=self.asked_by,
             analysis=analysis,
+            committed_at=committed,
+            stages=self._clock.stages if self._clock.worth_showing else (),
         )
+        self._released(entry)
+        self._stages_changed(done=True)
+        self._clock.done()
+        self._written = entry
         memory = self._store.load(self.app)
         memory.history.insert(0, entry)
-        del memory.history[HISTORY_LIMIT:]
+        memory.history[:] = trimmed(memory.history)
         await self._store.save(self.app)
         self.state_unwritable(self._store.write_error(self.app))
         self.status.history.appendleft(entry)
@@ -211,9 +315,30 @@ class Reporter:
         """Where the release's metric analysis stands now; kept after it ends."""
         self.status.analysis = view
 
-    def rollout(self, view: RolloutView) -> None:
-        """Where the watched rollout stands now; kept after it ends."""
+    def _released(self, entry: HistoryEntry) -> None:
+        """The release counts (reconciler_deployments_total) and, live, its lead time."""
+        if entry.result in RELEASED:
+            self._metrics.deployments_total.labels(app=self.app, result=entry.result.value).inc()
+        if entry.result is Result.DEPLOYED and entry.committed_at is not None:
+            lead = (entry.finished_at - entry.committed_at).total_seconds()
+            self._metrics.lead_time_seconds.labels(app=self.app).observe(max(0.0, lead))
+
+    def rollout(self, view: RolloutView, *, service: str = "") -> None:
+        """Where the watched rollout of `service` (the app's first if empty) stands now;
+        kept after it ends. Its stage on the timeline, and below it each ECS lifecycle
+        stage as the observation reports it (seen at each look, so to a poll's accuracy)."""
         self.status.rollout = view
+        name = "rollback" if view.kind == "rollback" else "rollout"
+        changed = self._clock.begin(name, part=service, at=view.started_at)
+        steps = self._clock.running(name, part=service, steps=True)
+        if view.stage and not any(s.step == view.stage for s in steps):
+            for step in steps:
+                changed = self._clock.end(name, part=service, step=step.step) or changed
+            changed = self._clock.begin(name, part=service, step=view.stage) or changed
+        if view.finished_at is not None:
+            changed = self._clock.end_all(view.finished_at, part=service, name=name) or changed
+        if changed:
+            self._stages_changed()
 
     def rolled_back(self, *, outcome: str) -> None:
         """A rollback ended: `rolled_back` or `rollback_failed`."""
@@ -225,15 +350,19 @@ class Reporter:
 
     def build_took(self, seconds: float) -> None:
         self._metrics.build_seconds.observe(seconds)
+        self._took("build", seconds)
 
     def test_took(self, seconds: float) -> None:
         self._metrics.test_seconds.observe(seconds)
+        self._took("test", seconds)
 
     def pre_deploy_took(self, seconds: float) -> None:
         self._metrics.pre_deploy_seconds.observe(seconds)
+        self._took("pre_deploy", seconds)
 
     def push_took(self, seconds: float) -> None:
         self._metrics.push_seconds.observe(seconds)
+        self._took("push", seconds)
 
     def rollout_took(self, seconds: float) -> None:
         self._metrics.rollout_seconds.observe(seconds)
@@ -260,6 +389,8 @@ class Reporter:
         self.status.last_error = self._with_unwritable(message)
         getattr(log, level)("pass_failed", error=message, kind=type(exc).__name__)
         self.count(result)
+        if self._clock.end_all():  # what ran stops here; a retry goes on with the release
+            self._stages_changed()
         busy = self.status.phase in BUSY
         if busy or (self.status.phase is Phase.IN_SYNC and self._behind()):
             self.phase(Phase.PENDING)

@@ -34,6 +34,7 @@ from reconciler.adapters.files import set_aside, write_atomically
 from reconciler.app.cache import PerAppCache
 from reconciler.decisions.analysis import AnalysisRun
 from reconciler.decisions.approval import ApprovalRequest
+from reconciler.decisions.kept import trimmed
 from reconciler.decisions.model import (
     Attempt,
     DefinitionMark,
@@ -44,7 +45,7 @@ from reconciler.decisions.model import (
     Release,
 )
 
-HISTORY_LIMIT = 20
+HISTORY_LIMIT = 20  # history entries the status shows (the memory keeps RELEASES_KEPT)
 log = structlog.get_logger("reconciler.state")
 
 
@@ -53,7 +54,8 @@ class AppMemory:
     hold: Hold | None = None
     attempt: Attempt | None = None
     build_failures: dict[str, int] = field(default_factory=dict)  # revision -> failed builds
-    history: list[HistoryEntry] = field(default_factory=list)  # newest first
+    # Newest first, bounded as decisions/kept.py says (RELEASES_KEPT releases).
+    history: list[HistoryEntry] = field(default_factory=list)
     # Revisions whose pre-deploy task succeeded (revision -> when): never run twice.
     pre_deploy_done: dict[str, datetime] = field(default_factory=dict)
     pre_deploy_run: PreDeployRun | None = None
@@ -223,22 +225,19 @@ class _MemoryFile(BaseModel):
     release: Release | None = None
     approval: ApprovalRequest | None = None
     analysis: AnalysisRun | None = None
-    history: list[HistoryEntry]  # newest first, HISTORY_LIMIT at most
+    history: list[HistoryEntry]  # newest first, bounded (decisions/kept.py)
 
 
 def _encode(memory: AppMemory) -> dict[str, Any]:
     """The memory as plain data, times left as datetimes for `_iso` (as isoformat writes them,
     `+00:00` rather than pydantic's `Z`)."""
     fields = {name: getattr(memory, name) for name in _MemoryFile.model_fields}
-    fields["history"] = memory.history[:HISTORY_LIMIT]
+    fields["history"] = trimmed(memory.history)
     dumped = _MemoryFile.model_construct(**fields).model_dump()
-    # Who asked is written only when someone did: a file without it reads the same, and an
-    # older daemon finds the keys it knows.
+    # Who asked is written only when someone did (a commit time and stages only when known):
+    # a file without them reads the same, and an older daemon finds the keys it knows.
     for entry in dumped["history"]:
-        if entry.get("by") is None:
-            entry.pop("by", None)
-        if entry.get("analysis") is None:
-            entry.pop("analysis", None)
+        compact_entry(entry)
     # Only apps with `definitions`, `services`, `approval`, `analysis` write them.
     for key in ("definition", "release", "approval", "analysis"):
         if dumped.get(key) is None:
@@ -254,6 +253,19 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
                 if not record.get(key):
                     record.pop(key, None)
     return dumped
+
+
+def compact_entry(entry: dict[str, Any]) -> None:
+    """A history entry without the keys that say nothing: 500 of them are written whole."""
+    for key in ("by", "committed_at", "analysis"):
+        if entry.get(key) is None:
+            entry.pop(key, None)
+    if not entry.get("stages"):
+        entry.pop("stages", None)
+    for stage in entry.get("stages", ()):
+        for key in ("part", "step"):
+            if not stage.get(key):
+                stage.pop(key, None)
 
 
 def _iso(value: object) -> str:

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
 
-from reconciler.app.state import HISTORY_LIMIT, why_unreadable
+from reconciler.app.state import HISTORY_LIMIT, compact_entry, why_unreadable
 from reconciler.decisions.analysis import CheckResult, State
 from reconciler.decisions.model import HistoryEntry, Phase, utcnow
+from reconciler.decisions.timeline import StageTime
 
 
 def _utc(moment: datetime) -> datetime:
@@ -132,6 +133,9 @@ class AppStatus:
     frozen: FrozenView | None = None  # while a freeze holds a release back
     approval: ApprovalView | None = None  # while a release waits for approval
     analysis: AnalysisView | None = None  # the latest release's metric analysis
+    # The stages of the release under way (empty once it is a history entry, or when the
+    # pass has nothing to release).
+    timeline: list[StageTime] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         document = _StatusDocument.model_construct(
@@ -157,6 +161,7 @@ class AppStatus:
             approval=self.approval,
             analysis=self.analysis,
             history=list(self.history),
+            timeline=list(self.timeline),
         )
         dumped = document.model_dump(mode="json")
         if dumped.get("drift") is None:
@@ -167,13 +172,17 @@ class AppStatus:
             dumped.pop("approval", None)  # said only while a release waits for approval
         if dumped.get("analysis") is None:
             dumped.pop("analysis", None)  # said only by an app with `analysis` checks
+        if not dumped.get("timeline"):
+            dumped.pop("timeline", None)  # said only while a release is under way
+        for stage in dumped.get("timeline", ()):
+            for key in ("part", "step"):
+                if not stage.get(key):
+                    stage.pop(key, None)
         if not dumped.get("parts"):
             dumped.pop("parts", None)  # said only by an app of several parts
         for entry in dumped["history"]:
-            if entry.get("by") is None:
-                entry.pop("by", None)  # said only when someone asked
-            if entry.get("analysis") is None:
-                entry.pop("analysis", None)  # said only of a release that was analysed
+            # Who asked, the commit time, stages and analysis only when known.
+            compact_entry(entry)
         return dumped
 
     @classmethod
@@ -207,6 +216,7 @@ class AppStatus:
             frozen=read.frozen,
             approval=read.approval,
             analysis=read.analysis,
+            timeline=list(read.timeline),
         )
 
 
@@ -266,3 +276,4 @@ class _StatusDocument(BaseModel):
     history: list[Annotated[HistoryEntry, AfterValidator(_history_entry)]] = Field(
         default_factory=list
     )
+    timeline: list[StageTime] = Field(default_factory=list)

@@ -1,5 +1,5 @@
-"""The `reconciler` command: run, validate, plan, status, history, sync, rollback, unpin,
-audit, cleanup, cluster, token, sandbox; one module of this package per group.
+"""The `reconciler` command: run, validate, plan, status, history, report, sync, rollback,
+unpin, audit, cleanup, cluster, token, sandbox; one module of this package per group.
 
 Errors are one line on stderr and a non-zero exit, never a traceback: 2 for bad input
 (config, arguments), 1 for a failure to reach the daemon or AWS.
@@ -17,6 +17,7 @@ from reconciler.cli import (
     cluster,
     definitions,
     plan,
+    report,
     run,
     sandbox,
     status,
@@ -26,7 +27,7 @@ from reconciler.cli import (
 from reconciler.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError
 from reconciler.errors import ReconcilerError
 
-GROUPS = (run, plan, definitions, status, steer, audit, cleanup, cluster, token, sandbox)
+GROUPS = (run, plan, definitions, status, report, steer, audit, cleanup, cluster, token, sandbox)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import urllib.parse
+from datetime import datetime
 from typing import Any
 
 from reconciler.cli.client import daemon_url, refused, request, token_of
@@ -25,6 +26,9 @@ def register(sub: Any) -> None:
     history.add_argument("--token-file")
     history.add_argument("--config")
     history.add_argument("--json", action="store_true")
+    history.add_argument(
+        "--stages", action="store_true", help="each release's stages, with start and duration"
+    )
     history.set_defaults(func=cmd_history)
 
 
@@ -130,5 +134,49 @@ def cmd_history(args: argparse.Namespace) -> int:
         }
         for h in body.get("history", [])
     ]
+    if args.stages:
+        print_stages(body)
+        return EXIT_OK
     print_table(rows, ["revision", "result", "started", "finished", "error"])
     return EXIT_OK
+
+
+def print_stages(body: dict[str, Any]) -> None:
+    """The release under way (if any), then each release: its stages in the order they
+    began, with their offset from the release's first stage and how long each took."""
+    releases = list(body.get("history", []))
+    if body.get("timeline"):
+        revision = (body.get("desired") or {}).get("revision") or ""
+        releases.insert(0, {"revision": revision, "result": "running", "stages": body["timeline"]})
+    for index, entry in enumerate(releases):
+        if index:
+            print()
+        stages = entry.get("stages") or []
+        header = f"{(entry.get('revision') or '')[:12]}  {entry['result']}"
+        if entry.get("finished_at"):
+            header += f"  finished {entry['finished_at']}"
+        print(header)
+        if not stages:
+            print("  (no stages recorded)")
+            continue
+        first = min(_time(s["started_at"]) for s in stages)
+        rows = [
+            {
+                "stage": ("  " if s.get("step") else "") + _label(s),
+                "start": f"+{_time(s['started_at']) - first:.1f}s",
+                "took": "running"
+                if not s.get("finished_at")
+                else f"{_time(s['finished_at']) - _time(s['started_at']):.1f}s",
+            }
+            for s in stages
+        ]
+        print_table(rows, ["stage", "start", "took"])
+
+
+def _label(stage: dict[str, Any]) -> str:
+    text = f"{stage['name']} {stage['part']}" if stage.get("part") else stage["name"]
+    return f"{text}: {stage['step']}" if stage.get("step") else text
+
+
+def _time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -21,8 +21,10 @@ from reconciler.app.state import StateStore
 from reconciler.daemon.applier import ReloadApplier
 from reconciler.daemon.apps import AppLoops, MakesLoops
 from reconciler.daemon.in_force import InForce
+from reconciler.daemon.keys_metrics import FourKeysCollector
 from reconciler.daemon.ownership import Ownership
 from reconciler.daemon.promotions import PromotionFollower
+from reconciler.daemon.records import Releases
 from reconciler.daemon.steering import Steering
 from reconciler.daemon.tenant import Tenancy
 from reconciler.daemon.view import StatusView
@@ -45,6 +47,8 @@ class Supervisor:
         self._in_force = in_force
         self._ownership = ownership
         self.apps = AppLoops(maker=maker, store=store, metrics=metrics)
+        releases = Releases(in_force=in_force, ownership=ownership, store=store)
+        metrics.registry.register(FourKeysCollector(releases))
         self.view = StatusView(
             in_force=in_force,
             apps=self.apps,
@@ -53,6 +57,7 @@ class Supervisor:
             metrics=metrics,
             bus=bus,
             feedback_status=feedback_status,
+            releases=releases,
         )
         self.steering = Steering(
             in_force=in_force, apps=self.apps, ownership=ownership, store=store

@@ -4,7 +4,7 @@ feedback's backlog, and commit subjects from the mirrors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from reconciler.adapters.git import source_of
@@ -15,6 +15,8 @@ from reconciler.config import Config
 from reconciler.daemon.apps import AppLoops
 from reconciler.daemon.in_force import InForce
 from reconciler.daemon.ownership import Ownership
+from reconciler.daemon.records import Releases
+from reconciler.decisions.model import HistoryEntry
 from reconciler.errors import ReconcilerError
 from reconciler.metrics import Metrics
 
@@ -30,6 +32,7 @@ class StatusView:
         metrics: Metrics,
         bus: EventBus,
         feedback_status: Callable[[], dict[str, Any]],
+        releases: Releases,
     ) -> None:
         self._in_force = in_force
         self._apps = apps
@@ -39,6 +42,7 @@ class StatusView:
         self._bus = bus
         # Where commit statuses and chat messages stand (problems, backlog).
         self._feedback_status = feedback_status
+        self._releases = releases
 
     @property
     def config(self) -> Config:
@@ -107,6 +111,10 @@ class StatusView:
             "config": self._in_force.record.to_json(),
             "feedback": self._feedback_status(),
         }
+
+    def releases(self, name: str) -> Sequence[HistoryEntry]:
+        """The app's kept releases, newest first (daemon/records.py)."""
+        return self._releases.of(name)
 
     def owner_elsewhere(self, name: str) -> str | None:
         """Who reconciles the app when another daemon does (rollback and unpin go there)."""

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from reconciler.decisions.analysis import CheckResult
 from reconciler.decisions.definition_diff import Change
+from reconciler.decisions.timeline import StageTime
 
 
 def utcnow() -> datetime:
@@ -499,3 +500,6 @@ class HistoryEntry:
     by: str | None = None  # the identity whose sync, rollback or unpin started the pass
     # The release's metric analysis (SPEC 21): each check's values and verdict.
     analysis: tuple[CheckResult, ...] | None = None
+    # When the revision was committed (git's committer time), for the lead time.
+    committed_at: datetime | None = None
+    stages: tuple[StageTime, ...] = ()  # the pass's stages, in the order they began

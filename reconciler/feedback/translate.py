@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from reconciler.app.events import Event, Finished, PhaseChanged
+from reconciler.app.events import Event, Finished, PhaseChanged, StagesChanged
 from reconciler.decisions.model import Phase, Result
 
 BUSY = frozenset({Phase.BUILDING, Phase.TESTING, Phase.PUSHING, Phase.MIGRATING, Phase.DEPLOYING})
@@ -131,6 +131,8 @@ class Translator:
     def feed(self, event: Event, *, environment: str, notify: Collection[str] = ()) -> list[Intent]:
         if isinstance(event, PhaseChanged):
             return self._phase_changed(event, environment, notify)
+        if isinstance(event, StagesChanged):
+            return []  # the timeline is the dashboard's
         return self._finished(event, environment, notify)
 
     def forget(self, app: str) -> None:

@@ -14,7 +14,7 @@ import io
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -44,6 +44,7 @@ from reconciler.metrics import Metrics
 from tests.support.metrics import passes_of
 
 REGISTRY = "registry.test"
+COMMITTED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)  # a commit's time unless told
 QUICK = Timings(retry_base=0.01, retry_cap=0.05, rollout_polls=(0.01,))
 
 
@@ -67,6 +68,7 @@ class FakeGit(_Failures):
         self.exports = 0
         self.tracked: list[GitSource] = []
         self.files: dict[str, bytes] = {}  # path -> bytes, at every commit
+        self.commit_times: dict[str, datetime] = {}  # commit -> its committer time
 
     async def read_file(self, source: GitSource, *, commit: str, path: str) -> bytes | None:
         await asyncio.sleep(0)
@@ -93,6 +95,10 @@ class FakeGit(_Failures):
 
     async def commit_subject(self, source: GitSource, commit: str) -> str:
         return f"commit {commit[:7]}"
+
+    async def commit_time(self, source: GitSource, commit: str) -> datetime:
+        self.check("commit_time")
+        return self.commit_times.get(commit, COMMITTED)
 
 
 class FakeDocker(_Failures):

@@ -15,6 +15,7 @@ import pytest
 from reconciler.app.state import AppMemory, FileStateStore, decode_memory, encode_memory
 from reconciler.app.status import AppStatus
 from reconciler.decisions.approval import ApprovalRequest, Vote
+from reconciler.decisions.kept import RELEASES_KEPT
 from reconciler.decisions.model import Phase, Release, ReleasePart, Result
 from reconciler.feedback.record import Records
 from tests.fixtures.state import make
@@ -82,10 +83,10 @@ def test_a_memory_in_the_table_is_read_and_written_as_it_was() -> None:
 
 def test_a_memory_round_trips_and_keeps_only_the_newest_history() -> None:
     memory = make.memory()
-    memory.history = memory.history * 10
+    memory.history = memory.history * 200
     again = decode_memory(encode_memory(memory))
-    assert len(again.history) == 20
-    assert again.history == memory.history[:20]
+    assert len(again.history) == RELEASES_KEPT
+    assert again.history == memory.history[:RELEASES_KEPT]
     assert decode_memory(encode_memory(AppMemory())) == AppMemory()
 
 

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,13 +34,14 @@ import structlog
 from aiohttp import web
 
 from reconciler.adapters.audit import AuditEntry
-from reconciler.api.web import stream
+from reconciler.api.web import charts, stream
 from reconciler.api.web.links import Links
 from reconciler.api.web.present import Owner, app_view, owner_of, revisions_of
 from reconciler.app.events import EventBus
 from reconciler.app.status import AppStatus
 from reconciler.config import Config
-from reconciler.decisions.model import utcnow
+from reconciler.decisions.four_keys import four_keys
+from reconciler.decisions.model import HistoryEntry, utcnow
 
 log = structlog.get_logger("reconciler.web")
 
@@ -49,6 +51,7 @@ STATIC = HERE / "static"
 PAGE = "dashboard."  # route names of the HTML pages start with this
 SUBJECT_WAIT = 1.0  # seconds a page waits for the commit subjects it has not read before
 SUBJECT_MEMORY = 4096  # commit subjects remembered
+CHART_DAYS = 7  # the window of the pages' four-key charts (the report and metrics add 30)
 
 
 class DashboardSource(Protocol):
@@ -67,6 +70,9 @@ class DashboardSource(Protocol):
     def app_document(self, name: str) -> dict[str, Any] | None: ...
 
     async def refresh_remote(self) -> None: ...
+
+    def releases(self, name: str) -> Sequence[HistoryEntry]:
+        """The app's kept releases, newest first."""
 
     async def commit_subject(self, name: str, revision: str) -> str | None: ...
 
@@ -282,16 +288,23 @@ async def list_page(request: web.Request) -> web.Response:
     )
     now = utcnow()
     apps = []
+    sparklines = {}
     for n, found in zip(names, known, strict=True):
         status, owner = shows[n]
         view = app_view(n, status, configs.get(n), links, subjects=found, now=now, owner=owner)
         apps.append(view)
+        sparklines[n] = charts.lead_sparkline(source.releases(n))
+    histories = {n: source.releases(n) for n in names}
+    keys = four_keys(histories, now=now, days=CHART_DAYS)
     synced = request.query.get("synced")
     return render(
         request,
         "list.html",
         {
             "apps": apps,
+            "sparklines": sparklines,
+            "charts": charts.key_charts(keys),
+            "chart_days": CHART_DAYS,
             "owners": any(app.owner is not None for app in apps),
             "may_sync": request.app[MAY_SYNC](request),
             "synced": synced if synced in names else None,
@@ -310,15 +323,49 @@ async def app_page(request: web.Request) -> web.Response:
     found = await request.app[SUBJECTS].of(source, name, revisions_of(status, history=True))
     app = app_view(name, status, configs.get(name), links_of(request), subjects=found, owner=owner)
     changes = list(reversed((await request.app[CHANGES](name))[-CHANGES_SHOWN:]))
+    now = utcnow()
+    keys = four_keys({name: source.releases(name)}, now=now, days=CHART_DAYS)
     return render(
         request,
         "app.html",
         {
             "app": app,
+            "timeline": newest_timeline(status, now),
+            "releases": charts.release_rows(status.history if status else (), now),
+            "charts": charts.key_charts(keys),
+            "chart_days": CHART_DAYS,
             "changes": changes,
             "may_sync": request.app[MAY_SYNC](request),
             "synced": "synced" in request.query,
         },
+    )
+
+
+def newest_timeline(status: AppStatus | None, now: datetime) -> charts.Timeline | None:
+    """The release under way, or else the newest one written."""
+    if status is None:
+        return None
+    if status.timeline:
+        return charts.timeline(
+            status.timeline,
+            revision=status.desired_revision or "",
+            start=min(s.started_at for s in status.timeline),
+            end=now,
+            now=now,
+            running=True,
+            result="running",
+        )
+    newest = status.history[0] if status.history else None
+    if newest is None:
+        return None
+    return charts.timeline(
+        newest.stages,
+        revision=newest.revision,
+        start=newest.started_at,
+        end=newest.finished_at,
+        now=now,
+        running=False,
+        result=newest.result.value.replace("_", " "),
     )
 
 

@@ -1,4 +1,5 @@
-"""GET /events: each phase change as one Server-Sent Event, for the pages' live updates.
+"""GET /events: each phase change as one Server-Sent Event, for the pages' live updates, and
+each change of a release's stages as a `stage` event, for the app page's timeline.
 
 Every client has its own subscription to the event bus, dropped when the client goes away.
 The bus never waits for a client: a slow one loses its oldest events, and its writes wait
@@ -13,13 +14,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 import structlog
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from reconciler.app.events import Event, EventBus, PhaseChanged
+from reconciler.app.events import Event, EventBus, PhaseChanged, StagesChanged
 
 log = structlog.get_logger("reconciler.web")
 
@@ -65,6 +67,33 @@ def as_json(event: PhaseChanged) -> str:
     )
 
 
+def stages_json(event: StagesChanged) -> str:
+    """The release's stages so far, as the `stage` event the app page's timeline reads."""
+
+    def iso(moment: datetime | None) -> str | None:
+        return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+    return json.dumps(
+        {
+            "app": event.app,
+            "revision": event.revision,
+            "done": event.done,
+            "at": iso(event.at),
+            "stages": [
+                {
+                    "label": s.label,
+                    "name": s.name,
+                    "step": s.step,
+                    "started_at": iso(s.started_at),
+                    "finished_at": iso(s.finished_at),
+                }
+                for s in event.stages
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
 async def _forward(
     queue: asyncio.Queue[Event], stream: EventSourceResponse, shown: Callable[[str], bool]
 ) -> None:
@@ -72,6 +101,9 @@ async def _forward(
         event = await queue.get()
         if isinstance(event, PhaseChanged) and shown(event.app):
             await stream.send(as_json(event))
+        elif isinstance(event, StagesChanged) and shown(event.app):
+            # A named event: pages that know only phases never see it.
+            await stream.send(stages_json(event), event="stage")
 
 
 async def events(request: web.Request) -> web.StreamResponse:

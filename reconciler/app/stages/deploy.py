@@ -60,7 +60,8 @@ async def register(ctx: PassContext) -> Registered | None:
     # one before it leaves any trace in ECS.
     if ctx.session.nudges.since_resolve and await superseded(ctx):
         return None
-    arn = await _register(ctx, live.task_definition, definition, tags, image)
+    with ctx.report.stage("register"):
+        arn = await _register(ctx, live.task_definition, definition, tags, image)
     return Registered(arn=arn, previous=_previous(live))
 
 

@@ -35,6 +35,7 @@ from reconciler.app.host import this_host
 from reconciler.app.stages.analysis import owed, previous_of, results_of, watched
 from reconciler.app.stages.approval import approved
 from reconciler.app.stages.build import build
+from reconciler.app.stages.commits import commit_time
 from reconciler.app.stages.context import AppSession, PassContext
 from reconciler.app.stages.definitions import desired_definition
 from reconciler.app.stages.deploy import register, update
@@ -89,6 +90,7 @@ class Next(enum.Enum):
 async def run_pass(session: AppSession, *, woken: bool, clear_hold: bool = False) -> Next:
     """One pass; `woken` when a nudge started it, `clear_hold` when an operator synced."""
     memory = session.memory
+    session.report.pass_began()
     if clear_hold:
         if memory.hold or memory.attempt or memory.build_failures or memory.damaged:
             log.info("hold_cleared", revision=memory.hold.revision if memory.hold else None)
@@ -120,6 +122,7 @@ async def _reconcile(ctx: PassContext, *, woken: bool) -> Next:
     session, app = ctx.session, ctx.app
     desired = await desired_of(app, ctx.io, revision=ctx.revision)
     ctx.report.desired(revision=ctx.revision, image=str(desired.image))
+    await commit_time(ctx)
     # With `definitions`, a file that does not render, parse or fit the API stops the pass
     # here (DefinitionError): nothing is written for the revision.
     ctx.definition = await desired_definition(
@@ -257,7 +260,8 @@ async def _analysed(ctx: PassContext) -> Went:
 
 async def _deploy(ctx: PassContext, *, needs_build: bool) -> Next:
     # What the definition names must exist before anything is built or written for it.
-    await verified(ctx)
+    with ctx.report.stage("verify"):
+        await verified(ctx)
     built = needs_build and ctx.session.promotion is None
     cache = None
     if needs_build and not built:

@@ -19,6 +19,12 @@ async def move_extra_tags(ctx: PassContext) -> None:
     app, memory = ctx.app, ctx.memory
     if not app.extra_tags or memory.tagged == ctx.revision:
         return
+    with ctx.report.stage("tags"):
+        await _move(ctx)
+
+
+async def _move(ctx: PassContext) -> None:
+    app, memory = ctx.app, ctx.memory
     image = ctx.observed.desired.image
     try:
         auth = await ctx.io.ecr.auth()

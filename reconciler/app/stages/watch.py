@@ -116,7 +116,7 @@ async def watch(
         kind=kind,
         started_at=rollout.since,
     )
-    ctx.report.rollout(view)
+    ctx.report.rollout(view, service=rollout.of(ctx))
     bake: float | None = None
     session.nudges.during_rollout.clear()
     first = session.timings.rollout_polls[0]
@@ -140,12 +140,14 @@ async def watch(
         verdict = _verdict(rollout, state, found, record)
         if state is not None:
             view = _seen(view, state, found, rollout)
-            ctx.report.rollout(view)
+            ctx.report.rollout(view, service=rollout.of(ctx))
             if sighting is not None and view.stage == "BAKE_TIME":
                 sighting.baking.set()
         if isinstance(verdict, RolloutSucceeded | RolloutFailed):
             ctx.report.rollout_took(time.monotonic() - began)
-            ctx.report.rollout(dataclasses.replace(view, finished_at=utcnow()))
+            ctx.report.rollout(
+                dataclasses.replace(view, finished_at=utcnow()), service=rollout.of(ctx)
+            )
             if isinstance(verdict, RolloutSucceeded):
                 log.info(
                     "rollout_succeeded",
@@ -161,7 +163,9 @@ async def watch(
             )
         if time.monotonic() >= deadline:
             ctx.report.rollout_took(time.monotonic() - began)
-            ctx.report.rollout(dataclasses.replace(view, finished_at=utcnow()))
+            ctx.report.rollout(
+                dataclasses.replace(view, finished_at=utcnow()), service=rollout.of(ctx)
+            )
             baked = f" (rollout_timeout {app.rollout_timeout:g}s + bake {bake:g}s)" if bake else ""
             return Watched(reason=f"rollout did not complete within {limit:g}s{baked}")
         if supersedable and session.nudges.since_resolve:
