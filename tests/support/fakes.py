@@ -430,12 +430,12 @@ class FakeEcs(_Failures):
         return next(d for d in self.service_deployments.values() if d.arn == arn)
 
     async def continue_service_deployment(self, *, arn: str, hook: str, action: HookAction) -> None:
-        """What ECS does: the record leaves its hook (rolled back when asked)."""
+        """What ECS does, at once: the record leaves its hook, done (or rolled back)."""
         self.check("continue_service_deployment")
         self.continued.append((arn, hook, action))
         for key, record in self.service_deployments.items():
             if record.arn == arn and record.paused_hook == hook:
-                status = "ROLLBACK_SUCCESSFUL" if action == "ROLLBACK" else record.status
+                status = "ROLLBACK_SUCCESSFUL" if action == "ROLLBACK" else "SUCCESSFUL"
                 self.service_deployments[key] = replace(record, paused_hook=None, status=status)
 
 

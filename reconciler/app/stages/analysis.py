@@ -61,7 +61,7 @@ async def watched(ctx: PassContext, rollout: Rollout) -> Watched:
     analysis is a failed rollout, its reason the analysis')."""
     if not ctx.app.analysis:
         return await watch(ctx, rollout)
-    run = _run_for(ctx, rollout)
+    run = run_for(ctx, rollout)
     await _keep(ctx, run)
     sighting = Sighting()
     ended = asyncio.Event()
@@ -105,7 +105,7 @@ async def owed(ctx: PassContext) -> Verdict | None:
             return None if run.state is State.PASSED else Verdict(run.state, run.reason)
         if run.config_fingerprint == app.fingerprint():
             ctx.report.phase(Phase.DEPLOYING)
-            return await analyse(ctx, run, start=_now)
+            return await analyse(ctx, run, start=start_now)
     attempt = memory.attempt
     if (
         attempt is None
@@ -121,7 +121,7 @@ async def owed(ctx: PassContext) -> Verdict | None:
     )
     await _keep(ctx, run)
     ctx.report.phase(Phase.DEPLOYING)
-    return await analyse(ctx, run, start=_now)
+    return await analyse(ctx, run, start=start_now)
 
 
 def previous_of(ctx: PassContext) -> str | None:
@@ -222,7 +222,7 @@ async def _finish(ctx: PassContext, run: AnalysisRun, verdict: Verdict) -> Verdi
     return verdict
 
 
-def _run_for(ctx: PassContext, rollout: Rollout) -> AnalysisRun:
+def run_for(ctx: PassContext, rollout: Rollout) -> AnalysisRun:
     """The run of this rollout that memory has unfinished (a restart goes on with it), or
     a new one."""
     app, found = ctx.app, ctx.memory.analysis
@@ -261,7 +261,7 @@ async def _first(*events: asyncio.Event) -> None:
             task.cancel()
 
 
-async def _now() -> datetime:
+async def start_now() -> datetime:
     return utcnow()
 
 

@@ -28,11 +28,34 @@ CHANGE_LINE = 300
 
 
 async def approved(ctx: PassContext) -> bool:
-    """True when the app needs no approval or the release has it; False when it waits (the
-    status says for what) or was rejected or lapsed (the revision is held)."""
-    spec = ctx.app.approval
-    if spec is None:
+    """True when the app needs no approval or the release has it (or asks for it later, at
+    the lifecycle hook where its service's deployments pause: lifecycle.py); False when it
+    waits (the status says for what) or was rejected or lapsed (the revision is held)."""
+    if ctx.app.approval is None or pauses_for_gates(ctx):
         return True
+    said, reason = await approval_now(ctx)
+    if said is None:
+        return False
+    if not said:
+        result = Result.REJECTED if reason.startswith("rejected") else Result.APPROVAL_EXPIRED
+        await _hold(ctx, result, reason)
+        return False
+    return True
+
+
+def pauses_for_gates(ctx: PassContext) -> bool:
+    """Whether the app's gates (approval, analysis) run at a PAUSE lifecycle hook of its
+    service's deployments, so production traffic shifts only after them."""
+    app = ctx.app
+    gated = app.approval is not None or bool(app.analysis)
+    return gated and bool(ctx.observed.live.service.rollout.pause_stages)
+
+
+async def approval_now(ctx: PassContext) -> tuple[bool | None, str]:
+    """Where the release's approval stands: (True, "") approved, (None, "") waiting (the
+    status says for what), (False, why) rejected or lapsed. Nothing is held here."""
+    spec = ctx.app.approval
+    assert spec is not None
     digest = await _digest(ctx)
     # Read after the await: a vote the API added meanwhile must not be written over.
     memory, now = ctx.memory, utcnow()
@@ -55,21 +78,19 @@ async def approved(ctx: PassContext) -> bool:
     match gate(request, now):
         case Gate.APPROVED:
             log.info("approved", by=[v.by for v in request.approvals])
-            return True
+            return True, ""
         case Gate.WAITING:
             ctx.session.wake_at = request.expires_at
             ctx.report.awaiting_approval(_view(ctx, request))
-            return False
+            return None, ""
         case Gate.REJECTED:
             assert request.rejected is not None
             vote = request.rejected
             said = f": {vote.comment}" if vote.comment else ""
-            await _hold(ctx, Result.REJECTED, f"rejected by {vote.by}{said}")
-            return False
+            return False, f"rejected by {vote.by}{said}"
         case Gate.EXPIRED:
             when = request.expires_at.isoformat(timespec="seconds")
-            await _hold(ctx, Result.APPROVAL_EXPIRED, f"no approval before {when}")
-            return False
+            return False, f"no approval before {when}"
     raise AssertionError("unhandled gate")  # pragma: no cover
 
 

@@ -33,7 +33,7 @@ import structlog
 from reconciler.aio.tasks import stop
 from reconciler.app.host import this_host
 from reconciler.app.stages.analysis import owed, previous_of, results_of, watched
-from reconciler.app.stages.approval import approved
+from reconciler.app.stages.approval import approved, pauses_for_gates
 from reconciler.app.stages.build import build
 from reconciler.app.stages.commits import commit_time
 from reconciler.app.stages.context import AppSession, PassContext
@@ -41,6 +41,7 @@ from reconciler.app.stages.definitions import desired_definition
 from reconciler.app.stages.deploy import register, update
 from reconciler.app.stages.freeze import frozen
 from reconciler.app.stages.housekeeping import after_rollout
+from reconciler.app.stages.lifecycle import gates_at_hook
 from reconciler.app.stages.local_images import remove_old_local_images
 from reconciler.app.stages.observe import desired_of, observe
 from reconciler.app.stages.pre_deploy import pre_deploy
@@ -53,7 +54,7 @@ from reconciler.app.stages.supersede import superseded
 from reconciler.app.stages.tags import move_extra_tags
 from reconciler.app.stages.test import run_beside, run_test
 from reconciler.app.stages.verify import verified
-from reconciler.app.stages.watch import Rollout, Watched
+from reconciler.app.stages.watch import Rollout, Watched, watch
 from reconciler.decisions.analysis import State
 from reconciler.decisions.model import (
     AwaitRollout,
@@ -310,7 +311,11 @@ async def _roll_out(ctx: PassContext, *, built: bool) -> Next:
 async def _watch(
     ctx: PassContext, rollout: Rollout, *, ran_before: list[str] | None = None
 ) -> Next:
-    ended = await watched(ctx, rollout)
+    if pauses_for_gates(ctx):
+        # The gates run where ECS stops the deployment for them, before production traffic.
+        ended = await watch(ctx, rollout, at_hook=gates_at_hook(ctx, rollout))
+    else:
+        ended = await watched(ctx, rollout)
     if ended.superseded:
         return Next.AGAIN
     if ended.succeeded:

@@ -9,6 +9,11 @@ deploy it watches. Losing sight of ECS for a while is not a failure of the rollo
 revision announced by a nudge ends the watch of a deploy (its UpdateService replaces the
 deployment in flight). Where the path shows, the status carries the rollout's strategy, stage,
 counts and alarms.
+
+Where the service's deployments stop at a PAUSE lifecycle hook for the app's gates
+(lifecycle.py), `at_hook` is asked at each look that finds one stopped there; the time spent
+there does not count against the timeout, and a deployment the gates sent back is failed
+with their reason once ECS rolled it back.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
 from reconciler.aio import backoff
-from reconciler.app.stages.context import PassContext
+from reconciler.app.stages.context import AppSession, PassContext
 from reconciler.app.stages.supersede import superseded
 from reconciler.app.status import RolloutView
 from reconciler.decisions.model import Phase, ServiceDeployment, ServiceState, utcnow
@@ -84,6 +90,18 @@ class Sighting:
     bake: float = 0.0
 
 
+@dataclass(frozen=True)
+class HookTurn:
+    """What the gates made of a deployment stopped at a PAUSE lifecycle hook."""
+
+    waiting: bool = False  # nothing decided yet: asked again at the next look
+    refused: str = ""  # why they sent it back (ECS rolls it back); "" when it went on
+
+
+# The gates asked when ECS's record shows the deployment stopped at a PAUSE hook.
+AtHook = Callable[[ServiceDeployment], Awaitable[HookTurn]]
+
+
 @dataclass
 class _Record:
     """What the watch knows of ECS's service deployment record."""
@@ -101,6 +119,7 @@ async def watch(
     kind: str = "deploy",
     supersedable: bool = True,
     sighting: Sighting | None = None,
+    at_hook: AtHook | None = None,
 ) -> Watched:
     session, app = ctx.session, ctx.app
     if kind == "deploy":
@@ -118,6 +137,8 @@ async def watch(
     )
     ctx.report.rollout(view, service=rollout.of(ctx))
     bake: float | None = None
+    held = 0.0  # seconds spent stopped at a hook for the gates: the timeout leaves them out
+    refused = ""  # the gates sent it back at a hook: why
     session.nudges.during_rollout.clear()
     first = session.timings.rollout_polls[0]
     if elapsed_before < first:
@@ -135,39 +156,26 @@ async def watch(
                 sighting.bake = bake or 0.0
                 sighting.looked.set()
         limit = app.rollout_timeout + (bake or 0.0)
-        deadline = began + max(0.0, limit - elapsed_before)
         found = await _service_deployment(ctx, rollout, record) if state is not None else None
+        if at_hook is not None and found is not None and found.paused_hook and not refused:
+            asked = time.monotonic()
+            turn = await at_hook(found)
+            refused = turn.refused
+            held += time.monotonic() - asked + (_step(session, began) if turn.waiting else 0.0)
+        deadline = began + held + max(0.0, limit - elapsed_before)
         verdict = _verdict(rollout, state, found, record)
         if state is not None:
             view = _seen(view, state, found, rollout)
             ctx.report.rollout(view, service=rollout.of(ctx))
             if sighting is not None and view.stage == "BAKE_TIME":
                 sighting.baking.set()
-        if isinstance(verdict, RolloutSucceeded | RolloutFailed):
+        over = time.monotonic() >= deadline
+        if isinstance(verdict, RolloutSucceeded | RolloutFailed) or over:
             ctx.report.rollout_took(time.monotonic() - began)
             ctx.report.rollout(
                 dataclasses.replace(view, finished_at=utcnow()), service=rollout.of(ctx)
             )
-            if isinstance(verdict, RolloutSucceeded):
-                log.info(
-                    "rollout_succeeded",
-                    kind=kind,
-                    deployment=rollout.deployment_id,
-                    task_definition=rollout.task_definition,
-                )
-                return Watched(succeeded=True)
-            return Watched(
-                reason=verdict.reason,
-                rolled_back_by_ecs=verdict.rolled_back_by_ecs,
-                rollback_failed=verdict.rollback_failed,
-            )
-        if time.monotonic() >= deadline:
-            ctx.report.rollout_took(time.monotonic() - began)
-            ctx.report.rollout(
-                dataclasses.replace(view, finished_at=utcnow()), service=rollout.of(ctx)
-            )
-            baked = f" (rollout_timeout {app.rollout_timeout:g}s + bake {bake:g}s)" if bake else ""
-            return Watched(reason=f"rollout did not complete within {limit:g}s{baked}")
+            return _ended(ctx, rollout, verdict, kind=kind, refused=refused, bake=bake)
         if supersedable and session.nudges.since_resolve:
             session.nudges.during_rollout.clear()
             # Any git failure here (remote down, branch gone) only means "no newer revision
@@ -175,11 +183,46 @@ async def watch(
             with contextlib.suppress(ReconcilerError):
                 if await superseded(ctx, event="rollout_superseded"):
                     return Watched(superseded=True)
-        step = backoff.rollout_step(time.monotonic() - began, session.timings.rollout_polls)
+        step = _step(session, began)
         await backoff.sleep(
             min(backoff.aligned(step), max(0.0, deadline - time.monotonic()) + 0.01),
             wakeup=session.nudges.during_rollout if supersedable else None,
         )
+
+
+def _ended(
+    ctx: PassContext,
+    rollout: Rollout,
+    verdict: Verdict,
+    *,
+    kind: str,
+    refused: str,
+    bake: float | None,
+) -> Watched:
+    """How the watch ended: by ECS's verdict, or (still pending) at its deadline."""
+    if isinstance(verdict, RolloutSucceeded):
+        log.info(
+            "rollout_succeeded",
+            kind=kind,
+            deployment=rollout.deployment_id,
+            task_definition=rollout.task_definition,
+        )
+        return Watched(succeeded=True)
+    if isinstance(verdict, RolloutFailed):
+        return Watched(
+            reason=f"{refused} (sent back at its lifecycle hook)" if refused else verdict.reason,
+            rolled_back_by_ecs=verdict.rolled_back_by_ecs,
+            rollback_failed=verdict.rollback_failed,
+        )
+    timeout = ctx.app.rollout_timeout
+    limit = timeout + (bake or 0.0)
+    baked = f" (rollout_timeout {timeout:g}s + bake {bake:g}s)" if bake else ""
+    return Watched(reason=f"rollout did not complete within {limit:g}s{baked}")
+
+
+def _step(session: AppSession, began: float) -> float:
+    """Seconds to the next look at a rollout watched since `began`."""
+    return backoff.rollout_step(time.monotonic() - began, session.timings.rollout_polls)
 
 
 async def _service(ctx: PassContext, service: str) -> ServiceState | None:
