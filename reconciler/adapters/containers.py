@@ -22,6 +22,8 @@ from reconciler.decisions.model import TestRun
 from reconciler.errors import BuildFailed
 
 MIB = 1024 * 1024
+SIGKILLED = 137  # the exit status of a process killed by SIGKILL (the OOM killer's signal)
+OOM_LOOKS, OOM_LOOK_DELAY = 6, 0.25  # asks of the engine whether the kernel's OOM kill did it
 
 
 async def run_container(
@@ -152,15 +154,25 @@ async def _attached(
             await container.kill()
         return TestRun(exit_code=None, timed_out=True, tail=tuple(tail))
     exit_code = int(status["StatusCode"])
-    oom_killed = exit_code != 0 and await _oom_killed(container, image=image)
+    oom_killed = exit_code != 0 and await _oom_killed(container, image=image, code=exit_code)
     return TestRun(exit_code=exit_code, timed_out=False, tail=tuple(tail), oom_killed=oom_killed)
 
 
-async def _oom_killed(container: DockerContainer, *, image: str) -> bool:
-    """Whether the engine killed a process of the (stopped) container at its memory limit."""
-    with engine_errors(f"inspection of the test container of {image}"):
-        info = await container.show()
-    return bool(info.get("State", {}).get("OOMKilled", False))
+async def _oom_killed(container: DockerContainer, *, image: str, code: int) -> bool:
+    """Whether the engine killed a process of the (stopped) container at its memory limit.
+
+    The engine hears of the kernel's OOM kill apart from the exit, and may hear of it a
+    moment after: a container that died of SIGKILL (137) is asked again for a little while.
+    """
+    looks = OOM_LOOKS if code == SIGKILLED else 1
+    for look in range(looks):
+        if look:
+            await asyncio.sleep(OOM_LOOK_DELAY)
+        with engine_errors(f"inspection of the test container of {image}"):
+            info = await container.show()
+        if info.get("State", {}).get("OOMKilled", False):
+            return True
+    return False
 
 
 async def _remove_quietly(container: DockerContainer) -> None:

@@ -8,8 +8,10 @@ would send them, each with their own token.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from reconciler.adapters.tokens import add_token
+from reconciler.sandbox.aws import SandboxAws
 from tests.support.cli import reconciler
 from tests.support.world import World
 
@@ -94,3 +96,62 @@ async def test_a_release_waits_for_an_approver_a_rejection_holds_it_an_approval_
     shipped = next(e for e in entries if e["action"] == "approve" and e["identity"] == "alice")
     assert shipped["args"]["revision"] == third
     assert shipped["args"]["digest"] == digest
+
+
+async def test_at_a_pause_hook_the_approval_holds_production_traffic_back(
+    tmp_path: Path, aws: SandboxAws, registry: str, docker_engine: str
+) -> None:
+    """A BLUE_GREEN service whose deployments pause after the test traffic shift: the
+    release's UpdateService goes out and the deployment waits at the hook, AwaitingApproval,
+    no production traffic on the new revision; the approval continues it
+    (ContinueServiceDeployment) and it goes live. A rejection of the next release at its
+    hook sends it back: ECS rolls it back, the release is held."""
+    hook = {"targetType": "PAUSE", "lifecycleStages": ["POST_TEST_TRAFFIC_SHIFT"]}
+    world = World.create(tmp_path, aws, registry, strategy="BLUE_GREEN", lifecycle_hooks=[hook])
+    tokens = tmp_path / "tokens.toml"
+    alice = add_token(tokens, name="alice", role="operator", apps=[world.name])
+    (tmp_path / "alice.token").write_text(alice)
+    world.sections["auth"] = {"tokens_file": tokens}
+    world.app_overrides["approval"] = {"expire_after": "1h"}
+    async with world.daemon(token=alice) as daemon:
+
+        def vote(verb: str, *more: str) -> list[str]:
+            return [
+                verb, world.name, "--url", daemon.url,
+                "--token-file", str(tmp_path / "alice.token"), *more,
+            ]  # fmt: skip
+
+        def paused() -> dict[str, Any]:
+            arn = world.service()["currentServiceDeployment"]
+            answer = world.ecs().describe_service_deployments(serviceDeploymentArns=[arn])
+            return dict(answer["serviceDeployments"][0])
+
+        waiting = await daemon.wait_for(
+            lambda s: s["phase"] == "AwaitingApproval", what="AwaitingApproval at the hook"
+        )
+        assert world.updates() == 1  # out already: held at the hook by ECS
+        record = paused()
+        assert record["status"] == "IN_PROGRESS"
+        assert record["lifecycleStage"] == "POST_TEST_TRAFFIC_SHIFT"
+        assert record["targetServiceRevision"]["requestedProductionTrafficWeight"] == 0.0
+        assert waiting["approval"]["revision"] == world.first_commit
+
+        approved = await reconciler(*vote("approve"))
+        assert approved.code == 0, approved
+        await daemon.wait_phase("InSync", revision=world.first_commit)
+        assert world.live_image() == world.image(world.first_commit)
+        assert aws.calls.count("ContinueServiceDeployment") == 1
+
+        second = world.repo.commit({"app.txt": "version 2\n"}, "second")
+        await daemon.github_push()
+        await daemon.wait_for(
+            lambda s: s["phase"] == "AwaitingApproval" and s["desired"]["revision"] == second,
+            what="the second release at its hook",
+        )
+        rejected = await reconciler(*vote("reject", "--comment", "not today"))
+        assert rejected.code == 0, rejected
+        failed = await daemon.wait_for(lambda s: s["phase"] == "Failed", what="Failed")
+    assert "rejected by alice: not today (sent back at its lifecycle hook)" in failed["last_error"]
+    assert failed["history"][0]["result"] == "rolled_back"
+    assert world.live_image() == world.image(world.first_commit)
+    assert world.updates() == 2  # the rollback was ECS's

@@ -73,9 +73,11 @@ class World:
         bake_minutes: int | None = None,
         alarms: Sequence[str] = (),
         controller: Controller | None = None,
+        lifecycle_hooks: Sequence[dict[str, Any]] = (),
     ) -> World:
         """A new app with its repository and AWS resources; the service deploys with
-        `strategy` (ROLLING by default), `bake_minutes`, `alarms` and `controller`."""
+        `strategy` (ROLLING by default), `bake_minutes`, `alarms`, `controller` and
+        `lifecycle_hooks`."""
         name = f"app-{uuid.uuid4().hex[:10]}"
         repo = GitRepo(root / "repo")
         first = repo.commit({"Dockerfile": DOCKERFILE, "app.txt": "version 1\n"}, "first")
@@ -93,6 +95,7 @@ class World:
             bake_minutes=bake_minutes,
             alarms=alarms,
             controller=controller,
+            lifecycle_hooks=lifecycle_hooks,
         )
         (root / "secret").write_text(WEBHOOK_SECRET + "\n")
         return cls(root=root, aws=aws, registry=registry, repo=repo, name=name, first_commit=first)

@@ -21,6 +21,7 @@ import time
 
 import structlog
 
+from reconciler.adapters.containers import SIGKILLED
 from reconciler.adapters.values import ContainerRun
 from reconciler.app.stages.build import TestStage
 from reconciler.app.stages.context import PassContext
@@ -106,7 +107,12 @@ def _failure(ctx: PassContext, run: TestRun) -> str | None:
             f"test ran out of memory (memory_mb = {gate.memory_mb}): "
             f"{' '.join(gate.command)} exited {run.exit_code}"
         )
-    return f"test failed: {' '.join(gate.command)} exited {run.exit_code}"
+    failed = f"test failed: {' '.join(gate.command)} exited {run.exit_code}"
+    if run.exit_code == SIGKILLED:
+        # The engine did not say the kernel's OOM killer did it, which it may miss: say
+        # what else a SIGKILL in a confined test most likely is.
+        failed += f" (SIGKILL: by the kernel at the memory limit, memory_mb = {gate.memory_mb}?)"
+    return failed
 
 
 async def _hold(ctx: PassContext, *, reason: str) -> None:

@@ -50,6 +50,10 @@ FAILURES = {
         TestRun(exit_code=137, timed_out=False, tail=(), oom_killed=True),
         "test ran out of memory (memory_mb = 1024): npm test exited 137",
     ),
+    "a SIGKILL the engine did not call an OOM kill": (
+        TestRun(exit_code=137, timed_out=False, tail=()),
+        "npm test exited 137 (SIGKILL: by the kernel at the memory limit, memory_mb = 1024?)",
+    ),
 }
 
 
