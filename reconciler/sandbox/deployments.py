@@ -399,10 +399,7 @@ class Record:
             if point.offset > elapsed or (before is not None and point.offset >= before):
                 return False
             self.pause = Pause(point, since=self.clock + self.held + point.offset)
-            # Traffic as the stage named has it, else as the stage before it left it.
-            named = [phase for _, phase in schedule if phase.stage == point.stage]
-            earlier = [phase for start, phase in schedule if start < point.offset]
-            shown = (named[:1] or earlier[-1:] or [schedule[0][1]])[0]
+            shown = schedule[point.traffic][1]
             self.phase = Phase(point.stage, shown.test_weight, shown.production_weight)
             self.updated = max(self.updated, point.offset)
             return True

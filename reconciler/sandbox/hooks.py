@@ -71,11 +71,13 @@ def pause_hooks(configuration: Mapping[str, Any]) -> tuple[PauseHook, ...]:
 
 @dataclass(frozen=True)
 class StopPoint:
-    """Where a hook stops a deployment: `offset` seconds into its schedule, in `stage`."""
+    """Where a hook stops a deployment: `offset` seconds into its schedule, in `stage`,
+    the traffic as the schedule's stage `traffic` (an index) left it."""
 
     offset: float
     stage: str
     hook: PauseHook
+    traffic: int
 
 
 def stop_points(
@@ -86,21 +88,26 @@ def stop_points(
     points: list[StopPoint] = []
     for hook in hooks:
         for stage in hook.stages:
-            offset = _offset(schedule, stage)
-            if offset is not None:
-                points.append(StopPoint(offset, stage, hook))
+            found = _where(schedule, stage)
+            if found is not None:
+                at, traffic = found
+                points.append(StopPoint(schedule[at][0], stage, hook, traffic))
     points.sort(key=lambda p: p.offset)
     return points
 
 
-def _offset(schedule: Sequence[tuple[float, str]], stage: str) -> float | None:
+def _where(schedule: Sequence[tuple[float, str]], stage: str) -> tuple[int, int] | None:
+    """(the index of the schedule's stage at whose start `stage` stops it, the index of
+    the stage whose traffic it has then); None when the schedule has no such point."""
     names = [name for _, name in schedule]
     if stage in _AT_START and _AT_START[stage] in names:
-        return schedule[names.index(_AT_START[stage])][0]
+        at = names.index(_AT_START[stage])
+        # A PRE_ stage stops it before that stage's traffic moves; the others once it has.
+        return at, max(at - 1, 0) if stage.startswith("PRE_") else at
     before = _AFTER.get(stage)
     if before is not None and before in names:
-        index = names.index(before) + 1
-        return schedule[index][0] if index < len(schedule) else None
+        at = names.index(before) + 1
+        return (at, at - 1) if at < len(schedule) else None
     return None
 
 
