@@ -2,7 +2,8 @@
 service, then its queue worker, then a nightly EventBridge rule and a Scheduler schedule
 that run the worker's task), then a webhook redeploys, then a commit whose test fails is
 held and the next one that passes goes live; then a change of the `api` app's task
-definition file is deployed, and an edit of it in the "console" is shown as drift.
+definition file waits for an approval (api is production), is approved and deployed, and an
+edit of it in the "console" is shown as drift.
 
 Runs everything on this machine: the sandbox AWS (moto with rolling updates and one-off
 tasks), the local registry and dockerd (started by scripts/demo), a git repository it makes,
@@ -173,14 +174,24 @@ cluster = "demo"
 service = "api"
 rollout_timeout = "2m"
 definitions = "deploy/api"
+
+[apps.approval]                 # api is production: a person approves each release
+expire_after = "1h"
 """)
     return config
+
+
+# Set once the sandbox says it is ready: every app provisioned, the lease table made.
+SANDBOX_READY = threading.Event()
+READY_LINE = "sandbox: AWS on "
 
 
 def pump(process: subprocess.Popen[str], prefix: str) -> None:
     assert process.stdout is not None
     for line in process.stdout:
         print(f"{prefix} {line}", end="", flush=True)
+        if line.startswith(READY_LINE):
+            SANDBOX_READY.set()
 
 
 SANDBOX_ENV = {
@@ -252,6 +263,14 @@ def in_sync_at(admin: Admin, revision: str, app: str = "web") -> Any:
         if status["phase"] == "InSync" and status["desired"]["revision"] == revision
         else None
     )
+
+
+def awaiting_at(admin: Admin, revision: str, app: str) -> Any:
+    status = admin.get_json(f"/status/{app}")
+    if failed(status, revision):
+        raise SystemExit(f"demo failed: {app} is Failed: {status['last_error']}")
+    waiting = status["phase"] == "AwaitingApproval" and status["desired"]["revision"] == revision
+    return status if waiting else None
 
 
 def signed_push(base: str, remote: Path, head: str) -> dict[str, Any]:
@@ -326,7 +345,19 @@ def deploy_a_definition_change_then_detect_a_console_edit(
     changed = git(work, "rev-parse", "HEAD")
     say(f"Pushed {changed[:12]}, changing only {API_DEFINITION} (memory, LOG_LEVEL)")
     signed_push(base, remote, changed)
-    wait_for(f"api to run {changed[:12]}", lambda: in_sync_at(admin, changed, "api"))
+    waiting = wait_for(
+        f"api's release of {changed[:12]} to wait for approval",
+        lambda: awaiting_at(admin, changed, "api"),
+    )
+    say(
+        "api is production: its release waits for an approval, pushed and registered, "
+        f"image {waiting['approval']['digest'][:19]}...; approving it: reconciler approve api"
+    )
+    reconciler = str(VENV_BIN / "reconciler")
+    approve = [reconciler, "approve", "api", "--comment", "demo", "--config", str(config)]
+    subprocess.run(approve, check=True)
+    status = wait_for(f"api to run {changed[:12]}", lambda: in_sync_at(admin, changed, "api"))
+    say(f"Approved by {status['history'][0].get('by') or 'someone'}; the release went out")
     ecs = sandbox_ecs(aws_port)
     live = live_api(ecs)
     say(
@@ -346,7 +377,6 @@ def deploy_a_definition_change_then_detect_a_console_edit(
     registered = ecs.register_task_definition(**edited)["taskDefinition"]["taskDefinitionArn"]
     ecs.update_service(cluster="demo", service="api", taskDefinition=registered)
     say("Edited api in the 'console': LOG_LEVEL=trace; asking for a pass (reconciler sync api)")
-    reconciler = str(VENV_BIN / "reconciler")
     subprocess.run([reconciler, "sync", "api", "--config", str(config)], check=False)
     drift = wait_for("api to show drift", lambda: admin.get_json("/status/api").get("drift"))
     say(
@@ -494,10 +524,9 @@ def main() -> int:
         processes.append(
             start([reconciler, "sandbox", "--config", str(config), "--after", "2"], "[aws]")
         )
-        wait_for(
-            "the sandbox",
-            lambda: socket.create_connection(("127.0.0.1", aws_port), 1).close() or True,
-        )
+        # Listening is not enough: the daemon starts once the apps and the lease table are
+        # there (it refuses to run on a lease table that does not exist).
+        wait_for("the sandbox", SANDBOX_READY.is_set)
 
         say(f"Starting the daemon: reconciler run --config {config}")
         processes.append(start([reconciler, "run", "--config", str(config)], "[daemon]"))
