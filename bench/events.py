@@ -53,9 +53,9 @@ FULL = EventSizes(
 )
 QUICK = EventSizes(
     latency_apps=3,
-    latency_trials=10,
+    latency_trials=6,
     deploy_services=6,
-    deploy_rounds=2,
+    deploy_rounds=1,
     detection_after=(0.7, 1.6),
 )
 

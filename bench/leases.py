@@ -63,7 +63,7 @@ class LeaseSizes:
 
 
 FULL = LeaseSizes(apps=500, daemons=3, window=20, steady_ttl=30, takeover_ttl=10, samples=3)
-QUICK = LeaseSizes(apps=60, daemons=3, window=6, steady_ttl=30, takeover_ttl=4, samples=2)
+QUICK = LeaseSizes(apps=30, daemons=3, window=4, steady_ttl=30, takeover_ttl=4, samples=1)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class SteadySizes:
 
 
 FULL = SteadySizes(apps=500, clusters=5, repos=50, poll_interval=30, slices=3)
-QUICK = SteadySizes(apps=20, clusters=2, repos=4, poll_interval=3, slices=3)
+QUICK = SteadySizes(apps=20, clusters=2, repos=4, poll_interval=3, slices=2)
 
 
 @dataclass
