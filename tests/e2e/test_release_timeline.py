@@ -1,13 +1,16 @@
 """A release's timeline and the four keys, on the daemon on the real stack, in Chromium.
 
-A push builds, pushes, registers, rolls out and moves `latest`: the open app page draws the
-release as it runs, growing as `stage` events arrive without a reload, and once it is live
-its bars say what the log said of each stage. The four keys read the same on the page, at
-/metrics and in /report. The screenshot is kept in the test's tmp dir (and docs/).
+A push builds, tests, pushes, registers, runs its migration task, rolls out the web and
+then the worker and moves `latest`: the open app page draws the release as it runs, growing
+as `stage` events arrive without a reload, and once it is live its bars say what the log
+said of each stage. The four keys read the same on the page, at /metrics and in /report.
+The screenshot is kept in the test's tmp dir (and, with RECONCILER_UPDATE_DOCS=1, in docs/
+for the README).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -16,7 +19,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from reconciler.sandbox.aws import SandboxAws
+from tests.e2e.test_gates import on_busybox
+from tests.e2e.test_release import add_worker
 from tests.support.browser import Browser, chromium
 from tests.support.multiapp import daemon_for
 from tests.support.world import World
@@ -47,9 +51,13 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def test_a_release_is_drawn_live_and_its_bars_match_the_log(
-    world: World, aws: SandboxAws, registry: str, browser: Browser, tmp_path: Path
+    world: World, browser: Browser, tmp_path: Path, base_image: str
 ) -> None:
+    on_busybox(world, base_image)
+    worker = add_worker(world)
     world.app_overrides["extra_tags"] = ["latest"]
+    world.app_overrides["test"] = {"command": ["sh", "-c", "grep -q version /app.txt"]}
+    world.app_overrides["pre_deploy"] = {"command": ["migrate"]}
     with capture_logs() as logs:
         async with daemon_for([world]) as (daemon,):
             await daemon.wait_phase("InSync", revision=world.first_commit)
@@ -74,9 +82,11 @@ async def test_a_release_is_drawn_live_and_its_bars_match_the_log(
             await tab.page.reload()
             took = await tab.page.evaluate(TOOK)
             labels = list(took)
-            assert labels[:5] == ["fetch", "verify", "build", "push", "register"], labels
-            assert f"rollout {world.name}" in labels
-            # What the log said of this release's build and push (the last ones logged).
+            every = ["fetch", "verify", "build", "test", "push", "register", "pre_deploy"]
+            assert [label for label in labels if label in every] == every, labels
+            rollouts = [s for s in labels if s.startswith("rollout ") and ":" not in s]
+            assert rollouts[:2] == [f"rollout {world.name}", f"rollout {worker}"], labels
+            # What the log said of this release's stages (the last ones logged).
             logged = {
                 stage: [e["seconds"] for e in logs if e["event"] == f"{stage}_finished"][-1]
                 for stage in ("build", "push")
@@ -89,8 +99,8 @@ async def test_a_release_is_drawn_live_and_its_bars_match_the_log(
 
             shot = tmp_path / "release-timeline.png"
             await tab.page.locator("section.release-timeline").screenshot(path=str(shot))
-            DOCS.mkdir(exist_ok=True)
-            shutil.copy(shot, DOCS / "release-timeline.png")
+            if os.environ.get("RECONCILER_UPDATE_DOCS") == "1":
+                shutil.copy(shot, DOCS / "release-timeline.png")
 
             # The same four keys on the page, at /metrics and in /report.
             async with daemon.http.get(f"{daemon.url}/report?app={world.name}&days=7") as got:
