@@ -190,6 +190,7 @@ async def test_a_failed_hold_survives_a_takeover(
             daemons[0], lambda w, s: s["phase"] == "Failed", worlds=[world], what="Failed"
         )
         updates = len(fleet.updates(world))
+        before = (await fleet.statuses(daemons[owner]))[world.name]["history"]
         daemons[owner].kill()
         heir = daemons[1 - owner]
         await fleet.wait_all(
@@ -202,6 +203,12 @@ async def test_a_failed_hold_survives_a_takeover(
         status = (await fleet.statuses(heir))[world.name]
         assert status["phase"] == "Failed", status
         assert len(fleet.updates(world)) == updates
+        # The history came along with the lease, each release's stages too.
+        kept = [(h["revision"], h["result"], h.get("stages")) for h in status["history"]]
+        assert kept[: len(before)] == [
+            (h["revision"], h["result"], h.get("stages")) for h in before
+        ]
+        assert before[0].get("stages"), before[0]
 
 
 async def test_a_drained_daemon_hands_its_apps_over_at_once(
