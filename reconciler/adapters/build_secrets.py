@@ -25,7 +25,7 @@ from aiobotocore.session import AioSession
 
 from reconciler import logs
 from reconciler.adapters.aws import aws_errors
-from reconciler.adapters.ecs import boto_config
+from reconciler.adapters.aws_clients import RegionalClients
 from reconciler.config import BuildSecretSource
 from reconciler.decisions.scrub import forms_of
 from reconciler.errors import AwsRejected, AwsUnavailable, StalledError
@@ -47,20 +47,11 @@ class BuildSecrets:
         endpoint_url: str = "",
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self._session = session or AioSession()
-        self._region = region
-        self._endpoint_url = endpoint_url
+        self._clients = RegionalClients(region=region, session=session, endpoint_url=endpoint_url)
         self._environ = os.environ if environ is None else environ
 
     def _client(self, service: str) -> Any:
-        options: dict[str, Any] = {
-            "region_name": self._region,
-            "endpoint_url": self._endpoint_url or None,
-            "config": boto_config(),
-        }
-        if service == "ssm":
-            return self._session.create_client("ssm", **options)
-        return self._session.create_client("secretsmanager", **options)
+        return self._clients.client(service)
 
     async def read(self, secrets: Mapping[str, BuildSecretSource]) -> dict[str, bytes]:
         """Key -> value for every secret, each registered for scrubbing before it is returned.

@@ -21,7 +21,7 @@ from typing import Any
 from aiobotocore.session import AioSession
 
 from reconciler.adapters.aws import aws_errors
-from reconciler.adapters.ecs import boto_config
+from reconciler.adapters.aws_clients import RegionalClients
 from reconciler.errors import AwsRejected, DefinitionError
 
 
@@ -37,9 +37,7 @@ class TemplateLookups:
         env_allow: tuple[str, ...] = (),
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self._session = session or AioSession()
-        self._region = region
-        self._endpoint_url = endpoint_url
+        self._clients = RegionalClients(region=region, session=session, endpoint_url=endpoint_url)
         self._env_allow = env_allow
         self._environ = os.environ if environ is None else environ
 
@@ -86,9 +84,4 @@ class TemplateLookups:
         return str(answer["ARN"])
 
     def _client(self, service: str) -> Any:
-        return self._session.create_client(
-            service,  # type: ignore[call-overload]
-            region_name=self._region,
-            endpoint_url=self._endpoint_url or None,
-            config=boto_config(),
-        )
+        return self._clients.client(service)

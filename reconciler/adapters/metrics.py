@@ -25,7 +25,7 @@ import aiohttp
 from aiobotocore.session import AioSession
 
 from reconciler.adapters.aws import aws_errors
-from reconciler.adapters.ecs import boto_config
+from reconciler.adapters.aws_clients import RegionalClients
 from reconciler.config import AnalysisCheck, CloudWatchSource, PrometheusSource
 from reconciler.decisions.model import utcnow
 from reconciler.errors import AwsRejected, AwsUnavailable, MetricsRefused, MetricsUnavailable
@@ -42,9 +42,7 @@ class MetricSources:
     def __init__(
         self, *, region: str, session: AioSession | None = None, endpoint_url: str = ""
     ) -> None:
-        self._session = session or AioSession()
-        self._region = region
-        self._endpoint_url = endpoint_url
+        self._clients = RegionalClients(region=region, session=session, endpoint_url=endpoint_url)
 
     async def measure(self, check: AnalysisCheck) -> float | None:
         """The check's value now; None when its query has no data. MetricsUnavailable when
@@ -77,12 +75,7 @@ class MetricSources:
         return None
 
     def _client(self) -> Any:
-        return self._session.create_client(
-            "cloudwatch",
-            region_name=self._region,
-            endpoint_url=self._endpoint_url or None,
-            config=boto_config(),
-        )
+        return self._clients.client("cloudwatch")
 
 
 async def prometheus_value(source: PrometheusSource) -> float | None:

@@ -9,15 +9,14 @@ open for the daemon's life would cost more than it saves.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import botocore.session
 from aiobotocore.session import AioSession
 
 from reconciler.adapters.aws import aws_errors
-from reconciler.adapters.ecs import boto_config
+from reconciler.adapters.aws_clients import RegionalClients
 from reconciler.errors import AwsRejected
 
 Target = dict[str, Any]
@@ -31,9 +30,7 @@ class Schedules:
     def __init__(
         self, *, region: str, session: AioSession | None = None, endpoint_url: str = ""
     ) -> None:
-        self._session = session or AioSession()
-        self._region = region
-        self._endpoint_url = endpoint_url
+        self._clients = RegionalClients(region=region, session=session, endpoint_url=endpoint_url)
 
     async def rule_targets(self, rule: str) -> list[Target]:
         """Every target of the rule (default event bus), as ListTargetsByRule gives them."""
@@ -74,15 +71,8 @@ class Schedules:
         """The fields of GetSchedule's answer that UpdateSchedule takes."""
         return _update_fields()
 
-    @asynccontextmanager
-    async def _client(self, service: str) -> AsyncIterator[Any]:
-        async with self._session.create_client(
-            service,  # type: ignore[call-overload]
-            region_name=self._region,
-            endpoint_url=self._endpoint_url or None,
-            config=boto_config(),
-        ) as client:
-            yield client
+    def _client(self, service: str) -> Any:
+        return self._clients.client(service)
 
 
 @functools.cache

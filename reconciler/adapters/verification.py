@@ -19,7 +19,7 @@ from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
 from reconciler.adapters.aws import aws_errors, describe, is_transient
-from reconciler.adapters.ecs import boto_config
+from reconciler.adapters.aws_clients import RegionalClients
 from reconciler.decisions.verification import Answer, Kind, Lookup, State
 
 SERVICES: dict[Kind, str] = {
@@ -71,9 +71,7 @@ class Verifier:
     def __init__(
         self, *, region: str, session: AioSession | None = None, endpoint_url: str = ""
     ) -> None:
-        self._session = session or AioSession()
-        self._region = region
-        self._endpoint_url = endpoint_url
+        self._clients = RegionalClients(region=region, session=session, endpoint_url=endpoint_url)
 
     async def answers(self, lookups: Collection[Lookup]) -> dict[Lookup, Answer]:
         """Each lookup's answer, all asked concurrently; AwsUnavailable (or AwsRejected,
@@ -82,14 +80,14 @@ class Verifier:
         async with AsyncExitStack() as stack:
             clients: dict[tuple[str, str], Client] = {}
             for lookup in unique:
-                key = (SERVICES[lookup.kind], lookup.region or self._region)
+                key = (SERVICES[lookup.kind], lookup.region or self._clients.region)
                 if key not in clients:
                     clients[key] = await stack.enter_async_context(self._client(*key))
             slots = asyncio.Semaphore(CONCURRENT)
 
             async def ask(lookup: Lookup) -> Answer:
                 async with slots:
-                    key = (SERVICES[lookup.kind], lookup.region or self._region)
+                    key = (SERVICES[lookup.kind], lookup.region or self._clients.region)
                     return await _ask(clients[key], lookup)
 
             # Every question runs to its end before the clients close; then the first error.
@@ -102,12 +100,7 @@ class Verifier:
         return dict(zip(unique, results, strict=True))  # type: ignore[arg-type]
 
     def _client(self, service: str, region: str) -> Any:
-        return self._session.create_client(
-            service,  # type: ignore[call-overload]
-            region_name=region,
-            endpoint_url=self._endpoint_url or None,
-            config=boto_config(),
-        )
+        return self._clients.client(service, region=region)
 
 
 async def _ask(client: Client, lookup: Lookup) -> Answer:
