@@ -88,7 +88,7 @@ async def test_a_freeze_holds_a_push_and_an_admin_override_deploys_it_once(
 async def test_a_release_held_by_a_freeze_starts_when_it_ends_without_a_push(
     world: World,
 ) -> None:
-    """A window that began this minute and ends 25 s from now: the first release waits in
+    """A window that began this minute and ends 18 s from now: the first release waits in
     Frozen, then goes out at the window's end by itself (the loop wakes at the end, no push,
     no poll: the poll interval is an hour), once."""
     now = datetime.now(UTC)
@@ -97,12 +97,12 @@ async def test_a_release_held_by_a_freeze_starts_when_it_ends_without_a_push(
         {
             "apps": [world.name],
             "cron": f"{now.minute} {now.hour} * * *",
-            "duration": f"{now.second + 25}s",
+            "duration": f"{now.second + 18}s",
             "timezone": "UTC",
             "reason": "release train",
         }
     ]
-    ends = now.replace(second=0, microsecond=0) + timedelta(seconds=now.second + 25)
+    ends = now.replace(second=0, microsecond=0) + timedelta(seconds=now.second + 18)
     async with world.daemon() as daemon:
         frozen = await daemon.wait_for(lambda s: s["phase"] == "Frozen", what="Frozen")
         assert frozen["frozen"]["until"] == ends.isoformat().replace("+00:00", "Z")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from reconciler.adapters.dockerignore import MAX_PATTERN, DockerIgnore
 from reconciler.errors import BuildContextRefused
 
-FUZZ = settings(max_examples=400, deadline=None)
+FUZZ = settings(max_examples=200, deadline=None)
 ROOT = Path(__file__).parents[3]
 
 
