@@ -31,7 +31,7 @@ from reconciler.decisions.definition_diff import Change
 from reconciler.decisions.four_keys import RELEASED
 from reconciler.decisions.kept import trimmed
 from reconciler.decisions.model import HistoryEntry, Observation, Phase, Result, utcnow
-from reconciler.decisions.timeline import StageTime, bounded_stages
+from reconciler.decisions.timeline import ReleaseStages, StageTime, bounded_stages
 from reconciler.logs import redact
 from reconciler.metrics import Metrics
 
@@ -86,6 +86,11 @@ class Reporter:
         """The revision the app should run, known as soon as git answered."""
         self.status.desired_revision = revision
         self.status.desired_image = image
+        if self._clock.revision is None:
+            # A daemon that started (or took the app) mid-release goes on with its stages.
+            kept = self._store.load(self.app).timeline
+            if kept is not None and kept.revision == revision:
+                self._clock.resume(kept.revision, kept.stages)
         self._clock.revision_known(revision)
         self._no_longer_in_sync()
         self._stages_changed()
@@ -223,6 +228,14 @@ class Reporter:
             self._clock.end(name, part=part)
             self._stages_changed()
 
+    def release_stages(self) -> ReleaseStages | None:
+        """The release under way and its stages so far, for the app's state; None when no
+        release is under way (or it did no more than look)."""
+        revision = self._clock.revision
+        if revision is None or not self._clock.worth_showing:
+            return None
+        return ReleaseStages(revision, self._clock.stages)
+
     def _amend(self, stage: StageTime) -> None:
         """Add `stage` to the entry the last release wrote, where it is still the newest
         (it is saved with the app's next write)."""
@@ -295,6 +308,7 @@ class Reporter:
         self._clock.done()
         self._written = entry
         memory = self._store.load(self.app)
+        memory.timeline = None  # the release is an entry now
         memory.history.insert(0, entry)
         memory.history[:] = trimmed(memory.history)
         await self._store.save(self.app)

@@ -44,6 +44,7 @@ from reconciler.decisions.model import (
     PreDeployRun,
     Release,
 )
+from reconciler.decisions.timeline import ReleaseStages
 
 HISTORY_LIMIT = 20  # history entries the status shows (the memory keeps RELEASES_KEPT)
 log = structlog.get_logger("reconciler.state")
@@ -71,6 +72,8 @@ class AppMemory:
     # An app with `analysis`: the metric analysis of its latest release, measurement by
     # measurement, so a restart or a new owner goes on from what was really measured.
     analysis: AnalysisRun | None = None
+    # The stages of the release under way (none between releases): a restart goes on.
+    timeline: ReleaseStages | None = None
     # Set when the file on disk could not be read: the one-line reason shown to operators.
     damaged: str | None = None
 
@@ -225,6 +228,7 @@ class _MemoryFile(BaseModel):
     release: Release | None = None
     approval: ApprovalRequest | None = None
     analysis: AnalysisRun | None = None
+    timeline: ReleaseStages | None = None
     history: list[HistoryEntry]  # newest first, bounded (decisions/kept.py)
 
 
@@ -238,10 +242,13 @@ def _encode(memory: AppMemory) -> dict[str, Any]:
     # a file without them reads the same, and an older daemon finds the keys it knows.
     for entry in dumped["history"]:
         compact_entry(entry)
-    # Only apps with `definitions`, `services`, `approval`, `analysis` write them.
-    for key in ("definition", "release", "approval", "analysis"):
+    # Only apps with `definitions`, `services`, `approval`, `analysis` write them; a
+    # timeline only while a release is under way.
+    for key in ("definition", "release", "approval", "analysis", "timeline"):
         if dumped.get(key) is None:
             dumped.pop(key, None)
+    if dumped.get("timeline") is not None:
+        compact_entry(dumped["timeline"])
     if dumped.get("approval") is not None and dumped["approval"].get("rejected") is None:
         dumped["approval"].pop("rejected", None)
     if dumped.get("pin") is not None and dumped["pin"].get("asked_by") is None:

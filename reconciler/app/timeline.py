@@ -46,6 +46,15 @@ class StageClock:
         self.revision = revision
         self._again = False
 
+    def resume(self, revision: str, stages: tuple[StageTime, ...]) -> None:
+        """Go on with the stages an earlier daemon recorded of the release of `revision` (a
+        restart, a takeover). A stage it left running stays open: one the pass runs again
+        (the rollout it watches again) goes on as the same bar, any other ends with the
+        release, its bar covering the time no daemon worked on it."""
+        self._stages = list(stages)
+        self.revision = revision
+        self._again = True
+
     def done(self) -> None:
         """The release is a history entry: the next pass starts afresh."""
         self._stages = []

@@ -46,6 +46,15 @@ class StageTime:
         return max(0.0, (end - self.started_at).total_seconds())
 
 
+@dataclass(frozen=True)
+class ReleaseStages:
+    """The stages of a release under way, kept in the app's state, so a daemon that restarts
+    (or takes the app over) mid-release goes on with them rather than from nothing."""
+
+    revision: str
+    stages: tuple[StageTime, ...]
+
+
 def bounded_stages(stages: Sequence[StageTime]) -> tuple[StageTime, ...]:
     """At most MAX_STAGES, in order: the pass's stages and rollouts first, then as many
     lifecycle steps as fit (a release of many services may report many)."""

@@ -82,6 +82,8 @@ async def approval_now(ctx: PassContext) -> tuple[bool | None, str]:
         case Gate.WAITING:
             ctx.session.wake_at = request.expires_at
             ctx.report.awaiting_approval(_view(ctx, request))
+            if ctx.memory.timeline != ctx.report.release_stages():
+                await ctx.session.save()  # the wait's start, for a daemon that goes on
             return None, ""
         case Gate.REJECTED:
             assert request.rejected is not None

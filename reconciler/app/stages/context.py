@@ -100,7 +100,9 @@ class AppSession:
         return self.store.load(self.app.name)
 
     async def save(self) -> bool:
-        """Write the app's memory through; False when the store refused (reported)."""
+        """Write the app's memory through, with the stages of the release under way;
+        False when the store refused (reported)."""
+        self.memory.timeline = self.report.release_stages()
         ok = await self.store.save(self.app.name)
         self.report.state_unwritable(self.store.write_error(self.app.name))
         return ok

@@ -3,6 +3,7 @@ and bounded however many releases an app makes."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from reconciler.app.reporter import Reporter
 from reconciler.app.stages.pipeline import run_pass
 from reconciler.app.state import AppMemory, FileStateStore, cleared, encode_memory
 from reconciler.app.status import AppStatus, RolloutView
+from reconciler.decisions.approval import Vote
 from reconciler.decisions.kept import (
     ERROR_CHARS,
     ERROR_LINE,
@@ -157,3 +159,30 @@ async def test_a_restart_keeps_the_releases_and_their_stages(tmp_path: Path) -> 
     assert again.load("web").history == run.memory.history
     assert status.history[0].stages == entry.stages
     assert status.history[0].committed_at == COMMITTED
+
+
+async def test_a_restart_mid_release_goes_on_with_its_stages() -> None:
+    """A release waiting for approval keeps its stages so far in the app's state; the next
+    daemon (a new reporter on the same state) goes on with them, and the entry it writes
+    has the build of the first and the rollout of the second."""
+    run = a_pass(approval={"required": 1, "expire_after": "1h"})
+    await run_pass(run.session, woken=True)
+    kept = run.written.timeline
+    assert kept is not None and kept.revision == REVISION
+    before = [s.name for s in kept.stages]
+    assert "build" in before and "approval" in before, before
+
+    run.session.report = Reporter(
+        app="web", status=AppStatus(name="web"), metrics=Metrics(), store=run.store
+    )
+    request = run.memory.approval
+    assert request is not None
+    run.memory.approval = dataclasses.replace(request, approvals=(Vote(by="alice", at=utcnow()),))
+    await run_pass(run.session, woken=True)
+    entry = run.memory.history[0]
+    assert entry.result is Result.DEPLOYED
+    names = [s.name for s in entry.stages]
+    assert names[: len(before)] == before, names
+    assert "rollout" in names
+    assert all(s.finished_at is not None for s in entry.stages)
+    assert run.written.timeline is None  # an entry now
