@@ -381,3 +381,41 @@ async def test_render_diff_and_verify_speak_of_every_service_of_a_release(world:
     assert unknown.stderr.strip().endswith(
         f"app {world.name!r} has no service 'nope' (it has {world.name}, {worker})"
     )
+
+
+async def test_a_console_edit_of_a_later_service_is_shown_as_its_drift(world: World) -> None:
+    """web and worker from their folders: after the release, an edit of the worker's task
+    definition in the console is drift named by the worker, and nothing is written."""
+    from tests.e2e.test_release import add_worker
+
+    worker = add_worker(world)
+    world.app_overrides.update(definitions="deploy/ecs")
+    files = {}
+    for service in (world.name, worker):
+        task = json.loads(task_file(world))
+        task["family"] = service
+        files[f"deploy/ecs/{service}/task-definition.json"] = json.dumps(task)
+    world.repo.commit(files, "definitions of both services")
+    async with world.daemon() as daemon:
+        await daemon.wait_phase("InSync", revision=world.repo.head())
+        assert "drift" not in await daemon.status()
+        ecs = world.ecs()
+        live = ecs.describe_services(cluster=world.cluster, services=[worker])["services"][0]
+        definition = ecs.describe_task_definition(taskDefinition=live["taskDefinition"])[
+            "taskDefinition"
+        ]
+        containers = list(definition["containerDefinitions"])
+        containers[0] = {**containers[0], "memory": 1024}
+        registered = ecs.register_task_definition(
+            family=definition["family"], containerDefinitions=containers
+        )
+        arn = registered["taskDefinition"]["taskDefinitionArn"]
+        ecs.update_service(cluster=world.cluster, service=worker, taskDefinition=arn)
+        updates = len(world.aws.calls.logged("UpdateService"))
+        await another_pass(daemon)
+        status = await daemon.wait_for(lambda s: "drift" in s, what="the worker's drift shown")
+    assert status["phase"] == "InSync"
+    assert status["drift"]["changes"] == [
+        f"{worker}: containerDefinitions[app].memory: 1024 -> 256"
+    ]
+    assert len(world.aws.calls.logged("UpdateService")) == updates  # nothing written

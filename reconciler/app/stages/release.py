@@ -27,7 +27,7 @@ import structlog
 
 from reconciler.app.host import this_host
 from reconciler.app.stages.context import PassContext
-from reconciler.app.stages.definitions import desired_definition
+from reconciler.app.stages.definitions import compared, desired_definition
 from reconciler.app.stages.deploy import with_app_tag, with_image
 from reconciler.app.stages.observe import managed_images
 from reconciler.app.stages.rollback import put_back
@@ -143,6 +143,8 @@ async def rest_of_release(ctx: PassContext, *, first: Rollout | None) -> Went:
         went = Went.DEPLOYED
     if ctx.memory.release != release:
         await _remember(ctx, release)
+    if app.definitions:
+        await _report_drift(ctx)
     if app.schedules and not release.schedules_done:
         # Every service runs the revision: the scheduled tasks follow.
         running = [live, *(release.part(s).task_definition for s in app.service_names[1:])]
@@ -257,6 +259,36 @@ async def _definition(
         return (definition, with_app_tag(own_tags, app.name)), dict(rendered.service)
     copied = with_image(live_definition, set(live.images), image)
     return (copied, with_app_tag(tags, app.name)), None
+
+
+async def _report_drift(ctx: PassContext) -> None:
+    """Drift of every service (the later ones named in each line): what runs differs from
+    the service's files of the revision it runs, which only a hand outside the daemon does.
+    The later services' drift is shown, never healed."""
+    app = ctx.app
+    first = ctx.observed.definition
+    changes = list(first.changes) if first is not None and first.drifted else []
+    later: list[str] = []
+    for service in app.service_names[1:]:
+        state = await ctx.io.ecs.describe_service(app.cluster, service)
+        if state.in_flight:
+            continue
+        live, tags = await ctx.io.ecs.task_definition(state.task_definition)
+        wanted = await desired_definition(
+            for_service(app, service),
+            git=ctx.io.git,
+            lookups=ctx.io.lookups,
+            revision=ctx.revision,
+            image=str(ctx.observed.desired.image),
+        )
+        assert wanted is not None
+        found = compared(wanted, state, live, tags, mark=None, heal=False)
+        named = [dataclasses.replace(c, path=f"{service}: {c.path}") for c in found.changes]
+        later += [c.path for c in named]
+        changes += named
+    if later:
+        log.warning("drift", fields=later)
+    ctx.report.drift(changes)
 
 
 def _rollout_of(part: ReleasePart, state: ServiceState) -> Rollout:
