@@ -23,6 +23,7 @@ from reconciler.errors import StalledError
 from reconciler.logs import redact
 
 log = structlog.get_logger("reconciler.pass")
+HOOKED_STRATEGIES = frozenset({"BLUE_GREEN", "LINEAR", "CANARY"})
 CHANGES_SHOWN = 50  # lines of the definition's diff in the status, each at most CHANGE_LINE
 CHANGE_LINE = 300
 
@@ -48,7 +49,10 @@ def pauses_for_gates(ctx: PassContext) -> bool:
     service's deployments, so production traffic shifts only after them."""
     app = ctx.app
     gated = app.approval is not None or bool(app.analysis)
-    return gated and bool(ctx.observed.live.service.rollout.pause_stages)
+    rollout = ctx.observed.live.service.rollout
+    # ECS runs lifecycle hooks for these strategies only: elsewhere a hook never stops one.
+    hooked = rollout.controller == "ECS" and rollout.strategy in HOOKED_STRATEGIES
+    return gated and hooked and bool(rollout.pause_stages)
 
 
 async def approval_now(ctx: PassContext) -> tuple[bool | None, str]:

@@ -95,3 +95,15 @@ async def test_passing_checks_at_the_hook_continue_it() -> None:
     assert await asyncio.wait_for(run_pass(run.session, woken=True), 10) is Next.WAIT
     assert run.ecs.continued == [(RECORD, "hook-1", "CONTINUE")]
     assert run.status.phase is Phase.IN_SYNC
+
+
+async def test_a_pause_hook_on_a_rolling_service_moves_nothing_to_the_hook() -> None:
+    """ECS runs lifecycle hooks for BLUE_GREEN, LINEAR and CANARY only: on a ROLLING service
+    a configured hook never stops a deployment, so the approval comes before the update."""
+    run = paused_at_a_hook()
+    assert run.ecs.state is not None
+    rolling = RolloutSettings(strategy="ROLLING", pause_stages=("POST_SCALE_UP",))
+    run.ecs.state = replace(run.ecs.state, rollout=rolling)
+    assert await run_pass(run.session, woken=True) is Next.WAIT
+    assert run.status.phase is Phase.AWAITING_APPROVAL
+    assert run.ecs.updates == []
