@@ -330,6 +330,9 @@ class ClusterSettings(_Section):
     lease_ttl: Duration = Field(default=30.0, ge=3.0, le=3600.0)
     # This daemon's name in the table; empty: hostname and pid.
     host_id: str = ""
+    # How long the table keeps an audit line (DynamoDB's TTL removes it after, within a day
+    # or two); each daemon's own audit.jsonl keeps every line, for the host's log rotation.
+    audit_keep: Duration = Field(default=400 * 86400.0, ge=86400.0, le=10 * 365 * 86400.0)
 
     @field_validator("lease_table")
     @classmethod

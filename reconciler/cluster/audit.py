@@ -6,6 +6,7 @@ lines; a table that cannot take a line is logged, never in the way of the reques
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Sequence
 
 import structlog
@@ -17,20 +18,24 @@ from reconciler.errors import ReconcilerError
 log = structlog.get_logger("reconciler.audit")
 
 READ_AT_MOST = 2000  # lines read from the table for one answer, the newest
+KEEP = 400 * 86400.0  # seconds the table keeps a line by default ([cluster].audit_keep)
 
 
 class SharedAudit:
-    def __init__(self, local: AuditLog, table: LeaseTable, *, host_id: str) -> None:
+    def __init__(
+        self, local: AuditLog, table: LeaseTable, *, host_id: str, keep: float = KEEP
+    ) -> None:
         self._local = local
         self._table = table
         self._host_id = host_id
+        self._keep = keep
         self._count = itertools.count()
 
     async def record(self, entry: AuditEntry) -> None:
         await self._local.record(entry)
         key = f"{entry.time}#{self._host_id}#{next(self._count):08d}"
         try:
-            await self._table.append_audit(key, entry.to_line())
+            await self._table.append_audit(key, entry.to_line(), purge_at=time.time() + self._keep)
         except ReconcilerError as exc:
             log.error(
                 "audit_table_write_failed", error=str(exc), action=entry.action, app=entry.app

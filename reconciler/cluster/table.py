@@ -35,6 +35,7 @@ from reconciler.errors import AwsUnavailable
 
 CLUSTER = "cluster"
 STATE = "state"
+PURGE_AT = "purge_at"  # epoch seconds after which DynamoDB's TTL removes an audit line
 STATUS = "status"
 AUDIT = "audit"
 MEMBER = "member#"
@@ -172,12 +173,28 @@ class LeaseTable:
             ],
             BillingMode="PAY_PER_REQUEST",
         )
-        if created is None:
-            return False
+        if created is not None:
+            async with aws_errors():
+                waiter = self._client.get_waiter("table_exists")
+                await waiter.wait(TableName=self.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        await self._expire_audit_lines()
+        return created is not None
+
+    async def _expire_audit_lines(self) -> None:
+        """Turn on DynamoDB's TTL over PURGE_AT (an attribute only audit lines carry: the
+        leases' own `expires_at` is never one DynamoDB may act on); done already is fine."""
         async with aws_errors():
-            waiter = self._client.get_waiter("table_exists")
-            await waiter.wait(TableName=self.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-        return True
+            described = await self._client.describe_time_to_live(TableName=self.name)
+            now = described.get("TimeToLiveDescription", {})
+            if now.get("AttributeName") == PURGE_AT and now.get("TimeToLiveStatus") in (
+                "ENABLED",
+                "ENABLING",
+            ):
+                return
+            await self._client.update_time_to_live(
+                TableName=self.name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": PURGE_AT},
+            )
 
     # Members and leases ------------------------------------------------------------------
 
@@ -344,12 +361,12 @@ class LeaseTable:
                 )
         return found
 
-    async def append_audit(self, key: str, line: str) -> None:
-        """One audit line, under a key that sorts by time (`<iso time>#<host>#<n>`)."""
+    async def append_audit(self, key: str, line: str, *, purge_at: float) -> None:
+        """One audit line, under a key that sorts by time (`<iso time>#<host>#<n>`), which
+        DynamoDB's TTL removes after `purge_at` (epoch seconds)."""
+        item = {**_key(AUDIT, key), "line": {"S": line}, PURGE_AT: {"N": str(int(purge_at))}}
         async with aws_errors():
-            await self._client.put_item(
-                TableName=self.name, Item={**_key(AUDIT, key), "line": {"S": line}}
-            )
+            await self._client.put_item(TableName=self.name, Item=item)
 
     async def audit_lines(self, *, newest: int) -> list[str]:
         """The newest `newest` audit lines of every daemon, oldest first."""

@@ -80,7 +80,7 @@ def open_access(
     local = AuditLog(config.daemon.state_dir / AUDIT_LOG)
     audit: AuditTrail = local
     if table is not None:
-        audit = SharedAudit(local, table, host_id=host_id)
+        audit = SharedAudit(local, table, host_id=host_id, keep=config.cluster.audit_keep)
     return Access(gate=gate, audit=audit, listening=listening, public_url=public_url), made
 
 

@@ -669,6 +669,7 @@ def test_a_config_change_changes_the_fingerprint() -> None:
         ({"lease_table": "leases", "lease_ttl": "1s"}, "cluster.lease_ttl"),
         ({"host_id": "a b"}, "cluster.host_id: host_id may hold"),
         ({"lease_tabel": "leases"}, "cluster.lease_tabel"),
+        ({"lease_table": "leases", "audit_keep": "1h"}, "cluster.audit_keep"),
     ],
 )
 def test_bad_cluster_settings_name_the_key(cluster: Table, expected: str) -> None:
@@ -679,6 +680,7 @@ def test_bad_cluster_settings_name_the_key(cluster: Table, expected: str) -> Non
 def test_a_lease_table_turns_the_cluster_on() -> None:
     config = parse_config(config_text(cluster={"lease_table": "leases"}, apps=[WEB]))
     assert config.cluster.enabled and config.cluster.lease_ttl == 30.0
+    assert config.cluster.audit_keep == 400 * 86400
     assert not parse_config(config_text(apps=[WEB])).cluster.enabled
 
 
