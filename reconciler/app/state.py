@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import structlog
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
 
 from reconciler.adapters.files import set_aside, write_atomically
 from reconciler.app.cache import PerAppCache
@@ -281,16 +281,41 @@ def _iso(value: object) -> str:
     return value.isoformat()
 
 
-def encode_memory(memory: AppMemory) -> str:
-    return json.dumps(_encode(memory), separators=(",", ":"), default=_iso)
+def encode_memory(memory: AppMemory, *, with_history: bool = True) -> str:
+    """The memory as JSON; without its history (`[]` in its place) where the history is
+    kept apart (encode_history): the lease table writes it only when it changed."""
+    encoded = _encode(memory)
+    if not with_history:
+        encoded["history"] = []
+    return json.dumps(encoded, separators=(",", ":"), default=_iso)
 
 
-def decode_memory(text: str) -> AppMemory:
-    """The memory in `text`; raises ValueError, KeyError or TypeError when it is not one."""
+_HISTORY = TypeAdapter(list[HistoryEntry])
+
+
+def encode_history(history: list[HistoryEntry]) -> str:
+    """The history as kept (decisions/kept.py), as the memory's JSON would hold it."""
+    dumped = _HISTORY.dump_python(trimmed(history))
+    for entry in dumped:
+        compact_entry(entry)
+    return json.dumps(dumped, separators=(",", ":"), default=_iso)
+
+
+def decode_memory(text: str, history: str | None = None) -> AppMemory:
+    """The memory in `text`, with the history kept apart in `history` when there is one
+    (the newer of the two, should a daemon of an older version have written the memory
+    with a history of its own since); raises ValueError, KeyError or TypeError when it is
+    not one."""
     raw = json.loads(text)
     if not isinstance(raw, dict):
         raise TypeError(f"expected an object, got {type(raw).__name__}")
-    return AppMemory(**dict(_MemoryFile.model_validate(raw)))
+    memory = AppMemory(**dict(_MemoryFile.model_validate(raw)))
+    if history is not None:
+        apart = _HISTORY.validate_python(json.loads(history))
+        inline = memory.history
+        if not inline or (apart and apart[0].finished_at >= inline[0].finished_at):
+            memory.history = apart
+    return memory
 
 
 def why_unreadable(exc: Exception) -> str:

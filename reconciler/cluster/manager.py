@@ -431,7 +431,7 @@ class LeaseManager:
             return
         for app, item, takeover, version in won:
             state = taken.get(app, Taken(memory=None, feedback=None))
-            self.store.adopt(app, version=version, text=state.memory)
+            self.store.adopt(app, version=version, text=state.memory, history=state.history)
             if self._adopt_feedback is not None:
                 self._adopt_feedback(app, state.feedback)
             self.leases.held[app] = Held(version=version, confirmed_at=started)

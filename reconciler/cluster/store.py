@@ -18,6 +18,7 @@ from reconciler.app.state import (
     AppMemory,
     CachedStateStore,
     decode_memory,
+    encode_history,
     encode_memory,
     why_unreadable,
 )
@@ -34,11 +35,19 @@ class TableStateStore(CachedStateStore):
         self._host_id = host_id
         self._versions: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # The history text the table holds apart, per app: it is written only when it changed.
+        self._history_sent: dict[str, str | None] = {}
 
-    def adopt(self, app: str, *, version: int, text: str | None) -> AppMemory:
-        """The app's memory as read when lease `version` was won (None: it has none yet);
-        from now on it is written under that lease."""
-        memory = self._memories.put(app, AppMemory() if text is None else _decoded(app, text))
+    def adopt(
+        self, app: str, *, version: int, text: str | None, history: str | None = None
+    ) -> AppMemory:
+        """The app's memory as read when lease `version` was won (None: it has none yet),
+        with its history kept apart (None: none, or only in the memory, as an older daemon
+        wrote it); from now on it is written under that lease."""
+        memory = AppMemory() if text is None else _decoded(app, text, history)
+        self._memories.put(app, memory)
+        # What the table holds apart; the first write sends the history unless it is that.
+        self._history_sent[app] = history
         self._versions[app] = version
         self._memories.clear_error(app)
         return memory
@@ -46,6 +55,7 @@ class TableStateStore(CachedStateStore):
     def forget(self, app: str) -> None:
         super().forget(app)
         self._versions.pop(app, None)
+        self._history_sent.pop(app, None)
 
     async def save(self, app: str, memory: AppMemory | None = None) -> bool:
         if memory is not None:
@@ -57,9 +67,16 @@ class TableStateStore(CachedStateStore):
             if version is None:
                 reason = f"this daemon does not hold the lease of {app!r}"
                 return self._memories.write_failed(app, reason)
+            memory = self.load(app)
+            history = encode_history(memory.history)
+            changed = history != self._history_sent.get(app)
             try:
                 written = await self._table.write_state(
-                    app, me=self._host_id, version=version, memory=encode_memory(self.load(app))
+                    app,
+                    me=self._host_id,
+                    version=version,
+                    memory=encode_memory(memory, with_history=False),
+                    history=history if changed else None,
                 )
             except ReconcilerError as exc:
                 reason = f"cannot write the state of {app!r}: {exc}"
@@ -67,6 +84,7 @@ class TableStateStore(CachedStateStore):
             if not written:
                 reason = f"the lease of {app!r} was taken by another daemon"
                 return self._memories.write_failed(app, reason)
+            self._history_sent[app] = history
         return self._memories.written(app)
 
 
@@ -74,10 +92,10 @@ def _not_adopted(app: str) -> AppMemory:
     raise RuntimeError(f"the state of {app!r} is read when its lease is won, not here")
 
 
-def _decoded(app: str, text: str) -> AppMemory:
+def _decoded(app: str, text: str, history: str | None = None) -> AppMemory:
     """The memory in the table; a damaged one fails closed, as a damaged file does."""
     try:
-        return decode_memory(text)
+        return decode_memory(text, history)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = f"state in the table damaged ({why_unreadable(exc)}); `reconciler sync {app}`"
         log.error("state_damaged", app=app, error=reason)
@@ -87,6 +105,6 @@ def _decoded(app: str, text: str) -> AppMemory:
 async def peek_all(table: LeaseTable) -> dict[str, AppMemory]:
     """Every app's memory as the table has it, for read-only commands."""
     found: dict[str, AppMemory] = {}
-    for app, text in (await table.read_states()).items():
-        found[app] = _decoded(app, text)
+    for app, (text, history) in (await table.read_states()).items():
+        found[app] = _decoded(app, text, history)
     return found

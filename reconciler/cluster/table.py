@@ -15,6 +15,11 @@ One table, keyed by `pk` (partition) and `sk` (sort):
   statuses and chat messages already said (JSON), both read by each new owner. Each is
   written in a transaction with a check that the lease is still the writer's at its
   version, so a daemon that lost the lease can no longer change either.
+- pk "history", sk "<name>": the app's `history` (JSON), its releases, kept apart from the
+  memory: up to a few hundred KB that change once a release, where the memory changes at
+  every step of one (DynamoDB counts a write by the size of the whole item). Written in the
+  same transaction as the memory when it changed, under the same check. A memory written
+  by an older daemon may hold a history of its own: the newer of the two is read.
 Members and leases share a partition so that one Query reads the whole cluster view.
 """
 
@@ -35,6 +40,7 @@ from reconciler.errors import AwsUnavailable
 
 CLUSTER = "cluster"
 STATE = "state"
+HISTORY = "history"
 PURGE_AT = "purge_at"  # epoch seconds after which DynamoDB's TTL removes an audit line
 STATUS = "status"
 AUDIT = "audit"
@@ -134,6 +140,7 @@ class Taken:
 
     memory: str | None
     feedback: str | None
+    history: str | None = None
 
 
 class LeaseTable:
@@ -409,26 +416,41 @@ class LeaseTable:
         """The memory and feedback record of apps whose leases this daemon just won, read
         consistently, up to 100 apps a request (what a request leaves unprocessed is asked
         again)."""
-        found: dict[str, Taken] = {}
-        for start in range(0, len(apps), BATCH_GET_LIMIT):
-            keys = [_key(STATE, app) for app in apps[start : start + BATCH_GET_LIMIT]]
+        states: dict[str, dict[str, Any]] = {}
+        histories: dict[str, str | None] = {}
+        per_request = BATCH_GET_LIMIT // 2  # two items an app: its state and its history
+        for start in range(0, len(apps), per_request):
+            chosen = apps[start : start + per_request]
+            keys = [_key(pk, app) for app in chosen for pk in (STATE, HISTORY)]
             while keys:
                 async with aws_errors():
                     answer = await self._client.batch_get_item(
                         RequestItems={self.name: {"Keys": keys, "ConsistentRead": True}}
                     )
                 for item in answer.get("Responses", {}).get(self.name, []):
-                    found[str(item["sk"]["S"])] = Taken(
-                        memory=_s(item, "memory"), feedback=_s(item, "feedback")
-                    )
+                    app = str(item["sk"]["S"])
+                    if item["pk"]["S"] == HISTORY:
+                        histories[app] = _s(item, "history")
+                    else:
+                        states[app] = item
                 keys = answer.get("UnprocessedKeys", {}).get(self.name, {}).get("Keys", [])
-        return found
+        return {
+            app: Taken(
+                memory=_s(item, "memory"),
+                feedback=_s(item, "feedback"),
+                history=histories.get(app),
+            )
+            for app, item in states.items()
+        }
 
-    async def write_state(self, app: str, *, me: str, version: int, memory: str) -> bool:
-        """Write the app's memory if its lease is still `me` at `version`; False when it is
-        not (another daemon has taken the app since)."""
+    async def write_state(
+        self, app: str, *, me: str, version: int, memory: str, history: str | None = None
+    ) -> bool:
+        """Write the app's memory (and its history, when given) if its lease is still `me`
+        at `version`; False when it is not (another daemon has taken the app since)."""
+        also = [] if history is None else [(HISTORY, "history", history)]
         return await self._write_fenced(
-            app, me=me, version=version, attribute="memory", text=memory
+            app, me=me, version=version, attribute="memory", text=memory, also=also
         )
 
     async def write_feedback(self, app: str, *, me: str, version: int, record: str) -> bool:
@@ -438,22 +460,35 @@ class LeaseTable:
         )
 
     async def _write_fenced(
-        self, app: str, *, me: str, version: int, attribute: str, text: str
+        self,
+        app: str,
+        *,
+        me: str,
+        version: int,
+        attribute: str,
+        text: str,
+        also: list[tuple[str, str, str]] | None = None,
     ) -> bool:
-        """One attribute of the app's state item, in a transaction with a check that the
-        lease is still `me` at `version`: the lease itself is the fence."""
+        """One attribute of the app's state item (and of the items `also` names: partition,
+        attribute, text), in a transaction with a check that the lease is still `me` at
+        `version`: the lease itself is the fence."""
         check = {"TableName": self.name, "Key": _key(CLUSTER, APP + app), **_held_by(me, version)}
-        update = {
-            "TableName": self.name,
-            "Key": _key(STATE, app),
-            "UpdateExpression": "SET #value = :value",
-            "ExpressionAttributeNames": {"#value": attribute},
-            "ExpressionAttributeValues": {":value": {"S": text}},
-        }
+        updates = [
+            {
+                "Update": {
+                    "TableName": self.name,
+                    "Key": _key(pk, app),
+                    "UpdateExpression": "SET #value = :value",
+                    "ExpressionAttributeNames": {"#value": name},
+                    "ExpressionAttributeValues": {":value": {"S": value}},
+                }
+            }
+            for pk, name, value in [(STATE, attribute, text), *(also or [])]
+        ]
         async with aws_errors():
             try:
                 await self._client.transact_write_items(
-                    TransactItems=[{"ConditionCheck": check}, {"Update": update}]
+                    TransactItems=[{"ConditionCheck": check}, *updates]
                 )
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
@@ -465,11 +500,15 @@ class LeaseTable:
                 raise AwsUnavailable(describe(exc)) from exc
         return True
 
-    async def read_states(self) -> dict[str, str]:
-        """Every app's memory (JSON), for read-only commands."""
-        found: dict[str, str] = {}
+    async def read_states(self) -> dict[str, tuple[str, str | None]]:
+        """Every app's memory and history (JSON; None: none apart), for read-only commands."""
+        histories: dict[str, str | None] = {}
+        async for item in self._partition(HISTORY):
+            histories[str(item["sk"]["S"])] = _s(item, "history")
+        found: dict[str, tuple[str, str | None]] = {}
         async for item in self._partition(STATE):
             memory = _s(item, "memory")
             if memory is not None:
-                found[str(item["sk"]["S"])] = memory
+                app = str(item["sk"]["S"])
+                found[app] = (memory, histories.get(app))
         return found

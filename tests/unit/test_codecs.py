@@ -7,12 +7,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from reconciler.app.state import AppMemory, FileStateStore, decode_memory, encode_memory
+from reconciler.app.state import (
+    AppMemory,
+    FileStateStore,
+    decode_memory,
+    encode_history,
+    encode_memory,
+)
 from reconciler.app.status import AppStatus
 from reconciler.decisions.approval import ApprovalRequest, Vote
 from reconciler.decisions.kept import RELEASES_KEPT
@@ -88,6 +94,24 @@ def test_a_memory_round_trips_and_keeps_only_the_newest_history() -> None:
     assert len(again.history) == RELEASES_KEPT
     assert again.history == memory.history[:RELEASES_KEPT]
     assert decode_memory(encode_memory(AppMemory())) == AppMemory()
+
+
+def test_the_history_kept_apart_reads_back_the_same_and_the_newer_of_two_wins() -> None:
+    """The lease table keeps an app's history in an item of its own: the memory without it
+    and the history apart read back as the whole memory; a memory an older daemon wrote
+    since, with a newer history inline, wins over the older one apart."""
+    memory = make.memory()
+    apart = encode_history(memory.history)
+    assert json.loads(apart) == json.loads(encode_memory(memory))["history"]
+    bare = encode_memory(memory, with_history=False)
+    assert json.loads(bare)["history"] == []
+    assert decode_memory(bare, apart) == memory
+    newer = make.memory()
+    latest = newer.history[0]
+    later = dataclasses.replace(latest, finished_at=latest.finished_at + timedelta(days=1))
+    newer.history = [later, *newer.history]
+    assert decode_memory(encode_memory(newer), apart).history == newer.history
+    assert decode_memory(encode_memory(memory), encode_history([])).history == memory.history
 
 
 def test_a_release_of_several_services_round_trips_and_older_files_have_none(
