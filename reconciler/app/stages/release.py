@@ -35,6 +35,7 @@ from reconciler.app.stages.schedules import KIND, move_schedules
 from reconciler.app.stages.schedules import put_back as put_back_schedule
 from reconciler.app.stages.watch import Rollout, Watched, watch
 from reconciler.config import AppConfig
+from reconciler.decisions.definitions import DesiredDefinition
 from reconciler.decisions.model import (
     Hold,
     Live,
@@ -67,6 +68,20 @@ def for_service(app: AppConfig, service: str) -> AppConfig:
         return app
     folder = posixpath.normpath(posixpath.join(app.definitions, service))
     return app.model_copy(update={"definitions": folder})
+
+
+async def service_definition(ctx: PassContext, service: str) -> DesiredDefinition:
+    """`service`'s definition (`<definitions>/<service>/`) of the pass's revision, rendered
+    for the image the pass deploys; the app has `definitions`."""
+    rendered = await desired_definition(
+        for_service(ctx.app, service),
+        git=ctx.io.git,
+        lookups=ctx.io.lookups,
+        revision=ctx.revision,
+        image=str(ctx.observed.desired.image),
+    )
+    assert rendered is not None
+    return rendered
 
 
 def note_first(ctx: PassContext, rollout: Rollout | None) -> Release:
@@ -246,14 +261,7 @@ async def _definition(
     """What to register for `service` (and its service settings, with `definitions`)."""
     app = ctx.app
     if app.definitions:
-        rendered = await desired_definition(
-            for_service(app, service),
-            git=ctx.io.git,
-            lookups=ctx.io.lookups,
-            revision=ctx.revision,
-            image=image,
-        )
-        assert rendered is not None
+        rendered = await service_definition(ctx, service)
         definition = dict(rendered.task_definition)
         own_tags = list(definition.pop("tags", None) or [])
         return (definition, with_app_tag(own_tags, app.name)), dict(rendered.service)
@@ -274,14 +282,7 @@ async def _report_drift(ctx: PassContext) -> None:
         if state.in_flight:
             continue
         live, tags = await ctx.io.ecs.task_definition(state.task_definition)
-        wanted = await desired_definition(
-            for_service(app, service),
-            git=ctx.io.git,
-            lookups=ctx.io.lookups,
-            revision=ctx.revision,
-            image=str(ctx.observed.desired.image),
-        )
-        assert wanted is not None
+        wanted = await service_definition(ctx, service)
         found = compared(wanted, state, live, tags, mark=None, heal=False)
         named = [dataclasses.replace(c, path=f"{service}: {c.path}") for c in found.changes]
         later += [c.path for c in named]

@@ -15,8 +15,7 @@ import structlog
 
 from reconciler.adapters.ports import VerifierPort
 from reconciler.app.stages.context import PassContext
-from reconciler.app.stages.definitions import desired_definition
-from reconciler.app.stages.release import for_service
+from reconciler.app.stages.release import service_definition
 from reconciler.config import AppConfig
 from reconciler.decisions.definitions import DesiredDefinition
 from reconciler.decisions.verification import checks_of, findings, too_many
@@ -47,15 +46,7 @@ async def verified(ctx: PassContext) -> None:
     for service in app.service_names[1:]:
         # Rendered now, so a file of a later service that does not render stops the
         # release before its first service moves (DefinitionError naming the file).
-        rendered = await desired_definition(
-            for_service(app, service),
-            git=ctx.io.git,
-            lookups=ctx.io.lookups,
-            revision=ctx.revision,
-            image=str(ctx.observed.desired.image),
-        )
-        assert rendered is not None
-        definitions[service] = rendered
+        definitions[service] = await service_definition(ctx, service)
     if ctx.io.verifier is None:
         return
     found: list[str] = []
