@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.parse
 from typing import Any
 
-from reconciler.cli.client import daemon_url, refused, request, token_of
-from reconciler.cli.common import EXIT_OK, CliError, print_table
+from reconciler.cli.client import read, with_daemon
+from reconciler.cli.common import EXIT_OK, print_table
 
 
 def register(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the audit log: every state change asked for, and how")
     audit.add_argument("--app")
-    audit.add_argument("--url")
-    audit.add_argument("--config")
-    audit.add_argument("--token-file")
+    with_daemon(audit)
     audit.add_argument("--json", action="store_true")
     audit.set_defaults(func=cmd_audit)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    base = daemon_url(args)
-    query = f"?{urllib.parse.urlencode({'app': args.app})}" if args.app else ""
-    code, body = request(f"{base}/audit{query}", token=token_of(args))
-    refused(code, body, base)
-    if code != 200 or not isinstance(body, dict):
-        raise CliError(f"{base}/audit answered HTTP {code}")
+    body = read(args, "/audit", {"app": args.app})
     entries = body.get("entries", [])
     if args.json:
         print(json.dumps(entries, indent=2))

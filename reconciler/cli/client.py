@@ -8,6 +8,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,13 @@ from reconciler.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError, load
 from reconciler.daemon.access import admin_token_path
 
 DEFAULT_URL = "http://127.0.0.1:8089"  # the default admin_listen
+
+
+def with_daemon(command: argparse.ArgumentParser) -> None:
+    """The options of a command that talks to a running daemon: where, and as whom."""
+    command.add_argument("--url")
+    command.add_argument("--config")
+    command.add_argument("--token-file")
 
 
 def daemon_url(args: argparse.Namespace) -> str:
@@ -52,6 +60,30 @@ def request(
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CliError(f"cannot reach the daemon at {url}: {reason}") from exc
+
+
+def read(
+    args: argparse.Namespace,
+    path: str,
+    query: Mapping[str, object] | None = None,
+    *,
+    not_found: str | None = None,
+) -> dict[str, Any]:
+    """GET `path` (with the `query` values that are not None) of the daemon's API: its
+    JSON object. A refusal, a bad request or something not found (`not_found` says what)
+    is one line and exit 2; any other answer one line and exit 1."""
+    base = daemon_url(args)
+    asked = {key: str(value) for key, value in (query or {}).items() if value is not None}
+    url = base + path + (f"?{urllib.parse.urlencode(asked)}" if asked else "")
+    code, body = request(url, token=token_of(args))
+    refused(code, body, base)
+    if code in (400, 404):
+        message = body.get("error") if isinstance(body, dict) else None
+        said = not_found if code == 404 and not_found else message
+        raise CliError(said or f"{url} answered HTTP {code}", EXIT_USAGE)
+    if code != 200 or not isinstance(body, dict):
+        raise CliError(f"{url} answered HTTP {code}")
+    return body
 
 
 def refused(code: int, body: Any, base: str) -> None:
@@ -110,14 +142,8 @@ def waiting_approval(args: argparse.Namespace) -> dict[str, Any]:
     """The approval the app's release waits for, as its status shows it now: what an approve
     or reject without --revision names (revision and digest, so a newer release that turns
     up meanwhile is not approved unseen)."""
-    base = daemon_url(args)
     app = urllib.parse.quote(args.app, safe="")
-    code, answer = request(f"{base}/status/{app}", token=token_of(args))
-    refused(code, answer, base)
-    if code == 404:
-        raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
-    if code != 200 or not isinstance(answer, dict):
-        raise CliError(f"{base} answered HTTP {code} to a status of {args.app}")
+    answer = read(args, f"/status/{app}", not_found=f"unknown app {args.app!r}")
     waiting = answer.get("approval")
     if not isinstance(waiting, dict):
         raise CliError(f"no release of {args.app} waits for approval", EXIT_USAGE)

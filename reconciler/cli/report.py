@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.parse
 from typing import Any
 
-from reconciler.cli.client import daemon_url, refused, request, token_of
-from reconciler.cli.common import EXIT_OK, EXIT_USAGE, CliError, print_table
+from reconciler.cli.client import read, with_daemon
+from reconciler.cli.common import EXIT_OK, print_table
 
 COLUMNS = ["app", "days", "deploys", "per_day", "lead_p50", "lead_p90", "fail_rate", "restore_p50"]
 
@@ -20,24 +19,13 @@ def register(sub: Any) -> None:
     )
     command.add_argument("--app", help="one app (default: each app and all together)")
     command.add_argument("--days", type=int, help="one window of N days (default: 7 and 30)")
-    command.add_argument("--url")
-    command.add_argument("--token-file")
-    command.add_argument("--config")
+    with_daemon(command)
     command.add_argument("--json", action="store_true")
     command.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    base = daemon_url(args)
-    query = {k: str(v) for k, v in (("app", args.app), ("days", args.days)) if v is not None}
-    url = f"{base}/report" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    code, body = request(url, token=token_of(args))
-    refused(code, body, base)
-    if code in (400, 404):
-        message = body.get("error") if isinstance(body, dict) else None
-        raise CliError(message or f"{url} answered HTTP {code}", EXIT_USAGE)
-    if code != 200 or not isinstance(body, dict):
-        raise CliError(f"{url} answered HTTP {code}")
+    body = read(args, "/report", {"app": args.app, "days": args.days})
     if args.json:
         print(json.dumps(body, indent=2))
         return EXIT_OK

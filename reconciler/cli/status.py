@@ -8,23 +8,19 @@ import urllib.parse
 from datetime import datetime
 from typing import Any
 
-from reconciler.cli.client import daemon_url, refused, request, token_of
-from reconciler.cli.common import EXIT_OK, EXIT_USAGE, CliError, print_table
+from reconciler.cli.client import read, with_daemon
+from reconciler.cli.common import EXIT_OK, print_table
 
 
 def register(sub: Any) -> None:
     status = sub.add_parser("status", help="the daemon's status as a table")
     status.add_argument("app", nargs="?", help="one app in detail: its rollout and history")
-    status.add_argument("--url")
-    status.add_argument("--token-file")
-    status.add_argument("--config")
+    with_daemon(status)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
     history = sub.add_parser("history", help="an app's last outcomes as a table")
     history.add_argument("app")
-    history.add_argument("--url")
-    history.add_argument("--token-file")
-    history.add_argument("--config")
+    with_daemon(history)
     history.add_argument("--json", action="store_true")
     history.add_argument(
         "--stages", action="store_true", help="each release's stages, with start and duration"
@@ -33,13 +29,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    base, token = daemon_url(args), token_of(args)
     if args.app:
-        return _status_of_one(base, args.app, token=token, as_json=args.json)
-    code, body = request(f"{base}/status", token=token)
-    refused(code, body, base)
-    if code != 200 or not isinstance(body, dict):
-        raise CliError(f"{base}/status answered HTTP {code}")
+        return _status_of_one(args, args.app, as_json=args.json)
+    body = read(args, "/status")
     if args.json:
         print(json.dumps(body, indent=2))
         return EXIT_OK
@@ -64,13 +56,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status_of_one(base: str, app: str, *, token: str | None, as_json: bool) -> int:
-    code, body = request(f"{base}/status/{urllib.parse.quote(app, safe='')}", token=token)
-    refused(code, body, base)
-    if code == 404:
-        raise CliError(f"unknown app {app!r}", EXIT_USAGE)
-    if code != 200 or not isinstance(body, dict):
-        raise CliError(f"{base}/status/{app} answered HTTP {code}")
+def status_of(args: argparse.Namespace, app: str) -> dict[str, Any]:
+    """GET /status/APP: what the daemon says of one app."""
+    path = f"/status/{urllib.parse.quote(app, safe='')}"
+    return read(args, path, not_found=f"unknown app {app!r}")
+
+
+def _status_of_one(args: argparse.Namespace, app: str, *, as_json: bool) -> int:
+    body = status_of(args, app)
     if as_json:
         print(json.dumps(body, indent=2))
         return EXIT_OK
@@ -113,14 +106,7 @@ def _status_of_one(base: str, app: str, *, token: str | None, as_json: bool) -> 
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    app = urllib.parse.quote(args.app, safe="")
-    base = daemon_url(args)
-    code, body = request(f"{base}/status/{app}", token=token_of(args))
-    refused(code, body, base)
-    if code == 404:
-        raise CliError(f"unknown app {args.app!r}", EXIT_USAGE)
-    if code != 200 or not isinstance(body, dict):
-        raise CliError(f"/status/{args.app} answered HTTP {code}")
+    body = status_of(args, args.app)
     if args.json:
         print(json.dumps(body.get("history", []), indent=2))
         return EXIT_OK

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from reconciler.cli.client import steer, waiting_approval
+from reconciler.cli.client import steer, waiting_approval, with_daemon
 from reconciler.cli.common import EXIT_OK, EXIT_USAGE, CliError
 
 
@@ -41,9 +41,7 @@ def register(sub: Any) -> None:
         (unpin, cmd_unpin),
         *votes,
     ):
-        command.add_argument("--url")
-        command.add_argument("--config")
-        command.add_argument("--token-file")
+        with_daemon(command)
         command.set_defaults(func=func)
 
 
